@@ -1,0 +1,181 @@
+"""Statistics used by scorecards and regression detection (vectorised; scipy/numpy only).
+
+* Rates: Jeffreys intervals (``scipy.stats.beta``).
+* Means (evaluator scores): Student-t intervals from sufficient statistics.
+* Quantiles (latency, TTFT): the *exact* percentile bootstrap of a histogram. Values are binned
+  on a log scale (:data:`BINS_PER_E` bins per e-fold, ~1 % wide) in SQL; for a sample of ``n``
+  values whose histogram has cumulative counts ``C_j``, the bootstrap quantile ``Q*`` (the
+  ``m = ceil(p n)``-th order statistic of a resample) satisfies
+  ``P(Q* <= bin j) = P(Binomial(n, C_j / n) >= m)``. That is the bootstrap distribution with
+  infinitely many resamples, so it is computed in closed form (``scipy.stats.binom.sf``) for
+  every cell at once, with no Monte-Carlo noise. Its mean/variance feed the tests; its
+  percentiles are the CI.
+* Sequential tests: a one-sided mixture SPRT (mSPRT, Johari et al. 2017) on a normal statistic:
+  an always-valid p-value that may be recomputed after every batch of data.
+* Multiple comparisons: Benjamini–Hochberg (``scipy.stats.false_discovery_control``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy import special, stats
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+#: Histogram resolution for quantiles: bin = floor(ln(value) * BINS_PER_E).
+BINS_PER_E = 100
+#: Values at or below this are put in the lowest bin (log of zero is undefined).
+MIN_BINNED_VALUE = 1e-3
+
+
+def bin_sql(column: str) -> str:
+    """SQL expression giving the histogram bin of ``column`` (see :func:`bin_value`)."""
+    return f"CAST(floor(ln(greatest({column}, {MIN_BINNED_VALUE})) * {BINS_PER_E}) AS INTEGER)"
+
+
+def bin_value(bins: npt.ArrayLike) -> FloatArray:
+    """Representative value (geometric centre) of histogram bins."""
+    return np.exp((np.asarray(bins, dtype=np.float64) + 0.5) / BINS_PER_E)
+
+
+def jeffreys_interval(k: npt.ArrayLike, n: npt.ArrayLike, alpha: float = 0.05) -> tuple[
+    FloatArray, FloatArray
+]:
+    """Jeffreys interval for binomial proportions (vectorised)."""
+    k_ = np.asarray(k, dtype=np.float64)
+    n_ = np.asarray(n, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lo = np.where(k_ > 0, stats.beta.ppf(alpha / 2, k_ + 0.5, n_ - k_ + 0.5), 0.0)
+        hi = np.where(k_ < n_, stats.beta.ppf(1 - alpha / 2, k_ + 0.5, n_ - k_ + 0.5), 1.0)
+    bad = n_ <= 0
+    return np.where(bad, np.nan, lo), np.where(bad, np.nan, hi)
+
+
+def mean_interval(
+    mean: npt.ArrayLike, var: npt.ArrayLike, n: npt.ArrayLike, alpha: float = 0.05
+) -> tuple[FloatArray, FloatArray]:
+    """Student-t interval for a mean from (mean, sample variance, n) (vectorised)."""
+    m = np.asarray(mean, dtype=np.float64)
+    n_ = np.asarray(n, dtype=np.float64)
+    v = np.nan_to_num(np.asarray(var, dtype=np.float64), nan=0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        se = np.sqrt(v / n_)
+        half = stats.t.ppf(1 - alpha / 2, np.maximum(n_ - 1, 1)) * se
+    half = np.where(n_ > 1, half, np.nan)
+    return m - half, m + half
+
+
+@dataclass(frozen=True, slots=True)
+class QuantileBootstrap:
+    """Exact-bootstrap summaries of one quantile for many groups (arrays aligned by group)."""
+
+    mean: FloatArray  # bootstrap mean of the quantile
+    var: FloatArray  # bootstrap variance of the quantile
+    ci_low: FloatArray
+    ci_high: FloatArray
+
+
+def quantile_bootstrap(
+    group: IntArray,
+    bins: IntArray,
+    counts: IntArray,
+    n_groups: int,
+    p: float,
+    alpha: float = 0.05,
+) -> QuantileBootstrap:
+    """Exact percentile bootstrap of the ``p``-quantile from per-group histograms.
+
+    ``group``, ``bins`` and ``counts`` are parallel arrays sorted by (group, bin); groups are
+    numbered ``0..n_groups-1``. Groups without rows get NaN.
+    """
+    out_nan = np.full(n_groups, np.nan)
+    if len(group) == 0:
+        return QuantileBootstrap(out_nan, out_nan.copy(), out_nan.copy(), out_nan.copy())
+    counts_f = counts.astype(np.float64)
+    n = np.bincount(group, weights=counts_f, minlength=n_groups)
+    cum = np.cumsum(counts_f)
+    start = np.searchsorted(group, np.arange(n_groups), side="left")
+    first = np.minimum(start, len(group) - 1)
+    offset = np.where(n > 0, cum[first] - counts_f[first], 0.0)
+    cum_in_group = cum - offset[group]
+    n_row = n[group]
+    m = np.ceil(p * n_row - 1e-9)
+    m = np.clip(m, 1, n_row)
+    # P(Q* <= bin j) = P(Bin(n, C_j/n) >= m) = sf(m - 1)
+    cdf = stats.binom.sf(m - 1, n_row, np.clip(cum_in_group / n_row, 0.0, 1.0))
+    prev = np.concatenate(([0.0], cdf[:-1]))
+    is_first = np.concatenate(([True], group[1:] != group[:-1]))
+    pmf = np.clip(cdf - np.where(is_first, 0.0, prev), 0.0, None)
+    value = bin_value(bins)
+    total = np.bincount(group, weights=pmf, minlength=n_groups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.bincount(group, weights=pmf * value, minlength=n_groups) / total
+        second = np.bincount(group, weights=pmf * value * value, minlength=n_groups) / total
+    var = np.maximum(second - mean * mean, 0.0)
+    # percentiles of the bootstrap distribution: first bin whose cdf reaches the level
+    key = group + np.minimum(cdf, 1.0) * 0.999999
+    lo_idx = np.searchsorted(key, np.arange(n_groups) + alpha / 2 * 0.999999, side="left")
+    hi_idx = np.searchsorted(key, np.arange(n_groups) + (1 - alpha / 2) * 0.999999, side="left")
+    last = np.maximum(np.searchsorted(group, np.arange(n_groups), side="right") - 1, 0)
+    ci_low = value[np.minimum(lo_idx, last)]
+    ci_high = value[np.minimum(hi_idx, last)]
+    empty = n <= 0
+    # The bin width bounds the resolution: never report a variance below it.
+    var = np.maximum(var, (mean * (np.exp(1 / BINS_PER_E) - 1)) ** 2 / 12)
+    return QuantileBootstrap(
+        mean=np.where(empty, np.nan, mean),
+        var=np.where(empty, np.nan, var),
+        ci_low=np.where(empty, np.nan, ci_low),
+        ci_high=np.where(empty, np.nan, ci_high),
+    )
+
+
+def msprt_log_lr(worse: FloatArray, var: FloatArray, tau: FloatArray) -> FloatArray:
+    """Log mixture likelihood ratio of a one-sided mSPRT (vectorised).
+
+    ``worse`` is the estimated effect, signed so that positive means "worse"; ``var`` its
+    variance; the alternative mixes effects with a half-normal of scale ``tau`` on the worse
+    side. Under "not worse" the ratio is a non-negative supermartingale, so by Ville's
+    inequality ``P(sup_t LR_t >= 1/alpha) <= alpha`` over any number of looks.
+    """
+    v = np.asarray(var, dtype=np.float64)
+    t2 = np.asarray(tau, dtype=np.float64) ** 2
+    s = np.asarray(worse, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        log_lr = (
+            np.log(2.0)
+            + 0.5 * np.log(v / (v + t2))
+            + t2 * s * s / (2 * v * (v + t2))
+            + special.log_ndtr(s * np.sqrt(t2) / np.sqrt(v * (v + t2)))
+        )
+    return np.where((v > 0) & np.isfinite(log_lr), log_lr, 0.0)
+
+
+def msprt_p_value(worse: FloatArray, var: FloatArray, tau: FloatArray) -> FloatArray:
+    """Always-valid p-value ``min(1, 1/LR)`` of :func:`msprt_log_lr`."""
+    return np.exp(-np.maximum(msprt_log_lr(worse, var, tau), 0.0))
+
+
+def msprt_confidence_interval(
+    estimate: FloatArray, var: FloatArray, tau: FloatArray, alpha: float
+) -> tuple[FloatArray, FloatArray]:
+    """Always-valid (1-alpha) confidence sequence of the two-sided normal-mixture mSPRT."""
+    v = np.asarray(var, dtype=np.float64)
+    t2 = np.asarray(tau, dtype=np.float64) ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        half = np.sqrt(v * (v + t2) / t2 * (2 * np.log(1 / alpha) + np.log((v + t2) / v)))
+    half = np.where(v > 0, half, np.nan)
+    est = np.asarray(estimate, dtype=np.float64)
+    return est - half, est + half
+
+
+def bh_q_values(p_values: npt.ArrayLike) -> FloatArray:
+    """Benjamini–Hochberg adjusted p-values (q-values)."""
+    p = np.asarray(p_values, dtype=np.float64)
+    if p.size == 0:
+        return p
+    return np.asarray(stats.false_discovery_control(np.clip(p, 0.0, 1.0), method="bh"))

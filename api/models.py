@@ -1,0 +1,244 @@
+"""Request and response models of ``/api/v1`` (the OpenAPI surface at ``/docs``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+TraceId = Annotated[
+    str,
+    Field(
+        pattern=r"^[0-9a-fA-F]{32}$",
+        description="32 hex digits (stored lower-case)",
+        examples=["4bf92f3577b34da6a3ce929d0e0e4736"],
+    ),
+]
+SpanId = Annotated[
+    str, Field(pattern=r"^[0-9a-fA-F]{16}$", description="16 hex digits (stored lower-case)")
+]
+ClientId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Client-chosen id; re-sending the same id is a no-op (idempotent retries)",
+    ),
+]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+ShortText = Annotated[str, Field(max_length=200)]
+LongText = Annotated[str, Field(max_length=20_000)]
+
+#: Feedback kinds whose value is a fraction; user-defined kinds may use any finite value.
+UNIT_FEEDBACK_KINDS = frozenset({"thumbs_up", "thumbs_down", "escalation"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ScoreIn(_Strict):
+    id: ClientId | None = None
+    trace_id: TraceId
+    span_id: SpanId | None = None
+    name: Name = Field(description="Evaluator name, e.g. Groundedness")
+    value: float = Field(ge=0.0, le=1.0, allow_inf_nan=False, description="Score in [0, 1]")
+    label: ShortText | None = None
+    reason: LongText | None = None
+    source: ShortText | None = None
+    created_at: dt.datetime | None = Field(
+        default=None, description="When the score was produced (default: now, UTC)"
+    )
+
+
+class FeedbackIn(_Strict):
+    id: ClientId | None = None
+    trace_id: TraceId
+    span_id: SpanId | None = None
+    kind: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")] = (
+        Field(description="thumbs_up, thumbs_down, escalation, or a user-defined kind")
+    )
+    value: float = Field(
+        default=1.0,
+        allow_inf_nan=False,
+        ge=-1e12,
+        le=1e12,
+        description="Default 1; in [0, 1] for thumbs_up/thumbs_down/escalation",
+    )
+    comment: LongText | None = None
+    created_at: dt.datetime | None = None
+
+    @field_validator("value")
+    @classmethod
+    def _unit_for_builtin_kinds(cls, value: float, info: ValidationInfo) -> float:
+        kind = info.data.get("kind")
+        if kind in UNIT_FEEDBACK_KINDS and not 0.0 <= value <= 1.0:
+            raise ValueError(f"value for kind {kind!r} must be in [0, 1], got {value}")
+        return value
+
+
+class WriteResult(BaseModel):
+    accepted: int = Field(description="Records in the request")
+    inserted: int = Field(description="Records newly stored (committed)")
+    ids: list[str] = Field(description="Id of each record, in request order")
+    duplicate_ids: list[str] = Field(description="Ids that were already stored (not changed)")
+    unknown_trace_ids: list[str] = Field(
+        description="Trace ids with no stored span yet (accepted anyway)"
+    )
+
+
+class SqlRequest(_Strict):
+    sql: str = Field(max_length=100_000, examples=["SELECT prefix_id, count(*) FROM spans GROUP BY 1"])
+
+
+class SqlResponse(BaseModel):
+    columns: list[str]
+    types: list[str]
+    rows: list[list[Any]]
+    truncated: bool
+    elapsed_ms: float
+
+
+class ErrorBody(BaseModel):
+    error: str
+    message: str
+    code: str | None = None
+    position: int | None = None
+    detail: list[dict[str, Any]] | None = None
+
+
+class Alert(BaseModel):
+    id: str
+    prefix_id: str | None
+    prefix_version: str | None
+    route: str | None
+    cohort: dict[str, Any]
+    metric: str
+    baseline: str | None
+    baseline_value: float | None
+    value: float | None
+    delta: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    q_value: float | None
+    n: int | None
+    n_baseline: int | None
+    direction: str | None
+    severity: str | None
+    status: str
+    example_trace_ids: list[str]
+    created_at: dt.datetime
+    updated_at: dt.datetime | None = None
+    resolved_at: dt.datetime | None = None
+    method: str | None = None
+    details: dict[str, Any] | None = None
+
+
+class AlertList(BaseModel):
+    alerts: list[Alert]
+
+
+class RegressionRun(BaseModel):
+    alerts: list[Alert] = Field(description="Alerts raised or updated by this run")
+    new: int
+    updated: int
+    resolved: int
+
+
+PrefixStatus = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$", examples=["active"])]
+
+
+class PrefixRegistration(_Strict):
+    base_model: ShortText | None = None
+    prefix_type: ShortText | None = Field(default=None, examples=["prefix_tuning", "lora"])
+    version: ShortText | None = None
+    owner: ShortText | None = None
+    specialty: ShortText | None = None
+    training_corpus: LongText | None = None
+    adapter_hash: ShortText | None = None
+    status: PrefixStatus = "registered"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class PrefixInfo(BaseModel):
+    prefix_id: str
+    registered: bool
+    base_models: list[str]
+    prefix_types: list[str]
+    versions: list[str]
+    first_seen: dt.datetime | None
+    last_seen: dt.datetime | None
+    n: int
+    base_model: str | None = None
+    prefix_type: str | None = None
+    version: str | None = None
+    owner: str | None = None
+    specialty: str | None = None
+    training_corpus: str | None = None
+    adapter_hash: str | None = None
+    status: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    registered_at: dt.datetime | None = None
+    updated_at: dt.datetime | None = None
+
+
+class PrefixList(BaseModel):
+    prefixes: list[PrefixInfo]
+
+
+class SpanNode(BaseModel):
+    span_id: str
+    parent_span_id: str | None
+    name: str | None
+    kind: str | None
+    service_name: str | None
+    start_time: dt.datetime | None
+    end_time: dt.datetime | None
+    duration_ms: float | None
+    status_code: str | None
+    status_message: str | None
+    prefix_id: str | None
+    prefix_version: str | None
+    base_model: str | None
+    route: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cached_tokens: int | None
+    ttft_ms: float | None
+    fallback_reason: str | None
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    children: list[SpanNode] = Field(default_factory=list)
+
+
+class TraceScore(BaseModel):
+    id: str
+    span_id: str | None
+    name: str
+    value: float
+    label: str | None
+    reason: str | None
+    source: str | None
+    created_at: dt.datetime
+
+
+class TraceFeedback(BaseModel):
+    id: str
+    span_id: str | None
+    kind: str
+    value: float
+    comment: str | None
+    created_at: dt.datetime
+
+
+class TraceView(BaseModel):
+    trace_id: str
+    span_count: int
+    start_time: dt.datetime | None
+    duration_ms: float | None
+    roots: list[SpanNode]
+    scores: list[TraceScore]
+    feedback: list[TraceFeedback]

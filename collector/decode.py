@@ -1,0 +1,172 @@
+"""OTLP bytes → :class:`SpanBatch`. The only place that knows protobuf and OTLP JSON.
+
+Both transports (HTTP and gRPC) and both encodings (protobuf, JSON) end in the same
+``_append_span`` so every span is normalized the same way. Invalid spans (bad ids) are
+counted as rejected (OTLP ``partial_success``); an undecodable body raises ``BadRequest``
+with a precise message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import orjson
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from prefixscope import semconv as k
+from prefixscope.errors import BadRequest
+
+from .model import NORMALIZED_COLUMNS, SpanBatch
+from .normalize import cohort_of, normalize
+
+KIND_NAMES = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
+STATUS_NAMES = ("UNSET", "OK", "ERROR")
+_KIND_BY_JSON = {f"SPAN_KIND_{n}": n for n in KIND_NAMES} | {str(i): n for i, n in enumerate(KIND_NAMES)}
+_STATUS_BY_JSON = {f"STATUS_CODE_{n}": n for n in STATUS_NAMES} | {
+    str(i): n for i, n in enumerate(STATUS_NAMES)
+}
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
+_MAX_DEPTH = 16
+
+
+class Limits:
+    """Per-value limits applied while decoding."""
+
+    __slots__ = ("max_attribute_chars",)
+
+    def __init__(self, max_attribute_chars: int = 32 * 1024) -> None:
+        self.max_attribute_chars = max_attribute_chars
+
+
+# -- shared span assembly -----------------------------------------------------------------
+
+
+def _append_span(
+    batch: SpanBatch,
+    trace_id: str,
+    span_id: str,
+    parent: str | None,
+    name: str,
+    kind: str,
+    start_ns: int,
+    end_ns: int,
+    status_code: str,
+    status_message: str | None,
+    attrs: dict[str, Any],
+    service_name: str | None,
+    resource: dict[str, Any],
+    resource_json: str,
+) -> None:
+    if len(trace_id) != 32 or trace_id == _ZERO_TRACE:
+        batch.reject(f"span {name!r}: trace_id must be 16 non-zero bytes")
+        return
+    if len(span_id) != 16 or span_id == _ZERO_SPAN:
+        batch.reject(f"span {name!r}: span_id must be 8 non-zero bytes")
+        return
+    cols = batch.columns
+    cols["trace_id"].append(trace_id)
+    cols["span_id"].append(span_id)
+    cols["parent_span_id"].append(parent if parent and parent != _ZERO_SPAN else None)
+    cols["name"].append(name)
+    cols["kind"].append(kind)
+    cols["service_name"].append(service_name)
+    cols["start_time"].append(start_ns // 1000)
+    cols["end_time"].append(end_ns // 1000)
+    cols["duration_ms"].append((end_ns - start_ns) / 1e6)
+    cols["status_code"].append(status_code)
+    cols["status_message"].append(status_message or None)
+    norm = normalize(attrs, resource)
+    for column in NORMALIZED_COLUMNS:
+        cols[column].append(norm.get(column))
+    cohort = cohort_of(attrs)
+    cols["cohort"].append(orjson.dumps(cohort).decode() if cohort else None)
+    cols["attributes"].append(orjson.dumps(attrs, option=orjson.OPT_NON_STR_KEYS).decode())
+    cols["resource"].append(resource_json)
+
+
+def _truncate(batch: SpanBatch, value: str, limit: int) -> str:
+    batch.truncated_attributes += 1
+    return value[:limit]
+
+
+# -- protobuf -----------------------------------------------------------------------------
+
+
+def _pb_value(batch: SpanBatch, v: Any, limits: Limits, depth: int = 0) -> Any:
+    which = v.WhichOneof("value")
+    if which == "string_value":
+        s = v.string_value
+        return _truncate(batch, s, limits.max_attribute_chars) if len(s) > limits.max_attribute_chars else s
+    if which is None:
+        return None
+    if depth >= _MAX_DEPTH:
+        raise BadRequest(f"attribute values nested deeper than {_MAX_DEPTH} levels")
+    if which == "array_value":
+        return [_pb_value(batch, x, limits, depth + 1) for x in v.array_value.values]
+    if which == "kvlist_value":
+        return {kv.key: _pb_value(batch, kv.value, limits, depth + 1) for kv in v.kvlist_value.values}
+    if which == "bytes_value":
+        b = v.bytes_value
+        return base64.b64encode(b[: limits.max_attribute_chars]).decode()
+    value = getattr(v, which)
+    if which == "double_value" and (value != value or value in (float("inf"), float("-inf"))):
+        return str(value)  # JSON has no NaN/inf; keep it visible as text
+    return value
+
+
+def _pb_attrs(batch: SpanBatch, kvs: Any, limits: Limits) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    max_chars = limits.max_attribute_chars
+    for kv in kvs:
+        v = kv.value
+        which = v.WhichOneof("value")
+        if which == "string_value":
+            s = v.string_value
+            out[kv.key] = _truncate(batch, s, max_chars) if len(s) > max_chars else s
+        elif which == "int_value":
+            out[kv.key] = v.int_value
+        elif which == "double_value" or which == "bool_value":
+            out[kv.key] = _pb_value(batch, v, limits)
+        elif which is not None:
+            out[kv.key] = _pb_value(batch, v, limits)
+        else:
+            out[kv.key] = None
+    return out
+
+
+def decode_protobuf(body: bytes, limits: Limits | None = None) -> SpanBatch:
+    limits = limits or Limits()
+    req = ExportTraceServiceRequest()
+    try:
+        req.ParseFromString(body)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise BadRequest(f"body is not a valid OTLP ExportTraceServiceRequest protobuf: {exc}") from exc
+    batch = SpanBatch()
+    for rs in req.resource_spans:
+        resource = _pb_attrs(batch, rs.resource.attributes, limits)
+        service = resource.get(k.SERVICE_NAME)
+        service_name = service if isinstance(service, str) else None
+        resource_json = orjson.dumps(resource).decode()
+        for ss in rs.scope_spans:
+            for sp in ss.spans:
+                _append_span(
+                    batch,
+                    sp.trace_id.hex(),
+                    sp.span_id.hex(),
+                    sp.parent_span_id.hex() or None,
+                    sp.name,
+                    KIND_NAMES[sp.kind] if 0 <= sp.kind < 6 else "UNSPECIFIED",
+                    sp.start_time_unix_nano,
+                    sp.end_time_unix_nano,
+                    STATUS_NAMES[sp.status.code] if 0 <= sp.status.code < 3 else "UNSET",
+                    sp.status.message,
+                    _pb_attrs(batch, sp.attributes, limits),
+                    service_name,
+                    resource,
+                    resource_json,
+                )
+    return batch

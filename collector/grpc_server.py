@@ -1,0 +1,83 @@
+"""OTLP/gRPC ``TraceService/Export``: raw bytes in, through the same pipeline as HTTP."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+from google.rpc import error_details_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+from prefixscope.auth import check_token
+from prefixscope.errors import PrefixScopeError
+
+from .ingest import PROTOBUF, IngestPipeline
+
+log = logging.getLogger(__name__)
+
+EXPORT_METHOD = "Export"
+SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+
+
+def _identity(b: bytes) -> bytes:
+    return b
+
+
+def _abort(context: grpc.ServicerContext, err: PrefixScopeError) -> None:
+    if err.retry_after_s is not None:
+        info = error_details_pb2.RetryInfo()
+        info.retry_delay.FromSeconds(max(1, round(err.retry_after_s)))
+        context.set_trailing_metadata((("google.rpc.retryinfo-bin", info.SerializeToString()),))
+    context.abort(err.grpc_code, err.message)
+
+
+def make_handler(pipeline: IngestPipeline) -> grpc.GenericRpcHandler:
+    settings = pipeline.settings
+    metrics = pipeline.metrics
+
+    def export(body: bytes, context: grpc.ServicerContext) -> bytes:
+        try:
+            metadata: dict[str, Any] = {k: v for k, v in context.invocation_metadata()}
+            check_token(metadata, settings.tokens, scope="ingest")
+            # gRPC already inflated a compressed message, bounded by max_receive_message_length
+            decoded = pipeline.decode(body, PROTOBUF, None)
+            fut = pipeline.submit(decoded, "grpc")
+            if fut is not None:
+                fut.result()
+        except PrefixScopeError as err:
+            metrics.requests.labels("grpc", err.grpc_code.name).inc()
+            _abort(context, err)
+            raise AssertionError("unreachable")  # context.abort raises
+        metrics.requests.labels("grpc", "OK").inc()
+        resp = ExportTraceServiceResponse()
+        if decoded.rejected:
+            resp.partial_success.rejected_spans = decoded.rejected
+            resp.partial_success.error_message = decoded.message
+        return resp.SerializeToString()
+
+    handler = grpc.unary_unary_rpc_method_handler(
+        export, request_deserializer=_identity, response_serializer=_identity
+    )
+    return grpc.method_handlers_generic_handler(SERVICE, {EXPORT_METHOD: handler})
+
+
+def start_grpc_server(pipeline: IngestPipeline, host: str, port: int) -> tuple[grpc.Server, int]:
+    """Start the gRPC server; return it and the bound port (useful when port is 0)."""
+    limit = pipeline.settings.max_decompressed_bytes
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=8, thread_name_prefix="prefixscope-grpc"),
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", 4 * 1024 * 1024),
+            ("grpc.so_reuseport", 0),
+        ],
+        maximum_concurrent_rpcs=64,
+    )
+    server.add_generic_rpc_handlers((make_handler(pipeline),))
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot bind gRPC to {host}:{port}")
+    server.start()
+    return server, bound

@@ -1,0 +1,108 @@
+"""OTLP/HTTP ``POST /v1/traces``, ``/healthz`` and ``/metrics`` as Starlette routes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import orjson
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from prefixscope.auth import check_token
+from prefixscope.errors import BadRequest, PayloadTooLarge, PrefixScopeError, http_error_body
+from prefixscope.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+
+from .ingest import JSON, PROTOBUF, Decoded, IngestPipeline, media_type
+
+log = logging.getLogger(__name__)
+
+
+async def read_body_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise PayloadTooLarge(f"body of {declared} bytes exceeds the limit of {limit} bytes")
+        except ValueError:
+            raise BadRequest("invalid Content-Length header") from None
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise BadRequest("client disconnected before the body was complete") from None
+    return b"".join(chunks)
+
+
+def export_response(mtype: str, decoded: Decoded) -> Response:
+    """ExportTraceServiceResponse, with partial_success when spans were rejected."""
+    if mtype == PROTOBUF:
+        resp = ExportTraceServiceResponse()
+        if decoded.rejected:
+            resp.partial_success.rejected_spans = decoded.rejected
+            resp.partial_success.error_message = decoded.message
+        return Response(resp.SerializeToString(), media_type=PROTOBUF)
+    body: dict[str, object] = {}
+    if decoded.rejected:
+        body["partialSuccess"] = {
+            "rejectedSpans": str(decoded.rejected),
+            "errorMessage": decoded.message,
+        }
+    return Response(orjson.dumps(body), media_type=JSON)
+
+
+def error_response(err: PrefixScopeError, mtype: str | None) -> Response:
+    """OTLP error body: google.rpc.Status for protobuf clients, JSON otherwise."""
+    headers = err.headers()
+    if mtype == PROTOBUF:
+        status = status_pb2.Status(code=err.grpc_code.value[0], message=err.message)
+        return Response(status.SerializeToString(), status_code=err.http_status,
+                        media_type=PROTOBUF, headers=headers)
+    body = {"code": err.grpc_code.value[0], **http_error_body(err)}
+    return JSONResponse(body, status_code=err.http_status, headers=headers)
+
+
+def ingest_routes(pipeline: IngestPipeline, health: callable) -> list[Route]:  # type: ignore[valid-type]
+    settings = pipeline.settings
+    metrics = pipeline.metrics
+
+    async def otlp_traces(request: Request) -> Response:
+        mtype: str | None = None
+        try:
+            check_token(request.headers, settings.tokens, scope="ingest")
+            mtype = media_type(request.headers.get("content-type"))
+            body = await read_body_limited(request, settings.max_body_bytes)
+            loop = asyncio.get_running_loop()
+            decoded = await loop.run_in_executor(
+                pipeline.threads, pipeline.decode, body, mtype,
+                request.headers.get("content-encoding"),
+            )
+            fut = pipeline.submit(decoded, "http")
+            if fut is not None:
+                await asyncio.wrap_future(fut)
+        except PrefixScopeError as err:
+            metrics.requests.labels("http", str(err.http_status)).inc()
+            return error_response(err, mtype)
+        metrics.requests.labels("http", "200").inc()
+        return export_response(mtype, decoded)
+
+    async def healthz(request: Request) -> Response:
+        ok, detail = health()
+        return JSONResponse(detail, status_code=200 if ok else 503)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+    return [
+        Route("/v1/traces", otlp_traces, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+    ]

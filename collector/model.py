@@ -1,0 +1,100 @@
+"""The one internal span model: a columnar batch.
+
+Decoders turn OTLP bytes (protobuf or JSON, from HTTP or gRPC) into a :class:`SpanBatch`;
+nothing downstream sees protobuf. The column list is the ``spans`` table of DESIGN.md plus a
+few documented extensions, and it is defined once here: the DuckDB DDL, the Arrow schema and
+the Parquet lake schema are all derived from :data:`SPAN_COLUMNS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+# (column, arrow type, duckdb type). Order is the table's column order.
+SPAN_COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
+    ("trace_id", pa.string(), "VARCHAR NOT NULL"),
+    ("span_id", pa.string(), "VARCHAR NOT NULL"),
+    ("parent_span_id", pa.string(), "VARCHAR"),
+    ("name", pa.string(), "VARCHAR"),
+    ("kind", pa.string(), "VARCHAR"),
+    ("service_name", pa.string(), "VARCHAR"),
+    ("start_time", pa.timestamp("us"), "TIMESTAMP"),
+    ("end_time", pa.timestamp("us"), "TIMESTAMP"),
+    ("duration_ms", pa.float64(), "DOUBLE"),
+    ("status_code", pa.string(), "VARCHAR"),
+    ("status_message", pa.string(), "VARCHAR"),
+    ("base_model", pa.string(), "VARCHAR"),
+    ("prefix_id", pa.string(), "VARCHAR"),
+    ("prefix_version", pa.string(), "VARCHAR"),
+    ("prefix_type", pa.string(), "VARCHAR"),
+    ("route", pa.string(), "VARCHAR"),
+    ("prompt_version", pa.string(), "VARCHAR"),
+    ("session_id", pa.string(), "VARCHAR"),
+    ("input_tokens", pa.int64(), "BIGINT"),
+    ("output_tokens", pa.int64(), "BIGINT"),
+    ("cached_tokens", pa.int64(), "BIGINT"),
+    ("ttft_ms", pa.float64(), "DOUBLE"),
+    ("fallback_reason", pa.string(), "VARCHAR"),
+    ("cohort", pa.string(), "JSON"),
+    ("attributes", pa.string(), "JSON"),
+    ("resource", pa.string(), "JSON"),
+)
+
+SPAN_COLUMN_NAMES: tuple[str, ...] = tuple(c[0] for c in SPAN_COLUMNS)
+SPAN_ARROW_SCHEMA: pa.Schema = pa.schema([(n, t) for n, t, _ in SPAN_COLUMNS])
+
+#: Columns the normalizer fills from attributes (the rest come from the span envelope).
+NORMALIZED_COLUMNS: tuple[str, ...] = (
+    "base_model",
+    "prefix_id",
+    "prefix_version",
+    "prefix_type",
+    "route",
+    "prompt_version",
+    "session_id",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "ttft_ms",
+    "fallback_reason",
+)
+
+
+@dataclass(slots=True)
+class Rejection:
+    """Spans of one request that could not be accepted, and why (OTLP partial success)."""
+
+    count: int
+    message: str
+
+
+@dataclass(slots=True)
+class SpanBatch:
+    """Spans decoded from one export request, as columns (one Python list per column)."""
+
+    columns: dict[str, list[Any]] = field(
+        default_factory=lambda: {name: [] for name in SPAN_COLUMN_NAMES}
+    )
+    rejected: int = 0
+    reject_messages: list[str] = field(default_factory=list)
+    truncated_attributes: int = 0
+
+    def __len__(self) -> int:
+        return len(self.columns["trace_id"])
+
+    def reject(self, message: str, count: int = 1) -> None:
+        self.rejected += count
+        if len(self.reject_messages) < 5:
+            self.reject_messages.append(message)
+
+    @property
+    def partial_message(self) -> str:
+        return "; ".join(self.reject_messages)
+
+    def to_arrow(self) -> pa.Table:
+        cols = self.columns
+        arrays = [pa.array(cols[name], type=typ) for name, typ, _ in SPAN_COLUMNS]
+        return pa.Table.from_arrays(arrays, schema=SPAN_ARROW_SCHEMA)

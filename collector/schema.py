@@ -1,0 +1,175 @@
+"""Versioned schema migrations for the embedded store.
+
+Each migration runs once, in order, inside one transaction, and is recorded in
+``schema_migrations``. Never edit a released migration: append a new one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+
+from .model import SPAN_COLUMNS
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+def _spans_ddl() -> str:
+    cols = ",\n  ".join(f"{name} {ddl}" for name, _, ddl in SPAN_COLUMNS)
+    # ingest_batch: the group-commit number that wrote the row (drives the Parquet roll);
+    # ingested_at: when it became durable (ack-to-queryable lag is measurable from SQL).
+    return (
+        "CREATE TABLE spans (\n  "
+        + cols
+        + ",\n  ingested_at TIMESTAMP,\n  ingest_batch BIGINT,\n"
+        + "  PRIMARY KEY (trace_id, span_id)\n)"
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "core tables: spans, scores, feedback, alerts",
+        (
+            _spans_ddl(),
+            """CREATE TABLE scores (
+  id VARCHAR PRIMARY KEY,
+  trace_id VARCHAR NOT NULL,
+  span_id VARCHAR,
+  name VARCHAR NOT NULL,
+  value DOUBLE NOT NULL,
+  label VARCHAR,
+  reason VARCHAR,
+  source VARCHAR,
+  created_at TIMESTAMP NOT NULL
+)""",
+            """CREATE TABLE feedback (
+  id VARCHAR PRIMARY KEY,
+  trace_id VARCHAR NOT NULL,
+  span_id VARCHAR,
+  kind VARCHAR NOT NULL,
+  value DOUBLE NOT NULL DEFAULT 1,
+  comment VARCHAR,
+  created_at TIMESTAMP NOT NULL
+)""",
+            """CREATE TABLE alerts (
+  id VARCHAR PRIMARY KEY,
+  prefix_id VARCHAR,
+  prefix_version VARCHAR,
+  route VARCHAR,
+  cohort JSON,
+  metric VARCHAR NOT NULL,
+  baseline VARCHAR,
+  baseline_value DOUBLE,
+  value DOUBLE,
+  delta DOUBLE,
+  ci_low DOUBLE,
+  ci_high DOUBLE,
+  p_value DOUBLE,
+  q_value DOUBLE,
+  n BIGINT,
+  n_baseline BIGINT,
+  direction VARCHAR,
+  severity VARCHAR,
+  status VARCHAR NOT NULL,
+  example_trace_ids JSON,
+  created_at TIMESTAMP NOT NULL,
+  updated_at TIMESTAMP,
+  resolved_at TIMESTAMP,
+  fingerprint VARCHAR,
+  method VARCHAR,
+  details JSON
+)""",
+            "CREATE INDEX alerts_fingerprint ON alerts (fingerprint)",
+        ),
+    ),
+    Migration(
+        2,
+        "golden datasets, prefix registry, Parquet-roll watermarks",
+        (
+            """CREATE TABLE datasets (
+  name VARCHAR NOT NULL,
+  version VARCHAR NOT NULL,
+  description VARCHAR,
+  cohort_fields JSON,
+  metadata JSON,
+  created_at TIMESTAMP NOT NULL,
+  PRIMARY KEY (name, version)
+)""",
+            """CREATE TABLE dataset_items (
+  dataset VARCHAR NOT NULL,
+  version VARCHAR NOT NULL,
+  item_id VARCHAR NOT NULL,
+  input VARCHAR NOT NULL,
+  expected VARCHAR,
+  context JSON,
+  cohort JSON,
+  metadata JSON,
+  PRIMARY KEY (dataset, version, item_id)
+)""",
+            """CREATE TABLE prefixes (
+  prefix_id VARCHAR PRIMARY KEY,
+  base_model VARCHAR,
+  prefix_type VARCHAR,
+  version VARCHAR,
+  owner VARCHAR,
+  specialty VARCHAR,
+  training_corpus VARCHAR,
+  adapter_hash VARCHAR,
+  status VARCHAR,
+  metadata JSON,
+  registered_at TIMESTAMP NOT NULL,
+  updated_at TIMESTAMP NOT NULL
+)""",
+            """CREATE TABLE lake_state (
+  table_name VARCHAR PRIMARY KEY,
+  last_batch BIGINT NOT NULL,
+  updated_at TIMESTAMP NOT NULL
+)""",
+        ),
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def current_version(con: duckdb.DuckDBPyConnection) -> int:
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        "version INTEGER PRIMARY KEY, description VARCHAR, applied_at TIMESTAMP)"
+    )
+    rows = con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchall()
+    return int(rows[0][0]) if rows else 0
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> list[int]:
+    """Apply every pending migration; return the versions applied."""
+    applied: list[int] = []
+    have = current_version(con)
+    if have > LATEST_VERSION:
+        raise RuntimeError(
+            f"store schema version {have} is newer than this PrefixScope ({LATEST_VERSION})"
+        )
+    for mig in MIGRATIONS:
+        if mig.version <= have:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for stmt in mig.statements:
+                con.execute(stmt)
+            con.execute(
+                "INSERT INTO schema_migrations VALUES (?, ?, now()::TIMESTAMP)",
+                [mig.version, mig.description],
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        applied.append(mig.version)
+    return applied

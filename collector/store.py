@@ -1,0 +1,75 @@
+"""The embedded store: one DuckDB file owned by one process.
+
+The serving process opens the file once. Every other user in that process (the group-commit
+writer, the API, analytics, the SQL sandbox) takes a cursor from :meth:`Store.cursor`.
+The database runs with ``enable_external_access=false`` and ``lock_configuration=true`` from
+start-up on: nothing reached through it can touch files outside the Parquet lake, load
+extensions or change settings. The lake is written with pyarrow, not through DuckDB.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import duckdb
+
+from .schema import migrate
+
+DB_FILENAME = "prefixscope.duckdb"
+LAKE_DIRNAME = "lake"
+
+
+class Store:
+    """Owns the DuckDB database of one data directory."""
+
+    def __init__(self, data_dir: str | Path, *, threads: int | None = None) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.lake_dir = self.data_dir / LAKE_DIRNAME
+        self.lake_dir.mkdir(exist_ok=True)
+        self.db_path = self.data_dir / DB_FILENAME
+        config: dict[str, str | int | bool] = {}
+        if threads:
+            config["threads"] = threads
+        self._con = duckdb.connect(str(self.db_path), config=config)
+        self._lock = threading.Lock()
+        self._closed = False
+        migrate(self._con)
+        lake = str(self.lake_dir).replace("'", "''")
+        self._con.execute(f"SET allowed_directories=['{lake}/']")
+        self._con.execute("SET enable_external_access=false")
+        self._con.execute("SET lock_configuration=true")
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A new connection to the same database, for one thread's use."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("store is closed")
+            return self._con.cursor()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._con.execute("CHECKPOINT")
+            finally:
+                self._con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None) -> object:
+    """First column of the first row (the result is fully consumed, as DuckDB 2 requires)."""
+    rows = con.execute(sql, params or []).fetchall()
+    return rows[0][0] if rows else None

@@ -1,0 +1,186 @@
+"""Group commit: many concurrent export requests share one DuckDB transaction.
+
+Request handlers ``submit()`` an Arrow table of decoded spans and wait on the returned future;
+one writer thread drains everything queued, inserts it with ``INSERT OR IGNORE`` (the
+``(trace_id, span_id)`` primary key drops retried duplicates) and commits. Futures resolve
+only after the commit, so a 200 always means durable. The queue is bounded in spans: when it
+is full ``submit()`` raises :class:`Overloaded` and the client is told to retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import duckdb
+import pyarrow as pa
+
+from prefixscope.errors import Overloaded, Unavailable
+from prefixscope.metrics import Metrics
+
+from .store import Store, scalar
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    """What happened to one submitted table."""
+
+    accepted: int  # spans offered
+    inserted: int  # spans new to the store (commit-wide share not tracked per request)
+    batch: int  # the ingest_batch number of the commit
+
+
+@dataclass(slots=True)
+class _Pending:
+    table: pa.Table
+    future: Future[CommitResult]
+
+
+class GroupCommitWriter:
+    """The one thread that writes spans to the store."""
+
+    def __init__(
+        self,
+        store: Store,
+        metrics: Metrics,
+        *,
+        queue_max_spans: int,
+        batch_max_spans: int,
+        retry_after_s: float = 1.0,
+    ) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._queue_max = queue_max_spans
+        self._batch_max = batch_max_spans
+        self._retry_after = retry_after_s
+        self._queue: deque[_Pending] = deque()
+        self._queued_spans = 0
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._batch_no = 0
+        self.last_commit_error: str | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._con = self._store.cursor()
+        self._batch_no = int(
+            scalar(self._con, "SELECT coalesce(max(ingest_batch), 0) FROM spans") or 0
+        )
+        self._thread = threading.Thread(target=self._run, name="prefixscope-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Commit everything already queued, then stop. New submissions are refused."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    @property
+    def queued_spans(self) -> int:
+        return self._queued_spans
+
+    @property
+    def healthy(self) -> bool:
+        return self.last_commit_error is None and not self._stopping
+
+    # -- producer side ----------------------------------------------------------------------
+    def submit(self, table: pa.Table) -> Future[CommitResult]:
+        n = table.num_rows
+        fut: Future[CommitResult] = Future()
+        with self._cond:
+            if self._stopping:
+                raise Unavailable("server is shutting down", retry_after_s=self._retry_after)
+            if self._queued_spans and self._queued_spans + n > self._queue_max:
+                self._metrics.spans_dropped.labels("queue_full").inc(n)
+                raise Overloaded(
+                    f"ingest queue is full ({self._queued_spans} spans waiting)",
+                    retry_after_s=self._retry_after,
+                )
+            self._queue.append(_Pending(table, fut))
+            self._queued_spans += n
+            self._metrics.queue_depth.set(self._queued_spans)
+            self._cond.notify()
+        return fut
+
+    # -- writer thread ------------------------------------------------------------------------
+    def _take(self) -> list[_Pending]:
+        with self._cond:
+            while not self._queue and not self._stopping:
+                self._cond.wait()
+            group: list[_Pending] = []
+            rows = 0
+            while self._queue and (not group or rows + self._queue[0].table.num_rows <= self._batch_max):
+                item = self._queue.popleft()
+                rows += item.table.num_rows
+                group.append(item)
+            return group
+
+    def _release(self, group: list[_Pending]) -> None:
+        with self._cond:
+            self._queued_spans -= sum(p.table.num_rows for p in group)
+            self._metrics.queue_depth.set(self._queued_spans)
+
+    def _run(self) -> None:
+        while True:
+            group = self._take()
+            if not group:
+                return  # stopping and drained
+            try:
+                result = self._commit(group)
+            except Exception as exc:  # storage failure: retryable for every waiting client
+                self._release(group)
+                n = sum(p.table.num_rows for p in group)
+                self.last_commit_error = f"{type(exc).__name__}: {exc}"
+                log.error("group commit of %d spans failed: %s", n, self.last_commit_error)
+                self._metrics.commit_errors.inc()
+                self._metrics.spans_dropped.labels("commit_failed").inc(n)
+                err = Unavailable(
+                    f"storage could not commit: {type(exc).__name__}", retry_after_s=self._retry_after
+                )
+                for p in group:
+                    p.future.set_exception(err)
+                continue
+            self.last_commit_error = None
+            self._release(group)
+            for p in group:
+                p.future.set_result(
+                    CommitResult(accepted=p.table.num_rows, inserted=result, batch=self._batch_no)
+                )
+
+    def _commit(self, group: list[_Pending]) -> int:
+        assert self._con is not None
+        con = self._con
+        started = time.perf_counter()
+        table = group[0].table if len(group) == 1 else pa.concat_tables([p.table for p in group])
+        batch_no = self._batch_no + 1
+        now = pa.scalar(int(time.time() * 1e6), type=pa.timestamp("us"))
+        table = table.append_column("ingested_at", pa.repeat(now, table.num_rows)).append_column(
+            "ingest_batch", pa.repeat(pa.scalar(batch_no, pa.int64()), table.num_rows)
+        )
+        con.register("_ingest_batch", table)
+        try:
+            inserted = int(
+                scalar(con, "INSERT OR IGNORE INTO spans SELECT * FROM _ingest_batch") or 0
+            )
+        finally:
+            con.unregister("_ingest_batch")
+        self._batch_no = batch_no
+        m = self._metrics
+        m.commit_latency.observe(time.perf_counter() - started)
+        m.commit_batch_spans.observe(table.num_rows)
+        m.spans_committed.inc(inserted)
+        m.spans_duplicate.inc(table.num_rows - inserted)
+        return inserted

@@ -1,0 +1,105 @@
+"""The one command-line entry point: ``prefixscope``.
+
+Only this module exits the process; everything else raises.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from prefixscope import __version__
+from prefixscope.config import ENV_PREFIX, ConfigError, Settings
+
+_LIST_FIELDS = {"tokens", "read_tokens", "write_tokens", "webhook_urls"}
+_FLAG_NAMES = {"tokens": "token", "read_tokens": "read-token", "write_tokens": "write-token",
+               "webhook_urls": "webhook-url"}
+
+
+def settings_options(func: Any) -> Any:
+    """One CLI option per :class:`Settings` field, with the field's help text."""
+    for f in reversed(dataclasses.fields(Settings)):
+        flag = "--" + _FLAG_NAMES.get(f.name, f.name.replace("_", "-"))
+        help_text = Settings.help_for(f.name)
+        env = ENV_PREFIX + f.name.upper()
+        if f.name in _LIST_FIELDS:
+            help_text += f" Repeatable. Env: {env} (comma-separated)."
+            opt = click.option(flag, f.name, multiple=True, help=help_text)
+        else:
+            default = f.default
+            help_text += f" Env: {env}. Default: {default}."
+            typ = {int: int, float: float}.get(type(default), str)
+            opt = click.option(flag, f.name, type=typ, default=None, help=help_text)
+        func = opt(func)
+    return click.option(
+        "--config", "config_file", type=click.Path(dir_okay=False), default=None,
+        help=f"TOML config file with any of these settings (env: {ENV_PREFIX}CONFIG). "
+        "Precedence: flags > environment > file > defaults.",
+    )(func)
+
+
+def load_settings(config_file: str | None, **flags: Any) -> Settings:
+    overrides = {k: (list(v) if k in _LIST_FIELDS else v) for k, v in flags.items()}
+    overrides = {k: v for k, v in overrides.items() if v not in (None, [])}
+    try:
+        return Settings.load(config_file=config_file, overrides=overrides)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="prefixscope")
+def main() -> None:
+    """PrefixScope: observability for prefix-tuned and LoRA variants of one base model."""
+
+
+@main.command()
+@settings_options
+def serve(config_file: str | None, **flags: Any) -> None:
+    """Run the collector (OTLP HTTP + gRPC), the API and the dashboard in one process.
+
+    Stops gracefully on SIGTERM/SIGINT: everything acknowledged is committed first.
+    """
+    settings = load_settings(config_file, **flags)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from prefixscope.server import PrefixScopeServer
+
+    try:
+        server = PrefixScopeServer(settings)
+    except Exception as exc:  # start-up failures: say why and exit non-zero
+        click.echo(f"prefixscope: cannot start: {exc}", err=True)
+        sys.exit(2)
+    server.serve_forever()
+
+
+def _register_optional(group: click.Group, module: str, names: list[str]) -> None:
+    """Add commands that live with their feature (analytics, demo, lake) when installed."""
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return
+    for name in names:
+        cmd = getattr(mod, name, None)
+        if isinstance(cmd, click.Command):
+            group.add_command(cmd)
+
+
+_register_optional(main, "prefixscope.analytics.cli", ["analytics_group", "replay_command",
+                                                         "datasets_group"])
+_register_optional(main, "prefixscope.demo", ["demo_command"])
+
+
+def _data_dir_default() -> Path:
+    return Settings().data_dir
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

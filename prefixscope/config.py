@@ -1,0 +1,200 @@
+"""Settings for ``prefixscope serve`` and friends.
+
+Sources, lowest to highest precedence: defaults, a TOML config file (``--config`` or
+``PREFIXSCOPE_CONFIG``), environment variables ``PREFIXSCOPE_<FIELD>`` (upper case), then
+command-line flags. :meth:`Settings.validate` runs at start-up: a bad setting fails there,
+never later. Only the CLI entry point exits the process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+ENV_PREFIX = "PREFIXSCOPE_"
+
+
+class ConfigError(ValueError):
+    """A setting is missing, malformed or out of range."""
+
+
+@dataclass(slots=True)
+class Settings:
+    data_dir: Path = field(
+        default=Path("prefixscope-data"),
+        metadata={"help": "Data directory: ``prefixscope.duckdb`` and ``lake/`` live here."},
+    )
+    host: str = field(default="127.0.0.1", metadata={"help": "Address to bind HTTP and gRPC to."})
+    http_port: int = field(
+        default=4318, metadata={"help": "OTLP/HTTP, API, dashboard and metrics port."}
+    )
+    grpc_port: int = field(default=4317, metadata={"help": "OTLP/gRPC port (0 disables gRPC)."})
+    tokens: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Bearer tokens accepted for OTLP ingest (empty: ingest is open)."},
+    )
+    read_tokens: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Bearer tokens with read access to /api (empty: same as ``tokens``; all empty: open)."
+        },
+    )
+    write_tokens: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Bearer tokens with write access to /api (empty: same as ``tokens``)."},
+    )
+    max_body_bytes: int = field(
+        default=16 * 1024 * 1024,
+        metadata={"help": "Largest request body accepted on the wire, bytes (413 above)."},
+    )
+    max_decompressed_bytes: int = field(
+        default=64 * 1024 * 1024,
+        metadata={
+            "help": "Largest body after gzip decompression, bytes (413 above; never inflated whole)."
+        },
+    )
+    max_attribute_bytes: int = field(
+        default=32 * 1024,
+        metadata={
+            "help": "Largest single attribute value kept, bytes; longer values are truncated and counted."
+        },
+    )
+    queue_max_spans: int = field(
+        default=200_000,
+        metadata={
+            "help": "Spans waiting to be committed before ingest answers 429 / RESOURCE_EXHAUSTED."
+        },
+    )
+    batch_max_spans: int = field(
+        default=50_000, metadata={"help": "Most spans written in one group commit."}
+    )
+    retry_after_s: int = field(
+        default=1, metadata={"help": "Seconds a client is told to wait in Retry-After when shed."}
+    )
+    workers: int = field(
+        default=1,
+        metadata={"help": "Decode worker processes for OTLP (1: decode in the server process)."},
+    )
+    lake_roll_interval_s: float = field(
+        default=30.0,
+        metadata={"help": "Seconds between Parquet lake rolls (0 disables the lake roll)."},
+    )
+    lake_row_group_rows: int = field(
+        default=1_000_000, metadata={"help": "Rows per Parquet row group in the lake."}
+    )
+    sql_timeout_s: float = field(
+        default=10.0, metadata={"help": "Seconds a sandboxed SQL query may run."}
+    )
+    sql_max_rows: int = field(
+        default=10_000,
+        metadata={"help": "Most rows a sandboxed SQL query returns (``truncated: true`` beyond)."},
+    )
+    webhook_urls: list[str] = field(
+        default_factory=list, metadata={"help": "URLs that receive alert webhooks."}
+    )
+    detect_interval_s: float = field(
+        default=0.0,
+        metadata={
+            "help": "Seconds between automatic regression-detection runs (0: only on demand)."
+        },
+    )
+    log_level: str = field(default="info", metadata={"help": "Log level."})
+
+    def validate(self) -> Settings:
+        for name in ("http_port", "grpc_port"):
+            port = getattr(self, name)
+            if not 0 <= port <= 65535:
+                raise ConfigError(f"{name} must be 0..65535, got {port}")
+        positive = (
+            "max_body_bytes",
+            "max_decompressed_bytes",
+            "max_attribute_bytes",
+            "queue_max_spans",
+            "batch_max_spans",
+            "workers",
+            "lake_row_group_rows",
+            "sql_max_rows",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.sql_timeout_s <= 0:
+            raise ConfigError("sql_timeout_s must be > 0")
+        if self.lake_roll_interval_s < 0 or self.detect_interval_s < 0:
+            raise ConfigError("intervals must be >= 0")
+        if self.max_decompressed_bytes < self.max_body_bytes:
+            raise ConfigError("max_decompressed_bytes must be >= max_body_bytes")
+        for url in self.webhook_urls:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"webhook URL must be http(s): {url!r}")
+        if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
+            raise ConfigError(f"log_level must be debug/info/warning/error, got {self.log_level}")
+        return self
+
+    # -- loading ---------------------------------------------------------------------------
+    @classmethod
+    def help_for(cls, name: str) -> str:
+        return str(next(f for f in dataclasses.fields(cls) if f.name == name).metadata["help"])
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def load(
+        cls,
+        config_file: str | Path | None = None,
+        env: dict[str, str] | None = None,
+        overrides: dict[str, Any] | None = None,
+    ) -> Settings:
+        """Defaults < config file < environment < overrides (CLI flags), then validate."""
+        env = dict(os.environ) if env is None else env
+        values: dict[str, Any] = {}
+        path = config_file or env.get(ENV_PREFIX + "CONFIG")
+        if path:
+            try:
+                with open(path, "rb") as fh:
+                    data = tomllib.load(fh)
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+            data = data.get("prefixscope", data)
+            for key, value in data.items():
+                key = key.replace("-", "_")
+                if key not in cls.field_names():
+                    raise ConfigError(f"unknown setting {key!r} in {path}")
+                values[key] = value
+        for name in cls.field_names():
+            raw = env.get(ENV_PREFIX + name.upper())
+            if raw is not None and raw != "":
+                values[name] = raw
+        for key, value in (overrides or {}).items():
+            if value is not None:
+                values[key] = value
+        hints = get_type_hints(cls)
+        kwargs = {name: _coerce(name, hints[name], value) for name, value in values.items()}
+        return cls(**kwargs).validate()
+
+
+def _coerce(name: str, hint: Any, value: Any) -> Any:
+    try:
+        if hint is Path:
+            return Path(value)
+        if hint is int:
+            return int(value)
+        if hint is float:
+            return float(value)
+        if hint is bool:
+            if isinstance(value, str):
+                return value.strip().lower() in {"1", "true", "yes", "on"}
+            return bool(value)
+        if hint == list[str]:
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            return [str(v) for v in value]
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name}: cannot read {value!r} as {hint}") from exc

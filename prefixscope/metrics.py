@@ -1,0 +1,78 @@
+"""Prometheus metrics of one server instance (one registry per server, served at /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    """Every metric the server exports. Names are part of the operator-facing surface."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.spans_received = Counter(
+            "prefixscope_spans_received", "Spans decoded from export requests", ["transport"],
+            registry=r,
+        )
+        self.spans_committed = Counter(
+            "prefixscope_spans_committed", "Spans durably committed to the store", registry=r
+        )
+        self.spans_duplicate = Counter(
+            "prefixscope_spans_duplicate",
+            "Spans ignored because (trace_id, span_id) was already stored",
+            registry=r,
+        )
+        self.spans_rejected = Counter(
+            "prefixscope_spans_rejected",
+            "Spans rejected as invalid (reported in OTLP partial_success)",
+            registry=r,
+        )
+        self.spans_dropped = Counter(
+            "prefixscope_spans_dropped",
+            "Spans refused without being stored (overload, errors); the client was told",
+            ["reason"],
+            registry=r,
+        )
+        self.requests = Counter(
+            "prefixscope_ingest_requests", "OTLP export requests by outcome",
+            ["transport", "status"], registry=r,
+        )
+        self.attributes_truncated = Counter(
+            "prefixscope_attributes_truncated", "Attribute values truncated to the size limit",
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "prefixscope_queue_depth_spans", "Spans waiting for the group commit", registry=r
+        )
+        self.commit_latency = Histogram(
+            "prefixscope_commit_latency_seconds",
+            "Time to commit one group of spans",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+        self.commit_batch_spans = Histogram(
+            "prefixscope_commit_batch_spans",
+            "Spans per group commit",
+            buckets=(1, 10, 100, 512, 1000, 2500, 5000, 10000, 25000, 50000),
+            registry=r,
+        )
+        self.commit_errors = Counter(
+            "prefixscope_commit_errors", "Group commits that failed (retryable for clients)",
+            registry=r,
+        )
+        self.lake_rows = Counter(
+            "prefixscope_lake_rows_written", "Rows rolled into the Parquet lake", ["table"],
+            registry=r,
+        )
+        self.sql_queries = Counter(
+            "prefixscope_sql_queries", "Sandboxed SQL queries by outcome", ["outcome"], registry=r
+        )
+        self.webhook_deliveries = Counter(
+            "prefixscope_webhook_deliveries", "Alert webhook deliveries by outcome", ["outcome"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,75 @@
+"""Every wire key PrefixScope reads or writes, defined once.
+
+These strings are the wire contract of ``DESIGN.md`` ("Wire contract: span attributes").
+``tests/test_semconv.py`` pins them: changing one is a contract change.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# -- PrefixScope's own attributes -------------------------------------------------------------
+PREFIX_ID: Final = "prefix.id"
+PREFIX_VERSION: Final = "prefix.version"
+PREFIX_TYPE: Final = "prefix.type"
+BASE_MODEL: Final = "base_model"
+ROUTE: Final = "route"
+PROMPT_VERSION: Final = "prompt.version"
+FALLBACK_REASON: Final = "fallback.reason"
+COHORT_PREFIX: Final = "cohort."  # cohort.<key>, e.g. cohort.specialty
+
+#: The value of ``prefix.id`` (or its absence) that means "the base model served this".
+BASE_PREFIX_ID: Final = "base"
+
+# -- Extensions used by analytics (documented in the README) ----------------------------------
+SESSION_ID: Final = "session.id"
+DEPLOYMENT_ID: Final = "deployment.id"  # serving instance; used for prefix-switch latency
+AGENT_STEP: Final = "agent.step"  # planner / tool / response in multi-step agents
+DATASET_NAME: Final = "dataset.name"
+DATASET_VERSION: Final = "dataset.version"
+DATASET_ITEM_ID: Final = "dataset.item_id"
+REPLAY_RUN_ID: Final = "replay.run_id"
+INPUT_VALUE: Final = "input.value"  # only when content capture is enabled
+OUTPUT_VALUE: Final = "output.value"  # only when content capture is enabled
+
+# -- OpenInference ----------------------------------------------------------------------------
+LLM_TOKEN_COUNT_PROMPT: Final = "llm.token_count.prompt"
+LLM_TOKEN_COUNT_COMPLETION: Final = "llm.token_count.completion"
+LLM_TOKEN_COUNT_TOTAL: Final = "llm.token_count.total"
+LLM_TOKEN_COUNT_CACHE_READ: Final = "llm.token_count.prompt_details.cache_read"
+LLM_MODEL_NAME: Final = "llm.model_name"
+OPENINFERENCE_SPAN_KIND: Final = "openinference.span.kind"
+
+# -- OTel GenAI (current) ---------------------------------------------------------------------
+GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
+GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
+GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read.input_tokens"
+GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
+GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"
+GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
+GEN_AI_PROVIDER_NAME: Final = "gen_ai.provider.name"
+GEN_AI_SYSTEM: Final = "gen_ai.system"
+GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: Final = "gen_ai.response.time_to_first_chunk"
+GEN_AI_REQUEST_TEMPERATURE: Final = "gen_ai.request.temperature"
+GEN_AI_REQUEST_TOP_P: Final = "gen_ai.request.top_p"
+GEN_AI_REQUEST_TOP_K: Final = "gen_ai.request.top_k"
+GEN_AI_REQUEST_MAX_TOKENS: Final = "gen_ai.request.max_tokens"
+GEN_AI_REQUEST_ID: Final = "gen_ai.request.id"
+GEN_AI_RESPONSE_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
+
+# -- OTel GenAI (legacy) and vLLM native llm_request spans ------------------------------------
+GEN_AI_USAGE_PROMPT_TOKENS: Final = "gen_ai.usage.prompt_tokens"
+GEN_AI_USAGE_COMPLETION_TOKENS: Final = "gen_ai.usage.completion_tokens"
+GEN_AI_LATENCY_TIME_TO_FIRST_TOKEN: Final = "gen_ai.latency.time_to_first_token"  # seconds
+GEN_AI_LATENCY_E2E: Final = "gen_ai.latency.e2e"
+GEN_AI_LATENCY_TIME_IN_QUEUE: Final = "gen_ai.latency.time_in_queue"
+GEN_AI_LATENCY_TIME_IN_MODEL_PREFILL: Final = "gen_ai.latency.time_in_model_prefill"
+GEN_AI_LATENCY_TIME_IN_MODEL_DECODE: Final = "gen_ai.latency.time_in_model_decode"
+
+# -- traceAI ----------------------------------------------------------------------------------
+GEN_AI_USAGE_CACHE_READ_TOKENS: Final = "gen_ai.usage.cache_read_tokens"
+GEN_AI_SPAN_KIND: Final = "gen_ai.span.kind"
+
+# -- Resource ---------------------------------------------------------------------------------
+SERVICE_NAME: Final = "service.name"
+SERVICE_INSTANCE_ID: Final = "service.instance.id"

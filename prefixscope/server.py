@@ -1,0 +1,170 @@
+"""``prefixscope serve``: collector + API + dashboard in one process (the embedded default).
+
+Wires the stages together: Store → GroupCommitWriter → IngestPipeline → HTTP and gRPC
+transports, the Parquet lake roller, and the API router. Start-up order is the reverse of
+shutdown: on SIGTERM/SIGINT the transports stop taking requests and finish the ones in flight,
+the writer commits everything queued (every acknowledged span is durable before that), the
+lake gets a last roll, and the store is checkpointed and closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+import grpc
+import uvicorn
+from fastapi import FastAPI
+
+from prefixscope.collector.grpc_server import start_grpc_server
+from prefixscope.collector.http import ingest_routes
+from prefixscope.collector.ingest import IngestPipeline
+from prefixscope.collector.lake import LakeRoller
+from prefixscope.collector.store import Store
+from prefixscope.collector.writer import GroupCommitWriter
+from prefixscope.config import Settings
+from prefixscope.metrics import Metrics
+
+log = logging.getLogger("prefixscope")
+
+
+def _note_signal(signum: int, frame: object) -> None:
+    log.info("received %s; shutting down", signal.Signals(signum).name)
+
+
+class PrefixScopeServer:
+    """One serving process. ``start()`` runs in background threads; ``serve_forever()`` blocks."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings.validate()
+        self.metrics = Metrics()
+        self.store = Store(settings.data_dir)
+        self.writer = GroupCommitWriter(
+            self.store,
+            self.metrics,
+            queue_max_spans=settings.queue_max_spans,
+            batch_max_spans=settings.batch_max_spans,
+            retry_after_s=settings.retry_after_s,
+        )
+        self.pipeline = IngestPipeline(settings, self.writer, self.metrics)
+        self.lake = LakeRoller(
+            self.store, self.metrics, interval_s=settings.lake_roll_interval_s,
+            row_group_rows=settings.lake_row_group_rows,
+        )
+        self.app = self._build_app()
+        self._grpc: grpc.Server | None = None
+        self.grpc_port: int | None = None
+        self._uvicorn: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    # -- composition -------------------------------------------------------------------------
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        ok = self.writer.healthy and not self.store.closed
+        detail: dict[str, Any] = {
+            "status": "ok" if ok else "unavailable",
+            "queue_depth_spans": self.writer.queued_spans,
+        }
+        if self.writer.last_commit_error:
+            detail["last_commit_error"] = self.writer.last_commit_error
+        return ok, detail
+
+    def _build_app(self) -> FastAPI:
+        app = FastAPI(
+            title="PrefixScope",
+            version=__import__("prefixscope").__version__,
+            description="Observability for prefix-tuned and LoRA variants of one base model.",
+        )
+        for route in ingest_routes(self.pipeline, self.health):
+            app.router.routes.append(route)
+        try:
+            from prefixscope.api.app import build_router, install_error_handlers
+            from prefixscope.api.context import ApiContext
+        except ImportError:  # pragma: no cover - API not built yet
+            log.warning("API package not available; serving ingest only")
+        else:
+            ctx = ApiContext(settings=self.settings, store=self.store, metrics=self.metrics)
+            app.include_router(build_router(ctx))
+            install_error_handlers(app)
+            app.state.api_context = ctx
+        return app
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def _start_backends(self) -> None:
+        self.writer.start()
+        self.lake.start()
+        if self.settings.grpc_port:
+            self._grpc, self.grpc_port = start_grpc_server(
+                self.pipeline, self.settings.host, self.settings.grpc_port
+            )
+
+    def _uvicorn_server(self) -> uvicorn.Server:
+        config = uvicorn.Config(
+            self.app,
+            host=self.settings.host,
+            port=self.settings.http_port,
+            log_level=self.settings.log_level.lower(),
+            access_log=False,
+            timeout_graceful_shutdown=30,
+            lifespan="off",
+        )
+        return uvicorn.Server(config)
+
+    def serve_forever(self) -> None:
+        """Serve until SIGTERM/SIGINT, then shut down gracefully."""
+        self._start_backends()
+        self._uvicorn = self._uvicorn_server()
+        log.info(
+            "PrefixScope serving on http://%s:%d (gRPC %s), data in %s",
+            self.settings.host, self.settings.http_port, self.grpc_port, self.store.data_dir,
+        )
+        # uvicorn re-raises the signal it caught once it has shut down; with these handlers
+        # in place that re-raise is harmless and the drain below always runs.
+        previous = {sig: signal.signal(sig, _note_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self._uvicorn.run()
+        finally:
+            self._shutdown()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Serve in background threads (for the demo and embedding); returns when ready."""
+        self._start_backends()
+        self._uvicorn = self._uvicorn_server()
+        self._thread = threading.Thread(target=self._uvicorn.run, name="prefixscope-http",
+                                        daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._uvicorn.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self._shutdown()
+                raise RuntimeError(f"HTTP server did not start on port {self.settings.http_port}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
+        if self._thread is not None:
+            self._thread.join(60)
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._grpc is not None:
+            self._grpc.stop(grace=10).wait(15)
+        self.writer.stop()
+        self.pipeline.close()
+        self.lake.stop()
+        try:
+            if self.settings.lake_roll_interval_s > 0:
+                self.lake.roll()
+        except Exception:
+            log.exception("final Parquet lake roll failed (spans remain in DuckDB)")
+        self.store.close()
+        log.info("PrefixScope stopped; store closed cleanly")
