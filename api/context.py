@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from prefixscope.collector.store import Store
 from prefixscope.config import Settings
 from prefixscope.metrics import Metrics
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -14,6 +18,8 @@ class ApiContext:
     settings: Settings
     store: Store
     metrics: Metrics
+    #: Shutdown hooks registered by the API (webhook worker); run by :meth:`close`.
+    _closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     @property
     def write_tokens(self) -> list[str]:
@@ -26,3 +32,15 @@ class ApiContext:
         if not (self.settings.read_tokens or self.write_tokens):
             return []
         return [*self.settings.read_tokens, *self.write_tokens]
+
+    def on_close(self, hook: Callable[[], None]) -> None:
+        self._closers.append(hook)
+
+    def close(self) -> None:
+        """Stop the API's background work (call before closing the store). Idempotent."""
+        while self._closers:
+            hook = self._closers.pop()
+            try:
+                hook()
+            except Exception:
+                log.exception("API shutdown hook failed")

@@ -9,7 +9,6 @@ with a precise message.
 from __future__ import annotations
 
 import base64
-import binascii
 from typing import Any
 
 import orjson
@@ -24,7 +23,9 @@ from .normalize import cohort_of, normalize
 
 KIND_NAMES = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
 STATUS_NAMES = ("UNSET", "OK", "ERROR")
-_KIND_BY_JSON = {f"SPAN_KIND_{n}": n for n in KIND_NAMES} | {str(i): n for i, n in enumerate(KIND_NAMES)}
+_KIND_BY_JSON = {f"SPAN_KIND_{n}": n for n in KIND_NAMES} | {
+    str(i): n for i, n in enumerate(KIND_NAMES)
+}
 _STATUS_BY_JSON = {f"STATUS_CODE_{n}": n for n in STATUS_NAMES} | {
     str(i): n for i, n in enumerate(STATUS_NAMES)
 }
@@ -100,7 +101,11 @@ def _pb_value(batch: SpanBatch, v: Any, limits: Limits, depth: int = 0) -> Any:
     which = v.WhichOneof("value")
     if which == "string_value":
         s = v.string_value
-        return _truncate(batch, s, limits.max_attribute_chars) if len(s) > limits.max_attribute_chars else s
+        return (
+            _truncate(batch, s, limits.max_attribute_chars)
+            if len(s) > limits.max_attribute_chars
+            else s
+        )
     if which is None:
         return None
     if depth >= _MAX_DEPTH:
@@ -108,7 +113,9 @@ def _pb_value(batch: SpanBatch, v: Any, limits: Limits, depth: int = 0) -> Any:
     if which == "array_value":
         return [_pb_value(batch, x, limits, depth + 1) for x in v.array_value.values]
     if which == "kvlist_value":
-        return {kv.key: _pb_value(batch, kv.value, limits, depth + 1) for kv in v.kvlist_value.values}
+        return {
+            kv.key: _pb_value(batch, kv.value, limits, depth + 1) for kv in v.kvlist_value.values
+        }
     if which == "bytes_value":
         b = v.bytes_value
         return base64.b64encode(b[: limits.max_attribute_chars]).decode()
@@ -129,9 +136,7 @@ def _pb_attrs(batch: SpanBatch, kvs: Any, limits: Limits) -> dict[str, Any]:
             out[kv.key] = _truncate(batch, s, max_chars) if len(s) > max_chars else s
         elif which == "int_value":
             out[kv.key] = v.int_value
-        elif which == "double_value" or which == "bool_value":
-            out[kv.key] = _pb_value(batch, v, limits)
-        elif which is not None:
+        elif which == "double_value" or which == "bool_value" or which is not None:
             out[kv.key] = _pb_value(batch, v, limits)
         else:
             out[kv.key] = None
@@ -144,7 +149,9 @@ def decode_protobuf(body: bytes, limits: Limits | None = None) -> SpanBatch:
     try:
         req.ParseFromString(body)
     except (DecodeError, RuntimeError, ValueError) as exc:
-        raise BadRequest(f"body is not a valid OTLP ExportTraceServiceRequest protobuf: {exc}") from exc
+        raise BadRequest(
+            f"body is not a valid OTLP ExportTraceServiceRequest protobuf: {exc}"
+        ) from exc
     batch = SpanBatch()
     for rs in req.resource_spans:
         resource = _pb_attrs(batch, rs.resource.attributes, limits)

@@ -170,7 +170,9 @@ def decode_json(body: bytes, limits: Limits | None = None) -> SpanBatch:
         rs = _obj(rs, rpath)
         res = _obj(rs.get("resource") or {}, f"{rpath}.resource")
         resource = _attrs(
-            batch, _list(res, "attributes", "attributes", f"{rpath}.resource"), limits,
+            batch,
+            _list(res, "attributes", "attributes", f"{rpath}.resource"),
+            limits,
             f"{rpath}.resource.attributes",
         )
         service = resource.get(k.SERVICE_NAME)
@@ -196,11 +198,18 @@ def decode_json(body: bytes, limits: Limits | None = None) -> SpanBatch:
                     _id(_get(sp, "parentSpanId", "parent_span_id"), f"{p}.parentSpanId") or None,
                     name,
                     _enum(sp.get("kind"), _KIND, KIND_NAMES, f"{p}.kind"),
-                    _int64(_get(sp, "startTimeUnixNano", "start_time_unix_nano"), f"{p}.startTimeUnixNano"),
-                    _int64(_get(sp, "endTimeUnixNano", "end_time_unix_nano"), f"{p}.endTimeUnixNano"),
+                    _int64(
+                        _get(sp, "startTimeUnixNano", "start_time_unix_nano"),
+                        f"{p}.startTimeUnixNano",
+                    ),
+                    _int64(
+                        _get(sp, "endTimeUnixNano", "end_time_unix_nano"), f"{p}.endTimeUnixNano"
+                    ),
                     _enum(status.get("code"), _STATUS, STATUS_NAMES, f"{p}.status.code"),
                     message,
-                    _attrs(batch, _list(sp, "attributes", "attributes", p), limits, f"{p}.attributes"),
+                    _attrs(
+                        batch, _list(sp, "attributes", "attributes", p), limits, f"{p}.attributes"
+                    ),
                     service_name,
                     resource,
                     resource_json,

@@ -42,14 +42,15 @@ def make_handler(pipeline: IngestPipeline) -> grpc.GenericRpcHandler:
             metadata: dict[str, Any] = {k: v for k, v in context.invocation_metadata()}
             check_token(metadata, settings.tokens, scope="ingest")
             # gRPC already inflated a compressed message, bounded by max_receive_message_length
-            decoded = pipeline.decode(body, PROTOBUF, None)
-            fut = pipeline.submit(decoded, "grpc")
+            with pipeline.admitted():
+                decoded = pipeline.decode(body, PROTOBUF, None)
+                fut = pipeline.submit(decoded, "grpc")
             if fut is not None:
                 fut.result()
         except PrefixScopeError as err:
             metrics.requests.labels("grpc", err.grpc_code.name).inc()
             _abort(context, err)
-            raise AssertionError("unreachable")  # context.abort raises
+            raise AssertionError("unreachable") from err  # context.abort raises
         metrics.requests.labels("grpc", "OK").inc()
         resp = ExportTraceServiceResponse()
         if decoded.rejected:

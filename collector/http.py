@@ -26,7 +26,9 @@ async def read_body_limited(request: Request, limit: int) -> bytes:
     if declared is not None:
         try:
             if int(declared) > limit:
-                raise PayloadTooLarge(f"body of {declared} bytes exceeds the limit of {limit} bytes")
+                raise PayloadTooLarge(
+                    f"body of {declared} bytes exceeds the limit of {limit} bytes"
+                )
         except ValueError:
             raise BadRequest("invalid Content-Length header") from None
     chunks: list[bytes] = []
@@ -64,8 +66,12 @@ def error_response(err: PrefixScopeError, mtype: str | None) -> Response:
     headers = err.headers()
     if mtype == PROTOBUF:
         status = status_pb2.Status(code=err.grpc_code.value[0], message=err.message)
-        return Response(status.SerializeToString(), status_code=err.http_status,
-                        media_type=PROTOBUF, headers=headers)
+        return Response(
+            status.SerializeToString(),
+            status_code=err.http_status,
+            media_type=PROTOBUF,
+            headers=headers,
+        )
     body = {"code": err.grpc_code.value[0], **http_error_body(err)}
     return JSONResponse(body, status_code=err.http_status, headers=headers)
 
@@ -79,13 +85,18 @@ def ingest_routes(pipeline: IngestPipeline, health: callable) -> list[Route]:  #
         try:
             check_token(request.headers, settings.tokens, scope="ingest")
             mtype = media_type(request.headers.get("content-type"))
-            body = await read_body_limited(request, settings.max_body_bytes)
-            loop = asyncio.get_running_loop()
-            decoded = await loop.run_in_executor(
-                pipeline.threads, pipeline.decode, body, mtype,
-                request.headers.get("content-encoding"),
-            )
-            fut = pipeline.submit(decoded, "http")
+            with pipeline.admitted():
+                body = await read_body_limited(request, settings.max_body_bytes)
+                loop = asyncio.get_running_loop()
+                decoded = await loop.run_in_executor(
+                    pipeline.threads,
+                    pipeline.decode,
+                    body,
+                    mtype,
+                    request.headers.get("content-encoding"),
+                )
+                del body
+                fut = pipeline.submit(decoded, "http")
             if fut is not None:
                 await asyncio.wrap_future(fut)
         except PrefixScopeError as err:

@@ -7,14 +7,17 @@ scales with cores while one writer thread owns the database.
 
 from __future__ import annotations
 
+import threading
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pyarrow as pa
 
 from prefixscope.config import Settings
-from prefixscope.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from prefixscope.errors import BadRequest, Overloaded, PayloadTooLarge, UnsupportedMediaType
 from prefixscope.metrics import Metrics
 
 from .decode import Limits, decode_protobuf
@@ -79,7 +82,10 @@ def decode_body(
     batch = decode_protobuf(body, limits) if mtype == PROTOBUF else decode_json(body, limits)
     n = len(batch)
     return Decoded(
-        batch.to_arrow() if n else None, n, batch.rejected, batch.partial_message,
+        batch.to_arrow() if n else None,
+        n,
+        batch.rejected,
+        batch.partial_message,
         batch.truncated_attributes,
     )
 
@@ -113,8 +119,31 @@ class IngestPipeline:
         self._pool: Executor | None = None
         if settings.workers > 1:
             self._pool = ProcessPoolExecutor(max_workers=settings.workers)
-        self.threads = ThreadPoolExecutor(max_workers=max(4, settings.workers * 2),
-                                          thread_name_prefix="prefixscope-decode")
+        self.threads = ThreadPoolExecutor(
+            max_workers=max(4, settings.workers * 2), thread_name_prefix="prefixscope-decode"
+        )
+        # Requests admitted but not yet handed to the writer. Bounding them bounds the memory
+        # held by bodies in flight; refusing before the body is read keeps shedding cheap.
+        self.max_inflight = max(8, settings.workers * 8)
+        self._inflight = 0
+        self._inflight_lock = threading.Lock()
+
+    @contextmanager
+    def admitted(self) -> Iterator[None]:
+        """Admission control: 429 before reading a body the server cannot take now."""
+        s = self.settings
+        with self._inflight_lock:
+            if self.writer.queued_spans >= s.queue_max_spans or self._inflight >= self.max_inflight:
+                self.metrics.requests_shed.inc()
+                raise Overloaded(
+                    "server is at capacity; retry later", retry_after_s=s.retry_after_s
+                )
+            self._inflight += 1
+        try:
+            yield
+        finally:
+            with self._inflight_lock:
+                self._inflight -= 1
 
     def close(self) -> None:
         self.threads.shutdown(wait=True)

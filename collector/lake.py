@@ -82,8 +82,7 @@ class LakeRoller:
             con = self._store.cursor()
             try:
                 last = int(
-                    scalar(con, "SELECT last_batch FROM lake_state WHERE table_name = 'spans'")
-                    or 0
+                    scalar(con, "SELECT last_batch FROM lake_state WHERE table_name = 'spans'") or 0
                 )
                 newest = int(scalar(con, "SELECT coalesce(max(ingest_batch), 0) FROM spans") or 0)
                 if newest <= last:
@@ -114,13 +113,16 @@ class LakeRoller:
             stale.unlink()
         written = 0
         for date in pc.unique(dates).to_pylist():
-            part = table.filter(pc.equal(dates, date)) if date is not None else table.filter(
-                pc.is_null(dates)
+            part = (
+                table.filter(pc.equal(dates, date))
+                if date is not None
+                else table.filter(pc.is_null(dates))
             )
             part = part.drop_columns(["_date"])
             folder = base / f"date={date or 'unknown'}"
-            write_parquet_atomic(part, folder / f"part-{first:012d}-{last:012d}.parquet",
-                                 self._row_group_rows)
+            write_parquet_atomic(
+                part, folder / f"part-{first:012d}-{last:012d}.parquet", self._row_group_rows
+            )
             written += part.num_rows
         self._metrics.lake_rows.labels("spans").inc(written)
         return written

@@ -122,7 +122,9 @@ class GroupCommitWriter:
                 self._cond.wait()
             group: list[_Pending] = []
             rows = 0
-            while self._queue and (not group or rows + self._queue[0].table.num_rows <= self._batch_max):
+            while self._queue and (
+                not group or rows + self._queue[0].table.num_rows <= self._batch_max
+            ):
                 item = self._queue.popleft()
                 rows += item.table.num_rows
                 group.append(item)
@@ -148,7 +150,8 @@ class GroupCommitWriter:
                 self._metrics.commit_errors.inc()
                 self._metrics.spans_dropped.labels("commit_failed").inc(n)
                 err = Unavailable(
-                    f"storage could not commit: {type(exc).__name__}", retry_after_s=self._retry_after
+                    f"storage could not commit: {type(exc).__name__}",
+                    retry_after_s=self._retry_after,
                 )
                 for p in group:
                     p.future.set_exception(err)

@@ -21,7 +21,8 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.util.types import AttributeValue
 
 from prefixscope import semconv
-from prefixscope.instrumentation import _steps
+
+from . import _steps
 
 __all__ = [
     "VariantScope",

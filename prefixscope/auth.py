@@ -26,8 +26,13 @@ def _matches(token: str, allowed: Iterable[str]) -> bool:
     return ok
 
 
-def check_token(headers: Mapping[str, str], allowed: list[str], *, denied: list[str] | None = None,
-                scope: str = "ingest") -> None:
+def check_token(
+    headers: Mapping[str, str],
+    allowed: list[str],
+    *,
+    denied: list[str] | None = None,
+    scope: str = "ingest",
+) -> None:
     """Raise Unauthorized unless the request carries one of ``allowed`` (no-op when empty).
 
     ``denied`` are tokens that are valid elsewhere but lack this scope: they get 403.

@@ -18,8 +18,12 @@ from prefixscope import __version__
 from prefixscope.config import ENV_PREFIX, ConfigError, Settings
 
 _LIST_FIELDS = {"tokens", "read_tokens", "write_tokens", "webhook_urls"}
-_FLAG_NAMES = {"tokens": "token", "read_tokens": "read-token", "write_tokens": "write-token",
-               "webhook_urls": "webhook-url"}
+_FLAG_NAMES = {
+    "tokens": "token",
+    "read_tokens": "read-token",
+    "write_tokens": "write-token",
+    "webhook_urls": "webhook-url",
+}
 
 
 def settings_options(func: Any) -> Any:
@@ -38,7 +42,10 @@ def settings_options(func: Any) -> Any:
             opt = click.option(flag, f.name, type=typ, default=None, help=help_text)
         func = opt(func)
     return click.option(
-        "--config", "config_file", type=click.Path(dir_okay=False), default=None,
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False),
+        default=None,
         help=f"TOML config file with any of these settings (env: {ENV_PREFIX}CONFIG). "
         "Precedence: flags > environment > file > defaults.",
     )(func)
@@ -92,8 +99,9 @@ def _register_optional(group: click.Group, module: str, names: list[str]) -> Non
             group.add_command(cmd)
 
 
-_register_optional(main, "prefixscope.analytics.cli", ["analytics_group", "replay_command",
-                                                         "datasets_group"])
+_register_optional(
+    main, "prefixscope.analytics.cli", ["analytics_group", "replay_command", "datasets_group"]
+)
 _register_optional(main, "prefixscope.demo", ["demo_command"])
 
 

@@ -40,7 +40,8 @@ class Settings:
     read_tokens: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "Bearer tokens with read access to /api (empty: same as ``tokens``; all empty: open)."
+            "help": "Bearer tokens with read access to /api "
+            "(empty: same as ``tokens``; all empty: open)."
         },
     )
     write_tokens: list[str] = field(
@@ -54,13 +55,15 @@ class Settings:
     max_decompressed_bytes: int = field(
         default=64 * 1024 * 1024,
         metadata={
-            "help": "Largest body after gzip decompression, bytes (413 above; never inflated whole)."
+            "help": "Largest body after gzip decompression, bytes "
+            "(413 above; never inflated whole)."
         },
     )
     max_attribute_bytes: int = field(
         default=32 * 1024,
         metadata={
-            "help": "Largest single attribute value kept, bytes; longer values are truncated and counted."
+            "help": "Largest single attribute value kept, in characters; "
+            "longer values are truncated and counted."
         },
     )
     queue_max_spans: int = field(

@@ -13,7 +13,9 @@ class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self.spans_received = Counter(
-            "prefixscope_spans_received", "Spans decoded from export requests", ["transport"],
+            "prefixscope_spans_received",
+            "Spans decoded from export requests",
+            ["transport"],
             registry=r,
         )
         self.spans_committed = Counter(
@@ -36,11 +38,19 @@ class Metrics:
             registry=r,
         )
         self.requests = Counter(
-            "prefixscope_ingest_requests", "OTLP export requests by outcome",
-            ["transport", "status"], registry=r,
+            "prefixscope_ingest_requests",
+            "OTLP export requests by outcome",
+            ["transport", "status"],
+            registry=r,
         )
         self.attributes_truncated = Counter(
-            "prefixscope_attributes_truncated", "Attribute values truncated to the size limit",
+            "prefixscope_attributes_truncated",
+            "Attribute values truncated to the size limit",
+            registry=r,
+        )
+        self.requests_shed = Counter(
+            "prefixscope_requests_shed",
+            "Export requests refused before reading their body (at capacity)",
             registry=r,
         )
         self.queue_depth = Gauge(
@@ -59,18 +69,23 @@ class Metrics:
             registry=r,
         )
         self.commit_errors = Counter(
-            "prefixscope_commit_errors", "Group commits that failed (retryable for clients)",
+            "prefixscope_commit_errors",
+            "Group commits that failed (retryable for clients)",
             registry=r,
         )
         self.lake_rows = Counter(
-            "prefixscope_lake_rows_written", "Rows rolled into the Parquet lake", ["table"],
+            "prefixscope_lake_rows_written",
+            "Rows rolled into the Parquet lake",
+            ["table"],
             registry=r,
         )
         self.sql_queries = Counter(
             "prefixscope_sql_queries", "Sandboxed SQL queries by outcome", ["outcome"], registry=r
         )
         self.webhook_deliveries = Counter(
-            "prefixscope_webhook_deliveries", "Alert webhook deliveries by outcome", ["outcome"],
+            "prefixscope_webhook_deliveries",
+            "Alert webhook deliveries by outcome",
+            ["outcome"],
             registry=r,
         )
 

@@ -51,7 +51,9 @@ class PrefixScopeServer:
         )
         self.pipeline = IngestPipeline(settings, self.writer, self.metrics)
         self.lake = LakeRoller(
-            self.store, self.metrics, interval_s=settings.lake_roll_interval_s,
+            self.store,
+            self.metrics,
+            interval_s=settings.lake_roll_interval_s,
             row_group_rows=settings.lake_row_group_rows,
         )
         self.app = self._build_app()
@@ -119,11 +121,16 @@ class PrefixScopeServer:
         self._uvicorn = self._uvicorn_server()
         log.info(
             "PrefixScope serving on http://%s:%d (gRPC %s), data in %s",
-            self.settings.host, self.settings.http_port, self.grpc_port, self.store.data_dir,
+            self.settings.host,
+            self.settings.http_port,
+            self.grpc_port,
+            self.store.data_dir,
         )
         # uvicorn re-raises the signal it caught once it has shut down; with these handlers
         # in place that re-raise is harmless and the drain below always runs.
-        previous = {sig: signal.signal(sig, _note_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        previous = {
+            sig: signal.signal(sig, _note_signal) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
         try:
             self._uvicorn.run()
         finally:
@@ -135,8 +142,9 @@ class PrefixScopeServer:
         """Serve in background threads (for the demo and embedding); returns when ready."""
         self._start_backends()
         self._uvicorn = self._uvicorn_server()
-        self._thread = threading.Thread(target=self._uvicorn.run, name="prefixscope-http",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._uvicorn.run, name="prefixscope-http", daemon=True
+        )
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._uvicorn.started:

@@ -17,8 +17,9 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Factory: ``start_server("--token", "t")`` starts a fresh server in a temp data dir."""
     started: list[ServerProcess] = []
 
-    def _start(*args: str, data_dir: Path | None = None, env: dict[str, str] | None = None,
-               **kw: Any) -> ServerProcess:
+    def _start(
+        *args: str, data_dir: Path | None = None, env: dict[str, str] | None = None, **kw: Any
+    ) -> ServerProcess:
         d = data_dir or tmp_path / f"data{len(started)}"
         srv = ServerProcess(d, list(args), env or {}, **kw)
         started.append(srv)

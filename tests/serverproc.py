@@ -43,11 +43,18 @@ class ServerProcess:
         self.grpc_port = self.grpc_port or free_port()
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server.log"
         cmd = [
-            sys.executable, "-m", "prefixscope.cli", "serve",
-            "--data-dir", str(self.data_dir),
-            "--http-port", str(self.http_port),
-            "--grpc-port", str(self.grpc_port),
-            "--log-level", "warning",
+            sys.executable,
+            "-m",
+            "prefixscope.cli",
+            "serve",
+            "--data-dir",
+            str(self.data_dir),
+            "--http-port",
+            str(self.http_port),
+            "--grpc-port",
+            str(self.grpc_port),
+            "--log-level",
+            "warning",
             *self.args,
         ]
         env = {**os.environ, **self.env}

@@ -1,0 +1,40 @@
+# PrefixScope: one command to set up and run the demo, one to run every test.
+#   make demo   — create .venv, install everything, run `prefixscope demo`
+#   make test   — create .venv, install everything, run lint + the whole test suite
+VENV   ?= .venv
+PYTHON ?= python3
+PIP     = $(VENV)/bin/pip
+STAMP   = $(VENV)/.installed
+
+.PHONY: setup demo test test-fast lint vllm-venv system-deps clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	# torch first, pinned: a looser requirement could pull a multi-GB CUDA build
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[server,hf,dev]'
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/prefixscope demo $(ARGS)
+
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+vllm-venv:
+	bash scripts/setup-vllm.sh
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: setup system-deps
+	bash scripts/check
+
+test-fast: setup
+	$(VENV)/bin/pytest -q -m "not slow and not vllm and not browser"
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,207 @@
+"""Seeded synthetic traffic written straight into a store (vectorised: numpy -> Arrow -> SQL).
+
+Used by the detection simulations, the integration tests and ``bench/analytics.py``. Each
+:class:`Arm` is one (prefix, version, route, cohort) population with its own latency, TTFT,
+error, fallback, score and feedback distributions, so regressions can be injected exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import duckdb
+import numpy as np
+import orjson
+import pyarrow as pa
+
+_Z99 = 2.3263478740408408
+
+
+@dataclass(frozen=True, slots=True)
+class Arm:
+    """One synthetic population of requests."""
+
+    prefix_id: str | None = None  # None: base model
+    prefix_version: str | None = None
+    route: str = "default"
+    cohort: dict[str, str] = field(default_factory=dict)
+    n: int = 1000
+    latency_median_ms: float = 400.0
+    latency_sigma: float = 0.5
+    #: multiply the upper tail so that p99 grows by this factor (median unchanged)
+    p99_factor: float = 1.0
+    ttft_median_ms: float = 80.0
+    error_rate: float = 0.01
+    fallback_rate: float = 0.02
+    #: evaluator name -> (mean, concentration) of a Beta score distribution; concentration
+    #: 0 means Bernoulli(mean) (pass/fail scores)
+    scores: dict[str, tuple[float, float]] = field(default_factory=dict)
+    score_coverage: float = 1.0
+    thumbs_down_rate: float = 0.05
+    escalation_rate: float = 0.01
+    cache_share: float = 0.3
+    deployment_count: int = 0  # >0: stamp deployment.id attributes (prefix-switch view)
+
+
+def _latency(rng: np.random.Generator, arm: Arm) -> np.ndarray:
+    z = rng.standard_normal(arm.n)
+    sigma_up = arm.latency_sigma + np.log(arm.p99_factor) / _Z99
+    sig = np.where(z > 0, sigma_up, arm.latency_sigma)
+    return arm.latency_median_ms * np.exp(sig * z)
+
+
+def _scores(rng: np.random.Generator, mean: float, conc: float, n: int) -> np.ndarray:
+    if conc <= 0:
+        return (rng.random(n) < mean).astype(np.float64)
+    return rng.beta(mean * conc, (1 - mean) * conc, n)
+
+
+def generate(
+    con: duckdb.DuckDBPyConnection,
+    arms: Sequence[Arm],
+    *,
+    seed: int = 0,
+    start: datetime | None = None,
+    duration: timedelta = timedelta(hours=1),
+    id_offset: int = 0,
+    base_model: str = "tiny-base",
+) -> int:
+    """Insert spans, scores and feedback for ``arms``; return the number of spans written.
+
+    Trace ids are ``id_offset + i`` rendered as 32 hex digits, so repeated calls with
+    disjoint offsets append new traffic (growing data for repeated looks).
+    """
+    rng = np.random.default_rng(seed)
+    start = start or datetime(2025, 1, 1)
+    parts: dict[str, list[np.ndarray]] = {}
+    strings: dict[str, list[str | None]] = {
+        "prefix_id": [],
+        "prefix_version": [],
+        "route": [],
+        "cohort": [],
+    }
+    score_parts: list[tuple[str, np.ndarray, np.ndarray]] = []
+    fb_parts: list[tuple[str, np.ndarray]] = []
+    arm_idx: list[np.ndarray] = []
+    total = sum(a.n for a in arms)
+    ids = id_offset + np.arange(total, dtype=np.int64)
+    pos = 0
+    for ai, arm in enumerate(arms):
+        n = arm.n
+        sl = ids[pos : pos + n]
+        pos += n
+        lat = _latency(rng, arm)
+        cols = {
+            "id": sl,
+            "arm": np.full(n, ai, dtype=np.int32),
+            "offset_us": rng.integers(0, int(duration.total_seconds() * 1e6), n),
+            "duration_ms": lat,
+            "ttft_ms": np.minimum(arm.ttft_median_ms * np.exp(0.4 * rng.standard_normal(n)), lat),
+            "error": rng.random(n) < arm.error_rate,
+            "fallback": rng.random(n) < arm.fallback_rate,
+            "input_tokens": rng.integers(50, 800, n),
+            "output_tokens": rng.integers(10, 300, n),
+        }
+        cols["cached_tokens"] = (cols["input_tokens"] * arm.cache_share).astype(np.int64)
+        cols["deployment"] = (
+            rng.integers(0, arm.deployment_count, n) if arm.deployment_count else np.full(n, -1)
+        )
+        for k, v in cols.items():
+            parts.setdefault(k, []).append(np.asarray(v))
+        strings["prefix_id"].append(arm.prefix_id)
+        strings["prefix_version"].append(arm.prefix_version)
+        strings["route"].append(arm.route)
+        strings["cohort"].append(orjson.dumps(arm.cohort).decode() if arm.cohort else None)
+        for name, (mean, conc) in arm.scores.items():
+            covered = rng.random(n) < arm.score_coverage
+            score_parts.append((name, sl[covered], _scores(rng, mean, conc, int(covered.sum()))))
+        fb_parts.append(("thumbs_down", sl[rng.random(n) < arm.thumbs_down_rate]))
+        fb_parts.append(("escalation", sl[rng.random(n) < arm.escalation_rate]))
+        arm_idx.append(np.full(n, ai))
+    if total == 0:
+        return 0
+    spans = pa.table({k: np.concatenate(v) for k, v in parts.items()})
+    arms_tab = pa.table(
+        {"arm": np.arange(len(arms), dtype=np.int32), **{k: pa.array(v) for k, v in strings.items()}}
+    )
+    con.register("_syn_spans", spans)
+    con.register("_syn_arms", arms_tab)
+    try:
+        con.execute(
+            """INSERT INTO spans (trace_id, span_id, name, kind, service_name, start_time,
+  end_time, duration_ms, status_code, base_model, prefix_id, prefix_version, route,
+  input_tokens, output_tokens, cached_tokens, ttft_ms, fallback_reason, cohort, attributes,
+  resource, ingested_at, ingest_batch)
+SELECT printf('%032x', s.id), printf('%016x', s.id), 'generate', 'CLIENT', 'synthetic',
+  ?::TIMESTAMP + to_microseconds(s.offset_us),
+  ?::TIMESTAMP + to_microseconds(s.offset_us + CAST(s.duration_ms * 1000 AS BIGINT)),
+  s.duration_ms, CASE WHEN s.error THEN 'ERROR' ELSE 'OK' END, ?, a.prefix_id,
+  a.prefix_version, a.route, s.input_tokens, s.output_tokens, s.cached_tokens, s.ttft_ms,
+  CASE WHEN s.fallback THEN 'adapter_unavailable' END, a.cohort,
+  CASE WHEN s.deployment >= 0 THEN json_object('deployment.id', 'dep-' || s.deployment)
+       ELSE '{}' END,
+  '{}', now()::TIMESTAMP, 0
+FROM _syn_spans s JOIN _syn_arms a USING (arm)""",
+            [start, start, base_model],
+        )
+    finally:
+        con.unregister("_syn_spans")
+        con.unregister("_syn_arms")
+    if score_parts:
+        _insert_scores(con, score_parts)
+    if fb_parts:
+        _insert_feedback(con, fb_parts)
+    return total
+
+
+def _insert_scores(
+    con: duckdb.DuckDBPyConnection, parts: list[tuple[str, np.ndarray, np.ndarray]]
+) -> None:
+    names = sorted({p[0] for p in parts})
+    code = {n: i for i, n in enumerate(names)}
+    tab = pa.table(
+        {
+            "id": np.concatenate([p[1] for p in parts]),
+            "code": np.concatenate([np.full(len(p[1]), code[p[0]], np.int32) for p in parts]),
+            "value": np.concatenate([p[2] for p in parts]),
+        }
+    )
+    con.register("_syn_scores", tab)
+    con.register("_syn_names", pa.table({"code": np.arange(len(names), dtype=np.int32),
+                                         "name": names}))
+    try:
+        con.execute(
+            """INSERT INTO scores (id, trace_id, span_id, name, value, source, created_at)
+SELECT printf('%032x', s.id) || '-' || n.name, printf('%032x', s.id), printf('%016x', s.id),
+  n.name, s.value, 'synthetic', now()::TIMESTAMP
+FROM _syn_scores s JOIN _syn_names n USING (code)"""
+        )
+    finally:
+        con.unregister("_syn_scores")
+        con.unregister("_syn_names")
+
+
+def _insert_feedback(con: duckdb.DuckDBPyConnection, parts: list[tuple[str, np.ndarray]]) -> None:
+    kinds = [p[0] for p in parts]
+    tab = pa.table(
+        {
+            "id": np.concatenate([p[1] for p in parts]),
+            "kind": pa.array(np.concatenate([np.full(len(p[1]), i) for i, p in enumerate(parts)])),
+        }
+    )
+    kt = pa.table({"kind": np.arange(len(kinds)), "kind_name": kinds})
+    con.register("_syn_fb", tab)
+    con.register("_syn_kinds", kt)
+    try:
+        # trace-level feedback (span_id NULL), as end users give it
+        con.execute(
+            """INSERT INTO feedback (id, trace_id, span_id, kind, value, created_at)
+SELECT printf('%032x', f.id) || '-' || k.kind_name, printf('%032x', f.id), NULL, k.kind_name,
+  1.0, now()::TIMESTAMP
+FROM _syn_fb f JOIN _syn_kinds k USING (kind)"""
+        )
+    finally:
+        con.unregister("_syn_fb")
+        con.unregister("_syn_kinds")

@@ -1,0 +1,158 @@
+"""Durable, idempotent writes of evaluator scores and user feedback.
+
+A request's records are inserted in one transaction from an Arrow table (fast, no per-row
+round trips) with ``ON CONFLICT (id) DO NOTHING``: re-sending a record with the same ``id``
+is a no-op, reported in ``duplicate_ids``. The call returns only after COMMIT, so a 200 means
+the records are durable. Trace ids without a stored span are accepted and reported.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from prefixscope.collector.store import Store
+from prefixscope.errors import Unavailable
+
+from .models import FeedbackIn, ScoreIn, WriteResult
+
+SCORE_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
+    ("id", pa.string()),
+    ("trace_id", pa.string()),
+    ("span_id", pa.string()),
+    ("name", pa.string()),
+    ("value", pa.float64()),
+    ("label", pa.string()),
+    ("reason", pa.string()),
+    ("source", pa.string()),
+    ("created_at", pa.timestamp("us")),
+)
+FEEDBACK_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
+    ("id", pa.string()),
+    ("trace_id", pa.string()),
+    ("span_id", pa.string()),
+    ("kind", pa.string()),
+    ("value", pa.float64()),
+    ("comment", pa.string()),
+    ("created_at", pa.timestamp("us")),
+)
+#: Attempts when two writers race on the same ids (DuckDB optimistic concurrency).
+_ATTEMPTS = 3
+
+
+def utc_naive(ts: dt.datetime | None, now: dt.datetime) -> dt.datetime:
+    """Stored timestamps are naive UTC."""
+    if ts is None:
+        return now
+    if ts.tzinfo is not None:
+        ts = ts.astimezone(dt.UTC)
+    return ts.replace(tzinfo=None)
+
+
+def _records(items: Sequence[ScoreIn | FeedbackIn], columns: tuple[tuple[str, Any], ...]) -> list[
+    dict[str, Any]
+]:
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    out = []
+    for item in items:
+        rec = item.model_dump()
+        rec["id"] = rec["id"] or uuid.uuid4().hex
+        rec["trace_id"] = rec["trace_id"].lower()
+        rec["span_id"] = rec["span_id"].lower() if rec["span_id"] else None
+        rec["created_at"] = utc_naive(rec["created_at"], now)
+        out.append({name: rec.get(name) for name, _ in columns})
+    return out
+
+
+def write_scores(store: Store, items: Sequence[ScoreIn]) -> WriteResult:
+    return _write(store, "scores", SCORE_COLUMNS, _records(items, SCORE_COLUMNS))
+
+
+def write_feedback(store: Store, items: Sequence[FeedbackIn]) -> WriteResult:
+    return _write(store, "feedback", FEEDBACK_COLUMNS, _records(items, FEEDBACK_COLUMNS))
+
+
+def _write(
+    store: Store,
+    table: str,
+    columns: tuple[tuple[str, pa.DataType], ...],
+    records: list[dict[str, Any]],
+) -> WriteResult:
+    ids = [r["id"] for r in records]
+    unique: dict[str, dict[str, Any]] = {}
+    for rec in records:  # a repeated id inside one request: the first one wins
+        unique.setdefault(rec["id"], rec)
+    arrow = pa.Table.from_pylist(list(unique.values()), schema=pa.schema(list(columns)))
+    names = ", ".join(name for name, _ in columns)
+    cur = store.cursor()
+    try:
+        for attempt in range(_ATTEMPTS):
+            try:
+                return _insert(cur, table, names, arrow, ids, records)
+            except duckdb.TransactionException:
+                _safe_rollback(cur)
+                if attempt == _ATTEMPTS - 1:
+                    raise Unavailable(
+                        f"could not commit {table}: concurrent writers", retry_after_s=1
+                    ) from None
+            except duckdb.Error as exc:
+                _safe_rollback(cur)
+                raise Unavailable(f"could not commit {table}: {exc}", retry_after_s=1) from None
+    finally:
+        cur.close()
+    raise AssertionError("unreachable")
+
+
+def _insert(
+    cur: duckdb.DuckDBPyConnection,
+    table: str,
+    names: str,
+    arrow: pa.Table,
+    ids: list[str],
+    records: list[dict[str, Any]],
+) -> WriteResult:
+    cur.register("_incoming", arrow)
+    try:
+        cur.execute("BEGIN TRANSACTION")
+        existing = {
+            row[0]
+            for row in cur.execute(
+                f"SELECT id FROM {table} WHERE id IN (SELECT id FROM _incoming)"
+            ).fetchall()
+        }
+        cur.execute(
+            f"INSERT INTO {table} ({names}) SELECT {names} FROM _incoming "
+            "ON CONFLICT (id) DO NOTHING"
+        )
+        trace_ids = sorted({r["trace_id"] for r in records})
+        known = {
+            row[0]
+            for row in cur.execute(
+                "SELECT DISTINCT trace_id FROM spans WHERE trace_id IN "
+                "(SELECT unnest(?::VARCHAR[]))",
+                [trace_ids],
+            ).fetchall()
+        }
+        cur.execute("COMMIT")
+    finally:
+        cur.unregister("_incoming")
+    inserted = arrow.num_rows - len(existing)
+    return WriteResult(
+        accepted=len(records),
+        inserted=inserted,
+        ids=ids,
+        duplicate_ids=sorted(existing),
+        unknown_trace_ids=[t for t in trace_ids if t not in known],
+    )
+
+
+def _safe_rollback(cur: duckdb.DuckDBPyConnection) -> None:
+    try:
+        cur.execute("ROLLBACK")
+    except duckdb.Error:
+        pass

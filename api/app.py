@@ -1,0 +1,69 @@
+"""The API entry points the server uses: ``build_router`` and ``install_error_handlers``.
+
+``build_router(ctx)`` returns every ``/api/v1/*`` route, the dashboard (``GET /``) and its
+static files. Auth: when tokens are configured every ``/api/*`` route requires
+``Authorization: Bearer`` (read or write scope, see :class:`ApiContext`); the dashboard shell
+and its static files carry no data and stay open, and the page sends the token the user
+enters (kept in ``sessionStorage``) on its own ``/api`` calls.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from prefixscope.errors import PrefixScopeError, Unprocessable, http_error_body
+
+from .context import ApiContext
+from .dashboard import dashboard_routes
+from .deps import ApiState
+from .routes_analysis import analysis_routes
+from .routes_data import data_routes
+
+log = logging.getLogger(__name__)
+
+
+def build_router(ctx: ApiContext) -> APIRouter:
+    state = ApiState(ctx)
+    router = APIRouter()
+    router.include_router(data_routes(state))
+    router.include_router(analysis_routes(state))
+    router.include_router(dashboard_routes(state))
+    return router
+
+
+def _location(loc: tuple[object, ...] | list[object]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """One mapping from errors to responses: PrefixScopeError → its status and JSON body."""
+
+    async def on_prefixscope_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, PrefixScopeError)
+        if exc.http_status >= 500:
+            log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
+        return JSONResponse(http_error_body(exc), status_code=exc.http_status,
+                            headers=exc.headers())
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")),
+             "type": str(e.get("type", ""))}
+            for e in exc.errors()
+        ]  # fmt: skip
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        err = Unprocessable(f"{_location(first['loc'])}: {first['msg']}{more}")
+        return JSONResponse({**http_error_body(err), "detail": errors},
+                            status_code=err.http_status, headers=err.headers())
+
+    app.add_exception_handler(PrefixScopeError, on_prefixscope_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)

@@ -1,0 +1,72 @@
+"""Per-process API state and the FastAPI dependencies every route uses (auth, body size)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from prefixscope.auth import check_token
+from prefixscope.errors import BadRequest, PayloadTooLarge
+
+from .context import ApiContext
+from .sql_sandbox import SqlSandbox
+from .webhooks import WebhookDispatcher
+
+log = logging.getLogger(__name__)
+
+#: Shown in OpenAPI (/docs "Authorize"); the check itself is prefixscope.auth.check_token.
+bearer_scheme = HTTPBearer(auto_error=False, description="API token (read or write scope)")
+
+
+@dataclass(slots=True)
+class ApiState:
+    """What the routes share: the context plus the sandbox and the webhook dispatcher."""
+
+    ctx: ApiContext
+    sandbox: SqlSandbox = field(init=False)
+    webhooks: WebhookDispatcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        s = self.ctx.settings
+        self.sandbox = SqlSandbox(
+            self.ctx.store, timeout_s=s.sql_timeout_s, max_rows=s.sql_max_rows,
+            metrics=self.ctx.metrics,
+        )  # fmt: skip
+        self.webhooks = WebhookDispatcher(s.webhook_urls, self.ctx.metrics)
+        self.ctx.on_close(self.webhooks.close)
+
+    # -- dependencies ----------------------------------------------------------------------------
+    def require_read(self) -> Callable[..., None]:
+        ctx = self.ctx
+
+        def read_scope(
+            request: Request,
+            _creds: HTTPAuthorizationCredentials | None = Depends(bearer_scheme),
+        ) -> None:
+            check_token(request.headers, ctx.read_tokens, scope="read the API")
+
+        return read_scope
+
+    def require_write(self) -> Callable[..., None]:
+        ctx = self.ctx
+        limit = ctx.settings.max_body_bytes
+
+        def write_scope(
+            request: Request,
+            _creds: HTTPAuthorizationCredentials | None = Depends(bearer_scheme),
+        ) -> None:
+            check_token(
+                request.headers, ctx.write_tokens, denied=ctx.read_tokens, scope="write to the API"
+            )
+            declared = request.headers.get("content-length")
+            if declared is not None:
+                if not declared.isdigit():
+                    raise BadRequest("invalid Content-Length header")
+                if int(declared) > limit:
+                    raise PayloadTooLarge(f"body of {declared} bytes exceeds {limit} bytes")
+
+        return write_scope

@@ -1,0 +1,108 @@
+"""The prefix registry: variants seen in traffic merged with registered metadata.
+
+A generation span is one that names a variant or a base model (``prefix_id`` or
+``base_model`` set); its variant is ``coalesce(prefix_id, 'base')``. A variant may be
+registered (``PUT /api/v1/prefixes/{id}``) before any traffic reaches it; then it is listed
+with ``n = 0``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import duckdb
+
+from prefixscope.collector.store import Store
+from prefixscope.errors import Unavailable
+from prefixscope.semconv import BASE_PREFIX_ID
+
+from .models import PrefixInfo, PrefixRegistration
+
+_SEEN_SQL = f"""
+SELECT coalesce(prefix_id, '{BASE_PREFIX_ID}') AS pid,
+       list_sort(list_distinct(list(base_model) FILTER (WHERE base_model IS NOT NULL))),
+       list_sort(list_distinct(list(prefix_type) FILTER (WHERE prefix_type IS NOT NULL))),
+       list_sort(list_distinct(list(prefix_version) FILTER (WHERE prefix_version IS NOT NULL))),
+       min(start_time), max(start_time), count(*)
+FROM spans
+WHERE prefix_id IS NOT NULL OR base_model IS NOT NULL
+GROUP BY 1
+"""
+_REGISTRY_COLUMNS = (
+    "prefix_id", "base_model", "prefix_type", "version", "owner", "specialty",
+    "training_corpus", "adapter_hash", "status", "metadata", "registered_at", "updated_at",
+)  # fmt: skip
+
+
+def list_prefixes(store: Store) -> list[PrefixInfo]:
+    cur = store.cursor()
+    try:
+        seen = {row[0]: row for row in cur.execute(_SEEN_SQL).fetchall()}
+        reg_rows = cur.execute(f"SELECT {', '.join(_REGISTRY_COLUMNS)} FROM prefixes").fetchall()
+    finally:
+        cur.close()
+    registered = {row[0]: dict(zip(_REGISTRY_COLUMNS, row, strict=True)) for row in reg_rows}
+    out = []
+    for pid in sorted(set(seen) | set(registered), key=lambda p: (p != BASE_PREFIX_ID, p)):
+        out.append(_merge(pid, seen.get(pid), registered.get(pid)))
+    return out
+
+
+def get_prefix(store: Store, prefix_id: str) -> PrefixInfo | None:
+    return next((p for p in list_prefixes(store) if p.prefix_id == prefix_id), None)
+
+
+def _merge(pid: str, seen: tuple[Any, ...] | None, reg: dict[str, Any] | None) -> PrefixInfo:
+    info: dict[str, Any] = {
+        "prefix_id": pid,
+        "registered": reg is not None,
+        "base_models": list(seen[1]) if seen else [],
+        "prefix_types": list(seen[2]) if seen else [],
+        "versions": list(seen[3]) if seen else [],
+        "first_seen": seen[4] if seen else None,
+        "last_seen": seen[5] if seen else None,
+        "n": int(seen[6]) if seen else 0,
+    }
+    if reg is not None:
+        meta = reg.pop("metadata")
+        reg.pop("prefix_id")
+        info.update(reg)
+        info["metadata"] = json.loads(meta) if isinstance(meta, str) else (meta or {})
+        if reg.get("version") and reg["version"] not in info["versions"]:
+            info["versions"] = sorted([*info["versions"], reg["version"]])
+    return PrefixInfo(**info)
+
+
+def register_prefix(store: Store, prefix_id: str, body: PrefixRegistration) -> tuple[bool, str]:
+    """Insert or replace a variant's registration; returns (created, prefix_id)."""
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    values = body.model_dump()
+    metadata = json.dumps(values.pop("metadata"))
+    cur = store.cursor()
+    try:
+        cur.execute("BEGIN TRANSACTION")
+        row = cur.execute(
+            "SELECT registered_at FROM prefixes WHERE prefix_id = ?", [prefix_id]
+        ).fetchone()
+        registered_at = row[0] if row else now
+        cur.execute(
+            f"INSERT OR REPLACE INTO prefixes ({', '.join(_REGISTRY_COLUMNS)}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                prefix_id, values["base_model"], values["prefix_type"], values["version"],
+                values["owner"], values["specialty"], values["training_corpus"],
+                values["adapter_hash"], values["status"], metadata, registered_at, now,
+            ],
+        )  # fmt: skip
+        cur.execute("COMMIT")
+    except duckdb.Error as exc:
+        try:
+            cur.execute("ROLLBACK")
+        except duckdb.Error:
+            pass
+        raise Unavailable(f"could not store the registration: {exc}", retry_after_s=1) from None
+    finally:
+        cur.close()
+    return row is None, prefix_id

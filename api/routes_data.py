@@ -1,0 +1,120 @@
+"""Routes over stored data: scores, feedback, sandboxed SQL, the prefix registry, traces."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, Path, Response
+
+from prefixscope.errors import NotFound
+
+from . import annotations, registry, traces
+from .deps import ApiState
+from .models import (
+    FeedbackIn,
+    PrefixInfo,
+    PrefixList,
+    PrefixRegistration,
+    ScoreIn,
+    SqlRequest,
+    SqlResponse,
+    TraceView,
+    WriteResult,
+)
+
+MAX_BATCH = 10_000
+ScoreBody = Annotated[
+    ScoreIn | Annotated[list[ScoreIn], Body(min_length=1, max_length=MAX_BATCH)],
+    Body(description="One score or a list of up to 10000"),
+]
+FeedbackBody = Annotated[
+    FeedbackIn | Annotated[list[FeedbackIn], Body(min_length=1, max_length=MAX_BATCH)],
+    Body(description="One feedback record or a list of up to 10000"),
+]
+PrefixIdPath = Annotated[
+    str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:@-]+$", examples=["radiology"])
+]
+TraceIdPath = Annotated[str, Path(pattern=r"^[0-9a-fA-F]{32}$")]
+
+
+def data_routes(state: ApiState) -> APIRouter:
+    read = [Depends(state.require_read())]
+    write = [Depends(state.require_write())]
+    store = state.ctx.store
+    router = APIRouter(prefix="/api/v1")
+
+    @router.post("/scores", response_model=WriteResult, dependencies=write, tags=["annotations"])
+    def post_scores(body: ScoreBody) -> WriteResult:
+        """Store evaluator scores (value in [0, 1]); committed before the response."""
+        return annotations.write_scores(store, body if isinstance(body, list) else [body])
+
+    @router.post(
+        "/feedback", response_model=WriteResult, dependencies=write, tags=["annotations"]
+    )
+    def post_feedback(body: FeedbackBody) -> WriteResult:
+        """Store user feedback (thumbs_up, thumbs_down, escalation, ...)."""
+        return annotations.write_feedback(store, body if isinstance(body, list) else [body])
+
+    @router.post(
+        "/sql",
+        response_model=SqlResponse,
+        dependencies=read,
+        tags=["sql"],
+        responses={400: {"description": "Syntax error, forbidden statement or query error"},
+                   408: {"description": "The query ran past the time limit"},
+                   429: {"description": "Too many concurrent queries"}},
+    )  # fmt: skip
+    def post_sql(body: SqlRequest) -> SqlResponse:
+        """Run one read-only SQL statement over the store (sandboxed, time- and row-limited)."""
+        result = state.sandbox.run(body.sql)
+        return SqlResponse(
+            columns=result.columns,
+            types=result.types,
+            rows=result.rows,
+            truncated=result.truncated,
+            elapsed_ms=result.elapsed_ms,
+        )
+
+    @router.get("/prefixes", response_model=PrefixList, dependencies=read, tags=["prefixes"])
+    def get_prefixes() -> PrefixList:
+        """Every variant seen in traffic or registered, with versions, first/last seen and n."""
+        return PrefixList(prefixes=registry.list_prefixes(store))
+
+    @router.get(
+        "/prefixes/{prefix_id}", response_model=PrefixInfo, dependencies=read, tags=["prefixes"]
+    )
+    def get_prefix(prefix_id: PrefixIdPath) -> PrefixInfo:
+        info = registry.get_prefix(store, prefix_id)
+        if info is None:
+            raise NotFound(f"prefix {prefix_id!r} was never seen nor registered")
+        return info
+
+    @router.put(
+        "/prefixes/{prefix_id}",
+        response_model=PrefixInfo,
+        dependencies=write,
+        tags=["prefixes"],
+        responses={201: {"model": PrefixInfo, "description": "Registered for the first time"}},
+    )
+    def put_prefix(
+        prefix_id: PrefixIdPath, body: PrefixRegistration, response: Response
+    ) -> PrefixInfo:
+        """Register (or replace) a variant's metadata, e.g. before traffic reaches it."""
+        created, _ = registry.register_prefix(store, prefix_id, body)
+        response.status_code = 201 if created else 200
+        info = registry.get_prefix(store, prefix_id)
+        if info is None:  # pragma: no cover - just written
+            raise NotFound(f"prefix {prefix_id!r} vanished")
+        return info
+
+    @router.get(
+        "/traces/{trace_id}", response_model=TraceView, dependencies=read, tags=["traces"]
+    )
+    def get_trace(trace_id: TraceIdPath) -> TraceView:
+        """One trace as a span tree, with its scores and feedback."""
+        view = traces.get_trace(store, trace_id)
+        if view is None:
+            raise NotFound(f"no spans, scores or feedback for trace {trace_id}")
+        return view
+
+    return router

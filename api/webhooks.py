@@ -1,0 +1,239 @@
+"""Alert webhooks: background delivery with retries and exponential backoff.
+
+Every configured URL receives one POST per alert event (``new``, ``updated``, ``resolved``)
+with the alert object and a Slack-compatible ``text`` field. :meth:`WebhookDispatcher.notify`
+only enqueues (bounded; overflow is dropped and counted), so detection never waits on a
+receiver. A worker thread delivers: 2xx is success; connection errors, timeouts, 408, 429 and
+5xx are retried with exponential backoff (``Retry-After`` is honoured, capped); any other
+status is a permanent failure. Every outcome is logged and counted in
+``prefixscope_webhook_deliveries{outcome}``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+import itertools
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+
+from prefixscope.metrics import Metrics
+
+from .models import Alert
+
+log = logging.getLogger(__name__)
+
+EVENTS = ("new", "updated", "resolved")
+_RETRY_STATUS = {408, 425, 429}
+
+
+@dataclass(order=True, slots=True)
+class _Delivery:
+    due: float
+    seq: int
+    url: str = field(compare=False)
+    body: bytes = field(compare=False)
+    attempt: int = field(default=1, compare=False)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+def slack_text(event: str, alert: Alert) -> str:
+    variant = alert.prefix_id or "base"
+    if alert.prefix_version:
+        variant += f"@{alert.prefix_version}"
+    cohort = ", ".join(f"{k}={v}" for k, v in sorted(alert.cohort.items())) or "all traffic"
+    head = {"new": "New regression", "updated": "Regression updated", "resolved": "Resolved"}
+    icon = {"new": ":rotating_light:", "updated": ":warning:", "resolved": ":white_check_mark:"}
+    parts = [
+        f"{icon.get(event, '')} *{head.get(event, event)}* [{alert.severity or 'n/a'}]: "
+        f"`{variant}` {alert.metric} {_fmt(alert.baseline_value)} → {_fmt(alert.value)} "
+        f"(Δ {_fmt(alert.delta)}, CI [{_fmt(alert.ci_low)}, {_fmt(alert.ci_high)}], "
+        f"q={_fmt(alert.q_value)}, n={alert.n} vs {alert.n_baseline}) vs {alert.baseline}",
+        f"cohort: {cohort}" + (f"; route: {alert.route}" if alert.route else ""),
+        f"status: {alert.status}; alert id: {alert.id}",
+    ]
+    if alert.example_trace_ids:
+        parts.append("example traces: " + ", ".join(alert.example_trace_ids[:3]))
+    return "\n".join(p.strip() for p in parts)
+
+
+def payload(event: str, alert: Alert) -> dict[str, Any]:
+    return {
+        "event": f"alert.{event}",
+        "sent_at": dt.datetime.now(dt.UTC).isoformat(),
+        "text": slack_text(event, alert),
+        "alert": alert.model_dump(mode="json"),
+    }
+
+
+class WebhookDispatcher:
+    def __init__(
+        self,
+        urls: Iterable[str],
+        metrics: Metrics | None = None,
+        *,
+        max_attempts: int = 5,
+        base_delay_s: float = 0.5,
+        max_delay_s: float = 60.0,
+        timeout_s: float = 5.0,
+        queue_max: int = 10_000,
+    ) -> None:
+        self.urls = list(urls)
+        self.metrics = metrics
+        self.max_attempts = max_attempts
+        self.base_delay_s = base_delay_s
+        self.max_delay_s = max_delay_s
+        self.timeout_s = timeout_s
+        self.queue_max = queue_max
+        self._heap: list[_Delivery] = []
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._inflight = 0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.urls)
+
+    # -- producer side: never blocks --------------------------------------------------------
+    def notify(self, event: str, alerts: Iterable[Alert]) -> int:
+        """Queue one delivery per (url, alert); returns how many were queued."""
+        if event not in EVENTS:
+            raise ValueError(f"unknown webhook event {event!r}")
+        if not self.urls:
+            return 0
+        queued = 0
+        with self._cond:
+            if self._closed:
+                return 0
+            for alert in alerts:
+                body = orjson.dumps(payload(event, alert))
+                for url in self.urls:
+                    if len(self._heap) >= self.queue_max:
+                        self._count("dropped")
+                        log.warning("webhook queue full; dropped %s event for %s", event, url)
+                        continue
+                    heapq.heappush(self._heap, _Delivery(time.monotonic(), next(self._seq), url,
+                                                         body))
+                    queued += 1
+            self._ensure_worker()
+            self._cond.notify_all()
+        return queued
+
+    def _ensure_worker(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(
+                target=self._run, name="prefixscope-webhooks", daemon=True
+            )
+            self._thread.start()
+
+    # -- worker ----------------------------------------------------------------------------------
+    def _run(self) -> None:
+        with httpx.Client(timeout=self.timeout_s, follow_redirects=False) as client:
+            while True:
+                with self._cond:
+                    while not self._closed:
+                        now = time.monotonic()
+                        if self._heap and self._heap[0].due <= now:
+                            break
+                        wait = (self._heap[0].due - now) if self._heap else None
+                        self._cond.wait(wait)
+                    if self._closed:
+                        return
+                    item = heapq.heappop(self._heap)
+                    self._inflight += 1
+                try:
+                    self._attempt(client, item)
+                finally:
+                    with self._cond:
+                        self._inflight -= 1
+                        self._cond.notify_all()
+
+    def _attempt(self, client: httpx.Client, item: _Delivery) -> None:
+        retry_after: float | None = None
+        try:
+            resp = client.post(
+                item.url, content=item.body, headers={"Content-Type": "application/json"}
+            )
+        except httpx.HTTPError as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+        else:
+            if 200 <= resp.status_code < 300:
+                self._count("delivered")
+                return
+            reason = f"HTTP {resp.status_code}"
+            if resp.status_code not in _RETRY_STATUS and resp.status_code < 500:
+                self._count("failed")
+                log.error("webhook %s refused the alert (%s); not retrying", item.url, reason)
+                return
+            retry_after = _retry_after(resp.headers.get("retry-after"))
+        if item.attempt >= self.max_attempts:
+            self._count("failed")
+            log.error("webhook %s failed after %d attempts (%s)", item.url, item.attempt, reason)
+            return
+        delay = min(self.max_delay_s, self.base_delay_s * 2 ** (item.attempt - 1))
+        delay *= random.uniform(0.8, 1.2)  # jitter: receivers recovering are not stampeded
+        if retry_after is not None:
+            delay = min(self.max_delay_s, max(delay, retry_after))
+        self._count("retried")
+        log.warning("webhook %s attempt %d failed (%s); retrying in %.2fs", item.url,
+                    item.attempt, reason, delay)
+        with self._cond:
+            heapq.heappush(
+                self._heap,
+                _Delivery(time.monotonic() + delay, next(self._seq), item.url, item.body,
+                          item.attempt + 1),
+            )
+            self._cond.notify_all()
+
+    def _count(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.webhook_deliveries.labels(outcome=outcome).inc()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def drain(self, timeout: float) -> bool:
+        """Wait until nothing is queued or in flight (tests, shutdown); True if drained."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._heap or self._inflight:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Try to deliver what is due within ``timeout``, then stop the worker."""
+        self.drain(timeout)
+        with self._cond:
+            self._closed = True
+            pending = len(self._heap)
+            self._heap.clear()
+            self._cond.notify_all()
+        if pending:
+            log.warning("webhooks: %d deliveries abandoned at shutdown", pending)
+            for _ in range(pending):
+                self._count("dropped")
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
