@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from typing import Any
 
 import duckdb
-
 from prefixscope.collector.store import Store
+
 from prefixscope.errors import NotFound, Unavailable
 
 from .models import Alert
@@ -19,8 +20,10 @@ ALERT_COLUMNS = (
     "n_baseline", "direction", "severity", "status", "example_trace_ids", "created_at",
     "updated_at", "resolved_at", "method", "details",
 )  # fmt: skip
-_SEVERITY_ORDER = "CASE severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 " \
+_SEVERITY_ORDER = (
+    "CASE severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 "
     "WHEN 'low' THEN 3 ELSE 4 END"
+)
 
 
 def _parse_json(value: Any, default: Any) -> Any:
@@ -98,10 +101,8 @@ def ack_alert(store: Store, alert_id: str) -> tuple[Alert, bool]:
             )
         cur.execute("COMMIT")
     except duckdb.Error as exc:
-        try:
+        with contextlib.suppress(duckdb.Error):
             cur.execute("ROLLBACK")
-        except duckdb.Error:
-            pass
         raise Unavailable(f"could not ack alert: {exc}", retry_after_s=1) from None
     finally:
         cur.close()

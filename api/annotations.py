@@ -8,6 +8,7 @@ the records are durable. Trace ids without a stored span are accepted and report
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
 from collections.abc import Sequence
@@ -15,8 +16,8 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-
 from prefixscope.collector.store import Store
+
 from prefixscope.errors import Unavailable
 
 from .models import FeedbackIn, ScoreIn, WriteResult
@@ -54,9 +55,9 @@ def utc_naive(ts: dt.datetime | None, now: dt.datetime) -> dt.datetime:
     return ts.replace(tzinfo=None)
 
 
-def _records(items: Sequence[ScoreIn | FeedbackIn], columns: tuple[tuple[str, Any], ...]) -> list[
-    dict[str, Any]
-]:
+def _records(
+    items: Sequence[ScoreIn | FeedbackIn], columns: tuple[tuple[str, Any], ...]
+) -> list[dict[str, Any]]:
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     out = []
     for item in items:
@@ -152,7 +153,5 @@ def _insert(
 
 
 def _safe_rollback(cur: duckdb.DuckDBPyConnection) -> None:
-    try:
+    with contextlib.suppress(duckdb.Error):
         cur.execute("ROLLBACK")
-    except duckdb.Error:
-        pass

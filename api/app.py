@@ -49,8 +49,9 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, PrefixScopeError)
         if exc.http_status >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
-        return JSONResponse(http_error_body(exc), status_code=exc.http_status,
-                            headers=exc.headers())
+        return JSONResponse(
+            http_error_body(exc), status_code=exc.http_status, headers=exc.headers()
+        )
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -62,8 +63,11 @@ def install_error_handlers(app: FastAPI) -> None:
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         err = Unprocessable(f"{_location(first['loc'])}: {first['msg']}{more}")
-        return JSONResponse({**http_error_body(err), "detail": errors},
-                            status_code=err.http_status, headers=err.headers())
+        return JSONResponse(
+            {**http_error_body(err), "detail": errors},
+            status_code=err.http_status,
+            headers=err.headers(),
+        )
 
     app.add_exception_handler(PrefixScopeError, on_prefixscope_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

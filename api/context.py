@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from prefixscope.collector.store import Store
+
 from prefixscope.config import Settings
 from prefixscope.metrics import Metrics
 

@@ -90,7 +90,9 @@ class WriteResult(BaseModel):
 
 
 class SqlRequest(_Strict):
-    sql: str = Field(max_length=100_000, examples=["SELECT prefix_id, count(*) FROM spans GROUP BY 1"])
+    sql: str = Field(
+        max_length=100_000, examples=["SELECT prefix_id, count(*) FROM spans GROUP BY 1"]
+    )
 
 
 class SqlResponse(BaseModel):

@@ -106,38 +106,53 @@ def latency_svg(rows: Sequence[LatencyRow], *, width: int = 720) -> str:
         lx = left + i * 90
         out.append(_marker(q, lx + 6, 14, color))
         out.append(f'<text class="legend" x="{lx + 16}" y="18">{label}</text>')
-    out.append(f'<text class="legend muted" x="{left + 290}" y="18">line: p50→p99, '
-               "whiskers: 95% CI (log scale)</text>")
+    out.append(
+        f'<text class="legend muted" x="{left + 290}" y="18">line: p50→p99, '
+        "whiskers: 95% CI (log scale)</text>"
+    )
     axis_y = top + row_h * len(rows)
     for t in log_ticks(lo, hi):
         tx = x(t)
-        out.append(f'<line class="grid" x1="{tx:.1f}" x2="{tx:.1f}" y1="{top - 4}" '
-                   f'y2="{axis_y}" stroke="#e2e8f0"/>')
-        out.append(f'<text class="tick" x="{tx:.1f}" y="{axis_y + 16}" '
-                   f'text-anchor="middle">{fmt_ms(t)}</text>')
+        out.append(
+            f'<line class="grid" x1="{tx:.1f}" x2="{tx:.1f}" y1="{top - 4}" '
+            f'y2="{axis_y}" stroke="#e2e8f0"/>'
+        )
+        out.append(
+            f'<text class="tick" x="{tx:.1f}" y="{axis_y + 16}" '
+            f'text-anchor="middle">{fmt_ms(t)}</text>'
+        )
     for i, r in enumerate(rows):
         cy = top + row_h * i + row_h / 2
         if i % 2 == 0:
-            out.append(f'<rect x="0" y="{top + row_h * i}" width="{width}" height="{row_h}" '
-                       'fill="#f8fafc"/>')
-        out.append(f'<text class="rowlabel" x="{left - 10}" y="{cy + 4:.1f}" text-anchor="end">'
-                   f"{_t(r.label)} <tspan class=\"muted\">n={r.n}</tspan></text>")
+            out.append(
+                f'<rect x="0" y="{top + row_h * i}" width="{width}" height="{row_h}" '
+                'fill="#f8fafc"/>'
+            )
+        out.append(
+            f'<text class="rowlabel" x="{left - 10}" y="{cy + 4:.1f}" text-anchor="end">'
+            f'{_t(r.label)} <tspan class="muted">n={r.n}</tspan></text>'
+        )
         if r.p50.value and r.p99.value:
-            out.append(f'<line x1="{x(r.p50.value):.1f}" x2="{x(r.p99.value):.1f}" '
-                       f'y1="{cy:.1f}" y2="{cy:.1f}" stroke="#a0aec0" stroke-width="3"/>')
+            out.append(
+                f'<line x1="{x(r.p50.value):.1f}" x2="{x(r.p99.value):.1f}" '
+                f'y1="{cy:.1f}" y2="{cy:.1f}" stroke="#a0aec0" stroke-width="3"/>'
+            )
         for q, (color, label) in QUANTILE_STYLE.items():
             iv: Interval = getattr(r, q)
             if not iv.value or iv.value <= 0:
                 continue
             if iv.low and iv.high and iv.low > 0:
-                out.append(f'<line x1="{x(iv.low):.1f}" x2="{x(iv.high):.1f}" y1="{cy:.1f}" '
-                           f'y2="{cy:.1f}" stroke="{color}" stroke-width="1.5"/>')
+                out.append(
+                    f'<line x1="{x(iv.low):.1f}" x2="{x(iv.high):.1f}" y1="{cy:.1f}" '
+                    f'y2="{cy:.1f}" stroke="{color}" stroke-width="1.5"/>'
+                )
             tip = f"{r.label} {label}: {fmt_ms(iv.value)}"
             if iv.low is not None and iv.high is not None:
-                tip += f" (95% CI {fmt_ms(iv.low)}–{fmt_ms(iv.high)})"
+                tip += f" (95% CI {fmt_ms(iv.low)}\u2013{fmt_ms(iv.high)})"
             out.append(f"<g>{_marker(q, x(iv.value), cy, color)}<title>{_t(tip)}</title></g>")
-    out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{axis_y}" y2="{axis_y}" '
-               'stroke="#718096"/>')
+    out.append(
+        f'<line x1="{left}" x2="{left + plot_w}" y1="{axis_y}" y2="{axis_y}" stroke="#718096"/>'
+    )
     out.append("</svg>")
     return "".join(out)
 
@@ -146,14 +161,18 @@ def _marker(q: str, cx: float, cy: float, color: str) -> str:
     if q == "p50":
         return f'<circle class="m-{q}" cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{color}"/>'
     if q == "p90":
-        return (f'<rect class="m-{q}" x="{cx - 4.5:.1f}" y="{cy - 4.5:.1f}" width="9" height="9" '
-                f'fill="{color}" transform="rotate(45 {cx:.1f} {cy:.1f})"/>')
-    return (f'<rect class="m-{q}" x="{cx - 4.5:.1f}" y="{cy - 4.5:.1f}" width="9" height="9" '
-            f'fill="{color}"/>')
+        return (
+            f'<rect class="m-{q}" x="{cx - 4.5:.1f}" y="{cy - 4.5:.1f}" width="9" height="9" '
+            f'fill="{color}" transform="rotate(45 {cx:.1f} {cy:.1f})"/>'
+        )
+    return (
+        f'<rect class="m-{q}" x="{cx - 4.5:.1f}" y="{cy - 4.5:.1f}" width="9" height="9" '
+        f'fill="{color}"/>'
+    )
 
 
 def diverging(delta: float, scale: float) -> str:
-    """Colour for ``delta`` on a symmetric scale: red (worse) – white – blue (better)."""
+    """Colour for ``delta`` on a symmetric scale: red (worse), white, blue (better)."""
     t = 0.0 if scale <= 0 else max(-1.0, min(1.0, delta / scale))
     end = BETTER if t > 0 else WORSE
     a = abs(t) ** 0.8
@@ -170,7 +189,7 @@ def heatmap_svg(
     min_n: int = 30,
     col_title: str = "cohort",
 ) -> str:
-    """Evaluator delta (variant − base, same cohort) per variant × cohort."""
+    """Evaluator delta (variant minus base, same cohort) per variant and cohort."""
     if not rows or not cols:
         return '<p class="empty">No evaluator scores by cohort in this window.</p>'
     cell_w, cell_h, left, top = 92, 34, 150, 56
@@ -181,29 +200,35 @@ def heatmap_svg(
     out = [
         f'<svg class="plot heatmap" viewBox="0 0 {width} {height}" width="{width}" '
         f'height="{height}" role="img" aria-label="{_t(metric)} delta vs base by {_t(col_title)}">',
-        f'<text class="legend" x="{left}" y="16">{_t(metric)}: variant − base, by '
+        f'<text class="legend" x="{left}" y="16">{_t(metric)}: variant \u2212 base, by '
         f"{_t(col_title)}</text>",
     ]
     for j, col in enumerate(cols):
-        out.append(f'<text class="collabel" x="{left + cell_w * j + cell_w / 2:.1f}" '
-                   f'y="{top - 8}" text-anchor="middle">{_t(_short(col))}<title>{_t(col)}'
-                   "</title></text>")
+        out.append(
+            f'<text class="collabel" x="{left + cell_w * j + cell_w / 2:.1f}" '
+            f'y="{top - 8}" text-anchor="middle">{_t(_short(col))}<title>{_t(col)}'
+            "</title></text>"
+        )
     for i, row in enumerate(rows):
         y = top + cell_h * i
-        out.append(f'<text class="rowlabel" x="{left - 10}" y="{y + cell_h / 2 + 4:.1f}" '
-                   f'text-anchor="end">{_t(row)}</text>')
+        out.append(
+            f'<text class="rowlabel" x="{left - 10}" y="{y + cell_h / 2 + 4:.1f}" '
+            f'text-anchor="end">{_t(row)}</text>'
+        )
         for j, col in enumerate(cols):
             x = left + cell_w * j
             cell = cells.get((row, col))
             small = cell is None or cell.delta is None or min(cell.n, cell.n_base) < min_n
             fill = "#e2e8f0" if small or cell is None else diverging(cell.delta or 0.0, scale)
-            label = "–" if cell is None or cell.delta is None else f"{cell.delta:+.3f}"
+            label = "\u2013" if cell is None or cell.delta is None else f"{cell.delta:+.3f}"
             tip = f"{row} · {col}: "
             if cell is None or cell.delta is None:
                 tip += "no data"
             else:
-                tip += (f"{_num(cell.value)} vs base {_num(cell.base_value)} "
-                        f"(n={cell.n}, base n={cell.n_base})")
+                tip += (
+                    f"{_num(cell.value)} vs base {_num(cell.base_value)} "
+                    f"(n={cell.n}, base n={cell.n_base})"
+                )
                 if small:
                     tip += f"; fewer than {min_n} samples"
             dark = not small and cell is not None and abs(cell.delta or 0) / scale > 0.55
@@ -215,14 +240,18 @@ def heatmap_svg(
                 f"<title>{_t(tip)}</title></g>"
             )
     ly = top + cell_h * len(rows) + 14
-    for k, (txt, d) in enumerate(((f"−{scale:.2g} worse", -scale), ("0", 0.0),
+    for k, (txt, d) in enumerate(((f"\u2212{scale:.2g} worse", -scale), ("0", 0.0),
                                   (f"+{scale:.2g} better", scale))):  # fmt: skip
         lx = left + k * 110
-        out.append(f'<rect x="{lx}" y="{ly}" width="16" height="12" fill="{diverging(d, scale)}" '
-                   'stroke="#cbd5e0"/>')
+        out.append(
+            f'<rect x="{lx}" y="{ly}" width="16" height="12" fill="{diverging(d, scale)}" '
+            'stroke="#cbd5e0"/>'
+        )
         out.append(f'<text class="legend" x="{lx + 22}" y="{ly + 10}">{_t(txt)}</text>')
-    out.append(f'<rect x="{left + 330}" y="{ly}" width="16" height="12" fill="#e2e8f0"/>'
-               f'<text class="legend" x="{left + 352}" y="{ly + 10}">n &lt; {min_n}</text>')
+    out.append(
+        f'<rect x="{left + 330}" y="{ly}" width="16" height="12" fill="#e2e8f0"/>'
+        f'<text class="legend" x="{left + 352}" y="{ly + 10}">n &lt; {min_n}</text>'
+    )
     out.append("</svg>")
     return "".join(out)
 

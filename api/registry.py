@@ -8,13 +8,14 @@ with ``n = 0``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from typing import Any
 
 import duckdb
-
 from prefixscope.collector.store import Store
+
 from prefixscope.errors import Unavailable
 from prefixscope.semconv import BASE_PREFIX_ID
 
@@ -98,10 +99,8 @@ def register_prefix(store: Store, prefix_id: str, body: PrefixRegistration) -> t
         )  # fmt: skip
         cur.execute("COMMIT")
     except duckdb.Error as exc:
-        try:
+        with contextlib.suppress(duckdb.Error):
             cur.execute("ROLLBACK")
-        except duckdb.Error:
-            pass
         raise Unavailable(f"could not store the registration: {exc}", retry_after_s=1) from None
     finally:
         cur.close()

@@ -48,9 +48,7 @@ def data_routes(state: ApiState) -> APIRouter:
         """Store evaluator scores (value in [0, 1]); committed before the response."""
         return annotations.write_scores(store, body if isinstance(body, list) else [body])
 
-    @router.post(
-        "/feedback", response_model=WriteResult, dependencies=write, tags=["annotations"]
-    )
+    @router.post("/feedback", response_model=WriteResult, dependencies=write, tags=["annotations"])
     def post_feedback(body: FeedbackBody) -> WriteResult:
         """Store user feedback (thumbs_up, thumbs_down, escalation, ...)."""
         return annotations.write_feedback(store, body if isinstance(body, list) else [body])
@@ -107,9 +105,7 @@ def data_routes(state: ApiState) -> APIRouter:
             raise NotFound(f"prefix {prefix_id!r} vanished")
         return info
 
-    @router.get(
-        "/traces/{trace_id}", response_model=TraceView, dependencies=read, tags=["traces"]
-    )
+    @router.get("/traces/{trace_id}", response_model=TraceView, dependencies=read, tags=["traces"])
     def get_trace(trace_id: TraceIdPath) -> TraceView:
         """One trace as a span tree, with its scores and feedback."""
         view = traces.get_trace(store, trace_id)

@@ -23,6 +23,7 @@ Errors are typed :class:`QueryError` with a ``code`` (``syntax_error`` with ``po
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -31,8 +32,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import duckdb
-
 from prefixscope.collector.store import Store
+
 from prefixscope.errors import Overloaded, QueryError, QueryTimeout
 from prefixscope.metrics import Metrics
 
@@ -169,14 +170,10 @@ class SqlSandbox:
 
 
 def _rollback(cur: duckdb.DuckDBPyConnection) -> None:
-    try:
+    with contextlib.suppress(duckdb.Error):
         cur.abort()
-    except duckdb.Error:
-        pass
-    try:
+    with contextlib.suppress(duckdb.Error):  # the engine may have aborted it already
         cur.execute("ROLLBACK")
-    except duckdb.Error:
-        pass  # the engine already aborted the transaction
 
 
 def _serialize(cur: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:
@@ -242,9 +239,8 @@ def _translate(sql: str, exc: duckdb.Error, store: Store) -> QueryError:
         return QueryTimeout("query was interrupted")
     if isinstance(exc, duckdb.ParserException):
         return QueryError(head, code="syntax_error", position=error_position(sql, message))
-    code = "binder_error" if isinstance(exc, duckdb.BinderException | duckdb.CatalogException) else (
-        "query_error"
-    )
+    binder = isinstance(exc, duckdb.BinderException | duckdb.CatalogException)
+    code = "binder_error" if binder else "query_error"
     return QueryError(head, code=code, position=error_position(sql, message))
 
 

@@ -125,8 +125,9 @@ class WebhookDispatcher:
                         self._count("dropped")
                         log.warning("webhook queue full; dropped %s event for %s", event, url)
                         continue
-                    heapq.heappush(self._heap, _Delivery(time.monotonic(), next(self._seq), url,
-                                                         body))
+                    heapq.heappush(
+                        self._heap, _Delivery(time.monotonic(), next(self._seq), url, body)
+                    )
                     queued += 1
             self._ensure_worker()
             self._cond.notify_all()
@@ -188,13 +189,19 @@ class WebhookDispatcher:
         if retry_after is not None:
             delay = min(self.max_delay_s, max(delay, retry_after))
         self._count("retried")
-        log.warning("webhook %s attempt %d failed (%s); retrying in %.2fs", item.url,
-                    item.attempt, reason, delay)
+        log.warning(
+            "webhook %s attempt %d failed (%s); retrying in %.2fs",
+            item.url,
+            item.attempt,
+            reason,
+            delay,
+        )
         with self._cond:
             heapq.heappush(
                 self._heap,
-                _Delivery(time.monotonic() + delay, next(self._seq), item.url, item.body,
-                          item.attempt + 1),
+                _Delivery(
+                    time.monotonic() + delay, next(self._seq), item.url, item.body, item.attempt + 1
+                ),
             )
             self._cond.notify_all()
 

@@ -18,8 +18,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from prefixscope import semconv as k
 from prefixscope.errors import BadRequest
 
-from .model import NORMALIZED_COLUMNS, SpanBatch
-from .normalize import cohort_of, normalize
+from .model import SpanBatch
+from .normalize import normalize
 
 KIND_NAMES = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
 STATUS_NAMES = ("UNSET", "OK", "ERROR")
@@ -32,6 +32,7 @@ _STATUS_BY_JSON = {f"STATUS_CODE_{n}": n for n in STATUS_NAMES} | {
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 _MAX_DEPTH = 16
+_JSON_OPTS = orjson.OPT_NON_STR_KEYS
 
 
 class Limits:
@@ -68,25 +69,26 @@ def _append_span(
     if len(span_id) != 16 or span_id == _ZERO_SPAN:
         batch.reject(f"span {name!r}: span_id must be 8 non-zero bytes")
         return
-    cols = batch.columns
-    cols["trace_id"].append(trace_id)
-    cols["span_id"].append(span_id)
-    cols["parent_span_id"].append(parent if parent and parent != _ZERO_SPAN else None)
-    cols["name"].append(name)
-    cols["kind"].append(kind)
-    cols["service_name"].append(service_name)
-    cols["start_time"].append(start_ns // 1000)
-    cols["end_time"].append(end_ns // 1000)
-    cols["duration_ms"].append((end_ns - start_ns) / 1e6)
-    cols["status_code"].append(status_code)
-    cols["status_message"].append(status_message or None)
-    norm = normalize(attrs, resource)
-    for column in NORMALIZED_COLUMNS:
-        cols[column].append(norm.get(column))
-    cohort = cohort_of(attrs)
-    cols["cohort"].append(orjson.dumps(cohort).decode() if cohort else None)
-    cols["attributes"].append(orjson.dumps(attrs, option=orjson.OPT_NON_STR_KEYS).decode())
-    cols["resource"].append(resource_json)
+    norm, cohort = normalize(attrs, resource)
+    batch.rows.append(
+        (
+            trace_id,
+            span_id,
+            parent if parent and parent != _ZERO_SPAN else None,
+            name,
+            kind,
+            service_name,
+            start_ns // 1000,
+            end_ns // 1000,
+            (end_ns - start_ns) / 1e6,
+            status_code,
+            status_message or None,
+            *norm,
+            orjson.dumps(cohort).decode() if cohort else None,
+            orjson.dumps(attrs, option=_JSON_OPTS).decode(),
+            resource_json,
+        )
+    )
 
 
 def _truncate(batch: SpanBatch, value: str, limit: int) -> str:
@@ -133,13 +135,13 @@ def _pb_attrs(batch: SpanBatch, kvs: Any, limits: Limits) -> dict[str, Any]:
         which = v.WhichOneof("value")
         if which == "string_value":
             s = v.string_value
-            out[kv.key] = _truncate(batch, s, max_chars) if len(s) > max_chars else s
+            out[kv.key] = s if len(s) <= max_chars else _truncate(batch, s, max_chars)
         elif which == "int_value":
             out[kv.key] = v.int_value
-        elif which == "double_value" or which == "bool_value" or which is not None:
-            out[kv.key] = _pb_value(batch, v, limits)
-        else:
+        elif which is None:
             out[kv.key] = None
+        else:
+            out[kv.key] = _pb_value(batch, v, limits)
     return out
 
 

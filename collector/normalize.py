@@ -15,8 +15,12 @@ from typing import Any
 
 from prefixscope import semconv as k
 
+from .model import NORMALIZED_COLUMNS
+
 
 def _str(v: Any) -> str | None:
+    if type(v) is str:
+        return v
     if v is None or isinstance(v, list | dict):
         return None
     if isinstance(v, bool):
@@ -25,6 +29,8 @@ def _str(v: Any) -> str | None:
 
 
 def _int(v: Any) -> int | None:
+    if type(v) is int:
+        return v if -(2**63) <= v < 2**63 else None
     if isinstance(v, bool):
         return None
     if isinstance(v, int):
@@ -33,7 +39,7 @@ def _int(v: Any) -> int | None:
         return int(v) if v == v and abs(v) < 9e18 else None
     if isinstance(v, str):
         try:
-            return int(v.strip())
+            return _int(int(v.strip()))  # same int64 range check as a number
         except ValueError:
             return None
     return None
@@ -73,7 +79,10 @@ COLUMN_SOURCES: dict[str, tuple[tuple[str, Convert], ...]] = {
     ),
     "route": ((k.ROUTE, _str),),
     "prompt_version": ((k.PROMPT_VERSION, _str),),
-    "session_id": ((k.SESSION_ID, _str),),
+    "session_id": (
+        (k.SESSION_ID, _str),  # PrefixScope, OpenInference
+        (k.GEN_AI_CONVERSATION_ID, _str),  # GenAI current, traceAI
+    ),
     "fallback_reason": ((k.FALLBACK_REASON, _str),),
     "input_tokens": (
         (k.GEN_AI_USAGE_INPUT_TOKENS, _int),  # GenAI current
@@ -104,38 +113,61 @@ RESOURCE_FALLBACKS: dict[str, tuple[str, ...]] = {
     "route": (k.ROUTE,),
 }
 
-_SOURCES = tuple(COLUMN_SOURCES.items())
 _COHORT = k.COHORT_PREFIX
 _COHORT_LEN = len(_COHORT)
 
-
-def normalize(attrs: dict[str, Any], resource: dict[str, Any]) -> dict[str, Any]:
-    """The normalized column values of one span (missing columns are absent)."""
-    out: dict[str, Any] = {}
-    for column, sources in _SOURCES:
-        for key, conv in sources:
-            raw = attrs.get(key)
-            if raw is not None:
-                value = conv(raw)
-                if value is not None:
-                    out[column] = value
-                    break
-    for column, keys in RESOURCE_FALLBACKS.items():
-        if column not in out:
-            for key in keys:
-                v = _str(resource.get(key))
-                if v is not None:
-                    out[column] = v
-                    break
-    return out
+#: The order of :func:`normalize`'s output: the normalized columns of the span model.
+OUTPUT_COLUMNS: tuple[str, ...] = NORMALIZED_COLUMNS
+if set(OUTPUT_COLUMNS) != set(COLUMN_SOURCES):
+    raise ValueError("COLUMN_SOURCES must cover exactly model.NORMALIZED_COLUMNS")
+_INDEX = {column: i for i, column in enumerate(OUTPUT_COLUMNS)}
+#: attribute key -> (output index, priority rank, conversion); one pass over a span's keys.
+_KEYMAP: dict[str, tuple[int, int, Convert]] = {}
+for _column, _sources in COLUMN_SOURCES.items():
+    for _rank, (_key, _conv) in enumerate(_sources):
+        if _key in _KEYMAP:
+            raise ValueError(f"attribute {_key!r} maps to two columns")
+        _KEYMAP[_key] = (_INDEX[_column], _rank, _conv)
+_RESOURCE_FALLBACKS = tuple((_INDEX[c], keys) for c, keys in RESOURCE_FALLBACKS.items())
+_N = len(OUTPUT_COLUMNS)
 
 
-def cohort_of(attrs: dict[str, Any]) -> dict[str, Any] | None:
-    """``cohort.<key>`` attributes as ``{key: value}`` (None when there are none)."""
-    cohort = None
-    for key, value in attrs.items():
-        if key.startswith(_COHORT):
+def normalize(
+    attrs: dict[str, Any], resource: dict[str, Any]
+) -> tuple[list[Any], dict[str, Any] | None]:
+    """One pass over a span's attributes: the normalized values (in ``OUTPUT_COLUMNS``
+    order, None where absent) and the ``cohort.<key>`` attributes as ``{key: value}``."""
+    out: list[Any] = [None] * _N
+    ranks: list[int] | None = None
+    cohort: dict[str, Any] | None = None
+    keymap = _KEYMAP
+    for key, raw in attrs.items():
+        hit = keymap.get(key)
+        if hit is not None:
+            if raw is None:
+                continue
+            idx, rank, conv = hit
+            if out[idx] is not None and (ranks is None or ranks[idx] <= rank):
+                continue
+            value = conv(raw)
+            if value is not None:
+                out[idx] = value
+                if rank:
+                    if ranks is None:
+                        ranks = [0] * _N
+                    ranks[idx] = rank
+                elif ranks is not None:
+                    ranks[idx] = 0
+        elif key.startswith(_COHORT):
             if cohort is None:
                 cohort = {}
-            cohort[key[_COHORT_LEN:]] = value
-    return cohort
+            cohort[key[_COHORT_LEN:]] = raw
+    if resource:
+        for idx, keys in _RESOURCE_FALLBACKS:
+            if out[idx] is None:
+                for key in keys:
+                    raw = resource.get(key)
+                    if raw is not None and (v := _str(raw)) is not None:
+                        out[idx] = v
+                        break
+    return out, cohort

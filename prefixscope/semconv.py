@@ -29,6 +29,11 @@ DATASET_NAME: Final = "dataset.name"
 DATASET_VERSION: Final = "dataset.version"
 DATASET_ITEM_ID: Final = "dataset.item_id"
 REPLAY_RUN_ID: Final = "replay.run_id"
+PREFIX_NUM_VIRTUAL_TOKENS: Final = "prefix.num_virtual_tokens"  # prompt-learning adapters
+#: Batched generation: sequences in the call, and token counts per sequence (int arrays).
+BATCH_SIZE: Final = "batch.size"
+BATCH_INPUT_TOKENS: Final = "batch.input_tokens"
+BATCH_OUTPUT_TOKENS: Final = "batch.output_tokens"
 INPUT_VALUE: Final = "input.value"  # only when content capture is enabled
 OUTPUT_VALUE: Final = "output.value"  # only when content capture is enabled
 
@@ -73,3 +78,6 @@ GEN_AI_SPAN_KIND: Final = "gen_ai.span.kind"
 # -- Resource ---------------------------------------------------------------------------------
 SERVICE_NAME: Final = "service.name"
 SERVICE_INSTANCE_ID: Final = "service.instance.id"
+
+# -- Foreign spellings added for normalization (collector/normalize.py) ----------------------
+GEN_AI_CONVERSATION_ID: Final = "gen_ai.conversation.id"  # OTel GenAI current, traceAI

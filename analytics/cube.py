@@ -1,0 +1,280 @@
+"""The analytics cube: sufficient statistics per cell, computed in DuckDB in four scans.
+
+A :class:`Cube` holds, for every combination of its dimensions (a *cell*), counts, sums and
+log-binned histograms of latency and TTFT, evaluator score moments and feedback counts.
+It is small (its size is the number of cells × bins, not of spans) and additive, so coarser
+views are exact roll-ups in numpy (:meth:`Cube.rollup`): one pass over the spans serves the
+scorecard, the detector, the gate and the routing advice of a run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+import duckdb
+import numpy as np
+import orjson
+
+from . import stats
+from .query import Window, group_expr, requests_cte
+
+FEEDBACK_KINDS = ("thumbs_down", "escalation")
+#: histogram metric codes
+LATENCY, TTFT = 0, 1
+_SUMS = ("n", "errors", "fallbacks", "input_tokens", "output_tokens", "cached", "cache_base")
+
+
+@dataclass(slots=True)
+class Cube:
+    """Additive per-cell statistics; arrays are aligned with :attr:`keys`."""
+
+    dims: tuple[str, ...]
+    window: Window
+    keys: list[tuple[str | None, ...]]
+    sums: dict[str, np.ndarray]
+    first_seen: list[datetime | None]
+    last_seen: list[datetime | None]
+    # histograms: parallel arrays (cell, metric, bin, count)
+    h_cell: np.ndarray
+    h_metric: np.ndarray
+    h_bin: np.ndarray
+    h_count: np.ndarray
+    # evaluator scores: (cell, name, n, sum, sum of squares)
+    s_cell: np.ndarray
+    s_name: list[str]
+    s_n: np.ndarray
+    s_sum: np.ndarray
+    s_sumsq: np.ndarray
+    # feedback: (cell, kind, flagged requests)
+    f_cell: np.ndarray
+    f_kind: list[str]
+    f_count: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def index(self) -> dict[tuple[str | None, ...], int]:
+        return {k: i for i, k in enumerate(self.keys)}
+
+    def can_rollup(self, dims: Sequence[str]) -> bool:
+        return all(d in self.dims or (d.startswith("cohort.") and "cohort" in self.dims)
+                   for d in dims)
+
+    def rollup(self, dims: Sequence[str]) -> Cube:
+        """The same statistics grouped by ``dims`` (each a dim of this cube or ``cohort.<k>``)."""
+        dims = tuple(dims)
+        if dims == self.dims:
+            return self
+        if not self.can_rollup(dims):
+            raise ValueError(f"cannot roll up dims {self.dims} to {dims}")
+        pos = {d: i for i, d in enumerate(self.dims)}
+        cohort_pos = pos.get("cohort")
+        parsed: dict[str | None, dict[str, Any]] = {}
+
+        def value(key: tuple[str | None, ...], d: str) -> str | None:
+            if d in pos:
+                return key[pos[d]]
+            raw = key[cohort_pos] if cohort_pos is not None else None
+            if raw not in parsed:
+                parsed[raw] = orjson.loads(raw) if raw else {}
+            v = parsed[raw].get(d[len("cohort.") :])
+            return None if v is None else str(v)
+
+        new_index: dict[tuple[str | None, ...], int] = {}
+        mapping = np.empty(len(self.keys), dtype=np.int64)
+        for i, key in enumerate(self.keys):
+            nk = tuple(value(key, d) for d in dims)
+            mapping[i] = new_index.setdefault(nk, len(new_index))
+        m = len(new_index)
+        sums = {k: np.bincount(mapping, weights=v, minlength=m) for k, v in self.sums.items()}
+        first: list[datetime | None] = [None] * m
+        last: list[datetime | None] = [None] * m
+        for i, j in enumerate(mapping):
+            f, la = self.first_seen[i], self.last_seen[i]
+            if f is not None and (first[j] is None or f < first[j]):  # type: ignore[operator]
+                first[j] = f
+            if la is not None and (last[j] is None or la > last[j]):  # type: ignore[operator]
+                last[j] = la
+        h = _combine(mapping[self.h_cell], self.h_metric, self.h_bin, self.h_count)
+        s_codes, s_names = _codes(self.s_name)
+        sc = _combine_many(mapping[self.s_cell], s_codes, (self.s_n, self.s_sum, self.s_sumsq))
+        f_codes, f_names = _codes(self.f_kind)
+        fc = _combine_many(mapping[self.f_cell], f_codes, (self.f_count,))
+        return replace(
+            self,
+            dims=dims,
+            keys=list(new_index),
+            sums=sums,
+            first_seen=first,
+            last_seen=last,
+            h_cell=h[0],
+            h_metric=h[1],
+            h_bin=h[2],
+            h_count=h[3],
+            s_cell=sc[0],
+            s_name=[s_names[c] for c in sc[1]],
+            s_n=sc[2][0],
+            s_sum=sc[2][1],
+            s_sumsq=sc[2][2],
+            f_cell=fc[0],
+            f_kind=[f_names[c] for c in fc[1]],
+            f_count=fc[2][0],
+        )
+
+    def histogram(self, metric: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(cell, bin, count) of one histogram metric, sorted by (cell, bin)."""
+        sel = self.h_metric == metric
+        c, b, n = self.h_cell[sel], self.h_bin[sel], self.h_count[sel]
+        order = np.lexsort((b, c))
+        return c[order], b[order], n[order]
+
+
+def _codes(names: list[str]) -> tuple[np.ndarray, list[str]]:
+    uniq = sorted(set(names))
+    look = {n: i for i, n in enumerate(uniq)}
+    return np.array([look[n] for n in names], dtype=np.int64), uniq
+
+
+def _combine(
+    cell: np.ndarray, metric: np.ndarray, b: np.ndarray, count: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    if len(cell) == 0:
+        return cell, metric, b, count
+    key = np.stack([cell, metric.astype(np.int64), b.astype(np.int64)], axis=1)
+    uniq, inv = np.unique(key, axis=0, return_inverse=True)
+    total = np.bincount(inv.ravel(), weights=count, minlength=len(uniq)).astype(np.int64)
+    return uniq[:, 0], uniq[:, 1], uniq[:, 2], total
+
+
+def _combine_many(
+    cell: np.ndarray, code: np.ndarray, values: tuple[np.ndarray, ...]
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    if len(cell) == 0:
+        return cell, code, list(values)
+    key = np.stack([cell, code], axis=1)
+    uniq, inv = np.unique(key, axis=0, return_inverse=True)
+    inv = inv.ravel()
+    return (
+        uniq[:, 0],
+        uniq[:, 1],
+        [np.bincount(inv, weights=v, minlength=len(uniq)) for v in values],
+    )
+
+
+def build_cube(
+    con: duckdb.DuckDBPyConnection,
+    dims: Sequence[str],
+    window: Window | None = None,
+    *,
+    extra_where: str = "TRUE",
+    extra_params: Sequence[Any] = (),
+) -> Cube:
+    """Scan the request spans of ``window`` once per statistic family, grouped by ``dims``."""
+    window = window or Window()
+    dims = tuple(dims)
+    exprs = [group_expr(d) for d in dims]
+    body, params = requests_cte(window, extra_where)
+    params = [*params, *extra_params]
+    gid = "hash(" + (", ".join(exprs) if exprs else "NULL") + ")"
+    req = f"req AS (SELECT {gid} AS g, s.* FROM ({body}) s)"
+    keys_sql = "".join(f"{e} AS k{i}, " for i, e in enumerate(exprs))
+    rows = con.execute(
+        f"""SELECT {keys_sql}{gid} AS g, count(*) AS n,
+  count(*) FILTER (WHERE s.status_code = 'ERROR') AS errors,
+  count(*) FILTER (WHERE coalesce(s.fallback_reason, '') <> '') AS fallbacks,
+  coalesce(sum(s.input_tokens), 0) AS input_tokens,
+  coalesce(sum(s.output_tokens), 0) AS output_tokens,
+  coalesce(sum(s.cached_tokens), 0) AS cached,
+  coalesce(sum(s.input_tokens) FILTER (WHERE s.cached_tokens IS NOT NULL), 0) AS cache_base,
+  min(s.start_time) AS first_seen, max(s.start_time) AS last_seen
+FROM ({body}) s GROUP BY ALL""",
+        params,
+    ).fetchall()
+    nd = len(dims)
+    keys = [tuple(None if v is None else str(v) for v in r[:nd]) for r in rows]
+    gids = np.array([r[nd] for r in rows], dtype=np.uint64)
+    order = np.argsort(gids)
+    sorted_g = gids[order]
+
+    def cell_of(g: Any) -> np.ndarray:
+        arr = np.asarray(g, dtype=np.uint64)
+        return order[np.searchsorted(sorted_g, arr)] if len(arr) else np.zeros(0, np.int64)
+
+    sums = {
+        name: np.array([float(r[nd + 1 + i]) for r in rows], dtype=np.float64)
+        for i, name in enumerate(_SUMS)
+    }
+    hist = con.execute(
+        f"""WITH {req}
+SELECT g, {LATENCY} AS m, {stats.bin_sql("duration_ms")} AS b, count(*) AS c
+FROM req WHERE duration_ms IS NOT NULL GROUP BY ALL
+UNION ALL
+SELECT g, {TTFT} AS m, {stats.bin_sql("ttft_ms")} AS b, count(*) AS c
+FROM req WHERE ttft_ms IS NOT NULL GROUP BY ALL""",
+        params,
+    ).fetchnumpy()
+    scores = _score_rows(con, req, params)
+    fb = con.execute(
+        f"""WITH {req}
+SELECT g, kind, count(*) AS c FROM (
+  SELECT f.kind, arg_max(r.g, r.end_time) AS g
+  FROM feedback f JOIN req r ON r.trace_id = f.trace_id
+  WHERE f.kind IN ({", ".join(f"'{k}'" for k in FEEDBACK_KINDS)})
+    AND (f.span_id IS NULL OR f.span_id = r.span_id)
+  GROUP BY f.trace_id, f.span_id, f.kind
+) GROUP BY ALL""",
+        params,
+    ).fetchall()
+    return Cube(
+        dims=dims,
+        window=window,
+        keys=keys,
+        sums=sums,
+        first_seen=[r[nd + 1 + len(_SUMS)] for r in rows],
+        last_seen=[r[nd + 2 + len(_SUMS)] for r in rows],
+        h_cell=cell_of(hist["g"]),
+        h_metric=np.asarray(hist["m"], dtype=np.int64),
+        h_bin=np.asarray(hist["b"], dtype=np.int64),
+        h_count=np.asarray(hist["c"], dtype=np.int64),
+        s_cell=cell_of([r[0] for r in scores]),
+        s_name=[str(r[1]) for r in scores],
+        s_n=np.array([r[2] for r in scores], dtype=np.float64),
+        s_sum=np.array([r[3] for r in scores], dtype=np.float64),
+        s_sumsq=np.array([r[4] for r in scores], dtype=np.float64),
+        f_cell=cell_of([r[0] for r in fb]),
+        f_kind=[str(r[1]) for r in fb],
+        f_count=np.array([r[2] for r in fb], dtype=np.float64),
+    )
+
+
+def _score_rows(
+    con: duckdb.DuckDBPyConnection, req: str, params: list[Any]
+) -> list[tuple[Any, ...]]:
+    """Score moments per (cell, evaluator); span-level rows join directly, trace-level rows
+    (NULL span_id) go to the trace's primary request."""
+    rows = con.execute(
+        f"""WITH {req}
+SELECT r.g, t.name, count(*), sum(t.value), sum(t.value * t.value)
+FROM scores t JOIN req r ON r.trace_id = t.trace_id AND r.span_id = t.span_id
+GROUP BY ALL""",
+        params,
+    ).fetchall()
+    has_trace_level = con.execute(
+        "SELECT count(*) FROM scores WHERE span_id IS NULL"
+    ).fetchone()
+    if has_trace_level and has_trace_level[0]:
+        rows += con.execute(
+            f"""WITH {req}
+SELECT g, name, count(*), sum(value), sum(value * value) FROM (
+  SELECT t.id, any_value(t.name) AS name, any_value(t.value) AS value,
+         arg_max(r.g, r.end_time) AS g
+  FROM scores t JOIN req r ON r.trace_id = t.trace_id
+  WHERE t.span_id IS NULL GROUP BY t.id
+) GROUP BY ALL""",
+            params,
+        ).fetchall()
+    return rows

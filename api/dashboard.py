@@ -1,0 +1,302 @@
+"""The dashboard: ``GET /`` (an open page shell), its static files, and two HTML fragments.
+
+The shell holds no data, so it needs no token. The fragments (``/api/v1/dashboard`` and
+``/api/v1/dashboard/trace/{id}``) are rendered server-side (Jinja2, autoescaped, SVG plots
+from :mod:`.plots`) and are protected like every other ``/api`` route; the page's script
+fetches them with the token the user typed in (kept in ``sessionStorage``). Every page is
+served with a strict Content-Security-Policy: scripts and styles only from this server.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from pathlib import Path as FsPath
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query
+from fastapi.responses import HTMLResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
+
+import prefixscope
+from prefixscope.errors import NotFound
+from prefixscope.semconv import BASE_PREFIX_ID
+
+from . import alerts, analysis, plots, registry, traces
+from .deps import ApiState
+from .models import TraceView
+
+HERE = FsPath(__file__).parent
+STATIC_TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".txt": "text/plain; charset=utf-8",
+}
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+    "form-action 'self'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+WINDOWS = [("1h", "last hour"), ("24h", "last 24 hours"), ("7d", "last 7 days"),
+           ("30d", "last 30 days"), ("", "all time")]  # fmt: skip
+DEFAULT_WINDOW = "7d"
+#: Built-in columns of the variants table: (metric, header, help).
+TABLE_METRICS = [
+    ("error_rate", "Errors", "share of requests with status ERROR"),
+    ("fallback_rate", "Fallback", "share of requests that fell back to the base model"),
+    ("latency_p50", "p50", "median latency"),
+    ("latency_p99", "p99", "99th percentile latency"),
+    ("ttft_p50", "TTFT p50", "median time to first token"),
+    ("thumbs_down_rate", "👎 rate", "share of requests with thumbs-down feedback"),
+    ("kv_cache_reuse_rate", "KV reuse", "cached / prompt tokens"),
+]
+MAX_EVALUATOR_COLUMNS = 5
+MIN_HEAT_N = 30
+
+
+@lru_cache(maxsize=1)
+def static_files() -> dict[str, tuple[bytes, str]]:
+    out = {}
+    for path in (HERE / "static").iterdir():
+        if path.is_file() and path.suffix in STATIC_TYPES:
+            out[path.name] = (path.read_bytes(), STATIC_TYPES[path.suffix])
+    return out
+
+
+@lru_cache(maxsize=1)
+def environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals.update(static=lambda name: f"/static/{name}?v={prefixscope.__version__}",
+                       fmt=fmt, fmtp=fmtp, ms=fmt_duration, bar=waterfall_bar)  # fmt: skip
+    return env
+
+
+def fmt(value: float | None, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:+.4g}" if signed else f"{value:.4g}"
+
+
+def fmtp(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.1e}" if value < 0.001 else f"{value:.3f}"
+
+
+def fmt_duration(ms: float | None) -> str:
+    return "n/a" if ms is None else plots.fmt_ms(ms)
+
+
+def fmt_metric(metric: str, value: float | None) -> str:
+    if value is None:
+        return "\u2013"
+    if metric.startswith(("latency_", "ttft_")):
+        return plots.fmt_ms(value)
+    if metric.endswith("_rate"):
+        return f"{value * 100:.1f}%"
+    return f"{value:.3f}"
+
+
+def waterfall_bar(offset: tuple[float, float] | None) -> Markup:
+    """A tiny SVG bar: where a span sits in its trace ((start, width) as fractions)."""
+    start, width = offset or (0.0, 1.0)
+    x, w = 2 + 156 * start, max(2.0, 156 * width)
+    return Markup(
+        '<svg class="wf" width="160" height="10" viewBox="0 0 160 10" aria-hidden="true">'
+        '<rect x="0" y="3" width="160" height="4" fill="#edf2f7"/>'
+        f'<rect x="{x:.1f}" y="1" width="{w:.1f}" height="8" rx="2" fill="#4299e1"/></svg>'
+    )
+
+
+def _classify(metric: str, stat: analysis.Stat, base: analysis.Stat | None) -> str:
+    if base is None or base.value is None or stat.ci_low is None or stat.ci_high is None:
+        return ""
+    lower_better = metric in analysis.LOWER_IS_BETTER
+    if stat.ci_low > base.value:
+        return "worse" if lower_better else "better"
+    if stat.ci_high < base.value:
+        return "better" if lower_better else "worse"
+    return ""
+
+
+def _cell(metric: str, stat: analysis.Stat | None, base: analysis.Stat | None) -> dict[str, str]:
+    if stat is None or stat.value is None:
+        return {"text": "\u2013", "ci": "", "cls": "", "title": f"{metric}: no data"}
+    ci = ""
+    if stat.ci_low is not None and stat.ci_high is not None:
+        ci = f"{fmt_metric(metric, stat.ci_low)}\u2013{fmt_metric(metric, stat.ci_high)}"
+    title = f"{metric} = {fmt_metric(metric, stat.value)} (n={stat.n})"
+    if base is not None and base.value is not None:
+        title += f"; base {fmt_metric(metric, base.value)}"
+    return {"text": fmt_metric(metric, stat.value), "ci": ci,
+            "cls": _classify(metric, stat, base), "title": title}  # fmt: skip
+
+
+def panels_context(
+    state: ApiState, since: str | None, metric: str | None, cohort: str | None
+) -> dict[str, Any]:
+    store = state.ctx.store
+    by_prefix = {g.key["prefix_id"]: g for g in analysis.group_stats(store, ["prefix_id"], since,
+                                                                      None)}  # fmt: skip
+    reg = {p.prefix_id: p for p in registry.list_prefixes(store)}
+    open_alerts = alerts.list_alerts(store, status="open", limit=50)
+    evaluators = sorted({m for g in by_prefix.values() for m in g.metrics
+                         if analysis.is_evaluator(m)})  # fmt: skip
+    columns = [{"metric": m, "label": m, "help": f"mean {m} score"}
+               for m in evaluators[:MAX_EVALUATOR_COLUMNS]]  # fmt: skip
+    columns += [{"metric": m, "label": label, "help": help_} for m, label, help_ in TABLE_METRICS]
+    base = by_prefix.get(BASE_PREFIX_ID)
+    order = sorted(by_prefix, key=lambda p: (p != BASE_PREFIX_ID, str(p)))
+    variants = []
+    for pid in order:
+        group, info = by_prefix[pid], reg.get(str(pid))
+        ref = None if pid == BASE_PREFIX_ID else base
+        variants.append({
+            "prefix_id": pid,
+            "n": group.n,
+            "status": info.status if info and info.registered else None,
+            "owner": info.owner if info else None,
+            "specialty": info.specialty if info else None,
+            "versions": info.versions if info else [],
+            "cells": [_cell(c["metric"], group.metrics.get(c["metric"]),
+                            ref.metrics.get(c["metric"]) if ref else None) for c in columns],
+            "open_alerts": sum(1 for a in open_alerts if (a.prefix_id or BASE_PREFIX_ID) == pid),
+        })  # fmt: skip
+    latency_rows = [
+        plots.LatencyRow(
+            label=str(pid), n=by_prefix[pid].n,
+            **{q: _interval(by_prefix[pid].metrics.get(f"latency_{q}")) for q in ("p50", "p90",
+                                                                                   "p99")},
+        )
+        for pid in order
+    ]  # fmt: skip
+    heat = _heatmap(state, since, evaluators, metric, cohort)
+    return {
+        "window_label": dict(WINDOWS).get(since or "", f"since {since}"),
+        "columns": columns,
+        "variants": variants,
+        "latency_svg": Markup(plots.latency_svg(latency_rows)),
+        "alerts": open_alerts,
+        "problems": [],
+        **heat,
+    }
+
+
+def _interval(stat: analysis.Stat | None) -> plots.Interval:
+    if stat is None:
+        return plots.Interval(None)
+    return plots.Interval(stat.value, stat.ci_low, stat.ci_high)
+
+
+def _heatmap(state: ApiState, since: str | None, evaluators: list[str], metric: str | None,
+             cohort: str | None) -> dict[str, Any]:  # fmt: skip
+    store = state.ctx.store
+    keys = analysis.cohort_keys(store, since, None)
+    empty = {
+        "heat_metrics": evaluators,
+        "heat_metric": None,
+        "cohort_keys": keys,
+        "cohort_key": None,
+        "heatmap_svg": Markup(plots.heatmap_svg([], [], {}, metric="")),
+    }
+    if not evaluators or not keys:
+        return empty
+    metric = metric if metric in evaluators else evaluators[0]
+    cohort = cohort if cohort in keys else keys[0]
+    groups = analysis.group_stats(store, ["prefix_id", cohort], since, None)
+    stats = {(g.key["prefix_id"], g.key[cohort]): g.metrics.get(metric) for g in groups}
+    cols = sorted({str(c) for (_, c) in stats if c is not None})
+    rows = sorted({str(p) for (p, _) in stats if p != BASE_PREFIX_ID})
+    cells = {}
+    for (pid, cval), st in stats.items():
+        if pid == BASE_PREFIX_ID or cval is None or st is None or st.value is None:
+            continue
+        base = stats.get((BASE_PREFIX_ID, cval))
+        delta = None if base is None or base.value is None else st.value - base.value
+        cells[(str(pid), str(cval))] = plots.HeatCell(
+            delta=delta, n=st.n, n_base=base.n if base else 0, value=st.value,
+            base_value=base.value if base else None,
+        )  # fmt: skip
+    svg = plots.heatmap_svg(rows, cols, cells, metric=metric, min_n=MIN_HEAT_N,
+                            col_title=cohort)  # fmt: skip
+    return {**empty, "heat_metric": metric, "cohort_key": cohort, "heatmap_svg": Markup(svg)}
+
+
+def span_offsets(view: TraceView) -> dict[str, tuple[float, float]]:
+    """Each span's (start, width) as fractions of the trace, for the waterfall bars."""
+    out: dict[str, tuple[float, float]] = {}
+    if view.start_time is None or not view.duration_ms:
+        return out
+    total = view.duration_ms
+    stack = list(view.roots)
+    while stack:
+        node = stack.pop()
+        if node.start_time is not None and node.duration_ms is not None:
+            start = (node.start_time - view.start_time).total_seconds() * 1000.0 / total
+            out[node.span_id] = (min(max(start, 0.0), 1.0), min(node.duration_ms / total, 1.0))
+        stack.extend(node.children)
+    return out
+
+
+def dashboard_routes(state: ApiState) -> APIRouter:
+    read = [Depends(state.require_read())]
+    router = APIRouter()
+
+    @router.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> HTMLResponse:
+        html = (
+            environment()
+            .get_template("index.html")
+            .render(windows=WINDOWS, default_window=DEFAULT_WINDOW, version=prefixscope.__version__)
+        )
+        return HTMLResponse(html, headers=SECURITY_HEADERS)
+
+    @router.get("/static/{name}", include_in_schema=False)
+    def static(name: str) -> Response:
+        entry = static_files().get(name)
+        if entry is None:
+            raise NotFound(f"no static file {name!r}")
+        body, media_type = entry
+        return Response(
+            body,
+            media_type=media_type,
+            headers={**SECURITY_HEADERS, "Cache-Control": "public, max-age=3600"},
+        )
+
+    @router.get("/api/v1/dashboard", response_class=HTMLResponse, dependencies=read,
+                tags=["dashboard"])  # fmt: skip
+    def panels(
+        since: Annotated[str | None, Query(max_length=40, examples=["24h"])] = DEFAULT_WINDOW,
+        metric: Annotated[str | None, Query(max_length=200)] = None,
+        cohort: Annotated[str | None, Query(max_length=200)] = None,
+    ) -> HTMLResponse:
+        """Dashboard panels as an HTML fragment (variants, latency, heatmap, open alerts)."""
+        context = panels_context(state, since or None, metric, cohort)
+        html = environment().get_template("panels.html").render(**context)
+        return HTMLResponse(html, headers=SECURITY_HEADERS)
+
+    @router.get("/api/v1/dashboard/trace/{trace_id}", response_class=HTMLResponse,
+                dependencies=read, tags=["dashboard"])  # fmt: skip
+    def trace_fragment(
+        trace_id: Annotated[str, Path(pattern=r"^[0-9a-fA-F]{32}$")],
+    ) -> HTMLResponse:
+        """One trace's span tree as an HTML fragment."""
+        view = traces.get_trace(state.ctx.store, trace_id)
+        if view is None:
+            raise NotFound(f"no spans, scores or feedback for trace {trace_id}")
+        html = environment().get_template("trace.html").render(t=view, wf=span_offsets(view))
+        return HTMLResponse(html, headers=SECURITY_HEADERS)
+
+    return router

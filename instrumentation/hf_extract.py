@@ -1,0 +1,242 @@
+"""What the Hugging Face instrumentor reads off models, adapters, arguments and outputs.
+
+Every function takes framework objects duck-typed (torch and peft are imported lazily, only
+where a tensor operation needs them) and may raise on exotic inputs: the instrumentor guards
+each call, so a failed extraction loses an attribute, never the host call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry.util.types import AttributeValue
+
+from prefixscope import semconv
+
+PROVIDER = "transformers"
+OPERATION = "text_completion"
+
+_GEN_PARAMS = (
+    ("temperature", semconv.GEN_AI_REQUEST_TEMPERATURE),
+    ("top_p", semconv.GEN_AI_REQUEST_TOP_P),
+    ("top_k", semconv.GEN_AI_REQUEST_TOP_K),
+)
+
+#: model -> {(adapter name, id(adapter config)): content hash}; computed once per adapter.
+_VERSION_CACHE: weakref.WeakKeyDictionary[Any, dict[tuple[str, int], str]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def model_name(model: Any) -> str | None:
+    """The base model's name: its config's ``name_or_path`` (a local path's last part)."""
+    base = model
+    get_base = getattr(model, "get_base_model", None)
+    if callable(get_base) and hasattr(model, "peft_config"):
+        base = get_base()
+    config = getattr(base, "config", None)
+    name = getattr(config, "_name_or_path", None) or getattr(config, "name_or_path", None)
+    if not name:
+        return getattr(config, "model_type", None) or type(base).__name__
+    name = str(name)
+    if os.path.isabs(name) or os.path.exists(name):
+        return os.path.basename(os.path.normpath(name)) or name
+    return name
+
+
+def _active_adapter(model: Any) -> tuple[str, Any] | None:
+    """(name, PeftConfig) of the adapter serving this call, or ``None`` for the base model."""
+    peft_config = getattr(model, "peft_config", None)
+    if not isinstance(peft_config, Mapping) or not peft_config:
+        return None
+    if getattr(model, "_adapters_disabled", False):
+        return None
+    if hasattr(model, "active_adapter") and not callable(model.active_adapter):
+        name = model.active_adapter  # PeftModel: a property
+    else:  # transformers' PeftAdapterMixin: a method, and adapters may be disabled
+        if getattr(model, "_hf_peft_config_loaded", False) is False:
+            return None
+        names = model.active_adapters()
+        if not names:
+            return None
+        name = names[0]
+    if isinstance(name, list | tuple):
+        name = name[0] if name else None
+    if name is None or name not in peft_config:
+        return None
+    return str(name), peft_config[name]
+
+
+def _peft_type(config: Any) -> str:
+    peft_type = getattr(config, "peft_type", None)
+    value = getattr(peft_type, "value", peft_type)
+    return str(value).lower() if value is not None else "unknown"
+
+
+def _content_hash(model: Any, name: str) -> str:
+    """A short hash of the adapter's weights, taken once per (model, adapter config)."""
+    config = model.peft_config[name]
+    per_model = _VERSION_CACHE.setdefault(model, {})
+    key = (name, id(config))
+    cached = per_model.get(key)
+    if cached is not None:
+        return cached
+    import torch
+    from peft import PeftModel
+    from peft.utils import get_peft_model_state_dict
+
+    if isinstance(model, PeftModel):
+        state = get_peft_model_state_dict(model, adapter_name=name)
+    else:  # adapters loaded through transformers' PeftAdapterMixin
+        state = model.get_adapter_state_dict(name)
+    digest = hashlib.sha256()
+    for key_name in sorted(state):
+        tensor = state[key_name].detach().to("cpu").contiguous().reshape(-1)
+        digest.update(key_name.encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+    value = "sha256:" + digest.hexdigest()[:12]
+    per_model[key] = value
+    return value
+
+
+def adapter_attributes(model: Any) -> dict[str, AttributeValue]:
+    """``prefix.*`` for the active PEFT adapter (``prefix.id = "base"`` when none is active)."""
+    active = _active_adapter(model)
+    if active is None:
+        return {semconv.PREFIX_ID: semconv.BASE_PREFIX_ID}
+    name, config = active
+    attrs: dict[str, AttributeValue] = {
+        semconv.PREFIX_ID: name,
+        semconv.PREFIX_TYPE: _peft_type(config),
+    }
+    tokens = getattr(config, "num_virtual_tokens", None)
+    if isinstance(tokens, int):
+        attrs[semconv.PREFIX_NUM_VIRTUAL_TOKENS] = tokens
+    revision = getattr(config, "revision", None)
+    try:
+        attrs[semconv.PREFIX_VERSION] = str(revision) if revision else _content_hash(model, name)
+    except Exception:  # weights not reachable (offloaded, quantized, ...): no version
+        pass
+    return attrs
+
+
+def model_attributes(model: Any, user: Mapping[str, AttributeValue]) -> dict[str, AttributeValue]:
+    """Model and adapter attributes for a span; keys the user set (``variant``) are kept."""
+    attrs: dict[str, AttributeValue] = {
+        semconv.GEN_AI_OPERATION_NAME: OPERATION,
+        semconv.GEN_AI_PROVIDER_NAME: PROVIDER,
+        semconv.OPENINFERENCE_SPAN_KIND: "LLM",
+    }
+    name = model_name(model)
+    if name:
+        attrs[semconv.GEN_AI_REQUEST_MODEL] = name
+        attrs[semconv.BASE_MODEL] = name
+    attrs.update(adapter_attributes(model))
+    for key in user:
+        attrs.pop(key, None)
+    return attrs
+
+
+def _generation_value(name: str, kwargs: Mapping[str, Any], model: Any) -> Any:
+    if name in kwargs:
+        return kwargs[name]
+    config = kwargs.get("generation_config")
+    if config is not None and getattr(config, name, None) is not None:
+        return getattr(config, name)
+    return getattr(getattr(model, "generation_config", None), name, None)
+
+
+def request_attributes(model: Any, kwargs: Mapping[str, Any]) -> dict[str, AttributeValue]:
+    """``gen_ai.request.*`` in effect (sampling parameters only when sampling is on)."""
+    attrs: dict[str, AttributeValue] = {}
+    max_new = _generation_value("max_new_tokens", kwargs, model)
+    if isinstance(max_new, int):
+        attrs[semconv.GEN_AI_REQUEST_MAX_TOKENS] = max_new
+    if _generation_value("do_sample", kwargs, model):
+        for name, key in _GEN_PARAMS:
+            value = _generation_value(name, kwargs, model)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                attrs[key] = value
+    return attrs
+
+
+def wants_streamer_hook(model: Any, kwargs: Mapping[str, Any]) -> bool:
+    """Whether generate() accepts a streamer for this call (not beams, paged or custom)."""
+    if kwargs.get("custom_generate") is not None:
+        return False
+    num_beams = _generation_value("num_beams", kwargs, model)
+    if isinstance(num_beams, int) and num_beams > 1:
+        return False
+    return _generation_value("cache_implementation", kwargs, model) != "paged"
+
+
+def input_ids_of(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+    ids = kwargs.get("input_ids")
+    if ids is None:
+        ids = args[0] if args else kwargs.get("inputs")
+    return ids
+
+
+def input_counts(ids: Any, kwargs: Mapping[str, Any], pad_token_id: Any) -> list[int] | None:
+    """Prompt tokens per sequence (padding excluded), or ``None`` without token ids."""
+    if ids is None or getattr(ids, "dim", None) is None:
+        return None
+    if ids.dim() == 1:
+        ids = ids.unsqueeze(0)
+    mask = kwargs.get("attention_mask")
+    if mask is not None and getattr(mask, "dim", lambda: 0)() == 2:
+        return [int(n) for n in mask.sum(dim=1).tolist()]
+    if isinstance(pad_token_id, int):
+        return [int(n) for n in (ids != pad_token_id).sum(dim=1).tolist()]
+    return [int(ids.shape[1])] * int(ids.shape[0])
+
+
+def _token_ids(value: Any) -> list[int]:
+    if value is None:
+        return []
+    if isinstance(value, int):
+        return [value]
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    return [int(v) for v in (value if isinstance(value, list | tuple) else [value])]
+
+
+def output_counts(model: Any, result: Any, prompt_len: int | None) -> tuple[list[int], list[str]]:
+    """New tokens per returned sequence (up to and including the first EOS) and why each stopped.
+
+    Sequences that hit EOS finished with ``"stop"``, the others with ``"length"``.
+    """
+    import torch
+
+    seqs = getattr(result, "sequences", result)
+    if not isinstance(seqs, torch.Tensor) or seqs.dim() != 2:
+        return [], []
+    config = getattr(model, "config", None)
+    if getattr(config, "is_encoder_decoder", False):
+        new = seqs[:, 1:]
+    elif prompt_len is not None and seqs.shape[1] >= prompt_len:
+        new = seqs[:, prompt_len:]
+    else:
+        return [], []
+    gen_config = getattr(model, "generation_config", None)
+    eos = _token_ids(getattr(gen_config, "eos_token_id", None))
+    pad = getattr(gen_config, "pad_token_id", None)
+    width = new.shape[1]
+    if eos:
+        is_eos = torch.isin(new, torch.tensor(eos, device=new.device))
+        has_eos = is_eos.any(dim=1)
+        first = is_eos.int().argmax(dim=1)
+    else:
+        has_eos = torch.zeros(new.shape[0], dtype=torch.bool, device=new.device)
+        first = torch.zeros(new.shape[0], dtype=torch.long, device=new.device)
+    if isinstance(pad, int) and pad not in eos:
+        without_eos = (new != pad).sum(dim=1)
+    else:
+        without_eos = torch.full_like(first, width)
+    counts = torch.where(has_eos, first + 1, without_eos)
+    reasons = ["stop" if h else "length" for h in has_eos.tolist()]
+    return [int(n) for n in counts.tolist()], reasons
