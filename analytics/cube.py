@@ -19,9 +19,11 @@ import numpy as np
 import orjson
 
 from . import stats
-from .query import Window, group_expr, requests_cte
+from .query import BASE, Window, group_expr, requests_cte
 
 FEEDBACK_KINDS = ("thumbs_down", "escalation")
+#: dims grouped on the raw column in SQL (cheaper) and normalised in Python afterwards
+_RAW = {"prefix_id": "s.prefix_id", "prefix_version": "s.prefix_version"}
 #: histogram metric codes
 LATENCY, TTFT = 0, 1
 _SUMS = ("n", "errors", "fallbacks", "input_tokens", "output_tokens", "cached", "cache_base")
@@ -89,7 +91,13 @@ class Cube:
         for i, key in enumerate(self.keys):
             nk = tuple(value(key, d) for d in dims)
             mapping[i] = new_index.setdefault(nk, len(new_index))
-        m = len(new_index)
+        return self.regroup(dims, mapping, list(new_index))
+
+    def regroup(
+        self, dims: tuple[str, ...], mapping: np.ndarray, keys: list[tuple[str | None, ...]]
+    ) -> Cube:
+        """Merge cells: cell ``i`` goes to new cell ``mapping[i]`` whose key is ``keys[j]``."""
+        m = len(keys)
         sums = {k: np.bincount(mapping, weights=v, minlength=m) for k, v in self.sums.items()}
         first: list[datetime | None] = [None] * m
         last: list[datetime | None] = [None] * m
@@ -107,7 +115,7 @@ class Cube:
         return replace(
             self,
             dims=dims,
-            keys=list(new_index),
+            keys=keys,
             sums=sums,
             first_seen=first,
             last_seen=last,
@@ -176,7 +184,7 @@ def build_cube(
     """Scan the request spans of ``window`` once per statistic family, grouped by ``dims``."""
     window = window or Window()
     dims = tuple(dims)
-    exprs = [group_expr(d) for d in dims]
+    exprs = [_RAW.get(d) or group_expr(d) for d in dims]
     body, params = requests_cte(window, extra_where)
     params = [*params, *extra_params]
     gid = "hash(" + (", ".join(exprs) if exprs else "NULL") + ")"
@@ -229,7 +237,7 @@ SELECT g, kind, count(*) AS c FROM (
 ) GROUP BY ALL""",
         params,
     ).fetchall()
-    return Cube(
+    cube = Cube(
         dims=dims,
         window=window,
         keys=keys,
@@ -249,6 +257,30 @@ SELECT g, kind, count(*) AS c FROM (
         f_kind=[str(r[1]) for r in fb],
         f_count=np.array([r[2] for r in fb], dtype=np.float64),
     )
+    return _normalise(cube)
+
+
+def _normalise(cube: Cube) -> Cube:
+    """Map raw prefix ids (NULL, '', 'base') to ``base`` and versions (NULL, base) to ''."""
+    if "prefix_id" not in cube.dims and "prefix_version" not in cube.dims:
+        return cube
+    pi = cube.dims.index("prefix_id") if "prefix_id" in cube.dims else None
+    pv = cube.dims.index("prefix_version") if "prefix_version" in cube.dims else None
+    new_index: dict[tuple[str | None, ...], int] = {}
+    mapping = np.empty(len(cube.keys), dtype=np.int64)
+    for i, key in enumerate(cube.keys):
+        k = list(key)
+        is_base = False
+        if pi is not None:
+            is_base = k[pi] in (None, "", BASE)
+            k[pi] = BASE if is_base else k[pi]
+        if pv is not None:
+            k[pv] = "" if is_base or k[pv] is None else k[pv]
+        mapping[i] = new_index.setdefault(tuple(k), len(new_index))
+    if len(new_index) == len(cube.keys):
+        cube.keys = list(new_index)
+        return cube
+    return cube.regroup(cube.dims, mapping, list(new_index))
 
 
 def _score_rows(
@@ -259,7 +291,8 @@ def _score_rows(
     rows = con.execute(
         f"""WITH {req}
 SELECT r.g, t.name, count(*), sum(t.value), sum(t.value * t.value)
-FROM scores t JOIN req r ON r.trace_id = t.trace_id AND r.span_id = t.span_id
+FROM scores t JOIN req r ON r.span_id = t.span_id
+WHERE r.trace_id = t.trace_id
 GROUP BY ALL""",
         params,
     ).fetchall()

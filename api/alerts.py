@@ -62,7 +62,7 @@ def list_alerts(
     sql = f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    sql += f" ORDER BY {_SEVERITY_ORDER}, coalesce(q_value, 1), created_at DESC LIMIT ?"
+    sql += f" ORDER BY {_SEVERITY_ORDER}, coalesce(q_value, 1), created_at DESC, id LIMIT ?"
     cur = store.cursor()
     try:
         rows = cur.execute(sql, [*params, limit]).fetchall()
@@ -82,6 +82,19 @@ def get_alert(store: Store, alert_id: str) -> Alert:
     if row is None:
         raise NotFound(f"no alert with id {alert_id!r}")
     return alert_from_row(row)
+
+
+def get_alerts(store: Store, ids: list[str]) -> list[Alert]:
+    if not ids:
+        return []
+    cur = store.cursor()
+    try:
+        rows = cur.execute(
+            f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts WHERE list_contains(?, id)", [ids]
+        ).fetchall()
+    finally:
+        cur.close()
+    return [alert_from_row(r) for r in rows]
 
 
 def ack_alert(store: Store, alert_id: str) -> tuple[Alert, bool]:

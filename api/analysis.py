@@ -12,18 +12,22 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import duckdb
-from prefixscope.analytics import aggregate
-from prefixscope.analytics.query import Window
 from prefixscope.collector.store import Store
 
 from prefixscope.errors import BadRequest
 
 T = TypeVar("T")
 
+#: Built-in metric names (DESIGN.md "Metrics"); any other metric is an evaluator score.
+BUILTIN_METRICS = frozenset(
+    {
+        "n", "latency_p50", "latency_p90", "latency_p99", "ttft_p50", "ttft_p99", "error_rate",
+        "fallback_rate", "thumbs_down_rate", "escalation_rate", "kv_cache_reuse_rate",
+        "input_tokens", "output_tokens",
+    }
+)  # fmt: skip
 #: Metrics where a larger value is worse (used to colour the variants table).
-LOWER_IS_BETTER = frozenset(
-    {*aggregate.QUANTILE_METRICS, *aggregate.RATE_METRICS, "input_tokens", "output_tokens"}
-)
+LOWER_IS_BETTER = BUILTIN_METRICS - {"n", "kv_cache_reuse_rate"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +36,10 @@ class Stat:
     ci_low: float | None
     ci_high: float | None
     n: int
+    base_value: float | None = None
+    delta: float | None = None
+    delta_ci_low: float | None = None
+    delta_ci_high: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +50,7 @@ class Group:
 
 
 def is_evaluator(metric: str) -> bool:
-    return metric not in aggregate.BUILTIN_METRIC_NAMES
+    return metric not in BUILTIN_METRICS
 
 
 @contextmanager
@@ -64,27 +72,53 @@ def with_cursor(store: Store, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T
         cur.close()
 
 
+def scorecard(
+    store: Store,
+    group_by: Sequence[str],
+    since: str | None,
+    until: str | None,
+    metrics: Sequence[str] | None = None,
+    dataset: str | None = None,
+) -> Any:
+    """:func:`prefixscope.analytics.scorecard.scorecard` on a fresh cursor."""
+    from prefixscope.analytics.scorecard import scorecard as analytics_scorecard
+
+    return with_cursor(
+        store,
+        lambda con: analytics_scorecard(
+            con, list(group_by), since, until, list(metrics) if metrics else None, dataset=dataset
+        ),
+    )
+
+
 def group_stats(
     store: Store, keys: Sequence[str], since: str | None, until: str | None
 ) -> list[Group]:
-    """Per-group estimates with intervals, from :func:`analytics.aggregate.compute_cells`."""
-
-    def run(con: duckdb.DuckDBPyConnection) -> list[Group]:
-        cells = aggregate.compute_cells(con, list(keys), Window.of(since, until))
-        out = []
-        for key, cell in cells.items():
-            metrics = {
-                name: Stat(est.value, est.ci_low, est.ci_high, est.n)
-                for name, est in cell.metrics.items()
-            }
-            out.append(Group(dict(zip(keys, key, strict=True)), cell.n, metrics))
-        return out
-
-    return with_cursor(store, run)
+    """Scorecard rows as plain :class:`Group` values (value, CI, delta vs base + CI)."""
+    card = scorecard(store, keys, since, until)
+    out = []
+    for row in card.rows:
+        metrics = {
+            name: Stat(
+                mv.value,
+                mv.ci_low,
+                mv.ci_high,
+                mv.n,
+                mv.base_value,
+                mv.delta,
+                mv.delta_ci_low,
+                mv.delta_ci_high,
+            )
+            for name, mv in row.metrics.items()
+        }
+        out.append(Group(dict(row.group), row.n, metrics))
+    return out
 
 
 def cohort_keys(store: Store, since: str | None, until: str | None, limit: int = 20) -> list[str]:
     """Cohort dimensions present on request spans in the window (``cohort.<key>``)."""
+
+    from prefixscope.analytics.query import Window
 
     def run(con: duckdb.DuckDBPyConnection) -> list[str]:
         where, params = Window.of(since, until).where("s")

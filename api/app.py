@@ -20,6 +20,7 @@ from prefixscope.errors import PrefixScopeError, Unprocessable, http_error_body
 from .context import ApiContext
 from .dashboard import dashboard_routes
 from .deps import ApiState
+from .detect import PeriodicDetector
 from .routes_analysis import analysis_routes
 from .routes_data import data_routes
 
@@ -28,6 +29,9 @@ log = logging.getLogger(__name__)
 
 def build_router(ctx: ApiContext) -> APIRouter:
     state = ApiState(ctx)
+    if ctx.settings.detect_interval_s > 0:
+        detector = PeriodicDetector(state, ctx.settings.detect_interval_s).start()
+        ctx.on_close(detector.close)
     router = APIRouter()
     router.include_router(data_routes(state))
     router.include_router(analysis_routes(state))

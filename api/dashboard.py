@@ -54,7 +54,7 @@ TABLE_METRICS = [
     ("latency_p50", "p50", "median latency"),
     ("latency_p99", "p99", "99th percentile latency"),
     ("ttft_p50", "TTFT p50", "median time to first token"),
-    ("thumbs_down_rate", "👎 rate", "share of requests with thumbs-down feedback"),
+    ("thumbs_down_rate", "Thumbs-down", "share of requests with thumbs-down feedback"),
     ("kv_cache_reuse_rate", "KV reuse", "cached / prompt tokens"),
 ]
 MAX_EVALUATOR_COLUMNS = 5
@@ -78,8 +78,10 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.globals.update(static=lambda name: f"/static/{name}?v={prefixscope.__version__}",
-                       fmt=fmt, fmtp=fmtp, ms=fmt_duration, bar=waterfall_bar)  # fmt: skip
+    env.globals.update(
+        static=lambda name: f"/static/{name}?v={prefixscope.__version__}",
+        fmt=fmt, fmtp=fmtp, ms=fmt_duration, val=fmt_value, bar=waterfall_bar,
+    )  # fmt: skip
     return env
 
 
@@ -93,6 +95,13 @@ def fmtp(value: float | None) -> str:
     if value is None:
         return "n/a"
     return f"{value:.1e}" if value < 0.001 else f"{value:.3f}"
+
+
+def fmt_value(value: Any) -> str:
+    """Attribute values in the trace view: floats to 6 significant digits, the rest as is."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
 
 
 def fmt_duration(ms: float | None) -> str:
@@ -120,28 +129,31 @@ def waterfall_bar(offset: tuple[float, float] | None) -> Markup:
     )
 
 
-def _classify(metric: str, stat: analysis.Stat, base: analysis.Stat | None) -> str:
-    if base is None or base.value is None or stat.ci_low is None or stat.ci_high is None:
+def _classify(metric: str, stat: analysis.Stat) -> str:
+    """better/worse when the 95% interval of the delta vs base excludes zero."""
+    lo, hi = stat.delta_ci_low, stat.delta_ci_high
+    if lo is None or hi is None or lo <= 0 <= hi:
         return ""
     lower_better = metric in analysis.LOWER_IS_BETTER
-    if stat.ci_low > base.value:
-        return "worse" if lower_better else "better"
-    if stat.ci_high < base.value:
-        return "better" if lower_better else "worse"
-    return ""
+    return "worse" if (lo > 0) == lower_better else "better"
 
 
-def _cell(metric: str, stat: analysis.Stat | None, base: analysis.Stat | None) -> dict[str, str]:
+def _cell(metric: str, stat: analysis.Stat | None) -> dict[str, str]:
     if stat is None or stat.value is None:
         return {"text": "\u2013", "ci": "", "cls": "", "title": f"{metric}: no data"}
     ci = ""
     if stat.ci_low is not None and stat.ci_high is not None:
         ci = f"{fmt_metric(metric, stat.ci_low)}\u2013{fmt_metric(metric, stat.ci_high)}"
     title = f"{metric} = {fmt_metric(metric, stat.value)} (n={stat.n})"
-    if base is not None and base.value is not None:
-        title += f"; base {fmt_metric(metric, base.value)}"
-    return {"text": fmt_metric(metric, stat.value), "ci": ci,
-            "cls": _classify(metric, stat, base), "title": title}  # fmt: skip
+    if stat.base_value is not None:
+        title += f"; base {fmt_metric(metric, stat.base_value)}"
+    if stat.delta is not None and stat.delta_ci_low is not None:
+        title += (
+            f"; delta {stat.delta:+.4g} (95% CI {stat.delta_ci_low:+.4g}, "
+            f"{stat.delta_ci_high:+.4g})"
+        )
+    return {"text": fmt_metric(metric, stat.value), "ci": ci, "cls": _classify(metric, stat),
+            "title": title}  # fmt: skip
 
 
 def panels_context(
@@ -157,12 +169,10 @@ def panels_context(
     columns = [{"metric": m, "label": m, "help": f"mean {m} score"}
                for m in evaluators[:MAX_EVALUATOR_COLUMNS]]  # fmt: skip
     columns += [{"metric": m, "label": label, "help": help_} for m, label, help_ in TABLE_METRICS]
-    base = by_prefix.get(BASE_PREFIX_ID)
     order = sorted(by_prefix, key=lambda p: (p != BASE_PREFIX_ID, str(p)))
     variants = []
     for pid in order:
         group, info = by_prefix[pid], reg.get(str(pid))
-        ref = None if pid == BASE_PREFIX_ID else base
         variants.append({
             "prefix_id": pid,
             "n": group.n,
@@ -170,8 +180,7 @@ def panels_context(
             "owner": info.owner if info else None,
             "specialty": info.specialty if info else None,
             "versions": info.versions if info else [],
-            "cells": [_cell(c["metric"], group.metrics.get(c["metric"]),
-                            ref.metrics.get(c["metric"]) if ref else None) for c in columns],
+            "cells": [_cell(c["metric"], group.metrics.get(c["metric"])) for c in columns],
             "open_alerts": sum(1 for a in open_alerts if (a.prefix_id or BASE_PREFIX_ID) == pid),
         })  # fmt: skip
     latency_rows = [
@@ -213,9 +222,15 @@ def _heatmap(state: ApiState, since: str | None, evaluators: list[str], metric: 
     }
     if not evaluators or not keys:
         return empty
-    metric = metric if metric in evaluators else evaluators[0]
     cohort = cohort if cohort in keys else keys[0]
     groups = analysis.group_stats(store, ["prefix_id", cohort], since, None)
+    if metric not in evaluators:  # default: the evaluator with the largest shift vs base
+        metric = max(
+            evaluators,
+            key=lambda m: max(
+                (abs(g.metrics[m].delta or 0.0) for g in groups if m in g.metrics), default=0.0
+            ),
+        )
     stats = {(g.key["prefix_id"], g.key[cohort]): g.metrics.get(metric) for g in groups}
     cols = sorted({str(c) for (_, c) in stats if c is not None})
     rows = sorted({str(p) for (p, _) in stats if p != BASE_PREFIX_ID})
@@ -224,10 +239,9 @@ def _heatmap(state: ApiState, since: str | None, evaluators: list[str], metric: 
         if pid == BASE_PREFIX_ID or cval is None or st is None or st.value is None:
             continue
         base = stats.get((BASE_PREFIX_ID, cval))
-        delta = None if base is None or base.value is None else st.value - base.value
         cells[(str(pid), str(cval))] = plots.HeatCell(
-            delta=delta, n=st.n, n_base=base.n if base else 0, value=st.value,
-            base_value=base.value if base else None,
+            delta=st.delta, n=st.n, n_base=base.n if base else 0, value=st.value,
+            base_value=st.base_value,
         )  # fmt: skip
     svg = plots.heatmap_svg(rows, cols, cells, metric=metric, min_n=MIN_HEAT_N,
                             col_title=cohort)  # fmt: skip

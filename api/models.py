@@ -143,11 +143,25 @@ class AlertList(BaseModel):
     alerts: list[Alert]
 
 
+class RegressionRunRequest(_Strict):
+    since: Annotated[str, Field(max_length=64)] | None = Field(
+        default="7d", description="Window start: ISO-8601 or relative age (24h, 7d); null: all"
+    )
+    until: Annotated[str, Field(max_length=64)] | None = None
+    alpha: float | None = Field(default=None, gt=0, lt=1, description="FDR level")
+    min_n: int | None = Field(default=None, ge=2, le=10_000_000, description="Per side")
+    metrics: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None, max_length=100
+    )
+
+
 class RegressionRun(BaseModel):
-    alerts: list[Alert] = Field(description="Alerts raised or updated by this run")
-    new: int
-    updated: int
-    resolved: int
+    alerts: list[Alert] = Field(description="Active alerts this run raised or updated")
+    new: list[str] = Field(description="Ids of alerts this run opened")
+    updated: list[str] = Field(description="Ids of active alerts whose evidence was refreshed")
+    resolved: list[str] = Field(description="Ids of alerts this run closed")
+    comparisons: int = Field(description="Comparisons tested (before FDR control)")
+    flagged: int
 
 
 PrefixStatus = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$", examples=["active"])]
@@ -244,3 +258,34 @@ class TraceView(BaseModel):
     roots: list[SpanNode]
     scores: list[TraceScore]
     feedback: list[TraceFeedback]
+
+
+class MetricValue(BaseModel):
+    value: float | None
+    n: int
+    ci_low: float | None = None
+    ci_high: float | None = None
+    base_value: float | None = Field(default=None, description="Base model, same other keys")
+    delta: float | None = Field(default=None, description="value - base_value")
+    delta_ci_low: float | None = None
+    delta_ci_high: float | None = None
+    paired: bool = Field(default=False, description="Delta paired on golden-dataset items")
+
+
+class ScorecardRow(BaseModel):
+    group: dict[str, str | None]
+    n: int
+    metrics: dict[str, MetricValue]
+
+
+class TimeWindow(BaseModel):
+    since: str | None
+    until: str | None
+
+
+class Scorecard(BaseModel):
+    group_by: list[str]
+    window: TimeWindow
+    alpha: float
+    metrics: list[str]
+    rows: list[ScorecardRow]

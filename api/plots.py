@@ -193,7 +193,7 @@ def heatmap_svg(
     if not rows or not cols:
         return '<p class="empty">No evaluator scores by cohort in this window.</p>'
     cell_w, cell_h, left, top = 92, 34, 150, 56
-    width = left + cell_w * len(cols) + 20
+    width = max(left + cell_w * len(cols) + 20, left + 440)
     height = top + cell_h * len(rows) + 44
     deltas = [abs(c.delta) for c in cells.values() if c.delta is not None and c.n >= min_n]
     scale = max([0.05, *deltas])

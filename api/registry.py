@@ -1,7 +1,7 @@
 """The prefix registry: variants seen in traffic merged with registered metadata.
 
-A generation span is one that names a variant or a base model (``prefix_id`` or
-``base_model`` set); its variant is ``coalesce(prefix_id, 'base')``. A variant may be
+Which spans are model requests, and which variant served them, is defined once by analytics
+(``REQUEST_PREDICATE``, ``PREFIX_SQL``). A variant may be
 registered (``PUT /api/v1/prefixes/{id}``) before any traffic reaches it; then it is listed
 with ``n = 0``.
 """
@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 import duckdb
+from prefixscope.analytics.query import PREFIX_SQL, REQUEST_PREDICATE
 from prefixscope.collector.store import Store
 
 from prefixscope.errors import Unavailable
@@ -22,13 +23,13 @@ from prefixscope.semconv import BASE_PREFIX_ID
 from .models import PrefixInfo, PrefixRegistration
 
 _SEEN_SQL = f"""
-SELECT coalesce(prefix_id, '{BASE_PREFIX_ID}') AS pid,
-       list_sort(list_distinct(list(base_model) FILTER (WHERE base_model IS NOT NULL))),
-       list_sort(list_distinct(list(prefix_type) FILTER (WHERE prefix_type IS NOT NULL))),
-       list_sort(list_distinct(list(prefix_version) FILTER (WHERE prefix_version IS NOT NULL))),
-       min(start_time), max(start_time), count(*)
-FROM spans
-WHERE prefix_id IS NOT NULL OR base_model IS NOT NULL
+SELECT {PREFIX_SQL} AS pid,
+  list_sort(coalesce(list(DISTINCT s.base_model) FILTER (s.base_model IS NOT NULL), [])),
+  list_sort(coalesce(list(DISTINCT s.prefix_type) FILTER (s.prefix_type IS NOT NULL), [])),
+  list_sort(coalesce(list(DISTINCT s.prefix_version) FILTER (s.prefix_version IS NOT NULL), [])),
+  min(s.start_time), max(s.start_time), count(*)
+FROM spans s
+WHERE {REQUEST_PREDICATE}
 GROUP BY 1
 """
 _REGISTRY_COLUMNS = (

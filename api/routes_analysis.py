@@ -6,12 +6,25 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from . import alerts
+from prefixscope.errors import BadRequest
+
+from . import alerts, analysis
 from .deps import ApiState
-from .models import Alert, AlertList
+from .detect import run_regressions
+from .models import Alert, AlertList, RegressionRun, RegressionRunRequest, Scorecard
 
 AlertIdPath = Annotated[str, Path(min_length=1, max_length=200)]
 Filter = Annotated[str | None, Query(min_length=1, max_length=200)]
+TimeBound = Annotated[
+    str | None,
+    Query(max_length=64, description="ISO-8601 time or a relative age (24h, 7d)", examples=["7d"]),
+]
+MAX_GROUP_KEYS = 6
+
+
+def split_list(values: list[str] | None) -> list[str]:
+    """``a,b`` and repeated parameters alike; empty items dropped."""
+    return [v.strip() for raw in values or [] for v in raw.split(",") if v.strip()]
 
 
 def analysis_routes(state: ApiState) -> APIRouter:
@@ -19,6 +32,52 @@ def analysis_routes(state: ApiState) -> APIRouter:
     write = [Depends(state.require_write())]
     store = state.ctx.store
     router = APIRouter(prefix="/api/v1")
+
+    @router.get("/scorecard", response_model=Scorecard, dependencies=read, tags=["analytics"])
+    def get_scorecard(
+        group_by: Annotated[
+            str,
+            Query(
+                max_length=500,
+                description="Comma-separated keys: prefix_id, prefix_version, route, "
+                "prompt_version, base_model, cohort.<key>, attr.<key>, day, hour, ...",
+                examples=["prefix_id,route,cohort.specialty"],
+            ),
+        ] = "prefix_id",
+        since: TimeBound = None,
+        until: TimeBound = None,
+        metric: Annotated[
+            list[str] | None,
+            Query(max_length=50, description="Metrics to include (repeat or comma-separate)"),
+        ] = None,
+        dataset: Annotated[str | None, Query(max_length=200)] = None,
+    ) -> Scorecard:
+        """Per-group metrics with n and 95% intervals; deltas vs the base model."""
+        keys = split_list([group_by])
+        if len(keys) > MAX_GROUP_KEYS:
+            raise BadRequest(f"at most {MAX_GROUP_KEYS} group_by keys, got {len(keys)}")
+        if len(set(keys)) != len(keys):
+            raise BadRequest("group_by keys must be distinct")
+        card = analysis.scorecard(store, keys, since, until, split_list(metric), dataset)
+        return Scorecard.model_validate(analysis.as_jsonable(card))
+
+    @router.post(
+        "/regressions/run", response_model=RegressionRun, dependencies=write, tags=["alerts"]
+    )
+    def post_regressions_run(body: RegressionRunRequest | None = None) -> RegressionRun:
+        """Run regression detection now over the window; writes alerts, returns the run's."""
+        req = body or RegressionRunRequest()
+        out = run_regressions(
+            state, req.since, req.until, alpha=req.alpha, min_n=req.min_n, metrics=req.metrics
+        )
+        return RegressionRun(
+            alerts=out.alerts,
+            new=[a.id for a in out.new],
+            updated=[a.id for a in out.updated],
+            resolved=[a.id for a in out.resolved],
+            comparisons=out.comparisons,
+            flagged=out.flagged,
+        )
 
     @router.get("/alerts", response_model=AlertList, dependencies=read, tags=["alerts"])
     def list_alerts(

@@ -1,10 +1,10 @@
 """Group commit: many concurrent export requests share one DuckDB transaction.
 
 Request handlers ``submit()`` an Arrow table of decoded spans and wait on the returned future;
-one writer thread drains everything queued, inserts it with ``INSERT OR IGNORE`` (the
-``(trace_id, span_id)`` primary key drops retried duplicates) and commits. Futures resolve
-only after the commit, so a 200 always means durable. The queue is bounded in spans: when it
-is full ``submit()`` raises :class:`Overloaded` and the client is told to retry.
+one writer thread drains everything queued and hands it to the sink in one durable write (the
+DuckDB sink: one ``INSERT OR IGNORE`` transaction; the lake sink: one Parquet segment).
+Futures resolve only after the commit, so a 200 always means durable. The queue is bounded in
+spans: when it is full ``submit()`` raises :class:`Overloaded` and the client is told to retry.
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-import duckdb
 import pyarrow as pa
 
 from prefixscope.errors import Overloaded, Unavailable
 from prefixscope.metrics import Metrics
 
-from .store import Store, scalar
+from .sinks import SpanSink
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +46,14 @@ class GroupCommitWriter:
 
     def __init__(
         self,
-        store: Store,
+        sink: SpanSink,
         metrics: Metrics,
         *,
         queue_max_spans: int,
         batch_max_spans: int,
         retry_after_s: float = 1.0,
     ) -> None:
-        self._store = store
+        self._sink = sink
         self._metrics = metrics
         self._queue_max = queue_max_spans
         self._batch_max = batch_max_spans
@@ -64,16 +63,12 @@ class GroupCommitWriter:
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self._con: duckdb.DuckDBPyConnection | None = None
         self._batch_no = 0
         self.last_commit_error: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
-        self._con = self._store.cursor()
-        self._batch_no = int(
-            scalar(self._con, "SELECT coalesce(max(ingest_batch), 0) FROM spans") or 0
-        )
+        self._batch_no = self._sink.open()
         self._thread = threading.Thread(target=self._run, name="prefixscope-writer", daemon=True)
         self._thread.start()
 
@@ -84,9 +79,7 @@ class GroupCommitWriter:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
-        if self._con is not None:
-            self._con.close()
-            self._con = None
+        self._sink.close()
 
     @property
     def queued_spans(self) -> int:
@@ -164,22 +157,10 @@ class GroupCommitWriter:
                 )
 
     def _commit(self, group: list[_Pending]) -> int:
-        assert self._con is not None
-        con = self._con
         started = time.perf_counter()
         table = group[0].table if len(group) == 1 else pa.concat_tables([p.table for p in group])
         batch_no = self._batch_no + 1
-        now = pa.scalar(int(time.time() * 1e6), type=pa.timestamp("us"))
-        table = table.append_column("ingested_at", pa.repeat(now, table.num_rows)).append_column(
-            "ingest_batch", pa.repeat(pa.scalar(batch_no, pa.int64()), table.num_rows)
-        )
-        con.register("_ingest_batch", table)
-        try:
-            inserted = int(
-                scalar(con, "INSERT OR IGNORE INTO spans SELECT * FROM _ingest_batch") or 0
-            )
-        finally:
-            con.unregister("_ingest_batch")
+        inserted = self._sink.write(table, batch_no)
         self._batch_no = batch_no
         m = self._metrics
         m.commit_latency.observe(time.perf_counter() - started)

@@ -161,7 +161,7 @@ class TransformersInstrumentor(Instrumentor):
                 if name:
                     span.update_name(f"{hf_extract.OPERATION} {name}")
                 ids = hf_extract.input_ids_of(args, kwargs)
-                pad = getattr(getattr(instance, "generation_config", None), "pad_token_id", None)
+                pad = hf_extract.generation_value("pad_token_id", kwargs, instance)
                 inputs = hf_extract.input_counts(ids, kwargs, pad)
                 prompt_len = int(ids.shape[-1]) if inputs is not None else None
             except Exception:
@@ -183,7 +183,7 @@ class TransformersInstrumentor(Instrumentor):
             raise
         else:
             if recording:
-                self._finish(span, instance, result, inputs, prompt_len, timer, t0)
+                self._finish(span, instance, kwargs, result, inputs, prompt_len, timer, t0)
             return result
         finally:
             otel_context.detach(ctx_token)
@@ -194,6 +194,7 @@ class TransformersInstrumentor(Instrumentor):
     def _finish(
         span: Span,
         model: Any,
+        kwargs: Mapping[str, Any],
         result: Any,
         inputs: list[int] | None,
         prompt_len: int | None,
@@ -201,7 +202,7 @@ class TransformersInstrumentor(Instrumentor):
         t0: float,
     ) -> None:
         try:
-            outputs, reasons = hf_extract.output_counts(model, result, prompt_len)
+            outputs, reasons = hf_extract.output_counts(model, result, prompt_len, kwargs)
             _set_counts(span, inputs, outputs)
             if reasons:
                 span.set_attribute(semconv.GEN_AI_RESPONSE_FINISH_REASONS, reasons)

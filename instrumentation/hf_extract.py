@@ -7,6 +7,7 @@ each call, so a failed extraction loses an attribute, never the host call.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import weakref
@@ -117,10 +118,9 @@ def adapter_attributes(model: Any) -> dict[str, AttributeValue]:
     if isinstance(tokens, int):
         attrs[semconv.PREFIX_NUM_VIRTUAL_TOKENS] = tokens
     revision = getattr(config, "revision", None)
-    try:
+    # Weights not reachable (offloaded, quantized, ...): no version rather than no span.
+    with contextlib.suppress(Exception):
         attrs[semconv.PREFIX_VERSION] = str(revision) if revision else _content_hash(model, name)
-    except Exception:  # weights not reachable (offloaded, quantized, ...): no version
-        pass
     return attrs
 
 
@@ -141,7 +141,7 @@ def model_attributes(model: Any, user: Mapping[str, AttributeValue]) -> dict[str
     return attrs
 
 
-def _generation_value(name: str, kwargs: Mapping[str, Any], model: Any) -> Any:
+def generation_value(name: str, kwargs: Mapping[str, Any], model: Any) -> Any:
     if name in kwargs:
         return kwargs[name]
     config = kwargs.get("generation_config")
@@ -153,12 +153,12 @@ def _generation_value(name: str, kwargs: Mapping[str, Any], model: Any) -> Any:
 def request_attributes(model: Any, kwargs: Mapping[str, Any]) -> dict[str, AttributeValue]:
     """``gen_ai.request.*`` in effect (sampling parameters only when sampling is on)."""
     attrs: dict[str, AttributeValue] = {}
-    max_new = _generation_value("max_new_tokens", kwargs, model)
+    max_new = generation_value("max_new_tokens", kwargs, model)
     if isinstance(max_new, int):
         attrs[semconv.GEN_AI_REQUEST_MAX_TOKENS] = max_new
-    if _generation_value("do_sample", kwargs, model):
+    if generation_value("do_sample", kwargs, model):
         for name, key in _GEN_PARAMS:
-            value = _generation_value(name, kwargs, model)
+            value = generation_value(name, kwargs, model)
             if isinstance(value, int | float) and not isinstance(value, bool):
                 attrs[key] = value
     return attrs
@@ -168,10 +168,10 @@ def wants_streamer_hook(model: Any, kwargs: Mapping[str, Any]) -> bool:
     """Whether generate() accepts a streamer for this call (not beams, paged or custom)."""
     if kwargs.get("custom_generate") is not None:
         return False
-    num_beams = _generation_value("num_beams", kwargs, model)
+    num_beams = generation_value("num_beams", kwargs, model)
     if isinstance(num_beams, int) and num_beams > 1:
         return False
-    return _generation_value("cache_implementation", kwargs, model) != "paged"
+    return generation_value("cache_implementation", kwargs, model) != "paged"
 
 
 def input_ids_of(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
@@ -205,7 +205,9 @@ def _token_ids(value: Any) -> list[int]:
     return [int(v) for v in (value if isinstance(value, list | tuple) else [value])]
 
 
-def output_counts(model: Any, result: Any, prompt_len: int | None) -> tuple[list[int], list[str]]:
+def output_counts(
+    model: Any, result: Any, prompt_len: int | None, kwargs: Mapping[str, Any]
+) -> tuple[list[int], list[str]]:
     """New tokens per returned sequence (up to and including the first EOS) and why each stopped.
 
     Sequences that hit EOS finished with ``"stop"``, the others with ``"length"``.
@@ -222,9 +224,8 @@ def output_counts(model: Any, result: Any, prompt_len: int | None) -> tuple[list
         new = seqs[:, prompt_len:]
     else:
         return [], []
-    gen_config = getattr(model, "generation_config", None)
-    eos = _token_ids(getattr(gen_config, "eos_token_id", None))
-    pad = getattr(gen_config, "pad_token_id", None)
+    eos = _token_ids(generation_value("eos_token_id", kwargs, model))
+    pad = generation_value("pad_token_id", kwargs, model)
     width = new.shape[1]
     if eos:
         is_eos = torch.isin(new, torch.tensor(eos, device=new.device))

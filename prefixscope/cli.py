@@ -9,7 +9,6 @@ import dataclasses
 import importlib
 import logging
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
@@ -99,15 +98,54 @@ def _register_optional(group: click.Group, module: str, names: list[str]) -> Non
             group.add_command(cmd)
 
 
+@main.group()
+def lake() -> None:
+    """Maintain a Parquet lake written by collectors in ``--store lake`` mode."""
+
+
+@lake.command("compact")
+@click.option(
+    "--lake-path",
+    required=True,
+    help="Lake location: a directory or s3://bucket/prefix "
+    "(S3-compatible endpoint from PREFIXSCOPE_S3_ENDPOINT_URL).",
+)
+@click.option(
+    "--min-files",
+    type=int,
+    default=2,
+    show_default=True,
+    help="Compact a date partition only when it has at least this many files.",
+)
+@click.option(
+    "--row-group-rows",
+    type=int,
+    default=1_000_000,
+    show_default=True,
+    help="Rows per Parquet row group in compacted files.",
+)
+def lake_compact(lake_path: str, min_files: int, row_group_rows: int) -> None:
+    """Merge small segments per date partition and drop duplicate (trace_id, span_id)."""
+    from prefixscope.collector.compact import compact
+    from prefixscope.collector.sinks import s3_options_from_env
+
+    report = compact(
+        lake_path,
+        min_files=min_files,
+        row_group_rows=row_group_rows,
+        storage_options=s3_options_from_env(),
+    )
+    click.echo(
+        f"compacted {report.partitions} partitions: {report.files_in} files -> "
+        f"{report.files_out}, {report.rows_in} rows -> {report.rows_out} "
+        f"({report.duplicates_removed} duplicates removed)"
+    )
+
+
 _register_optional(
     main, "prefixscope.analytics.cli", ["analytics_group", "replay_command", "datasets_group"]
 )
 _register_optional(main, "prefixscope.demo", ["demo_command"])
-
-
-def _data_dir_default() -> Path:
-    return Settings().data_dir
-
 
 if __name__ == "__main__":  # pragma: no cover
     main()

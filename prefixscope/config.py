@@ -78,6 +78,20 @@ class Settings:
     retry_after_s: int = field(
         default=1, metadata={"help": "Seconds a client is told to wait in Retry-After when shed."}
     )
+    store: str = field(
+        default="duckdb",
+        metadata={
+            "help": "Storage mode: 'duckdb' (embedded store + API + dashboard) or 'lake' "
+            "(stateless collector writing Parquet segments to --lake-path; ingest only)."
+        },
+    )
+    lake_path: str = field(
+        default="",
+        metadata={
+            "help": "Lake location for --store lake: a directory or s3://bucket/prefix "
+            "(default: <data-dir>/lake). S3-compatible endpoint: PREFIXSCOPE_S3_ENDPOINT_URL."
+        },
+    )
     workers: int = field(
         default=1,
         metadata={"help": "Decode worker processes for OTLP (1: decode in the server process)."},
@@ -134,6 +148,8 @@ class Settings:
         for url in self.webhook_urls:
             if not url.startswith(("http://", "https://")):
                 raise ConfigError(f"webhook URL must be http(s): {url!r}")
+        if self.store not in ("duckdb", "lake"):
+            raise ConfigError(f"store must be 'duckdb' or 'lake', got {self.store!r}")
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
             raise ConfigError(f"log_level must be debug/info/warning/error, got {self.log_level}")
         return self

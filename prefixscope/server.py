@@ -1,10 +1,10 @@
 """``prefixscope serve``: collector + API + dashboard in one process (the embedded default).
 
-Wires the stages together: Store → GroupCommitWriter → IngestPipeline → HTTP and gRPC
-transports, the Parquet lake roller, and the API router. Start-up order is the reverse of
-shutdown: on SIGTERM/SIGINT the transports stop taking requests and finish the ones in flight,
-the writer commits everything queued (every acknowledged span is durable before that), the
-lake gets a last roll, and the store is checkpointed and closed.
+Wires the stages together: sink (DuckDB store or Parquet lake) → GroupCommitWriter →
+IngestPipeline → HTTP and gRPC transports, the Parquet lake roller, and the API router.
+On SIGTERM/SIGINT the transports stop taking requests and finish the ones in flight, the
+writer commits everything queued (every acknowledged span is durable before that), the lake
+gets a last roll, and the store is checkpointed and closed.
 """
 
 from __future__ import annotations
@@ -13,16 +13,19 @@ import logging
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import grpc
 import uvicorn
 from fastapi import FastAPI
 
+from prefixscope import __version__
 from prefixscope.collector.grpc_server import start_grpc_server
 from prefixscope.collector.http import ingest_routes
 from prefixscope.collector.ingest import IngestPipeline
 from prefixscope.collector.lake import LakeRoller
+from prefixscope.collector.sinks import DuckDBSink, LakeSink, SpanSink, s3_options_from_env
 from prefixscope.collector.store import Store
 from prefixscope.collector.writer import GroupCommitWriter
 from prefixscope.config import Settings
@@ -41,21 +44,34 @@ class PrefixScopeServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings.validate()
         self.metrics = Metrics()
-        self.store = Store(settings.data_dir)
+        self.store: Store | None = None
+        self.lake: LakeRoller | None = None
+        sink: SpanSink
+        if settings.store == "lake":  # stateless scale-out collector: ingest only
+            lake = settings.lake_path or str(Path(settings.data_dir).resolve() / "lake")
+            sink = LakeSink(
+                lake,
+                row_group_rows=settings.lake_row_group_rows,
+                storage_options=s3_options_from_env(),
+            )
+        else:
+            self.store = Store(settings.data_dir)
+            sink = DuckDBSink(self.store)
+            self.lake = LakeRoller(
+                self.store,
+                self.metrics,
+                interval_s=settings.lake_roll_interval_s,
+                row_group_rows=settings.lake_row_group_rows,
+            )
         self.writer = GroupCommitWriter(
-            self.store,
+            sink,
             self.metrics,
             queue_max_spans=settings.queue_max_spans,
             batch_max_spans=settings.batch_max_spans,
             retry_after_s=settings.retry_after_s,
         )
         self.pipeline = IngestPipeline(settings, self.writer, self.metrics)
-        self.lake = LakeRoller(
-            self.store,
-            self.metrics,
-            interval_s=settings.lake_roll_interval_s,
-            row_group_rows=settings.lake_row_group_rows,
-        )
+        self.api_context: Any = None
         self.app = self._build_app()
         self._grpc: grpc.Server | None = None
         self.grpc_port: int | None = None
@@ -65,9 +81,10 @@ class PrefixScopeServer:
 
     # -- composition -------------------------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, Any]]:
-        ok = self.writer.healthy and not self.store.closed
+        ok = self.writer.healthy and not (self.store is not None and self.store.closed)
         detail: dict[str, Any] = {
             "status": "ok" if ok else "unavailable",
+            "store": self.settings.store,
             "queue_depth_spans": self.writer.queued_spans,
         }
         if self.writer.last_commit_error:
@@ -77,27 +94,27 @@ class PrefixScopeServer:
     def _build_app(self) -> FastAPI:
         app = FastAPI(
             title="PrefixScope",
-            version=__import__("prefixscope").__version__,
+            version=__version__,
             description="Observability for prefix-tuned and LoRA variants of one base model.",
         )
         for route in ingest_routes(self.pipeline, self.health):
             app.router.routes.append(route)
-        try:
-            from prefixscope.api.app import build_router, install_error_handlers
-            from prefixscope.api.context import ApiContext
-        except ImportError:  # pragma: no cover - API not built yet
-            log.warning("API package not available; serving ingest only")
-        else:
-            ctx = ApiContext(settings=self.settings, store=self.store, metrics=self.metrics)
-            app.include_router(build_router(ctx))
-            install_error_handlers(app)
-            app.state.api_context = ctx
+        if self.store is None:
+            return app  # lake mode: ingest, health and metrics only
+        from prefixscope.api.app import build_router, install_error_handlers
+        from prefixscope.api.context import ApiContext
+
+        ctx = ApiContext(settings=self.settings, store=self.store, metrics=self.metrics)
+        app.include_router(build_router(ctx))
+        install_error_handlers(app)
+        app.state.api_context = self.api_context = ctx
         return app
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _start_backends(self) -> None:
         self.writer.start()
-        self.lake.start()
+        if self.lake is not None:
+            self.lake.start()
         if self.settings.grpc_port:
             self._grpc, self.grpc_port = start_grpc_server(
                 self.pipeline, self.settings.host, self.settings.grpc_port
@@ -119,18 +136,18 @@ class PrefixScopeServer:
         """Serve until SIGTERM/SIGINT, then shut down gracefully."""
         self._start_backends()
         self._uvicorn = self._uvicorn_server()
+        where = self.store.data_dir if self.store else self.settings.lake_path or "lake"
         log.info(
-            "PrefixScope serving on http://%s:%d (gRPC %s), data in %s",
+            "PrefixScope serving on http://%s:%d (gRPC %s), store: %s",
             self.settings.host,
             self.settings.http_port,
             self.grpc_port,
-            self.store.data_dir,
+            where,
         )
-        # uvicorn re-raises the signal it caught once it has shut down; with these handlers
-        # in place that re-raise is harmless and the drain below always runs.
-        previous = {
-            sig: signal.signal(sig, _note_signal) for sig in (signal.SIGTERM, signal.SIGINT)
-        }
+        # uvicorn re-raises the signal it caught once it has shut down; with these handlers in
+        # place that re-raise is harmless and the drain below always runs.
+        signals = (signal.SIGTERM, signal.SIGINT)
+        previous = {sig: signal.signal(sig, _note_signal) for sig in signals}
         try:
             self._uvicorn.run()
         finally:
@@ -168,11 +185,15 @@ class PrefixScopeServer:
             self._grpc.stop(grace=10).wait(15)
         self.writer.stop()
         self.pipeline.close()
-        self.lake.stop()
-        try:
-            if self.settings.lake_roll_interval_s > 0:
-                self.lake.roll()
-        except Exception:
-            log.exception("final Parquet lake roll failed (spans remain in DuckDB)")
-        self.store.close()
-        log.info("PrefixScope stopped; store closed cleanly")
+        if self.api_context is not None:
+            self.api_context.close()
+        if self.lake is not None:
+            self.lake.stop()
+            try:
+                if self.settings.lake_roll_interval_s > 0:
+                    self.lake.roll()
+            except Exception:
+                log.exception("final Parquet lake roll failed (spans remain in DuckDB)")
+        if self.store is not None:
+            self.store.close()
+        log.info("PrefixScope stopped cleanly")

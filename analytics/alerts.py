@@ -1,0 +1,218 @@
+"""Alerts: write detection results to the ``alerts`` table, de-duplicated and self-resolving.
+
+An alert's *fingerprint* is (prefix_id, prefix_version, route, cohort, metric, baseline).
+A run that flags a fingerprint with an open (or acked) alert updates that alert's evidence
+(``updated_at``) instead of adding a row; a run that tests the fingerprint and no longer
+flags it closes the alert (``status = 'resolved'``, ``resolved_at``). A comparison that was
+not tested in a run (too little data in its window) leaves the alert as it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+import orjson
+
+from .detection import Comparison, DetectionConfig, DetectionResult, _family, run_detection
+from .query import BASE, Window, json_path
+
+ALERT_FIELDS = (
+    "id", "prefix_id", "prefix_version", "route", "cohort", "metric", "baseline",
+    "baseline_value", "value", "delta", "ci_low", "ci_high", "p_value", "q_value", "n",
+    "n_baseline", "direction", "severity", "status", "example_trace_ids", "created_at",
+)  # fmt: skip
+EXTRA_FIELDS = ("updated_at", "resolved_at", "fingerprint", "method", "details")
+ACTIVE = ("open", "acked")
+
+
+def fingerprint(c: Comparison) -> str:
+    raw = orjson.dumps(c.fingerprint_parts(), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def example_trace_ids(
+    con: duckdb.DuckDBPyConnection, c: Comparison, window: Window, limit: int = 5
+) -> list[str]:
+    """Trace ids showing the regression: slowest, failing, flagged or lowest-scored requests."""
+    where, params = window.where("s")
+    conds = [where]
+    if c.prefix_id == BASE:
+        conds.append(f"coalesce(nullif(s.prefix_id, ''), '{BASE}') = '{BASE}'")
+    else:
+        conds.append("s.prefix_id = ? AND coalesce(s.prefix_version, '') = ?")
+        params += [c.prefix_id, c.prefix_version]
+    conds.append("s.route IS NOT DISTINCT FROM ?")
+    params.append(c.route)
+    if c.cohort:
+        for k, v in c.cohort.items():
+            conds.append(f"json_extract_string(s.cohort, '{json_path(k)}') = ?")
+            params.append(str(v))
+        conds.append("len(json_keys(s.cohort)) = ?")
+        params.append(len(c.cohort))
+    else:
+        conds.append("s.cohort IS NULL")
+    cond = " AND ".join(conds)
+    fam = _family(c.metric)
+    if fam == "quantile":
+        col = "duration_ms" if c.metric.startswith("latency") else "ttft_ms"
+        sql = f"SELECT s.trace_id FROM spans s WHERE {cond} ORDER BY s.{col} DESC NULLS LAST"
+    elif c.metric == "error_rate":
+        sql = f"SELECT s.trace_id FROM spans s WHERE {cond} AND s.status_code = 'ERROR'"
+    elif c.metric == "fallback_rate":
+        sql = f"SELECT s.trace_id FROM spans s WHERE {cond} AND coalesce(s.fallback_reason, '') <> ''"
+    elif fam == "rate":
+        kind = c.metric.removesuffix("_rate")
+        sql = (
+            f"SELECT DISTINCT s.trace_id FROM spans s JOIN feedback f ON f.trace_id = s.trace_id "
+            f"WHERE {cond} AND f.kind = ?"
+        )
+        params.append(kind)
+    else:
+        sql = (
+            f"SELECT s.trace_id FROM spans s JOIN scores t ON t.trace_id = s.trace_id "
+            f"AND (t.span_id = s.span_id OR t.span_id IS NULL) WHERE {cond} AND t.name = ? "
+            f"ORDER BY t.value ASC"
+        )
+        params.append(c.metric)
+    rows = con.execute(f"{sql} LIMIT {int(limit)}", params).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def save_alerts(
+    con: duckdb.DuckDBPyConnection, result: DetectionResult, now: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Upsert flagged regressions, resolve cleared ones; return the run's active alerts."""
+    now = now or _now()
+    active = {
+        r[0]: r[1]
+        for r in con.execute(
+            "SELECT fingerprint, id FROM alerts WHERE status IN ('open', 'acked')"
+        ).fetchall()
+    }
+    touched: list[str] = []
+    for c in result.comparisons:
+        fp = fingerprint(c)
+        if not c.flagged:
+            if fp in active:
+                con.execute(
+                    "UPDATE alerts SET status = 'resolved', resolved_at = ?, updated_at = ? "
+                    "WHERE id = ?",
+                    [now, now, active[fp]],
+                )
+            continue
+        examples = orjson.dumps(example_trace_ids(con, c, result.window)).decode()
+        details = orjson.dumps(
+            {
+                "relative": c.relative,
+                "p_fixed": c.p_fixed,
+                "window": result.window.to_dict(),
+                "alpha": result.config.alpha,
+                "min_effect": result.config.effect_floor(c.metric),
+            }
+        ).decode()
+        values = [c.baseline_value, c.value, c.delta, c.ci_low, c.ci_high, c.p_value,
+                  c.q_value, c.n, c.n_baseline, c.severity, examples, now, c.method, details]
+        if fp in active:
+            con.execute(
+                """UPDATE alerts SET baseline_value = ?, value = ?, delta = ?, ci_low = ?,
+  ci_high = ?, p_value = ?, q_value = ?, n = ?, n_baseline = ?, severity = ?,
+  example_trace_ids = ?, updated_at = ?, method = ?, details = ? WHERE id = ?""",
+                [*values, active[fp]],
+            )
+            touched.append(active[fp])
+        else:
+            aid = uuid.uuid4().hex
+            con.execute(
+                """INSERT INTO alerts (id, prefix_id, prefix_version, route, cohort, metric,
+  baseline, baseline_value, value, delta, ci_low, ci_high, p_value, q_value, n, n_baseline,
+  severity, example_trace_ids, updated_at, method, details, direction, status, created_at,
+  fingerprint)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'worse', 'open', ?, ?)""",
+                [aid, c.prefix_id, c.prefix_version, c.route,
+                 orjson.dumps(c.cohort).decode(), c.metric, c.baseline, *values, now, fp],
+            )
+            active[fp] = aid
+            touched.append(aid)
+    if not touched:
+        return []
+    return list_alerts(con, ids=touched)
+
+
+def detect_and_alert(
+    con: duckdb.DuckDBPyConnection,
+    since: datetime | str | None = None,
+    until: datetime | str | None = None,
+    config: DetectionConfig | None = None,
+) -> tuple[DetectionResult, list[dict[str, Any]]]:
+    """One regression run: detect over the window and persist alerts (the API's run call)."""
+    result = run_detection(con, since, until, config)
+    return result, save_alerts(con, result)
+
+
+def _row_to_alert(cols: list[str], row: tuple[Any, ...]) -> dict[str, Any]:
+    d = dict(zip(cols, row, strict=True))
+    for k in ("cohort", "example_trace_ids", "details"):
+        if isinstance(d.get(k), str):
+            d[k] = orjson.loads(d[k])
+    d["cohort"] = d.get("cohort") or {}
+    d["example_trace_ids"] = d.get("example_trace_ids") or []
+    for k in ("created_at", "updated_at", "resolved_at"):
+        if isinstance(d.get(k), datetime):
+            d[k] = d[k].isoformat()
+    return d
+
+
+def list_alerts(
+    con: duckdb.DuckDBPyConnection,
+    status: str | None = None,
+    *,
+    ids: list[str] | None = None,
+    prefix_id: str | None = None,
+    limit: int = 1000,
+) -> list[dict[str, Any]]:
+    """Alerts as dicts with every field of the DESIGN.md alert object (plus extensions)."""
+    conds, params = ["TRUE"], []
+    if status:
+        conds.append("status = ?")
+        params.append(status)
+    if ids is not None:
+        conds.append("list_contains(?, id)")
+        params.append(ids)
+    if prefix_id:
+        conds.append("prefix_id = ?")
+        params.append(prefix_id)
+    cols = [*ALERT_FIELDS, *EXTRA_FIELDS]
+    rows = con.execute(
+        f"SELECT {', '.join(cols)} FROM alerts WHERE {' AND '.join(conds)} "
+        f"ORDER BY created_at DESC, id LIMIT {int(limit)}",
+        params,
+    ).fetchall()
+    return [_row_to_alert(cols, r) for r in rows]
+
+
+def ack_alert(con: duckdb.DuckDBPyConnection, alert_id: str) -> dict[str, Any] | None:
+    """Mark an open alert acknowledged; return it (None when no such alert)."""
+    con.execute(
+        "UPDATE alerts SET status = 'acked', updated_at = ? WHERE id = ? AND status = 'open'",
+        [_now(), alert_id],
+    )
+    found = list_alerts(con, ids=[alert_id])
+    return found[0] if found else None
+
+
+__all__ = [
+    "ack_alert",
+    "detect_and_alert",
+    "example_trace_ids",
+    "fingerprint",
+    "list_alerts",
+    "save_alerts",
+]

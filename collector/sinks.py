@@ -1,0 +1,158 @@
+"""Where the group-commit writer puts spans: the embedded DuckDB store or a Parquet lake.
+
+A sink's ``write`` returns only once the spans are durable; the writer acknowledges clients
+after that. ``DuckDBSink`` is the embedded default (dedupe on insert by primary key).
+``LakeSink`` is the scale-out mode: each collector process writes its own Parquet segments
+(unique names, atomic publish) into one hive-partitioned lake, local or object storage, and
+``prefixscope lake compact`` later merges segments and drops duplicate ``(trace_id, span_id)``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from typing import Any, Protocol
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .model import SPAN_COLUMN_NAMES
+from .store import Store, scalar
+
+
+class SpanSink(Protocol):
+    def open(self) -> int:
+        """Prepare; return the last batch number already stored (0 when unknown)."""
+
+    def write(self, table: pa.Table, batch_no: int) -> int:
+        """Store ``table`` durably; return how many spans were new."""
+
+    def close(self) -> None: ...
+
+
+class DuckDBSink:
+    """INSERT OR IGNORE into ``spans``: the primary key drops retried duplicates."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._con: duckdb.DuckDBPyConnection | None = None
+
+    def open(self) -> int:
+        self._con = self._store.cursor()
+        return int(scalar(self._con, "SELECT coalesce(max(ingest_batch), 0) FROM spans") or 0)
+
+    def write(self, table: pa.Table, batch_no: int) -> int:
+        assert self._con is not None, "sink not open"
+        n = table.num_rows
+        now = pa.scalar(int(time.time() * 1e6), type=pa.timestamp("us"))
+        table = table.append_column("ingested_at", pa.repeat(now, n)).append_column(
+            "ingest_batch", pa.repeat(pa.scalar(batch_no, pa.int64()), n)
+        )
+        con = self._con
+        con.register("_ingest_batch", table)
+        try:
+            return int(scalar(con, "INSERT OR IGNORE INTO spans SELECT * FROM _ingest_batch") or 0)
+        finally:
+            con.unregister("_ingest_batch")
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+
+def open_fs(url: str, storage_options: dict[str, Any] | None = None) -> tuple[Any, str]:
+    """An fsspec filesystem and the root path inside it, for a local path or ``s3://…``."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    return fs, root.rstrip("/")
+
+
+def s3_options_from_env() -> dict[str, Any]:
+    """S3 settings from the environment (``PREFIXSCOPE_S3_ENDPOINT_URL`` for S3-compatible
+    servers; credentials from the usual AWS variables)."""
+    endpoint = os.environ.get("PREFIXSCOPE_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL")
+    return {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}
+
+
+def is_local(fs: Any) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return protocol in ("file", "local")
+
+
+def publish_parquet(fs: Any, table: pa.Table, path: str, row_group_rows: int) -> None:
+    """Write so that readers see the whole file or nothing.
+
+    Local: hidden temp file, fsync, rename, fsync the directory. Object storage: a single PUT
+    (or a completed multipart upload) makes the object visible only when it is whole.
+    """
+    parent = path.rsplit("/", 1)[0]
+    if is_local(fs):
+        os.makedirs(parent, exist_ok=True)
+        tmp = f"{parent}/.{path.rsplit('/', 1)[1]}.tmp"
+        pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_rows)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        dfd = os.open(parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        return
+    with fs.open(path, "wb") as fh:
+        pq.write_table(table, fh, compression="zstd", row_group_size=row_group_rows)
+
+
+def partition_by_date(table: pa.Table) -> list[tuple[str, pa.Table]]:
+    """Split spans by the UTC date of ``start_time`` (``unknown`` when missing)."""
+    dates = pc.strftime(table.column("start_time"), format="%Y-%m-%d")
+    out = []
+    for date in pc.unique(dates).to_pylist():
+        mask = pc.is_null(dates) if date is None else pc.equal(dates, date)
+        out.append((date or "unknown", table.filter(mask)))
+    return out
+
+
+class LakeSink:
+    """Each group commit becomes one Parquet segment per date partition."""
+
+    def __init__(
+        self,
+        lake_url: str,
+        *,
+        row_group_rows: int = 1_000_000,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.lake_url = lake_url
+        self._row_group_rows = row_group_rows
+        self._storage_options = storage_options
+        self.collector_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._fs: Any = None
+        self._root = ""
+
+    def open(self) -> int:
+        self._fs, self._root = open_fs(self.lake_url, self._storage_options)
+        if is_local(self._fs):
+            os.makedirs(f"{self._root}/spans", exist_ok=True)
+        return 0
+
+    def write(self, table: pa.Table, batch_no: int) -> int:
+        table = table.select(list(SPAN_COLUMN_NAMES))
+        for date, part in partition_by_date(table):
+            name = f"part-{self.collector_id}-{batch_no:012d}.parquet"
+            publish_parquet(
+                self._fs, part, f"{self._root}/spans/date={date}/{name}", self._row_group_rows
+            )
+        return table.num_rows
+
+    def close(self) -> None:
+        self._fs = None

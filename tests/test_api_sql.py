@@ -1,0 +1,246 @@
+"""The sandboxed SQL endpoint, through the real server: escapes refused, limits enforced."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from prefixscope.collector.store import Store
+
+from .serverproc import ServerProcess
+
+MAX_ROWS = 1000
+TIMEOUT_S = 1.0
+
+
+@pytest.fixture(scope="module")
+def sql_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    root = tmp_path_factory.mktemp("sql")
+    data = root / "data"
+    (data / "lake" / "custom").mkdir(parents=True)
+    pq.write_table(pa.table({"a": [1, 2, 3]}), data / "lake" / "custom" / "inside.parquet")
+    pq.write_table(pa.table({"a": [7]}), root / "outside.parquet")
+    srv = ServerProcess(
+        data,
+        ["--sql-timeout-s", str(TIMEOUT_S), "--sql-max-rows", str(MAX_ROWS),
+         "--lake-roll-interval-s", "0"],
+    ).start()  # fmt: skip
+    yield srv
+    srv.stop()
+
+
+def sql(srv: ServerProcess, query: str) -> httpx.Response:
+    return httpx.post(f"{srv.base_url}/api/v1/sql", json={"sql": query}, timeout=30)
+
+
+ESCAPES = [
+    # (query, error code, fragment of the message)
+    ("SELECT * FROM read_csv('/etc/passwd')", "forbidden", "file and network access"),
+    ("SELECT * FROM read_text('/etc/passwd')", "forbidden", "file and network access"),
+    ("SELECT * FROM glob('/etc/*')", "forbidden", "file and network access"),
+    ("SELECT * FROM read_parquet('{outside}')", "forbidden", "only Parquet files under"),
+    ("SELECT * FROM read_parquet('{lake}/../../outside.parquet')", "forbidden", "file and"),
+    ("SELECT * FROM read_json('http://127.0.0.1:9/x.json')", "forbidden", "file and network"),
+    ("ATTACH ':memory:' AS other", "forbidden", "ATTACH statements are not allowed"),
+    ("ATTACH '{root}/evil.duckdb' AS evil", "forbidden", "ATTACH statements are not allowed"),
+    ("DETACH other", "forbidden", "DETACH statements are not allowed"),
+    ("COPY spans TO '{root}/spans.csv'", "forbidden", "COPY statements are not allowed"),
+    ("COPY (SELECT 1) TO '{lake}/x.parquet'", "forbidden", "COPY statements are not allowed"),
+    ("EXPORT DATABASE '{root}/dump'", "forbidden", "EXPORT statements are not allowed"),
+    ("INSTALL httpfs", "forbidden", "INSTALL statements are not allowed"),
+    ("LOAD httpfs", "forbidden", "LOAD statements are not allowed"),
+    ("SET enable_external_access = true", "forbidden", "SET statements are not allowed"),
+    ("SET threads = 1", "forbidden", "SET statements are not allowed"),
+    ("RESET threads", "forbidden", "RESET statements are not allowed"),
+    ("PRAGMA table_info('spans')", "forbidden", "PRAGMA statements are not allowed"),
+    ("CALL checkpoint()", "forbidden", "CALL statements are not allowed"),
+    ("CREATE TABLE evil (a INT)", "forbidden", "CREATE statements are not allowed"),
+    ("CREATE MACRO evil() AS 1", "forbidden", "CREATE statements are not allowed"),
+    ("INSERT INTO prefixes (prefix_id) VALUES ('x')", "forbidden", "INSERT statements"),
+    ("UPDATE alerts SET status = 'acked'", "forbidden", "UPDATE statements are not allowed"),
+    ("DELETE FROM scores", "forbidden", "DELETE statements are not allowed"),
+    ("DROP TABLE scores", "forbidden", "DROP statements are not allowed"),
+    ("VACUUM", "forbidden", "VACUUM statements are not allowed"),
+    ("BEGIN TRANSACTION", "forbidden", "BEGIN statements are not allowed"),
+    ("WITH d AS (DELETE FROM scores RETURNING *) SELECT * FROM d", "forbidden",
+     "data-modifying DELETE inside a query"),
+    ("EXPLAIN ANALYZE WITH d AS (DELETE FROM scores RETURNING *) SELECT * FROM d", "forbidden",
+     "data-modifying DELETE"),
+    ("SELECT * FROM query('DELETE FROM scores')", "forbidden", "function query() is not"),
+    ("SELECT * FROM checkpoint()", "forbidden", "function checkpoint() is not allowed"),
+    ("SELECT 1; SELECT 2", "multiple_statements", "exactly one statement is allowed, got 2"),
+    ("SELECT 1; DROP TABLE scores", "multiple_statements", "exactly one statement"),
+    ("", "empty", "no SQL statement given"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("query", "code", "fragment"), ESCAPES, ids=[e[0][:40] for e in ESCAPES])
+def test_escape_is_refused_with_a_clear_error(
+    sql_server: ServerProcess, query: str, code: str, fragment: str
+) -> None:
+    root = sql_server.data_dir.parent
+    outside = root / "outside.parquet"
+    resp = sql(sql_server, query.format(lake=lake_dir(sql_server), outside=outside, root=root))
+    assert resp.status_code == 400, resp.text
+    body = resp.json()
+    assert body["error"] == "query_error"
+    assert body["code"] == code
+    assert fragment in body["message"]
+
+
+def lake_dir(srv: ServerProcess) -> Path:
+    return (srv.data_dir / "lake").resolve()
+
+
+def test_escapes_left_the_store_unchanged(sql_server: ServerProcess) -> None:
+    tables = sql(sql_server, "SELECT table_name FROM duckdb_tables() ORDER BY 1").json()
+    names = [r[0] for r in tables["rows"]]
+    assert {"spans", "scores", "feedback", "alerts", "prefixes"} <= set(names)
+    assert "evil" not in names
+    dbs = sql(sql_server, "SELECT database_name FROM duckdb_databases() WHERE NOT internal")
+    assert [r[0] for r in dbs.json()["rows"]] == ["prefixscope"]
+    root = sql_server.data_dir.parent
+    assert sorted(p.name for p in root.iterdir()) == ["data", "data-server.log", "outside.parquet"]
+
+
+def test_engine_settings_are_locked(sql_server: ServerProcess) -> None:
+    resp = sql(
+        sql_server,
+        "SELECT current_setting('enable_external_access'), current_setting('lock_configuration')",
+    )
+    assert resp.json()["rows"] == [[False, True]]
+
+
+def test_engine_sandbox_cannot_be_changed_even_on_a_raw_cursor(tmp_path: Path) -> None:
+    with Store(tmp_path / "d") as store:
+        cur = store.cursor()
+        for stmt in ("SET enable_external_access = true", "SET lock_configuration = false",
+                     "RESET allowed_directories"):  # fmt: skip
+            with pytest.raises(duckdb.InvalidInputException, match="configuration has been locked"):
+                cur.execute(stmt)
+        with pytest.raises(duckdb.PermissionException, match="disabled by configuration"):
+            cur.execute("SELECT * FROM read_csv('/etc/passwd')")
+
+
+def test_read_parquet_inside_the_lake_is_allowed(sql_server: ServerProcess) -> None:
+    lake = lake_dir(sql_server)
+    resp = sql(sql_server, f"SELECT sum(a) FROM read_parquet('{lake}/custom/*.parquet')")
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["rows"] == [[6]]
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["WITH x AS (SELECT 1 AS a) SELECT a FROM x", "DESCRIBE spans", "SHOW TABLES",
+     "EXPLAIN SELECT 1", "SUMMARIZE SELECT 1 AS a", "FROM range(3)",
+     "SELECT 1 AS a UNION ALL SELECT 2"],
+)  # fmt: skip
+def test_read_statements_are_allowed(sql_server: ServerProcess, query: str) -> None:
+    resp = sql(sql_server, query)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["rows"]
+
+
+def test_syntax_error_has_position(sql_server: ServerProcess) -> None:
+    query = "SELECT trace_id\nFROM spans WHERE WHERE"
+    resp = sql(sql_server, query)
+    assert resp.status_code == 400
+    body = resp.json()
+    assert body["code"] == "syntax_error"
+    assert body["position"] == query.index("WHERE WHERE") + len("WHERE ")
+    assert 'near "WHERE"' in body["message"]
+
+
+def test_binder_error_names_column_and_position(sql_server: ServerProcess) -> None:
+    query = "SELECT nope FROM spans"
+    body = sql(sql_server, query).json()
+    assert body["code"] == "binder_error"
+    assert '"nope" not found' in body["message"]
+    assert body["position"] == query.index("nope")
+
+
+def test_runaway_cross_join_times_out(sql_server: ServerProcess) -> None:
+    started = time.monotonic()
+    resp = sql(sql_server, "SELECT count(*) FROM range(100000000) a, range(100000000) b")
+    elapsed = time.monotonic() - started
+    assert resp.status_code == 408, resp.text
+    assert resp.json()["code"] == "timeout"
+    assert "1s time limit" in resp.json()["message"]
+    assert elapsed < TIMEOUT_S + 5
+    # the server is still healthy and the sandbox usable afterwards
+    assert sql(sql_server, "SELECT 42").json()["rows"] == [[42]]
+
+
+def test_huge_result_is_truncated(sql_server: ServerProcess) -> None:
+    resp = sql(sql_server, "SELECT range AS i FROM range(100000000)")
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["truncated"] is True
+    assert len(body["rows"]) == MAX_ROWS
+    assert body["rows"][-1] == [MAX_ROWS - 1]
+    exact = sql(sql_server, f"SELECT range FROM range({MAX_ROWS})").json()
+    assert exact["truncated"] is False and len(exact["rows"]) == MAX_ROWS
+
+
+def test_values_are_json_safe(sql_server: ServerProcess) -> None:
+    resp = sql(
+        sql_server,
+        "SELECT TIMESTAMP '2025-01-02 03:04:05.5' AS ts, DATE '2025-01-02' AS d, "
+        "1.25::DECIMAL(5,2) AS dec, 'ab'::BLOB AS b, [1, 2] AS l, {'k': 'v'} AS s, "
+        "MAP {'x': 1} AS m, 'nan'::DOUBLE AS nan, 'inf'::DOUBLE AS inf, INTERVAL 90 SECOND AS iv, "
+        "170141183460469231731687303715884105727::HUGEINT AS big, NULL AS nothing, "
+        "'00000000-0000-0000-0000-000000000001'::UUID AS u",
+    )
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    row = dict(zip(body["columns"], body["rows"][0], strict=True))
+    assert row == {
+        "ts": "2025-01-02T03:04:05.500000", "d": "2025-01-02", "dec": 1.25, "b": "YWI=",
+        "l": [1, 2], "s": {"k": "v"}, "m": {"x": 1}, "nan": "NaN", "inf": "Infinity",
+        "iv": 90.0, "big": 170141183460469231731687303715884105727, "nothing": None,
+        "u": "00000000-0000-0000-0000-000000000001",
+    }  # fmt: skip
+    assert body["types"][0] == "TIMESTAMP"
+
+
+def test_query_does_not_block_ingest_or_other_requests(sql_server: ServerProcess) -> None:
+    result: dict[str, httpx.Response] = {}
+
+    def slow() -> None:
+        result["slow"] = sql(sql_server, "SELECT count(*) FROM range(100000000) a, range(10) b")
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    resp = httpx.post(
+        f"{sql_server.base_url}/api/v1/scores",
+        json={"trace_id": "ab" * 16, "name": "Groundedness", "value": 0.5},
+        timeout=10,
+    )
+    assert resp.status_code == 200
+    assert httpx.get(f"{sql_server.base_url}/healthz", timeout=5).status_code == 200
+    assert time.monotonic() - started < TIMEOUT_S
+    thread.join(30)
+    assert result["slow"].status_code in (200, 408)
+
+
+def test_outcomes_are_counted(sql_server: ServerProcess) -> None:
+    sql(sql_server, "DROP TABLE spans")
+    text = httpx.get(f"{sql_server.base_url}/metrics", timeout=5).text
+    assert 'prefixscope_sql_queries_total{outcome="forbidden"}' in text
+    assert 'prefixscope_sql_queries_total{outcome="ok"}' in text
+
+
+def test_request_validation(sql_server: ServerProcess) -> None:
+    resp = httpx.post(f"{sql_server.base_url}/api/v1/sql", json={"query": "SELECT 1"})
+    assert resp.status_code == 422
+    assert resp.json()["error"] == "unprocessable"
+    assert resp.json()["detail"][0]["loc"][:2] == ["body", "sql"]

@@ -1,0 +1,181 @@
+"""Golden OTLP fixtures, one per foreign attribute convention, normalized into ``spans`` columns.
+
+Each ``tests/fixtures/otlp/<source>.json`` is a realistic OTLP/JSON export request as that
+source emits it; ``<source>.expected.json`` next to it lists, per span id, the exact value of
+every ``spans`` column (``attributes``/``resource`` as the key/value pairs they must contain).
+Every case is decoded three ways: the JSON decoder, the protobuf decoder (same request via
+``json_format.Parse``), and — once for all sources — the real server, read back from DuckDB.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from google.protobuf import json_format
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from prefixscope.collector.decode import decode_protobuf
+from prefixscope.collector.decode_json import decode_json
+from prefixscope.collector.model import NORMALIZED_COLUMNS, SPAN_COLUMN_NAMES, SpanBatch
+
+from .conftest import query_store
+from .serverproc import ServerProcess
+
+FIXTURES = Path(__file__).parent / "fixtures" / "otlp"
+SOURCES = (
+    "genai_current",
+    "genai_legacy",
+    "vllm_llm_request",
+    "openinference",
+    "traceai",
+    "prefixscope",
+)
+_ID_KEYS = frozenset({"traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id"})
+_EPOCH = datetime(1970, 1, 1)
+# Columns compared literally; attributes/resource are checked through *_include.
+_PLAIN = tuple(c for c in SPAN_COLUMN_NAMES if c not in ("attributes", "resource"))
+
+
+def fixture_bytes(source: str) -> bytes:
+    return (FIXTURES / f"{source}.json").read_bytes()
+
+
+def expected_spans(source: str) -> dict[str, dict[str, Any]]:
+    spans: dict[str, dict[str, Any]] = json.loads(
+        (FIXTURES / f"{source}.expected.json").read_text()
+    )["spans"]
+    return spans
+
+
+def _hex_ids_to_base64(node: Any) -> Any:
+    """OTLP/JSON carries ids as hex; the generic protobuf JSON mapping wants base64."""
+    if isinstance(node, dict):
+        return {
+            k: base64.b64encode(bytes.fromhex(v)).decode()
+            if k in _ID_KEYS and isinstance(v, str)
+            else _hex_ids_to_base64(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_hex_ids_to_base64(v) for v in node]
+    return node
+
+
+def otlp_json_to_protobuf(body: bytes) -> bytes:
+    """The protobuf encoding of the same OTLP request (ids converted, everything else as is)."""
+    doc = _hex_ids_to_base64(json.loads(body))
+    return json_format.Parse(json.dumps(doc), ExportTraceServiceRequest()).SerializeToString()
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, int):  # SpanBatch keeps microseconds since the epoch
+        value = _EPOCH + timedelta(microseconds=value)
+    assert isinstance(value, datetime), value
+    return value.isoformat()
+
+
+def _as_json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def actual_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A decoded or stored span in the shape of the expected files."""
+    out = {c: row[c] for c in _PLAIN}
+    out["start_time"] = _iso(row["start_time"])
+    out["end_time"] = _iso(row["end_time"])
+    out["cohort"] = _as_json(row["cohort"])
+    out["attributes"] = _as_json(row["attributes"])
+    out["resource"] = _as_json(row["resource"])
+    return out
+
+
+def assert_matches(source: str, span_id: str, got: dict[str, Any], want: dict[str, Any]) -> None:
+    assert set(want) == {*_PLAIN, "attributes_include", "resource_include"} - {"span_id"}, (
+        f"{source}.expected.json must list every column for span {span_id}"
+    )
+    for column in _PLAIN:
+        if column == "span_id":
+            continue
+        assert got[column] == want[column], f"{source} span {span_id}: column {column}"
+    for key, value in want["attributes_include"].items():
+        assert got["attributes"].get(key) == value, f"{source} span {span_id}: attribute {key}"
+    for key, value in want["resource_include"].items():
+        assert got["resource"].get(key) == value, f"{source} span {span_id}: resource {key}"
+
+
+def batch_rows(batch: SpanBatch) -> dict[str, dict[str, Any]]:
+    cols = batch.columns
+    return {
+        span_id: actual_row({c: cols[c][i] for c in SPAN_COLUMN_NAMES})
+        for i, span_id in enumerate(cols["span_id"])
+    }
+
+
+DECODERS: dict[str, Callable[[bytes], SpanBatch]] = {
+    "json": decode_json,
+    "protobuf": lambda body: decode_protobuf(otlp_json_to_protobuf(body)),
+}
+
+
+@pytest.mark.parametrize("encoding", sorted(DECODERS))
+@pytest.mark.parametrize("source", SOURCES)
+def test_source_normalizes_to_expected_columns(source: str, encoding: str) -> None:
+    batch = DECODERS[encoding](fixture_bytes(source))
+    assert (batch.rejected, batch.reject_messages, batch.truncated_attributes) == (0, [], 0)
+    rows = batch_rows(batch)
+    want = expected_spans(source)
+    assert sorted(rows) == sorted(want)
+    for span_id, expected in want.items():
+        assert_matches(source, span_id, rows[span_id], expected)
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_json_and_protobuf_decode_identically(source: str) -> None:
+    body = fixture_bytes(source)
+    assert decode_json(body).columns == decode_protobuf(otlp_json_to_protobuf(body)).columns
+
+
+def test_every_normalized_column_is_exercised_by_some_fixture() -> None:
+    """A column no fixture fills is a mapping nobody tests."""
+    filled = {
+        column
+        for source in SOURCES
+        for span in expected_spans(source).values()
+        for column in NORMALIZED_COLUMNS
+        if span[column] is not None
+    }
+    assert filled == set(NORMALIZED_COLUMNS)
+
+
+def test_fixtures_through_the_real_server(start_server: Callable[..., ServerProcess]) -> None:
+    srv = start_server()
+    for i, source in enumerate(SOURCES):  # alternate the two OTLP/HTTP encodings
+        body = fixture_bytes(source)
+        if i % 2:
+            body, ctype = otlp_json_to_protobuf(body), "application/x-protobuf"
+        else:
+            ctype = "application/json"
+        resp = httpx.post(
+            f"{srv.base_url}/v1/traces", content=body, headers={"Content-Type": ctype}, timeout=30
+        )
+        assert resp.status_code == 200, (source, resp.text)
+    assert srv.stop() == 0
+    columns = ", ".join(SPAN_COLUMN_NAMES)
+    stored = {
+        row[1]: actual_row(dict(zip(SPAN_COLUMN_NAMES, row, strict=True)))
+        for row in query_store(srv.data_dir, f"SELECT {columns} FROM spans")
+    }
+    want = {
+        span_id: (source, span)
+        for source in SOURCES
+        for span_id, span in expected_spans(source).items()
+    }
+    assert sorted(stored) == sorted(want)
+    for span_id, (source, expected) in want.items():
+        assert_matches(source, span_id, stored[span_id], expected)
