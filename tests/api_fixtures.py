@@ -166,19 +166,22 @@ def webhook_receiver(fail_first: int = 0, status_on_fail: int = 503) -> Iterator
 
 
 def seeded_store(data_dir: Path, *, with_alert: bool = True) -> None:
-    """Synthetic traffic (base + two variants, cohorts, scores, feedback) in a fresh store."""
+    """Synthetic traffic in a fresh store: the base model and two variants on one route, three
+    cohorts, scores and feedback. ``radiology@3`` is injected with a Groundedness, error-rate
+    and tail-latency regression in the radiology cohort only; ``cardio@2`` is better than base.
+    """
     from prefixscope.analytics.synthetic import Arm, generate
 
     arms = []
     for specialty in ("radiology", "cardiology", "oncology"):
         cohort = {"specialty": specialty}
         good = {"Groundedness": (0.82, 20.0), "AnswerRelevancy": (0.78, 20.0)}
-        arms.append(Arm(None, None, "general", cohort, n=600, scores=good))
+        arms.append(Arm(None, None, "clinical", cohort, n=600, scores=good))
         arms.append(
             Arm(
                 "cardio",
                 "2",
-                "cardio",
+                "clinical",
                 cohort,
                 n=300,
                 latency_median_ms=320,
@@ -186,15 +189,33 @@ def seeded_store(data_dir: Path, *, with_alert: bool = True) -> None:
             )
         )
         bad = specialty == "radiology"
-        arms.append(Arm("radiology", "3", "imaging", cohort, n=400, p99_factor=3.0 if bad else 1,
-                        latency_median_ms=520, error_rate=0.05 if bad else 0.01,
-                        scores={"Groundedness": (0.62 if bad else 0.8, 20.0),
-                                "AnswerRelevancy": (0.77, 20.0)}))  # fmt: skip
+        arms.append(
+            Arm(
+                "radiology",
+                "3",
+                "clinical",
+                cohort,
+                n=400,
+                p99_factor=3.0 if bad else 1,
+                latency_median_ms=520,
+                error_rate=0.05 if bad else 0.01,
+                scores={
+                    "Groundedness": (0.62 if bad else 0.8, 20.0),
+                    "AnswerRelevancy": (0.77, 20.0),
+                },
+            )
+        )
     with Store(data_dir) as store:
         cur = store.cursor()
         try:
-            generate(cur, arms, seed=7, start=NOW - dt.timedelta(hours=2),
-                     duration=dt.timedelta(hours=1), base_model="llama-3-8b")  # fmt: skip
+            generate(
+                cur,
+                arms,
+                seed=7,
+                start=NOW - dt.timedelta(hours=2),
+                duration=dt.timedelta(hours=1),
+                base_model="llama-3-8b",
+            )
         finally:
             cur.close()
         if with_alert:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from prefixscope.api.models import Alert
 from prefixscope.api.webhooks import WebhookDispatcher, slack_text
 from prefixscope.collector.store import Store
+
 from prefixscope.metrics import Metrics
 
 from .api_fixtures import insert_alert, seeded_store, webhook_receiver
@@ -33,14 +33,16 @@ def test_run_detects_injected_regression_and_notifies_webhook(
     data = tmp_path / "data"
     seeded_store(data, with_alert=False)
     with webhook_receiver(fail_first=1) as hook:
-        srv = start_server("--webhook-urls", hook.url, data_dir=data)
-        resp = httpx.post(f"{srv.base_url}/api/v1/regressions/run", json={"since": "1d"},
-                          timeout=120)  # fmt: skip
+        srv = start_server("--webhook-url", hook.url, data_dir=data)
+        resp = httpx.post(
+            f"{srv.base_url}/api/v1/regressions/run", json={"since": "1d"}, timeout=120
+        )
         assert resp.status_code == 200, resp.text
         run = resp.json()
         assert run["comparisons"] > 0 and run["flagged"] == len(run["new"]) > 0
-        flagged = {(a["prefix_id"], a["metric"], a["cohort"].get("specialty"))
-                   for a in run["alerts"]}  # fmt: skip
+        flagged = {
+            (a["prefix_id"], a["metric"], a["cohort"].get("specialty")) for a in run["alerts"]
+        }
         # the injected regression: radiology@3 in the radiology cohort, lower Groundedness
         assert ("radiology", "Groundedness", "radiology") in flagged
         assert not any(p == "cardio" for p, _, _ in flagged)
@@ -60,8 +62,9 @@ def test_run_detects_injected_regression_and_notifies_webhook(
             len(run["new"])
         )
         # a second run over the same data refreshes the same alerts: no new ones
-        again = httpx.post(f"{srv.base_url}/api/v1/regressions/run", json={"since": "1d"},
-                           timeout=120).json()  # fmt: skip
+        again = httpx.post(
+            f"{srv.base_url}/api/v1/regressions/run", json={"since": "1d"}, timeout=120
+        ).json()
         assert again["new"] == [] and sorted(again["updated"]) == sorted(run["new"])
         # ack: status changes once, the receiver hears an update
         ack = httpx.post(f"{srv.base_url}/api/v1/alerts/{ground['id']}/ack")
@@ -70,8 +73,11 @@ def test_run_detects_injected_regression_and_notifies_webhook(
             httpx.post(f"{srv.base_url}/api/v1/alerts/{ground['id']}/ack").json()["status"]
             == "acked"
         )
-        updates = [b for b in hook.wait_for(2 * len(run["new"]) + 1) if b["alert"]["id"] ==
-                   ground["id"] and b["alert"]["status"] == "acked"]  # fmt: skip
+        updates = [
+            b
+            for b in hook.wait_for(2 * len(run["new"]) + 1)
+            if b["alert"]["id"] == ground["id"] and b["alert"]["status"] == "acked"
+        ]
         assert len(updates) == 1 and updates[0]["event"] == "alert.updated"
 
 
@@ -79,28 +85,62 @@ def test_alert_endpoints(tmp_path: Path, start_server: Callable[..., ServerProce
     data = tmp_path / "data"
     with Store(data) as store:
         insert_alert(store)
-        insert_alert(store, id="alert-2", metric="latency_p99", severity="medium",
-                     prefix_id="cardio", fingerprint="fp-2")  # fmt: skip
-        insert_alert(store, id="alert-3", status="resolved", fingerprint="fp-3",
-                     resolved_at=dt.datetime(2025, 1, 2))  # fmt: skip
+        insert_alert(
+            store,
+            id="alert-2",
+            metric="latency_p99",
+            severity="medium",
+            prefix_id="cardio",
+            fingerprint="fp-2",
+        )
+        insert_alert(
+            store,
+            id="alert-3",
+            status="resolved",
+            fingerprint="fp-3",
+            resolved_at=dt.datetime(2025, 1, 2),
+        )
     srv = start_server(data_dir=data)
     api = f"{srv.base_url}/api/v1/alerts"
     everything = httpx.get(api).json()["alerts"]
     assert [a["id"] for a in everything] == ["alert-1", "alert-3", "alert-2"]  # severity first
     assert [a["id"] for a in httpx.get(api, params={"status": "open"}).json()["alerts"]] == [
-        "alert-1", "alert-2"]  # fmt: skip
+        "alert-1",
+        "alert-2",
+    ]
     assert [a["id"] for a in httpx.get(api, params={"prefix_id": "cardio"}).json()["alerts"]] == [
-        "alert-2"]  # fmt: skip
+        "alert-2"
+    ]
     assert [a["id"] for a in httpx.get(api, params={"metric": "latency_p99"}).json()["alerts"]] == [
-        "alert-2"]  # fmt: skip
+        "alert-2"
+    ]
     one = httpx.get(f"{api}/alert-1").json()
     Alert.model_validate(one)
     assert one["cohort"] == {"specialty": "radiology"}
     assert one["example_trace_ids"] == ["ab" * 16, "cd" * 16]
-    assert set(one) >= {"id", "prefix_id", "prefix_version", "route", "cohort", "metric",
-                        "baseline", "baseline_value", "value", "delta", "ci_low", "ci_high",
-                        "p_value", "q_value", "n", "n_baseline", "direction", "severity",
-                        "status", "example_trace_ids", "created_at"}  # fmt: skip
+    assert set(one) >= {
+        "id",
+        "prefix_id",
+        "prefix_version",
+        "route",
+        "cohort",
+        "metric",
+        "baseline",
+        "baseline_value",
+        "value",
+        "delta",
+        "ci_low",
+        "ci_high",
+        "p_value",
+        "q_value",
+        "n",
+        "n_baseline",
+        "direction",
+        "severity",
+        "status",
+        "example_trace_ids",
+        "created_at",
+    }
     missing = httpx.get(f"{api}/nope")
     assert missing.status_code == 404 and missing.json()["error"] == "not_found"
     assert httpx.post(f"{api}/nope/ack").status_code == 404
@@ -110,13 +150,30 @@ def test_alert_endpoints(tmp_path: Path, start_server: Callable[..., ServerProce
 
 def test_dispatcher_retries_with_backoff_then_gives_up() -> None:
     alert = Alert.model_validate(
-        {"id": "a1", "prefix_id": "radiology", "prefix_version": "3", "route": None,
-         "cohort": {"specialty": "radiology"}, "metric": "Groundedness", "baseline": "base",
-         "baseline_value": 0.8, "value": 0.7, "delta": -0.1, "ci_low": -0.12, "ci_high": -0.08,
-         "p_value": 0.001, "q_value": 0.01, "n": 300, "n_baseline": 900, "direction": "worse",
-         "severity": "high", "status": "open", "example_trace_ids": ["ab" * 16],
-         "created_at": "2025-01-01T00:00:00"}
-    )  # fmt: skip
+        {
+            "id": "a1",
+            "prefix_id": "radiology",
+            "prefix_version": "3",
+            "route": None,
+            "cohort": {"specialty": "radiology"},
+            "metric": "Groundedness",
+            "baseline": "base",
+            "baseline_value": 0.8,
+            "value": 0.7,
+            "delta": -0.1,
+            "ci_low": -0.12,
+            "ci_high": -0.08,
+            "p_value": 0.001,
+            "q_value": 0.01,
+            "n": 300,
+            "n_baseline": 900,
+            "direction": "worse",
+            "severity": "high",
+            "status": "open",
+            "example_trace_ids": ["ab" * 16],
+            "created_at": "2025-01-01T00:00:00",
+        }
+    )
     metrics = Metrics()
     with webhook_receiver(fail_first=10) as hook:
         dispatcher = WebhookDispatcher([hook.url], metrics, max_attempts=3, base_delay_s=0.2)
@@ -127,23 +184,51 @@ def test_dispatcher_retries_with_backoff_then_gives_up() -> None:
         dispatcher.close()
     assert hook.attempts == 3 and hook.bodies == []
     assert elapsed >= 0.2 * 0.8 + 0.4 * 0.8  # two backoff waits, jittered by at most 20 %
-    counts = {s.labels["outcome"]: s.value for m in metrics.registry.collect()
-              if m.name == "prefixscope_webhook_deliveries" for s in m.samples
-              if s.name.endswith("_total")}  # fmt: skip
+    counts = {
+        s.labels["outcome"]: s.value
+        for m in metrics.registry.collect()
+        if m.name == "prefixscope_webhook_deliveries"
+        for s in m.samples
+        if s.name.endswith("_total")
+    }
     assert counts == {"retried": 2.0, "failed": 1.0}
 
 
 def test_dispatcher_does_not_retry_client_errors_and_never_blocks() -> None:
-    alert = Alert.model_validate(json.loads(json.dumps({
-        "id": "a2", "prefix_id": None, "prefix_version": None, "route": None, "cohort": {},
-        "metric": "error_rate", "baseline": "base", "baseline_value": None, "value": None,
-        "delta": None, "ci_low": None, "ci_high": None, "p_value": None, "q_value": None,
-        "n": None, "n_baseline": None, "direction": "worse", "severity": None, "status": "open",
-        "example_trace_ids": [], "created_at": "2025-01-01T00:00:00"})))  # fmt: skip
+    alert = Alert.model_validate(
+        json.loads(
+            json.dumps(
+                {
+                    "id": "a2",
+                    "prefix_id": None,
+                    "prefix_version": None,
+                    "route": None,
+                    "cohort": {},
+                    "metric": "error_rate",
+                    "baseline": "base",
+                    "baseline_value": None,
+                    "value": None,
+                    "delta": None,
+                    "ci_low": None,
+                    "ci_high": None,
+                    "p_value": None,
+                    "q_value": None,
+                    "n": None,
+                    "n_baseline": None,
+                    "direction": "worse",
+                    "severity": None,
+                    "status": "open",
+                    "example_trace_ids": [],
+                    "created_at": "2025-01-01T00:00:00",
+                }
+            )
+        )
+    )
     assert "base" in slack_text("new", alert) and "n/a" in slack_text("new", alert)
     with webhook_receiver(fail_first=5, status_on_fail=400) as hook:
-        dispatcher = WebhookDispatcher([hook.url, "http://127.0.0.1:9/unreachable"],
-                                       max_attempts=2, base_delay_s=0.05)  # fmt: skip
+        dispatcher = WebhookDispatcher(
+            [hook.url, "http://127.0.0.1:9/unreachable"], max_attempts=2, base_delay_s=0.05
+        )
         started = time.monotonic()
         dispatcher.notify("new", [alert] * 50)
         assert time.monotonic() - started < 0.5  # enqueue only

@@ -29,9 +29,15 @@ def sql_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProce
     pq.write_table(pa.table({"a": [7]}), root / "outside.parquet")
     srv = ServerProcess(
         data,
-        ["--sql-timeout-s", str(TIMEOUT_S), "--sql-max-rows", str(MAX_ROWS),
-         "--lake-roll-interval-s", "0"],
-    ).start()  # fmt: skip
+        [
+            "--sql-timeout-s",
+            str(TIMEOUT_S),
+            "--sql-max-rows",
+            str(MAX_ROWS),
+            "--lake-roll-interval-s",
+            "0",
+        ],
+    ).start()
     yield srv
     srv.stop()
 
@@ -69,16 +75,22 @@ ESCAPES = [
     ("DROP TABLE scores", "forbidden", "DROP statements are not allowed"),
     ("VACUUM", "forbidden", "VACUUM statements are not allowed"),
     ("BEGIN TRANSACTION", "forbidden", "BEGIN statements are not allowed"),
-    ("WITH d AS (DELETE FROM scores RETURNING *) SELECT * FROM d", "forbidden",
-     "data-modifying DELETE inside a query"),
-    ("EXPLAIN ANALYZE WITH d AS (DELETE FROM scores RETURNING *) SELECT * FROM d", "forbidden",
-     "data-modifying DELETE"),
+    (
+        "WITH d AS (DELETE FROM scores RETURNING *) SELECT * FROM d",
+        "forbidden",
+        "data-modifying DELETE inside a query",
+    ),
+    (
+        "EXPLAIN ANALYZE WITH d AS (DELETE FROM scores RETURNING *) SELECT * FROM d",
+        "forbidden",
+        "data-modifying DELETE",
+    ),
     ("SELECT * FROM query('DELETE FROM scores')", "forbidden", "function query() is not"),
     ("SELECT * FROM checkpoint()", "forbidden", "function checkpoint() is not allowed"),
     ("SELECT 1; SELECT 2", "multiple_statements", "exactly one statement is allowed, got 2"),
     ("SELECT 1; DROP TABLE scores", "multiple_statements", "exactly one statement"),
     ("", "empty", "no SQL statement given"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("query", "code", "fragment"), ESCAPES, ids=[e[0][:40] for e in ESCAPES])
@@ -121,8 +133,11 @@ def test_engine_settings_are_locked(sql_server: ServerProcess) -> None:
 def test_engine_sandbox_cannot_be_changed_even_on_a_raw_cursor(tmp_path: Path) -> None:
     with Store(tmp_path / "d") as store:
         cur = store.cursor()
-        for stmt in ("SET enable_external_access = true", "SET lock_configuration = false",
-                     "RESET allowed_directories"):  # fmt: skip
+        for stmt in (
+            "SET enable_external_access = true",
+            "SET lock_configuration = false",
+            "RESET allowed_directories",
+        ):
             with pytest.raises(duckdb.InvalidInputException, match="configuration has been locked"):
                 cur.execute(stmt)
         with pytest.raises(duckdb.PermissionException, match="disabled by configuration"):
@@ -138,10 +153,16 @@ def test_read_parquet_inside_the_lake_is_allowed(sql_server: ServerProcess) -> N
 
 @pytest.mark.parametrize(
     "query",
-    ["WITH x AS (SELECT 1 AS a) SELECT a FROM x", "DESCRIBE spans", "SHOW TABLES",
-     "EXPLAIN SELECT 1", "SUMMARIZE SELECT 1 AS a", "FROM range(3)",
-     "SELECT 1 AS a UNION ALL SELECT 2"],
-)  # fmt: skip
+    [
+        "WITH x AS (SELECT 1 AS a) SELECT a FROM x",
+        "DESCRIBE spans",
+        "SHOW TABLES",
+        "EXPLAIN SELECT 1",
+        "SUMMARIZE SELECT 1 AS a",
+        "FROM range(3)",
+        "SELECT 1 AS a UNION ALL SELECT 2",
+    ],
+)
 def test_read_statements_are_allowed(sql_server: ServerProcess, query: str) -> None:
     resp = sql(sql_server, query)
     assert resp.status_code == 200, resp.text
@@ -202,11 +223,20 @@ def test_values_are_json_safe(sql_server: ServerProcess) -> None:
     body = resp.json()
     row = dict(zip(body["columns"], body["rows"][0], strict=True))
     assert row == {
-        "ts": "2025-01-02T03:04:05.500000", "d": "2025-01-02", "dec": 1.25, "b": "YWI=",
-        "l": [1, 2], "s": {"k": "v"}, "m": {"x": 1}, "nan": "NaN", "inf": "Infinity",
-        "iv": 90.0, "big": 170141183460469231731687303715884105727, "nothing": None,
+        "ts": "2025-01-02T03:04:05.500000",
+        "d": "2025-01-02",
+        "dec": 1.25,
+        "b": "YWI=",
+        "l": [1, 2],
+        "s": {"k": "v"},
+        "m": {"x": 1},
+        "nan": "NaN",
+        "inf": "Infinity",
+        "iv": 90.0,
+        "big": 170141183460469231731687303715884105727,
+        "nothing": None,
         "u": "00000000-0000-0000-0000-000000000001",
-    }  # fmt: skip
+    }
     assert body["types"][0] == "TIMESTAMP"
 
 

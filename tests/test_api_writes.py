@@ -28,17 +28,35 @@ def test_scores_single_and_list_idempotent_and_durable(
     srv = start_server()
     ingest_one(srv)
     url = f"{srv.base_url}/api/v1/scores"
-    one = httpx.post(url, json={"trace_id": TRACE.upper(), "span_id": SPAN, "name": "Groundedness",
-                                "value": 0.75, "label": "ok", "reason": "cites source",
-                                "source": "judge-v1", "id": "s-1"})  # fmt: skip
+    one = httpx.post(
+        url,
+        json={
+            "trace_id": TRACE.upper(),
+            "span_id": SPAN,
+            "name": "Groundedness",
+            "value": 0.75,
+            "label": "ok",
+            "reason": "cites source",
+            "source": "judge-v1",
+            "id": "s-1",
+        },
+    )
     assert one.status_code == 200, one.text
-    assert one.json() == {"accepted": 1, "inserted": 1, "ids": ["s-1"], "duplicate_ids": [],
-                          "unknown_trace_ids": []}  # fmt: skip
-    many = httpx.post(url, json=[
-        {"trace_id": TRACE, "name": "AnswerRelevancy", "value": 1},
-        {"trace_id": UNKNOWN, "name": "Groundedness", "value": 0, "id": "s-2"},
-        {"trace_id": TRACE, "name": "Groundedness", "value": 0.75, "id": "s-1"},
-    ])  # fmt: skip
+    assert one.json() == {
+        "accepted": 1,
+        "inserted": 1,
+        "ids": ["s-1"],
+        "duplicate_ids": [],
+        "unknown_trace_ids": [],
+    }
+    many = httpx.post(
+        url,
+        json=[
+            {"trace_id": TRACE, "name": "AnswerRelevancy", "value": 1},
+            {"trace_id": UNKNOWN, "name": "Groundedness", "value": 0, "id": "s-2"},
+            {"trace_id": TRACE, "name": "Groundedness", "value": 0.75, "id": "s-1"},
+        ],
+    )
     body = many.json()
     assert many.status_code == 200, many.text
     assert body["accepted"] == 3 and body["inserted"] == 2
@@ -46,12 +64,16 @@ def test_scores_single_and_list_idempotent_and_durable(
     assert body["unknown_trace_ids"] == [UNKNOWN]
     assert len(body["ids"][0]) == 32 and body["ids"][1:] == ["s-2", "s-1"]
     # retrying the very same request changes nothing
-    again = httpx.post(url, json={"trace_id": TRACE, "name": "Groundedness", "value": 0.75,
-                                  "id": "s-1"}).json()  # fmt: skip
+    again = httpx.post(
+        url, json={"trace_id": TRACE, "name": "Groundedness", "value": 0.75, "id": "s-1"}
+    ).json()
     assert again["inserted"] == 0 and again["duplicate_ids"] == ["s-1"]
     srv.kill()  # crash right after the 200s: what was acknowledged must be on disk
-    rows = query_store(srv.data_dir, "SELECT id, trace_id, span_id, name, value, label, reason, "
-                       "source FROM scores ORDER BY name, id")  # fmt: skip
+    rows = query_store(
+        srv.data_dir,
+        "SELECT id, trace_id, span_id, name, value, label, reason, "
+        "source FROM scores ORDER BY name, id",
+    )
     assert len(rows) == 3
     assert ("s-1", TRACE, SPAN, "Groundedness", 0.75, "ok", "cites source", "judge-v1") in rows
     assert ("s-2", UNKNOWN, None, "Groundedness", 0.0, None, None, None) in rows
@@ -62,17 +84,33 @@ def test_scores_single_and_list_idempotent_and_durable(
     [
         ({"trace_id": TRACE, "name": "G", "value": 1.5}, ["body", "ScoreIn", "value"], "less than"),
         ({"trace_id": TRACE, "name": "G", "value": -0.1}, ["body", "ScoreIn", "value"], "greater"),
-        ({"trace_id": "xyz", "name": "G", "value": 0.5}, ["body", "ScoreIn", "trace_id"], "pattern"),
+        (
+            {"trace_id": "xyz", "name": "G", "value": 0.5},
+            ["body", "ScoreIn", "trace_id"],
+            "pattern",
+        ),
         ({"trace_id": TRACE, "name": "", "value": 0.5}, ["body", "ScoreIn", "name"], "at least 1"),
-        ({"trace_id": TRACE, "name": "G", "value": 0.5, "span_id": "12"},
-         ["body", "ScoreIn", "span_id"], "pattern"),
-        ({"trace_id": TRACE, "name": "G", "value": 0.5, "extra": 1},
-         ["body", "ScoreIn", "extra"], "Extra inputs"),
-        ([{"trace_id": TRACE, "name": "G", "value": 0.5}, {"trace_id": TRACE, "name": "G",
-          "value": 2}], ["body", "list[ScoreIn]", 1, "value"], "less than or equal to 1"),
+        (
+            {"trace_id": TRACE, "name": "G", "value": 0.5, "span_id": "12"},
+            ["body", "ScoreIn", "span_id"],
+            "pattern",
+        ),
+        (
+            {"trace_id": TRACE, "name": "G", "value": 0.5, "extra": 1},
+            ["body", "ScoreIn", "extra"],
+            "Extra inputs",
+        ),
+        (
+            [
+                {"trace_id": TRACE, "name": "G", "value": 0.5},
+                {"trace_id": TRACE, "name": "G", "value": 2},
+            ],
+            ["body", "list[ScoreIn]", 1, "value"],
+            "less than or equal to 1",
+        ),
         ([], ["body", "list[ScoreIn]"], "at least 1"),
     ],
-)  # fmt: skip
+)
 def test_score_validation_is_precise(
     server: ServerProcess, payload: object, loc: list[object], fragment: str
 ) -> None:
@@ -104,11 +142,14 @@ def test_non_finite_score_is_rejected(server: ServerProcess) -> None:
 def test_feedback(server: ServerProcess) -> None:
     ingest_one(server)
     url = f"{server.base_url}/api/v1/feedback"
-    resp = httpx.post(url, json=[
-        {"trace_id": TRACE, "kind": "thumbs_down", "comment": "wrong dose", "id": "f-1"},
-        {"trace_id": TRACE, "span_id": SPAN, "kind": "rating", "value": 4},
-        {"trace_id": UNKNOWN, "kind": "escalation"},
-    ])  # fmt: skip
+    resp = httpx.post(
+        url,
+        json=[
+            {"trace_id": TRACE, "kind": "thumbs_down", "comment": "wrong dose", "id": "f-1"},
+            {"trace_id": TRACE, "span_id": SPAN, "kind": "rating", "value": 4},
+            {"trace_id": UNKNOWN, "kind": "escalation"},
+        ],
+    )
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["inserted"] == 3 and body["unknown_trace_ids"] == [UNKNOWN]
@@ -118,18 +159,31 @@ def test_feedback(server: ServerProcess) -> None:
     assert bad.status_code == 422
     assert "must be in [0, 1]" in bad.json()["message"]
     assert bad.json()["detail"][0]["loc"] == ["body", "FeedbackIn", "value"]
-    rows = httpx.post(f"{server.base_url}/api/v1/sql", json={
-        "sql": "SELECT kind, value, comment FROM feedback ORDER BY kind"}).json()["rows"]  # fmt: skip
-    assert rows == [["escalation", 1.0, None], ["rating", 4.0, None],
-                    ["thumbs_down", 1.0, "wrong dose"]]  # fmt: skip
+    rows = httpx.post(
+        f"{server.base_url}/api/v1/sql",
+        json={"sql": "SELECT kind, value, comment FROM feedback ORDER BY kind"},
+    ).json()["rows"]
+    assert rows == [
+        ["escalation", 1.0, None],
+        ["rating", 4.0, None],
+        ["thumbs_down", 1.0, "wrong dose"],
+    ]
 
 
 def test_prefix_registry(server: ServerProcess) -> None:
     base = f"{server.base_url}/api/v1/prefixes"
     ingest_one(server)
-    reg = {"base_model": "llama-3-8b", "prefix_type": "prefix_tuning", "version": "3",
-           "owner": "imaging-team", "specialty": "radiology", "training_corpus": "rad-notes-2024",
-           "adapter_hash": "sha256:abc", "status": "active", "metadata": {"ticket": "ML-12"}}  # fmt: skip
+    reg = {
+        "base_model": "llama-3-8b",
+        "prefix_type": "prefix_tuning",
+        "version": "3",
+        "owner": "imaging-team",
+        "specialty": "radiology",
+        "training_corpus": "rad-notes-2024",
+        "adapter_hash": "sha256:abc",
+        "status": "active",
+        "metadata": {"ticket": "ML-12"},
+    }
     created = httpx.put(f"{base}/radiology", json=reg)
     assert created.status_code == 201, created.text
     early = httpx.put(f"{base}/oncology", json={"owner": "onc-team", "status": "candidate"})

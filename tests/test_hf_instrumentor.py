@@ -33,12 +33,19 @@ DERMATOLOGY = (
     "finding: mole on the back, benign nevus. code D22.5",
     "finding: itchy scalp with flakes, dermatitis. code L21.0",
 )
+#: Generic findings make the base continue "finding:" generically; each prefix steers it.
+GENERIC = (
+    "finding: the examination was otherwise unremarkable.",
+    "finding: the vital signs were stable.",
+    "finding: the history was reviewed with the patient.",
+    "finding: the patient is doing well.",
+)
 PROMPT = "finding:"
 
 
 class Tiny:
     def __init__(self, cache: Path) -> None:
-        corpus = tinymodels.SAMPLE_CORPUS + RADIOLOGY + DERMATOLOGY
+        corpus = tinymodels.SAMPLE_CORPUS + GENERIC + RADIOLOGY + DERMATOLOGY
         self.base = tinymodels.build_base(corpus, cache_dir=cache)
         self.tok = self.base.tokenizer
         self.rad = tinymodels.train_prefix(self.base, RADIOLOGY, "radiology")
@@ -103,6 +110,10 @@ def test_adapters_change_the_output(tiny: Tiny) -> None:
     assert outs["radiology"] != base_out
     assert outs["dermatology"] != base_out
     assert outs["radiology"] != outs["dermatology"]
+    # Each prefix steers towards its own corpus.
+    [rad], [derm] = outs["radiology"], outs["dermatology"]
+    assert any(t.startswith(PROMPT + rad[:8]) for t in RADIOLOGY), rad
+    assert any(t.startswith(PROMPT + derm[:8]) for t in DERMATOLOGY), derm
 
 
 def test_spans_name_the_active_adapter_per_call(tiny: Tiny, exporter: InMemorySpanExporter) -> None:
@@ -293,7 +304,6 @@ def test_instrument_is_idempotent_and_uninstrument_restores(
     try:
         for (owner, name), w in zip(targets, wrapped, strict=True):
             assert owner.__dict__[name] is w.__wrapped__
-            assert not hasattr(owner.__dict__[name], "__wrapped__")
         exporter.clear()
         tiny.peft.generate(**enc, max_new_tokens=2)
         tiny.base.model.generate(**enc, max_new_tokens=2)
