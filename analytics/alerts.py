@@ -67,7 +67,9 @@ def example_trace_ids(
     elif c.metric == "error_rate":
         sql = f"SELECT s.trace_id FROM spans s WHERE {cond} AND s.status_code = 'ERROR'"
     elif c.metric == "fallback_rate":
-        sql = f"SELECT s.trace_id FROM spans s WHERE {cond} AND coalesce(s.fallback_reason, '') <> ''"
+        sql = (
+            f"SELECT s.trace_id FROM spans s WHERE {cond} AND coalesce(s.fallback_reason, '') <> ''"
+        )
     elif fam == "rate":
         kind = c.metric.removesuffix("_rate")
         sql = (
@@ -118,8 +120,22 @@ def save_alerts(
                 "min_effect": result.config.effect_floor(c.metric),
             }
         ).decode()
-        values = [c.baseline_value, c.value, c.delta, c.ci_low, c.ci_high, c.p_value,
-                  c.q_value, c.n, c.n_baseline, c.severity, examples, now, c.method, details]
+        values = [
+            c.baseline_value,
+            c.value,
+            c.delta,
+            c.ci_low,
+            c.ci_high,
+            c.p_value,
+            c.q_value,
+            c.n,
+            c.n_baseline,
+            c.severity,
+            examples,
+            now,
+            c.method,
+            details,
+        ]
         if fp in active:
             con.execute(
                 """UPDATE alerts SET baseline_value = ?, value = ?, delta = ?, ci_low = ?,
@@ -136,8 +152,18 @@ def save_alerts(
   severity, example_trace_ids, updated_at, method, details, direction, status, created_at,
   fingerprint)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'worse', 'open', ?, ?)""",
-                [aid, c.prefix_id, c.prefix_version, c.route,
-                 orjson.dumps(c.cohort).decode(), c.metric, c.baseline, *values, now, fp],
+                [
+                    aid,
+                    c.prefix_id,
+                    c.prefix_version,
+                    c.route,
+                    orjson.dumps(c.cohort).decode(),
+                    c.metric,
+                    c.baseline,
+                    *values,
+                    now,
+                    fp,
+                ],
             )
             active[fp] = aid
             touched.append(aid)

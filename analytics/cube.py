@@ -2,7 +2,7 @@
 
 A :class:`Cube` holds, for every combination of its dimensions (a *cell*), counts, sums and
 log-binned histograms of latency and TTFT, evaluator score moments and feedback counts.
-It is small (its size is the number of cells × bins, not of spans) and additive, so coarser
+It is small (its size is the number of cells x bins, not of spans) and additive, so coarser
 views are exact roll-ups in numpy (:meth:`Cube.rollup`): one pass over the spans serves the
 scorecard, the detector, the gate and the routing advice of a run.
 """
@@ -63,8 +63,9 @@ class Cube:
         return {k: i for i, k in enumerate(self.keys)}
 
     def can_rollup(self, dims: Sequence[str]) -> bool:
-        return all(d in self.dims or (d.startswith("cohort.") and "cohort" in self.dims)
-                   for d in dims)
+        return all(
+            d in self.dims or (d.startswith("cohort.") and "cohort" in self.dims) for d in dims
+        )
 
     def rollup(self, dims: Sequence[str]) -> Cube:
         """The same statistics grouped by ``dims`` (each a dim of this cube or ``cohort.<k>``)."""
@@ -296,9 +297,7 @@ WHERE r.trace_id = t.trace_id
 GROUP BY ALL""",
         params,
     ).fetchall()
-    has_trace_level = con.execute(
-        "SELECT count(*) FROM scores WHERE span_id IS NULL"
-    ).fetchone()
+    has_trace_level = con.execute("SELECT count(*) FROM scores WHERE span_id IS NULL").fetchone()
     if has_trace_level and has_trace_level[0]:
         rows += con.execute(
             f"""WITH {req}

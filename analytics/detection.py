@@ -11,7 +11,7 @@ are ordered by when they were first seen). Per metric family:
 
 Each comparison's normal statistic goes through a one-sided mixture SPRT, giving an
 *always-valid* p-value (valid however often detection re-runs on growing data);
-Benjamini–Hochberg then controls the FDR across every comparison of the run. A regression is
+Benjamini-Hochberg then controls the FDR across every comparison of the run. A regression is
 flagged only when q <= alpha, the estimated effect is worse than the metric's minimum effect
 and both sides have the minimum n. See README-detection.md.
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import pairwise
 from typing import Any, Literal
 
 import duckdb
@@ -30,7 +31,7 @@ from scipy import stats as sps
 
 from . import stats
 from .cube import Cube, build_cube
-from .metrics import QUANTILE_METRICS, RATE_METRICS, BUILTIN_METRICS, Cell, Estimate, summarise
+from .metrics import BUILTIN_METRICS, QUANTILE_METRICS, RATE_METRICS, Cell, Estimate, summarise
 from .query import BASE, Window
 
 DIMS = ("prefix_id", "prefix_version", "route", "cohort")
@@ -52,7 +53,7 @@ class ConfigError(ValueError):
 class DetectionConfig:
     """Detection settings; :meth:`validate` fails fast on bad values."""
 
-    #: FDR level for Benjamini–Hochberg (and the level of reported intervals)
+    #: FDR level for Benjamini-Hochberg (and the level of reported intervals)
     alpha: float = 0.05
     #: minimum requests (or scored requests) on *each* side of a comparison
     min_n: int = 100
@@ -119,8 +120,14 @@ class Comparison:
     method: str = ""
 
     def fingerprint_parts(self) -> list[Any]:
-        return [self.prefix_id, self.prefix_version, self.route,
-                sorted(self.cohort.items()), self.metric, self.baseline]
+        return [
+            self.prefix_id,
+            self.prefix_version,
+            self.route,
+            sorted(self.cohort.items()),
+            self.metric,
+            self.baseline,
+        ]
 
 
 @dataclass(slots=True)
@@ -171,7 +178,7 @@ def _version_order(cells: list[Cell]) -> dict[tuple[str, str], str]:
         by_prefix.setdefault(p, []).append((t, v))
     for p, lst in by_prefix.items():
         lst.sort()
-        for (_, v0), (_, v1) in zip(lst, lst[1:], strict=False):
+        for (_, v0), (_, v1) in pairwise(lst):
             prev[(p, v1)] = v0
     return prev
 
@@ -221,8 +228,9 @@ def run_detection(
                 if config.metrics is not None and metric not in config.metrics:
                     continue
                 b = base.metrics.get(metric)
-                item = _compare(config, str(prefix), str(version or ""), route, cohort, metric,
-                                label, est, b)
+                item = _compare(
+                    config, str(prefix), str(version or ""), route, cohort, metric, label, est, b
+                )
                 if item is not None:
                     pending.append(item)
     comparisons = _decide(config, pending)

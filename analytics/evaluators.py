@@ -32,8 +32,12 @@ class EvalResult:
             raise ValueError(f"score must be in [0, 1], got {self.score}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"score": self.score, "passed": self.passed, "reason": self.reason,
-                "label": self.label}
+        return {
+            "score": self.score,
+            "passed": self.passed,
+            "reason": self.reason,
+            "label": self.label,
+        }
 
 
 @runtime_checkable
@@ -94,13 +98,16 @@ class JSONValidation(Evaluator):
             errors = sorted(self._validator.iter_errors(doc), key=lambda e: list(e.path))
             if errors:
                 err = errors[0]
-                where = "$" + "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}"
-                                      for p in err.path)
+                where = "$" + "".join(
+                    f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in err.path
+                )
                 more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-                return self.result(0.0, f"schema violation at {where}: {err.message}{more}",
-                                   "schema_violation")
-        return self.result(1.0, "valid JSON" + (" matching the schema" if self.schema else ""),
-                           "valid")
+                return self.result(
+                    0.0, f"schema violation at {where}: {err.message}{more}", "schema_violation"
+                )
+        return self.result(
+            1.0, "valid JSON" + (" matching the schema" if self.schema else ""), "valid"
+        )
 
 
 # -- TaskCompletion ---------------------------------------------------------------------------
@@ -157,8 +164,9 @@ class TaskCompletion(Evaluator):
             if rx is None:
                 raise ValueError("regex mode needs pattern= or expected=")
             m = rx.search(output)
-            return self.result(float(m is not None),
-                               f"pattern {rx.pattern!r} " + ("matched" if m else "not found"))
+            return self.result(
+                float(m is not None), f"pattern {rx.pattern!r} " + ("matched" if m else "not found")
+            )
         if expected is None:
             raise ValueError("TaskCompletion needs expected=")
         if self.mode == "codes":
@@ -170,8 +178,9 @@ class TaskCompletion(Evaluator):
             ok = normalize_text(output) == normalize_text(exp)
         else:
             ok = normalize_text(exp) in normalize_text(output)
-        verb = {"exact": "equals", "normalized": "equals (normalized)",
-                "contains": "contains"}[self.mode]
+        verb = {"exact": "equals", "normalized": "equals (normalized)", "contains": "contains"}[
+            self.mode
+        ]
         return self.result(float(ok), f"output {'' if ok else 'not '}{verb} expected {exp!r}")
 
     def _codes(self, output: str, expected: str | Sequence[str]) -> EvalResult:
@@ -185,8 +194,11 @@ class TaskCompletion(Evaluator):
         f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
         passed = want <= got if self.allow_extra else want == got
         missing, extra = sorted(want - got), sorted(got - want)
-        reason = (f"codes matched {sorted(hit)}; missing {missing}; unexpected {extra}"
-                  if not passed else f"codes matched {sorted(hit)}")
+        reason = (
+            f"codes matched {sorted(hit)}; missing {missing}; unexpected {extra}"
+            if not passed
+            else f"codes matched {sorted(hit)}"
+        )
         return EvalResult(1.0 if passed else min(f1, 0.999), passed, reason)
 
 
@@ -212,8 +224,9 @@ class Refusal(Evaluator):
     ``label`` is ``refused`` or ``complied``.
     """
 
-    def __init__(self, should_refuse: bool = True, patterns: Sequence[str] = REFUSAL_PATTERNS,
-                 **kw: Any) -> None:
+    def __init__(
+        self, should_refuse: bool = True, patterns: Sequence[str] = REFUSAL_PATTERNS, **kw: Any
+    ) -> None:
         super().__init__(**kw)
         self.should_refuse = should_refuse
         self.patterns = [re.compile(p, re.IGNORECASE | re.DOTALL) for p in patterns]
@@ -226,9 +239,15 @@ class Refusal(Evaluator):
                 return m.group(0)
         return None
 
-    def evaluate(self, *, input: str | None = None, output: str,
-                 should_refuse: bool | None = None, expected: str | None = None,
-                 **kw: Any) -> EvalResult:
+    def evaluate(
+        self,
+        *,
+        input: str | None = None,
+        output: str,
+        should_refuse: bool | None = None,
+        expected: str | None = None,
+        **kw: Any,
+    ) -> EvalResult:
         want = self.should_refuse if should_refuse is None else should_refuse
         if should_refuse is None and expected is not None:
             want = expected.strip().lower() in ("refuse", "refusal", "refused", "true", "1")
@@ -269,19 +288,32 @@ class LLMJudge(Evaluator):
     """LLM-as-judge through any callable ``judge(prompt: str) -> str | float | dict``.
 
     The reply may be JSON ``{"score", "reason"}``, a bare number, or text containing one;
-    ``scale`` divides raw scores (e.g. 10 for 0–10 grades).
+    ``scale`` divides raw scores (e.g. 10 for 0-10 grades).
     """
 
-    def __init__(self, judge: Callable[[str], Any], criteria: str = "correct and helpful",
-                 *, prompt_template: str = _JUDGE_PROMPT, scale: float = 1.0,
-                 **kw: Any) -> None:
+    def __init__(
+        self,
+        judge: Callable[[str], Any],
+        criteria: str = "correct and helpful",
+        *,
+        prompt_template: str = _JUDGE_PROMPT,
+        scale: float = 1.0,
+        **kw: Any,
+    ) -> None:
         super().__init__(**kw)
-        self.judge, self.criteria, self.template, self.scale = judge, criteria, prompt_template, scale
+        self.judge, self.criteria, self.template, self.scale = (
+            judge,
+            criteria,
+            prompt_template,
+            scale,
+        )
 
-    def evaluate(self, *, input: str | None = None, output: str, expected: str | None = None,
-                 **kw: Any) -> EvalResult:
-        prompt = self.template.format(criteria=self.criteria, input=input or "", output=output,
-                                      expected=expected or "")
+    def evaluate(
+        self, *, input: str | None = None, output: str, expected: str | None = None, **kw: Any
+    ) -> EvalResult:
+        prompt = self.template.format(
+            criteria=self.criteria, input=input or "", output=output, expected=expected or ""
+        )
         reply = self.judge(prompt)
         reason = "judge gave no reason"
         if isinstance(reply, Mapping):
@@ -291,7 +323,7 @@ class LLMJudge(Evaluator):
         else:
             text = str(reply)
             try:
-                obj = json.loads(text[text.index("{"): text.rindex("}") + 1])
+                obj = json.loads(text[text.index("{") : text.rindex("}") + 1])
                 raw, reason = obj.get("score"), str(obj.get("reason", reason))
             except ValueError:
                 m = _NUMBER.search(text)

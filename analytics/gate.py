@@ -32,8 +32,14 @@ class GateCell:
     n: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"route": self.route, "cohort": self.cohort, "prefix_version": self.prefix_version,
-                "passed": self.passed, "reasons": self.reasons, "n": self.n}
+        return {
+            "route": self.route,
+            "cohort": self.cohort,
+            "prefix_version": self.prefix_version,
+            "passed": self.passed,
+            "reasons": self.reasons,
+            "n": self.n,
+        }
 
 
 @dataclass(slots=True)
@@ -43,8 +49,11 @@ class GateResult:
     cells: list[GateCell]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"prefix_id": self.prefix_id, "passed": self.passed,
-                "cells": [c.to_dict() for c in self.cells]}
+        return {
+            "prefix_id": self.prefix_id,
+            "passed": self.passed,
+            "cells": [c.to_dict() for c in self.cells],
+        }
 
 
 def gate(
@@ -64,8 +73,9 @@ def gate(
         p, v, route, cohort_raw = key
         if p != prefix_id or (prefix_version is not None and v != prefix_version):
             continue
-        gc = GateCell(route, orjson.loads(cohort_raw) if cohort_raw else {}, str(v or ""),
-                      True, n=cell.n)
+        gc = GateCell(
+            route, orjson.loads(cohort_raw) if cohort_raw else {}, str(v or ""), True, n=cell.n
+        )
         if cell.n < config.min_n:
             gc.passed = False
             gc.reasons.append(f"insufficient data: n={cell.n} < min_n={config.min_n}")
@@ -74,8 +84,11 @@ def gate(
     for c in result.comparisons:
         if c.prefix_id != prefix_id:
             continue
-        k = (c.prefix_version, c.route, orjson.dumps(c.cohort, option=orjson.OPT_SORT_KEYS)
-             .decode() if c.cohort else "None")
+        k = (
+            c.prefix_version,
+            c.route,
+            orjson.dumps(c.cohort, option=orjson.OPT_SORT_KEYS).decode() if c.cohort else "None",
+        )
         gc = cells.get(k)
         if gc is None:
             continue
@@ -107,8 +120,13 @@ class RoutingAdvice:
     candidates: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"route": self.route, "cohort": self.cohort, "variant": self.variant,
-                "reason": self.reason, "candidates": self.candidates}
+        return {
+            "route": self.route,
+            "cohort": self.cohort,
+            "variant": self.variant,
+            "reason": self.reason,
+            "candidates": self.candidates,
+        }
 
 
 def routing_advice(
@@ -151,12 +169,16 @@ def routing_advice(
                 best, best_score = p, s
         cohort = orjson.loads(cohort_raw) if cohort_raw else {}
         if best is None:
-            reason = (f"fall back to base: no prefix with n>={min_n} has {metric} "
-                      f"{'lower bound ' if use_lower_bound else ''}>= {threshold} and above base")
+            reason = (
+                f"fall back to base: no prefix with n>={min_n} has {metric} "
+                f"{'lower bound ' if use_lower_bound else ''}>= {threshold} and above base"
+            )
             out.append(RoutingAdvice(route, cohort, BASE, reason, info))
         else:
-            reason = (f"{best}: {metric} {'lower bound ' if use_lower_bound else ''}"
-                      f"{best_score:.3f} >= {threshold}"
-                      + (f", base mean {base.value:.3f}" if base is not None else ""))
+            reason = (
+                f"{best}: {metric} {'lower bound ' if use_lower_bound else ''}"
+                f"{best_score:.3f} >= {threshold}"
+                + (f", base mean {base.value:.3f}" if base is not None else "")
+            )
             out.append(RoutingAdvice(route, cohort, best, reason, info))
     return out

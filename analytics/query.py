@@ -22,7 +22,9 @@ from typing import Any
 
 from prefixscope import semconv
 
-REQUEST_PREDICATE = "(s.base_model IS NOT NULL OR s.prefix_id IS NOT NULL OR s.input_tokens IS NOT NULL)"
+REQUEST_PREDICATE = (
+    "(s.base_model IS NOT NULL OR s.prefix_id IS NOT NULL OR s.input_tokens IS NOT NULL)"
+)
 BASE = semconv.BASE_PREFIX_ID
 PREFIX_SQL = f"coalesce(nullif(s.prefix_id, ''), '{BASE}')"
 VERSION_SQL = (

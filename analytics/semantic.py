@@ -23,10 +23,88 @@ Backend = Literal["auto", "embedding", "lexical"]
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 _WORD = re.compile(r"[a-z0-9]+(?:[.'][a-z0-9]+)*")
 STOPWORDS = frozenset(
-    "a an the and or but if of to in on at by for with from as is are was were be been being "
-    "it its this that these those there here he she they them his her their we our you your i "
-    "me my not no do does did has have had will would can could should may might must than "
-    "then so such which who whom what when where why how also into about over after before".split()
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "if",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "by",
+        "for",
+        "with",
+        "from",
+        "as",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "it",
+        "its",
+        "this",
+        "that",
+        "these",
+        "those",
+        "there",
+        "here",
+        "he",
+        "she",
+        "they",
+        "them",
+        "his",
+        "her",
+        "their",
+        "we",
+        "our",
+        "you",
+        "your",
+        "i",
+        "me",
+        "my",
+        "not",
+        "no",
+        "do",
+        "does",
+        "did",
+        "has",
+        "have",
+        "had",
+        "will",
+        "would",
+        "can",
+        "could",
+        "should",
+        "may",
+        "might",
+        "must",
+        "than",
+        "then",
+        "so",
+        "such",
+        "which",
+        "who",
+        "whom",
+        "what",
+        "when",
+        "where",
+        "why",
+        "how",
+        "also",
+        "into",
+        "about",
+        "over",
+        "after",
+        "before",
+    ]
 )
 
 
@@ -95,8 +173,9 @@ class Groundedness(_Semantic):
 
     threshold = 0.8
 
-    def __init__(self, *, support_threshold: float = 0.6, lexical_threshold: float = 0.6,
-                 **kw: Any) -> None:
+    def __init__(
+        self, *, support_threshold: float = 0.6, lexical_threshold: float = 0.6, **kw: Any
+    ) -> None:
         super().__init__(**kw)
         self.support_threshold = support_threshold
         self.lexical_threshold = lexical_threshold
@@ -136,8 +215,9 @@ class Groundedness(_Semantic):
                 ok = []
                 for s in cl:
                     words = content_words(s)
-                    ok.append(bool(words) and len(words & vocab) / len(words)
-                              >= self.lexical_threshold)
+                    ok.append(
+                        bool(words) and len(words & vocab) / len(words) >= self.lexical_threshold
+                    )
                 supported.append(np.array(ok, dtype=bool))
             how = f"lexical: >= {self.lexical_threshold:.0%} of content words in context"
         out = []
@@ -147,8 +227,9 @@ class Groundedness(_Semantic):
                 continue
             score = float(np.mean(sup))
             missing = [c for c, s in zip(cl, sup, strict=True) if not s]
-            reason = (f"{int(np.sum(sup))}/{len(cl)} claims supported ({how})"
-                      + (f"; unsupported: {missing}" if missing else ""))
+            reason = f"{int(np.sum(sup))}/{len(cl)} claims supported ({how})" + (
+                f"; unsupported: {missing}" if missing else ""
+            )
             out.append(self.result(score, reason))
         return out
 
@@ -169,12 +250,17 @@ class AnswerRelevancy(_Semantic):
             vecs = embed(qs + ans)
             k = len(qs)
             sims = np.einsum("ij,ij->i", vecs[:k], vecs[k:])
-            return [self.result(float(np.clip(s, 0, 1)), f"embedding cosine similarity {s:.3f}")
-                    for s in sims]
+            return [
+                self.result(float(np.clip(s, 0, 1)), f"embedding cosine similarity {s:.3f}")
+                for s in sims
+            ]
         out = []
         for q, a in zip(qs, ans, strict=True):
             qw, aw = content_words(q), content_words(a)
             s = len(qw & aw) / len(qw) if qw else 0.0
-            out.append(self.result(s, f"lexical: answer mentions {len(qw & aw)}/{len(qw)} "
-                                      f"question content words"))
+            out.append(
+                self.result(
+                    s, f"lexical: answer mentions {len(qw & aw)}/{len(qw)} question content words"
+                )
+            )
         return out

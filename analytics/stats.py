@@ -12,7 +12,7 @@
   percentiles are the CI.
 * Sequential tests: a one-sided mixture SPRT (mSPRT, Johari et al. 2017) on a normal statistic:
   an always-valid p-value that may be recomputed after every batch of data.
-* Multiple comparisons: Benjamini–Hochberg (``scipy.stats.false_discovery_control``).
+* Multiple comparisons: Benjamini-Hochberg (``scipy.stats.false_discovery_control``).
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ def bin_value(bins: npt.ArrayLike) -> FloatArray:
     return np.exp((np.asarray(bins, dtype=np.float64) + 0.5) / BINS_PER_E)
 
 
-def jeffreys_interval(k: npt.ArrayLike, n: npt.ArrayLike, alpha: float = 0.05) -> tuple[
-    FloatArray, FloatArray
-]:
+def jeffreys_interval(
+    k: npt.ArrayLike, n: npt.ArrayLike, alpha: float = 0.05
+) -> tuple[FloatArray, FloatArray]:
     """Jeffreys interval for binomial proportions (vectorised)."""
     k_ = np.asarray(k, dtype=np.float64)
     n_ = np.asarray(n, dtype=np.float64)
@@ -174,7 +174,7 @@ def msprt_confidence_interval(
 
 
 def bh_q_values(p_values: npt.ArrayLike) -> FloatArray:
-    """Benjamini–Hochberg adjusted p-values (q-values)."""
+    """Benjamini-Hochberg adjusted p-values (q-values)."""
     p = np.asarray(p_values, dtype=np.float64)
     if p.size == 0:
         return p

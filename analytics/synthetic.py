@@ -124,7 +124,10 @@ def generate(
         return 0
     spans = pa.table({k: np.concatenate(v) for k, v in parts.items()})
     arms_tab = pa.table(
-        {"arm": np.arange(len(arms), dtype=np.int32), **{k: pa.array(v) for k, v in strings.items()}}
+        {
+            "arm": np.arange(len(arms), dtype=np.int32),
+            **{k: pa.array(v) for k, v in strings.items()},
+        }
     )
     con.register("_syn_spans", spans)
     con.register("_syn_arms", arms_tab)
@@ -169,8 +172,9 @@ def _insert_scores(
         }
     )
     con.register("_syn_scores", tab)
-    con.register("_syn_names", pa.table({"code": np.arange(len(names), dtype=np.int32),
-                                         "name": names}))
+    con.register(
+        "_syn_names", pa.table({"code": np.arange(len(names), dtype=np.int32), "name": names})
+    )
     try:
         con.execute(
             """INSERT INTO scores (id, trace_id, span_id, name, value, source, created_at)

@@ -21,11 +21,21 @@ T = TypeVar("T")
 #: Built-in metric names (DESIGN.md "Metrics"); any other metric is an evaluator score.
 BUILTIN_METRICS = frozenset(
     {
-        "n", "latency_p50", "latency_p90", "latency_p99", "ttft_p50", "ttft_p99", "error_rate",
-        "fallback_rate", "thumbs_down_rate", "escalation_rate", "kv_cache_reuse_rate",
-        "input_tokens", "output_tokens",
+        "n",
+        "latency_p50",
+        "latency_p90",
+        "latency_p99",
+        "ttft_p50",
+        "ttft_p99",
+        "error_rate",
+        "fallback_rate",
+        "thumbs_down_rate",
+        "escalation_rate",
+        "kv_cache_reuse_rate",
+        "input_tokens",
+        "output_tokens",
     }
-)  # fmt: skip
+)
 #: Metrics where a larger value is worse (used to colour the variants table).
 LOWER_IS_BETTER = BUILTIN_METRICS - {"n", "kv_cache_reuse_rate"}
 
@@ -61,6 +71,8 @@ def analytics_errors() -> Iterator[None]:
         raise
     except (ValueError, duckdb.InvalidInputException, duckdb.ConversionException) as exc:
         raise BadRequest(str(exc)) from None
+    except OverflowError as exc:  # e.g. a relative time bound of a million years
+        raise BadRequest(f"value out of range: {exc}") from None
 
 
 def with_cursor(store: Store, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
@@ -87,6 +99,60 @@ def scorecard(
         store,
         lambda con: analytics_scorecard(
             con, list(group_by), since, until, list(metrics) if metrics else None, dataset=dataset
+        ),
+    )
+
+
+def gate(
+    store: Store,
+    prefix_id: str,
+    *,
+    prefix_version: str | None,
+    since: str | None,
+    until: str | None,
+    alpha: float | None = None,
+    min_n: int | None = None,
+) -> Any:
+    """:func:`prefixscope.analytics.gate.gate` (the release gate) on a fresh cursor."""
+    from prefixscope.analytics.detection import DetectionConfig
+    from prefixscope.analytics.gate import gate as analytics_gate
+
+    config = DetectionConfig()
+    if alpha is not None:
+        config.alpha = alpha
+    if min_n is not None:
+        config.min_n = min_n
+    return with_cursor(
+        store,
+        lambda con: analytics_gate(
+            con, prefix_id, prefix_version=prefix_version, since=since, until=until, config=config
+        ),
+    )
+
+
+def routing(
+    store: Store,
+    metric: str,
+    *,
+    threshold: float,
+    min_n: int,
+    use_lower_bound: bool,
+    since: str | None,
+    until: str | None,
+) -> list[Any]:
+    """:func:`prefixscope.analytics.gate.routing_advice` on a fresh cursor."""
+    from prefixscope.analytics.gate import routing_advice
+
+    return with_cursor(
+        store,
+        lambda con: routing_advice(
+            con,
+            metric,
+            threshold=threshold,
+            min_n=min_n,
+            use_lower_bound=use_lower_bound,
+            since=since,
+            until=until,
         ),
     )
 

@@ -14,7 +14,9 @@ import logging
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
+from prefixscope import errors
 from prefixscope.errors import PrefixScopeError, Unprocessable, http_error_body
 
 from .context import ApiContext
@@ -60,10 +62,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         errors = [
-            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")),
-             "type": str(e.get("type", ""))}
+            {
+                "loc": list(e.get("loc", ())),
+                "msg": str(e.get("msg", "")),
+                "type": str(e.get("type", "")),
+            }
             for e in exc.errors()
-        ]  # fmt: skip
+        ]
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         err = Unprocessable(f"{_location(first['loc'])}: {first['msg']}{more}")
@@ -73,5 +78,30 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=err.headers(),
         )
 
+    async def on_http_exception(request: Request, exc: Exception) -> JSONResponse:
+        """Framework errors (unknown route, unparsable body, ...) in the same JSON shape."""
+        assert isinstance(exc, HTTPException)
+        err = _FRAMEWORK_ERRORS.get(exc.status_code)
+        if err is not None:
+            return await on_prefixscope_error(request, err(str(exc.detail)))
+        body = {"error": "http_error", "message": str(exc.detail)}
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
     app.add_exception_handler(PrefixScopeError, on_prefixscope_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(HTTPException, on_http_exception)
+
+
+#: Starlette/FastAPI raise HTTPException with a status; the taxonomy class that status means.
+_FRAMEWORK_ERRORS: dict[int, type[PrefixScopeError]] = {
+    cls.http_status: cls
+    for cls in (
+        errors.BadRequest,
+        errors.Unauthorized,
+        errors.Forbidden,
+        errors.NotFound,
+        errors.PayloadTooLarge,
+        errors.UnsupportedMediaType,
+        errors.Unprocessable,
+    )
+}

@@ -25,7 +25,7 @@ from prefixscope.semconv import BASE_PREFIX_ID
 
 from . import alerts, analysis, plots, registry, traces
 from .deps import ApiState
-from .models import TraceView
+from .models import COMMON_ERRORS, NOT_FOUND, TIME_BOUND_PATTERN, TraceView
 
 HERE = FsPath(__file__).parent
 STATIC_TYPES = {
@@ -44,9 +44,15 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-WINDOWS = [("1h", "last hour"), ("24h", "last 24 hours"), ("7d", "last 7 days"),
-           ("30d", "last 30 days"), ("", "all time")]  # fmt: skip
+WINDOWS = [
+    ("1h", "last hour"),
+    ("24h", "last 24 hours"),
+    ("7d", "last 7 days"),
+    ("30d", "last 30 days"),
+    ("all", "all time"),
+]
 DEFAULT_WINDOW = "7d"
+DASHBOARD_WINDOW_PATTERN = "^(all|" + TIME_BOUND_PATTERN[1:-1] + ")$"
 #: Built-in columns of the variants table: (metric, header, help).
 TABLE_METRICS = [
     ("error_rate", "Errors", "share of requests with status ERROR"),
@@ -80,8 +86,12 @@ def environment() -> Environment:
     )
     env.globals.update(
         static=lambda name: f"/static/{name}?v={prefixscope.__version__}",
-        fmt=fmt, fmtp=fmtp, ms=fmt_duration, val=fmt_value, bar=waterfall_bar,
-    )  # fmt: skip
+        fmt=fmt,
+        fmtp=fmtp,
+        ms=fmt_duration,
+        val=fmt_value,
+        bar=waterfall_bar,
+    )
     return env
 
 
@@ -152,48 +162,63 @@ def _cell(metric: str, stat: analysis.Stat | None) -> dict[str, str]:
             f"; delta {stat.delta:+.4g} (95% CI {stat.delta_ci_low:+.4g}, "
             f"{stat.delta_ci_high:+.4g})"
         )
-    return {"text": fmt_metric(metric, stat.value), "ci": ci, "cls": _classify(metric, stat),
-            "title": title}  # fmt: skip
+    return {
+        "text": fmt_metric(metric, stat.value),
+        "ci": ci,
+        "cls": _classify(metric, stat),
+        "title": title,
+    }
 
 
 def panels_context(
     state: ApiState, since: str | None, metric: str | None, cohort: str | None
 ) -> dict[str, Any]:
     store = state.ctx.store
-    by_prefix = {g.key["prefix_id"]: g for g in analysis.group_stats(store, ["prefix_id"], since,
-                                                                      None)}  # fmt: skip
+    by_prefix = {
+        g.key["prefix_id"]: g for g in analysis.group_stats(store, ["prefix_id"], since, None)
+    }
     reg = {p.prefix_id: p for p in registry.list_prefixes(store)}
     open_alerts = alerts.list_alerts(store, status="open", limit=50)
-    evaluators = sorted({m for g in by_prefix.values() for m in g.metrics
-                         if analysis.is_evaluator(m)})  # fmt: skip
-    columns = [{"metric": m, "label": m, "help": f"mean {m} score"}
-               for m in evaluators[:MAX_EVALUATOR_COLUMNS]]  # fmt: skip
+    evaluators = sorted(
+        {m for g in by_prefix.values() for m in g.metrics if analysis.is_evaluator(m)}
+    )
+    columns = [
+        {"metric": m, "label": m, "help": f"mean {m} score"}
+        for m in evaluators[:MAX_EVALUATOR_COLUMNS]
+    ]
     columns += [{"metric": m, "label": label, "help": help_} for m, label, help_ in TABLE_METRICS]
     order = sorted(by_prefix, key=lambda p: (p != BASE_PREFIX_ID, str(p)))
     variants = []
     for pid in order:
         group, info = by_prefix[pid], reg.get(str(pid))
-        variants.append({
-            "prefix_id": pid,
-            "n": group.n,
-            "status": info.status if info and info.registered else None,
-            "owner": info.owner if info else None,
-            "specialty": info.specialty if info else None,
-            "versions": info.versions if info else [],
-            "cells": [_cell(c["metric"], group.metrics.get(c["metric"])) for c in columns],
-            "open_alerts": sum(1 for a in open_alerts if (a.prefix_id or BASE_PREFIX_ID) == pid),
-        })  # fmt: skip
+        variants.append(
+            {
+                "prefix_id": pid,
+                "n": group.n,
+                "status": info.status if info and info.registered else None,
+                "owner": info.owner if info else None,
+                "specialty": info.specialty if info else None,
+                "versions": info.versions if info else [],
+                "cells": [_cell(c["metric"], group.metrics.get(c["metric"])) for c in columns],
+                "open_alerts": sum(
+                    1 for a in open_alerts if (a.prefix_id or BASE_PREFIX_ID) == pid
+                ),
+            }
+        )
     latency_rows = [
         plots.LatencyRow(
-            label=str(pid), n=by_prefix[pid].n,
-            **{q: _interval(by_prefix[pid].metrics.get(f"latency_{q}")) for q in ("p50", "p90",
-                                                                                   "p99")},
+            label=str(pid),
+            n=by_prefix[pid].n,
+            **{
+                q: _interval(by_prefix[pid].metrics.get(f"latency_{q}"))
+                for q in ("p50", "p90", "p99")
+            },
         )
         for pid in order
-    ]  # fmt: skip
+    ]
     heat = _heatmap(state, since, evaluators, metric, cohort)
     return {
-        "window_label": dict(WINDOWS).get(since or "", f"since {since}"),
+        "window_label": dict(WINDOWS).get(since or "all", f"since {since}"),
         "columns": columns,
         "variants": variants,
         "latency_svg": Markup(plots.latency_svg(latency_rows)),
@@ -209,8 +234,13 @@ def _interval(stat: analysis.Stat | None) -> plots.Interval:
     return plots.Interval(stat.value, stat.ci_low, stat.ci_high)
 
 
-def _heatmap(state: ApiState, since: str | None, evaluators: list[str], metric: str | None,
-             cohort: str | None) -> dict[str, Any]:  # fmt: skip
+def _heatmap(
+    state: ApiState,
+    since: str | None,
+    evaluators: list[str],
+    metric: str | None,
+    cohort: str | None,
+) -> dict[str, Any]:
     store = state.ctx.store
     keys = analysis.cohort_keys(store, since, None)
     empty = {
@@ -240,11 +270,13 @@ def _heatmap(state: ApiState, since: str | None, evaluators: list[str], metric: 
             continue
         base = stats.get((BASE_PREFIX_ID, cval))
         cells[(str(pid), str(cval))] = plots.HeatCell(
-            delta=st.delta, n=st.n, n_base=base.n if base else 0, value=st.value,
+            delta=st.delta,
+            n=st.n,
+            n_base=base.n if base else 0,
+            value=st.value,
             base_value=st.base_value,
-        )  # fmt: skip
-    svg = plots.heatmap_svg(rows, cols, cells, metric=metric, min_n=MIN_HEAT_N,
-                            col_title=cohort)  # fmt: skip
+        )
+    svg = plots.heatmap_svg(rows, cols, cells, metric=metric, min_n=MIN_HEAT_N, col_title=cohort)
     return {**empty, "heat_metric": metric, "cohort_key": cohort, "heatmap_svg": Markup(svg)}
 
 
@@ -289,20 +321,32 @@ def dashboard_routes(state: ApiState) -> APIRouter:
             headers={**SECURITY_HEADERS, "Cache-Control": "public, max-age=3600"},
         )
 
-    @router.get("/api/v1/dashboard", response_class=HTMLResponse, dependencies=read,
-                tags=["dashboard"])  # fmt: skip
+    @router.get(
+        "/api/v1/dashboard",
+        response_class=HTMLResponse,
+        dependencies=read,
+        tags=["dashboard"],
+        responses=COMMON_ERRORS,
+    )
     def panels(
-        since: Annotated[str | None, Query(max_length=40, examples=["24h"])] = DEFAULT_WINDOW,
+        since: Annotated[
+            str, Query(max_length=64, pattern=DASHBOARD_WINDOW_PATTERN, examples=["24h", "all"])
+        ] = DEFAULT_WINDOW,
         metric: Annotated[str | None, Query(max_length=200)] = None,
         cohort: Annotated[str | None, Query(max_length=200)] = None,
     ) -> HTMLResponse:
         """Dashboard panels as an HTML fragment (variants, latency, heatmap, open alerts)."""
-        context = panels_context(state, since or None, metric, cohort)
+        context = panels_context(state, None if since == "all" else since, metric, cohort)
         html = environment().get_template("panels.html").render(**context)
         return HTMLResponse(html, headers=SECURITY_HEADERS)
 
-    @router.get("/api/v1/dashboard/trace/{trace_id}", response_class=HTMLResponse,
-                dependencies=read, tags=["dashboard"])  # fmt: skip
+    @router.get(
+        "/api/v1/dashboard/trace/{trace_id}",
+        response_class=HTMLResponse,
+        dependencies=read,
+        tags=["dashboard"],
+        responses={**COMMON_ERRORS, **NOT_FOUND},
+    )
     def trace_fragment(
         trace_id: Annotated[str, Path(pattern=r"^[0-9a-fA-F]{32}$")],
     ) -> HTMLResponse:

@@ -33,9 +33,11 @@ class ApiState:
     def __post_init__(self) -> None:
         s = self.ctx.settings
         self.sandbox = SqlSandbox(
-            self.ctx.store, timeout_s=s.sql_timeout_s, max_rows=s.sql_max_rows,
+            self.ctx.store,
+            timeout_s=s.sql_timeout_s,
+            max_rows=s.sql_max_rows,
             metrics=self.ctx.metrics,
-        )  # fmt: skip
+        )
         self.webhooks = WebhookDispatcher(s.webhook_urls, self.ctx.metrics)
         self.ctx.on_close(self.webhooks.close)
 

@@ -97,8 +97,11 @@ def run_regressions(
         comparisons=len(result.comparisons),
         flagged=len(result.regressions),
     )
-    for event, items in (("new", outcome.new), ("updated", outcome.updated),
-                         ("resolved", outcome.resolved)):  # fmt: skip
+    for event, items in (
+        ("new", outcome.new),
+        ("updated", outcome.updated),
+        ("resolved", outcome.resolved),
+    ):
         if items:
             state.webhooks.notify(event, items)
     return outcome
@@ -127,8 +130,13 @@ class PeriodicDetector:
         while not self._stop.wait(self.interval_s):
             try:
                 out = run_regressions(self.state, self.window, None)
-                log.info("periodic detection: %d comparisons, %d flagged, %d new, %d resolved",
-                         out.comparisons, out.flagged, len(out.new), len(out.resolved))  # fmt: skip
+                log.info(
+                    "periodic detection: %d comparisons, %d flagged, %d new, %d resolved",
+                    out.comparisons,
+                    out.flagged,
+                    len(out.new),
+                    len(out.resolved),
+                )
             except Exception:
                 log.exception("periodic regression detection failed; will retry next interval")
 

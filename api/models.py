@@ -5,8 +5,28 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
+
+def _as_utc(value: dt.datetime) -> dt.datetime:
+    """Stored timestamps are naive UTC; on the wire they carry their offset (``+00:00``)."""
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+UtcDateTime = Annotated[dt.datetime, AfterValidator(_as_utc)]
+#: A window bound: ISO-8601 (date or date-time, optional offset) or a relative age.
+TIME_BOUND_PATTERN = (
+    r"^(\d{1,6}(\.\d{1,6})?[smhdw]|\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?"
+    r"(Z|[+-]\d{2}:?\d{2})?)$"
+)
+TimeBoundStr = Annotated[str, Field(max_length=64, pattern=TIME_BOUND_PATTERN)]
 TraceId = Annotated[
     str,
     Field(
@@ -91,7 +111,9 @@ class WriteResult(BaseModel):
 
 class SqlRequest(_Strict):
     sql: str = Field(
-        max_length=100_000, examples=["SELECT prefix_id, count(*) FROM spans GROUP BY 1"]
+        min_length=1,
+        max_length=100_000,
+        examples=["SELECT prefix_id, count(*) FROM spans GROUP BY 1"],
     )
 
 
@@ -132,9 +154,9 @@ class Alert(BaseModel):
     severity: str | None
     status: str
     example_trace_ids: list[str]
-    created_at: dt.datetime
-    updated_at: dt.datetime | None = None
-    resolved_at: dt.datetime | None = None
+    created_at: UtcDateTime
+    updated_at: UtcDateTime | None = None
+    resolved_at: UtcDateTime | None = None
     method: str | None = None
     details: dict[str, Any] | None = None
 
@@ -144,10 +166,10 @@ class AlertList(BaseModel):
 
 
 class RegressionRunRequest(_Strict):
-    since: Annotated[str, Field(max_length=64)] | None = Field(
+    since: TimeBoundStr | None = Field(
         default="7d", description="Window start: ISO-8601 or relative age (24h, 7d); null: all"
     )
-    until: Annotated[str, Field(max_length=64)] | None = None
+    until: TimeBoundStr | None = None
     alpha: float | None = Field(default=None, gt=0, lt=1, description="FDR level")
     min_n: int | None = Field(default=None, ge=2, le=10_000_000, description="Per side")
     metrics: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
@@ -185,8 +207,8 @@ class PrefixInfo(BaseModel):
     base_models: list[str]
     prefix_types: list[str]
     versions: list[str]
-    first_seen: dt.datetime | None
-    last_seen: dt.datetime | None
+    first_seen: UtcDateTime | None
+    last_seen: UtcDateTime | None
     n: int
     base_model: str | None = None
     prefix_type: str | None = None
@@ -197,8 +219,8 @@ class PrefixInfo(BaseModel):
     adapter_hash: str | None = None
     status: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
-    registered_at: dt.datetime | None = None
-    updated_at: dt.datetime | None = None
+    registered_at: UtcDateTime | None = None
+    updated_at: UtcDateTime | None = None
 
 
 class PrefixList(BaseModel):
@@ -211,8 +233,8 @@ class SpanNode(BaseModel):
     name: str | None
     kind: str | None
     service_name: str | None
-    start_time: dt.datetime | None
-    end_time: dt.datetime | None
+    start_time: UtcDateTime | None
+    end_time: UtcDateTime | None
     duration_ms: float | None
     status_code: str | None
     status_message: str | None
@@ -238,7 +260,7 @@ class TraceScore(BaseModel):
     label: str | None
     reason: str | None
     source: str | None
-    created_at: dt.datetime
+    created_at: UtcDateTime
 
 
 class TraceFeedback(BaseModel):
@@ -247,13 +269,13 @@ class TraceFeedback(BaseModel):
     kind: str
     value: float
     comment: str | None
-    created_at: dt.datetime
+    created_at: UtcDateTime
 
 
 class TraceView(BaseModel):
     trace_id: str
     span_count: int
-    start_time: dt.datetime | None
+    start_time: UtcDateTime | None
     duration_ms: float | None
     roots: list[SpanNode]
     scores: list[TraceScore]
@@ -289,3 +311,63 @@ class Scorecard(BaseModel):
     alpha: float
     metrics: list[str]
     rows: list[ScorecardRow]
+
+
+def _error(description: str) -> dict[str, Any]:
+    # JSON even on routes whose success response is HTML (the dashboard fragments)
+    schema = {"$ref": "#/components/schemas/ErrorBody"}
+    return {
+        "model": ErrorBody,
+        "description": description,
+        "content": {"application/json": {"schema": schema}},
+    }
+
+
+#: Documented on every /api route (auth, malformed or invalid requests).
+COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _error("Malformed request (e.g. a body that is not JSON) or unusable parameter"),
+    401: _error("Missing or invalid bearer token (when tokens are configured)"),
+    403: _error("The token lacks the scope (a read token on a write route)"),
+    422: _error("Request failed validation; `detail` lists every problem with its location"),
+}
+NOT_FOUND = {404: _error("No such resource")}
+WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    413: _error("Body larger than the configured limit"),
+    503: _error("The store could not commit right now; retry after Retry-After"),
+}
+
+
+class GateCell(BaseModel):
+    route: str | None
+    cohort: dict[str, Any]
+    prefix_version: str
+    passed: bool
+    reasons: list[str]
+    n: int
+
+
+class GateResult(BaseModel):
+    prefix_id: str
+    passed: bool = Field(description="True only when every (version, route, cohort) cell passes")
+    cells: list[GateCell]
+
+
+class RoutingCandidate(BaseModel):
+    mean: float | None
+    ci_low: float | None
+    n: int
+
+
+class RoutingAdvice(BaseModel):
+    route: str | None
+    cohort: dict[str, Any]
+    variant: str = Field(description='A prefix id, or "base" (fall back to the base model)')
+    reason: str
+    candidates: dict[str, RoutingCandidate]
+
+
+class RoutingResponse(BaseModel):
+    metric: str
+    threshold: float
+    min_n: int
+    advice: list[RoutingAdvice]

@@ -104,7 +104,7 @@ def latency_svg(rows: Sequence[LatencyRow], *, width: int = 720) -> str:
     ]
     for i, (q, (color, label)) in enumerate(QUANTILE_STYLE.items()):  # legend
         lx = left + i * 90
-        out.append(_marker(q, lx + 6, 14, color))
+        out.append(_marker(q, lx + 6, 14, color, klass=f"key-{q}"))
         out.append(f'<text class="legend" x="{lx + 16}" y="18">{label}</text>')
     out.append(
         f'<text class="legend muted" x="{left + 290}" y="18">line: p50→p99, '
@@ -157,16 +157,17 @@ def latency_svg(rows: Sequence[LatencyRow], *, width: int = 720) -> str:
     return "".join(out)
 
 
-def _marker(q: str, cx: float, cy: float, color: str) -> str:
+def _marker(q: str, cx: float, cy: float, color: str, klass: str = "") -> str:
+    klass = klass or f"m-{q}"
     if q == "p50":
-        return f'<circle class="m-{q}" cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{color}"/>'
+        return f'<circle class="{klass}" cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{color}"/>'
     if q == "p90":
         return (
-            f'<rect class="m-{q}" x="{cx - 4.5:.1f}" y="{cy - 4.5:.1f}" width="9" height="9" '
+            f'<rect class="{klass}" x="{cx - 4.5:.1f}" y="{cy - 4.5:.1f}" width="9" height="9" '
             f'fill="{color}" transform="rotate(45 {cx:.1f} {cy:.1f})"/>'
         )
     return (
-        f'<rect class="m-{q}" x="{cx - 4.5:.1f}" y="{cy - 4.5:.1f}" width="9" height="9" '
+        f'<rect class="{klass}" x="{cx - 4.5:.1f}" y="{cy - 4.5:.1f}" width="9" height="9" '
         f'fill="{color}"/>'
     )
 
@@ -240,8 +241,9 @@ def heatmap_svg(
                 f"<title>{_t(tip)}</title></g>"
             )
     ly = top + cell_h * len(rows) + 14
-    for k, (txt, d) in enumerate(((f"\u2212{scale:.2g} worse", -scale), ("0", 0.0),
-                                  (f"+{scale:.2g} better", scale))):  # fmt: skip
+    for k, (txt, d) in enumerate(
+        ((f"\u2212{scale:.2g} worse", -scale), ("0", 0.0), (f"+{scale:.2g} better", scale))
+    ):
         lx = left + k * 110
         out.append(
             f'<rect x="{lx}" y="{ly}" width="16" height="12" fill="{diverging(d, scale)}" '

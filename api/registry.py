@@ -33,9 +33,19 @@ WHERE {REQUEST_PREDICATE}
 GROUP BY 1
 """
 _REGISTRY_COLUMNS = (
-    "prefix_id", "base_model", "prefix_type", "version", "owner", "specialty",
-    "training_corpus", "adapter_hash", "status", "metadata", "registered_at", "updated_at",
-)  # fmt: skip
+    "prefix_id",
+    "base_model",
+    "prefix_type",
+    "version",
+    "owner",
+    "specialty",
+    "training_corpus",
+    "adapter_hash",
+    "status",
+    "metadata",
+    "registered_at",
+    "updated_at",
+)
 
 
 def list_prefixes(store: Store) -> list[PrefixInfo]:
@@ -93,11 +103,20 @@ def register_prefix(store: Store, prefix_id: str, body: PrefixRegistration) -> t
             f"INSERT OR REPLACE INTO prefixes ({', '.join(_REGISTRY_COLUMNS)}) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                prefix_id, values["base_model"], values["prefix_type"], values["version"],
-                values["owner"], values["specialty"], values["training_corpus"],
-                values["adapter_hash"], values["status"], metadata, registered_at, now,
+                prefix_id,
+                values["base_model"],
+                values["prefix_type"],
+                values["version"],
+                values["owner"],
+                values["specialty"],
+                values["training_corpus"],
+                values["adapter_hash"],
+                values["status"],
+                metadata,
+                registered_at,
+                now,
             ],
-        )  # fmt: skip
+        )
         cur.execute("COMMIT")
     except duckdb.Error as exc:
         with contextlib.suppress(duckdb.Error):

@@ -11,13 +11,30 @@ from prefixscope.errors import BadRequest
 from . import alerts, analysis
 from .deps import ApiState
 from .detect import run_regressions
-from .models import Alert, AlertList, RegressionRun, RegressionRunRequest, Scorecard
+from .models import (
+    COMMON_ERRORS,
+    NOT_FOUND,
+    TIME_BOUND_PATTERN,
+    WRITE_ERRORS,
+    Alert,
+    AlertList,
+    GateResult,
+    RegressionRun,
+    RegressionRunRequest,
+    RoutingResponse,
+    Scorecard,
+)
 
 AlertIdPath = Annotated[str, Path(min_length=1, max_length=200)]
 Filter = Annotated[str | None, Query(min_length=1, max_length=200)]
 TimeBound = Annotated[
     str | None,
-    Query(max_length=64, description="ISO-8601 time or a relative age (24h, 7d)", examples=["7d"]),
+    Query(
+        max_length=64,
+        pattern=TIME_BOUND_PATTERN,
+        description="ISO-8601 time or a relative age (24h, 7d)",
+        examples=["7d"],
+    ),
 ]
 MAX_GROUP_KEYS = 6
 
@@ -31,7 +48,7 @@ def analysis_routes(state: ApiState) -> APIRouter:
     read = [Depends(state.require_read())]
     write = [Depends(state.require_write())]
     store = state.ctx.store
-    router = APIRouter(prefix="/api/v1")
+    router = APIRouter(prefix="/api/v1", responses=COMMON_ERRORS)
 
     @router.get("/scorecard", response_model=Scorecard, dependencies=read, tags=["analytics"])
     def get_scorecard(
@@ -62,7 +79,11 @@ def analysis_routes(state: ApiState) -> APIRouter:
         return Scorecard.model_validate(analysis.as_jsonable(card))
 
     @router.post(
-        "/regressions/run", response_model=RegressionRun, dependencies=write, tags=["alerts"]
+        "/regressions/run",
+        response_model=RegressionRun,
+        dependencies=write,
+        tags=["alerts"],
+        responses=WRITE_ERRORS,
     )
     def post_regressions_run(body: RegressionRunRequest | None = None) -> RegressionRun:
         """Run regression detection now over the window; writes alerts, returns the run's."""
@@ -93,12 +114,22 @@ def analysis_routes(state: ApiState) -> APIRouter:
             )
         )
 
-    @router.get("/alerts/{alert_id}", response_model=Alert, dependencies=read, tags=["alerts"])
+    @router.get(
+        "/alerts/{alert_id}",
+        response_model=Alert,
+        dependencies=read,
+        tags=["alerts"],
+        responses=NOT_FOUND,
+    )
     def get_alert(alert_id: AlertIdPath) -> Alert:
         return alerts.get_alert(store, alert_id)
 
     @router.post(
-        "/alerts/{alert_id}/ack", response_model=Alert, dependencies=write, tags=["alerts"]
+        "/alerts/{alert_id}/ack",
+        response_model=Alert,
+        dependencies=write,
+        tags=["alerts"],
+        responses={**NOT_FOUND, **WRITE_ERRORS},
     )
     def ack_alert(alert_id: AlertIdPath) -> Alert:
         """Acknowledge an open alert (idempotent); webhooks get an ``updated`` event."""
@@ -106,5 +137,60 @@ def analysis_routes(state: ApiState) -> APIRouter:
         if changed:
             state.webhooks.notify("updated", [alert])
         return alert
+
+    @router.get(
+        "/gate/{prefix_id}", response_model=GateResult, dependencies=read, tags=["analytics"]
+    )
+    def get_gate(
+        prefix_id: Annotated[
+            str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:@-]+$")
+        ],
+        prefix_version: Filter = None,
+        since: TimeBound = "7d",
+        until: TimeBound = None,
+        alpha: Annotated[float | None, Query(gt=0, lt=1)] = None,
+        min_n: Annotated[int | None, Query(ge=2, le=10_000_000)] = None,
+    ) -> GateResult:
+        """Release gate: pass/fail per (version, route, cohort) with reasons.
+
+        A cell fails on a significant regression vs base or the previous version, or when it
+        lacks the minimum sample size (no evidence is not a pass).
+        """
+        result = analysis.gate(
+            store,
+            prefix_id,
+            prefix_version=prefix_version,
+            since=since,
+            until=until,
+            alpha=alpha,
+            min_n=min_n,
+        )
+        return GateResult.model_validate(analysis.as_jsonable(result))
+
+    @router.get("/routing", response_model=RoutingResponse, dependencies=read, tags=["analytics"])
+    def get_routing(
+        metric: Annotated[str, Query(min_length=1, max_length=200)] = "TaskCompletion",
+        threshold: Annotated[float, Query(ge=-1e9, le=1e9, allow_inf_nan=False)] = 0.0,
+        min_n: Annotated[int, Query(ge=1, le=10_000_000)] = 100,
+        lower_bound: bool = True,
+        since: TimeBound = "7d",
+        until: TimeBound = None,
+    ) -> RoutingResponse:
+        """Per (route, cohort): the variant to route to on ``metric``, or fall back to base."""
+        advice = analysis.routing(
+            store,
+            metric,
+            threshold=threshold,
+            min_n=min_n,
+            use_lower_bound=lower_bound,
+            since=since,
+            until=until,
+        )
+        return RoutingResponse(
+            metric=metric,
+            threshold=threshold,
+            min_n=min_n,
+            advice=analysis.as_jsonable(advice),
+        )
 
     return router

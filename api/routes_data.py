@@ -11,6 +11,10 @@ from prefixscope.errors import NotFound
 from . import annotations, registry, traces
 from .deps import ApiState
 from .models import (
+    COMMON_ERRORS,
+    NOT_FOUND,
+    WRITE_ERRORS,
+    ErrorBody,
     FeedbackIn,
     PrefixInfo,
     PrefixList,
@@ -41,14 +45,26 @@ def data_routes(state: ApiState) -> APIRouter:
     read = [Depends(state.require_read())]
     write = [Depends(state.require_write())]
     store = state.ctx.store
-    router = APIRouter(prefix="/api/v1")
+    router = APIRouter(prefix="/api/v1", responses=COMMON_ERRORS)
 
-    @router.post("/scores", response_model=WriteResult, dependencies=write, tags=["annotations"])
+    @router.post(
+        "/scores",
+        response_model=WriteResult,
+        dependencies=write,
+        tags=["annotations"],
+        responses=WRITE_ERRORS,
+    )
     def post_scores(body: ScoreBody) -> WriteResult:
         """Store evaluator scores (value in [0, 1]); committed before the response."""
         return annotations.write_scores(store, body if isinstance(body, list) else [body])
 
-    @router.post("/feedback", response_model=WriteResult, dependencies=write, tags=["annotations"])
+    @router.post(
+        "/feedback",
+        response_model=WriteResult,
+        dependencies=write,
+        tags=["annotations"],
+        responses=WRITE_ERRORS,
+    )
     def post_feedback(body: FeedbackBody) -> WriteResult:
         """Store user feedback (thumbs_up, thumbs_down, escalation, ...)."""
         return annotations.write_feedback(store, body if isinstance(body, list) else [body])
@@ -58,10 +74,16 @@ def data_routes(state: ApiState) -> APIRouter:
         response_model=SqlResponse,
         dependencies=read,
         tags=["sql"],
-        responses={400: {"description": "Syntax error, forbidden statement or query error"},
-                   408: {"description": "The query ran past the time limit"},
-                   429: {"description": "Too many concurrent queries"}},
-    )  # fmt: skip
+        responses={
+            400: {
+                "model": ErrorBody,
+                "description": "Syntax error (with position), forbidden "
+                "statement, multiple statements, or an error raised by the query",
+            },
+            408: {"model": ErrorBody, "description": "The query ran past the time limit"},
+            429: {"model": ErrorBody, "description": "Too many concurrent queries"},
+        },
+    )
     def post_sql(body: SqlRequest) -> SqlResponse:
         """Run one read-only SQL statement over the store (sandboxed, time- and row-limited)."""
         result = state.sandbox.run(body.sql)
@@ -79,7 +101,11 @@ def data_routes(state: ApiState) -> APIRouter:
         return PrefixList(prefixes=registry.list_prefixes(store))
 
     @router.get(
-        "/prefixes/{prefix_id}", response_model=PrefixInfo, dependencies=read, tags=["prefixes"]
+        "/prefixes/{prefix_id}",
+        response_model=PrefixInfo,
+        dependencies=read,
+        tags=["prefixes"],
+        responses=NOT_FOUND,
     )
     def get_prefix(prefix_id: PrefixIdPath) -> PrefixInfo:
         info = registry.get_prefix(store, prefix_id)
@@ -92,7 +118,10 @@ def data_routes(state: ApiState) -> APIRouter:
         response_model=PrefixInfo,
         dependencies=write,
         tags=["prefixes"],
-        responses={201: {"model": PrefixInfo, "description": "Registered for the first time"}},
+        responses={
+            201: {"model": PrefixInfo, "description": "Registered for the first time"},
+            **WRITE_ERRORS,
+        },
     )
     def put_prefix(
         prefix_id: PrefixIdPath, body: PrefixRegistration, response: Response
@@ -105,7 +134,13 @@ def data_routes(state: ApiState) -> APIRouter:
             raise NotFound(f"prefix {prefix_id!r} vanished")
         return info
 
-    @router.get("/traces/{trace_id}", response_model=TraceView, dependencies=read, tags=["traces"])
+    @router.get(
+        "/traces/{trace_id}",
+        response_model=TraceView,
+        dependencies=read,
+        tags=["traces"],
+        responses=NOT_FOUND,
+    )
     def get_trace(trace_id: TraceIdPath) -> TraceView:
         """One trace as a span tree, with its scores and feedback."""
         view = traces.get_trace(store, trace_id)

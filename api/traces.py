@@ -10,11 +10,28 @@ from prefixscope.collector.store import Store
 from .models import SpanNode, TraceFeedback, TraceScore, TraceView
 
 _SPAN_COLUMNS = (
-    "span_id", "parent_span_id", "name", "kind", "service_name", "start_time", "end_time",
-    "duration_ms", "status_code", "status_message", "prefix_id", "prefix_version",
-    "base_model", "route", "input_tokens", "output_tokens", "cached_tokens", "ttft_ms",
-    "fallback_reason", "attributes", "resource",
-)  # fmt: skip
+    "span_id",
+    "parent_span_id",
+    "name",
+    "kind",
+    "service_name",
+    "start_time",
+    "end_time",
+    "duration_ms",
+    "status_code",
+    "status_message",
+    "prefix_id",
+    "prefix_version",
+    "base_model",
+    "route",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "ttft_ms",
+    "fallback_reason",
+    "attributes",
+    "resource",
+)
 _SCORE_COLUMNS = ("id", "span_id", "name", "value", "label", "reason", "source", "created_at")
 _FEEDBACK_COLUMNS = ("id", "span_id", "kind", "value", "comment", "created_at")
 #: A trace view shows at most this many spans (the rest are counted, not shown).

@@ -120,7 +120,11 @@ def _pb_value(batch: SpanBatch, v: Any, limits: Limits, depth: int = 0) -> Any:
         }
     if which == "bytes_value":
         b = v.bytes_value
-        return base64.b64encode(b[: limits.max_attribute_chars]).decode()
+        limit = limits.max_attribute_chars * 3 // 4  # raw bytes that fit the limit as base64
+        if len(b) > limit:
+            batch.truncated_attributes += 1
+            b = b[:limit]
+        return base64.b64encode(b).decode()
     value = getattr(v, which)
     if which == "double_value" and (value != value or value in (float("inf"), float("-inf"))):
         return str(value)  # JSON has no NaN/inf; keep it visible as text

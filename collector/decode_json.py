@@ -45,7 +45,18 @@ def _obj(v: Any, path: str) -> dict[str, Any]:
     return v
 
 
-def _int64(v: Any, path: str) -> int:
+_INT64 = (-(2**63), 2**63)  # intValue
+_UINT64 = (0, 2**64)  # fixed64 timestamps
+
+
+def _int64(v: Any, path: str, bounds: tuple[int, int] = _UINT64) -> int:
+    n = _parse_int(v, path)
+    if not bounds[0] <= n < bounds[1]:
+        raise BadRequest(f"{path}: integer {str(v)[:40]} out of range")
+    return n
+
+
+def _parse_int(v: Any, path: str) -> int:
     if v is None:
         return 0
     if isinstance(v, bool):
@@ -102,12 +113,17 @@ def _value(batch: SpanBatch, v: Any, limits: Limits, path: str, depth: int = 0) 
             return _truncate(batch, s, limit) if len(s) > limit else s
     for key in ("intValue", "int_value"):
         if key in v:
-            return _int64(v[key], f"{path}.{key}")
+            return _int64(v[key], f"{path}.{key}", _INT64)
     for key in ("doubleValue", "double_value"):
         if key in v:
             d = v[key]
-            if isinstance(d, str) and d in ("NaN", "Infinity", "-Infinity"):
-                return d
+            if isinstance(d, str):  # the protobuf JSON mapping allows numbers as strings
+                if d in ("NaN", "Infinity", "-Infinity"):
+                    return d
+                try:
+                    d = float(d)
+                except ValueError:
+                    raise BadRequest(f"{path}.{key}: not a number: {d[:40]!r}") from None
             if isinstance(d, bool) or not isinstance(d, int | float):
                 raise BadRequest(f"{path}.{key}: expected a number, got {type(d).__name__}")
             return float(d) if math.isfinite(d) else str(d)
@@ -137,7 +153,11 @@ def _value(batch: SpanBatch, v: Any, limits: Limits, path: str, depth: int = 0) 
                 base64.b64decode(raw, validate=True)
             except (binascii.Error, ValueError):
                 raise BadRequest(f"{path}.{key}: invalid base64") from None
-            return raw[: limits.max_attribute_chars]
+            if len(raw) > limits.max_attribute_chars:  # cut on a base64 quantum boundary
+                return _truncate(
+                    batch, raw, limits.max_attribute_chars - limits.max_attribute_chars % 4
+                )
+            return raw
     if v:
         raise BadRequest(f"{path}: unknown AnyValue field {next(iter(v))[:40]!r}")
     return None

@@ -16,9 +16,12 @@ from prefixscope.auth import check_token
 from prefixscope.errors import BadRequest, PayloadTooLarge, PrefixScopeError, http_error_body
 from prefixscope.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
-from .ingest import JSON, PROTOBUF, Decoded, IngestPipeline, media_type
+from .ingest import JSON, PROTOBUF, Decoded, IngestPipeline, media_type, media_type_lenient
 
 log = logging.getLogger(__name__)
+
+#: A request body must arrive within this time: a slow sender cannot hold a slot for long.
+BODY_TIMEOUT_S = 30.0
 
 
 async def read_body_limited(request: Request, limit: int) -> bytes:
@@ -81,12 +84,21 @@ def ingest_routes(pipeline: IngestPipeline, health: callable) -> list[Route]:  #
     metrics = pipeline.metrics
 
     async def otlp_traces(request: Request) -> Response:
-        mtype: str | None = None
+        # Errors are encoded like the request (protobuf Status / JSON), even the early ones.
+        mtype: str | None = media_type_lenient(request.headers.get("content-type"))
         try:
             check_token(request.headers, settings.tokens, scope="ingest")
             mtype = media_type(request.headers.get("content-type"))
+            with pipeline.receiving():  # a slow body holds a receive slot, not a decode slot
+                try:
+                    body = await asyncio.wait_for(
+                        read_body_limited(request, settings.max_body_bytes), BODY_TIMEOUT_S
+                    )
+                except TimeoutError:
+                    raise BadRequest(
+                        f"request body not received within {BODY_TIMEOUT_S:g} s"
+                    ) from None
             with pipeline.admitted():
-                body = await read_body_limited(request, settings.max_body_bytes)
                 loop = asyncio.get_running_loop()
                 decoded = await loop.run_in_executor(
                     pipeline.threads,

@@ -37,6 +37,14 @@ class Decoded:
     truncated: int
 
 
+def media_type_lenient(content_type: str | None) -> str | None:
+    """The request's encoding if recognisable, else None (for encoding error replies)."""
+    try:
+        return media_type(content_type)
+    except UnsupportedMediaType:
+        return None
+
+
 def media_type(content_type: str | None) -> str:
     """``application/x-protobuf`` or ``application/json``; anything else is a 415."""
     base = (content_type or "").split(";", 1)[0].strip().lower()
@@ -81,13 +89,11 @@ def decode_body(
     limits = Limits(max_attr_chars)
     batch = decode_protobuf(body, limits) if mtype == PROTOBUF else decode_json(body, limits)
     n = len(batch)
-    return Decoded(
-        batch.to_arrow() if n else None,
-        n,
-        batch.rejected,
-        batch.partial_message,
-        batch.truncated_attributes,
-    )
+    try:
+        table = batch.to_arrow() if n else None
+    except (OverflowError, pa.ArrowException) as exc:  # backstop: a value no column can hold
+        raise BadRequest(f"a span value does not fit its column: {exc}") from None
+    return Decoded(table, n, batch.rejected, batch.partial_message, batch.truncated_attributes)
 
 
 def _decode_to_ipc(
@@ -127,6 +133,10 @@ class IngestPipeline:
         self.max_inflight = max(8, settings.workers * 8)
         self._inflight = 0
         self._inflight_lock = threading.Lock()
+        # Bodies being received are bounded apart (and more loosely): a client dribbling its
+        # body holds a receive slot, never a decode slot, so it cannot starve other clients.
+        self.max_receiving = self.max_inflight * 4
+        self._receiving = 0
 
     @contextmanager
     def admitted(self) -> Iterator[None]:
@@ -144,6 +154,25 @@ class IngestPipeline:
         finally:
             with self._inflight_lock:
                 self._inflight -= 1
+
+    @contextmanager
+    def receiving(self) -> Iterator[None]:
+        """Admission for reading a body: 429 when the queue is full or too many are in transit."""
+        s = self.settings
+        with self._inflight_lock:
+            if self.writer.queued_spans >= s.queue_max_spans or (
+                self._receiving >= self.max_receiving
+            ):
+                self.metrics.requests_shed.inc()
+                raise Overloaded(
+                    "server is at capacity; retry later", retry_after_s=s.retry_after_s
+                )
+            self._receiving += 1
+        try:
+            yield
+        finally:
+            with self._inflight_lock:
+                self._receiving -= 1
 
     def close(self) -> None:
         self.threads.shutdown(wait=True)

@@ -1,8 +1,9 @@
 """Foreign attribute spellings → the ``spans`` columns, as one table.
 
-Each column lists the attribute keys that can fill it, highest priority first, with the unit
-conversion to apply. PrefixScope's own keys (DESIGN.md) come first; then OTel GenAI current,
-GenAI legacy, vLLM's native ``llm_request`` spans, OpenInference and traceAI. The raw
+Each column lists the attribute keys that can fill it, highest priority first (the order in
+the table below is the contract the tests pin), with the unit conversion to apply. Sources:
+PrefixScope's own keys (DESIGN.md), OTel GenAI current and legacy, vLLM's native
+``llm_request`` spans, OpenInference and traceAI. The raw
 attributes are always kept in the ``attributes`` JSON column as well.
 
 Adding a source = adding rows here (and a golden fixture in ``tests/fixtures/otlp``).

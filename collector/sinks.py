@@ -9,6 +9,7 @@ after that. ``DuckDBSink`` is the embedded default (dedupe on insert by primary 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -46,22 +47,32 @@ class DuckDBSink:
         return int(scalar(self._con, "SELECT coalesce(max(ingest_batch), 0) FROM spans") or 0)
 
     def write(self, table: pa.Table, batch_no: int) -> int:
-        assert self._con is not None, "sink not open"
+        if self._con is None:  # invalidated by an earlier fatal error: reopen (or fail again)
+            self._store.reopen()
+            self._con = self._store.cursor()
         n = table.num_rows
         now = pa.scalar(int(time.time() * 1e6), type=pa.timestamp("us"))
         table = table.append_column("ingested_at", pa.repeat(now, n)).append_column(
             "ingest_batch", pa.repeat(pa.scalar(batch_no, pa.int64()), n)
         )
         con = self._con
-        con.register("_ingest_batch", table)
         try:
-            return int(scalar(con, "INSERT OR IGNORE INTO spans SELECT * FROM _ingest_batch") or 0)
-        finally:
-            con.unregister("_ingest_batch")
+            con.register("_ingest_batch", table)
+            try:
+                sql = "INSERT OR IGNORE INTO spans SELECT * FROM _ingest_batch"
+                return int(scalar(con, sql) or 0)
+            finally:
+                con.unregister("_ingest_batch")
+        except duckdb.FatalException:
+            # DuckDB refuses every later statement on this database instance: drop it so the
+            # next write reopens the file once the disk is writable again.
+            self.close()
+            raise
 
     def close(self) -> None:
         if self._con is not None:
-            self._con.close()
+            with contextlib.suppress(duckdb.Error):
+                self._con.close()
             self._con = None
 
 

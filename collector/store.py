@@ -9,12 +9,16 @@ extensions or change settings. The lake is written with pyarrow, not through Duc
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 from pathlib import Path
 
 import duckdb
 
 from .schema import migrate
+
+log = logging.getLogger(__name__)
 
 DB_FILENAME = "prefixscope.duckdb"
 LAKE_DIRNAME = "lake"
@@ -29,17 +33,36 @@ class Store:
         self.lake_dir = self.data_dir / LAKE_DIRNAME
         self.lake_dir.mkdir(exist_ok=True)
         self.db_path = self.data_dir / DB_FILENAME
-        config: dict[str, str | int | bool] = {}
+        self._config: dict[str, str | int | bool] = {}
         if threads:
-            config["threads"] = threads
-        self._con = duckdb.connect(str(self.db_path), config=config)
+            self._config["threads"] = threads
         self._lock = threading.Lock()
         self._closed = False
-        migrate(self._con)
-        lake = str(self.lake_dir).replace("'", "''")
-        self._con.execute(f"SET allowed_directories=['{lake}/']")
-        self._con.execute("SET enable_external_access=false")
-        self._con.execute("SET lock_configuration=true")
+        self._con = self._connect()
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect(str(self.db_path), config=self._config)
+        try:
+            migrate(con)
+            lake = str(self.lake_dir).replace("'", "''")
+            con.execute(f"SET allowed_directories=['{lake}/']")
+            con.execute("SET enable_external_access=false")
+            con.execute("SET lock_configuration=true")
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    def reopen(self) -> None:
+        """Open the file again after DuckDB invalidated the database on a fatal I/O error
+        (a checkpoint on a full or read-only disk): committed data is in the file and its WAL.
+        Raises while the file cannot be opened yet; the caller retries later."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("store is closed")
+            with contextlib.suppress(duckdb.Error):
+                self._con.close()
+            self._con = self._connect()
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A new connection to the same database, for one thread's use."""
@@ -59,6 +82,8 @@ class Store:
             self._closed = True
             try:
                 self._con.execute("CHECKPOINT")
+            except duckdb.Error as exc:  # e.g. invalidated by a disk fault: the WAL has it all
+                log.warning("final checkpoint failed (the WAL is replayed at next start): %s", exc)
             finally:
                 self._con.close()
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+#: The instrumentation scope of every span PrefixScope's own code starts.
+TRACER_NAME = "prefixscope.instrumentation"
+
 #: The OTel GenAI switch for recording prompt and completion text.
 CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 

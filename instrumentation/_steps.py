@@ -25,8 +25,8 @@ class StepObserver:
     def leave(self, token: Any) -> None:
         """Called after each step (also when it raised)."""
 
-    def item(self) -> None:
-        """Called after each item the generator produced, before it is handed on."""
+    def item(self, value: Any) -> None:
+        """Called with each item the generator produced, before it is handed on."""
 
     def finish(self, error: BaseException | None) -> None:
         """Called once: exhausted or closed (``None``) or failed (the exception)."""
@@ -47,7 +47,7 @@ def drive(gen: Generator[Any, Any, Any], obs: StepObserver) -> Generator[Any, An
             finally:
                 obs.leave(token)
             pending = None
-            obs.item()
+            obs.item(item)
             try:
                 sent = yield item
             except GeneratorExit:
@@ -87,14 +87,50 @@ def wrap_generator_function(
     return wrapper
 
 
+async def observe_asyncgen(
+    agen: AsyncGenerator[Any, Any], obs: StepObserver
+) -> AsyncGenerator[Any, Any]:
+    """The async twin of :func:`drive` (async generators cannot ``yield from``)."""
+    sent: Any = None
+    pending: BaseException | None = None
+    try:
+        while True:
+            token = obs.enter()
+            try:
+                if pending is None:
+                    item = await agen.asend(sent)
+                else:
+                    item = await agen.athrow(pending)
+            except StopAsyncIteration:
+                break
+            finally:
+                obs.leave(token)
+            pending = None
+            obs.item(item)
+            try:
+                sent = yield item
+            except GeneratorExit:
+                token = obs.enter()
+                try:
+                    await agen.aclose()
+                finally:
+                    obs.leave(token)
+                raise
+            except BaseException as exc:
+                pending = exc
+    except GeneratorExit:
+        obs.finish(None)
+        raise
+    except BaseException as exc:
+        obs.finish(exc)
+        raise
+    obs.finish(None)
+
+
 def wrap_asyncgen_function(
     func: Callable[..., AsyncGenerator[Any, Any]], make_observer: Callable[[], StepObserver]
 ) -> Callable[..., AsyncGenerator[Any, Any]]:
-    """An async generator function that behaves like ``func`` and observes each run.
-
-    Async generators cannot ``yield from``, so the driver (the twin of :func:`drive`) is
-    inlined here.
-    """
+    """An async generator function that behaves like ``func`` and observes each run."""
 
     @functools.wraps(func)
     async def wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
@@ -104,39 +140,21 @@ def wrap_asyncgen_function(
         except BaseException as exc:
             obs.finish(exc)
             raise
+        inner = observe_asyncgen(agen, obs)
         sent: Any = None
         pending: BaseException | None = None
-        try:
-            while True:
-                token = obs.enter()
-                try:
-                    if pending is None:
-                        item = await agen.asend(sent)
-                    else:
-                        item = await agen.athrow(pending)
-                except StopAsyncIteration:
-                    break
-                finally:
-                    obs.leave(token)
-                pending = None
-                obs.item()
-                try:
-                    sent = yield item
-                except GeneratorExit:
-                    token = obs.enter()
-                    try:
-                        await agen.aclose()
-                    finally:
-                        obs.leave(token)
-                    raise
-                except BaseException as exc:
-                    pending = exc
-        except GeneratorExit:
-            obs.finish(None)
-            raise
-        except BaseException as exc:
-            obs.finish(exc)
-            raise
-        obs.finish(None)
+        while True:
+            try:
+                item = await (inner.asend(sent) if pending is None else inner.athrow(pending))
+            except StopAsyncIteration:
+                return
+            pending = None
+            try:
+                sent = yield item
+            except GeneratorExit:
+                await inner.aclose()
+                raise
+            except BaseException as exc:
+                pending = exc
 
     return wrapper

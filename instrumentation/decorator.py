@@ -24,14 +24,14 @@ from opentelemetry.util.types import AttributeValue
 
 from prefixscope import __version__, semconv
 
-from . import _steps, variants
+from . import _settings, _steps, variants
 
 __all__ = ["SpanIds", "current_ids", "record_exception", "record_fallback", "trace"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger(__name__)
 
-TRACER_NAME = "prefixscope.instrumentation"
+TRACER_NAME = _settings.TRACER_NAME
 
 
 def get_tracer(tracer_provider: TracerProvider | None = None) -> otel_trace.Tracer:
@@ -122,7 +122,7 @@ class _StreamObserver(_steps.StepObserver):
         if token is not None:
             variants._CURRENT.reset(token)
 
-    def item(self) -> None:
+    def item(self, value: Any) -> None:
         if self._first:
             self._first = False
             span = self._call.span

@@ -22,7 +22,7 @@ from opentelemetry.util.types import AttributeValue
 
 from prefixscope import semconv
 
-from . import _steps
+from . import _settings, _steps
 
 __all__ = [
     "VariantScope",
@@ -233,16 +233,19 @@ class VariantSpanProcessor(SpanProcessor):
     """Stamps the active variant's attributes on every span as it starts.
 
     This is what puts ``prefix.id``, ``route``, ``cohort.*``, ... on spans made by *other*
-    instrumentations (HTTP clients, frameworks). Attributes the span already carries win: an
-    instrumentation that set ``prefix.id`` explicitly is not overwritten. ``configure`` installs
-    it; add it yourself with ``provider.add_span_processor(VariantSpanProcessor())`` when you
-    build your own tracer provider.
+    instrumentations (HTTP clients, frameworks); PrefixScope's own spans carry them already.
+    Attributes the span already carries win: an instrumentation that set ``prefix.id``
+    explicitly is not overwritten. ``configure`` installs it; with your own tracer provider,
+    add it with ``provider.add_span_processor(VariantSpanProcessor())``.
     """
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         attrs = current_attributes()
         if not attrs:
             return
+        scope = span.instrumentation_scope
+        if scope is not None and scope.name == _settings.TRACER_NAME:
+            return  # our own instrumentation stamps the variant when it starts the span
         existing = span.attributes or _EMPTY
         missing = {k: v for k, v in attrs.items() if k not in existing}
         if missing:

@@ -202,3 +202,35 @@ def test_dashboard_fragment(srv: ServerProcess) -> None:
     trace = get(srv, f"/api/v1/dashboard/trace/{TRACE}").text
     assert "POST /answer" in trace and "pgvector" in trace and HOSTILE not in trace
     assert get(srv, f"/api/v1/dashboard/trace/{'f' * 32}").status_code == 404
+
+
+def test_release_gate(srv: ServerProcess) -> None:
+    rad = get(srv, "/api/v1/gate/radiology", since="1d").json()
+    assert rad["prefix_id"] == "radiology" and rad["passed"] is False
+    cells = {c["cohort"].get("specialty"): c for c in rad["cells"] if c["prefix_version"] == "3"}
+    assert cells["radiology"]["passed"] is False
+    assert any("Groundedness worse than base" in r for r in cells["radiology"]["reasons"])
+    cardio = get(srv, "/api/v1/gate/cardio", since="1d").json()
+    assert cardio["passed"] is True, cardio
+    assert len(cardio["cells"]) == 3 and all(c["n"] == 300 for c in cardio["cells"])
+    unknown = get(srv, "/api/v1/gate/never-seen").json()
+    assert unknown == {"prefix_id": "never-seen", "passed": False, "cells": []}
+    strict = get(srv, "/api/v1/gate/cardio", since="1d", min_n=1000).json()
+    assert strict["passed"] is False
+    assert "insufficient data" in strict["cells"][0]["reasons"][0]
+    assert get(srv, "/api/v1/gate/cardio", alpha=2).status_code == 422
+
+
+def test_routing_advice(srv: ServerProcess) -> None:
+    advice = get(srv, "/api/v1/routing", metric="Groundedness", threshold=0.5, since="1d").json()
+    assert advice["metric"] == "Groundedness"
+    clinical = [a for a in advice["advice"] if a["route"] == "clinical"]
+    by_cohort = {a["cohort"]["specialty"]: a for a in clinical}
+    assert set(by_cohort) == {"radiology", "cardiology", "oncology"}
+    assert {a["variant"] for a in by_cohort.values()} == {"cardio"}
+    rad = by_cohort["radiology"]["candidates"]
+    assert rad["radiology"]["mean"] < rad["base"]["mean"] < rad["cardio"]["mean"]
+    high = get(srv, "/api/v1/routing", metric="Groundedness", threshold=0.95, since="1d").json()
+    assert {a["variant"] for a in high["advice"]} == {"base"}
+    assert all(a["reason"].startswith("fall back to base") for a in high["advice"])
+    assert get(srv, "/api/v1/routing", metric="NoSuchEvaluator").json()["advice"] == []

@@ -196,7 +196,7 @@ CASES: dict[str, Case] = {
         400,
         3,
         JSON_PREFIX,
-        ("recursion",),
+        ("depth limit",),
     ),
     "json-nested-deeper-than-16": Case(
         lambda: span_json(attributes=[{"key": "deep", "value": nested_kvlist(40)}]),

@@ -96,7 +96,8 @@ def pb_request(
 
 
 def pb_body(ids: Sequence[int], service: str = "raw-client") -> bytes:
-    spans = [(tid(n), sid(n), f"span-{n}", {"gen_ai.usage.input_tokens": n}) for n in ids]
+    attrs: list[dict[str, Attr]] = [{"gen_ai.usage.input_tokens": n} for n in ids]
+    spans = [(tid(n), sid(n), f"span-{n}", a) for n, a in zip(ids, attrs, strict=True)]
     return pb_request(spans, service).SerializeToString()
 
 
@@ -399,7 +400,7 @@ def test_json_spellings_and_gzip_bodies(start_server: Callable[..., ServerProces
         "FROM spans ORDER BY span_id",
     )
     start = datetime(2026, 3, 2, 9, 15)
-    want = [
+    want: list[tuple[Any, ...]] = [
         (tid(n), sid(n), v, "CLIENT", start, 1.5, "ERROR", "bad adapter", 7, 250.0, "json-client")
         for n, v in enumerate(JSON_VARIANTS, start=1)
     ]

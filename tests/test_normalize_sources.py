@@ -10,6 +10,7 @@ Every case is decoded three ways: the JSON decoder, the protobuf decoder (same r
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -179,3 +180,97 @@ def test_fixtures_through_the_real_server(start_server: Callable[..., ServerProc
     assert sorted(stored) == sorted(want)
     for span_id, (source, expected) in want.items():
         assert_matches(source, span_id, stored[span_id], expected)
+
+
+# -- priority between spellings of one column (independent of attribute order) ---------------
+
+#: column -> [(key, value)] highest priority first, and the value the column must take.
+PRIORITY: dict[str, tuple[list[tuple[str, Any]], Any]] = {
+    "base_model": (
+        [
+            ("base_model", "own"),
+            ("gen_ai.request.model", "genai"),
+            ("llm.model_name", "openinference"),
+            ("gen_ai.response.model", "vllm"),
+        ],
+        "own",
+    ),
+    "session_id": ([("session.id", "sess"), ("gen_ai.conversation.id", "conv")], "sess"),
+    "input_tokens": (
+        [
+            ("gen_ai.usage.input_tokens", 1),
+            ("llm.token_count.prompt", 2),
+            ("gen_ai.usage.prompt_tokens", 3),
+        ],
+        1,
+    ),
+    "output_tokens": (
+        [
+            ("gen_ai.usage.output_tokens", 1),
+            ("llm.token_count.completion", 2),
+            ("gen_ai.usage.completion_tokens", 3),
+        ],
+        1,
+    ),
+    "cached_tokens": (
+        [
+            ("gen_ai.usage.cache_read.input_tokens", 1),
+            ("llm.token_count.prompt_details.cache_read", 2),
+            ("gen_ai.usage.cache_read_tokens", 3),
+        ],
+        1,
+    ),
+    "ttft_ms": (
+        [
+            ("gen_ai.response.time_to_first_chunk", 0.5),
+            ("gen_ai.latency.time_to_first_token", 0.25),
+        ],
+        500.0,
+    ),
+}
+
+
+def _any_value(value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"boolValue": value}
+    if isinstance(value, int):
+        return {"intValue": str(value)}
+    if isinstance(value, float):
+        return {"doubleValue": value}
+    return {"stringValue": value}
+
+
+def _decode_attrs(attrs: list[tuple[str, Any]]) -> dict[str, Any]:
+    span = {
+        "traceId": "0af7651916cd43dd8448eb211c80319c",
+        "spanId": "b7ad6b7169203331",
+        "name": "p",
+        "attributes": [{"key": k, "value": _any_value(v)} for k, v in attrs],
+    }
+    body = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}).encode()
+    (row,) = batch_rows(decode_json(body)).values()
+    return row
+
+
+@pytest.mark.parametrize("column", sorted(PRIORITY))
+def test_highest_priority_spelling_wins_in_any_order(column: str) -> None:
+    keys, want = PRIORITY[column]
+    for order in itertools.permutations(keys):
+        assert _decode_attrs(list(order))[column] == want, order
+
+
+@pytest.mark.parametrize(
+    ("attrs", "want"),
+    [
+        ([("gen_ai.usage.input_tokens", "n/a"), ("gen_ai.usage.prompt_tokens", 3)], 3),
+        ([("gen_ai.usage.prompt_tokens", 3), ("gen_ai.usage.input_tokens", "n/a")], 3),
+        ([("gen_ai.usage.input_tokens", " 42 ")], 42),
+        ([("gen_ai.usage.input_tokens", True)], None),
+        ([("gen_ai.usage.input_tokens", "99999999999999999999999")], None),
+        ([("gen_ai.usage.input_tokens", 7.0)], 7),
+    ],
+)
+def test_unusable_value_falls_through_to_the_next_spelling(
+    attrs: list[tuple[str, Any]], want: int | None
+) -> None:
+    assert _decode_attrs(attrs)["input_tokens"] == want

@@ -110,6 +110,7 @@ PINNED = {
     "SERVICE_NAME": "service.name",
     "SERVICE_INSTANCE_ID": "service.instance.id",
     "GEN_AI_CONVERSATION_ID": "gen_ai.conversation.id",
+    "GEN_AI_RESPONSE_ID": "gen_ai.response.id",
 }
 
 

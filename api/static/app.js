@@ -31,8 +31,7 @@
 
   function panelsUrl() {
     const params = new URLSearchParams();
-    const since = $("#since").value;
-    if (since) params.set("since", since);
+    params.set("since", $("#since").value);
     if (state.metric) params.set("metric", state.metric);
     if (state.cohort) params.set("cohort", state.cohort);
     return "/api/v1/dashboard?" + params.toString();

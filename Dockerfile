@@ -1,0 +1,30 @@
+# PrefixScope server image: `prefixscope serve` with the [server] extra.
+#   docker build -t prefixscope:local .      (or: docker compose up --build)
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY prefixscope ./prefixscope
+COPY collector ./collector
+COPY analytics ./analytics
+COPY instrumentation ./instrumentation
+COPY api ./api
+RUN pip install ".[server]"
+
+# Run unprivileged; /data is the data directory (DuckDB file + Parquet lake), a volume.
+RUN useradd --system --uid 10001 --home-dir /data prefixscope \
+    && mkdir -p /data && chown prefixscope /data
+USER prefixscope
+VOLUME ["/data"]
+
+# 4318: OTLP/HTTP, API, dashboard, /healthz, /metrics. 4317: OTLP/gRPC.
+EXPOSE 4318 4317
+# SIGTERM drains and commits everything acknowledged before exiting.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["prefixscope"]
+CMD ["serve", "--host", "0.0.0.0", "--data-dir", "/data"]

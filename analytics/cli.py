@@ -1,0 +1,313 @@
+"""CLI: ``prefixscope analytics run|scorecard|gate|routing``; ``prefixscope replay`` and
+``prefixscope datasets load|list`` live in :mod:`.cli_datasets` and are re-exported here
+(``prefixscope/cli.py`` registers ``analytics_group``, ``replay_command``, ``datasets_group``)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+from rich.table import Table
+
+from .cli_common import DATA_DIR, JSON, SINCE, UNTIL, console, fmt, open_store, print_json
+from .cli_datasets import datasets_group, replay_command
+from .detection import ConfigError, DetectionConfig
+
+__all__ = ["analytics_group", "datasets_group", "replay_command"]
+
+
+@click.group("analytics")
+def analytics_group() -> None:
+    """Scorecards, regression detection, release gates and routing advice."""
+
+
+def _config(
+    alpha: float, min_n: int, min_effect: Sequence[str], score_min_effect: float, sequential: str
+) -> DetectionConfig:
+    cfg = DetectionConfig(
+        alpha=alpha, min_n=min_n, score_min_effect=score_min_effect, sequential=sequential
+    )  # type: ignore[arg-type]
+    for item in min_effect:
+        name, _, val = item.partition("=")
+        try:
+            cfg.min_effect[name] = float(val)
+        except ValueError:
+            raise click.BadParameter(f"expected METRIC=VALUE, got {item!r}") from None
+    try:
+        return cfg.validate()
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def detection_options(fn: Any) -> Any:
+    for opt in reversed(
+        [
+            click.option(
+                "--alpha",
+                type=float,
+                default=0.05,
+                show_default=True,
+                help="False-discovery rate across all comparisons of the run.",
+            ),
+            click.option(
+                "--min-n",
+                type=int,
+                default=100,
+                show_default=True,
+                help="Minimum requests (or scored requests) on each side of a comparison.",
+            ),
+            click.option(
+                "--min-effect",
+                multiple=True,
+                metavar="METRIC=VALUE",
+                help="Minimum worsening for a metric (absolute for rates/scores, relative "
+                "for latency quantiles), e.g. --min-effect latency_p99=0.2. Repeatable.",
+            ),
+            click.option(
+                "--score-min-effect",
+                type=float,
+                default=0.05,
+                show_default=True,
+                help="Minimum worsening of evaluator scores without their own --min-effect.",
+            ),
+            click.option(
+                "--sequential",
+                type=click.Choice(["msprt", "fixed"]),
+                default="msprt",
+                show_default=True,
+                help="msprt: always-valid p-values for repeated runs; "
+                "fixed: one fixed-horizon look.",
+            ),
+        ]
+    ):
+        fn = opt(fn)
+    return fn
+
+
+@analytics_group.command("run")
+@DATA_DIR
+@SINCE
+@UNTIL
+@detection_options
+@click.option("--dry-run", is_flag=True, help="Detect and print, but do not write alerts.")
+@JSON
+def run_command(
+    data_dir: Path,
+    since: str | None,
+    until: str | None,
+    alpha: float,
+    min_n: int,
+    min_effect: tuple[str, ...],
+    score_min_effect: float,
+    sequential: str,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Run regression detection over the window and write/resolve alerts."""
+    from .alerts import save_alerts
+    from .detection import run_detection
+
+    cfg = _config(alpha, min_n, min_effect, score_min_effect, sequential)
+    with open_store(data_dir) as con:
+        result = run_detection(con, since, until, cfg)
+        alerts = [] if dry_run else save_alerts(con, result)
+    if as_json:
+        print_json({"comparisons": len(result.comparisons), "alerts": alerts})
+        return
+    t = Table(
+        title=f"{len(result.regressions)} regressions in {len(result.comparisons)} "
+        f"comparisons (FDR {alpha})"
+    )
+    for col in (
+        "prefix",
+        "route",
+        "cohort",
+        "metric",
+        "baseline",
+        "value",
+        "baseline value",
+        "delta",
+        "q",
+        "n / n base",
+        "severity",
+    ):
+        t.add_column(col)
+    for c in result.regressions:
+        t.add_row(
+            f"{c.prefix_id}@{c.prefix_version}",
+            fmt(c.route),
+            orjson.dumps(c.cohort).decode(),
+            c.metric,
+            c.baseline,
+            fmt(c.value),
+            fmt(c.baseline_value),
+            fmt(c.delta),
+            fmt(c.q_value),
+            f"{c.n} / {c.n_baseline}",
+            c.severity,
+        )
+    console.print(t)
+
+
+@analytics_group.command("scorecard")
+@DATA_DIR
+@SINCE
+@UNTIL
+@click.option(
+    "--group-by",
+    default="prefix_id",
+    show_default=True,
+    help="Comma-separated keys: prefix_id, prefix_version, route, cohort.<key>, ...",
+)
+@click.option("--metrics", default=None, help="Comma-separated metrics to show (default all).")
+@click.option(
+    "--dataset", default=None, help="Only replays of this golden dataset (paired deltas)."
+)
+@JSON
+def scorecard_command(
+    data_dir: Path,
+    since: str | None,
+    until: str | None,
+    group_by: str,
+    metrics: str | None,
+    dataset: str | None,
+    as_json: bool,
+) -> None:
+    """Per-group metrics with confidence intervals and deltas vs the base model."""
+    from .scorecard import scorecard
+
+    keys = [k.strip() for k in group_by.split(",") if k.strip()]
+    with open_store(data_dir) as con:
+        card = scorecard(
+            con, keys, since, until, metrics.split(",") if metrics else None, dataset=dataset
+        )
+    if as_json:
+        print_json(card.to_dict())
+        return
+    t = Table(title="scorecard (value [CI] Δ vs base)")
+    for k in keys:
+        t.add_column(k)
+    shown = [m for m in card.metrics if m != "n"]
+    t.add_column("n")
+    for m in shown:
+        t.add_column(m)
+    for row in card.rows:
+        cells = []
+        for m in shown:
+            mv = row.metrics.get(m)
+            if mv is None:
+                cells.append("-")
+                continue
+            s = fmt(mv.value)
+            if mv.ci_low is not None:
+                s += f" [{fmt(mv.ci_low)}, {fmt(mv.ci_high)}]"
+            if mv.delta is not None:
+                s += f" Δ{mv.delta:+.3g}"
+            cells.append(s)
+        t.add_row(*[fmt(row.group.get(k)) for k in keys], str(row.n), *cells)
+    console.print(t)
+
+
+@analytics_group.command("gate")
+@DATA_DIR
+@SINCE
+@UNTIL
+@click.option("--prefix", "prefix_id", required=True, help="Prefix id to gate.")
+@click.option("--version", "prefix_version", default=None, help="Only this prefix version.")
+@detection_options
+@JSON
+def gate_command(
+    data_dir: Path,
+    since: str | None,
+    until: str | None,
+    prefix_id: str,
+    prefix_version: str | None,
+    alpha: float,
+    min_n: int,
+    min_effect: tuple[str, ...],
+    score_min_effect: float,
+    sequential: str,
+    as_json: bool,
+) -> None:
+    """Release gate: pass/fail per route and cohort; exits 1 when the gate fails."""
+    from .gate import gate
+
+    cfg = _config(alpha, min_n, min_effect, score_min_effect, sequential)
+    with open_store(data_dir) as con:
+        res = gate(
+            con, prefix_id, prefix_version=prefix_version, since=since, until=until, config=cfg
+        )
+    if as_json:
+        print_json(res.to_dict())
+    else:
+        t = Table(title=f"gate {prefix_id}: {'PASS' if res.passed else 'FAIL'}")
+        for col in ("version", "route", "cohort", "n", "result", "reasons"):
+            t.add_column(col)
+        for c in res.cells:
+            t.add_row(
+                c.prefix_version,
+                fmt(c.route),
+                orjson.dumps(c.cohort).decode(),
+                str(c.n),
+                "pass" if c.passed else "FAIL",
+                "; ".join(c.reasons),
+            )
+        console.print(t)
+    if not res.passed:
+        sys.exit(1)
+
+
+@analytics_group.command("routing")
+@DATA_DIR
+@SINCE
+@UNTIL
+@click.option(
+    "--metric",
+    default="TaskCompletion",
+    show_default=True,
+    help="Evaluator to route on (higher is better).",
+)
+@click.option(
+    "--threshold",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Minimum score (lower confidence bound) a prefix needs.",
+)
+@click.option(
+    "--min-n",
+    type=int,
+    default=100,
+    show_default=True,
+    help="Minimum scored requests for a prefix to qualify.",
+)
+@JSON
+def routing_command(
+    data_dir: Path,
+    since: str | None,
+    until: str | None,
+    metric: str,
+    threshold: float,
+    min_n: int,
+    as_json: bool,
+) -> None:
+    """Best variant per route and cohort, or fall back to base."""
+    from .gate import routing_advice
+
+    with open_store(data_dir) as con:
+        advice = routing_advice(
+            con, metric, threshold=threshold, min_n=min_n, since=since, until=until
+        )
+    if as_json:
+        print_json([a.to_dict() for a in advice])
+        return
+    t = Table(title=f"routing advice on {metric}")
+    for col in ("route", "cohort", "variant", "reason"):
+        t.add_column(col)
+    for a in advice:
+        t.add_row(fmt(a.route), orjson.dumps(a.cohort).decode(), a.variant, a.reason)
+    console.print(t)

@@ -1,0 +1,107 @@
+"""Analytics benchmark: scorecard + regression run over 1M and 10M generated spans.
+
+    .venv/bin/python bench/analytics.py                 # 1M and 10M
+    .venv/bin/python bench/analytics.py --sizes 1000000 --keep /tmp/bench
+
+Data: 10 variants (base + 9 prefixes) x 4 routes x 5 cohorts = 200 cells, one request span
+per trace; TaskCompletion and Groundedness scores on 15 % of spans each (span-level, as the
+evaluator runner writes them); thumbs-down (5 %) and escalation (1 %) feedback at trace level
+(span_id NULL, attributed to the trace's primary request); one injected regression
+(p3 in route r1 / cohort c: TaskCompletion -0.1, p99 x2) so the alert path runs too.
+Generated vectorised (numpy -> Arrow -> one INSERT per million spans) into a DuckDB file
+opened through the real Store (``enable_external_access=false``).
+
+Measured: a full run = one detection run (cube + tests + alert upsert) + a scorecard by
+(prefix_id, route) rolled up from the same cube + a scorecard by cohort.specialty; seconds
+(cold = first run after opening, warm = second) and peak RSS of the process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from prefixscope.analytics.alerts import save_alerts
+from prefixscope.analytics.detection import run_detection
+from prefixscope.analytics.scorecard import scorecard
+from prefixscope.analytics.synthetic import Arm, generate
+from prefixscope.collector.store import Store
+
+PREFIXES = [None, *(f"p{i}" for i in range(9))]
+ROUTES = [f"r{i}" for i in range(4)]
+COHORTS = ["a", "b", "c", "d", "e"]
+
+
+def populate(store: Store, n_spans: int) -> float:
+    con = store.cursor()
+    cells = len(PREFIXES) * len(ROUTES) * len(COHORTS)
+    chunks = max(1, n_spans // 1_000_000)
+    per = n_spans // cells // chunks
+    t = time.perf_counter()
+    for chunk in range(chunks):
+        arms = []
+        for p in PREFIXES:
+            for r in ROUTES:
+                for c in COHORTS:
+                    bad = (p, r, c) == ("p3", "r1", "c")
+                    arms.append(
+                        Arm(
+                            p,
+                            None if p is None else "2",
+                            r,
+                            {"specialty": c},
+                            n=per,
+                            scores={
+                                "TaskCompletion": (0.7 if bad else 0.8, 10.0),
+                                "Groundedness": (0.9, 10.0),
+                            },
+                            score_coverage=0.15,
+                            p99_factor=2.0 if bad else 1.0,
+                        )
+                    )
+        generate(con, arms, seed=chunk, id_offset=chunk * 10**9)
+    con.execute("CHECKPOINT")
+    return time.perf_counter() - t
+
+
+def full_run(store: Store) -> tuple[float, int, int]:
+    con = store.cursor()
+    t = time.perf_counter()
+    result = run_detection(con)
+    alerts = save_alerts(con, result)
+    scorecard(con, ["prefix_id", "route"], cube=result.cube)
+    scorecard(con, ["prefix_id", "cohort.specialty"], cube=result.cube)
+    return time.perf_counter() - t, len(result.comparisons), len(alerts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="1000000,10000000", help="Comma-separated span counts.")
+    ap.add_argument("--keep", default=None, help="Keep the data under this directory.")
+    args = ap.parse_args()
+    for size in (int(s) for s in args.sizes.split(",")):
+        root = Path(args.keep or tempfile.mkdtemp(prefix="psbench-")) / f"spans-{size}"
+        shutil.rmtree(root, ignore_errors=True)
+        with Store(root) as store:
+            gen = populate(store, size)
+            spans = store.cursor().execute("SELECT count(*) FROM spans").fetchone()
+        with Store(root) as store:  # reopen: cold run reads the file
+            cold, comparisons, alerts = full_run(store)
+            warm, _, _ = full_run(store)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(
+            f"{spans[0] if spans else 0:>10} spans: generate {gen:6.1f}s | full run cold "
+            f"{cold:5.2f}s warm {warm:5.2f}s | {comparisons} comparisons, {alerts} alerts | "
+            f"peak RSS {rss:,.0f} MiB",
+            flush=True,
+        )
+        if not args.keep:
+            shutil.rmtree(root.parent, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

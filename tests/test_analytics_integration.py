@@ -1,0 +1,253 @@
+"""Analytics on a real store (DuckDB file via Store): scorecard, alerts (dedup, resolve), gate,
+routing, views, datasets, replay with a user function, the evaluator runner and the CLI."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from opentelemetry.trace import NoOpTracerProvider
+from prefixscope.analytics import (
+    DetectionConfig,
+    TaskCompletion,
+    ack_alert,
+    detect_and_alert,
+    gate,
+    list_alerts,
+    routing_advice,
+    run_detection,
+    scorecard,
+)
+from prefixscope.analytics.cli import analytics_group, datasets_group, replay_command
+from prefixscope.analytics.datasets import load_dataset, read_items, save_dataset
+from prefixscope.analytics.replay import replay
+from prefixscope.analytics.runner import evaluate_spans
+from prefixscope.analytics.synthetic import Arm, generate
+from prefixscope.analytics.views import combinations, compliance, flicker, switch_latency
+from prefixscope.collector.store import Store
+
+T0 = datetime(2025, 3, 1)
+COHORT = {"specialty": "cardiology"}
+
+
+def _traffic(store: Store, *, bad: bool, start: datetime, offset: int) -> None:
+    arms = [
+        Arm(None, None, "triage", COHORT, n=1500, scores={"TaskCompletion": (0.8, 10)}),
+        Arm(
+            "cardio",
+            "2",
+            "triage",
+            COHORT,
+            n=1500,
+            scores={"TaskCompletion": (0.6 if bad else 0.8, 10)},
+            thumbs_down_rate=0.15 if bad else 0.05,
+        ),
+    ]
+    generate(store.cursor(), arms, seed=offset, start=start, id_offset=offset)
+
+
+def test_alerts_dedup_and_resolve(tmp_path: Path) -> None:
+    with Store(tmp_path) as store:
+        con = store.cursor()
+        _traffic(store, bad=True, start=T0, offset=0)
+        w1 = (T0, T0 + timedelta(hours=1))
+        _, alerts = detect_and_alert(con, *w1)
+        metrics = {a["metric"] for a in alerts}
+        assert {"TaskCompletion", "thumbs_down_rate"} <= metrics
+        a = next(x for x in alerts if x["metric"] == "TaskCompletion")
+        assert a["prefix_id"] == "cardio" and a["prefix_version"] == "2"
+        assert a["route"] == "triage" and a["cohort"] == COHORT and a["baseline"] == "base"
+        assert a["direction"] == "worse" and a["status"] == "open"
+        assert a["delta"] == pytest.approx(-0.2, abs=0.03)
+        assert a["ci_low"] < a["delta"] < a["ci_high"] < 0
+        assert a["q_value"] <= 0.05 and a["n"] >= 1400 and a["n_baseline"] >= 1400
+        assert len(a["example_trace_ids"]) == 5
+        assert a["severity"] == ("critical" if -a["delta"] >= 0.2 else "major")
+        # same window again: updated, not repeated
+        _, again = detect_and_alert(con, *w1)
+        assert {x["id"] for x in again} == {x["id"] for x in alerts}
+        assert len(list_alerts(con)) == len(alerts)
+        assert ack_alert(con, a["id"])["status"] == "acked"
+        # the regression is gone in the next window: alerts resolve
+        _traffic(store, bad=False, start=T0 + timedelta(hours=1), offset=10**7)
+        _, after = detect_and_alert(con, T0 + timedelta(hours=1), T0 + timedelta(hours=2))
+        assert after == []
+        closed = list_alerts(con, status="resolved")
+        assert {x["id"] for x in closed} == {x["id"] for x in alerts}
+        assert all(x["resolved_at"] for x in closed)
+        assert list_alerts(con, status="open") == []
+
+        # scorecard on the first window: deltas vs base on the same cohort
+        card = scorecard(con, ["prefix_id", "route", "cohort.specialty"], *w1)
+        row = next(r for r in card.rows if r.group["prefix_id"] == "cardio")
+        tc = row.metrics["TaskCompletion"]
+        assert tc.base_value == pytest.approx(0.8, abs=0.02)
+        assert tc.delta_ci_low < tc.delta < tc.delta_ci_high < 0
+        assert row.metrics["latency_p99"].ci_low <= row.metrics["latency_p99"].value
+        assert json.dumps(card.to_dict())  # JSON-ready
+
+        g = gate(con, "cardio", since=w1[0], until=w1[1])
+        assert not g.passed
+        assert any(r.startswith("TaskCompletion worse than base") for r in g.cells[0].reasons)
+        g2 = gate(con, "cardio", since=T0 + timedelta(hours=1), until=T0 + timedelta(hours=2))
+        assert g2.passed
+        adv = routing_advice(con, threshold=0.7, since=w1[0], until=w1[1])
+        assert adv[0].variant == "base" and adv[0].reason.startswith("fall back to base")
+        adv2 = routing_advice(con, threshold=0.7, since=T0 + timedelta(hours=1))
+        assert adv2[0].variant == "base"  # equal quality: a prefix must beat base
+
+
+def test_previous_version_baseline(tmp_path: Path) -> None:
+    with Store(tmp_path) as store:
+        con = store.cursor()
+        generate(
+            con,
+            [Arm("cardio", "1", "triage", COHORT, n=1500, scores={"TaskCompletion": (0.85, 10)})],
+            seed=1,
+            start=T0,
+        )
+        generate(
+            con,
+            [Arm("cardio", "2", "triage", COHORT, n=1500, scores={"TaskCompletion": (0.7, 10)})],
+            seed=2,
+            start=T0 + timedelta(hours=1),
+            id_offset=10**7,
+        )
+        res = run_detection(con, config=DetectionConfig(metrics=["TaskCompletion"]))
+        [c] = res.regressions
+        assert c.baseline == "cardio@1" and c.prefix_version == "2"
+
+
+def test_views(tmp_path: Path) -> None:
+    with Store(tmp_path) as store:
+        con = store.cursor()
+        generate(
+            con,
+            [
+                Arm(None, None, "r", n=400, deployment_count=2),
+                Arm("a", "1", "r", n=400, deployment_count=2, latency_median_ms=800),
+            ],
+            seed=3,
+            start=T0,
+        )
+        sw = switch_latency(con)
+        assert sw["switched"]["n"] > 100 and sw["same"]["n"] > 100
+        # agent traces: planner (base) then response (cardio), one session flickers
+        con.execute(
+            """INSERT INTO spans (trace_id, span_id, name, start_time, end_time,
+          duration_ms, status_code, base_model, prefix_id, route, session_id, attributes)
+          VALUES ('t1','s1','plan', ?, ?, 10, 'OK', 'm', NULL, 'agent', 'sess1',
+                  '{"agent.step":"planner"}'),
+                 ('t1','s2','answer', ?, ?, 20, 'OK', 'm', 'cardio', 'agent', 'sess1',
+                  '{"agent.step":"response"}')""",
+            [T0, T0, T0 + timedelta(seconds=1), T0 + timedelta(seconds=2)],
+        )
+        con.execute(
+            "INSERT INTO scores VALUES ('x','t1',NULL,'TaskCompletion',1.0,NULL,NULL,NULL, ?)", [T0]
+        )
+        [combo] = combinations(con)
+        assert combo["combination"] == "planner:base > response:cardio"
+        assert combo["traces"] == 1 and combo["scores"] == {"TaskCompletion": 1.0}
+        [fl] = flicker(con)
+        assert fl["route"] == "agent" and fl["flicker_rate"] == 1.0
+
+
+def echo_generator(prompt: str, variant: str) -> str:
+    return "refuse: I cannot help with that." if variant == "base" else f"J18.9 for {prompt}"
+
+
+def test_datasets_replay_runner_and_cli(tmp_path: Path) -> None:
+    src = tmp_path / "golden.jsonl"
+    src.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "id": f"i{i}",
+                    "input": f"case {i}",
+                    "expected": "J18.9",
+                    "specialty": "cardiology",
+                    "context": ["J18.9 pneumonia"],
+                }
+            )
+            for i in range(3)
+        )
+    )
+    items = read_items(src, cohort_fields=["specialty"])
+    assert items[0].cohort == COHORT and items[0].context == ["J18.9 pneumonia"]
+    data = tmp_path / "data"
+    with Store(data) as store:
+        con = store.cursor()
+        save_dataset(con, "icd", items, metadata={"kind": "guardrail"})
+        assert len(load_dataset(con, "icd").items) == 3
+        rep = replay(
+            con,
+            "icd",
+            ["base", "cardio"],
+            echo_generator,
+            evaluators=[TaskCompletion("codes")],
+            run_id="r1",
+            progress=False,
+            tracer_provider=NoOpTracerProvider(),
+        )
+        assert (rep.done, rep.skipped) == (6, 0)
+        again = replay(
+            con,
+            "icd",
+            ["base", "cardio"],
+            echo_generator,
+            evaluators=[TaskCompletion("codes")],
+            run_id="r1",
+            progress=False,
+            tracer_provider=NoOpTracerProvider(),
+        )
+        assert (again.done, again.skipped) == (0, 6)  # resumed
+        card = scorecard(con, ["prefix_id"], dataset="icd")
+        tc = next(r for r in card.rows if r.group["prefix_id"] == "cardio").metrics
+        assert tc["TaskCompletion"].value == 1.0 and tc["TaskCompletion"].paired
+        assert tc["TaskCompletion"].delta == pytest.approx(1.0)
+        rows = compliance(con, evaluator="TaskCompletion")
+        assert {r["prefix_id"]: r["pass_rate"] for r in rows} == {"base": 0.0, "cardio": 1.0}
+        # runner: score stored spans by id, text from the dataset item + a resolver
+        span_ids = [
+            r[0]
+            for r in con.execute("SELECT span_id FROM spans WHERE prefix_id = 'cardio'").fetchall()
+        ]
+        out = evaluate_spans(
+            con,
+            [TaskCompletion("contains", name="Mentions")],
+            span_ids=span_ids,
+            resolve=lambda s: {"output": "J18.9", "expected": s["expected"]},
+        )
+        assert len(out) == 3 and all(r.value == 1.0 for r in out)
+    runner = CliRunner()
+    res = runner.invoke(analytics_group, ["scorecard", "--data-dir", str(data), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["group_by"] == ["prefix_id"]
+    res = runner.invoke(datasets_group, ["list", "--data-dir", str(data)])
+    assert res.exit_code == 0 and "icd" in res.output
+    res = runner.invoke(
+        replay_command,
+        [
+            "--data-dir",
+            str(data),
+            "--dataset",
+            "icd2",
+            "--from",
+            str(src),
+            "--variants",
+            "base,cardio",
+            "--generator",
+            f"{__name__}:echo_generator",
+            "--evaluators",
+            "TaskCompletion",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "4 done" not in res.output and "6 done" in res.output
+    res = runner.invoke(analytics_group, ["run", "--data-dir", str(data), "--min-n", "2"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(analytics_group, ["run", "--data-dir", str(data), "--alpha", "2"])
+    assert res.exit_code != 0 and "alpha" in res.output
