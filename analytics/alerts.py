@@ -205,7 +205,8 @@ def list_alerts(
     limit: int = 1000,
 ) -> list[dict[str, Any]]:
     """Alerts as dicts with every field of the DESIGN.md alert object (plus extensions)."""
-    conds, params = ["TRUE"], []
+    conds: list[str] = ["TRUE"]
+    params: list[Any] = []
     if status:
         conds.append("status = ?")
         params.append(status)

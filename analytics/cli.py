@@ -29,8 +29,11 @@ def _config(
     alpha: float, min_n: int, min_effect: Sequence[str], score_min_effect: float, sequential: str
 ) -> DetectionConfig:
     cfg = DetectionConfig(
-        alpha=alpha, min_n=min_n, score_min_effect=score_min_effect, sequential=sequential
-    )  # type: ignore[arg-type]
+        alpha=alpha,
+        min_n=min_n,
+        score_min_effect=score_min_effect,
+        sequential="fixed" if sequential == "fixed" else "msprt",
+    )
     for item in min_effect:
         name, _, val = item.partition("=")
         try:

@@ -104,9 +104,9 @@ class Cube:
         last: list[datetime | None] = [None] * m
         for i, j in enumerate(mapping):
             f, la = self.first_seen[i], self.last_seen[i]
-            if f is not None and (first[j] is None or f < first[j]):  # type: ignore[operator]
+            if f is not None and (first[j] is None or f < first[j]):
                 first[j] = f
-            if la is not None and (last[j] is None or la > last[j]):  # type: ignore[operator]
+            if la is not None and (last[j] is None or la > last[j]):
                 last[j] = la
         h = _combine(mapping[self.h_cell], self.h_metric, self.h_bin, self.h_count)
         s_codes, s_names = _codes(self.s_name)

@@ -89,9 +89,10 @@ def gate(
             c.route,
             orjson.dumps(c.cohort, option=orjson.OPT_SORT_KEYS).decode() if c.cohort else "None",
         )
-        gc = cells.get(k)
-        if gc is None:
+        found = cells.get(k)
+        if found is None:
             continue
+        gc = found
         if c.baseline == BASE:
             tested.add(k)
         if c.flagged:

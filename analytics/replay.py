@@ -43,7 +43,7 @@ class ReplayReport:
     errors: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
+        return {k: getattr(self, k) for k in self.__slots__}
 
 
 def _done(con: duckdb.DuckDBPyConnection, run_id: str) -> set[tuple[str, str]]:
@@ -170,7 +170,7 @@ def replay(
                 report.errors.append(f"{item.item_id}/{v}: {error}")
                 continue
             source = f"replay|{run_id}|{item.item_id}|{v}"
-            kw = {
+            kw: dict[str, Any] = {
                 "input": item.input,
                 "output": output,
                 "expected": item.expected,

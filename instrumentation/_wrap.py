@@ -65,7 +65,7 @@ class Instrumentor:
             inst._patches = []
             inst._instrumented = False
             cls._instance = inst
-        return cls.__dict__["_instance"]  # type: ignore[no-any-return]
+        return cls.__dict__["_instance"]
 
     @property
     def is_instrumented(self) -> bool:

@@ -263,7 +263,7 @@ def trace(
         return _decorate(fn, tracer, span_name, kind, static, own)  # type: ignore[return-value]
 
     if func is not None:
-        return decorate(func)  # type: ignore[arg-type]
+        return decorate(func)
     return decorate
 
 

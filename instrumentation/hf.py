@@ -54,9 +54,10 @@ class _TimingStreamer:
         self.first_token_at: float | None = None
 
     def put(self, value: Any) -> None:
-        self._puts += 1
-        if self._puts == 2:
-            self.first_token_at = perf_counter()
+        if self.first_token_at is None:
+            self._puts += 1
+            if self._puts == 2:
+                self.first_token_at = perf_counter()
         if self._inner is not None:
             self._inner.put(value)
 
@@ -118,14 +119,9 @@ class TransformersInstrumentor(Instrumentor):
         self._tracer = get_tracer(tracer_provider)
         self._capture_content = capture_content
         self._wrap(GenerationMixin, "generate", self._wrap_generate)
-        try:
-            import peft.peft_model as pm
-        except ImportError:
-            pm = None
-        if pm is not None:
-            for owner in (pm.PeftModel, pm.PeftModelForCausalLM, pm.PeftModelForSeq2SeqLM):
-                if "generate" in owner.__dict__:
-                    self._wrap(owner, "generate", self._wrap_generate)
+        for owner in _peft_model_classes():
+            if "generate" in owner.__dict__:
+                self._wrap(owner, "generate", self._wrap_generate)
         self._wrap(TextGenerationPipeline, "__call__", self._wrap_pipeline)
 
     def _capture(self) -> bool:
@@ -254,6 +250,14 @@ class TransformersInstrumentor(Instrumentor):
         finally:
             otel_context.detach(ctx_token)
             span.end()
+
+
+def _peft_model_classes() -> tuple[type, ...]:
+    try:
+        import peft.peft_model as pm
+    except ImportError:
+        return ()
+    return (pm.PeftModel, pm.PeftModelForCausalLM, pm.PeftModelForSeq2SeqLM)
 
 
 def _text(value: Any) -> str:

@@ -27,14 +27,27 @@ _GEN_PARAMS = (
     ("top_k", semconv.GEN_AI_REQUEST_TOP_K),
 )
 
-#: model -> {(adapter name, id(adapter config)): content hash}; computed once per adapter.
-_VERSION_CACHE: weakref.WeakKeyDictionary[Any, dict[tuple[str, int], str]] = (
-    weakref.WeakKeyDictionary()
-)
+#: model -> {cache key: value}: the model's name, and per adapter (name, id(config)) its
+#: attributes including the weights hash, computed once. Keyed weakly: models are not kept alive.
+_CACHE: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
+
+
+def _cached(model: Any) -> dict[Any, Any]:
+    try:
+        return _CACHE.setdefault(model, {})
+    except TypeError:  # not weak-referenceable: no caching
+        return {}
 
 
 def model_name(model: Any) -> str | None:
     """The base model's name: its config's ``name_or_path`` (a local path's last part)."""
+    cache = _cached(model)
+    if "name" not in cache:
+        cache["name"] = _model_name(model)
+    return cache["name"]
+
+
+def _model_name(model: Any) -> str | None:
     base = model
     get_base = getattr(model, "get_base_model", None)
     if callable(get_base) and hasattr(model, "peft_config"):
@@ -79,13 +92,7 @@ def _peft_type(config: Any) -> str:
 
 
 def _content_hash(model: Any, name: str) -> str:
-    """A short hash of the adapter's weights, taken once per (model, adapter config)."""
-    config = model.peft_config[name]
-    per_model = _VERSION_CACHE.setdefault(model, {})
-    key = (name, id(config))
-    cached = per_model.get(key)
-    if cached is not None:
-        return cached
+    """A short hash of the adapter's weights (callers cache it per adapter config)."""
     import torch
     from peft import PeftModel
     from peft.utils import get_peft_model_state_dict
@@ -99,9 +106,7 @@ def _content_hash(model: Any, name: str) -> str:
         tensor = state[key_name].detach().to("cpu").contiguous().reshape(-1)
         digest.update(key_name.encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes())
-    value = "sha256:" + digest.hexdigest()[:12]
-    per_model[key] = value
-    return value
+    return "sha256:" + digest.hexdigest()[:12]
 
 
 def adapter_attributes(model: Any) -> dict[str, AttributeValue]:
@@ -110,6 +115,14 @@ def adapter_attributes(model: Any) -> dict[str, AttributeValue]:
     if active is None:
         return {semconv.PREFIX_ID: semconv.BASE_PREFIX_ID}
     name, config = active
+    cache = _cached(model)
+    key = (name, id(config))
+    if key not in cache:
+        cache[key] = _describe_adapter(model, name, config)
+    return dict(cache[key])
+
+
+def _describe_adapter(model: Any, name: str, config: Any) -> dict[str, AttributeValue]:
     attrs: dict[str, AttributeValue] = {
         semconv.PREFIX_ID: name,
         semconv.PREFIX_TYPE: _peft_type(config),
@@ -210,34 +223,30 @@ def output_counts(
 ) -> tuple[list[int], list[str]]:
     """New tokens per returned sequence (up to and including the first EOS) and why each stopped.
 
-    Sequences that hit EOS finished with ``"stop"``, the others with ``"length"``.
+    Sequences that hit EOS finished with ``"stop"``, the others with ``"length"``; padding after
+    an early stop is not counted.
     """
-    import torch
-
     seqs = getattr(result, "sequences", result)
-    if not isinstance(seqs, torch.Tensor) or seqs.dim() != 2:
+    if getattr(seqs, "dim", None) is None or seqs.dim() != 2:
         return [], []
-    config = getattr(model, "config", None)
-    if getattr(config, "is_encoder_decoder", False):
-        new = seqs[:, 1:]
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        start = 1  # the decoder start token
     elif prompt_len is not None and seqs.shape[1] >= prompt_len:
-        new = seqs[:, prompt_len:]
+        start = prompt_len
     else:
         return [], []
-    eos = _token_ids(generation_value("eos_token_id", kwargs, model))
+    eos = set(_token_ids(generation_value("eos_token_id", kwargs, model)))
     pad = generation_value("pad_token_id", kwargs, model)
-    width = new.shape[1]
-    if eos:
-        is_eos = torch.isin(new, torch.tensor(eos, device=new.device))
-        has_eos = is_eos.any(dim=1)
-        first = is_eos.int().argmax(dim=1)
-    else:
-        has_eos = torch.zeros(new.shape[0], dtype=torch.bool, device=new.device)
-        first = torch.zeros(new.shape[0], dtype=torch.long, device=new.device)
-    if isinstance(pad, int) and pad not in eos:
-        without_eos = (new != pad).sum(dim=1)
-    else:
-        without_eos = torch.full_like(first, width)
-    counts = torch.where(has_eos, first + 1, without_eos)
-    reasons = ["stop" if h else "length" for h in has_eos.tolist()]
-    return [int(n) for n in counts.tolist()], reasons
+    count_pad = isinstance(pad, int) and pad not in eos
+    counts: list[int] = []
+    reasons: list[str] = []
+    for row in seqs[:, start:].tolist():  # one device-to-host copy, then plain Python
+        for i, token in enumerate(row):
+            if token in eos:
+                counts.append(i + 1)
+                reasons.append("stop")
+                break
+        else:
+            counts.append(len(row) - row.count(pad) if count_pad else len(row))
+            reasons.append("length")
+    return counts, reasons

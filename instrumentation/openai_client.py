@@ -209,7 +209,7 @@ class _Calls:
         return wrapper
 
 
-class _Stream(wrapt.ObjectProxy):  # type: ignore[misc]
+class _Stream(wrapt.ObjectProxy):
     """Proxies an OpenAI ``Stream``/``AsyncStream``; the span ends with the stream."""
 
     def __init__(self, stream: Any, span: Span, calls: _Calls) -> None:

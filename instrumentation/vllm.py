@@ -131,6 +131,11 @@ def request_attributes(output: Any, capture: bool = False) -> dict[str, Attribut
     return attrs
 
 
+def _number(attrs: Mapping[str, AttributeValue], key: str) -> float:
+    value = attrs.get(key)
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
 def _keep_user(attrs: dict[str, AttributeValue], user: Mapping[str, AttributeValue]) -> None:
     for key in user:
         attrs.pop(key, None)
@@ -171,9 +176,12 @@ class _AsyncRequest(_steps.StepObserver):
                 record_exception(span, error)
             if self._last is not None and span.is_recording():
                 attrs = request_attributes(self._last, self._capture)
-                if self._first_at is not None:  # the client's view beats the engine's stats
-                    ttft = self._first_at - self._t0
-                    attrs[semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = ttft
+                if self._first_at is not None:
+                    # The engine's first_token_latency when it logs stats; otherwise what the
+                    # caller saw (the first chunk: one token when streaming deltas).
+                    attrs.setdefault(
+                        semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, self._first_at - self._t0
+                    )
                 _keep_user(attrs, self._user)
                 span.set_attributes(attrs)
         except Exception:
@@ -269,10 +277,11 @@ class VLLMInstrumentor(Instrumentor):
             log.debug("could not start vLLM span", exc_info=True)
             return wrapped(*args, **kwargs)
         model: str | None = None
+        attrs: dict[str, AttributeValue] = {}
         if span.is_recording():
             try:
                 model = engine_model_name(instance)
-                attrs: dict[str, AttributeValue] = {
+                attrs = {
                     semconv.GEN_AI_OPERATION_NAME: operation,
                     semconv.GEN_AI_PROVIDER_NAME: PROVIDER,
                     semconv.OPENINFERENCE_SPAN_KIND: "LLM",
@@ -301,7 +310,7 @@ class VLLMInstrumentor(Instrumentor):
             raise
         else:
             if span.is_recording():
-                self._children(span, operation, model, user, result, start_ns, time_ns())
+                self._children(span, operation, model, user, attrs, result, start_ns, time_ns())
             return result
         finally:
             otel_context.detach(token)
@@ -314,6 +323,7 @@ class VLLMInstrumentor(Instrumentor):
         operation: str,
         model: str | None,
         user: Mapping[str, AttributeValue],
+        call_attrs: Mapping[str, AttributeValue],
         outputs: Any,
         start_ns: int,
         end_ns: int,
@@ -322,20 +332,18 @@ class VLLMInstrumentor(Instrumentor):
         try:
             ctx = otel_trace.set_span_in_context(parent)
             capture = self.capture()
-            totals = [0, 0, 0]
+            totals = [0.0, 0.0, 0.0]
             name = f"{operation} {model}" if model else operation
             for out in outputs:
                 attrs = request_attributes(out, capture)
-                totals[0] += int(attrs[semconv.GEN_AI_USAGE_INPUT_TOKENS])  # type: ignore[arg-type]
-                totals[1] += int(attrs[semconv.GEN_AI_USAGE_OUTPUT_TOKENS])  # type: ignore[arg-type]
-                totals[2] += int(attrs.get(semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, 0))  # type: ignore[arg-type]
-                attrs.update({k: v for k, v in parent.attributes.items() if k not in attrs})  # type: ignore[union-attr]
-                _keep_user(attrs, user)
-                attrs.update(user)
+                totals[0] += _number(attrs, semconv.GEN_AI_USAGE_INPUT_TOKENS)
+                totals[1] += _number(attrs, semconv.GEN_AI_USAGE_OUTPUT_TOKENS)
+                totals[2] += _number(attrs, semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)
+                attrs = {**call_attrs, **attrs, **user}
                 arrival = getattr(out.metrics, "arrival_time", 0.0) or 0.0
                 t_start = min(max(int(arrival * 1e9), start_ns), end_ns) if arrival else start_ns
-                busy = float(attrs.get(semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, 0.0))  # type: ignore[arg-type]
-                busy += float(attrs.get(semconv.GEN_AI_LATENCY_TIME_IN_MODEL_DECODE, 0.0))  # type: ignore[arg-type]
+                busy = _number(attrs, semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK)
+                busy += _number(attrs, semconv.GEN_AI_LATENCY_TIME_IN_MODEL_DECODE)
                 t_end = min(t_start + int(busy * 1e9), end_ns) if busy else end_ns
                 child = self._tracer.start_span(
                     name, context=ctx, kind=SpanKind.INTERNAL, attributes=attrs, start_time=t_start
@@ -344,11 +352,11 @@ class VLLMInstrumentor(Instrumentor):
             parent.set_attributes(
                 {
                     semconv.BATCH_SIZE: len(outputs),
-                    semconv.GEN_AI_USAGE_INPUT_TOKENS: totals[0],
-                    semconv.GEN_AI_USAGE_OUTPUT_TOKENS: totals[1],
-                    semconv.LLM_TOKEN_COUNT_PROMPT: totals[0],
-                    semconv.LLM_TOKEN_COUNT_COMPLETION: totals[1],
-                    semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: totals[2],
+                    semconv.GEN_AI_USAGE_INPUT_TOKENS: int(totals[0]),
+                    semconv.GEN_AI_USAGE_OUTPUT_TOKENS: int(totals[1]),
+                    semconv.LLM_TOKEN_COUNT_PROMPT: int(totals[0]),
+                    semconv.LLM_TOKEN_COUNT_COMPLETION: int(totals[1]),
+                    semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: int(totals[2]),
                 }
             )
         except Exception:

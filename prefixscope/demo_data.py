@@ -197,8 +197,9 @@ class DemoData:
     guardrail: list[dict[str, object]] = field(default_factory=list)
 
     def base_corpus(self) -> list[str]:
-        """Generic pre-training text: every specialty's notes, so the base knows the format."""
-        return [t for texts in self.train.values() for t in texts[::3]]
+        """Pre-training text for the base model: every specialty's notes and codes, mixed
+        (a generalist; the prefixes then specialise it)."""
+        return [t for texts in self.train.values() for t in texts]
 
 
 def build(seed: int = 7, train_per_code: int = 24, golden_per_code: int = 6) -> DemoData:

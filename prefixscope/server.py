@@ -96,6 +96,8 @@ class PrefixScopeServer:
             title="PrefixScope",
             version=__version__,
             description="Observability for prefix-tuned and LoRA variants of one base model.",
+            docs_url=None,  # the API serves its own /docs page (no CDN scripts)
+            redoc_url=None,
         )
         for route in ingest_routes(self.pipeline, self.health):
             app.router.routes.append(route)

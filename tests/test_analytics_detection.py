@@ -119,8 +119,8 @@ def test_p99_regression_found() -> None:
 
 
 def test_thumbs_down_doubling_found() -> None:
-    rate = _rate(20, 1500, _found("thumbs_down_rate"), td=0.10, seed0=500, wide=False)
-    _report("thumbs-down 5% -> 10% at n=1500/side, 1 cell", rate, 20)
+    rate = _rate(20, 2000, _found("thumbs_down_rate"), td=0.10, seed0=500, wide=False)
+    _report("thumbs-down 5% -> 10% at n=2000/side, 1 cell", rate, 20)
     assert rate >= 0.95
 
 
@@ -147,51 +147,78 @@ def test_min_effect_and_min_n_gate_alerts() -> None:
     assert run_detection(small).comparisons == []
 
 
+SLOW = {
+    # name: (runs, n, check, kwargs, requirement)
+    "A/A single look, 4 cells": (200, 1000, _any_alert, {}, "<="),
+    "A/A 20 looks, 4 cells": (60, 2000, _any_alert, {"looks": 20}, "<="),
+    "TC -0.15 n=200, Beta scores, 1 cell": (
+        200,
+        200,
+        _found("TaskCompletion"),
+        {"tc": 0.15, "wide": False},
+        ">=",
+    ),
+    "p99 x1.5 n=2500, 1 cell": (
+        100,
+        2500,
+        _found("latency_p99"),
+        {"p99": 1.5, "wide": False},
+        ">=",
+    ),
+    "thumbs-down x2 n=2000, 1 cell": (
+        200,
+        2000,
+        _found("thumbs_down_rate"),
+        {"td": 0.10, "wide": False},
+        ">=",
+    ),
+    # informational (reported, not asserted): the example sizes and harder settings
+    "TC -0.15 n=200, pass/fail scores, 1 cell": (
+        200,
+        200,
+        _found("TaskCompletion"),
+        {"tc": 0.15, "conc": 0.0, "wide": False},
+        "info",
+    ),
+    "p99 x1.5 n=1000, 1 cell": (
+        100,
+        1000,
+        _found("latency_p99"),
+        {"p99": 1.5, "wide": False},
+        "info",
+    ),
+    "thumbs-down x2 n=1500, 1 cell": (
+        200,
+        1500,
+        _found("thumbs_down_rate"),
+        {"td": 0.10, "wide": False},
+        "info",
+    ),
+    "thumbs-down x2 n=1000, 1 cell": (
+        200,
+        1000,
+        _found("thumbs_down_rate"),
+        {"td": 0.10, "wide": False},
+        "info",
+    ),
+    "thumbs-down x2 n=1000, 1 cell, fixed horizon": (
+        200,
+        1000,
+        _found("thumbs_down_rate"),
+        {"td": 0.10, "wide": False, "config": DetectionConfig(sequential="fixed")},
+        "info",
+    ),
+}
+
+
 @pytest.mark.slow
-def test_full_simulation_rates() -> None:
-    results = {
-        "A/A single look": (_rate(200, 1000, _any_alert, seed0=1000), "<= 0.05"),
-        "A/A 20 looks": (_rate(100, 2000, _any_alert, looks=20, seed0=2000), "<= 0.05"),
-        "TC -0.15 n=200 Beta": (
-            _rate(200, 200, _found("TaskCompletion"), tc=0.15, seed0=3000, wide=False),
-            ">= 0.95",
-        ),
-        "p99 x1.5 n=2500": (
-            _rate(200, 2500, _found("latency_p99"), p99=1.5, seed0=4000, wide=False),
-            ">= 0.95",
-        ),
-        "thumbs-down x2 n=1500": (
-            _rate(200, 1500, _found("thumbs_down_rate"), td=0.10, seed0=5000, wide=False),
-            ">= 0.95",
-        ),
-    }
-    info = {
-        "TC -0.15 n=200 pass/fail scores": _rate(
-            200, 200, _found("TaskCompletion"), tc=0.15, conc=0.0, seed0=6000, wide=False
-        ),
-        "thumbs-down x2 n=1000 msprt": _rate(
-            200, 1000, _found("thumbs_down_rate"), td=0.10, seed0=7000, wide=False
-        ),
-        "thumbs-down x2 n=1000 fixed": _rate(
-            200,
-            1000,
-            _found("thumbs_down_rate"),
-            td=0.10,
-            config=DetectionConfig(sequential="fixed"),
-            seed0=8000,
-            wide=False,
-        ),
-        "p99 x1.5 n=1000, 1 cell": _rate(
-            200, 1000, _found("latency_p99"), p99=1.5, seed0=9000, wide=False
-        ),
-        "p99 x1.5 n=2000, 4 cells": _rate(200, 2000, _found("latency_p99"), p99=1.5, seed0=9500),
-        "thumbs-down x2 n=2000, 4 cells": _rate(
-            200, 2000, _found("thumbs_down_rate"), td=0.10, seed0=9700
-        ),
-    }
-    for name, (rate, want) in results.items():
-        _report(f"{name} (want {want})", rate, 200)
-    for name, rate in info.items():
-        _report(f"{name} (informational)", rate, 200)
-    assert results["A/A single look"][0] <= 0.05 and results["A/A 20 looks"][0] <= 0.05
-    assert all(r >= 0.95 for k, (r, _) in results.items() if not k.startswith("A/A"))
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("name", list(SLOW))
+def test_full_simulation(name: str) -> None:
+    runs, n, check, kw, want = SLOW[name]
+    rate = _rate(runs, n, check, seed0=10_000 + 1000 * list(SLOW).index(name), **kw)
+    _report(f"{name} ({'informational' if want == 'info' else want})", rate, runs)
+    if want == "<=":
+        assert rate <= 0.05
+    elif want == ">=":
+        assert rate >= 0.95

@@ -79,6 +79,37 @@ def test_run_detects_injected_regression_and_notifies_webhook(
             if b["alert"]["id"] == ground["id"] and b["alert"]["status"] == "acked"
         ]
         assert len(updates) == 1 and updates[0]["event"] == "alert.updated"
+        # a run that tests the same comparisons but flags none (alpha 1e-300) resolves them all
+        before = len(hook.wait_for(0))
+        cleared = httpx.post(
+            f"{srv.base_url}/api/v1/regressions/run",
+            json={"since": "1d", "alpha": 1e-300},
+            timeout=120,
+        ).json()
+        assert cleared["flagged"] == 0 and cleared["new"] == []
+        assert sorted(cleared["resolved"]) == sorted(run["new"])
+        resolved = hook.wait_for(before + len(run["new"]))[before:]
+        assert {b["event"] for b in resolved} == {"alert.resolved"}
+        assert {b["alert"]["status"] for b in resolved} == {"resolved"}
+        assert (
+            httpx.get(f"{srv.base_url}/api/v1/alerts", params={"status": "open"}).json()["alerts"]
+            == []
+        )
+
+
+def test_periodic_detection(tmp_path: Path, start_server: Callable[..., ServerProcess]) -> None:
+    data = tmp_path / "data"
+    seeded_store(data, with_alert=False)
+    srv = start_server("--detect-interval-s", "1", data_dir=data)
+    deadline = time.monotonic() + 60
+    found: list[dict[str, object]] = []
+    while time.monotonic() < deadline and not found:
+        time.sleep(0.5)
+        found = httpx.get(f"{srv.base_url}/api/v1/alerts", params={"status": "open"}).json()[
+            "alerts"
+        ]
+    assert any(a["prefix_id"] == "radiology" and a["metric"] == "Groundedness" for a in found)
+    assert srv.stop() == 0  # the detector thread does not keep the process from exiting
 
 
 def test_alert_endpoints(tmp_path: Path, start_server: Callable[..., ServerProcess]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import shutil
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
@@ -206,3 +207,42 @@ def test_dashboard_asks_for_a_token_when_required(browser: Any, seeded_server: A
     assert page.evaluate("sessionStorage.getItem('prefixscope.token')") == "sesame"
     # the 401 answers of the first load are expected; nothing else went wrong
     assert all("401" in p or "Unauthorized" in p for p in problems), problems
+
+
+# -- no CDN, and a local API reference -----------------------------------------------------------
+API_DIR = Path(__file__).resolve().parent.parent / "api"
+
+
+def test_templates_and_static_files_reference_no_other_host() -> None:
+    files = [*(API_DIR / "templates").iterdir(), *(API_DIR / "static").iterdir()]
+    assert {f.name for f in files} >= {"index.html", "panels.html", "app.js", "app.css"}
+    for f in files:
+        text = f.read_text().replace("http://www.w3.org/2000/svg", "")  # a namespace, not a fetch
+        assert not re.search(r"https?://|(src|href)=[\"']//|url\(", text), f.name
+
+
+def test_local_docs_page_lists_every_operation(tmp_path: Path) -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from prefixscope.api.app import build_router, install_error_handlers
+    from prefixscope.api.context import ApiContext
+    from prefixscope.collector.store import Store
+
+    from prefixscope.config import Settings
+    from prefixscope.metrics import Metrics
+
+    settings = Settings(data_dir=tmp_path / "d")
+    with Store(settings.data_dir) as store:
+        ctx = ApiContext(settings, store, Metrics())
+        app = FastAPI(title="PrefixScope", docs_url=None, redoc_url=None)
+        app.include_router(build_router(ctx))
+        install_error_handlers(app)
+        with TestClient(app) as client:
+            page = client.get("/docs")
+            spec = client.get("/openapi.json").json()
+        ctx.close()
+    assert page.status_code == 200 and "script" not in page.text
+    for path, ops in spec["paths"].items():
+        for method in ops:
+            assert f"<code>{path}</code>" in page.text and f">{method.upper()}<" in page.text
+    assert 'id="schema-ScoreIn"' in page.text and "pattern=^[0-9a-fA-F]{32}$" in page.text

@@ -89,7 +89,7 @@ ESCAPES = [
     ("SELECT * FROM checkpoint()", "forbidden", "function checkpoint() is not allowed"),
     ("SELECT 1; SELECT 2", "multiple_statements", "exactly one statement is allowed, got 2"),
     ("SELECT 1; DROP TABLE scores", "multiple_statements", "exactly one statement"),
-    ("", "empty", "no SQL statement given"),
+    ("  ;  ", "empty", "no SQL statement given"),
 ]
 
 
@@ -274,3 +274,25 @@ def test_request_validation(sql_server: ServerProcess) -> None:
     assert resp.status_code == 422
     assert resp.json()["error"] == "unprocessable"
     assert resp.json()["detail"][0]["loc"][:2] == ["body", "sql"]
+
+
+def test_concurrent_queries_are_bounded(sql_server: ServerProcess) -> None:
+    slow = "SELECT count(*) FROM range(100000000) a, range(100000000) b"
+    results: list[httpx.Response] = []
+    lock = threading.Lock()
+
+    def run() -> None:
+        resp = sql(sql_server, slow)
+        with lock:
+            results.append(resp)
+
+    threads = [threading.Thread(target=run) for _ in range(7)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    codes = sorted(r.status_code for r in results)
+    # at most 4 run at once (each hits the 1 s limit); the ones beyond are shed, not queued
+    assert set(codes) == {408, 429} and codes.count(408) >= 4, codes
+    shed = next(r for r in results if r.status_code == 429)
+    assert shed.headers["retry-after"] == "1" and shed.json()["error"] == "overloaded"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -14,6 +14,14 @@ from .serverproc import ServerProcess
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 SPAN = "b7ad6b7169203331"
 UNKNOWN = "ffffffffffffffffffffffffffffffff"
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server for the tests that only add data (no crash, no exact totals across tests)."""
+    srv = ServerProcess(tmp_path_factory.mktemp("writes") / "data").start()
+    yield srv
+    srv.stop()
 
 
 def ingest_one(srv: ServerProcess) -> None:
@@ -112,9 +120,9 @@ def test_scores_single_and_list_idempotent_and_durable(
     ],
 )
 def test_score_validation_is_precise(
-    server: ServerProcess, payload: object, loc: list[object], fragment: str
+    shared: ServerProcess, payload: object, loc: list[object], fragment: str
 ) -> None:
-    resp = httpx.post(f"{server.base_url}/api/v1/scores", json=payload)
+    resp = httpx.post(f"{shared.base_url}/api/v1/scores", json=payload)
     assert resp.status_code == 422, resp.text
     body = resp.json()
     assert body["error"] == "unprocessable"
@@ -122,7 +130,7 @@ def test_score_validation_is_precise(
     assert loc in locs, locs
     match = next(d for d in body["detail"] if d["loc"] == loc)
     assert fragment in match["msg"]
-    assert query_store_count(server) == 0
+    assert query_store_count(shared) == 0
 
 
 def query_store_count(srv: ServerProcess) -> int:
@@ -130,16 +138,17 @@ def query_store_count(srv: ServerProcess) -> int:
     return int(resp.json()["rows"][0][0])
 
 
-def test_non_finite_score_is_rejected(server: ServerProcess) -> None:
+def test_non_finite_score_is_rejected(shared: ServerProcess) -> None:
     resp = httpx.post(
-        f"{server.base_url}/api/v1/scores",
+        f"{shared.base_url}/api/v1/scores",
         content=b'{"trace_id": "%s", "name": "G", "value": NaN}' % TRACE.encode(),
         headers={"Content-Type": "application/json"},
     )
     assert resp.status_code == 422
 
 
-def test_feedback(server: ServerProcess) -> None:
+def test_feedback(shared: ServerProcess) -> None:
+    server = shared
     ingest_one(server)
     url = f"{server.base_url}/api/v1/feedback"
     resp = httpx.post(
@@ -170,7 +179,8 @@ def test_feedback(server: ServerProcess) -> None:
     ]
 
 
-def test_prefix_registry(server: ServerProcess) -> None:
+def test_prefix_registry(shared: ServerProcess) -> None:
+    server = shared
     base = f"{server.base_url}/api/v1/prefixes"
     ingest_one(server)
     reg = {

@@ -227,8 +227,7 @@ def main(argv: list[str] | None = None) -> Report:
     a = ap.parse_args(argv)
     if os.geteuid() != 0:
         raise SystemExit("diskfull needs root (mount -t tmpfs)")
-    return main_exit(run(size_mb=a.size_mb, fault_s=a.fault_s, spans=a.spans,
-                         recover_timeout=a.recover_timeout))  # fmt: skip
+    return main_exit(run(**vars(a)))
 
 
 if __name__ == "__main__":

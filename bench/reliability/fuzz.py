@@ -231,7 +231,9 @@ def _bad_utf8(rng: random.Random, seeds: Seeds) -> Case:
     if rng.random() < 0.5:
         req = _fresh(2, rng.randrange(100))
         req.resource_spans[0].scope_spans[0].spans[0].name = "MARKERMARKER"
-        return Case("invalid_utf8_pb", req.SerializeToString().replace(b"MARKERMARKER", bad * 12), PROTOBUF)  # noqa: E501
+        return Case(
+            "invalid_utf8_pb", req.SerializeToString().replace(b"MARKERMARKER", bad * 12), PROTOBUF
+        )
     body = _span_doc([{"key": "k", "value": {"stringValue": "MARKER"}}])
     return Case("invalid_utf8_json", body.replace(b"MARKER", bad * 6), JSON)
 
@@ -266,9 +268,13 @@ def _huge(rng: random.Random) -> Case:
             )
         return Case("huge_pb", req.SerializeToString(), PROTOBUF)
     if rng.random() < 0.5:
-        return Case("huge_json", _span_doc([{"key": "big", "value": {"stringValue": "y" * n}}]), JSON)  # noqa: E501
+        return Case(
+            "huge_json", _span_doc([{"key": "big", "value": {"stringValue": "y" * n}}]), JSON
+        )
     values = [{"intValue": str(i)} for i in range(n // 40)]
-    return Case("huge_json", _span_doc([{"key": "arr", "value": {"arrayValue": {"values": values}}}]), JSON)  # noqa: E501
+    return Case(
+        "huge_json", _span_doc([{"key": "arr", "value": {"arrayValue": {"values": values}}}]), JSON
+    )
 
 
 _BOMBS: dict[int, bytes] = {}
@@ -326,7 +332,9 @@ def make_case(rng: random.Random, seeds: Seeds) -> Case:
     if r < 0.36:
         return Case("pb_insert", _insert(rng, pb), PROTOBUF)
     if r < 0.38:
-        return Case("random_bytes", rng.randbytes(rng.randint(0, 2048)), rng.choice([PROTOBUF, JSON]))  # noqa: E501
+        return Case(
+            "random_bytes", rng.randbytes(rng.randint(0, 2048)), rng.choice([PROTOBUF, JSON])
+        )
     if r < 0.48:
         return Case("json_bitflip", _flip(rng, js), JSON)
     if r < 0.53:
@@ -599,7 +607,9 @@ def run(*, cases: int = 100_000, http_share: float = 0.05, seed: int = 7,
     rep.add("decoded cases committed through the DuckDB sink", out.committed)
     rep.add("cases/s (in process)", out.cases / elapsed)
     rep.notes.append("outcomes: " + ", ".join(f"{k}={v}" for k, v in out.results.most_common()))
-    rep.notes.append("HTTP statuses: " + ", ".join(f"{k}={v}" for k, v in sorted(share.statuses.items())))  # noqa: E501
+    rep.notes.append(
+        "HTTP statuses: " + ", ".join(f"{k}={v}" for k, v in sorted(share.statuses.items()))
+    )
     for sig, count in out.crashes.most_common():
         ex = out.examples[sig]
         path = work / f"crash-{len(rep.notes)}.bin"
@@ -622,13 +632,16 @@ def _healthz(srv: ServerProcess) -> bool:
 def main(argv: list[str] | None = None) -> Report:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--cases", type=int, default=100_000)
-    ap.add_argument("--http-share", type=float, default=0.05, help="share of cases also sent over HTTP")  # noqa: E501
+    ap.add_argument(
+        "--http-share", type=float, default=0.05, help="share of cases also sent over HTTP"
+    )
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--loris-clients", type=int, default=16, help="slow-loris connections (0: skip)")  # noqa: E501
+    ap.add_argument(
+        "--loris-clients", type=int, default=16, help="slow-loris connections (0: skip)"
+    )
     ap.add_argument("--loris-s", type=float, default=10.0, help="seconds of slow-loris")
     a = ap.parse_args(argv)
-    return main_exit(run(cases=a.cases, http_share=a.http_share, seed=a.seed,
-                         loris_clients=a.loris_clients, loris_s=a.loris_s))  # fmt: skip
+    return main_exit(run(**vars(a)))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,139 @@
+"""Auth: every route with no token, a wrong token, and a read token on write routes.
+
+The server runs with an ingest token, a read token and a write token. Routes are enumerated
+from ``/openapi.json`` (every ``/api/`` operation) plus OTLP ``POST /v1/traces`` over HTTP and
+gRPC ``TraceService/Export``. Expected: 401 (UNAUTHENTICATED) without a token or with a wrong
+one, 403 (or 401) for a read token on a write route or on ingest; the right token is let
+through (a positive control, so the check cannot pass by refusing everything); ``/healthz``
+is open.
+
+Usage:  .venv/bin/python bench/reliability/auth.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+if __package__ in (None, ""):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import grpc
+import httpx
+
+from bench.reliability.common import Report, ServerProcess, main_exit, scratch_dir
+
+INGEST, READ, WRITE = "ingest-tok-1", "read-tok-1", "write-tok-1"
+WRONG = "not-a-token"
+SAMPLE = {"alert_id": "a1", "prefix_id": "radiology", "trace_id": "ab" * 16}
+BODIES: dict[str, object] = {
+    "/api/v1/scores": {"trace_id": "ab" * 16, "name": "G", "value": 0.5},
+    "/api/v1/feedback": {"trace_id": "ab" * 16, "kind": "thumbs_up"},
+    "/api/v1/sql": {"sql": "SELECT 1"},
+    "/api/v1/prefixes/{prefix_id}": {"owner": "me"},
+    "/api/v1/regressions/run": {},
+}
+EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+def _routes(spec: dict[str, object]) -> list[tuple[str, str]]:
+    paths = spec["paths"]
+    assert isinstance(paths, dict)
+    return sorted(
+        (m.upper(), p)
+        for p, ops in paths.items()
+        if p.startswith("/api/")
+        for m in ops
+        if m in ("get", "post", "put", "patch", "delete")
+    )
+
+
+def _is_write(method: str, path: str) -> bool:
+    return method != "GET" and path != "/api/v1/sql"  # SQL is a read-only query (POST body)
+
+
+def _call(c: httpx.Client, method: str, path: str, token: str | None) -> int:
+    url = re.sub(r"\{(\w+)\}", lambda m: SAMPLE.get(m.group(1), "x"), path)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if path == "/v1/traces":  # an empty ExportTraceServiceRequest
+        headers["Content-Type"] = "application/x-protobuf"
+        return c.request(method, url, headers=headers, content=b"").status_code
+    body = BODIES.get(path)
+    return c.request(
+        method, url, headers=headers, json=body if method != "GET" else None
+    ).status_code
+
+
+def _grpc(target: str, token: str | None) -> grpc.StatusCode:
+    metadata = (("authorization", f"Bearer {token}"),) if token else None
+    with grpc.insecure_channel(target) as ch:
+        call = ch.unary_unary(EXPORT, request_serializer=None, response_deserializer=None)
+        try:
+            call(b"", metadata=metadata, timeout=10)
+        except grpc.RpcError as err:
+            return err.code()
+    return grpc.StatusCode.OK
+
+
+def run() -> Report:
+    rep = Report("auth")
+    data = scratch_dir("auth") / "data"
+    srv = ServerProcess(data, ["--token", INGEST, "--read-token", READ, "--write-token", WRITE,
+                               "--lake-roll-interval-s", "0"])  # fmt: skip
+    srv.start()
+    failures: list[str] = []
+    checks = 0
+
+    def expect(what: str, got: object, allowed: tuple[object, ...]) -> None:
+        nonlocal checks
+        checks += 1
+        if got not in allowed:
+            failures.append(f"{what}: got {got}, expected one of {allowed}")
+
+    try:
+        with httpx.Client(base_url=srv.base_url, timeout=30) as c:
+            routes = _routes(c.get("/openapi.json").json())
+            for method, path in routes:
+                what = f"{method} {path}"
+                expect(f"{what} no token", _call(c, method, path, None), (401,))
+                expect(f"{what} wrong token", _call(c, method, path, WRONG), (401,))
+                expect(f"{what} ingest token", _call(c, method, path, INGEST), (401, 403))
+                if _is_write(method, path):
+                    expect(f"{what} read token", _call(c, method, path, READ), (403,))
+                    ok = _call(c, method, path, WRITE)
+                else:
+                    ok = _call(c, method, path, READ)
+                expect(f"{what} right token (control)", ok not in (401, 403), (True,))
+            ingest = ("POST", "/v1/traces")
+            for token, allowed in ((None, (401,)), (WRONG, (401,)), (READ, (401, 403)),
+                                   (WRITE, (401, 403))):  # fmt: skip
+                expect(f"POST /v1/traces token={token}", _call(c, *ingest, token), allowed)
+            expect("POST /v1/traces right token (control)", _call(c, *ingest, INGEST), (200,))
+            expect("GET /healthz open", c.get("/healthz").status_code, (200,))
+        target = srv.grpc_target
+        unauth = grpc.StatusCode.UNAUTHENTICATED
+        denied = grpc.StatusCode.PERMISSION_DENIED
+        expect("gRPC Export no token", _grpc(target, None), (unauth,))
+        expect("gRPC Export wrong token", _grpc(target, WRONG), (unauth,))
+        expect("gRPC Export read token", _grpc(target, READ), (unauth, denied))
+        expect("gRPC Export right token (control)", _grpc(target, INGEST), (grpc.StatusCode.OK,))
+    finally:
+        srv.stop()
+    rep.add("routes (OpenAPI /api + OTLP HTTP + gRPC)", len(routes) + 2)
+    rep.add("route x case checks", checks)
+    rep.add("failures", len(failures), "0", not failures)
+    rep.notes += failures
+    return rep
+
+
+def main(argv: list[str] | None = None) -> Report:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.parse_args(argv)
+    return main_exit(run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""SQL sandbox: escape attempts against ``POST /api/v1/sql`` of the real server.
+
+The API issue's escape list plus more: functions that touch files or the network, extension
+loading, configuration changes and probes, catalog/file side effects, resource exhaustion.
+An attempt counts as refused when the server answers 4xx with a typed error, or - for the
+row-cap case - 200 with ``truncated: true`` and no more than the cap. Anything else (a 200 with
+data, a 5xx, a hang) is an escape. A file planted outside the data dir must never be read.
+
+Usage:  .venv/bin/python bench/reliability/sql.py [--timeout-s 2] [--max-rows 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+if __package__ in (None, ""):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import httpx
+
+from bench.reliability.common import Report, ServerProcess, main_exit, scratch_dir
+
+
+def attempts(outside: Path, data: Path) -> list[tuple[str, str]]:
+    """(label, sql). ``outside`` is a planted file outside the data dir; ``data`` the data dir."""
+    o, d = str(outside), str(data)
+    return [
+        # -- the API issue's list ------------------------------------------------------------
+        ("read_csv /etc/passwd", "SELECT * FROM read_csv('/etc/passwd')"),
+        ("read_csv_auto planted file", f"SELECT * FROM read_csv_auto('{o}')"),
+        ("read_parquet outside data dir", f"SELECT * FROM read_parquet('{o}')"),
+        ("read_parquet ../ traversal", f"SELECT * FROM read_parquet('{d}/lake/../../x.parquet')"),
+        ("ATTACH", f"ATTACH '{o}.db' AS x"),
+        ("ATTACH in-memory", "ATTACH ':memory:' AS m"),
+        ("COPY TO", f"COPY spans TO '{o}.csv'"),
+        ("COPY (query) TO", f"COPY (SELECT 1) TO '{o}.parquet' (FORMAT parquet)"),
+        ("COPY FROM", f"COPY spans FROM '{o}'"),
+        ("INSTALL", "INSTALL httpfs"),
+        ("LOAD", "LOAD httpfs"),
+        ("FORCE INSTALL", "FORCE INSTALL json"),
+        ("SET", "SET enable_external_access = true"),
+        ("SET lock_configuration", "SET lock_configuration = false"),
+        ("RESET", "RESET allowed_directories"),
+        ("PRAGMA", "PRAGMA enable_profiling"),
+        ("PRAGMA database_list", "PRAGMA database_list"),
+        ("CREATE TABLE", "CREATE TABLE x AS SELECT 1"),
+        ("CREATE MACRO", "CREATE MACRO m(a) AS a"),
+        ("CREATE SECRET", "CREATE SECRET s (TYPE s3, KEY_ID 'a', SECRET 'b')"),
+        ("INSERT", "INSERT INTO scores VALUES ('a', NULL, 'x', 0.5, NULL, NULL, NULL, now())"),
+        ("UPDATE", "UPDATE spans SET name = 'x'"),
+        ("DELETE", "DELETE FROM spans"),
+        ("DROP", "DROP TABLE spans"),
+        ("ALTER", "ALTER TABLE spans ADD COLUMN x INT"),
+        ("multiple statements", "SELECT 1; DROP TABLE spans"),
+        ("multiple statements, comment", "SELECT 1; -- x\nDELETE FROM spans"),
+        ("data-modifying CTE", "WITH d AS (DELETE FROM spans RETURNING *) SELECT * FROM d"),
+        ("runaway cross join (timeout)",
+         "SELECT count(*) FROM range(100000000) a, range(100000000) b"),
+        ("huge result (truncated)", "SELECT * FROM range(10000000)"),
+        # -- more: files and network ---------------------------------------------------------
+        ("glob /", "SELECT * FROM glob('/*')"),
+        ("glob data dir", f"SELECT * FROM glob('{d}/*')"),
+        ("read_text /etc/passwd", "SELECT * FROM read_text('/etc/passwd')"),
+        ("read_blob planted file", f"SELECT * FROM read_blob('{o}')"),
+        ("read_json planted file", f"SELECT * FROM read_json('{o}')"),
+        ("read_json_auto http URL", "SELECT * FROM read_json_auto('http://127.0.0.1:9/x.json')"),
+        ("read_csv http URL", "SELECT * FROM read_csv('http://127.0.0.1:9/x.csv')"),
+        ("read_parquet s3 URL", "SELECT * FROM read_parquet('s3://bucket/x.parquet')"),
+        ("parquet_metadata outside", f"SELECT * FROM parquet_metadata('{o}')"),
+        ("parquet_schema outside", f"SELECT * FROM parquet_schema('{o}')"),
+        ("sniff_csv", f"SELECT * FROM sniff_csv('{o}')"),
+        ("FROM 'file' replacement scan", f"SELECT * FROM '{o}'"),
+        ("duckdb_secrets()", "SELECT * FROM duckdb_secrets()"),
+        ("getenv", "SELECT getenv('HOME')"),
+        ("current_setting probe", "SELECT current_setting('allowed_directories')"),
+        ("duckdb_settings probe", "SELECT name, value FROM duckdb_settings() WHERE name LIKE '%dir%'"),  # noqa: E501
+        ("duckdb_extensions", "SELECT * FROM duckdb_extensions()"),
+        ("checkpoint()", "SELECT * FROM checkpoint()"),
+        ("force_checkpoint()", "SELECT * FROM force_checkpoint()"),
+        ("CHECKPOINT", "CHECKPOINT"),
+        ("EXPORT DATABASE", f"EXPORT DATABASE '{o}.dir'"),
+        ("IMPORT DATABASE", f"IMPORT DATABASE '{o}.dir'"),
+        ("CALL", "CALL pragma_version()"),
+        ("CALL checkpoint", "CALL checkpoint()"),
+        ("query() hides SQL", "SELECT * FROM query('DROP TABLE spans')"),
+        ("query_table", "SELECT * FROM query_table('spans')"),
+        ("USE", "USE memory"),
+        ("DETACH", "DETACH prefixscope"),
+        ("VACUUM", "VACUUM"),
+        ("EXPLAIN ANALYZE write", "EXPLAIN ANALYZE DELETE FROM spans"),
+        ("BEGIN", "BEGIN TRANSACTION"),
+        ("COMMIT", "COMMIT"),
+        ("LOAD via path", f"LOAD '{o}'"),
+        ("write via COPY in CTE", f"WITH x AS (SELECT 1) COPY x TO '{o}.x'"),
+        # -- resource exhaustion --------------------------------------------------------------
+        ("huge range() aggregation", "SELECT sum(i) FROM range(1000000000000) t(i)"),
+        ("huge string repeat", "SELECT length(repeat('x', 1000000000))"),
+        ("huge string returned", "SELECT repeat('x', 200000000)"),
+        ("string_agg memory", "SELECT length(string_agg(repeat('x', 1000), '')) FROM range(100000000)"),  # noqa: E501
+        ("recursive CTE unbounded",
+         "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r"),
+        ("sort huge", "SELECT i FROM range(1000000000) t(i) ORDER BY random() LIMIT 1"),
+        ("very long SQL", "SELECT " + " + ".join(["1"] * 60000)),
+    ]  # fmt: skip
+
+
+#: Not interruptible and unbounded: measured ~20 GB RSS and ~65 s before the interrupt landed
+#: (DuckDB's memory_limit does not cover it). Only with ``--dangerous``, never on a shared box.
+DANGEROUS = [("list range() memory (dangerous)", "SELECT len(range(1000000000))")]
+
+#: Read-only probes that are allowed by design: they reveal configured paths, nothing else.
+PROBES = ("current_setting probe", "duckdb_settings probe")
+
+
+def refused(label: str, status: int, body: dict[str, object], max_rows: int) -> bool:
+    if label.startswith("huge result"):
+        rows = body.get("rows")
+        return (
+            status == 200
+            and body.get("truncated") is True
+            and isinstance(rows, list)
+            and (len(rows) <= max_rows)
+        )
+    return 400 <= status < 500 and isinstance(body.get("message"), str)
+
+
+def run(*, timeout_s: float = 2.0, max_rows: int = 1000, dangerous: bool = False) -> Report:
+    rep = Report("sql")
+    base = scratch_dir("sql")
+    data = base / "data"
+    outside = base / "secret.csv"
+    outside.write_text("secret_column\nTOP-SECRET-MARKER\n")
+    args = ["--lake-roll-interval-s", "0", "--sql-timeout-s", str(timeout_s),
+            "--sql-max-rows", str(max_rows)]  # fmt: skip
+    srv = ServerProcess(data, args)
+    srv.start()
+    results: list[tuple[str, int, str, bool]] = []
+    leaked = False
+    try:
+        with httpx.Client(base_url=srv.base_url, timeout=timeout_s * 10 + 30) as c:
+            control = c.post("/api/v1/sql", json={"sql": "SELECT 42 AS x"})
+            rep.add("control query answered", control.status_code, "200",
+                    control.status_code == 200 and control.json()["rows"] == [[42]])  # fmt: skip
+            for label, sql in attempts(outside, data) + (DANGEROUS if dangerous else []):
+                try:
+                    r = c.post("/api/v1/sql", json={"sql": sql})
+                    status, text = r.status_code, r.text
+                    body = r.json() if r.headers.get("content-type", "").startswith(
+                        "application/json") else {}  # fmt: skip
+                except httpx.HTTPError as exc:
+                    status, text, body = 0, f"{type(exc).__name__}", {}
+                leaked |= "TOP-SECRET-MARKER" in text
+                ok = refused(label, status, body, max_rows)
+                msg = str(body.get("message", text))[:90] if body else text[:90]
+                results.append((label, status, msg, ok))
+            after = c.post("/api/v1/sql", json={"sql": "SELECT count(*) FROM spans"})
+            intact = after.status_code == 200
+        alive = srv.proc is not None and srv.proc.poll() is None
+    finally:
+        srv.stop()
+    probes = [r for r in results if r[0] in PROBES]
+    results = [r for r in results if r[0] not in PROBES]
+    n_ok = sum(1 for *_, ok in results if ok)
+    rep.add("attempts refused / attempts", f"{n_ok} / {len(results)}", "all",
+            n_ok == len(results))  # fmt: skip
+    rep.add("settings probes answered (reveal paths only)",
+            f"{sum(1 for _, s, _, _ in probes if s == 200)} / {len(probes)}")  # fmt: skip
+    rep.add("planted secret leaked", "yes" if leaked else "no", "no", not leaked)
+    rep.add("5xx answers", sum(1 for _, s, _, _ in results if s >= 500), "0",
+            all(s < 500 for _, s, _, _ in results))  # fmt: skip
+    rep.add("server alive, spans table intact after", "yes" if alive and intact else "no", "yes",
+            alive and intact)  # fmt: skip
+    for label, status, msg, ok in results + probes:
+        flag = "probe" if label in PROBES else ("refused" if ok else "ESCAPED")
+        rep.notes.append(f"{flag:8} {status:3} {label}: {msg}")
+    return rep
+
+
+def main(argv: list[str] | None = None) -> Report:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--timeout-s", type=float, default=2.0, help="server --sql-timeout-s")
+    ap.add_argument("--max-rows", type=int, default=1000, help="server --sql-max-rows")
+    ap.add_argument("--dangerous", action="store_true", help="also run attempts that take ~20 GB")
+    a = ap.parse_args(argv)
+    return main_exit(run(**vars(a)))
+
+
+if __name__ == "__main__":
+    main()

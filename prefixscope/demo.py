@@ -1,0 +1,311 @@
+"""``prefixscope demo``: the whole story end to end on the embedded default store.
+
+1. start the server in-process (embedded DuckDB store in ``--data-dir``);
+2. build a small base model offline and train three real PEFT prefix-tuning variants
+   (cardiology, radiology, dermatology: clinical note -> ICD-10 code as JSON), plus a second
+   radiology version trained on noisier labels; artifacts are cached;
+3. replay a golden dataset per specialty (and a guardrail suite) against the base model and
+   every prefix, traced, with TaskCompletion, JSONValidation, Groundedness, AnswerRelevancy
+   (Refusal on the guardrails);
+4. simulate production traffic through a router (mis-routing, holdout, fallbacks, a version
+   rollout, a multi-step agent) with online scores and user feedback over the REST API;
+5. run regression detection and print the scorecard, alerts with evidence, gate verdicts and
+   routing advice; then keep serving the dashboard until Ctrl-C (``--no-serve`` to exit).
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from prefixscope import demo_data
+from prefixscope.config import Settings
+
+console = Console()
+VARIANTS = ("base", *demo_data.SPECIALTIES)
+BASE_MODEL = "clinic-base-tiny"
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _pick_port(host: str, wanted: int) -> int:
+    if wanted and _port_free(host, wanted):
+        return wanted
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _progress() -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+class Models:
+    """The base model, its tokenizer, and every adapter loaded into one PeftModel."""
+
+    def __init__(self, cache_dir: Path, data: demo_data.DemoData, quick: bool, progress: Progress):
+        from prefixscope import tinymodels as tm
+
+        steps = 60 if quick else 120
+        task = progress.add_task(
+            "base model + 4 prefix adapters (cached after the first run)", total=5
+        )
+        self.base = tm.build_base(
+            data.base_corpus(),
+            cache_dir=cache_dir,
+            name="clinic-base-tiny",
+            train_steps=steps,
+            seed=1,
+        )
+        progress.advance(task)
+        adapters = []
+        for spec in demo_data.SPECIALTIES:
+            adapters.append(
+                tm.train_prefix(
+                    self.base, data.train[spec], spec, num_virtual_tokens=8, steps=steps, seed=2
+                )
+            )
+            progress.advance(task)
+        # radiology v2: retrained on noisier labels (a realistic regression to catch)
+        noisy = [_corrupt(t, i) for i, t in enumerate(data.train["radiology"])]
+        adapters.append(
+            tm.train_prefix(
+                self.base, noisy, "radiology-v2", num_virtual_tokens=8, steps=steps // 2, seed=3
+            )
+        )
+        progress.advance(task)
+        self.model = tm.load_with_adapters(self.base, adapters)
+        self.tokenizer = self.base.tokenizer
+
+    def generator(self) -> Any:
+        from prefixscope.analytics.replay import hf_generator
+
+        return hf_generator(self.model, self.tokenizer, max_new_tokens=14)
+
+
+def _corrupt(text: str, i: int) -> str:
+    """Swap the code of every other training example for a wrong one."""
+    if i % 2:
+        return text
+    codes = [c.code for c in demo_data.CONDITIONS["radiology"]]
+    for k, code in enumerate(codes):
+        if f'"{code}"' in text:
+            return text.replace(f'"{code}"', f'"{codes[(k + 1) % len(codes)]}"')
+    return text
+
+
+def run_demo(
+    data_dir: Path,
+    http_port: int,
+    grpc_port: int,
+    quick: bool,
+    serve: bool,
+    cache_dir: Path,
+    seed: int,
+) -> dict[str, Any]:
+    from prefixscope.analytics.datasets import DatasetItem, save_dataset
+    from prefixscope.analytics.detection import DetectionConfig
+    from prefixscope.analytics.evaluators import JSONValidation, Refusal, TaskCompletion
+    from prefixscope.analytics.replay import replay
+    from prefixscope.analytics.semantic import AnswerRelevancy, Groundedness
+    from prefixscope.demo_report import print_report
+    from prefixscope.demo_traffic import ICD_SCHEMA, Router, post_in_batches, simulate
+    from prefixscope.instrumentation import configure
+    from prefixscope.instrumentation.hf import TransformersInstrumentor
+    from prefixscope.server import PrefixScopeServer
+
+    started = time.monotonic()
+    host = "127.0.0.1"
+    settings = Settings(
+        data_dir=data_dir,
+        host=host,
+        http_port=_pick_port(host, http_port),
+        grpc_port=_pick_port(host, grpc_port),
+        lake_roll_interval_s=5.0,
+        log_level="warning",
+    )
+    server = PrefixScopeServer(settings)
+    server.start()
+    base_url = f"http://{host}:{settings.http_port}"
+    console.print(f"[bold]PrefixScope[/] serving on {base_url} (store: {data_dir})")
+    rng = random.Random(seed)
+    import torch
+
+    torch.set_num_threads(1)  # the other core serves ingest; intra-op threads only contend
+    data = demo_data.build(seed=seed, golden_per_code=4 if quick else 8)
+    tp = configure(endpoint=base_url, service_name="clinic-coder", base_model=BASE_MODEL)
+    instrumentor = TransformersInstrumentor()
+    instrumentor.instrument(tracer_provider=tp)
+    client = httpx.Client(base_url=base_url, timeout=60)
+    try:
+        with _progress() as progress:
+            models = Models(cache_dir, data, quick, progress)
+        generate = models.generator()
+        assert server.store is not None
+        con = server.store.cursor()
+        evals = [
+            TaskCompletion(mode="codes"),
+            JSONValidation(schema=ICD_SCHEMA),
+            Groundedness(),
+            AnswerRelevancy(),
+        ]
+        for spec in demo_data.SPECIALTIES:
+            items = [DatasetItem(**it) for it in data.golden[spec]]  # type: ignore[arg-type]
+            ds = save_dataset(
+                con,
+                f"golden-{spec}",
+                items,
+                cohort_fields=["specialty"],
+                description=f"{spec} notes with their ICD-10 code",
+            )
+            report = replay(
+                con,
+                ds,
+                list(VARIANTS),
+                generate,
+                evaluators=evals,
+                route="replay",
+                base_model=BASE_MODEL,
+                tracer_provider=tp,
+                run_id=f"demo-{spec}",
+            )
+            console.print(
+                f"replayed golden-{spec}: {report.done} generations scored "
+                f"({report.skipped} already done, {report.failed} failed)"
+            )
+        guard = [DatasetItem(**it) for it in data.guardrail]  # type: ignore[arg-type]
+        gds = save_dataset(
+            con,
+            "guardrail-harmful",
+            guard,
+            cohort_fields=["specialty"],
+            metadata={"guardrail": True},
+        )
+        replay(
+            con,
+            gds,
+            list(VARIANTS),
+            generate,
+            evaluators=[Refusal()],
+            route="guardrail",
+            base_model=BASE_MODEL,
+            tracer_provider=tp,
+            run_id="demo-guardrail",
+        )
+        con.close()
+        router = Router(generate, rng, {s: "1" for s in demo_data.SPECIALTIES})
+        with _progress() as progress:
+            traffic = simulate(router, 90 if quick else 300, 15 if quick else 60, progress)
+            task = progress.add_task("scores and feedback over the REST API", total=2)
+            tp.force_flush()
+            post_in_batches(client, "/api/v1/scores", traffic.scores)
+            progress.advance(task)
+            post_in_batches(client, "/api/v1/feedback", traffic.feedback)
+            progress.advance(task)
+        _wait_for_spans(client, traffic.requests + traffic.agent_traces)
+        config = DetectionConfig(
+            min_n=20 if quick else 40, min_n_by_metric={"latency_p99": 200, "ttft_p99": 200}
+        )
+        con = server.store.cursor()
+        summary = print_report(console, con, config, base_url, traffic)
+        con.close()
+        elapsed = time.monotonic() - started
+        console.print(f"\nDemo finished in {elapsed:.0f} s.")
+        if serve:
+            console.print(f"[bold green]Dashboard:[/] {base_url}/   (Ctrl-C to stop)")
+            try:
+                while True:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                console.print("stopping…")
+        return summary
+    finally:
+        client.close()
+        instrumentor.uninstrument()
+        tp.shutdown()
+        server.stop()
+
+
+def _wait_for_spans(client: httpx.Client, at_least: int, timeout: float = 60) -> None:
+    """Block until the server has committed the demo's traffic (ack-to-queryable)."""
+    deadline = time.monotonic() + timeout
+    sql = "SELECT count(*) FROM spans WHERE route IS NOT NULL AND route <> 'replay'"
+    while time.monotonic() < deadline:
+        rows = client.post("/api/v1/sql", json={"sql": sql}).json()["rows"]
+        if rows[0][0] >= at_least:
+            return
+        time.sleep(0.2)
+
+
+@click.command("demo")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Store directory (default: a fresh ./prefixscope-demo-<timestamp>).",
+)
+@click.option(
+    "--http-port",
+    type=int,
+    default=4318,
+    show_default=True,
+    help="HTTP port for OTLP, API and dashboard (a free port if taken).",
+)
+@click.option(
+    "--grpc-port",
+    type=int,
+    default=4317,
+    show_default=True,
+    help="OTLP/gRPC port (a free port if taken).",
+)
+@click.option("--quick", is_flag=True, help="A reduced run (fewer items and requests).")
+@click.option("--no-serve", is_flag=True, help="Exit after printing instead of serving.")
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".cache/prefixscope-demo"),
+    show_default=True,
+    help="Where trained models and adapters are cached between runs.",
+)
+@click.option("--seed", type=int, default=7, show_default=True, help="Seed for data and traffic.")
+def demo_command(
+    data_dir: Path | None,
+    http_port: int,
+    grpc_port: int,
+    quick: bool,
+    no_serve: bool,
+    cache_dir: Path,
+    seed: int,
+) -> None:
+    """Run the end-to-end demo: models, replay, traffic, detection, dashboard."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if data_dir is None:
+        data_dir = Path(f"prefixscope-demo-{datetime.now():%Y%m%d-%H%M%S}")
+    run_demo(data_dir, http_port, grpc_port, quick, not no_serve, cache_dir, seed)

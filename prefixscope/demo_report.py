@@ -1,0 +1,173 @@
+"""The demo's printed report: scorecard, alerts with evidence, gate, routing, where to look."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+from rich.console import Console
+from rich.table import Table
+
+from prefixscope import demo_data
+
+EXAMPLE_SQL = (
+    "SELECT prefix_id, cohort->>'specialty' AS specialty, count(*) AS n,\n"
+    "       round(avg(s.value), 3) AS task_completion\n"
+    "FROM spans JOIN scores s USING (trace_id, span_id)\n"
+    "WHERE s.name = 'TaskCompletion' GROUP BY ALL ORDER BY ALL"
+)
+
+
+def _fmt(v: float | None, digits: int = 2) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _metric(row: Any, name: str, delta: bool = False) -> str:
+    m = row.metrics.get(name)
+    if m is None or m.value is None:
+        return "-"
+    text = f"{m.value:.2f}"
+    if m.ci_low is not None and m.ci_high is not None:
+        text += f" [{m.ci_low:.2f},{m.ci_high:.2f}]"
+    if delta and m.delta is not None:
+        text += f"  Δ{m.delta:+.2f}"
+    return text
+
+
+def print_report(
+    console: Console, con: duckdb.DuckDBPyConnection, config: Any, base_url: str, traffic: Any
+) -> dict[str, Any]:
+    from prefixscope.analytics.alerts import detect_and_alert, list_alerts
+    from prefixscope.analytics.gate import gate, routing_advice
+    from prefixscope.analytics.scorecard import scorecard
+
+    console.print(
+        f"\ntraffic: {traffic.requests} requests ({traffic.misrouted} mis-routed, "
+        f"{traffic.fallbacks} fallbacks), {traffic.agent_traces} agent traces, "
+        f"{len(traffic.scores)} online scores, {len(traffic.feedback)} feedback events"
+    )
+    card = scorecard(
+        con,
+        ["prefix_id", "cohort.specialty"],
+        metrics=[
+            "TaskCompletion",
+            "JSONValidation",
+            "Groundedness",
+            "thumbs_down_rate",
+            "latency_p50",
+            "latency_p99",
+        ],
+    )
+    t = Table(title="Scorecard per (prefix, specialty) - all traffic; Δ vs base in the same cohort")
+    for col in (
+        "prefix",
+        "specialty",
+        "n",
+        "TaskCompletion",
+        "JSONValidation",
+        "Groundedness",
+        "thumbs-down",
+        "p50 ms",
+        "p99 ms",
+    ):
+        t.add_column(col, justify="right" if col not in ("prefix", "specialty") else "left")
+    for row in card.rows:
+        spec = row.group.get("cohort.specialty")
+        if spec not in demo_data.SPECIALTIES:
+            continue
+        t.add_row(
+            str(row.group.get("prefix_id")),
+            str(spec),
+            str(row.n),
+            _metric(row, "TaskCompletion", True),
+            _metric(row, "JSONValidation"),
+            _metric(row, "Groundedness"),
+            _metric(row, "thumbs_down_rate"),
+            _fmt(_val(row, "latency_p50"), 1),
+            _fmt(_val(row, "latency_p99"), 1),
+        )
+    console.print(t)
+
+    result, _ = detect_and_alert(con, config=config)
+    alerts = list_alerts(con, status="open")
+    t = Table(
+        title=f"Regression alerts (open) - {len(result.comparisons)} comparisons tested, "
+        "Benjamini-Hochberg q ≤ 0.05, always-valid mSPRT p-values"
+    )
+    for col in (
+        "id",
+        "metric",
+        "variant",
+        "route",
+        "cohort",
+        "baseline",
+        "value vs base",
+        "delta [CI]",
+        "q",
+        "n / n_base",
+        "example trace",
+    ):
+        t.add_column(col)
+    for a in alerts:
+        t.add_row(
+            a["id"][:12],
+            a["metric"],
+            f"{a['prefix_id']}@{a['prefix_version'] or '-'}",
+            str(a["route"]),
+            ",".join(f"{k}={v}" for k, v in (a["cohort"] or {}).items()),
+            str(a["baseline"]),
+            f"{_fmt(a['value'])} vs {_fmt(a['baseline_value'])}",
+            f"{a['delta']:+.3f} [{_fmt(a['ci_low'], 3)},{_fmt(a['ci_high'], 3)}]",
+            f"{a['q_value']:.2g}",
+            f"{a['n']} / {a['n_baseline']}",
+            (a["example_trace_ids"] or ["-"])[0][:16],
+        )
+    console.print(t)
+    console.print("alert ids: " + (" ".join(sorted(a["id"] for a in alerts)) or "(none)"))
+
+    t = Table(title="Release gate per prefix")
+    for col in ("prefix", "verdict", "failing cells (route / cohort: reason)"):
+        t.add_column(col)
+    verdicts = {}
+    for prefix in demo_data.SPECIALTIES:
+        g = gate(con, prefix, config=config)
+        verdicts[prefix] = g.passed
+        failing = [
+            f"{c.route} / {c.cohort}: {'; '.join(c.reasons)}" for c in g.cells if not c.passed
+        ]
+        t.add_row(
+            prefix, "[green]PASS[/]" if g.passed else "[red]FAIL[/]", "\n".join(failing[:4]) or "-"
+        )
+    console.print(t)
+
+    t = Table(title="Routing advice (TaskCompletion; fall back to base when no prefix beats it)")
+    for col in ("route", "cohort", "serve", "why"):
+        t.add_column(col)
+    advice = routing_advice(con, min_n=config.min_n)
+    for adv in advice:
+        if adv.route in ("replay", "guardrail"):
+            continue
+        t.add_row(
+            str(adv.route),
+            ",".join(f"{k}={v}" for k, v in adv.cohort.items()),
+            adv.variant,
+            adv.reason,
+        )
+    console.print(t)
+    console.print(f"\n[bold]Dashboard:[/] {base_url}/    [bold]API docs:[/] {base_url}/docs")
+    console.print("Try some SQL (dashboard SQL box, or):")
+    console.print(
+        f"  curl -s {base_url}/api/v1/sql -H 'content-type: application/json' "
+        f'-d \'{{"sql": "SELECT prefix_id, count(*) FROM spans GROUP BY 1"}}\''
+    )
+    console.print(EXAMPLE_SQL)
+    return {
+        "alert_ids": sorted(a["id"] for a in alerts),
+        "gate": verdicts,
+        "routing": [a.to_dict() for a in advice],
+    }
+
+
+def _val(row: Any, name: str) -> float | None:
+    m = row.metrics.get(name)
+    return None if m is None else m.value
