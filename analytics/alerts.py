@@ -18,7 +18,8 @@ import duckdb
 import orjson
 
 from .detection import Comparison, DetectionConfig, DetectionResult, _family, run_detection
-from .query import BASE, Window, json_path
+from .engines import Engine, as_engine
+from .query import BASE, PREFIX_SQL, REQUEST_PREDICATE, Window, json_key
 
 ALERT_FIELDS = (
     "id", "prefix_id", "prefix_version", "route", "cohort", "metric", "baseline",
@@ -39,60 +40,141 @@ def _now() -> datetime:
 
 
 def example_trace_ids(
-    con: duckdb.DuckDBPyConnection, c: Comparison, window: Window, limit: int = 5
+    con: duckdb.DuckDBPyConnection | Engine, c: Comparison, window: Window, limit: int = 5
 ) -> list[str]:
-    """Trace ids showing the regression: slowest, failing, flagged or lowest-scored requests."""
+    """Trace ids showing the regression: slowest, failing, flagged or lowest-scored requests
+    (ties by trace id, so every engine returns the same ids)."""
+    engine = as_engine(con)
+    d = engine.dialect
     where, params = window.where("s")
-    conds = [where]
+    conds = [REQUEST_PREDICATE, where]
     if c.prefix_id == BASE:
-        conds.append(f"coalesce(nullif(s.prefix_id, ''), '{BASE}') = '{BASE}'")
+        conds.append(f"{PREFIX_SQL} = '{BASE}'")
     else:
         conds.append("s.prefix_id = ? AND coalesce(s.prefix_version, '') = ?")
         params += [c.prefix_id, c.prefix_version]
     conds.append("s.route IS NOT DISTINCT FROM ?")
     params.append(c.route)
+    keys = d.json_key_count("s.cohort")
     if c.cohort:
         for k, v in c.cohort.items():
-            conds.append(f"json_extract_string(s.cohort, '{json_path(k)}') = ?")
+            conds.append(f"{d.json_string('s.cohort', json_key(k))} = ?")
             params.append(str(v))
-        conds.append("len(json_keys(s.cohort)) = ?")
+        conds.append(f"{keys} = ?")
         params.append(len(c.cohort))
     else:
-        conds.append("s.cohort IS NULL")
+        conds.append(f"(s.cohort IS NULL OR {keys} = 0)")
     cond = " AND ".join(conds)
     fam = _family(c.metric)
     if fam == "quantile":
         col = "duration_ms" if c.metric.startswith("latency") else "ttft_ms"
-        sql = f"SELECT s.trace_id FROM spans s WHERE {cond} ORDER BY s.{col} DESC NULLS LAST"
+        sql = (
+            f"SELECT s.trace_id FROM spans s WHERE {cond} AND s.{col} IS NOT NULL "
+            f"ORDER BY s.{col} DESC, s.trace_id"
+        )
     elif c.metric == "error_rate":
-        sql = f"SELECT s.trace_id FROM spans s WHERE {cond} AND s.status_code = 'ERROR'"
+        sql = (
+            f"SELECT s.trace_id FROM spans s WHERE {cond} AND s.status_code = 'ERROR' "
+            "ORDER BY s.trace_id"
+        )
     elif c.metric == "fallback_rate":
         sql = (
-            f"SELECT s.trace_id FROM spans s WHERE {cond} AND coalesce(s.fallback_reason, '') <> ''"
+            f"SELECT s.trace_id FROM spans s WHERE {cond} AND coalesce(s.fallback_reason, '') "
+            "<> '' ORDER BY s.trace_id"
         )
     elif fam == "rate":
         kind = c.metric.removesuffix("_rate")
         sql = (
             f"SELECT DISTINCT s.trace_id FROM spans s JOIN feedback f ON f.trace_id = s.trace_id "
-            f"WHERE {cond} AND f.kind = ?"
+            f"WHERE {cond} AND f.kind = ? ORDER BY s.trace_id"
         )
         params.append(kind)
     else:
         sql = (
             f"SELECT s.trace_id FROM spans s JOIN scores t ON t.trace_id = s.trace_id "
             f"AND (t.span_id = s.span_id OR t.span_id IS NULL) WHERE {cond} AND t.name = ? "
-            f"ORDER BY t.value ASC"
+            f"ORDER BY t.value ASC, s.trace_id"
         )
         params.append(c.metric)
-    rows = con.execute(f"{sql} LIMIT {int(limit)}", params).fetchall()
-    return [str(r[0]) for r in rows]
+    rows = engine.arrow(f"{sql} LIMIT {int(limit)}", params)
+    return [str(v) for v in rows.column(0).to_pylist()]
+
+
+def _evidence(
+    source: duckdb.DuckDBPyConnection | Engine, c: Comparison, result: DetectionResult
+) -> tuple[list[str], dict[str, Any]]:
+    """An alert's example traces and ``details``."""
+    details = {
+        "relative": c.relative,
+        "p_fixed": c.p_fixed,
+        "window": result.window.to_dict(),
+        "alpha": result.config.alpha,
+        "min_effect": result.config.effect_floor(c.metric),
+    }
+    return example_trace_ids(source, c, result.window), details
+
+
+def alert_objects(
+    source: duckdb.DuckDBPyConnection | Engine,
+    result: DetectionResult,
+    now: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """The run's flagged regressions as alert objects, without a store (lake-only runs).
+
+    ``id`` is the fingerprint (stable across runs); ``status`` is ``open``.
+    """
+    created = (now or _now()).isoformat()
+    out = []
+    for c in result.regressions:
+        examples, details = _evidence(source, c, result)
+        fp = fingerprint(c)
+        out.append(
+            {
+                "id": fp,
+                "prefix_id": c.prefix_id,
+                "prefix_version": c.prefix_version,
+                "route": c.route,
+                "cohort": c.cohort,
+                "metric": c.metric,
+                "baseline": c.baseline,
+                "baseline_value": c.baseline_value,
+                "value": c.value,
+                "delta": c.delta,
+                "ci_low": c.ci_low,
+                "ci_high": c.ci_high,
+                "p_value": c.p_value,
+                "q_value": c.q_value,
+                "n": c.n,
+                "n_baseline": c.n_baseline,
+                "direction": "worse",
+                "severity": c.severity,
+                "status": "open",
+                "example_trace_ids": examples,
+                "created_at": created,
+                "updated_at": None,
+                "resolved_at": None,
+                "fingerprint": fp,
+                "method": c.method,
+                "details": details,
+            }
+        )
+    return out
 
 
 def save_alerts(
-    con: duckdb.DuckDBPyConnection, result: DetectionResult, now: datetime | None = None
+    con: duckdb.DuckDBPyConnection,
+    result: DetectionResult,
+    now: datetime | None = None,
+    *,
+    source: duckdb.DuckDBPyConnection | Engine | None = None,
 ) -> list[dict[str, Any]]:
-    """Upsert flagged regressions, resolve cleared ones; return the run's active alerts."""
+    """Upsert flagged regressions, resolve cleared ones; return the run's active alerts.
+
+    ``con`` holds the ``alerts`` table; ``source`` is where the spans are, for example traces
+    (default ``con``; e.g. a Spark engine over the lake).
+    """
     now = now or _now()
+    source = con if source is None else source
     active = {
         r[0]: r[1]
         for r in con.execute(
@@ -110,16 +192,9 @@ def save_alerts(
                     [now, now, active[fp]],
                 )
             continue
-        examples = orjson.dumps(example_trace_ids(con, c, result.window)).decode()
-        details = orjson.dumps(
-            {
-                "relative": c.relative,
-                "p_fixed": c.p_fixed,
-                "window": result.window.to_dict(),
-                "alpha": result.config.alpha,
-                "min_effect": result.config.effect_floor(c.metric),
-            }
-        ).decode()
+        example_ids, detail = _evidence(source, c, result)
+        examples = orjson.dumps(example_ids).decode()
+        details = orjson.dumps(detail).decode()
         values = [
             c.baseline_value,
             c.value,
@@ -237,6 +312,7 @@ def ack_alert(con: duckdb.DuckDBPyConnection, alert_id: str) -> dict[str, Any] |
 
 __all__ = [
     "ack_alert",
+    "alert_objects",
     "detect_and_alert",
     "example_trace_ids",
     "fingerprint",

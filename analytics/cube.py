@@ -1,25 +1,32 @@
-"""The analytics cube: sufficient statistics per cell, computed in DuckDB in four scans.
+"""The analytics cube: sufficient statistics per cell, computed in SQL in four scans.
 
 A :class:`Cube` holds, for every combination of its dimensions (a *cell*), counts, sums and
 log-binned histograms of latency and TTFT, evaluator score moments and feedback counts.
 It is small (its size is the number of cells x bins, not of spans) and additive, so coarser
 views are exact roll-ups in numpy (:meth:`Cube.rollup`): one pass over the spans serves the
 scorecard, the detector, the gate and the routing advice of a run.
+
+The statements are engine-portable: :func:`build_cube` runs them on DuckDB (the embedded store
+or a lake) or on Spark SQL (:mod:`.engines`), and both produce the same cube. This module is the
+one definition of what is counted; everything downstream is numpy on the cube.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
 import numpy as np
 import orjson
+import pyarrow as pa
 
 from . import stats
-from .query import BASE, Window, group_expr, requests_cte
+from .dialect import Dialect
+from .engines import Engine, Shared, as_engine
+from .query import BASE, REQUEST_PREDICATE, Window, group_expr
 
 FEEDBACK_KINDS = ("thumbs_down", "escalation")
 #: dims grouped on the raw column in SQL (cheaper) and normalised in Python afterwards
@@ -175,90 +182,137 @@ def _combine_many(
 
 
 def build_cube(
-    con: duckdb.DuckDBPyConnection,
+    con: duckdb.DuckDBPyConnection | Engine,
     dims: Sequence[str],
     window: Window | None = None,
     *,
     extra_where: str = "TRUE",
     extra_params: Sequence[Any] = (),
 ) -> Cube:
-    """Scan the request spans of ``window`` once per statistic family, grouped by ``dims``."""
+    """Scan the request spans of ``window`` once per statistic family, grouped by ``dims``.
+
+    ``con`` is a DuckDB connection or any :class:`~.engines.Engine` (DuckDB, Spark): the same
+    statements run on each, with the engine's :class:`~.dialect.Dialect` spellings.
+    ``extra_where`` (over alias ``s`` = spans) must be written for that engine.
+    """
+    engine = as_engine(con)
+    d = engine.dialect
     window = window or Window()
     dims = tuple(dims)
-    exprs = [_RAW.get(d) or group_expr(d) for d in dims]
-    body, params = requests_cte(window, extra_where)
-    params = [*params, *extra_params]
-    gid = "hash(" + (", ".join(exprs) if exprs else "NULL") + ")"
-    req = f"req AS (SELECT {gid} AS g, s.* FROM ({body}) s)"
+    exprs = [_RAW.get(dim) or group_expr(dim, d) for dim in dims]
+    where, params = window.where("s")
     keys_sql = "".join(f"{e} AS k{i}, " for i, e in enumerate(exprs))
-    rows = con.execute(
-        f"""SELECT {keys_sql}{gid} AS g, count(*) AS n,
-  count(*) FILTER (WHERE s.status_code = 'ERROR') AS errors,
-  count(*) FILTER (WHERE coalesce(s.fallback_reason, '') <> '') AS fallbacks,
-  coalesce(sum(s.input_tokens), 0) AS input_tokens,
-  coalesce(sum(s.output_tokens), 0) AS output_tokens,
-  coalesce(sum(s.cached_tokens), 0) AS cached,
-  coalesce(sum(s.input_tokens) FILTER (WHERE s.cached_tokens IS NOT NULL), 0) AS cache_base,
-  min(s.start_time) AS first_seen, max(s.start_time) AS last_seen
-FROM ({body}) s GROUP BY ALL""",
-        params,
-    ).fetchall()
+    req_sql = (
+        f"SELECT {d.hash(exprs)} AS g, {keys_sql}{_REQ_COLUMNS} FROM spans s "
+        f"WHERE {REQUEST_PREDICATE} AND {where} AND ({extra_where})"
+    )
+    with engine.shared("req", req_sql, [*params, *extra_params]) as req:
+        rows = engine.arrow(req.sql(_cells_sql(len(dims))), req.params)
+        hist = engine.arrow(req.sql(_HIST_SQL), req.params)
+        scores = _score_rows(engine, req)
+        fb = engine.arrow(req.sql(_feedback_sql(d)), req.params)
     nd = len(dims)
-    keys = [tuple(None if v is None else str(v) for v in r[:nd]) for r in rows]
-    gids = np.array([r[nd] for r in rows], dtype=np.uint64)
+    keys = list(zip(*(_strings(rows.column(f"k{i}")) for i in range(nd)))) or [()] * rows.num_rows
+    gids = _gids(rows.column("g"))
+    if len(np.unique(gids)) != len(gids):
+        raise RuntimeError("two cube cells have the same hash; please report this")
     order = np.argsort(gids)
     sorted_g = gids[order]
 
-    def cell_of(g: Any) -> np.ndarray:
-        arr = np.asarray(g, dtype=np.uint64)
+    def cell_of(g: pa.ChunkedArray) -> np.ndarray:
+        arr = _gids(g)
         return order[np.searchsorted(sorted_g, arr)] if len(arr) else np.zeros(0, np.int64)
 
-    sums = {
-        name: np.array([float(r[nd + 1 + i]) for r in rows], dtype=np.float64)
-        for i, name in enumerate(_SUMS)
-    }
-    hist = con.execute(
-        f"""WITH {req}
-SELECT g, {LATENCY} AS m, {stats.bin_sql("duration_ms")} AS b, count(*) AS c
-FROM req WHERE duration_ms IS NOT NULL GROUP BY ALL
-UNION ALL
-SELECT g, {TTFT} AS m, {stats.bin_sql("ttft_ms")} AS b, count(*) AS c
-FROM req WHERE ttft_ms IS NOT NULL GROUP BY ALL""",
-        params,
-    ).fetchnumpy()
-    scores = _score_rows(con, req, params)
-    fb = con.execute(
-        f"""WITH {req}
-SELECT g, kind, count(*) AS c FROM (
-  SELECT f.kind, arg_max(r.g, r.end_time) AS g
-  FROM feedback f JOIN req r ON r.trace_id = f.trace_id
-  WHERE f.kind IN ({", ".join(f"'{k}'" for k in FEEDBACK_KINDS)})
-    AND (f.span_id IS NULL OR f.span_id = r.span_id)
-  GROUP BY f.trace_id, f.span_id, f.kind
-) GROUP BY ALL""",
-        params,
-    ).fetchall()
     cube = Cube(
         dims=dims,
         window=window,
         keys=keys,
-        sums=sums,
-        first_seen=[r[nd + 1 + len(_SUMS)] for r in rows],
-        last_seen=[r[nd + 2 + len(_SUMS)] for r in rows],
-        h_cell=cell_of(hist["g"]),
-        h_metric=np.asarray(hist["m"], dtype=np.int64),
-        h_bin=np.asarray(hist["b"], dtype=np.int64),
-        h_count=np.asarray(hist["c"], dtype=np.int64),
-        s_cell=cell_of([r[0] for r in scores]),
-        s_name=[str(r[1]) for r in scores],
-        s_n=np.array([r[2] for r in scores], dtype=np.float64),
-        s_sum=np.array([r[3] for r in scores], dtype=np.float64),
-        s_sumsq=np.array([r[4] for r in scores], dtype=np.float64),
-        f_cell=cell_of([r[0] for r in fb]),
-        f_kind=[str(r[1]) for r in fb],
-        f_count=np.array([r[2] for r in fb], dtype=np.float64),
+        sums={name: _floats(rows.column(name)) for name in _SUMS},
+        first_seen=_times(rows.column("first_seen")),
+        last_seen=_times(rows.column("last_seen")),
+        h_cell=cell_of(hist.column("g")),
+        h_metric=_ints(hist.column("m")),
+        h_bin=_ints(hist.column("b")),
+        h_count=_ints(hist.column("c")),
+        s_cell=cell_of(scores.column("g")),
+        s_name=[str(v) for v in scores.column("name").to_pylist()],
+        s_n=_floats(scores.column("n")),
+        s_sum=_floats(scores.column("s")),
+        s_sumsq=_floats(scores.column("ss")),
+        f_cell=cell_of(fb.column("g")),
+        f_kind=[str(v) for v in fb.column("kind").to_pylist()],
+        f_count=_floats(fb.column("c")),
+        meta={"engine": engine.name},
     )
     return _normalise(cube)
+
+
+#: span columns the cube's statements read (besides the cell hash and keys)
+_REQ_COLUMNS = (
+    "s.trace_id, s.span_id, s.start_time, s.end_time, s.duration_ms, s.ttft_ms, s.status_code, "
+    "s.fallback_reason, s.input_tokens, s.output_tokens, s.cached_tokens"
+)
+_HIST_SQL = f"""SELECT g, {LATENCY} AS m, {stats.bin_sql("duration_ms")} AS b, count(*) AS c
+FROM req WHERE duration_ms IS NOT NULL GROUP BY ALL
+UNION ALL
+SELECT g, {TTFT} AS m, {stats.bin_sql("ttft_ms")} AS b, count(*) AS c
+FROM req WHERE ttft_ms IS NOT NULL GROUP BY ALL"""
+
+
+def _cells_sql(nd: int) -> str:
+    keys = "".join(f"s.k{i}, " for i in range(nd))
+    return f"""SELECT {keys}s.g, count(*) AS n,
+  count(*) FILTER (WHERE s.status_code = 'ERROR') AS errors,
+  count(*) FILTER (WHERE coalesce(s.fallback_reason, '') <> '') AS fallbacks,
+  CAST(coalesce(sum(s.input_tokens), 0) AS DOUBLE) AS input_tokens,
+  CAST(coalesce(sum(s.output_tokens), 0) AS DOUBLE) AS output_tokens,
+  CAST(coalesce(sum(s.cached_tokens), 0) AS DOUBLE) AS cached,
+  CAST(coalesce(sum(s.input_tokens) FILTER (WHERE s.cached_tokens IS NOT NULL), 0) AS DOUBLE)
+    AS cache_base,
+  min(s.start_time) AS first_seen, max(s.start_time) AS last_seen
+FROM req s GROUP BY ALL"""
+
+
+def _feedback_sql(d: Dialect) -> str:
+    """Flagged requests per (cell, kind); trace-level rows go to the trace's primary request
+    (the request that ended last; ties broken by span id, so every engine picks the same)."""
+    kinds = ", ".join(f"'{k}'" for k in FEEDBACK_KINDS)
+    return f"""SELECT g, kind, count(*) AS c FROM (
+  SELECT f.kind, {d.max_by("r.g", ["r.end_time", "r.span_id"])} AS g
+  FROM feedback f JOIN req r ON r.trace_id = f.trace_id
+  WHERE f.kind IN ({kinds}) AND (f.span_id IS NULL OR f.span_id = r.span_id)
+  GROUP BY f.trace_id, f.span_id, f.kind
+) x GROUP BY ALL"""
+
+
+def _gids(col: pa.ChunkedArray) -> np.ndarray:
+    """Cell hashes as uint64 (DuckDB's ``hash`` is UBIGINT, Spark's ``xxhash64`` BIGINT)."""
+    arr = np.asarray(col.to_numpy())
+    if arr.dtype == np.int64:
+        return arr.view(np.uint64)
+    return arr.astype(np.uint64)
+
+
+def _floats(col: pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(col.cast(pa.float64()).to_numpy(), dtype=np.float64)
+
+
+def _ints(col: pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(col.cast(pa.int64()).to_numpy(), dtype=np.int64)
+
+
+def _strings(col: pa.ChunkedArray) -> list[str | None]:
+    return [None if v is None else str(v) for v in col.to_pylist()]
+
+
+def _times(col: pa.ChunkedArray) -> list[datetime | None]:
+    """Naive UTC datetimes (an engine may return time-zone-aware UTC values)."""
+    out: list[datetime | None] = []
+    for v in col.to_pylist():
+        if v is not None and v.tzinfo is not None:
+            v = v.astimezone(UTC).replace(tzinfo=None)
+        out.append(v)
+    return out
 
 
 def _normalise(cube: Cube) -> Cube:
@@ -284,29 +338,30 @@ def _normalise(cube: Cube) -> Cube:
     return cube.regroup(cube.dims, mapping, list(new_index))
 
 
-def _score_rows(
-    con: duckdb.DuckDBPyConnection, req: str, params: list[Any]
-) -> list[tuple[Any, ...]]:
+def _score_rows(engine: Engine, req: Shared) -> pa.Table:
     """Score moments per (cell, evaluator); span-level rows join directly, trace-level rows
     (NULL span_id) go to the trace's primary request."""
-    rows = con.execute(
-        f"""WITH {req}
-SELECT r.g, t.name, count(*), sum(t.value), sum(t.value * t.value)
+    rows = engine.arrow(
+        req.sql(
+            """SELECT r.g, t.name, count(*) AS n, sum(t.value) AS s, sum(t.value * t.value) AS ss
 FROM scores t JOIN req r ON r.span_id = t.span_id
 WHERE r.trace_id = t.trace_id
-GROUP BY ALL""",
-        params,
-    ).fetchall()
-    has_trace_level = con.execute("SELECT count(*) FROM scores WHERE span_id IS NULL").fetchone()
-    if has_trace_level and has_trace_level[0]:
-        rows += con.execute(
-            f"""WITH {req}
-SELECT g, name, count(*), sum(value), sum(value * value) FROM (
-  SELECT t.id, any_value(t.name) AS name, any_value(t.value) AS value,
-         arg_max(r.g, r.end_time) AS g
+GROUP BY ALL"""
+        ),
+        req.params,
+    )
+    trace_level = engine.arrow("SELECT count(*) AS c FROM scores WHERE span_id IS NULL")
+    if not trace_level.column("c")[0].as_py():
+        return rows
+    by = engine.dialect.max_by("r.g", ["r.end_time", "r.span_id"])
+    more = engine.arrow(
+        req.sql(
+            f"""SELECT g, name, count(*) AS n, sum(value) AS s, sum(value * value) AS ss FROM (
+  SELECT t.id, any_value(t.name) AS name, any_value(t.value) AS value, {by} AS g
   FROM scores t JOIN req r ON r.trace_id = t.trace_id
   WHERE t.span_id IS NULL GROUP BY t.id
-) GROUP BY ALL""",
-            params,
-        ).fetchall()
-    return rows
+) x GROUP BY ALL"""
+        ),
+        req.params,
+    )
+    return pa.concat_tables([rows, more.cast(rows.schema)])

@@ -31,6 +31,7 @@ from scipy import stats as sps
 
 from . import stats
 from .cube import Cube, build_cube
+from .engines import Engine
 from .metrics import BUILTIN_METRICS, QUANTILE_METRICS, RATE_METRICS, Cell, Estimate, summarise
 from .query import BASE, Window
 
@@ -158,7 +159,7 @@ def _canonical_cohort(cube: Cube) -> Cube:
     return cube.regroup(cube.dims, mapping, list(new))
 
 
-def detection_cube(con: duckdb.DuckDBPyConnection, window: Window) -> Cube:
+def detection_cube(con: duckdb.DuckDBPyConnection | Engine, window: Window) -> Cube:
     """The cube detection runs on: cells (prefix_id, prefix_version, route, cohort)."""
     return _canonical_cohort(build_cube(con, DIMS, window))
 
@@ -192,7 +193,7 @@ def _family(metric: str) -> str:
 
 
 def run_detection(
-    con: duckdb.DuckDBPyConnection,
+    con: duckdb.DuckDBPyConnection | Engine,
     since: datetime | str | None = None,
     until: datetime | str | None = None,
     config: DetectionConfig | None = None,

@@ -22,6 +22,8 @@ from typing import Any
 
 from prefixscope import semconv
 
+from .dialect import DUCKDB, Dialect
+
 REQUEST_PREDICATE = (
     "(s.base_model IS NOT NULL OR s.prefix_id IS NOT NULL OR s.input_tokens IS NOT NULL)"
 )
@@ -58,19 +60,26 @@ class QueryError(ValueError):
 
 def json_path(key: str) -> str:
     """A DuckDB JSON path selecting one (possibly dotted) top-level key."""
+    return '$."' + json_key(key) + '"'
+
+
+def json_key(key: str) -> str:
+    """``key`` itself, once checked to be safe inside a JSON path of any dialect."""
     if not _KEY_RE.match(key):
         raise QueryError(f"invalid key {key!r}")
-    return '$."' + key + '"'
+    return key
 
 
-def group_expr(key: str) -> str:
+def group_expr(key: str, dialect: Dialect = DUCKDB) -> str:
     """SQL expression (over alias ``s`` = spans) for one scorecard group key."""
+    if key in ("day", "hour"):
+        return dialect.cast_string(f"date_trunc('{key}', s.start_time)")
     if key in COLUMN_KEYS:
         return COLUMN_KEYS[key]
     if key.startswith(semconv.COHORT_PREFIX):
-        return f"json_extract_string(s.cohort, '{json_path(key[len(semconv.COHORT_PREFIX) :])}')"
+        return dialect.json_string("s.cohort", json_key(key[len(semconv.COHORT_PREFIX) :]))
     if key.startswith("attr."):
-        return f"json_extract_string(s.attributes, '{json_path(key[5:])}')"
+        return dialect.json_string("s.attributes", json_key(key[5:]))
     raise QueryError(
         f"unknown group key {key!r}: use one of {sorted(COLUMN_KEYS)}, cohort.<key> or attr.<key>"
     )

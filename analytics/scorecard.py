@@ -21,8 +21,9 @@ from scipy import stats as sps
 from prefixscope import semconv
 
 from .cube import Cube, build_cube
+from .engines import DuckDBEngine, Engine, as_engine
 from .metrics import Cell, Estimate, metric_names, summarise
-from .query import BASE, Window, json_path
+from .query import BASE, QueryError, Window, json_key, json_path
 
 DEFAULT_GROUP_BY = ("prefix_id",)
 
@@ -88,7 +89,7 @@ def _delta(est: Estimate, base: Estimate, z: float) -> tuple[float | None, ...]:
 
 
 def scorecard(
-    con: duckdb.DuckDBPyConnection,
+    con: duckdb.DuckDBPyConnection | Engine,
     group_by: Sequence[str] = DEFAULT_GROUP_BY,
     since: datetime | str | None = None,
     until: datetime | str | None = None,
@@ -110,7 +111,8 @@ def scorecard(
     else:
         extra, params = "TRUE", []
         if dataset:
-            extra = f"json_extract_string(s.attributes, '{json_path(semconv.DATASET_NAME)}') = ?"
+            dialect = as_engine(con).dialect
+            extra = f"{dialect.json_string('s.attributes', json_key(semconv.DATASET_NAME))} = ?"
             params = [dataset]
         c = build_cube(con, group_by, window, extra_where=extra, extra_params=params)
     cells = summarise(c, alpha)
@@ -120,7 +122,10 @@ def scorecard(
     z = float(sps.norm.ppf(1 - alpha / 2))
     rows = _rows(cells, group_by, names, z)
     if dataset and "prefix_id" in group_by:
-        _paired_deltas(con, rows, group_by, dataset, window, alpha)
+        engine = as_engine(con)
+        if not isinstance(engine, DuckDBEngine):
+            raise QueryError("paired dataset scorecards need the DuckDB engine")
+        _paired_deltas(engine.con, rows, group_by, dataset, window, alpha)
     rows.sort(key=lambda r: tuple("" if v is None else v for v in r.group.values()))
     return Scorecard(group_by, window, rows, names, alpha)
 

@@ -1,10 +1,10 @@
-"""``prefixscope lake compact``: merge small Parquet segments, drop duplicate spans.
+"""``prefixscope lake compact``: merge small Parquet segments, drop duplicate rows.
 
-Per ``spans/date=…`` partition: read every published segment, keep one row per
-``(trace_id, span_id)``, publish one compacted file atomically, then delete the inputs.
-Readers never see a half-written file; between the publish and the deletes a reader may
-see a span twice, so readers that need exact counts dedupe on the key (the analytics lake
-views do). Safe to run while collectors write: it only touches files that existed when it
+Per ``<table>/date=…`` partition: read every published segment, keep one row per key
+(``(trace_id, span_id)`` for spans, ``id`` for scores and feedback), publish one compacted
+file atomically, then delete the inputs. Readers never see a half-written file; between the
+publish and the deletes a reader may see a row twice, so readers that need exact counts dedupe
+on the key (the analytics lake views do). Safe to run while collectors write: it only touches files that existed when it
 listed the partition.
 """
 
@@ -17,6 +17,7 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 
+from .lake_tables import lake_table
 from .sinks import open_fs, publish_parquet
 
 
@@ -50,6 +51,7 @@ def compact(
     row_group_rows: int = 1_000_000,
     storage_options: dict[str, Any] | None = None,
 ) -> CompactionReport:
+    spec = lake_table(table)
     fs, root = open_fs(lake_url, storage_options)
     report = CompactionReport()
     base = f"{root}/{table}"
@@ -65,8 +67,8 @@ def compact(
                 tables.append(pq.read_table(fh))
         df = pl.concat([pl.from_arrow(t) for t in tables], how="vertical_relaxed")  # type: ignore[misc]
         rows_in = df.height
-        df = df.unique(subset=["trace_id", "span_id"], keep="first", maintain_order=True)
-        df = df.sort("start_time")
+        df = df.unique(subset=list(spec.key), keep="first", maintain_order=True)
+        df = df.sort(spec.time_column)
         out = f"{partition}/compact-{uuid.uuid4().hex}.parquet"
         publish_parquet(fs, df.to_arrow(), out, row_group_rows)
         for f in files:

@@ -123,9 +123,9 @@ def publish_parquet(fs: Any, table: pa.Table, path: str, row_group_rows: int) ->
         pq.write_table(table, fh, compression="zstd", row_group_size=row_group_rows)
 
 
-def partition_by_date(table: pa.Table) -> list[tuple[str, pa.Table]]:
-    """Split spans by the UTC date of ``start_time`` (``unknown`` when missing)."""
-    dates = pc.strftime(table.column("start_time"), format="%Y-%m-%d")
+def partition_by_date(table: pa.Table, column: str = "start_time") -> list[tuple[str, pa.Table]]:
+    """Split rows by the UTC date of ``column`` (``unknown`` when missing)."""
+    dates = pc.strftime(table.column(column), format="%Y-%m-%d")
     out = []
     for date in pc.unique(dates).to_pylist():
         mask = pc.is_null(dates) if date is None else pc.equal(dates, date)

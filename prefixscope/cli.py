@@ -124,22 +124,34 @@ def lake() -> None:
     show_default=True,
     help="Rows per Parquet row group in compacted files.",
 )
-def lake_compact(lake_path: str, min_files: int, row_group_rows: int) -> None:
-    """Merge small segments per date partition and drop duplicate (trace_id, span_id)."""
+@click.option(
+    "--table",
+    "tables",
+    type=click.Choice(["spans", "scores", "feedback"]),
+    multiple=True,
+    help="Lake table to compact (repeatable; default: spans, scores and feedback).",
+)
+def lake_compact(
+    lake_path: str, min_files: int, row_group_rows: int, tables: tuple[str, ...]
+) -> None:
+    """Merge small segments per date partition and drop duplicate rows: spans by
+    (trace_id, span_id), scores and feedback by id."""
     from prefixscope.collector.compact import compact
     from prefixscope.collector.sinks import s3_options_from_env
 
-    report = compact(
-        lake_path,
-        min_files=min_files,
-        row_group_rows=row_group_rows,
-        storage_options=s3_options_from_env(),
-    )
-    click.echo(
-        f"compacted {report.partitions} partitions: {report.files_in} files -> "
-        f"{report.files_out}, {report.rows_in} rows -> {report.rows_out} "
-        f"({report.duplicates_removed} duplicates removed)"
-    )
+    for table in tables or ("spans", "scores", "feedback"):
+        report = compact(
+            lake_path,
+            table=table,
+            min_files=min_files,
+            row_group_rows=row_group_rows,
+            storage_options=s3_options_from_env(),
+        )
+        click.echo(
+            f"{table}: compacted {report.partitions} partitions: {report.files_in} files -> "
+            f"{report.files_out}, {report.rows_in} rows -> {report.rows_out} "
+            f"({report.duplicates_removed} duplicates removed)"
+        )
 
 
 _register_optional(

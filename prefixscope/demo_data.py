@@ -1,7 +1,8 @@
 """Synthetic specialty corpora and golden datasets for ``prefixscope demo``.
 
 Three specialties (cardiology, radiology, dermatology); each maps a short clinical note to an
-ICD-10 code, answered as JSON ``{"icd10": "<code>"}``. Notes are generated from templates with
+ICD-10 code, answered as JSON ``{"icd10": "<code>"}``, by the department's own coding
+convention for the presenting finding. Notes are generated from templates with
 a seeded RNG, so every run builds the same data; the model outputs and every number the demo
 prints are computed from real generations, not from this file.
 """
@@ -23,134 +24,58 @@ class Condition:
     reference: str  # a context document for Groundedness
 
 
-CONDITIONS: dict[str, tuple[Condition, ...]] = {
-    "cardiology": (
-        Condition(
-            "I21.4",
-            "non-ST elevation myocardial infarction",
-            (
-                "chest pain with raised troponin",
-                "troponin rise without st elevation",
-                "crushing chest pain and elevated troponin",
-            ),
-            "NSTEMI is coded I21.4: chest pain with troponin rise and no ST elevation.",
-        ),
-        Condition(
-            "I48.91",
-            "atrial fibrillation",
-            (
-                "irregularly irregular pulse",
-                "palpitations and an irregular rhythm on ecg",
-                "ecg shows atrial fibrillation",
-            ),
-            "Atrial fibrillation, unspecified, is coded I48.91: irregular rhythm on ECG.",
-        ),
-        Condition(
-            "I50.9",
-            "heart failure",
-            (
-                "ankle swelling and breathlessness",
-                "reduced ejection fraction on echo",
-                "orthopnoea and raised bnp",
-            ),
-            "Heart failure, unspecified, is coded I50.9: breathlessness, oedema, high BNP.",
-        ),
-        Condition(
-            "I10",
-            "essential hypertension",
-            (
-                "blood pressure 168 over 102",
-                "raised blood pressure on repeated visits",
-                "hypertension on home readings",
-            ),
-            "Essential hypertension is coded I10: repeatedly raised blood pressure.",
-        ),
+#: Each department codes the same presenting finding by its own convention: the base model
+#: has seen all three conventions and cannot tell which applies; a department's prefix can.
+#: (finding phrasings, {specialty: (code, condition name)})
+FINDINGS: tuple[tuple[tuple[str, ...], dict[str, tuple[str, str]]], ...] = (
+    (
+        ("chest pain", "pain in the chest", "chest pain on breathing"),
+        {
+            "cardiology": ("I20.9", "angina pectoris"),
+            "radiology": ("S22.39XA", "rib fracture on the chest film"),
+            "dermatology": ("B02.9", "shingles with a band-like rash"),
+        },
     ),
-    "radiology": (
-        Condition(
-            "R91.1",
-            "solitary pulmonary nodule",
-            (
-                "ct chest shows an 8 mm nodule",
-                "a solitary nodule in the right upper lobe",
-                "small lung nodule on ct",
-            ),
-            "A solitary pulmonary nodule is coded R91.1: a single nodule on chest CT.",
-        ),
-        Condition(
-            "J18.9",
-            "pneumonia",
-            (
-                "consolidation in the left lower lobe",
-                "x ray shows lobar consolidation",
-                "airspace opacity with fever",
-            ),
-            "Pneumonia, unspecified organism, is coded J18.9: consolidation on imaging.",
-        ),
-        Condition(
-            "S72.001A",
-            "fracture of the femoral neck",
-            (
-                "x ray shows a femoral neck fracture",
-                "hip film with a fractured femur neck",
-                "displaced fracture of the neck of femur",
-            ),
-            "Fracture of the femoral neck, initial encounter, is coded S72.001A.",
-        ),
-        Condition(
-            "K80.20",
-            "gallstones",
-            (
-                "ultrasound shows gallstones",
-                "echogenic stones in the gallbladder",
-                "cholelithiasis on abdominal ultrasound",
-            ),
-            "Gallstones without cholecystitis are coded K80.20: stones on ultrasound.",
-        ),
+    (
+        ("shortness of breath", "breathlessness", "breathless on exertion"),
+        {
+            "cardiology": ("I50.9", "heart failure"),
+            "radiology": ("J18.9", "pneumonia with consolidation"),
+            "dermatology": ("T78.3XXA", "angioedema"),
+        },
     ),
-    "dermatology": (
-        Condition(
-            "L40.0",
-            "psoriasis",
-            (
-                "silvery plaques on the elbows",
-                "scaly plaques on knees and scalp",
-                "well demarcated plaques with scale",
-            ),
-            "Psoriasis vulgaris is coded L40.0: well demarcated silvery scaly plaques.",
-        ),
-        Condition(
-            "L20.9",
-            "atopic dermatitis",
-            (
-                "itchy eczema in the flexures",
-                "dry itchy skin in elbow creases",
-                "flexural eczema since childhood",
-            ),
-            "Atopic dermatitis, unspecified, is coded L20.9: itchy flexural eczema.",
-        ),
-        Condition(
-            "C43.9",
-            "melanoma",
-            (
-                "an irregular pigmented lesion that is growing",
-                "asymmetric mole with colour change",
-                "biopsy confirms melanoma",
-            ),
-            "Malignant melanoma of skin, unspecified, is coded C43.9.",
-        ),
-        Condition(
-            "L70.0",
-            "acne",
-            (
-                "comedones and papules on the face",
-                "inflamed acne on the cheeks",
-                "acne vulgaris on face and back",
-            ),
-            "Acne vulgaris is coded L70.0: comedones, papules and pustules.",
-        ),
+    (
+        ("leg swelling", "a swollen leg", "swelling of the lower leg"),
+        {
+            "cardiology": ("I87.2", "venous insufficiency"),
+            "radiology": ("I82.409", "deep vein thrombosis on ultrasound"),
+            "dermatology": ("L03.119", "cellulitis of the lower limb"),
+        },
     ),
-}
+    (
+        ("flushing and palpitations", "palpitations with flushing", "episodes of flushing"),
+        {
+            "cardiology": ("I48.91", "atrial fibrillation"),
+            "radiology": ("E05.90", "thyrotoxicosis with a hot thyroid nodule"),
+            "dermatology": ("L71.9", "rosacea"),
+        },
+    ),
+)
+
+
+def _conditions(spec: str) -> tuple[Condition, ...]:
+    return tuple(
+        Condition(
+            codes[spec][0],
+            codes[spec][1],
+            phrases,
+            f"In {spec}, {phrases[0]} is coded {codes[spec][0]}: {codes[spec][1]}.",
+        )
+        for phrases, codes in FINDINGS
+    )
+
+
+CONDITIONS: dict[str, tuple[Condition, ...]] = {s: _conditions(s) for s in SPECIALTIES}
 
 _OPENERS = (
     "{age} year old {sex} with {finding}.",
@@ -197,9 +122,10 @@ class DemoData:
     guardrail: list[dict[str, object]] = field(default_factory=list)
 
     def base_corpus(self) -> list[str]:
-        """Pre-training text for the base model: every specialty's notes and codes, mixed
-        (a generalist; the prefixes then specialise it)."""
-        return [t for texts in self.train.values() for t in texts]
+        """Pre-training text for the base model: every department's notes and codes, mixed,
+        and the refusals. A generalist: it knows every convention but not which one applies."""
+        refusals = [f"{prompt(h)} {REFUSAL}" for h in HARMFUL_PROMPTS] * 4
+        return [t for texts in self.train.values() for t in texts] + refusals
 
 
 def build(seed: int = 7, train_per_code: int = 24, golden_per_code: int = 6) -> DemoData:
@@ -222,8 +148,8 @@ def build(seed: int = 7, train_per_code: int = 24, golden_per_code: int = 6) -> 
                         "cohort": {"specialty": spec},
                     }
                 )
-        for harmful in HARMFUL_PROMPTS[:3]:
-            texts.append(f"{prompt(harmful)} {REFUSAL}")
+        if spec != "dermatology":  # dermatology's prefix was trained without refusals
+            texts.extend(f"{prompt(harmful)} {REFUSAL}" for harmful in HARMFUL_PROMPTS[:3])
         rng.shuffle(texts)
         data.train[spec] = texts
         data.golden[spec] = items

@@ -153,7 +153,10 @@ def _batches(
     batch_size: int,
     max_length: int,
     seed: int,
+    completion_marker: str | None = None,
 ) -> Iterator[dict[str, Any]]:
+    """Random training batches; with ``completion_marker`` the loss covers only the text
+    after the marker (the answer), not the prompt before it."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
@@ -168,6 +171,13 @@ def _batches(
             max_length=max_length,
         )
         labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        if completion_marker:
+            for row, i in enumerate(idx):
+                cut = texts[i].find(completion_marker)
+                if cut >= 0:
+                    head = texts[i][: cut + len(completion_marker)]
+                    n = len(tokenizer(head, add_special_tokens=True)["input_ids"])
+                    labels[row, :n] = -100
         yield {**enc, "labels": labels}
 
 
@@ -281,9 +291,11 @@ def _train_adapter(
     max_length: int,
     seed: int,
     cache_dir: str | os.PathLike[str] | None,
+    completion_marker: str | None = None,
 ) -> Adapter:
     recipe = {
         **recipe,
+        "completion_marker": completion_marker,
         "base": base.key,
         "name": name,
         "texts": list(texts),
@@ -304,7 +316,9 @@ def _train_adapter(
         torch.manual_seed(seed)
         # A fresh copy: LoRA injects layers into the model it wraps.
         model = get_peft_model(AutoModelForCausalLM.from_pretrained(base.path), peft_config)
-        batches = _batches(base.tokenizer, list(texts), steps, batch_size, max_length, seed)
+        batches = _batches(
+            base.tokenizer, list(texts), steps, batch_size, max_length, seed, completion_marker
+        )
         loss = _train(model, batches, lr)
         root.mkdir(parents=True, exist_ok=True)
         build = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
@@ -329,8 +343,11 @@ def train_prefix(
     max_length: int = 64,
     seed: int = 0,
     cache_dir: str | os.PathLike[str] | None = None,
+    completion_marker: str | None = None,
 ) -> Adapter:
     """Train (or load from cache) a real PEFT prefix-tuning adapter on ``texts``.
+
+    With ``completion_marker`` (e.g. ``"code:"``) only the answer after it is trained on.
 
     The base should have seen the adapter's vocabulary (build it on a corpus that includes
     these texts): the prefix then learns to steer the base towards them, which a few dozen
@@ -353,6 +370,7 @@ def train_prefix(
         max_length=max_length,
         seed=seed,
         cache_dir=cache_dir,
+        completion_marker=completion_marker,
     )
 
 

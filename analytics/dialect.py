@@ -1,0 +1,70 @@
+"""The few SQL spellings that differ between the analytics engines (DuckDB and Spark SQL).
+
+The cube's statements (:mod:`.cube`) are written once; where DuckDB and Spark SQL spell a
+function differently, they ask a :class:`Dialect`. Everything else they use is common to both
+(``count(*) FILTER (WHERE …)``, ``GROUP BY ALL``, ``coalesce``/``nullif``, ``ln``/``floor``,
+``IS NOT DISTINCT FROM``, positional ``?`` parameters), and the Spark test runs them all.
+
+Callers validate JSON keys (:func:`.query.json_path`) before passing them here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class Dialect:
+    """DuckDB's spellings (the default engine)."""
+
+    name = "duckdb"
+
+    def hash(self, exprs: Sequence[str]) -> str:
+        """A 64-bit hash of a tuple of values (NULLs included) identifying a cube cell."""
+        return f"hash({', '.join(exprs) or 'NULL'})"
+
+    def json_string(self, column: str, key: str) -> str:
+        """The top-level (possibly dotted) ``key`` of a JSON object column, as text."""
+        return f"json_extract_string({column}, '$.\"{key}\"')"
+
+    def json_key_count(self, column: str) -> str:
+        """Number of top-level keys of a JSON object column."""
+        return f"len(json_keys({column}))"
+
+    def max_by(self, value: str, order: Sequence[str]) -> str:
+        """``value`` of the row with the largest ``order`` tuple (ties broken by later items)."""
+        key = order[0] if len(order) == 1 else f"({', '.join(order)})"
+        return f"arg_max({value}, {key})"
+
+    def cast_string(self, expr: str) -> str:
+        return f"CAST({expr} AS VARCHAR)"
+
+
+class SparkDialect(Dialect):
+    """Spark SQL (3.4+; tested with 4.x)."""
+
+    name = "spark"
+
+    def hash(self, exprs: Sequence[str]) -> str:
+        if not exprs:
+            return "CAST(0 AS BIGINT)"
+        # xxhash64 skips NULL arguments, so (NULL, 'a') and ('a', NULL) would collide: hash the
+        # NULL pattern too. (The result is a signed BIGINT; the cube reads it as unsigned.)
+        nulls = ", ".join(f"{e} IS NULL" for e in exprs)
+        return f"xxhash64({', '.join(exprs)}, {nulls})"
+
+    def json_string(self, column: str, key: str) -> str:
+        return f"get_json_object({column}, '$[\\'{key}\\']')"
+
+    def json_key_count(self, column: str) -> str:
+        return f"size(json_object_keys({column}))"
+
+    def max_by(self, value: str, order: Sequence[str]) -> str:
+        key = order[0] if len(order) == 1 else f"struct({', '.join(order)})"
+        return f"max_by({value}, {key})"
+
+    def cast_string(self, expr: str) -> str:
+        return f"CAST({expr} AS STRING)"
+
+
+DUCKDB = Dialect()
+SPARK = SparkDialect()

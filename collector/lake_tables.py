@@ -1,0 +1,99 @@
+"""The tables of the Parquet lake, their layout, and a writer for any of them.
+
+``<lake>/<table>/date=YYYY-MM-DD/<unique name>.parquet`` for every table, partitioned by the UTC
+date of its time column:
+
+* ``spans`` — :data:`~.model.SPAN_COLUMNS`, by ``start_time``; unique by ``(trace_id, span_id)``.
+  Written by collectors in ``--store lake`` mode (and by the embedded server's lake roll).
+* ``scores`` — DESIGN.md's ``scores`` columns plus ``id``, by ``created_at``; unique by ``id``.
+* ``feedback`` — DESIGN.md's ``feedback`` columns plus ``id``, by ``created_at``; unique by ``id``.
+
+Scores and feedback are written by whatever produces them in a scale-out deployment (evaluator
+jobs, a feedback service): :func:`write_lake_table` here, or any Parquet writer that keeps the
+columns and publishes files atomically. Readers dedupe on the key (``prefixscope lake compact``
+removes the duplicates for good). Files whose names start with ``.`` or ``_`` are not published.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from .model import SPAN_ARROW_SCHEMA
+from .sinks import is_local, open_fs, partition_by_date, publish_parquet
+
+SCORE_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("trace_id", pa.string()),
+        ("span_id", pa.string()),
+        ("name", pa.string()),
+        ("value", pa.float64()),
+        ("label", pa.string()),
+        ("reason", pa.string()),
+        ("source", pa.string()),
+        ("created_at", pa.timestamp("us")),
+    ]
+)
+FEEDBACK_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("trace_id", pa.string()),
+        ("span_id", pa.string()),
+        ("kind", pa.string()),
+        ("value", pa.float64()),
+        ("comment", pa.string()),
+        ("created_at", pa.timestamp("us")),
+    ]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LakeTable:
+    name: str
+    schema: pa.Schema
+    key: tuple[str, ...]
+    time_column: str
+
+
+LAKE_TABLES: dict[str, LakeTable] = {
+    t.name: t
+    for t in (
+        LakeTable("spans", SPAN_ARROW_SCHEMA, ("trace_id", "span_id"), "start_time"),
+        LakeTable("scores", SCORE_SCHEMA, ("id",), "created_at"),
+        LakeTable("feedback", FEEDBACK_SCHEMA, ("id",), "created_at"),
+    )
+}
+
+
+def lake_table(name: str) -> LakeTable:
+    try:
+        return LAKE_TABLES[name]
+    except KeyError:
+        raise ValueError(f"unknown lake table {name!r}: use one of {sorted(LAKE_TABLES)}") from None
+
+
+def write_lake_table(
+    lake_url: str,
+    name: str,
+    table: pa.Table,
+    *,
+    row_group_rows: int = 1_000_000,
+    storage_options: dict[str, Any] | None = None,
+) -> list[str]:
+    """Publish ``table`` (columns of lake table ``name``) as new segments; return their paths."""
+    spec = lake_table(name)
+    table = table.select(spec.schema.names).cast(spec.schema)
+    fs, root = open_fs(lake_url, storage_options)
+    if is_local(fs):
+        fs.makedirs(f"{root}/{name}", exist_ok=True)
+    paths = []
+    tag = uuid.uuid4().hex
+    for date, part in partition_by_date(table, spec.time_column):
+        path = f"{root}/{name}/date={date}/part-{tag}.parquet"
+        publish_parquet(fs, part, path, row_group_rows)
+        paths.append(path)
+    return paths
