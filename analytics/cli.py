@@ -11,9 +11,21 @@ from typing import Any
 
 import click
 import orjson
+from click.core import ParameterSource
 from rich.table import Table
 
-from .cli_common import DATA_DIR, JSON, SINCE, UNTIL, console, fmt, open_store, print_json
+from .cli_common import (
+    DATA_DIR,
+    JSON,
+    SINCE,
+    UNTIL,
+    console,
+    engine_options,
+    fmt,
+    open_engine,
+    open_store,
+    print_json,
+)
 from .cli_datasets import datasets_group, replay_command
 from .detection import ConfigError, DetectionConfig
 
@@ -96,9 +108,18 @@ def detection_options(fn: Any) -> Any:
 @SINCE
 @UNTIL
 @detection_options
+@engine_options
 @click.option("--dry-run", is_flag=True, help="Detect and print, but do not write alerts.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the run (comparisons count and alert objects) to this JSON file.",
+)
 @JSON
+@click.pass_context
 def run_command(
+    ctx: click.Context,
     data_dir: Path,
     since: str | None,
     until: str | None,
@@ -107,19 +128,43 @@ def run_command(
     min_effect: tuple[str, ...],
     score_min_effect: float,
     sequential: str,
+    engine: str,
+    lake_path: str | None,
+    master: str,
+    spark_conf: tuple[str, ...],
     dry_run: bool,
+    out: Path | None,
     as_json: bool,
 ) -> None:
-    """Run regression detection over the window and write/resolve alerts."""
-    from .alerts import save_alerts
+    """Run regression detection over the window and write/resolve alerts.
+
+    Data comes from the store in --data-dir, or with --lake-path from a Parquet lake
+    (--engine duckdb or spark). Alerts go to the store's alerts table when a store is used
+    (with --lake-path: only when --data-dir is given too); otherwise they are printed and,
+    with --out, written as JSON alert objects (id = fingerprint).
+    """
+    from .alerts import alert_objects, save_alerts
     from .detection import run_detection
 
     cfg = _config(alpha, min_n, min_effect, score_min_effect, sequential)
-    with open_store(data_dir) as con:
-        result = run_detection(con, since, until, cfg)
-        alerts = [] if dry_run else save_alerts(con, result)
+    explicit_store = ctx.get_parameter_source("data_dir") is not ParameterSource.DEFAULT
+    if lake_path is None and engine == "duckdb":
+        with open_store(data_dir) as con:
+            result = run_detection(con, since, until, cfg)
+            alerts = [] if dry_run else save_alerts(con, result)
+    else:
+        source = open_engine(engine, lake_path, master, spark_conf)
+        result = run_detection(source, since, until, cfg)
+        if explicit_store and not dry_run:
+            with open_store(data_dir) as con:
+                alerts = save_alerts(con, result, source=source)
+        else:
+            alerts = alert_objects(source, result)
+    report = {"engine": engine, "comparisons": len(result.comparisons), "alerts": alerts}
+    if out is not None:
+        out.write_bytes(orjson.dumps(report, default=str, option=orjson.OPT_INDENT_2))
     if as_json:
-        print_json({"comparisons": len(result.comparisons), "alerts": alerts})
+        print_json(report)
         return
     t = Table(
         title=f"{len(result.regressions)} regressions in {len(result.comparisons)} "
@@ -170,6 +215,7 @@ def run_command(
 @click.option(
     "--dataset", default=None, help="Only replays of this golden dataset (paired deltas)."
 )
+@engine_options
 @JSON
 def scorecard_command(
     data_dir: Path,
@@ -178,16 +224,28 @@ def scorecard_command(
     group_by: str,
     metrics: str | None,
     dataset: str | None,
+    engine: str,
+    lake_path: str | None,
+    master: str,
+    spark_conf: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Per-group metrics with confidence intervals and deltas vs the base model."""
+    """Per-group metrics with confidence intervals and deltas vs the base model
+    (from the store in --data-dir, or a Parquet lake with --lake-path)."""
+    from .query import QueryError
     from .scorecard import scorecard
 
     keys = [k.strip() for k in group_by.split(",") if k.strip()]
-    with open_store(data_dir) as con:
-        card = scorecard(
-            con, keys, since, until, metrics.split(",") if metrics else None, dataset=dataset
-        )
+    wanted = metrics.split(",") if metrics else None
+    if lake_path is None and engine == "duckdb":
+        with open_store(data_dir) as con:
+            card = scorecard(con, keys, since, until, wanted, dataset=dataset)
+    else:
+        source = open_engine(engine, lake_path, master, spark_conf)
+        try:
+            card = scorecard(source, keys, since, until, wanted, dataset=dataset)
+        except QueryError as exc:
+            raise click.ClickException(str(exc)) from None
     if as_json:
         print_json(card.to_dict())
         return

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -50,3 +50,63 @@ def fmt(v: Any) -> str:
 
 def print_json(obj: Any) -> None:
     click.echo(orjson.dumps(obj, default=str, option=orjson.OPT_INDENT_2).decode())
+
+
+ENGINE_OPTIONS = (
+    click.option(
+        "--engine",
+        type=click.Choice(["duckdb", "spark"]),
+        default="duckdb",
+        show_default=True,
+        help="Where the SQL runs. spark needs --lake-path (and the [spark] extra).",
+    ),
+    click.option(
+        "--lake-path",
+        default=None,
+        help="Read spans/scores/feedback from this Parquet lake (a directory or "
+        "s3://bucket/prefix) instead of the store in --data-dir.",
+    ),
+    click.option(
+        "--master",
+        default="local[2]",
+        show_default=True,
+        help="Spark master URL (local[N], spark://…, yarn, k8s://…).",
+    ),
+    click.option(
+        "--spark-conf",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Extra Spark setting, e.g. spark.driver.memory=4g. Repeatable.",
+    ),
+)
+
+
+def engine_options(fn: Any) -> Any:
+    for opt in reversed(ENGINE_OPTIONS):
+        fn = opt(fn)
+    return fn
+
+
+def open_engine(engine: str, lake_path: str | None, master: str, spark_conf: Sequence[str]) -> Any:
+    """The analytics engine over the lake at ``lake_path`` (DuckDB or Spark)."""
+    from prefixscope.collector.sinks import s3_options_from_env
+
+    from .engines import DuckDBEngine, SparkEngine, spark_session
+
+    if lake_path is None:
+        raise click.UsageError("--lake-path is required with --engine spark")
+    if engine == "duckdb":
+        return DuckDBEngine.over_lake(lake_path, storage_options=s3_options_from_env())
+    conf = {}
+    for item in spark_conf:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--spark-conf")
+        conf[key] = value
+    try:
+        spark = spark_session(master, conf=conf)
+    except ImportError:
+        raise click.ClickException(
+            "--engine spark needs PySpark: pip install 'prefixscope[spark]'"
+        ) from None
+    return SparkEngine.over_lake(spark, lake_path, storage_options=s3_options_from_env())

@@ -65,9 +65,7 @@ def _parquet_files(fs: Any, root: str, table: str) -> list[str]:
     if not fs.exists(base):
         return []
     return [
-        f
-        for f in fs.glob(f"{base}/*/*.parquet")
-        if not f.rsplit("/", 1)[-1].startswith((".", "_"))
+        f for f in fs.glob(f"{base}/*/*.parquet") if not f.rsplit("/", 1)[-1].startswith((".", "_"))
     ]
 
 

@@ -1,6 +1,7 @@
 """Seeded synthetic traffic written straight into a store (vectorised: numpy -> Arrow -> SQL).
 
-Used by the detection simulations, the integration tests and ``bench/analytics.py``. Each
+Used by the detection simulations, the integration and engine tests and the benchmarks
+(:func:`generate_lake` writes a Parquet lake instead of a store). Each
 :class:`Arm` is one (prefix, version, route, cohort) population with its own latency, TTFT,
 error, fallback, score and feedback distributions, so regressions can be injected exactly.
 """
@@ -209,3 +210,35 @@ FROM _syn_fb f JOIN _syn_kinds k USING (kind)"""
     finally:
         con.unregister("_syn_fb")
         con.unregister("_syn_kinds")
+
+
+def scratch_store() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with the embedded store's tables (for :func:`generate`)."""
+    from prefixscope.collector.schema import migrate
+
+    con = duckdb.connect()
+    migrate(con)
+    return con
+
+
+def generate_lake(
+    lake_url: str,
+    arms: Sequence[Arm],
+    *,
+    seed: int = 0,
+    start: datetime | None = None,
+    duration: timedelta = timedelta(hours=1),
+    id_offset: int = 0,
+) -> int:
+    """:func:`generate` into a scratch DuckDB, then publish its spans, scores and feedback to
+    the Parquet lake at ``lake_url`` as new segments (as collectors and evaluator jobs would).
+    Returns the number of spans."""
+    from prefixscope.collector.lake_tables import export_duckdb_tables
+
+    con = scratch_store()
+    try:
+        n = generate(con, arms, seed=seed, start=start, duration=duration, id_offset=id_offset)
+        export_duckdb_tables(con, lake_url)
+    finally:
+        con.close()
+    return n

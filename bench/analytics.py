@@ -38,6 +38,31 @@ ROUTES = [f"r{i}" for i in range(4)]
 COHORTS = ["a", "b", "c", "d", "e"]
 
 
+def arms(per: int) -> list[Arm]:
+    """The 200 cells, ``per`` requests each, with the injected regression."""
+    out = []
+    for p in PREFIXES:
+        for r in ROUTES:
+            for c in COHORTS:
+                bad = (p, r, c) == ("p3", "r1", "c")
+                out.append(
+                    Arm(
+                        p,
+                        None if p is None else "2",
+                        r,
+                        {"specialty": c},
+                        n=per,
+                        scores={
+                            "TaskCompletion": (0.7 if bad else 0.8, 10.0),
+                            "Groundedness": (0.9, 10.0),
+                        },
+                        score_coverage=0.15,
+                        p99_factor=2.0 if bad else 1.0,
+                    )
+                )
+    return out
+
+
 def populate(store: Store, n_spans: int) -> float:
     con = store.cursor()
     cells = len(PREFIXES) * len(ROUTES) * len(COHORTS)
@@ -45,27 +70,7 @@ def populate(store: Store, n_spans: int) -> float:
     per = n_spans // cells // chunks
     t = time.perf_counter()
     for chunk in range(chunks):
-        arms = []
-        for p in PREFIXES:
-            for r in ROUTES:
-                for c in COHORTS:
-                    bad = (p, r, c) == ("p3", "r1", "c")
-                    arms.append(
-                        Arm(
-                            p,
-                            None if p is None else "2",
-                            r,
-                            {"specialty": c},
-                            n=per,
-                            scores={
-                                "TaskCompletion": (0.7 if bad else 0.8, 10.0),
-                                "Groundedness": (0.9, 10.0),
-                            },
-                            score_coverage=0.15,
-                            p99_factor=2.0 if bad else 1.0,
-                        )
-                    )
-        generate(con, arms, seed=chunk, id_offset=chunk * 10**9)
+        generate(con, arms(per), seed=chunk, id_offset=chunk * 10**9)
     con.execute("CHECKPOINT")
     return time.perf_counter() - t
 

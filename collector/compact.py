@@ -4,8 +4,8 @@ Per ``<table>/date=…`` partition: read every published segment, keep one row p
 (``(trace_id, span_id)`` for spans, ``id`` for scores and feedback), publish one compacted
 file atomically, then delete the inputs. Readers never see a half-written file; between the
 publish and the deletes a reader may see a row twice, so readers that need exact counts dedupe
-on the key (the analytics lake views do). Safe to run while collectors write: it only touches files that existed when it
-listed the partition.
+on the key (the analytics lake views do). Safe to run while collectors write: it only touches
+files that existed when it listed the partition.
 """
 
 from __future__ import annotations

@@ -97,3 +97,24 @@ def write_lake_table(
         publish_parquet(fs, part, path, row_group_rows)
         paths.append(path)
     return paths
+
+
+def export_duckdb_tables(
+    con: Any,
+    lake_url: str,
+    tables: tuple[str, ...] = ("spans", "scores", "feedback"),
+    *,
+    where: dict[str, str] | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> dict[str, int]:
+    """Copy tables of a DuckDB database with the store's schema into the lake as new segments
+    (``where``: an optional SQL condition per table); return rows written per table."""
+    written = {}
+    for name in tables:
+        cols = ", ".join(lake_table(name).schema.names)
+        cond = (where or {}).get(name, "TRUE")
+        data = con.sql(f"SELECT {cols} FROM {name} WHERE {cond}").to_arrow_table()
+        if data.num_rows:
+            write_lake_table(lake_url, name, data, storage_options=storage_options)
+        written[name] = data.num_rows
+    return written

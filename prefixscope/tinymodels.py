@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 #: Bump when the on-disk layout or the training procedure changes (invalidates the cache).
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 DEFAULT_NAME = "prefixscope-tiny-llama"
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")
 CHAT_TEMPLATE = (
@@ -167,6 +167,9 @@ def _batches(
             [texts[i] + eos for i in idx],
             return_tensors="pt",
             padding=True,
+            # right padding in training: every row's tokens keep the positions they have at
+            # generation time (left padding shifts them, which a prefix cannot learn around)
+            padding_side="right",
             truncation=True,
             max_length=max_length,
         )
@@ -344,6 +347,7 @@ def train_prefix(
     seed: int = 0,
     cache_dir: str | os.PathLike[str] | None = None,
     completion_marker: str | None = None,
+    prefix_projection: bool = False,
 ) -> Adapter:
     """Train (or load from cache) a real PEFT prefix-tuning adapter on ``texts``.
 
@@ -355,8 +359,15 @@ def train_prefix(
     """
     from peft import PrefixTuningConfig, TaskType
 
-    cfg = PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=num_virtual_tokens)
+    cfg = PrefixTuningConfig(
+        task_type=TaskType.CAUSAL_LM,
+        num_virtual_tokens=num_virtual_tokens,
+        prefix_projection=prefix_projection,
+        encoder_hidden_size=base.model.config.hidden_size,
+    )
     recipe = {"kind": "prefix_tuning", "num_virtual_tokens": num_virtual_tokens}
+    if prefix_projection:  # the MLP reparameterisation of the prefix (more stable training)
+        recipe["prefix_projection"] = True
     return _train_adapter(
         base,
         texts,
