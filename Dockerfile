@@ -16,9 +16,10 @@ COPY instrumentation ./instrumentation
 COPY api ./api
 RUN pip install ".[server]"
 
-# Run unprivileged; /data is the data directory (DuckDB file + Parquet lake), a volume.
+# Run unprivileged; /data is the data directory (DuckDB file + Parquet lake), a volume;
+# /lake is the shared lake of the compose `scale-out` profile.
 RUN useradd --system --uid 10001 --home-dir /data prefixscope \
-    && mkdir -p /data && chown prefixscope /data
+    && mkdir -p /data /lake && chown prefixscope /data /lake
 USER prefixscope
 VOLUME ["/data"]
 

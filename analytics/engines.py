@@ -14,7 +14,9 @@ An :class:`Engine` sees tables ``spans``, ``scores`` and ``feedback`` (DESIGN.md
   views over the lake.
 
 Lake views dedupe on each table's key (a lake holds duplicates until ``prefixscope lake
-compact`` runs); a missing ``scores``/``feedback`` table reads as empty.
+compact`` runs), except in partitions that compaction left as one file
+(:func:`~prefixscope.collector.lake_tables.published_files`); a missing ``scores``/``feedback``
+table reads as empty.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import duckdb
 import pyarrow as pa
-from prefixscope.collector.lake_tables import LAKE_TABLES, LakeTable
+from prefixscope.collector.lake_tables import LAKE_TABLES, LakeTable, published_files
 from prefixscope.collector.sinks import is_local, open_fs
 
 from .dialect import DUCKDB, SPARK, Dialect
@@ -60,15 +62,6 @@ class Engine(Protocol):
         """Context manager yielding a :class:`Shared` relation ``name`` = ``sql``."""
 
 
-def _parquet_files(fs: Any, root: str, table: str) -> list[str]:
-    base = f"{root}/{table}"
-    if not fs.exists(base):
-        return []
-    return [
-        f for f in fs.glob(f"{base}/*/*.parquet") if not f.rsplit("/", 1)[-1].startswith((".", "_"))
-    ]
-
-
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -79,15 +72,25 @@ class DuckDBEngine:
     name = "duckdb"
     dialect: Dialect = DUCKDB
 
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, *, materialize: bool = False) -> None:
         self.con = con
+        #: shared relations become temp tables (worth it when reading them is costly, as
+        #: through the lake's deduplicating views; only on a connection of our own)
+        self.materialize = materialize
 
     def arrow(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
         return self.con.sql(sql, params=list(params) or None).to_arrow_table()
 
     @contextmanager
     def shared(self, name: str, sql: str, params: Sequence[Any]) -> Iterator[Shared]:
-        yield Shared(name, f"{name} AS ({sql})", list(params))
+        if not self.materialize:
+            yield Shared(name, f"{name} AS ({sql})", list(params))
+            return
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}", list(params)).fetchall()
+        try:
+            yield Shared(name)
+        finally:
+            self.con.execute(f"DROP TABLE IF EXISTS {name}").fetchall()
 
     @classmethod
     def over_lake(
@@ -103,17 +106,23 @@ class DuckDBEngine:
             prefix = f"{protocol}://"
         for spec in LAKE_TABLES.values():
             cols = ", ".join(spec.schema.names)
-            if _parquet_files(fs, root, spec.name):
-                glob = _quote(f"{prefix}{root}/{spec.name}/*/*.parquet")
-                key = ", ".join(spec.key)
-                con.execute(
-                    f"CREATE VIEW {spec.name} AS SELECT DISTINCT ON ({key}) {cols} FROM "
-                    f"read_parquet({glob}, hive_partitioning = true, union_by_name = true)"
+            clean, dirty = published_files(fs, root, spec.name)
+            parts = []
+            for files, dedupe in ((clean, False), (dirty, True)):
+                if not files:
+                    continue
+                listed = "[" + ", ".join(_quote(prefix + f) for f in files) + "]"
+                distinct = f"DISTINCT ON ({', '.join(spec.key)}) " if dedupe else ""
+                parts.append(
+                    f"SELECT {distinct}{cols} FROM read_parquet({listed}, "
+                    "hive_partitioning = true, union_by_name = true)"
                 )
-            else:
+            if not parts:
                 con.register(f"_empty_{spec.name}", spec.schema.empty_table())
-                con.execute(f"CREATE VIEW {spec.name} AS SELECT {cols} FROM _empty_{spec.name}")
-        return cls(con)
+                parts.append(f"SELECT {cols} FROM _empty_{spec.name}")
+            body = " UNION ALL ".join(parts)
+            con.execute(f"CREATE VIEW {spec.name} AS {body}").fetchall()
+        return cls(con, materialize=True)
 
 
 def as_engine(source: duckdb.DuckDBPyConnection | Engine) -> Engine:
@@ -222,11 +231,14 @@ class SparkEngine:
         fs, root = open_fs(lake_url, storage_options)
         scheme = "" if is_local(fs) else "s3a://"
         for spec in LAKE_TABLES.values():
-            if _parquet_files(fs, root, spec.name):
-                df = spark.read.parquet(f"{scheme}{root}/{spec.name}")
-                df = _conform(df, spec).dropDuplicates(list(spec.key))
-            else:
-                df = spark.createDataFrame([], _spark_schema(spec.schema))
+            clean, dirty = published_files(fs, root, spec.name)
+            base = f"{scheme}{root}/{spec.name}"
+            df = spark.createDataFrame([], _spark_schema(spec.schema))
+            for files, dedupe in ((clean, False), (dirty, True)):
+                if files:
+                    part = spark.read.option("basePath", base).parquet(*(scheme + f for f in files))
+                    part = _conform(part, spec)
+                    df = df.unionByName(part.dropDuplicates(list(spec.key)) if dedupe else part)
             df.createOrReplaceTempView(spec.name)
         return cls(spark)
 

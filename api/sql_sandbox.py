@@ -201,7 +201,15 @@ def _check_tree(cur: duckdb.DuckDBPyConnection, sql: str) -> None:
             f"statement is not a plain read-only query: {tree.get('error_message')}",
             code="forbidden",
         )
-    for node in _walk(tree.get("statements", [])):
+    nodes = list(_walk(tree.get("statements", [])))
+    table_functions = {
+        id(n["function"])
+        for n in nodes
+        if n.get("type") == "TABLE_FUNCTION" and isinstance(n.get("function"), dict)
+    }
+    for node in nodes:
+        if node.get("class") == "FUNCTION" and id(node) not in table_functions:
+            _check_materializing(node)
         ntype = node.get("type")
         if isinstance(ntype, str) and _WRITE_NODE.match(ntype):
             verb = ntype.split("_", 1)[0]
@@ -211,6 +219,50 @@ def _check_tree(cur: duckdb.DuckDBPyConnection, sql: str) -> None:
         fname = node.get("function_name")
         if isinstance(fname, str) and fname.lower() in FORBIDDEN_FUNCTIONS:
             raise QueryError(f"function {fname}() is not allowed", code="forbidden")
+
+
+#: Scalar functions that materialise a list or string of a size given by their arguments.
+#: The time limit cannot stop one huge allocation, so the size must be a small constant.
+MATERIALIZING_FUNCTIONS = frozenset({"range", "generate_series", "repeat", "list_resize"})
+MAX_MATERIALIZED = 1_000_000
+
+
+def _int_literal(arg: Any) -> int | None:
+    expr = arg.get("expression") if isinstance(arg, dict) else None
+    if not isinstance(expr, dict) or expr.get("class") != "CONSTANT":
+        return None
+    lit = expr.get("literal") or {}
+    if lit.get("kind") != "INTEGER":
+        return None
+    try:
+        return int(lit.get("text", ""))
+    except ValueError:
+        return None
+
+
+def _check_materializing(node: dict[str, Any]) -> None:
+    name = str(node.get("function_name", "")).lower()
+    if name not in MATERIALIZING_FUNCTIONS:
+        return
+    args = node.get("arguments") or []
+    if name in ("repeat", "list_resize"):
+        count = _int_literal(args[1]) if len(args) > 1 else None
+        size = None if count is None else abs(count)
+    else:
+        nums = [_int_literal(a) for a in args]
+        if not nums or any(n is None for n in nums):
+            size = None
+        else:
+            start, stop, step = (0, nums[0], 1) if len(nums) == 1 else (*nums[:2], 1)
+            if len(nums) > 2:
+                step = nums[2] or 1
+            size = abs(stop - start) // abs(step)  # type: ignore[operator]
+    if size is None or size > MAX_MATERIALIZED:
+        raise QueryError(
+            f"{name}() as a value needs constant arguments and at most "
+            f"{MAX_MATERIALIZED:,} elements (use it as a table function in FROM instead)",
+            code="forbidden",
+        )
 
 
 def _walk(obj: Any) -> Any:

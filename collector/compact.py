@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 
-from .lake_tables import lake_table
+from .lake_tables import COMPACTED_PREFIX, lake_table
 from .sinks import open_fs, publish_parquet
 
 
@@ -69,7 +69,7 @@ def compact(
         rows_in = df.height
         df = df.unique(subset=list(spec.key), keep="first", maintain_order=True)
         df = df.sort(spec.time_column)
-        out = f"{partition}/compact-{uuid.uuid4().hex}.parquet"
+        out = f"{partition}/{COMPACTED_PREFIX}{uuid.uuid4().hex}.parquet"
         publish_parquet(fs, df.to_arrow(), out, row_group_rows)
         for f in files:
             fs.rm(f)

@@ -76,6 +76,33 @@ def lake_table(name: str) -> LakeTable:
         raise ValueError(f"unknown lake table {name!r}: use one of {sorted(LAKE_TABLES)}") from None
 
 
+#: name prefix of the files ``prefixscope lake compact`` publishes (one per partition)
+COMPACTED_PREFIX = "compact-"
+
+
+def published_files(fs: Any, root: str, table: str) -> tuple[list[str], list[str]]:
+    """``(clean, dirty)`` published Parquet files of a lake table.
+
+    *Clean* files are the only file of their date partition and were written by compaction,
+    so their rows are unique by the table's key; duplicates never cross partitions (a row's
+    partition follows from its own time column), so readers may skip deduplicating them.
+    Everything else is *dirty*: readers dedupe it on the key.
+    """
+    base = f"{root}/{table}"
+    if not fs.exists(base):
+        return [], []
+    by_partition: dict[str, list[str]] = {}
+    for f in fs.glob(f"{base}/*/*.parquet"):
+        folder, _, name = f.rpartition("/")
+        if not name.startswith((".", "_")):
+            by_partition.setdefault(folder, []).append(f)
+    clean, dirty = [], []
+    for files in by_partition.values():
+        only = len(files) == 1 and files[0].rpartition("/")[2].startswith(COMPACTED_PREFIX)
+        (clean if only else dirty).extend(sorted(files))
+    return sorted(clean), sorted(dirty)
+
+
 def write_lake_table(
     lake_url: str,
     name: str,

@@ -221,7 +221,7 @@ def run_demo(
         con.close()
         router = Router(generate, rng, {s: "1" for s in demo_data.SPECIALTIES})
         with _progress() as progress:
-            traffic = simulate(router, 90 if quick else 300, 15 if quick else 60, progress)
+            traffic = simulate(router, 150 if quick else 400, 15 if quick else 60, progress)
             task = progress.add_task("scores and feedback over the REST API", total=2)
             tp.force_flush()
             post_in_batches(client, "/api/v1/scores", traffic.scores)
@@ -230,7 +230,7 @@ def run_demo(
             progress.advance(task)
         _wait_for_spans(client, traffic.requests + traffic.agent_traces)
         config = DetectionConfig(
-            min_n=20 if quick else 40, min_n_by_metric={"latency_p99": 200, "ttft_p99": 200}
+            min_n=15 if quick else 30, min_n_by_metric={"latency_p99": 200, "ttft_p99": 200}
         )
         con = server.store.cursor()
         summary = print_report(console, con, config, base_url, traffic)

@@ -25,11 +25,11 @@ Generate = Callable[[str, str], str]
 
 #: route -> (share of notes per true specialty). Off-diagonal shares are mis-routed notes.
 ROUTE_MIX: dict[str, dict[str, float]] = {
-    "/cardiology": {"cardiology": 0.85, "dermatology": 0.15},
+    "/cardiology": {"cardiology": 0.75, "dermatology": 0.25},
     "/radiology": {"radiology": 0.6, "cardiology": 0.4},
     "/dermatology": {"dermatology": 0.9, "radiology": 0.1},
 }
-HOLDOUT = 0.25  # share of each route served by the base model as the control group
+HOLDOUT = 0.3  # share of each route served by the base model as the control group
 FALLBACK = 0.04  # requests that fall back to the base model (adapter not ready)
 V2_SHARE = 0.5  # share of radiology-prefix traffic on the new radiology version
 DEPLOYMENTS = ("deploy-a", "deploy-b")

@@ -9,6 +9,7 @@ gets a last roll, and the store is checkpointed and closed.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import signal
 import threading
@@ -92,12 +93,23 @@ class PrefixScopeServer:
         return ok, detail
 
     def _build_app(self) -> FastAPI:
+        kwargs: dict[str, Any] = {}
+        if "telemetry" in inspect.signature(FastAPI.__init__).parameters:
+            # The collector must never trace itself: in a process that also exports to it
+            # (the demo, an embedding app) every export would create a span to export.
+            kwargs["telemetry"] = {
+                "tracing": False,
+                "metrics": False,
+                "logs": False,
+                "auto_configure": False,
+            }
         app = FastAPI(
             title="PrefixScope",
             version=__version__,
             description="Observability for prefix-tuned and LoRA variants of one base model.",
             docs_url=None,  # the API serves its own /docs page (no CDN scripts)
             redoc_url=None,
+            **kwargs,
         )
         for route in ingest_routes(self.pipeline, self.health):
             app.router.routes.append(route)

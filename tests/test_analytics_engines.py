@@ -18,6 +18,8 @@ from prefixscope.analytics.dialect import DUCKDB, SPARK
 from prefixscope.analytics.engines import DuckDBEngine
 from prefixscope.analytics.query import QueryError, Window, group_expr
 from prefixscope.collector.compact import compact
+from prefixscope.collector.lake_tables import export_duckdb_tables, published_files
+from prefixscope.collector.sinks import open_fs
 from prefixscope.collector.store import Store
 
 from prefixscope.cli import main
@@ -93,8 +95,16 @@ def test_compaction_dedupes_scores_and_feedback_by_id(tmp_path: Path) -> None:
         raw, distinct = raw_and_distinct(path, table, key)
         stored = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
         assert raw == distinct == stored, table
-    lake_cube = detection_cube(DuckDBEngine.over_lake(path), Window())
-    assert_same_cube(detection_cube(con, Window()), lake_cube)
+    store_cube = detection_cube(con, Window())
+    # compacted partitions (one compact-* file each) are read without deduplication
+    clean, dirty = published_files(*open_fs(path), "spans")
+    assert clean and not dirty
+    assert_same_cube(store_cube, detection_cube(DuckDBEngine.over_lake(path), Window()))
+    # a late retry lands in a compacted partition: that partition is deduplicated again
+    export_duckdb_tables(con, path, ("spans",), where={"spans": "hash(trace_id) % 3 = 0"})
+    clean, dirty = published_files(*open_fs(path), "spans")
+    assert dirty and not clean
+    assert_same_cube(store_cube, detection_cube(DuckDBEngine.over_lake(path), Window()))
 
 
 def test_cli_run_on_a_lake_prints_or_stores_alerts(lake: Lake, tmp_path: Path) -> None:

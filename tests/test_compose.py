@@ -163,3 +163,98 @@ def test_dockerfile_installs_server_extra_and_serves_on_all_interfaces() -> None
     assert package_dirs <= set(copied), "every package folder must be copied into the image"
     for source in copied:
         assert (ROOT / source).exists(), f"COPY source {source} does not exist"
+
+
+SCALE_OUT = ["prefixscope-collector-1", "prefixscope-collector-2", "prefixscope-collector-3"]
+LB_CONFIG = ROOT / "deploy" / "otelcol-loadbalancing.yaml"
+
+
+def _parses(args: list[str]) -> None:
+    """``args`` (after ``prefixscope``) is a valid invocation of the real CLI (click parses it
+    and raises on an unknown command, option or value)."""
+    import click
+
+    from prefixscope.cli import main
+
+    cmd: click.Command = main
+    words = list(args)
+    while isinstance(cmd, click.Group):
+        name = words.pop(0)
+        assert name in cmd.commands, f"unknown command {name!r} in {args}"
+        cmd = cmd.commands[name]
+    cmd.make_context(cmd.name or "", words)
+
+
+def _shell_prefixscope(command: list[str]) -> list[list[str]]:
+    """The ``prefixscope …`` invocations inside a ``sh -c`` loop."""
+    script = command[-1]
+    calls = []
+    for part in script.replace("do ", ";").split(";"):
+        words = shlex.split(part)
+        if words and words[0] == "prefixscope":
+            calls.append(words[1:])
+    return calls
+
+
+def test_scale_out_profile_wires_collectors_balancer_compaction_and_analytics() -> None:
+    compose = load_yaml(COMPOSE)
+    services = compose["services"]
+    # the default `docker compose up` is unchanged: only the scale-out services have profiles
+    assert not any("profiles" in services[s] for s in ("prefixscope", "otel-collector"))
+    scale_out = {n for n, s in services.items() if s.get("profiles") == ["scale-out"]}
+    assert scale_out == {*SCALE_OUT, "otelcol-lb", "lake-compact", "lake-analytics"}
+    lakes = set()
+    for name in SCALE_OUT:
+        svc = services[name]
+        assert svc["image"] == services["prefixscope"]["image"]
+        cmd = svc["command"]
+        _parses(cmd)
+        assert cmd[cmd.index("--store") + 1] == "lake"
+        assert cmd[cmd.index("--host") + 1] == "0.0.0.0"
+        lake = cmd[cmd.index("--lake-path") + 1]
+        (volume,) = svc["volumes"]
+        assert volume == f"prefixscope-lake:{lake}"
+        lakes.add(lake)
+        assert "ports" not in svc, "collectors are reached through the balancer only"
+    assert len(lakes) == 1 and "prefixscope-lake" in compose["volumes"]
+    (lake,) = lakes
+
+    lb = services["otelcol-lb"]
+    assert lb["image"] == services["otel-collector"]["image"]
+    assert lb["depends_on"] == {n: {"condition": "service_healthy"} for n in SCALE_OUT}
+    host_ports = {p.split(":")[0] for p in services["otel-collector"]["ports"]}
+    lb_host_ports = {p.rsplit(":", 1)[0] for p in lb["ports"]}
+    assert not host_ports & lb_host_ports, "both collectors may run at once"
+    assert sorted(p.rsplit(":", 1)[1] for p in lb["ports"]) == ["4317", "4318"]
+    mount, target = lb["volumes"][0].split(":")[:2]
+    assert (ROOT / mount).resolve() == LB_CONFIG
+    assert lb["command"] == [f"--config={target}"]
+    config = load_yaml(LB_CONFIG)
+    pipeline = config["service"]["pipelines"]["traces"]
+    for kind in ("receivers", "processors", "exporters"):
+        assert set(pipeline[kind]) <= set(config[kind]), kind
+    assert pipeline["exporters"] == ["loadbalancing"]
+    exporter = config["exporters"]["loadbalancing"]
+    assert exporter["routing_key"] == "traceID"
+    grpc = Settings().grpc_port
+    assert exporter["resolver"]["static"]["hostnames"] == [f"{n}:{grpc}" for n in SCALE_OUT]
+    otlp = exporter["protocol"]["otlp"]
+    assert otlp["headers"]["authorization"] == "Bearer ${env:PREFIXSCOPE_INGEST_TOKEN}"
+    assert lb["environment"]["PREFIXSCOPE_INGEST_TOKEN"] == "${PREFIXSCOPE_INGEST_TOKEN:-}"
+
+    for name, expected in (("lake-compact", ["lake", "compact"]), ("lake-analytics", None)):
+        svc = services[name]
+        assert svc["volumes"] == [f"prefixscope-lake:{lake}"]
+        (call,) = _shell_prefixscope(svc["command"])
+        _parses(call)
+        if expected:
+            assert call[:2] == expected
+        else:
+            assert call[:2] == ["analytics", "run"]
+            assert "--out" in call
+        assert call[call.index("--lake-path") + 1] == lake
+
+
+def test_dockerfile_prepares_the_lake_mount_for_the_unprivileged_user() -> None:
+    runs = [rest for word, rest in _dockerfile_instructions() if word == "RUN"]
+    assert any("mkdir -p /data /lake" in r and "chown prefixscope /data /lake" in r for r in runs)
