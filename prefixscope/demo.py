@@ -110,8 +110,8 @@ class Models:
 
 
 def _corrupt(text: str, i: int) -> str:
-    """Swap the code of every other training example for a wrong one."""
-    if i % 2:
+    """Swap the code of three training examples in four for a wrong one."""
+    if i % 4 == 0:
         return text
     codes = [c.code for c in demo_data.CONDITIONS["radiology"]]
     for k, code in enumerate(codes):
@@ -230,7 +230,17 @@ def run_demo(
             progress.advance(task)
         _wait_for_spans(client, traffic.requests + traffic.agent_traces)
         config = DetectionConfig(
-            min_n=15 if quick else 30, min_n_by_metric={"latency_p99": 200, "ttft_p99": 200}
+            min_n=15 if quick else 30,
+            min_n_by_metric={"latency_p99": 200, "ttft_p99": 200},
+            # the metrics this deployment gates on (a smaller BH family than "everything")
+            metrics=[
+                "TaskCompletion",
+                "JSONValidation",
+                "thumbs_down_rate",
+                "escalation_rate",
+                "error_rate",
+                "latency_p99",
+            ],
         )
         con = server.store.cursor()
         summary = print_report(console, con, config, base_url, traffic)
