@@ -2,14 +2,17 @@
 
 Every analysis takes a DuckDB connection (``Store.cursor()``, a plain DuckDB file, or an
 in-memory DuckDB with views named ``spans``/``scores``/``feedback`` over the Parquet lake).
+Scorecards, detection and alerts also take an :class:`Engine` (:mod:`.engines`): DuckDB or
+Spark over a Parquet lake, running the same cube SQL.
 Heavy modules (embedding model, replay) are imported lazily by their functions.
 """
 
 from __future__ import annotations
 
-from .alerts import ack_alert, detect_and_alert, list_alerts, save_alerts
+from .alerts import ack_alert, alert_objects, detect_and_alert, list_alerts, save_alerts
 from .cube import Cube, build_cube
 from .detection import Comparison, DetectionConfig, DetectionResult, run_detection
+from .engines import DuckDBEngine, Engine, SparkEngine, spark_session
 from .evaluators import (
     EvalResult,
     Evaluator,
@@ -29,6 +32,8 @@ __all__ = [
     "Cube",
     "DetectionConfig",
     "DetectionResult",
+    "DuckDBEngine",
+    "Engine",
     "EvalResult",
     "Evaluator",
     "EvaluatorProtocol",
@@ -41,8 +46,10 @@ __all__ = [
     "RoutingAdvice",
     "Scorecard",
     "ScorecardRow",
+    "SparkEngine",
     "TaskCompletion",
     "ack_alert",
+    "alert_objects",
     "build_cube",
     "combinations",
     "compliance",
@@ -54,5 +61,6 @@ __all__ = [
     "run_detection",
     "save_alerts",
     "scorecard",
+    "spark_session",
     "switch_latency",
 ]

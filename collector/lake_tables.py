@@ -96,7 +96,8 @@ def published_files(fs: Any, root: str, table: str) -> tuple[list[str], list[str
         folder, _, name = f.rpartition("/")
         if not name.startswith((".", "_")):
             by_partition.setdefault(folder, []).append(f)
-    clean, dirty = [], []
+    clean: list[str] = []
+    dirty: list[str] = []
     for files in by_partition.values():
         only = len(files) == 1 and files[0].rpartition("/")[2].startswith(COMPACTED_PREFIX)
         (clean if only else dirty).extend(sorted(files))
