@@ -16,31 +16,17 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+from prefixscope.collector.lake_tables import FEEDBACK_SCHEMA, SCORE_SCHEMA
 from prefixscope.collector.store import Store
 
 from prefixscope.errors import Unavailable
 
 from .models import FeedbackIn, ScoreIn, WriteResult
 
-SCORE_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
-    ("id", pa.string()),
-    ("trace_id", pa.string()),
-    ("span_id", pa.string()),
-    ("name", pa.string()),
-    ("value", pa.float64()),
-    ("label", pa.string()),
-    ("reason", pa.string()),
-    ("source", pa.string()),
-    ("created_at", pa.timestamp("us")),
-)
-FEEDBACK_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
-    ("id", pa.string()),
-    ("trace_id", pa.string()),
-    ("span_id", pa.string()),
-    ("kind", pa.string()),
-    ("value", pa.float64()),
-    ("comment", pa.string()),
-    ("created_at", pa.timestamp("us")),
+# Column layouts are defined once, with the lake tables (collector/lake_tables.py).
+SCORE_COLUMNS: tuple[tuple[str, pa.DataType], ...] = tuple((f.name, f.type) for f in SCORE_SCHEMA)
+FEEDBACK_COLUMNS: tuple[tuple[str, pa.DataType], ...] = tuple(
+    (f.name, f.type) for f in FEEDBACK_SCHEMA
 )
 #: Attempts when two writers race on the same ids (DuckDB optimistic concurrency).
 _ATTEMPTS = 3
