@@ -8,39 +8,15 @@ import json
 from typing import Any
 
 import duckdb
+from prefixscope.analytics.alerts import ALERT_FIELDS, EXTRA_FIELDS
 from prefixscope.collector.store import Store
 
 from prefixscope.errors import NotFound, Unavailable
 
 from .models import Alert
 
-ALERT_COLUMNS = (
-    "id",
-    "prefix_id",
-    "prefix_version",
-    "route",
-    "cohort",
-    "metric",
-    "baseline",
-    "baseline_value",
-    "value",
-    "delta",
-    "ci_low",
-    "ci_high",
-    "p_value",
-    "q_value",
-    "n",
-    "n_baseline",
-    "direction",
-    "severity",
-    "status",
-    "example_trace_ids",
-    "created_at",
-    "updated_at",
-    "resolved_at",
-    "method",
-    "details",
-)
+# The alert object's fields are defined once, with the detector that writes them.
+ALERT_COLUMNS = (*ALERT_FIELDS, *(f for f in EXTRA_FIELDS if f != "fingerprint"))
 _SEVERITY_ORDER = (
     "CASE severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 "
     "WHEN 'low' THEN 3 ELSE 4 END"
