@@ -44,7 +44,7 @@ def make_handler(pipeline: IngestPipeline) -> grpc.GenericRpcHandler:
             # gRPC already inflated a compressed message, bounded by max_receive_message_length
             with pipeline.admitted():
                 decoded = pipeline.decode(body, PROTOBUF, None)
-                fut = pipeline.submit(decoded, "grpc")
+            fut = pipeline.submit(decoded, "grpc")
             if fut is not None:
                 fut.result()
         except PrefixScopeError as err:

@@ -108,7 +108,8 @@ def ingest_routes(pipeline: IngestPipeline, health: callable) -> list[Route]:  #
                     request.headers.get("content-encoding"),
                 )
                 del body
-                fut = pipeline.submit(decoded, "http")
+            # Out of the decode slot before queueing, so the writer's linger sees it as queued.
+            fut = pipeline.submit(decoded, "http")
             if fut is not None:
                 await asyncio.wrap_future(fut)
         except PrefixScopeError as err:

@@ -36,7 +36,7 @@ class SpanSink(Protocol):
 
 
 class DuckDBSink:
-    """INSERT OR IGNORE into ``spans``: the primary key drops retried duplicates."""
+    """Insert into ``spans``; the primary key drops retried duplicates."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -59,8 +59,14 @@ class DuckDBSink:
         try:
             con.register("_ingest_batch", table)
             try:
-                sql = "INSERT OR IGNORE INTO spans SELECT * FROM _ingest_batch"
-                return int(scalar(con, sql) or 0)
+                # Optimistic: a plain INSERT costs half of INSERT OR IGNORE (measured: 16 vs
+                # 33 us/span at one request per commit). A duplicate (a retried export) makes
+                # the statement fail as a whole, and then the group goes again, ignoring it.
+                try:
+                    return int(scalar(con, "INSERT INTO spans SELECT * FROM _ingest_batch") or 0)
+                except duckdb.ConstraintException:
+                    sql = "INSERT OR IGNORE INTO spans SELECT * FROM _ingest_batch"
+                    return int(scalar(con, sql) or 0)
             finally:
                 con.unregister("_ingest_batch")
         except duckdb.FatalException:

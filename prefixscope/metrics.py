@@ -73,6 +73,11 @@ class Metrics:
             "Group commits that failed (retryable for clients)",
             registry=r,
         )
+        self.decode_worker_restarts = Counter(
+            "prefixscope_decode_worker_restarts",
+            "Decode worker processes that exited and were replaced",
+            registry=r,
+        )
         self.lake_rows = Counter(
             "prefixscope_lake_rows_written",
             "Rows rolled into the Parquet lake",

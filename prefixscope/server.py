@@ -56,7 +56,7 @@ class PrefixScopeServer:
                 storage_options=s3_options_from_env(),
             )
         else:
-            self.store = Store(settings.data_dir)
+            self.store = Store(settings.data_dir, checkpoint_wal_mb=settings.checkpoint_wal_mb)
             sink = DuckDBSink(self.store)
             self.lake = LakeRoller(
                 self.store,
@@ -70,6 +70,7 @@ class PrefixScopeServer:
             queue_max_spans=settings.queue_max_spans,
             batch_max_spans=settings.batch_max_spans,
             retry_after_s=settings.retry_after_s,
+            linger_s=settings.commit_linger_ms / 1000,
         )
         self.pipeline = IngestPipeline(settings, self.writer, self.metrics)
         self.api_context: Any = None
@@ -126,6 +127,7 @@ class PrefixScopeServer:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _start_backends(self) -> None:
+        self.pipeline.start()
         self.writer.start()
         if self.lake is not None:
             self.lake.start()

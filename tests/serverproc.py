@@ -29,6 +29,8 @@ class ServerProcess:
     grpc_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    #: own process group (so a test can signal the server and its workers together)
+    start_new_session: bool = False
 
     @property
     def base_url(self) -> str:
@@ -59,7 +61,13 @@ class ServerProcess:
         ]
         env = {**os.environ, **self.env}
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=self.start_new_session,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

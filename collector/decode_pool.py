@@ -1,0 +1,199 @@
+"""Decode worker processes, seen from the server: send a body, get a decoded Arrow table.
+
+Decoding OTLP is CPU-bound Python. In the serving process it would hold the GIL that the
+DuckDB writer, the HTTP loop and the API also need (DuckDB takes the GIL back between its
+tasks, so a busy decoder slows every commit several-fold). With ``--workers N`` decoding runs
+in N child processes instead, fed over pipes (:mod:`.decode_proto`): the serving process only
+moves bytes and commits.
+
+Each worker handles its requests in order; a reader thread per worker resolves the futures.
+Requests go to the worker with the fewest outstanding. A worker that dies fails its
+outstanding requests with 503 (retryable, nothing was acknowledged) and is replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import subprocess
+import sys
+import threading
+from collections import deque
+from concurrent.futures import Future
+
+import pyarrow as pa
+
+from prefixscope.errors import PrefixScopeError, Unavailable
+
+from .decode_proto import (
+    DECODE_ERRORS,
+    MEDIA_CODES,
+    OK,
+    READY,
+    REPLY,
+    REQUEST,
+    read_exact,
+    set_pipe_size,
+    write_all,
+)
+from .decoding import Decoded
+
+log = logging.getLogger(__name__)
+
+STARTUP_TIMEOUT_S = 60.0
+
+
+class WorkerGone(Unavailable):
+    """The decode worker exited while the request was with it."""
+
+
+class _Worker:
+    def __init__(self, pool: DecodePool, index: int) -> None:
+        self.pool = pool
+        self.index = index
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "prefixscope.collector.decode_worker",
+                str(pool.max_inflated),
+                str(pool.max_attr),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            close_fds=True,
+        )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.fd_out = self.proc.stdin.fileno()
+        self.fd_in = self.proc.stdout.fileno()
+        set_pipe_size(self.fd_out)
+        self.pending: deque[Future[Decoded]] = deque()
+        self.lock = threading.Lock()  # orders writes and the pending queue together
+        self.alive = True
+        self.ready = threading.Event()
+        self.reader = threading.Thread(
+            target=self._read_loop, name=f"prefixscope-decode-reader-{index}", daemon=True
+        )
+        self.reader.start()
+
+    # -- server side -------------------------------------------------------------------------
+    def submit(self, body: bytes, mtype: str, encoding: str | None) -> Future[Decoded]:
+        enc = (encoding or "").encode()
+        fut: Future[Decoded] = Future()
+        with self.lock:
+            if not self.alive:
+                raise WorkerGone("decode worker restarting; retry", retry_after_s=1)
+            self.pending.append(fut)
+            header = REQUEST.pack(len(body), MEDIA_CODES[mtype], len(enc))
+            # On a broken pipe the reader sees the end too and fails everything pending.
+            with contextlib.suppress(OSError):
+                write_all(self.fd_out, header, enc, body)
+        return fut
+
+    def _read_loop(self) -> None:
+        try:
+            if read_exact(self.fd_in, len(READY)) != READY:
+                raise EOFError("worker did not start")
+            self.ready.set()
+            while True:
+                header = read_exact(self.fd_in, REPLY.size)
+                if header is None:
+                    raise EOFError("worker closed its output")
+                status, spans, rejected, truncated, msg_len, ipc_len = REPLY.unpack(header)
+                msg = bytes(read_exact(self.fd_in, msg_len) or b"").decode()
+                ipc = read_exact(self.fd_in, ipc_len) if ipc_len else None
+                with self.lock:
+                    fut = self.pending.popleft()
+                if status == OK:
+                    table = pa.ipc.open_stream(pa.py_buffer(ipc)).read_all() if ipc else None
+                    fut.set_result(Decoded(table, spans, rejected, msg, truncated))
+                else:
+                    kind, _, text = msg.partition("\0")
+                    cls = DECODE_ERRORS.get(kind)
+                    fut.set_exception(cls(text) if cls else PrefixScopeError(text))
+        except (EOFError, OSError) as exc:
+            self._died(exc)
+
+    def _died(self, exc: BaseException) -> None:
+        with self.lock:
+            self.alive = False
+            pending, self.pending = list(self.pending), deque()
+        self.ready.set()
+        code = self.proc.poll()
+        if not self.pool.closing:
+            log.error("decode worker %d exited (code %s, %s); replacing it", self.index, code, exc)
+            self.pool.metrics_worker_restart()
+        for fut in pending:
+            fut.set_exception(
+                WorkerGone("decode worker exited while decoding; retry", retry_after_s=1)
+            )
+        if not self.pool.closing:
+            self.pool.replace(self)
+
+    def close(self) -> None:
+        with self.lock:
+            if self.proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.reader.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+class DecodePool:
+    """N decode worker processes behind one ``submit``."""
+
+    def __init__(
+        self, workers: int, max_inflated: int, max_attr: int, on_restart: object = None
+    ) -> None:
+        self.max_inflated = max_inflated
+        self.max_attr = max_attr
+        self.closing = False
+        self._on_restart = on_restart
+        self._lock = threading.Lock()
+        self._workers = [_Worker(self, i) for i in range(workers)]
+
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT_S) -> None:
+        """Block until every worker has started; raise if one could not."""
+        for w in list(self._workers):
+            if not w.ready.wait(timeout) or not w.alive:
+                raise RuntimeError(
+                    f"decode worker {w.index} did not start (exit code {w.proc.poll()}); "
+                    "see its stderr above"
+                )
+
+    def metrics_worker_restart(self) -> None:
+        if callable(self._on_restart):
+            self._on_restart()
+
+    def replace(self, dead: _Worker) -> None:
+        with self._lock:
+            if self.closing:
+                return
+            self._workers[dead.index] = _Worker(self, dead.index)
+        dead.proc.wait()
+
+    def submit(self, body: bytes, mtype: str, encoding: str | None) -> Future[Decoded]:
+        with self._lock:
+            worker = min(self._workers, key=lambda w: len(w.pending))
+        return worker.submit(body, mtype, encoding)
+
+    def decode(self, body: bytes, mtype: str, encoding: str | None) -> Decoded:
+        return self.submit(body, mtype, encoding).result()
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.proc.pid for w in self._workers]
+
+    def close(self) -> None:
+        """Let the workers finish what they have, then stop them."""
+        with self._lock:
+            self.closing = True
+            workers = list(self._workers)
+        for w in workers:
+            w.close()
