@@ -149,7 +149,7 @@ def _pb_attrs(batch: SpanBatch, kvs: Any, limits: Limits) -> dict[str, Any]:
     return out
 
 
-def decode_protobuf(body: bytes, limits: Limits | None = None) -> SpanBatch:
+def decode_protobuf(body: bytes | bytearray, limits: Limits | None = None) -> SpanBatch:
     limits = limits or Limits()
     req = ExportTraceServiceRequest()
     try:

@@ -177,7 +177,7 @@ def _attrs(
     return out
 
 
-def decode_json(body: bytes, limits: Limits | None = None) -> SpanBatch:
+def decode_json(body: bytes | bytearray, limits: Limits | None = None) -> SpanBatch:
     limits = limits or Limits()
     try:
         doc = orjson.loads(body)

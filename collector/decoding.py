@@ -49,7 +49,7 @@ def media_type(content_type: str | None) -> str:
     )
 
 
-def gunzip_limited(body: bytes, limit: int) -> bytes:
+def gunzip_limited(body: bytes | bytearray, limit: int) -> bytes:
     """Inflate a gzip body, refusing (413) as soon as the output would exceed ``limit``."""
     out = bytearray()
     data = body
@@ -71,7 +71,11 @@ def gunzip_limited(body: bytes, limit: int) -> bytes:
 
 
 def decode_body(
-    body: bytes, mtype: str, encoding: str | None, max_decompressed: int, max_attr_chars: int
+    body: bytes | bytearray,
+    mtype: str,
+    encoding: str | None,
+    max_decompressed: int,
+    max_attr_chars: int,
 ) -> Decoded:
     enc = (encoding or "identity").strip().lower()
     if enc == "gzip":

@@ -25,6 +25,10 @@ from .model import SPAN_COLUMN_NAMES
 from .store import Store, scalar
 
 
+def _count(value: object) -> int:
+    return int(value) if isinstance(value, int) else 0
+
+
 class SpanSink(Protocol):
     def open(self) -> int:
         """Prepare; return the last batch number already stored (0 when unknown)."""
@@ -44,7 +48,7 @@ class DuckDBSink:
 
     def open(self) -> int:
         self._con = self._store.cursor()
-        return int(scalar(self._con, "SELECT coalesce(max(ingest_batch), 0) FROM spans") or 0)
+        return _count(scalar(self._con, "SELECT coalesce(max(ingest_batch), 0) FROM spans"))
 
     def write(self, table: pa.Table, batch_no: int) -> int:
         if self._con is None:  # invalidated by an earlier fatal error: reopen (or fail again)
@@ -63,10 +67,10 @@ class DuckDBSink:
                 # 33 us/span at one request per commit). A duplicate (a retried export) makes
                 # the statement fail as a whole, and then the group goes again, ignoring it.
                 try:
-                    return int(scalar(con, "INSERT INTO spans SELECT * FROM _ingest_batch") or 0)
+                    return _count(scalar(con, "INSERT INTO spans SELECT * FROM _ingest_batch"))
                 except duckdb.ConstraintException:
                     sql = "INSERT OR IGNORE INTO spans SELECT * FROM _ingest_batch"
-                    return int(scalar(con, sql) or 0)
+                    return _count(scalar(con, sql))
             finally:
                 con.unregister("_ingest_batch")
         except duckdb.FatalException:

@@ -39,7 +39,7 @@ class Store:
         self.lake_dir = self.data_dir / LAKE_DIRNAME
         self.lake_dir.mkdir(exist_ok=True)
         self.db_path = self.data_dir / DB_FILENAME
-        self._config: dict[str, str | int | bool] = {}
+        self._config: dict[str, str | bool | int | float | list[str]] = {}
         if threads:
             self._config["threads"] = threads
         if checkpoint_wal_mb:
