@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import duckdb
 import orjson
@@ -28,6 +28,18 @@ ALERT_FIELDS = (
 )  # fmt: skip
 EXTRA_FIELDS = ("updated_at", "resolved_at", "fingerprint", "method", "details")
 ACTIVE = ("open", "acked")
+#: most severe first; the detector writes critical/major/minor, older rows and other writers
+#: may use high/medium/low
+SEVERITY_RANK = {"critical": 0, "major": 1, "high": 1, "minor": 2, "medium": 2, "low": 3}
+_SEVERITY_SQL = (
+    "CASE severity "
+    + " ".join(f"WHEN '{k}' THEN {v}" for k, v in SEVERITY_RANK.items())
+    + f" ELSE {max(SEVERITY_RANK.values()) + 1} END"
+)
+_ORDER = {
+    "recent": "created_at DESC, id",
+    "severity": f"{_SEVERITY_SQL}, coalesce(q_value, 1), created_at DESC, id",
+}
 
 
 def fingerprint(c: Comparison) -> str:
@@ -104,13 +116,21 @@ def _evidence(
     source: duckdb.DuckDBPyConnection | Engine, c: Comparison, result: DetectionResult
 ) -> tuple[list[str], dict[str, Any]]:
     """An alert's example traces and ``details``."""
-    details = {
+    cfg = result.config
+    details: dict[str, Any] = {
         "relative": c.relative,
         "p_fixed": c.p_fixed,
         "window": result.window.to_dict(),
-        "alpha": result.config.alpha,
-        "min_effect": result.config.effect_floor(c.metric),
+        "alpha": cfg.alpha,
+        "min_effect": cfg.effect_floor(c.metric),
     }
+    if cfg.sequential == "windows":
+        # the completed evaluation window this run tested, [start, end) of span start time
+        details["evaluation_window"] = {
+            **result.window.to_dict(),
+            "length_s": cfg.window.total_seconds(),
+            "delay_s": cfg.window_delay.total_seconds(),
+        }
     return example_trace_ids(source, c, result.window), details
 
 
@@ -258,13 +278,26 @@ def detect_and_alert(
     return result, save_alerts(con, result)
 
 
+def _json(value: Any, default: Any) -> Any:
+    """A JSON column's value; unreadable JSON (rows written by other tools) -> ``default``."""
+    if value is None:
+        return default
+    if isinstance(value, str | bytes):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return default
+    return value
+
+
 def _row_to_alert(cols: list[str], row: tuple[Any, ...]) -> dict[str, Any]:
     d = dict(zip(cols, row, strict=True))
-    for k in ("cohort", "example_trace_ids", "details"):
-        if isinstance(d.get(k), str):
-            d[k] = orjson.loads(d[k])
-    d["cohort"] = d.get("cohort") or {}
-    d["example_trace_ids"] = d.get("example_trace_ids") or []
+    cohort = _json(d.get("cohort"), {})
+    d["cohort"] = cohort if isinstance(cohort, dict) else {}
+    examples = _json(d.get("example_trace_ids"), [])
+    d["example_trace_ids"] = [str(t) for t in examples] if isinstance(examples, list) else []
+    details = _json(d.get("details"), None)
+    d["details"] = details if isinstance(details, dict) else None
     for k in ("created_at", "updated_at", "resolved_at"):
         if isinstance(d.get(k), datetime):
             d[k] = d[k].isoformat()
@@ -277,41 +310,58 @@ def list_alerts(
     *,
     ids: list[str] | None = None,
     prefix_id: str | None = None,
+    metric: str | None = None,
+    order: Literal["recent", "severity"] = "recent",
     limit: int = 1000,
 ) -> list[dict[str, Any]]:
-    """Alerts as dicts with every field of the DESIGN.md alert object (plus extensions)."""
+    """Alerts as dicts with every field of the DESIGN.md alert object (plus extensions).
+
+    ``order``: ``recent`` (newest first) or ``severity`` (most severe, then most significant,
+    then newest first; the HTTP API's order).
+    """
     conds: list[str] = ["TRUE"]
     params: list[Any] = []
-    if status:
-        conds.append("status = ?")
-        params.append(status)
+    for column, value in (("status", status), ("prefix_id", prefix_id), ("metric", metric)):
+        if value is not None:
+            conds.append(f"{column} = ?")
+            params.append(value)
     if ids is not None:
         conds.append("list_contains(?, id)")
-        params.append(ids)
-    if prefix_id:
-        conds.append("prefix_id = ?")
-        params.append(prefix_id)
+        params.append(list(ids))
     cols = [*ALERT_FIELDS, *EXTRA_FIELDS]
     rows = con.execute(
         f"SELECT {', '.join(cols)} FROM alerts WHERE {' AND '.join(conds)} "
-        f"ORDER BY created_at DESC, id LIMIT {int(limit)}",
-        params,
+        f"ORDER BY {_ORDER[order]} LIMIT ?",
+        [*params, int(limit)],
     ).fetchall()
     return [_row_to_alert(cols, r) for r in rows]
 
 
-def ack_alert(con: duckdb.DuckDBPyConnection, alert_id: str) -> dict[str, Any] | None:
-    """Mark an open alert acknowledged; return it (None when no such alert)."""
-    con.execute(
-        "UPDATE alerts SET status = 'acked', updated_at = ? WHERE id = ? AND status = 'open'",
-        [_now(), alert_id],
+def acknowledge(
+    con: duckdb.DuckDBPyConnection, alert_id: str
+) -> tuple[dict[str, Any] | None, bool]:
+    """Mark an open alert acked: ``(alert, changed)``, ``(None, False)`` when there is no such
+    alert. Acking an acked or resolved alert changes nothing. The check and the change are one
+    statement, so two concurrent acks change the alert once."""
+    changed = bool(
+        con.execute(
+            "UPDATE alerts SET status = 'acked', updated_at = ? WHERE id = ? AND status = 'open' "
+            "RETURNING id",
+            [_now(), alert_id],
+        ).fetchall()
     )
     found = list_alerts(con, ids=[alert_id])
-    return found[0] if found else None
+    return (found[0] if found else None), changed
+
+
+def ack_alert(con: duckdb.DuckDBPyConnection, alert_id: str) -> dict[str, Any] | None:
+    """Mark an open alert acknowledged; return it (None when no such alert)."""
+    return acknowledge(con, alert_id)[0]
 
 
 __all__ = [
     "ack_alert",
+    "acknowledge",
     "alert_objects",
     "detect_and_alert",
     "example_trace_ids",

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 import orjson
@@ -28,6 +29,7 @@ from .cli_common import (
 )
 from .cli_datasets import datasets_group, replay_command
 from .detection import ConfigError, DetectionConfig
+from .query import QueryError, parse_duration, parse_time
 
 __all__ = ["analytics_group", "datasets_group", "replay_command"]
 
@@ -38,14 +40,28 @@ def analytics_group() -> None:
 
 
 def _config(
-    alpha: float, min_n: int, min_effect: Sequence[str], score_min_effect: float, sequential: str
+    alpha: float,
+    min_n: int,
+    min_effect: Sequence[str],
+    score_min_effect: float,
+    sequential: str,
+    window: str = "1d",
+    window_delay: str = "0s",
 ) -> DetectionConfig:
-    cfg = DetectionConfig(
-        alpha=alpha,
-        min_n=min_n,
-        score_min_effect=score_min_effect,
-        sequential="fixed" if sequential == "fixed" else "msprt",
+    mode: Literal["msprt", "fixed", "windows"] = (
+        "fixed" if sequential == "fixed" else "windows" if sequential == "windows" else "msprt"
     )
+    try:
+        cfg = DetectionConfig(
+            alpha=alpha,
+            min_n=min_n,
+            score_min_effect=score_min_effect,
+            sequential=mode,
+            window=parse_duration(window),
+            window_delay=parse_duration(window_delay),
+        )
+    except QueryError as exc:
+        raise click.BadParameter(str(exc)) from None
     for item in min_effect:
         name, _, val = item.partition("=")
         try:
@@ -91,11 +107,27 @@ def detection_options(fn: Any) -> Any:
             ),
             click.option(
                 "--sequential",
-                type=click.Choice(["msprt", "fixed"]),
+                type=click.Choice(["msprt", "fixed", "windows"]),
                 default="msprt",
                 show_default=True,
-                help="msprt: always-valid p-values for repeated runs; "
-                "fixed: one fixed-horizon look.",
+                help="How repeated runs stay safe. msprt: always-valid p-values on growing "
+                "data; windows: fixed-horizon tests of the latest completed --window (re-runs "
+                "re-test the same window); fixed: one fixed-horizon look at [since, until).",
+            ),
+            click.option(
+                "--window",
+                default="1d",
+                show_default=True,
+                help="With --sequential windows: window length (30m, 6h, 1d, 1w); windows "
+                "are [k W, (k+1) W) of span start time, aligned to the Unix epoch in UTC. "
+                "--until is the run's clock (default now); --since must not cut the window.",
+            ),
+            click.option(
+                "--window-delay",
+                default="0s",
+                show_default=True,
+                help="With --sequential windows: test a window only once it has been closed "
+                "this long (time for late spans, scores and feedback).",
             ),
         ]
     ):
@@ -128,6 +160,8 @@ def run_command(
     min_effect: tuple[str, ...],
     score_min_effect: float,
     sequential: str,
+    window: str,
+    window_delay: str,
     engine: str,
     lake_path: str | None,
     master: str,
@@ -144,31 +178,51 @@ def run_command(
     with --out, written as JSON alert objects (id = fingerprint).
     """
     from .alerts import alert_objects, save_alerts
-    from .detection import run_detection
+    from .detection import detection_window, run_detection
 
-    cfg = _config(alpha, min_n, min_effect, score_min_effect, sequential)
+    cfg = _config(alpha, min_n, min_effect, score_min_effect, sequential, window, window_delay)
+    try:
+        # one clock for the whole run: relative bounds and the windows-mode clock
+        now = datetime.now(UTC)
+        since_t, until_t = parse_time(since, now), parse_time(until, now)
+        if cfg.sequential == "windows" and until_t is None:
+            until_t = now.replace(tzinfo=None)
+        tested = detection_window(since_t, until_t, cfg)
+    except (ConfigError, QueryError) as exc:
+        raise click.UsageError(str(exc)) from None
     explicit_store = ctx.get_parameter_source("data_dir") is not ParameterSource.DEFAULT
     if lake_path is None and engine == "duckdb":
         with open_store(data_dir) as con:
-            result = run_detection(con, since, until, cfg)
+            result = run_detection(con, since_t, until_t, cfg)
             alerts = [] if dry_run else save_alerts(con, result)
     else:
         source = open_engine(engine, lake_path, master, spark_conf)
-        result = run_detection(source, since, until, cfg)
+        result = run_detection(source, since_t, until_t, cfg)
         if explicit_store and not dry_run:
             with open_store(data_dir) as con:
                 alerts = save_alerts(con, result, source=source)
         else:
             alerts = alert_objects(source, result)
-    report = {"engine": engine, "comparisons": len(result.comparisons), "alerts": alerts}
+    report = {
+        "engine": engine,
+        "sequential": cfg.sequential,
+        "window": tested.to_dict(),
+        "comparisons": len(result.comparisons),
+        "alerts": alerts,
+    }
     if out is not None:
         out.write_bytes(orjson.dumps(report, default=str, option=orjson.OPT_INDENT_2))
     if as_json:
         print_json(report)
         return
+    span = (
+        f", window [{tested.since.isoformat()}, {tested.until.isoformat()})"
+        if cfg.sequential == "windows" and tested.since and tested.until
+        else ""
+    )
     t = Table(
         title=f"{len(result.regressions)} regressions in {len(result.comparisons)} "
-        f"comparisons (FDR {alpha})"
+        f"comparisons (FDR {alpha}, {cfg.sequential}{span})"
     )
     for col in (
         "prefix",
@@ -292,20 +346,27 @@ def gate_command(
     min_effect: tuple[str, ...],
     score_min_effect: float,
     sequential: str,
+    window: str,
+    window_delay: str,
     as_json: bool,
 ) -> None:
-    """Release gate: pass/fail per route and cohort; exits 1 when the gate fails."""
+    """Release gate per route and cohort: pass, fail (a regression) or insufficient data;
+    exits 1 unless the gate passes (--json tells fail from insufficient data)."""
     from .gate import gate
 
-    cfg = _config(alpha, min_n, min_effect, score_min_effect, sequential)
+    cfg = _config(alpha, min_n, min_effect, score_min_effect, sequential, window, window_delay)
     with open_store(data_dir) as con:
-        res = gate(
-            con, prefix_id, prefix_version=prefix_version, since=since, until=until, config=cfg
-        )
+        try:
+            res = gate(
+                con, prefix_id, prefix_version=prefix_version, since=since, until=until, config=cfg
+            )
+        except (ConfigError, QueryError) as exc:
+            raise click.UsageError(str(exc)) from None
+    label = {"pass": "pass", "fail": "FAIL", "insufficient_data": "insufficient data"}
     if as_json:
         print_json(res.to_dict())
     else:
-        t = Table(title=f"gate {prefix_id}: {'PASS' if res.passed else 'FAIL'}")
+        t = Table(title=f"gate {prefix_id}: {label[res.status].upper()} ({res.reason})")
         for col in ("version", "route", "cohort", "n", "result", "reasons"):
             t.add_column(col)
         for c in res.cells:
@@ -314,7 +375,7 @@ def gate_command(
                 fmt(c.route),
                 orjson.dumps(c.cohort).decode(),
                 str(c.n),
-                "pass" if c.passed else "FAIL",
+                label[c.status],
                 "; ".join(c.reasons),
             )
         console.print(t)

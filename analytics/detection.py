@@ -9,8 +9,17 @@ are ordered by when they were first seen). Per metric family:
 * latency/TTFT quantiles — log ratio of quantiles, variance from the exact bootstrap of the
   histogram (worse = higher).
 
-Each comparison's normal statistic goes through a one-sided mixture SPRT, giving an
-*always-valid* p-value (valid however often detection re-runs on growing data);
+How repeated runs are made safe (``DetectionConfig.sequential``):
+
+* ``msprt`` (default) — each comparison's normal statistic goes through a one-sided mixture
+  SPRT, giving an *always-valid* p-value (valid however often detection re-runs on growing
+  data);
+* ``windows`` — the run tests only the latest *completed* evaluation window
+  ``[k W, (k+1) W)`` of span start time (epoch-aligned, UTC) with fixed-horizon tests (Welch
+  t, pooled two-proportion z, bootstrap z). Until the next window completes every re-run
+  tests the same data, so it repeats the same p-values instead of taking a new chance;
+* ``fixed`` — fixed-horizon tests on the given ``[since, until)``, for one look only.
+
 Benjamini-Hochberg then controls the FDR across every comparison of the run. A regression is
 flagged only when q <= alpha, the estimated effect is worse than the metric's minimum effect
 and both sides have the minimum n. See README-detection.md.
@@ -20,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any, Literal
 
@@ -33,7 +42,7 @@ from . import stats
 from .cube import Cube, build_cube
 from .engines import Engine
 from .metrics import BUILTIN_METRICS, QUANTILE_METRICS, RATE_METRICS, Cell, Estimate, summarise
-from .query import BASE, Window
+from .query import BASE, QueryError, Window, parse_duration, parse_time
 
 DIMS = ("prefix_id", "prefix_version", "route", "cohort")
 DEFAULT_MIN_EFFECT: dict[str, float] = {
@@ -44,6 +53,9 @@ DEFAULT_MIN_EFFECT: dict[str, float] = {
     "escalation_rate": 0.01,
 }
 DEFAULT_MIN_N: dict[str, int] = {"latency_p99": 300, "ttft_p99": 300}
+SEQUENTIAL_MODES = ("msprt", "fixed", "windows")
+#: evaluation windows are aligned to the Unix epoch (naive UTC, like the store's timestamps)
+EPOCH = datetime(1970, 1, 1)
 
 
 class ConfigError(ValueError):
@@ -66,8 +78,14 @@ class DetectionConfig:
     score_min_effect: float = 0.05
     #: mSPRT mixing scale as a multiple of the minimum effect
     tau_factor: float = 2.0
-    #: "msprt" (always valid, for repeated runs) or "fixed" (one look, fixed horizon)
-    sequential: Literal["msprt", "fixed"] = "msprt"
+    #: "msprt" (always valid, for repeated runs), "windows" (fixed-horizon tests of the
+    #: latest completed evaluation window) or "fixed" (one look, fixed horizon)
+    sequential: Literal["msprt", "fixed", "windows"] = "msprt"
+    #: windows mode: length W of the windows [k W, (k+1) W) of start_time (epoch, UTC)
+    window: timedelta = timedelta(days=1)
+    #: windows mode: a window is tested only once it has been closed this long, so spans,
+    #: scores and feedback that arrive late are in it the first time it is tested
+    window_delay: timedelta = timedelta(0)
     #: metrics to test (default: every detectable metric present)
     metrics: list[str] | None = None
     #: baselines to compare with
@@ -82,8 +100,19 @@ class DetectionConfig:
             raise ConfigError("minimum effects must be >= 0")
         if self.tau_factor <= 0:
             raise ConfigError("tau_factor must be > 0")
-        if self.sequential not in ("msprt", "fixed"):
-            raise ConfigError(f"sequential must be 'msprt' or 'fixed', got {self.sequential!r}")
+        if self.sequential not in SEQUENTIAL_MODES:
+            raise ConfigError(
+                f"sequential must be one of {', '.join(SEQUENTIAL_MODES)}, got {self.sequential!r}"
+            )
+        try:
+            self.window = parse_duration(self.window)
+            self.window_delay = parse_duration(self.window_delay)
+        except QueryError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.window < timedelta(seconds=1):
+            raise ConfigError(f"window must be at least 1s, got {self.window}")
+        if self.window_delay < timedelta(0):
+            raise ConfigError(f"window_delay must be >= 0, got {self.window_delay}")
         if not set(self.baselines) <= {"base", "previous_version"}:
             raise ConfigError(f"unknown baselines {self.baselines}")
         return self
@@ -133,6 +162,7 @@ class Comparison:
 
 @dataclass(slots=True)
 class DetectionResult:
+    #: the data the run tested: ``[since, until)``, or in windows mode the evaluation window
     window: Window
     config: DetectionConfig
     comparisons: list[Comparison]
@@ -141,6 +171,48 @@ class DetectionResult:
     @property
     def regressions(self) -> list[Comparison]:
         return [c for c in self.comparisons if c.flagged]
+
+
+def evaluation_window(
+    length: timedelta,
+    clock: datetime | str | None = None,
+    delay: timedelta = timedelta(0),
+) -> Window:
+    """The latest completed evaluation window at ``clock`` (default: now, UTC).
+
+    Windows are ``[k W, (k+1) W)`` of span start time, aligned to the Unix epoch in UTC (with
+    ``W = 1d``: UTC days). The result is the window with the largest ``k`` whose end is at or
+    before ``clock - delay``; it changes only when the clock crosses the next window's end
+    (plus ``delay``), so every run in between tests the same window.
+    """
+    now = parse_time(clock) or datetime.now(UTC).replace(tzinfo=None)
+    k = (now - delay - EPOCH) // length
+    end = EPOCH + k * length
+    return Window(end - length, end)
+
+
+def detection_window(
+    since: datetime | str | None, until: datetime | str | None, config: DetectionConfig
+) -> Window:
+    """The data a run tests: ``[since, until)``, or in windows mode the latest completed
+    evaluation window at ``until`` (the run's clock; default now).
+
+    In windows mode ``since`` may only be at or before the window's start: a ``since`` inside
+    the window would make the tested data depend on when the run happens, which is exactly
+    what windows mode exists to prevent.
+    """
+    if config.sequential != "windows":
+        return Window.of(since, until)
+    win = evaluation_window(config.window, until, config.window_delay)
+    lower = parse_time(since)
+    if lower is not None and win.since is not None and lower > win.since:
+        raise ConfigError(
+            f"since {lower.isoformat()} cuts into the evaluation window "
+            f"[{win.since.isoformat()}, {win.until.isoformat() if win.until else ''}): in "
+            "windows mode the tested window is set by the window length and until; leave "
+            "since unset (or at or before the window start)"
+        )
+    return win
 
 
 def _canonical_cohort(cube: Cube) -> Cube:
@@ -200,14 +272,20 @@ def run_detection(
     *,
     cube: Cube | None = None,
 ) -> DetectionResult:
-    """Compare every cell with its baselines; nothing is written (see :mod:`.alerts`)."""
+    """Compare every cell with its baselines; nothing is written (see :mod:`.alerts`).
+
+    In windows mode ``until`` is the run's clock (default now) and the tested data is the
+    latest completed evaluation window (:func:`detection_window`).
+    """
     config = (config or DetectionConfig()).validate()
-    window = Window.of(since, until)
+    window = detection_window(since, until, config)
+    if cube is not None and config.sequential == "windows" and cube.window != window:
+        raise ConfigError(f"the cube covers {cube.window}, not the evaluation window {window}")
     cube = cube if cube is not None else detection_cube(con, window)
     cells = summarise(cube, config.alpha)
     by_key = {c.key: c for c in cells}
     prev = _version_order(cells)
-    pending: list[tuple[Comparison, float, float, float]] = []  # (cmp, worse stat, var, tau)
+    pending: list[_Pending] = []
     for cell in cells:
         prefix, version, route, cohort_raw = cell.key
         if prefix == BASE:
@@ -238,6 +316,30 @@ def run_detection(
     return DetectionResult(window, config, comparisons, cube)
 
 
+@dataclass(slots=True)
+class _Pending:
+    """A comparison before the run-wide decision."""
+
+    cmp: Comparison
+    stat: float  # estimated effect on the test scale, signed so that positive = worse
+    var: float  # its variance
+    tau: float  # mSPRT mixing scale
+    df: float  # degrees of freedom of the fixed-horizon test (inf: normal)
+
+
+def _fixed_horizon(
+    fam: str, stat: float, var: float, est: Estimate, b: Estimate
+) -> tuple[float, float, str]:
+    """One-sided fixed-horizon test: (p-value, degrees of freedom, test name)."""
+    if fam == "score":
+        df = float(stats.welch_df(est.var, est.n, b.var, b.n))
+        return float(stats.welch_p_value(stat, est.var, est.n, b.var, b.n)), df, "welch_t"
+    if fam == "rate" and est.successes is not None and b.successes is not None:
+        p = stats.two_proportion_p_value(est.successes, est.n, b.successes, b.n)
+        return float(p), np.inf, "pooled_z"
+    return float(sps.norm.sf(stat / np.sqrt(var))), np.inf, "bootstrap_z"
+
+
 def _compare(
     config: DetectionConfig,
     prefix: str,
@@ -248,7 +350,7 @@ def _compare(
     label: str,
     est: Estimate,
     b: Estimate | None,
-) -> tuple[Comparison, float, float, float] | None:
+) -> _Pending | None:
     if b is None or est.value is None or b.value is None or est.var is None or b.var is None:
         return None
     floor_n = config.n_floor(metric)
@@ -267,10 +369,16 @@ def _compare(
         diff = est.value - b.value
         stat = diff if fam == "rate" else -diff
         var = est.var + b.var
+        if fam == "rate" and var <= 0 and est.successes is not None and b.successes is not None:
+            # 0 % vs 100 %: no spread on either side, but the pooled (null) variance is > 0
+            pooled = (est.successes + b.successes) / (est.n + b.n)
+            var = pooled * (1 - pooled) * (1 / est.n + 1 / b.n)
         tau = config.tau_factor * floor
         effect = stat
     if var <= 0 or tau <= 0:
         return None
+    p_fixed, df, test = _fixed_horizon(fam, stat, var, est, b)
+    mode = config.sequential
     cmp = Comparison(
         prefix_id=prefix,
         prefix_version=version,
@@ -287,11 +395,11 @@ def _compare(
         n=est.n,
         n_baseline=b.n,
         p_value=1.0,
-        p_fixed=float(sps.norm.sf(stat / np.sqrt(var))),
-        method=f"{config.sequential}:{fam}",
+        p_fixed=p_fixed,
+        method=f"msprt:{fam}" if mode == "msprt" else f"{mode}:{fam}:{test}",
     )
     cmp.severity = _severity(effect, floor)
-    return cmp, stat, var, tau
+    return _Pending(cmp, stat, var, tau, df)
 
 
 def _severity(effect: float, floor: float) -> str:
@@ -299,21 +407,20 @@ def _severity(effect: float, floor: float) -> str:
     return "critical" if ratio >= 4 else "major" if ratio >= 2 else "minor"
 
 
-def _decide(
-    config: DetectionConfig, pending: Sequence[tuple[Comparison, float, float, float]]
-) -> list[Comparison]:
+def _decide(config: DetectionConfig, pending: Sequence[_Pending]) -> list[Comparison]:
     if not pending:
         return []
-    cmps = [p[0] for p in pending]
-    stat = np.array([p[1] for p in pending])
-    var = np.array([p[2] for p in pending])
-    tau = np.array([p[3] for p in pending])
+    cmps = [p.cmp for p in pending]
+    stat = np.array([p.stat for p in pending])
+    var = np.array([p.var for p in pending])
+    tau = np.array([p.tau for p in pending])
     if config.sequential == "msprt":
         p = stats.msprt_p_value(stat, var, tau)
         lo, hi = stats.msprt_confidence_interval(stat, var, tau, config.alpha)
-    else:
+    else:  # fixed horizon ("fixed", "windows"): Welch t or normal intervals
         p = np.array([c.p_fixed for c in cmps])
-        half = sps.norm.ppf(1 - config.alpha / 2) * np.sqrt(var)
+        df = np.array([x.df for x in pending])
+        half = sps.t.ppf(1 - config.alpha / 2, df) * np.sqrt(var)
         lo, hi = stat - half, stat + half
     q = stats.bh_q_values(p)
     for i, c in enumerate(cmps):

@@ -1,8 +1,10 @@
 """Release gate and routing advice, built on the detector and the cube.
 
-* :func:`gate` — for one prefix (optionally one version): pass/fail per (route, cohort) with
-  reasons. A cell fails when the detector flags a regression vs a baseline, or when it lacks
-  the minimum sample size vs the base model (no evidence is not a pass).
+* :func:`gate` — for one prefix (optionally one version): a status per (route, cohort) with
+  reasons. ``fail`` when the detector flags a regression vs a baseline; otherwise
+  ``insufficient_data`` when the cell lacks the minimum sample size or no comparison with the
+  base model could be tested; otherwise ``pass``. Only ``pass`` passes (no evidence is not a
+  pass), but "too little data" is reported as such, not as a regression.
 * :func:`routing_advice` — for each (route, cohort): the variant with the best mean on a
   chosen evaluator, or ``"base"`` ("fall back to base") when no prefix reaches the threshold
   (lower confidence bound by default) or none beats the base model.
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import duckdb
 import orjson
@@ -21,15 +23,21 @@ from .detection import DetectionConfig, detection_cube, run_detection
 from .metrics import summarise
 from .query import BASE, Window
 
+GateStatus = Literal["pass", "fail", "insufficient_data"]
+
 
 @dataclass(slots=True)
 class GateCell:
     route: str | None
     cohort: dict[str, Any]
     prefix_version: str
-    passed: bool
+    status: GateStatus = "pass"
     reasons: list[str] = field(default_factory=list)
     n: int = 0
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -37,6 +45,7 @@ class GateCell:
             "cohort": self.cohort,
             "prefix_version": self.prefix_version,
             "passed": self.passed,
+            "status": self.status,
             "reasons": self.reasons,
             "n": self.n,
         }
@@ -45,13 +54,22 @@ class GateCell:
 @dataclass(slots=True)
 class GateResult:
     prefix_id: str
-    passed: bool
+    #: ``fail`` if any cell fails, else ``insufficient_data`` if any cell (or no cell at all)
+    #: lacks data, else ``pass``
+    status: GateStatus
     cells: list[GateCell]
+    reason: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "prefix_id": self.prefix_id,
             "passed": self.passed,
+            "status": self.status,
+            "reason": self.reason,
             "cells": [c.to_dict() for c in self.cells],
         }
 
@@ -65,7 +83,7 @@ def gate(
     until: datetime | str | None = None,
     config: DetectionConfig | None = None,
 ) -> GateResult:
-    """Pass/fail of ``prefix_id`` per route and cohort (see module docstring)."""
+    """Gate status of ``prefix_id`` per route and cohort (see module docstring)."""
     config = (config or DetectionConfig()).validate()
     result = run_detection(con, since, until, config)
     cells: dict[tuple[str, str | None, str], GateCell] = {}
@@ -73,11 +91,9 @@ def gate(
         p, v, route, cohort_raw = key
         if p != prefix_id or (prefix_version is not None and v != prefix_version):
             continue
-        gc = GateCell(
-            route, orjson.loads(cohort_raw) if cohort_raw else {}, str(v or ""), True, n=cell.n
-        )
+        gc = GateCell(route, orjson.loads(cohort_raw) if cohort_raw else {}, str(v or ""), n=cell.n)
         if cell.n < config.min_n:
-            gc.passed = False
+            gc.status = "insufficient_data"
             gc.reasons.append(f"insufficient data: n={cell.n} < min_n={config.min_n}")
         cells[(str(v or ""), route, str(cohort_raw))] = gc
     tested: set[tuple[str, str | None, str]] = set()
@@ -96,20 +112,35 @@ def gate(
         if c.baseline == BASE:
             tested.add(k)
         if c.flagged:
-            gc.passed = False
+            gc.status = "fail"  # a regression outranks missing evidence elsewhere
             rel = f" ({c.relative:+.1%})" if c.relative is not None else ""
             gc.reasons.append(
                 f"{c.metric} worse than {c.baseline}: {c.value:.4g} vs {c.baseline_value:.4g}"
                 f"{rel}, q={c.q_value:.3g}"
             )
     for k, gc in cells.items():
-        if gc.passed and k not in tested:
-            gc.passed = False
-            gc.reasons.append("no comparison with base met the minimum sample size")
-        if gc.passed:
+        if gc.status == "pass" and k not in tested:
+            gc.status = "insufficient_data"
+            gc.reasons.append(
+                "insufficient data: no comparison with base met the minimum sample size "
+                f"(min_n={config.min_n} on both sides)"
+            )
+        if gc.status == "pass":
             gc.reasons.append("no significant regression vs base or previous version")
     out = sorted(cells.values(), key=lambda g: (g.prefix_version, g.route or "", str(g.cohort)))
-    return GateResult(prefix_id, bool(out) and all(g.passed for g in out), out)
+    failed = sum(g.status == "fail" for g in out)
+    thin = sum(g.status == "insufficient_data" for g in out)
+    status: GateStatus
+    if not out:
+        status, reason = "insufficient_data", f"no requests of {prefix_id} in the window"
+    elif failed:
+        status, reason = "fail", f"regression in {failed} of {len(out)} cells"
+    elif thin:
+        status = "insufficient_data"
+        reason = f"insufficient data in {thin} of {len(out)} cells (no regression found)"
+    else:
+        status, reason = "pass", f"no significant regression in {len(out)} cells"
+    return GateResult(prefix_id, status, out, reason)
 
 
 @dataclass(slots=True)

@@ -110,6 +110,19 @@ def parse_time(value: datetime | str | None, now: datetime | None = None) -> dat
     return dt
 
 
+def parse_duration(value: timedelta | str) -> timedelta:
+    """A length of time: a timedelta or ``<number><s|m|h|d|w>`` (``90m``, ``1d``, ``1.5h``)."""
+    if isinstance(value, timedelta):
+        return value
+    rel = _RELATIVE_RE.match(value.strip())
+    if not rel:
+        raise QueryError(f"bad duration {value!r}: use e.g. 30m, 6h, 1d, 1w")
+    try:
+        return timedelta(**{_UNITS[rel.group(2)]: float(rel.group(1))})
+    except OverflowError as exc:
+        raise QueryError(f"duration {value!r} out of range") from exc
+
+
 @dataclass(frozen=True, slots=True)
 class Window:
     """A ``[since, until)`` window on ``start_time``."""

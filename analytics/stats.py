@@ -12,6 +12,9 @@
   percentiles are the CI.
 * Sequential tests: a one-sided mixture SPRT (mSPRT, Johari et al. 2017) on a normal statistic:
   an always-valid p-value that may be recomputed after every batch of data.
+* Fixed-horizon tests (one look, e.g. one completed evaluation window): Welch's t for means,
+  the pooled-variance (score) z-test for two proportions, a z-test on bootstrap variances for
+  quantiles (one-sided, "worse" direction).
 * Multiple comparisons: Benjamini-Hochberg (``scipy.stats.false_discovery_control``).
 """
 
@@ -171,6 +174,54 @@ def msprt_confidence_interval(
     half = np.where(v > 0, half, np.nan)
     est = np.asarray(estimate, dtype=np.float64)
     return est - half, est + half
+
+
+def welch_df(
+    var1: npt.ArrayLike, n1: npt.ArrayLike, var0: npt.ArrayLike, n0: npt.ArrayLike
+) -> FloatArray:
+    """Welch-Satterthwaite degrees of freedom; ``var*`` are variances *of the means* (s^2/n)."""
+    v1 = np.asarray(var1, dtype=np.float64)
+    v0 = np.asarray(var0, dtype=np.float64)
+    n1_ = np.asarray(n1, dtype=np.float64)
+    n0_ = np.asarray(n0, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        df = (v1 + v0) ** 2 / (v1**2 / (n1_ - 1) + v0**2 / (n0_ - 1))
+    return np.where(np.isfinite(df) & (df > 0), df, np.inf)
+
+
+def welch_p_value(
+    worse: npt.ArrayLike,
+    var1: npt.ArrayLike,
+    n1: npt.ArrayLike,
+    var0: npt.ArrayLike,
+    n0: npt.ArrayLike,
+) -> FloatArray:
+    """One-sided Welch t-test p-value for a difference of means signed so that positive is
+    worse; ``var*`` are the variances of the two means (s^2/n)."""
+    v = np.asarray(var1, dtype=np.float64) + np.asarray(var0, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.asarray(worse, dtype=np.float64) / np.sqrt(v)
+    return np.where(v > 0, stats.t.sf(t, welch_df(var1, n1, var0, n0)), 1.0)
+
+
+def two_proportion_p_value(
+    k1: npt.ArrayLike, n1: npt.ArrayLike, k0: npt.ArrayLike, n0: npt.ArrayLike
+) -> FloatArray:
+    """One-sided p-value of H0 ``p1 <= p0`` against ``p1 > p0``: the pooled-variance (score)
+    z-test. Under H0 the two rates are equal, so their common rate estimates the variance.
+    Exact enumeration (in the tests) puts its size within 5 % of the level at the levels BH
+    needs (alpha/m, m >= 10) for n >= 100 and rates of 1-20 %, and at most 1.16x the 5 %
+    level (n=100, 2 % rates); at n=1000 its power equals the unpooled (Wald) test's, while
+    Fisher's exact test (never above the level) loses about one point of power."""
+    k1_ = np.asarray(k1, dtype=np.float64)
+    k0_ = np.asarray(k0, dtype=np.float64)
+    n1_ = np.asarray(n1, dtype=np.float64)
+    n0_ = np.asarray(n0, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pooled = (k1_ + k0_) / (n1_ + n0_)
+        var = pooled * (1 - pooled) * (1 / n1_ + 1 / n0_)
+        z = (k1_ / n1_ - k0_ / n0_) / np.sqrt(var)
+    return np.where(var > 0, stats.norm.sf(z), 1.0)
 
 
 def bh_q_values(p_values: npt.ArrayLike) -> FloatArray:

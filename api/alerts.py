@@ -1,13 +1,16 @@
-"""Reading and acknowledging rows of the ``alerts`` table (written by analytics)."""
+"""The API's view of the ``alerts`` table.
+
+Reading and acknowledging go through :mod:`prefixscope.analytics.alerts`, which also writes the
+alerts (one definition of the alert object and its filters); this module turns its dicts into
+:class:`Alert` models and storage problems into HTTP errors.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
-import json
 from typing import Any
 
 import duckdb
+from prefixscope.analytics import alerts as analytics_alerts
 from prefixscope.analytics.alerts import ALERT_FIELDS, EXTRA_FIELDS
 from prefixscope.collector.store import Store
 
@@ -17,30 +20,20 @@ from .models import Alert
 
 # The alert object's fields are defined once, with the detector that writes them.
 ALERT_COLUMNS = (*ALERT_FIELDS, *(f for f in EXTRA_FIELDS if f != "fingerprint"))
-_SEVERITY_ORDER = (
-    "CASE severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 "
-    "WHEN 'low' THEN 3 ELSE 4 END"
-)
 
 
-def _parse_json(value: Any, default: Any) -> Any:
-    if value is None:
-        return default
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return default
-    return value
-
-
-def alert_from_row(row: tuple[Any, ...] | dict[str, Any]) -> Alert:
-    rec = dict(row) if isinstance(row, dict) else dict(zip(ALERT_COLUMNS, row, strict=True))
-    rec["cohort"] = _parse_json(rec.get("cohort"), {}) or {}
-    rec["example_trace_ids"] = [str(t) for t in _parse_json(rec.get("example_trace_ids"), [])]
-    details = _parse_json(rec.get("details"), None)
-    rec["details"] = details if isinstance(details, dict) else None
+def alert_from_row(rec: dict[str, Any]) -> Alert:
+    """An alert dict of :func:`prefixscope.analytics.alerts.list_alerts` as the API model."""
     return Alert.model_validate({k: rec.get(k) for k in ALERT_COLUMNS})
+
+
+def _alerts(store: Store, **kw: Any) -> list[Alert]:
+    cur = store.cursor()
+    try:
+        rows = analytics_alerts.list_alerts(cur, **kw)
+    finally:
+        cur.close()
+    return [alert_from_row(r) for r in rows]
 
 
 def list_alerts(
@@ -51,69 +44,32 @@ def list_alerts(
     metric: str | None = None,
     limit: int = 500,
 ) -> list[Alert]:
-    where, params = [], []
-    for column, value in (("status", status), ("prefix_id", prefix_id), ("metric", metric)):
-        if value is not None:
-            where.append(f"{column} = ?")
-            params.append(value)
-    sql = f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += f" ORDER BY {_SEVERITY_ORDER}, coalesce(q_value, 1), created_at DESC, id LIMIT ?"
-    cur = store.cursor()
-    try:
-        rows = cur.execute(sql, [*params, limit]).fetchall()
-    finally:
-        cur.close()
-    return [alert_from_row(r) for r in rows]
+    """Alerts, most severe and most significant first."""
+    return _alerts(
+        store, status=status, prefix_id=prefix_id, metric=metric, order="severity", limit=limit
+    )
 
 
 def get_alert(store: Store, alert_id: str) -> Alert:
-    cur = store.cursor()
-    try:
-        row = cur.execute(
-            f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts WHERE id = ?", [alert_id]
-        ).fetchone()
-    finally:
-        cur.close()
-    if row is None:
+    found = _alerts(store, ids=[alert_id], limit=1)
+    if not found:
         raise NotFound(f"no alert with id {alert_id!r}")
-    return alert_from_row(row)
+    return found[0]
 
 
 def get_alerts(store: Store, ids: list[str]) -> list[Alert]:
-    if not ids:
-        return []
-    cur = store.cursor()
-    try:
-        rows = cur.execute(
-            f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts WHERE list_contains(?, id)", [ids]
-        ).fetchall()
-    finally:
-        cur.close()
-    return [alert_from_row(r) for r in rows]
+    return _alerts(store, ids=ids, limit=max(len(ids), 1)) if ids else []
 
 
 def ack_alert(store: Store, alert_id: str) -> tuple[Alert, bool]:
     """Mark an open alert acked; returns (alert, changed). Acking twice is a no-op."""
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     cur = store.cursor()
     try:
-        cur.execute("BEGIN TRANSACTION")
-        row = cur.execute("SELECT status FROM alerts WHERE id = ?", [alert_id]).fetchone()
-        if row is None:
-            cur.execute("ROLLBACK")
-            raise NotFound(f"no alert with id {alert_id!r}")
-        changed = row[0] == "open"
-        if changed:
-            cur.execute(
-                "UPDATE alerts SET status = 'acked', updated_at = ? WHERE id = ?", [now, alert_id]
-            )
-        cur.execute("COMMIT")
+        found, changed = analytics_alerts.acknowledge(cur, alert_id)
     except duckdb.Error as exc:
-        with contextlib.suppress(duckdb.Error):
-            cur.execute("ROLLBACK")
         raise Unavailable(f"could not ack alert: {exc}", retry_after_s=1) from None
     finally:
         cur.close()
-    return get_alert(store, alert_id), changed
+    if found is None:
+        raise NotFound(f"no alert with id {alert_id!r}")
+    return alert_from_row(found), changed

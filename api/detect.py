@@ -14,8 +14,10 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import duckdb
+from prefixscope.analytics.query import parse_duration
 
 from prefixscope.errors import Unavailable
 
@@ -45,6 +47,9 @@ def run_regressions(
     alpha: float | None = None,
     min_n: int | None = None,
     metrics: Sequence[str] | None = None,
+    sequential: Literal["msprt", "fixed", "windows"] | None = None,
+    window: str | None = None,
+    window_delay: str | None = None,
 ) -> RunOutcome:
     from prefixscope.analytics.alerts import detect_and_alert
     from prefixscope.analytics.detection import DetectionConfig
@@ -56,6 +61,14 @@ def run_regressions(
         config.min_n = min_n
     if metrics:
         config.metrics = list(metrics)
+    if sequential is not None:
+        config.sequential = sequential
+    with analytics_errors():
+        if window is not None:
+            config.window = parse_duration(window)
+        if window_delay is not None:
+            config.window_delay = parse_duration(window_delay)
+        config.validate()
     store = state.ctx.store
     cur = store.cursor()
     try:

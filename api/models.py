@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -27,6 +27,8 @@ TIME_BOUND_PATTERN = (
     r"(Z|[+-]\d{2}:?\d{2})?)$"
 )
 TimeBoundStr = Annotated[str, Field(max_length=64, pattern=TIME_BOUND_PATTERN)]
+#: A length of time: a number and a unit (s, m, h, d, w).
+DurationStr = Annotated[str, Field(max_length=16, pattern=r"^\d{1,6}(\.\d{1,6})?[smhdw]$")]
 TraceId = Annotated[
     str,
     Field(
@@ -174,6 +176,20 @@ class RegressionRunRequest(_Strict):
     min_n: int | None = Field(default=None, ge=2, le=10_000_000, description="Per side")
     metrics: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
         default=None, max_length=100
+    )
+    sequential: Literal["msprt", "fixed", "windows"] | None = Field(
+        default=None,
+        description="msprt (default): always-valid p-values on the growing window; windows: "
+        "fixed-horizon tests of the latest completed evaluation window (re-runs re-test the "
+        "same window; `until` is the clock, `since` defaults to unset); fixed: one look",
+    )
+    window: DurationStr | None = Field(
+        default=None,
+        description="windows mode: window length (epoch-aligned, UTC), default 1d",
+        examples=["1d"],
+    )
+    window_delay: DurationStr | None = Field(
+        default=None, description="windows mode: test a window only this long after it closed"
     )
 
 
@@ -337,11 +353,18 @@ WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+GateStatus = Literal["pass", "fail", "insufficient_data"]
+
+
 class GateCell(BaseModel):
     route: str | None
     cohort: dict[str, Any]
     prefix_version: str
     passed: bool
+    status: GateStatus = Field(
+        description="fail: a significant regression; insufficient_data: too few requests to "
+        "test against base (not a pass, not a regression); pass"
+    )
     reasons: list[str]
     n: int
 
@@ -349,6 +372,11 @@ class GateCell(BaseModel):
 class GateResult(BaseModel):
     prefix_id: str
     passed: bool = Field(description="True only when every (version, route, cohort) cell passes")
+    status: GateStatus = Field(
+        description="fail if any cell fails, else insufficient_data if any cell (or no cell) "
+        "lacks data, else pass"
+    )
+    reason: str
     cells: list[GateCell]
 
 

@@ -88,8 +88,23 @@ def analysis_routes(state: ApiState) -> APIRouter:
     def post_regressions_run(body: RegressionRunRequest | None = None) -> RegressionRun:
         """Run regression detection now over the window; writes alerts, returns the run's."""
         req = body or RegressionRunRequest()
+        # windows mode: the tested window follows from `until` (the clock) and the window
+        # length; the default `since` (7d) must not cut into it, so it only applies if given
+        since = (
+            None
+            if req.sequential == "windows" and "since" not in req.model_fields_set
+            else req.since
+        )
         out = run_regressions(
-            state, req.since, req.until, alpha=req.alpha, min_n=req.min_n, metrics=req.metrics
+            state,
+            since,
+            req.until,
+            alpha=req.alpha,
+            min_n=req.min_n,
+            metrics=req.metrics,
+            sequential=req.sequential,
+            window=req.window,
+            window_delay=req.window_delay,
         )
         return RegressionRun(
             alerts=out.alerts,
@@ -151,10 +166,12 @@ def analysis_routes(state: ApiState) -> APIRouter:
         alpha: Annotated[float | None, Query(gt=0, lt=1)] = None,
         min_n: Annotated[int | None, Query(ge=2, le=10_000_000)] = None,
     ) -> GateResult:
-        """Release gate: pass/fail per (version, route, cohort) with reasons.
+        """Release gate: a status per (version, route, cohort) with reasons.
 
-        A cell fails on a significant regression vs base or the previous version, or when it
-        lacks the minimum sample size (no evidence is not a pass).
+        ``fail``: a significant regression vs base or the previous version;
+        ``insufficient_data``: too few requests to test against base (no evidence is not a
+        pass, but not a regression either); ``pass``. ``passed`` is true only when every
+        cell passes.
         """
         result = analysis.gate(
             store,

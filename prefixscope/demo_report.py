@@ -135,9 +135,12 @@ def print_report(
         failing = [
             f"{c.route} / {c.cohort}: {'; '.join(c.reasons)}" for c in g.cells if not c.passed
         ]
-        t.add_row(
-            prefix, "[green]PASS[/]" if g.passed else "[red]FAIL[/]", "\n".join(failing[:4]) or "-"
-        )
+        verdict = {
+            "pass": "[green]PASS[/]",
+            "fail": "[red]FAIL[/]",
+            "insufficient_data": "[yellow]INSUFFICIENT DATA[/]",
+        }[g.status]
+        t.add_row(prefix, verdict, "\n".join(failing[:4]) or "-")
     console.print(t)
 
     t = Table(title="Routing advice (TaskCompletion; fall back to base when no prefix beats it)")

@@ -165,10 +165,13 @@ def webhook_receiver(fail_first: int = 0, status_on_fail: int = 503) -> Iterator
         thread.join(5)
 
 
-def seeded_store(data_dir: Path, *, with_alert: bool = True) -> None:
+def seeded_store(
+    data_dir: Path, *, with_alert: bool = True, start: dt.datetime | None = None
+) -> None:
     """Synthetic traffic in a fresh store: the base model and two variants on one route, three
     cohorts, scores and feedback. ``radiology@3`` is injected with a Groundedness, error-rate
     and tail-latency regression in the radiology cohort only; ``cardio@2`` is better than base.
+    The traffic spans one hour from ``start`` (default: two hours ago).
     """
     from prefixscope.analytics.synthetic import Arm, generate
 
@@ -212,7 +215,7 @@ def seeded_store(data_dir: Path, *, with_alert: bool = True) -> None:
                 cur,
                 arms,
                 seed=7,
-                start=NOW - dt.timedelta(hours=2),
+                start=NOW - dt.timedelta(hours=2) if start is None else start,
                 duration=dt.timedelta(hours=1),
                 base_model="llama-3-8b",
             )

@@ -90,10 +90,23 @@ def test_alerts_dedup_and_resolve(tmp_path: Path) -> None:
         assert json.dumps(card.to_dict())  # JSON-ready
 
         g = gate(con, "cardio", since=w1[0], until=w1[1])
-        assert not g.passed
+        assert not g.passed and g.status == "fail" and g.cells[0].status == "fail"
         assert any(r.startswith("TaskCompletion worse than base") for r in g.cells[0].reasons)
         g2 = gate(con, "cardio", since=T0 + timedelta(hours=1), until=T0 + timedelta(hours=2))
-        assert g2.passed
+        assert g2.passed and g2.status == "pass"
+        # too little data is its own verdict: not a pass, not a regression
+        thin = gate(
+            con,
+            "cardio",
+            since=T0 + timedelta(hours=1),
+            until=T0 + timedelta(hours=2),
+            config=DetectionConfig(min_n=5000),
+        )
+        assert not thin.passed and thin.status == "insufficient_data"
+        assert thin.cells[0].reasons == ["insufficient data: n=1500 < min_n=5000"]
+        assert thin.to_dict()["cells"][0]["status"] == "insufficient_data"
+        none = gate(con, "nobody", since=w1[0], until=w1[1])
+        assert none.status == "insufficient_data" and none.cells == []
         adv = routing_advice(con, threshold=0.7, since=w1[0], until=w1[1])
         assert adv[0].variant == "base" and adv[0].reason.startswith("fall back to base")
         adv2 = routing_advice(con, threshold=0.7, since=T0 + timedelta(hours=1))

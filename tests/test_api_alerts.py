@@ -97,6 +97,37 @@ def test_run_detects_injected_regression_and_notifies_webhook(
         )
 
 
+def test_run_in_windows_mode(tmp_path: Path, start_server: Callable[..., ServerProcess]) -> None:
+    """``sequential: windows``: the run tests the latest completed window at ``until`` (the
+    clock); re-runs inside the next window re-test it and refresh the same alerts."""
+    data = tmp_path / "data"
+    t0 = dt.datetime(2025, 1, 1)
+    seeded_store(data, with_alert=False, start=t0)  # traffic in [00:00, 01:00)
+    srv = start_server(data_dir=data)
+    url = f"{srv.base_url}/api/v1/regressions/run"
+    body = {"sequential": "windows", "window": "1h", "until": "2025-01-01T01:20:00Z"}
+    first = httpx.post(url, json=body, timeout=120)
+    assert first.status_code == 200, first.text
+    run = first.json()
+    assert run["comparisons"] > 0 and run["flagged"] == len(run["new"]) > 0
+    ground = next(a for a in run["alerts"] if a["metric"] == "Groundedness")
+    assert ground["method"] == "windows:score:welch_t"
+    assert ground["details"]["evaluation_window"]["since"] == t0.isoformat()
+    assert ground["details"]["evaluation_window"]["until"] == "2025-01-01T01:00:00"
+    again = httpx.post(url, json={**body, "until": "2025-01-01T01:59:00Z"}, timeout=120).json()
+    assert again["new"] == [] and sorted(again["updated"]) == sorted(run["new"])
+    assert {a["id"]: a["p_value"] for a in again["alerts"]} == pytest.approx(
+        {a["id"]: a["p_value"] for a in run["alerts"]}, rel=1e-9
+    )
+    # while [00:00, 01:00) is still open, the (empty) window before it is tested
+    early = httpx.post(url, json={**body, "until": "2025-01-01T00:59:00Z"}, timeout=120).json()
+    assert early["comparisons"] == 0 and early["resolved"] == []
+    cut = httpx.post(url, json={**body, "since": "2025-01-01T00:30:00Z"}, timeout=120)
+    assert cut.status_code == 400 and "cuts into the evaluation window" in cut.text
+    bad = httpx.post(url, json={**body, "window": "soon"}, timeout=120)
+    assert bad.status_code == 422
+
+
 def test_periodic_detection(tmp_path: Path, start_server: Callable[..., ServerProcess]) -> None:
     data = tmp_path / "data"
     seeded_store(data, with_alert=False)

@@ -214,9 +214,18 @@ def test_release_gate(srv: ServerProcess) -> None:
     assert cardio["passed"] is True, cardio
     assert len(cardio["cells"]) == 3 and all(c["n"] == 300 for c in cardio["cells"])
     unknown = get(srv, "/api/v1/gate/never-seen").json()
-    assert unknown == {"prefix_id": "never-seen", "passed": False, "cells": []}
+    assert unknown == {
+        "prefix_id": "never-seen",
+        "passed": False,
+        "status": "insufficient_data",
+        "reason": "no requests of never-seen in the window",
+        "cells": [],
+    }
+    assert rad["status"] == "fail" and cells["radiology"]["status"] == "fail"
+    assert cardio["status"] == "pass" and {c["status"] for c in cardio["cells"]} == {"pass"}
     strict = get(srv, "/api/v1/gate/cardio", since="1d", min_n=1000).json()
-    assert strict["passed"] is False
+    assert strict["passed"] is False and strict["status"] == "insufficient_data"
+    assert {c["status"] for c in strict["cells"]} == {"insufficient_data"}
     assert "insufficient data" in strict["cells"][0]["reasons"][0]
     assert get(srv, "/api/v1/gate/cardio", alpha=2).status_code == 422
 
