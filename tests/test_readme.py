@@ -40,12 +40,14 @@ def test_readme_prefixscope_subcommands_exist() -> None:
         args = [cmd, sub] if sub and sub not in {"demo", "serve"} else [cmd]
         proc = subprocess.run(
             [sys.executable, "-m", "prefixscope.cli", *args, "--help"],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         if proc.returncode != 0 and len(args) == 2:  # "prefixscope serve data" etc.
             proc = subprocess.run(
                 [sys.executable, "-m", "prefixscope.cli", cmd, "--help"],
-                capture_output=True, text=True,
+                capture_output=True,
+                text=True,
             )
         assert proc.returncode == 0, f"`prefixscope {' '.join(args)}` in README: {proc.stderr}"
 
