@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Literal
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -34,7 +35,9 @@ log = logging.getLogger(__name__)
 def build_router(ctx: ApiContext) -> APIRouter:
     state = ApiState(ctx)
     if ctx.settings.detect_interval_s > 0:
-        detector = PeriodicDetector(state, ctx.settings.detect_interval_s).start()
+        s = ctx.settings
+        mode: Literal["windows", "msprt"] = "msprt" if s.detect_sequential == "msprt" else "windows"
+        detector = PeriodicDetector(state, s.detect_interval_s, s.detect_window, mode).start()
         ctx.on_close(detector.close)
     router = APIRouter()
     router.include_router(data_routes(state))

@@ -126,12 +126,24 @@ def _rollback(cur: duckdb.DuckDBPyConnection) -> None:
 
 
 class PeriodicDetector:
-    """Runs detection every ``interval_s`` over the trailing ``window`` (a daemon thread)."""
+    """Runs detection every ``interval_s`` (a daemon thread).
 
-    def __init__(self, state: ApiState, interval_s: float, window: str = "7d") -> None:
+    ``windows``: each run tests the latest completed evaluation window of length ``window``;
+    runs until the next window completes repeat the same answer, so repetition adds no false
+    alerts. ``msprt``: always-valid tests over the trailing ``window``.
+    """
+
+    def __init__(
+        self,
+        state: ApiState,
+        interval_s: float,
+        window: str = "1d",
+        sequential: Literal["windows", "msprt"] = "windows",
+    ) -> None:
         self.state = state
         self.interval_s = interval_s
         self.window = window
+        self.sequential = sequential
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="prefixscope-detect", daemon=True)
 
@@ -142,7 +154,12 @@ class PeriodicDetector:
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
-                out = run_regressions(self.state, self.window, None)
+                if self.sequential == "windows":
+                    out = run_regressions(
+                        self.state, None, None, sequential="windows", window=self.window
+                    )
+                else:
+                    out = run_regressions(self.state, self.window, None, sequential="msprt")
                 log.info(
                     "periodic detection: %d comparisons, %d flagged, %d new, %d resolved",
                     out.comparisons,

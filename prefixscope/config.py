@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,6 +140,22 @@ class Settings:
             "help": "Seconds between automatic regression-detection runs (0: only on demand)."
         },
     )
+    detect_sequential: str = field(
+        default="windows",
+        metadata={
+            "help": "How periodic detection keeps false alerts rare across its repeated runs: "
+            "'windows' (each run tests the latest completed --detect-window of traffic with "
+            "fixed-horizon tests, so re-runs repeat the same answer) or 'msprt' (always-valid "
+            "tests over the trailing --detect-window: alerts at any time, needs ~2x the data)."
+        },
+    )
+    detect_window: str = field(
+        default="1d",
+        metadata={
+            "help": "Periodic detection: the evaluation window length ('windows', aligned to "
+            "UTC) or the trailing window ('msprt'), e.g. 1h, 1d, 7d."
+        },
+    )
     log_level: str = field(default="info", metadata={"help": "Log level."})
 
     def validate(self) -> Settings:
@@ -165,6 +182,14 @@ class Settings:
             raise ConfigError("sql_timeout_s must be > 0")
         if self.lake_roll_interval_s < 0 or self.detect_interval_s < 0:
             raise ConfigError("intervals must be >= 0")
+        if self.detect_sequential not in ("windows", "msprt"):
+            raise ConfigError(
+                f"detect_sequential must be 'windows' or 'msprt', got {self.detect_sequential!r}"
+            )
+        if not re.fullmatch(r"\d+(\.\d+)?[smhdw]", self.detect_window.strip()):
+            raise ConfigError(
+                f"detect_window must be like 1h, 1d or 7d, got {self.detect_window!r}"
+            )
         if self.max_decompressed_bytes < self.max_body_bytes:
             raise ConfigError("max_decompressed_bytes must be >= max_body_bytes")
         for url in self.webhook_urls:

@@ -128,10 +128,20 @@ def test_run_in_windows_mode(tmp_path: Path, start_server: Callable[..., ServerP
     assert bad.status_code == 422
 
 
-def test_periodic_detection(tmp_path: Path, start_server: Callable[..., ServerProcess]) -> None:
+@pytest.mark.parametrize("mode", ["windows", "msprt"])
+def test_periodic_detection(
+    tmp_path: Path, start_server: Callable[..., ServerProcess], mode: str
+) -> None:
+    """windows (the default): traffic in the last completed hour is tested with 1h windows;
+    msprt: the trailing 7 days."""
     data = tmp_path / "data"
-    seeded_store(data, with_alert=False)
-    srv = start_server("--detect-interval-s", "1", data_dir=data)
+    now = dt.datetime.now(dt.UTC)
+    if now.minute == 59:  # the tested window must not change during the test
+        time.sleep(61 - now.second)
+    hour = dt.datetime.now(dt.UTC).replace(tzinfo=None, minute=0, second=0, microsecond=0)
+    seeded_store(data, with_alert=False, start=hour - dt.timedelta(hours=1))
+    opts = ["--detect-sequential", mode, "--detect-window", "1h" if mode == "windows" else "7d"]
+    srv = start_server("--detect-interval-s", "1", *opts, data_dir=data)
     deadline = time.monotonic() + 60
     found: list[dict[str, object]] = []
     while time.monotonic() < deadline and not found:
@@ -140,6 +150,7 @@ def test_periodic_detection(tmp_path: Path, start_server: Callable[..., ServerPr
             "alerts"
         ]
     assert any(a["prefix_id"] == "radiology" and a["metric"] == "Groundedness" for a in found)
+    assert all(a["method"].startswith(f"{mode}:") for a in found)
     assert srv.stop() == 0  # the detector thread does not keep the process from exiting
 
 
