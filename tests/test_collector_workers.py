@@ -45,6 +45,39 @@ def metric(srv: ServerProcess, name: str) -> float:
     return float(m.group(1)) if m else 0.0
 
 
+class Clients:
+    """Threads sending distinct 256-span requests until stopped (or the server goes away);
+    they remember which traces got a 200 and every reply's status and Retry-After."""
+
+    def __init__(self, srv: ServerProcess, n: int = 3) -> None:
+        self.srv = srv
+        self.acked: list[str] = []
+        self.replies: list[tuple[int, str | None]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(k,)) for k in range(n)]
+        for t in self._threads:
+            t.start()
+
+    def _run(self, k: int) -> None:
+        n = k * 100_000
+        with httpx.Client(base_url=self.srv.base_url, timeout=30) as c:
+            while not self._stop.is_set():
+                body, trace = make_body(n, 256)
+                n += 1
+                try:
+                    r = c.post("/v1/traces", content=body, headers=HEADERS)
+                except httpx.HTTPError:
+                    return
+                self.replies.append((r.status_code, r.headers.get("Retry-After")))
+                if r.status_code == 200:
+                    self.acked.append(trace)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+
+
 @pytest.mark.parametrize("workers", ["0", "2"])
 def test_worker_count_and_same_result(
     start_server: Callable[..., ServerProcess], workers: str
@@ -74,80 +107,40 @@ def test_killed_worker_is_replaced_and_no_acked_span_is_lost(
 ) -> None:
     srv = start_server("--workers", "1")
     [first] = worker_pids(srv)
-    acked: list[str] = []
-    statuses: list[int] = []
-    stop = threading.Event()
-
-    def client(k: int) -> None:
-        n = k * 100_000
-        with httpx.Client(base_url=srv.base_url, timeout=30) as c:
-            while not stop.is_set():
-                body, trace = make_body(n, 256)
-                n += 1
-                r = c.post("/v1/traces", content=body, headers=HEADERS)
-                statuses.append(r.status_code)
-                if r.status_code == 200:
-                    acked.append(trace)
-                else:  # retryable, and says so
-                    assert r.status_code == 503 and r.headers.get("Retry-After"), r.text
-
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(3)]
-    for t in threads:
-        t.start()
+    clients = Clients(srv)
     time.sleep(1.0)
     os.kill(first, signal.SIGKILL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         pids = worker_pids(srv)
-        if pids and pids != [first] and len(acked) > 0:
+        if pids and pids != [first]:
             break
         time.sleep(0.1)
-    n_before = len(acked)
+    n_before = len(clients.acked)
     time.sleep(1.5)  # the replacement serves
-    stop.set()
-    for t in threads:
-        t.join()
-    assert len(acked) > n_before, "no request succeeded after the worker was replaced"
+    clients.stop()
+    assert len(clients.acked) > n_before, "no request succeeded after the worker was replaced"
     assert worker_pids(srv) and first not in worker_pids(srv)
     assert metric(srv, "prefixscope_decode_worker_restarts_total") == 1
     srv.stop()
     stored = {t for (t,) in query_store(srv.data_dir, "SELECT DISTINCT trace_id FROM spans")}
-    assert set(acked) <= stored
-    assert all(s in (200, 503) for s in statuses)
+    assert set(clients.acked) <= stored
+    # a request the dead worker held is refused as retryable, and says when to retry
+    assert all(st == 200 or (st == 503 and ra) for st, ra in clients.replies), clients.replies
 
 
 def test_sigint_to_the_process_group_drains_through_the_workers(tmp_path: Path) -> None:
     """Ctrl-C reaches the server and its workers together; the workers must outlive the drain."""
     srv = ServerProcess(tmp_path / "d", ["--workers", "1"], start_new_session=True).start()
-    acked: list[str] = []
-    stop = threading.Event()
-
-    def client(k: int) -> None:
-        n = k * 100_000
-        with httpx.Client(base_url=srv.base_url, timeout=30) as c:
-            while not stop.is_set():
-                body, trace = make_body(n, 256)
-                n += 1
-                try:
-                    r = c.post("/v1/traces", content=body, headers=HEADERS)
-                except httpx.HTTPError:
-                    return
-                if r.status_code == 200:
-                    acked.append(trace)
-
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(3)]
-    for t in threads:
-        t.start()
+    clients = Clients(srv)
     time.sleep(1.0)
     assert srv.proc is not None
     os.killpg(srv.proc.pid, signal.SIGINT)
     assert srv.proc.wait(60) == 0, srv.log()
-    stop.set()
-    for t in threads:
-        t.join()
-    assert acked
+    clients.stop()
+    assert clients.acked
     stored = {t for (t,) in query_store(srv.data_dir, "SELECT DISTINCT trace_id FROM spans")}
-    assert set(acked) <= stored
+    assert set(clients.acked) <= stored
     assert "decode worker" not in srv.log()  # no worker died during the drain
 
 

@@ -185,8 +185,10 @@ def run(*, size_mb: int = 48, fault_s: float = 5.0, spans: int = 512,
         # The kernel refuses to remount a file system read-only while files on it are open for
         # writing, so a read-only bind mount is laid over the data directory: files the server
         # already holds stay writable, every file it opens from now on (the WAL after a
-        # checkpoint, Parquet segments) is read-only.
-        srv = ServerProcess(data, ["--lake-roll-interval-s", "0"])
+        # checkpoint, Parquet segments) is read-only. A small checkpoint threshold makes the
+        # server checkpoint (and so open a new WAL) within the fault; with the default (512 MB)
+        # it would keep writing its open WAL and never meet the read-only mount.
+        srv = ServerProcess(data, ["--lake-roll-interval-s", "0", "--checkpoint-wal-mb", "4"])
         srv.start()
 
         def make_ro() -> None:
