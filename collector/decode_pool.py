@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 
 import pyarrow as pa
@@ -122,7 +123,6 @@ class _Worker:
         code = self.proc.poll()
         if not self.pool.closing:
             log.error("decode worker %d exited (code %s, %s); replacing it", self.index, code, exc)
-            self.pool.metrics_worker_restart()
         for fut in pending:
             fut.set_exception(
                 WorkerGone("decode worker exited while decoding; retry", retry_after_s=1)
@@ -149,7 +149,11 @@ class DecodePool:
     """N decode worker processes behind one ``submit``."""
 
     def __init__(
-        self, workers: int, max_inflated: int, max_attr: int, on_restart: object = None
+        self,
+        workers: int,
+        max_inflated: int,
+        max_attr: int,
+        on_restart: Callable[[], object] | None = None,
     ) -> None:
         self.max_inflated = max_inflated
         self.max_attr = max_attr
@@ -167,15 +171,14 @@ class DecodePool:
                     "see its stderr above"
                 )
 
-    def metrics_worker_restart(self) -> None:
-        if callable(self._on_restart):
-            self._on_restart()
-
     def replace(self, dead: _Worker) -> None:
+        """Start a new worker in the dead one's place (called by its reader thread)."""
         with self._lock:
             if self.closing:
                 return
             self._workers[dead.index] = _Worker(self, dead.index)
+        if self._on_restart is not None:
+            self._on_restart()
         dead.proc.wait()
 
     def submit(self, body: bytes, mtype: str, encoding: str | None) -> Future[Decoded]:
