@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import duckdb
 import pyarrow as pa
+
 from prefixscope.collector.lake_tables import LAKE_TABLES, LakeTable, published_files
 from prefixscope.collector.sinks import is_local, open_fs
 

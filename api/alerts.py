@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import duckdb
+
 from prefixscope.analytics import alerts as analytics_alerts
 from prefixscope.analytics.alerts import ALERT_FIELDS, EXTRA_FIELDS
 from prefixscope.collector.store import Store
-
 from prefixscope.errors import NotFound, Unavailable
 
 from .models import Alert

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import duckdb
-from prefixscope.collector.store import Store
 
+from prefixscope.collector.store import Store
 from prefixscope.errors import BadRequest
 
 T = TypeVar("T")

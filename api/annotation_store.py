@@ -16,9 +16,9 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+
 from prefixscope.collector.lake_tables import FEEDBACK_SCHEMA, SCORE_SCHEMA
 from prefixscope.collector.store import Store
-
 from prefixscope.errors import Unavailable
 
 from .models import FeedbackIn, ScoreIn, WriteResult

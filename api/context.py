@@ -6,8 +6,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from prefixscope.auth import AccessPolicy
 from prefixscope.collector.store import Store
-
 from prefixscope.config import Settings
 from prefixscope.metrics import Metrics
 
@@ -23,16 +23,9 @@ class ApiContext:
     _closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     @property
-    def write_tokens(self) -> list[str]:
-        """Tokens allowed to write through /api (scores, feedback, runs, acks, registry)."""
-        return self.settings.write_tokens or self.settings.tokens
-
-    @property
-    def read_tokens(self) -> list[str]:
-        """Tokens allowed to read /api; a write token can also read."""
-        if not (self.settings.read_tokens or self.write_tokens):
-            return []
-        return [*self.settings.read_tokens, *self.write_tokens]
+    def access(self) -> AccessPolicy:
+        """Who may read and write through /api (the rule is in :mod:`prefixscope.auth`)."""
+        return AccessPolicy.from_settings(self.settings)
 
     def on_close(self, hook: Callable[[], None]) -> None:
         self._closers.append(hook)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from prefixscope.auth import check_token
+from prefixscope.auth import Scope
 from prefixscope.errors import BadRequest, PayloadTooLarge
 
 from .context import ApiContext
@@ -18,7 +18,7 @@ from .webhooks import WebhookDispatcher
 
 log = logging.getLogger(__name__)
 
-#: Shown in OpenAPI (/docs "Authorize"); the check itself is prefixscope.auth.check_token.
+#: Shown in OpenAPI (/docs "Authorize"); the check itself is prefixscope.auth.AccessPolicy.
 bearer_scheme = HTTPBearer(auto_error=False, description="API token (read or write scope)")
 
 
@@ -36,6 +36,8 @@ class ApiState:
             self.ctx.store,
             timeout_s=s.sql_timeout_s,
             max_rows=s.sql_max_rows,
+            memory_budget_bytes=s.sql_memory_mb * 2**20,
+            max_result_bytes=s.sql_max_result_mb * 2**20,
             metrics=self.ctx.metrics,
         )
         self.webhooks = WebhookDispatcher(s.webhook_urls, self.ctx.metrics)
@@ -43,27 +45,25 @@ class ApiState:
 
     # -- dependencies ----------------------------------------------------------------------------
     def require_read(self) -> Callable[..., None]:
-        ctx = self.ctx
+        access = self.ctx.access
 
         def read_scope(
             request: Request,
             _creds: HTTPAuthorizationCredentials | None = Depends(bearer_scheme),
         ) -> None:
-            check_token(request.headers, ctx.read_tokens, scope="read the API")
+            access.check(request.headers, Scope.READ)
 
         return read_scope
 
     def require_write(self) -> Callable[..., None]:
-        ctx = self.ctx
-        limit = ctx.settings.max_body_bytes
+        access = self.ctx.access
+        limit = self.ctx.settings.max_body_bytes
 
         def write_scope(
             request: Request,
             _creds: HTTPAuthorizationCredentials | None = Depends(bearer_scheme),
         ) -> None:
-            check_token(
-                request.headers, ctx.write_tokens, denied=ctx.read_tokens, scope="write to the API"
-            )
+            access.check(request.headers, Scope.WRITE)
             declared = request.headers.get("content-length")
             if declared is not None:
                 if not declared.isdigit():

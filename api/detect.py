@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import duckdb
-from prefixscope.analytics.query import parse_duration
 
+from prefixscope.analytics.query import parse_duration
 from prefixscope.errors import Unavailable
 
 from . import alerts

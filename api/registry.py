@@ -14,9 +14,9 @@ import json
 from typing import Any
 
 import duckdb
+
 from prefixscope.analytics.query import PREFIX_SQL, REQUEST_PREDICATE
 from prefixscope.collector.store import Store
-
 from prefixscope.errors import Unavailable
 from prefixscope.semconv import BASE_PREFIX_ID
 

@@ -14,26 +14,39 @@ Layered defences, outermost first (datasette's ``database.py`` is the model):
 5. the engine sandbox set on the database at start-up (``enable_external_access=false``,
    ``allowed_directories=[<lake>/]``, ``lock_configuration=true``): file, network and
    extension access fails in the engine and is reported as ``forbidden``;
-6. a time limit (``interrupt()`` from a timer → ``QueryTimeout``) and a row cap (fetch
-   ``max_rows + 1``, answer ``truncated: true``).
+6. memory, bounded in three places that do not depend on each other:
+   the engine's ``memory_limit`` (``--store-memory-mb``) for what DuckDB's buffer manager
+   sees (aggregates, joins, sorts); a watchdog that interrupts running queries once the
+   process's resident set grows by more than ``--sql-memory-mb`` (``memory_limit``); and,
+   for the one thing neither can stop (a single vector of 2,048 huge scalar values, built
+   in one allocation before any interrupt is checked), a static bound on every function
+   that makes a value larger than its inputs (``repeat``, ``lpad``, ``list_resize``,
+   ``range`` as a value, format widths, ...), resolved through ``duckdb_functions()`` so
+   aliases (``array_resize``) are caught, with nested calls multiplied;
+7. a time limit (``interrupt()`` from a timer → ``QueryTimeout``), a row cap (fetch
+   ``max_rows + 1``, answer ``truncated: true``) and a byte cap on the answer, counted while
+   rows stream.
 
-Errors are typed :class:`QueryError` with a ``code`` (``syntax_error`` with ``position``,
-``forbidden``, ``multiple_statements``, ``timeout``, ...).
+Errors are typed :class:`QueryError` with a ``code`` that names the defence that stopped
+the query (``syntax_error`` with ``position``, ``forbidden``, ``multiple_statements``,
+``value_too_large``, ``memory_limit``, ``timeout``, ...).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import duckdb
-from prefixscope.collector.store import Store
 
+from prefixscope.collector.store import Store
 from prefixscope.errors import Overloaded, QueryError, QueryTimeout
 from prefixscope.metrics import Metrics
 
@@ -68,12 +81,27 @@ class SqlSandbox:
         max_rows: int,
         metrics: Metrics | None = None,
         max_concurrent: int = 4,
+        memory_budget_bytes: int = 0,
+        max_result_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         self.store = store
         self.timeout_s = timeout_s
         self.max_rows = max_rows
         self.metrics = metrics
         self._slots = threading.BoundedSemaphore(max_concurrent)
+        self.max_result_bytes = max_result_bytes
+        self.watchdog = MemoryWatchdog(memory_budget_bytes) if memory_budget_bytes else None
+        self._canonical: dict[str, str] | None = None
+
+    def _canonical_names(self, cur: duckdb.DuckDBPyConnection) -> dict[str, str]:
+        """Every function name (lower case) → the function it is an alias of."""
+        if self._canonical is None:
+            rows = cur.execute(
+                "SELECT DISTINCT lower(function_name), lower(coalesce(alias_of, function_name)) "
+                "FROM duckdb_functions()"
+            ).fetchall()
+            self._canonical = {str(a): str(b) for a, b in rows}
+        return self._canonical
 
     # -- public ------------------------------------------------------------------------------
     def run(self, sql: str) -> SqlResult:
@@ -118,7 +146,7 @@ class SqlSandbox:
         if stype == duckdb.StatementType.EXPLAIN:
             match = _EXPLAIN.match(sql)
             inner = sql[match.end() :] if match else sql
-        _check_tree(cur, inner)
+        _check_tree(cur, inner, self._canonical_names(cur))
 
     # -- execution -----------------------------------------------------------------------------
     def _run(self, sql: str) -> SqlResult:
@@ -141,21 +169,30 @@ class SqlSandbox:
         started = time.perf_counter()
         cur.execute("BEGIN TRANSACTION")
         timer.start()
+        watch = self.watchdog.watch(cur) if self.watchdog else contextlib.nullcontext(None)
+        rows: list[list[Any]] = []
+        truncated = False
         try:
-            cur.execute(sql)
-            description = cur.description or []
-            raw = cur.fetchmany(self.max_rows + 1)
-        except duckdb.Error as exc:
-            if fired.is_set():
-                raise QueryTimeout(
-                    f"query exceeded the {self.timeout_s:g}s time limit and was interrupted"
-                ) from None
-            raise _translate(sql, exc, self.store) from None
+            with watch as watched:
+                try:
+                    cur.execute(sql)
+                    description = cur.description or []
+                    rows, truncated = self._fetch(cur)
+                except duckdb.Error as exc:
+                    if watched is not None and watched.stopped:
+                        raise QueryError(
+                            "query was interrupted: it grew the server's memory by more than "
+                            f"{self.watchdog.budget_bytes // 2**20} MB (--sql-memory-mb)",  # type: ignore[union-attr]
+                            code="memory_limit",
+                        ) from None
+                    if fired.is_set():
+                        raise QueryTimeout(
+                            f"query exceeded the {self.timeout_s:g}s time limit and was interrupted"
+                        ) from None
+                    raise _translate(sql, exc, self.store) from None
         finally:
             timer.cancel()
             _rollback(cur)
-        truncated = len(raw) > self.max_rows
-        rows = [json_safe_row(r) for r in raw[: self.max_rows]]
         return SqlResult(
             columns=[d[0] for d in description],
             types=[str(d[1]) for d in description],
@@ -164,9 +201,94 @@ class SqlSandbox:
             elapsed_ms=(time.perf_counter() - started) * 1000.0,
         )
 
+    def _fetch(self, cur: duckdb.DuckDBPyConnection) -> tuple[list[list[Any]], bool]:
+        """Rows up to ``max_rows`` and ``max_result_bytes``, counted while they stream."""
+        rows: list[list[Any]] = []
+        size = 0
+        while True:
+            chunk = cur.fetchmany(min(1024, self.max_rows + 1 - len(rows)))
+            if not chunk:
+                return rows, False
+            for raw in chunk:
+                if len(rows) >= self.max_rows:
+                    return rows, True
+                row = json_safe_row(raw)
+                size += _approx_bytes(row)
+                if size > self.max_result_bytes:
+                    return rows, True
+                rows.append(row)
+
     def _count(self, outcome: str) -> None:
         if self.metrics is not None:
             self.metrics.sql_queries.labels(outcome=outcome).inc()
+
+
+def _approx_bytes(value: Any) -> int:
+    if isinstance(value, str | bytes):
+        return len(value) + 8
+    if isinstance(value, list | tuple):
+        return 8 + sum(_approx_bytes(v) for v in value)
+    if isinstance(value, dict):
+        return 8 + sum(_approx_bytes(k) + _approx_bytes(v) for k, v in value.items())
+    return 8
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm", "rb") as fh:
+        return int(fh.read().split()[1]) * _PAGE
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+@dataclass(slots=True)
+class _Watched:
+    cursor: duckdb.DuckDBPyConnection
+    stopped: bool = False
+
+
+class MemoryWatchdog:
+    """Interrupts running user queries once the process's resident set has grown by more
+    than ``budget_bytes`` since the first of them started (polled every 10 ms)."""
+
+    def __init__(self, budget_bytes: int, interval_s: float = 0.01) -> None:
+        self.budget_bytes = budget_bytes
+        self.interval_s = interval_s
+        self._lock = threading.Lock()
+        self._running: list[_Watched] = []
+        self._baseline = 0
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def watch(self, cur: duckdb.DuckDBPyConnection) -> Iterator[_Watched]:
+        item = _Watched(cur)
+        with self._lock:
+            if not self._running:
+                self._baseline = _rss_bytes()
+            self._running.append(item)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="sql-watchdog", daemon=True)
+                self._thread.start()
+        try:
+            yield item
+        finally:
+            with self._lock:
+                self._running.remove(item)
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                if not self._running:
+                    self._thread = None
+                    return
+                over = _rss_bytes() - self._baseline > self.budget_bytes
+                if over:
+                    for item in self._running:
+                        if not item.stopped:
+                            item.stopped = True
+                            with contextlib.suppress(duckdb.Error):
+                                item.cursor.interrupt()
+            time.sleep(self.interval_s)
 
 
 def _rollback(cur: duckdb.DuckDBPyConnection) -> None:
@@ -192,7 +314,7 @@ def _syntax_error(cur: duckdb.DuckDBPyConnection, sql: str, exc: Exception) -> Q
     return QueryError(f"syntax error: {_first_line(str(exc))}", code="syntax_error")
 
 
-def _check_tree(cur: duckdb.DuckDBPyConnection, sql: str) -> None:
+def _check_tree(cur: duckdb.DuckDBPyConnection, sql: str, canonical: dict[str, str]) -> None:
     tree = _serialize(cur, sql)
     if tree.get("error"):
         if tree.get("error_type") == "parser":
@@ -207,9 +329,9 @@ def _check_tree(cur: duckdb.DuckDBPyConnection, sql: str) -> None:
         for n in nodes
         if n.get("type") == "TABLE_FUNCTION" and isinstance(n.get("function"), dict)
     }
+    scalar_nodes = [n for n in nodes if id(n) not in table_functions]
+    _check_amplification(scalar_nodes, canonical)
     for node in nodes:
-        if node.get("class") == "FUNCTION" and id(node) not in table_functions:
-            _check_materializing(node)
         ntype = node.get("type")
         if isinstance(ntype, str) and _WRITE_NODE.match(ntype):
             verb = ntype.split("_", 1)[0]
@@ -221,47 +343,197 @@ def _check_tree(cur: duckdb.DuckDBPyConnection, sql: str) -> None:
             raise QueryError(f"function {fname}() is not allowed", code="forbidden")
 
 
-#: Scalar functions that materialise a list or string of a size given by their arguments.
-#: The time limit cannot stop one huge allocation, so the size must be a small constant.
-MATERIALIZING_FUNCTIONS = frozenset({"range", "generate_series", "repeat", "list_resize"})
-MAX_MATERIALIZED = 1_000_000
+#: What one query may add, summed over every value-enlarging call (bytes per row). DuckDB
+#: builds a vector of 2,048 values in one allocation before any interrupt is checked, so this
+#: bounds that allocation (2,048 x 64 KiB = 128 MiB); the watchdog bounds the rest.
+MAX_AMPLIFIED_BYTES = 64 * 1024
+#: Functions whose result can be much larger than their inputs, by canonical name (aliases are
+#: resolved through ``duckdb_functions()``).
+AMPLIFIERS = frozenset(
+    {
+        "repeat",
+        "lpad",
+        "rpad",
+        "list_resize",
+        "range",
+        "generate_series",
+        "bar",
+        "printf",
+        "format",
+        "equi_width_bins",
+    }
+)
+#: Aggregates that build one value from many rows: unbounded as an amplifier's input.
+BUILDING_AGGREGATES = frozenset(
+    {
+        "string_agg",
+        "list",
+        "array_agg",
+        "histogram",
+        "group_concat",
+        "listagg",
+        "json_group_array",
+        "json_group_object",
+        "map_agg",
+    }
+)
+_UNBOUNDED = float("inf")
 
 
-def _int_literal(arg: Any) -> int | None:
-    expr = arg.get("expression") if isinstance(arg, dict) else None
+def _args(node: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for arg in node.get("arguments") or node.get("children") or []:
+        expr = arg.get("expression") if isinstance(arg, dict) and "expression" in arg else arg
+        if isinstance(expr, dict):
+            out.append(expr)
+    return out
+
+
+def _constant(expr: dict[str, Any] | None) -> tuple[str, str] | None:
     if not isinstance(expr, dict) or expr.get("class") != "CONSTANT":
         return None
     lit = expr.get("literal") or {}
-    if lit.get("kind") != "INTEGER":
+    return str(lit.get("kind", "")), str(lit.get("text", ""))
+
+
+def _int_constant(expr: dict[str, Any] | None) -> int | None:
+    const = _constant(expr)
+    if const is None or const[0] not in ("INTEGER", "BIGINT", "HUGEINT", "DECIMAL", "DOUBLE"):
         return None
     try:
-        return int(lit.get("text", ""))
+        return int(float(const[1]))
     except ValueError:
         return None
 
 
-def _check_materializing(node: dict[str, Any]) -> None:
-    name = str(node.get("function_name", "")).lower()
-    if name not in MATERIALIZING_FUNCTIONS:
-        return
-    args = node.get("arguments") or []
-    if name in ("repeat", "list_resize"):
-        count = _int_literal(args[1]) if len(args) > 1 else None
-        size = None if count is None else abs(count)
-    else:
-        nums = [_int_literal(a) for a in args]
-        if not nums or any(n is None for n in nums):
-            size = None
-        else:
+class _Amplification:
+    """Estimates, per row, how many bytes the value-enlarging calls of one query make."""
+
+    def __init__(self, canonical: dict[str, str]) -> None:
+        self.canonical = canonical
+        self.total = 0.0
+
+    def name(self, node: dict[str, Any]) -> str:
+        raw = str(node.get("function_name", "")).lower()
+        return self.canonical.get(raw, raw)
+
+    def size(self, expr: dict[str, Any]) -> float:
+        """Upper estimate of one value's bytes; records every amplifier's size in ``total``."""
+        cls = expr.get("class")
+        if cls == "CONSTANT":
+            const = _constant(expr)
+            return float(len(const[1])) if const and const[0] == "STRING" else 16.0
+        if cls == "SUBQUERY":
+            return _UNBOUNDED  # may hold an aggregate of any size
+        if cls == "LAMBDA":
+            return self.size(expr["expr"]) if isinstance(expr.get("expr"), dict) else 16.0
+        if cls != "FUNCTION" and cls not in ("OPERATOR", "CAST", "CASE", "CONJUNCTION"):
+            children = [v for v in _walk_children(expr)]
+            return sum((self.size(c) for c in children), 16.0)
+        if cls != "FUNCTION":
+            return sum((self.size(c) for c in _walk_children(expr)), 16.0)
+        name = self.name(expr)
+        args = _args(expr)
+        if name in BUILDING_AGGREGATES:
+            for a in args:
+                self.size(a)
+            return _UNBOUNDED
+        if name in AMPLIFIERS:
+            result = self._amplifier(name, args)
+            self.total += result
+            return result
+        if any(a.get("class") == "LAMBDA" for a in args):  # list_transform(l, x -> ...)
+            lists = [self.size(a) for a in args if a.get("class") != "LAMBDA"]
+            bodies = [self.size(a) for a in args if a.get("class") == "LAMBDA"]
+            return max(lists, default=16.0) / 8.0 * max(bodies, default=16.0)
+        return sum((self.size(a) for a in args), 16.0)
+
+    def _count(self, name: str, expr: dict[str, Any] | None) -> int:
+        count = _int_constant(expr)
+        if count is None:
+            raise QueryError(
+                f"{name}() needs a constant size argument here (a computed size could be any size)",
+                code="value_too_large",
+            )
+        return abs(count)
+
+    def _amplifier(self, name: str, args: list[dict[str, Any]]) -> float:
+        if name == "repeat":
+            inner = self.size(args[0]) if args else 16.0
+            count = self._count(name, args[1] if len(args) > 1 else None)
+            return inner * count if count > 1 else inner
+        if name in ("lpad", "rpad"):
+            for a in args:
+                self.size(a)
+            return 4.0 * self._count(name, args[1] if len(args) > 1 else None)
+        if name == "list_resize":
+            fill = self.size(args[2]) if len(args) > 2 else 16.0
+            if args:
+                self.size(args[0])
+            return max(16.0, fill) * self._count(name, args[1] if len(args) > 1 else None)
+        if name in ("range", "generate_series"):
+            nums = [
+                self._count(name, a) if _int_constant(a) is None else _int_constant(a) for a in args
+            ]
             start, stop, step = (0, nums[0], 1) if len(nums) == 1 else (*nums[:2], 1)
             if len(nums) > 2:
                 step = nums[2] or 1
-            size = abs(stop - start) // abs(step)  # type: ignore[operator]
-    if size is None or size > MAX_MATERIALIZED:
+            return 8.0 * (abs(int(stop) - int(start)) // abs(int(step)) + 1)  # type: ignore[arg-type]
+        if name == "equi_width_bins":
+            for a in args:
+                self.size(a)
+            return 8.0 * self._count(name, args[2] if len(args) > 2 else None)
+        if name == "bar":
+            width = self._count(name, args[3]) if len(args) > 3 else 80
+            return 4.0 * width
+        # printf / format: the widths and precisions of a constant format string
+        const = _constant(args[0]) if args else None
+        if const is None or const[0] != "STRING":
+            raise QueryError(f"{name}() needs a constant format string", code="value_too_large")
+        widths = [int(w) for w in re.findall(r"\d+", const[1])] or [0]
+        rest = sum((self.size(a) for a in args[1:]), 0.0)
+        return float(len(const[1])) + rest + 4.0 * max(widths)
+
+
+def _walk_children(expr: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for key, value in expr.items():
+        if key in ("order_bys", "filter", "query_location"):
+            continue
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            if isinstance(item, dict) and "class" in item:
+                out.append(item)
+            elif isinstance(item, dict) and isinstance(item.get("expression"), dict):
+                out.append(item["expression"])
+    return out
+
+
+def _check_amplification(nodes: list[dict[str, Any]], canonical: dict[str, str]) -> None:
+    """Refuse a query whose value-enlarging calls could make one vector too large to hold."""
+    amp = _Amplification(canonical)
+    roots = [
+        n
+        for n in nodes
+        if n.get("class") == "FUNCTION" and amp.name(n) in AMPLIFIERS | BUILDING_AGGREGATES
+    ]
+    if not any(amp.name(n) in AMPLIFIERS for n in roots):
+        return
+    # estimate from the outermost amplifying calls (nested ones are counted inside them)
+    inner = {id(c) for n in roots for c in _walk(_args(n)) if isinstance(c, dict)}
+    for node in roots:
+        if id(node) not in inner:
+            amp.size(node)
+    refs = sum(1 for n in nodes if n.get("class") == "COLUMN_REF")
+    total = amp.total * (1 + refs)  # a CTE's large value can be referenced many times
+    if total > MAX_AMPLIFIED_BYTES:
         raise QueryError(
-            f"{name}() as a value needs constant arguments and at most "
-            f"{MAX_MATERIALIZED:,} elements (use it as a table function in FROM instead)",
-            code="forbidden",
+            "the query builds values of up to "
+            + ("an unbounded size" if total == _UNBOUNDED else f"~{int(total):,} bytes")
+            + f" per row (repeat/lpad/rpad/list_resize/range/format widths; at most "
+            f"{MAX_AMPLIFIED_BYTES:,} bytes per row, counting every reference): such values "
+            "are built 2,048 rows at a time in one allocation",
+            code="value_too_large",
         )
 
 
@@ -286,6 +558,11 @@ def _translate(sql: str, exc: duckdb.Error, store: Store) -> QueryError:
             "file and network access is not allowed; only Parquet files under the data "
             f"lake ({store.lake_dir}/) can be read. Engine said: {head}",
             code="forbidden",
+        )
+    if isinstance(exc, duckdb.OutOfMemoryException):
+        return QueryError(
+            f"query needs more memory than the store allows (--store-memory-mb): {head}",
+            code="memory_limit",
         )
     if isinstance(exc, duckdb.InterruptException):
         return QueryTimeout("query was interrupted")

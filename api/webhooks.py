@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -123,7 +124,9 @@ class WebhookDispatcher:
                 for url in self.urls:
                     if len(self._heap) >= self.queue_max:
                         self._count("dropped")
-                        log.warning("webhook queue full; dropped %s event for %s", event, url)
+                        log.warning(
+                            "webhook queue full; dropped %s event for %s", event, safe_target(url)
+                        )
                         continue
                     heapq.heappush(
                         self._heap, _Delivery(time.monotonic(), next(self._seq), url, body)
@@ -163,13 +166,14 @@ class WebhookDispatcher:
                         self._cond.notify_all()
 
     def _attempt(self, client: httpx.Client, item: _Delivery) -> None:
+        target = safe_target(item.url)
         retry_after: float | None = None
         try:
             resp = client.post(
                 item.url, content=item.body, headers={"Content-Type": "application/json"}
             )
         except httpx.HTTPError as exc:
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = f"{type(exc).__name__}: {str(exc).replace(item.url, target)}"
         else:
             if 200 <= resp.status_code < 300:
                 self._count("delivered")
@@ -177,12 +181,12 @@ class WebhookDispatcher:
             reason = f"HTTP {resp.status_code}"
             if resp.status_code not in _RETRY_STATUS and resp.status_code < 500:
                 self._count("failed")
-                log.error("webhook %s refused the alert (%s); not retrying", item.url, reason)
+                log.error("webhook %s refused the alert (%s); not retrying", target, reason)
                 return
             retry_after = _retry_after(resp.headers.get("retry-after"))
         if item.attempt >= self.max_attempts:
             self._count("failed")
-            log.error("webhook %s failed after %d attempts (%s)", item.url, item.attempt, reason)
+            log.error("webhook %s failed after %d attempts (%s)", target, item.attempt, reason)
             return
         delay = min(self.max_delay_s, self.base_delay_s * 2 ** (item.attempt - 1))
         delay *= random.uniform(0.8, 1.2)  # jitter: receivers recovering are not stampeded
@@ -191,7 +195,7 @@ class WebhookDispatcher:
         self._count("retried")
         log.warning(
             "webhook %s attempt %d failed (%s); retrying in %.2fs",
-            item.url,
+            target,
             item.attempt,
             reason,
             delay,
@@ -244,3 +248,12 @@ def _retry_after(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None
+
+
+def safe_target(url: str) -> str:
+    """What logs may say of a webhook URL: scheme and host only. Slack-style URLs carry
+    their secret in the path (and others in the query or user info)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}/…"

@@ -40,9 +40,9 @@ for cand in (ROOT.parent / "shared" / "bench", ROOT / "shared" / "bench"):
         sys.path.insert(0, str(cand))
 
 import httpx  # noqa: E402
-from prefixscope.collector.ingest import PROTOBUF, decode_body  # noqa: E402
 from workload import make_request  # noqa: E402
 
+from prefixscope.collector.ingest import PROTOBUF, decode_body  # noqa: E402
 from tests.serverproc import ServerProcess  # noqa: E402
 
 

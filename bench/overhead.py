@@ -33,6 +33,7 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import NoOpTracerProvider
+
 from prefixscope.instrumentation import VariantSpanProcessor, trace, variant
 
 
@@ -128,6 +129,7 @@ def span_rows(n: int) -> dict[str, float]:
 
 def hf_rows(n: int, runs: int, cache: Path) -> dict[str, float]:
     import torch
+
     from prefixscope.instrumentation.hf import TransformersInstrumentor
 
     torch.set_num_threads(1)

@@ -10,7 +10,7 @@ import grpc
 from google.rpc import error_details_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from prefixscope.auth import check_token
+from prefixscope.auth import AccessPolicy, Scope
 from prefixscope.errors import PrefixScopeError
 
 from .ingest import PROTOBUF, IngestPipeline
@@ -34,13 +34,13 @@ def _abort(context: grpc.ServicerContext, err: PrefixScopeError) -> None:
 
 
 def make_handler(pipeline: IngestPipeline) -> grpc.GenericRpcHandler:
-    settings = pipeline.settings
     metrics = pipeline.metrics
+    access = AccessPolicy.from_settings(pipeline.settings)
 
     def export(body: bytes, context: grpc.ServicerContext) -> bytes:
         try:
             metadata: dict[str, Any] = {k: v for k, v in context.invocation_metadata()}
-            check_token(metadata, settings.tokens, scope="ingest")
+            access.check(metadata, Scope.INGEST)
             # gRPC already inflated a compressed message, bounded by max_receive_message_length
             with pipeline.admitted():
                 decoded = pipeline.decode(body, PROTOBUF, None)

@@ -12,7 +12,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from prefixscope.auth import check_token
+from prefixscope.auth import AccessPolicy, Scope
 from prefixscope.errors import BadRequest, PayloadTooLarge, PrefixScopeError, http_error_body
 from prefixscope.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
@@ -82,12 +82,13 @@ def error_response(err: PrefixScopeError, mtype: str | None) -> Response:
 def ingest_routes(pipeline: IngestPipeline, health: callable) -> list[Route]:  # type: ignore[valid-type]
     settings = pipeline.settings
     metrics = pipeline.metrics
+    access = AccessPolicy.from_settings(settings)
 
     async def otlp_traces(request: Request) -> Response:
         # Errors are encoded like the request (protobuf Status / JSON), even the early ones.
         mtype: str | None = media_type_lenient(request.headers.get("content-type"))
         try:
-            check_token(request.headers, settings.tokens, scope="ingest")
+            access.check(request.headers, Scope.INGEST)
             mtype = media_type(request.headers.get("content-type"))
             with pipeline.receiving():  # a slow body holds a receive slot, not a decode slot
                 try:
@@ -123,6 +124,10 @@ def ingest_routes(pipeline: IngestPipeline, health: callable) -> list[Route]:  #
         return JSONResponse(detail, status_code=200 if ok else 503)
 
     async def metrics_endpoint(request: Request) -> Response:
+        try:
+            access.check(request.headers, Scope.METRICS)
+        except PrefixScopeError as err:
+            return JSONResponse(http_error_body(err), err.http_status, headers=err.headers())
         return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     return [

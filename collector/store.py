@@ -33,6 +33,7 @@ class Store:
         *,
         threads: int | None = None,
         checkpoint_wal_mb: int | None = None,
+        memory_mb: int | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -46,6 +47,11 @@ class Store:
             # DuckDB's default (16 MB) checkpoints every ~18k spans; each checkpoint rewrites
             # the primary-key index, which made it half of the ingest cost (see README).
             self._config["checkpoint_threshold"] = f"{checkpoint_wal_mb}MB"
+        if memory_mb:
+            # DuckDB's default is 80 % of RAM. Its buffer manager (aggregates, joins, sorts,
+            # lists built by aggregates) spills or fails beyond this; the SQL sandbox bounds
+            # what the limit does not see (vectors of huge scalar values).
+            self._config["memory_limit"] = f"{memory_mb}MB"
         self._lock = threading.Lock()
         self._closed = False
         self._con = self._connect()

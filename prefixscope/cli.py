@@ -34,6 +34,9 @@ def settings_options(func: Any) -> Any:
         if f.name in _LIST_FIELDS:
             help_text += f" Repeatable. Env: {env} (comma-separated)."
             opt = click.option(flag, f.name, multiple=True, help=help_text)
+        elif f.default is False:
+            help_text += f" Env: {env}."
+            opt = click.option(flag, f.name, is_flag=True, default=None, help=help_text)
         else:
             default = f.default
             help_text += f" Env: {env}. Default: {default}."

@@ -36,18 +36,22 @@ class Settings:
     grpc_port: int = field(default=4317, metadata={"help": "OTLP/gRPC port (0 disables gRPC)."})
     tokens: list[str] = field(
         default_factory=list,
-        metadata={"help": "Bearer tokens accepted for OTLP ingest (empty: ingest is open)."},
+        metadata={
+            "help": "Bearer tokens for OTLP ingest; they also write to /api when no "
+            "--write-token is set. Once any token is set, every route but /healthz needs one."
+        },
     )
     read_tokens: list[str] = field(
         default_factory=list,
-        metadata={
-            "help": "Bearer tokens with read access to /api "
-            "(empty: same as ``tokens``; all empty: open)."
-        },
+        metadata={"help": "Bearer tokens that may only read /api (and /metrics)."},
     )
     write_tokens: list[str] = field(
         default_factory=list,
-        metadata={"help": "Bearer tokens with write access to /api (empty: same as ``tokens``)."},
+        metadata={"help": "Bearer tokens that may read and write /api (default: --token)."},
+    )
+    metrics_public: bool = field(
+        default=False,
+        metadata={"help": "Serve /metrics without a token even when tokens are set."},
     )
     max_body_bytes: int = field(
         default=16 * 1024 * 1024,
@@ -80,6 +84,13 @@ class Settings:
             "file. Each checkpoint rewrites the primary-key index (about 1 s with 0.5M spans "
             "stored), so rare checkpoints roughly halve the ingest cost; the price is a longer "
             "WAL replay after a crash (see the README's ingest figures)."
+        },
+    )
+    store_memory_mb: int = field(
+        default=1024,
+        metadata={
+            "help": "DuckDB memory limit of the embedded store, MB (queries and analytics "
+            "spill to disk or fail with a clear error beyond it)."
         },
     )
     commit_linger_ms: float = field(
@@ -127,6 +138,17 @@ class Settings:
     sql_timeout_s: float = field(
         default=10.0, metadata={"help": "Seconds a sandboxed SQL query may run."}
     )
+    sql_memory_mb: int = field(
+        default=256,
+        metadata={
+            "help": "Memory that sandboxed SQL queries may add to the server's resident set, "
+            "MB; a query that grows it further is interrupted (400 memory_limit)."
+        },
+    )
+    sql_max_result_mb: int = field(
+        default=32,
+        metadata={"help": "Most bytes of rows one SQL answer carries (``truncated`` beyond)."},
+    )
     sql_max_rows: int = field(
         default=10_000,
         metadata={"help": "Most rows a sandboxed SQL query returns (``truncated: true`` beyond)."},
@@ -172,6 +194,9 @@ class Settings:
             "checkpoint_wal_mb",
             "lake_row_group_rows",
             "sql_max_rows",
+            "store_memory_mb",
+            "sql_memory_mb",
+            "sql_max_result_mb",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -199,7 +224,26 @@ class Settings:
             raise ConfigError(f"store must be 'duckdb' or 'lake', got {self.store!r}")
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
             raise ConfigError(f"log_level must be debug/info/warning/error, got {self.log_level}")
+        self._validate_tokens()
         return self
+
+    def _validate_tokens(self) -> None:
+        """Refuse token combinations a user could misread (see :mod:`prefixscope.auth`)."""
+        groups = {"token": self.tokens, "read_token": self.read_tokens}
+        groups["write_token"] = self.write_tokens
+        for name, values in groups.items():
+            if any(not v.strip() for v in values):
+                raise ConfigError(f"{name}: an empty token is not allowed")
+        if (self.read_tokens or self.write_tokens) and not self.tokens:
+            raise ConfigError(
+                "read/write tokens are set but no ingest token (--token): ingest would be "
+                "closed to everyone. Set --token too (it also writes to /api unless "
+                "--write-token is given)."
+            )
+        if set(self.read_tokens) & set(self.write_tokens or self.tokens):
+            raise ConfigError(
+                "a token is both a read-only token and a write token; give each scope its own"
+            )
 
     # -- loading ---------------------------------------------------------------------------
     @classmethod

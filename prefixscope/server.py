@@ -56,7 +56,11 @@ class PrefixScopeServer:
                 storage_options=s3_options_from_env(),
             )
         else:
-            self.store = Store(settings.data_dir, checkpoint_wal_mb=settings.checkpoint_wal_mb)
+            self.store = Store(
+                settings.data_dir,
+                checkpoint_wal_mb=settings.checkpoint_wal_mb,
+                memory_mb=settings.store_memory_mb,
+            )
             sink = DuckDBSink(self.store)
             self.lake = LakeRoller(
                 self.store,

@@ -14,6 +14,7 @@ from typing import Any
 
 import duckdb
 import pytest
+
 from prefixscope.analytics.cube import Cube
 from prefixscope.analytics.synthetic import Arm, generate, scratch_store
 from prefixscope.collector.lake_tables import export_duckdb_tables

@@ -17,6 +17,7 @@ from typing import Any
 import duckdb
 import pytest
 from click.testing import CliRunner
+
 from prefixscope.analytics.alerts import detect_and_alert, list_alerts
 from prefixscope.analytics.cli import analytics_group
 from prefixscope.analytics.detection import (

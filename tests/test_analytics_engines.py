@@ -11,18 +11,18 @@ import duckdb
 import orjson
 import pytest
 from click.testing import CliRunner
+
 from prefixscope.analytics.alerts import alert_objects, list_alerts
 from prefixscope.analytics.cube import build_cube
 from prefixscope.analytics.detection import detection_cube, run_detection
 from prefixscope.analytics.dialect import DUCKDB, SPARK
 from prefixscope.analytics.engines import DuckDBEngine
 from prefixscope.analytics.query import QueryError, Window, group_expr
+from prefixscope.cli import main
 from prefixscope.collector.compact import compact
 from prefixscope.collector.lake_tables import export_duckdb_tables, published_files
 from prefixscope.collector.sinks import open_fs
 from prefixscope.collector.store import Store
-
-from prefixscope.cli import main
 
 from .lake_fixtures import COHORT_A, REGRESSED, T0, assert_same_alerts, assert_same_cube, build_lake
 

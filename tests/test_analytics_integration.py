@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from opentelemetry.trace import NoOpTracerProvider
+
 from prefixscope.analytics import (
     DetectionConfig,
     TaskCompletion,

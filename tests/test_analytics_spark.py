@@ -14,15 +14,15 @@ from typing import Any
 import orjson
 import pytest
 from click.testing import CliRunner
+
 from prefixscope.analytics.alerts import alert_objects, list_alerts
 from prefixscope.analytics.cube import build_cube
 from prefixscope.analytics.detection import detection_cube, run_detection
 from prefixscope.analytics.engines import DuckDBEngine, SparkEngine, spark_session
 from prefixscope.analytics.query import Window
 from prefixscope.analytics.scorecard import scorecard
-from prefixscope.collector.store import Store
-
 from prefixscope.cli import main
+from prefixscope.collector.store import Store
 
 from .lake_fixtures import REGRESSED, T0, assert_same_alerts, assert_same_cube, build_lake
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from prefixscope.analytics import stats
 from scipy import stats as sps
+
+from prefixscope.analytics import stats
 
 
 def _hist(values: np.ndarray, group: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

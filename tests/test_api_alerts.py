@@ -10,10 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from prefixscope.api.models import Alert
 from prefixscope.api.webhooks import WebhookDispatcher, slack_text
 from prefixscope.collector.store import Store
-
 from prefixscope.metrics import Metrics
 
 from .api_fixtures import insert_alert, seeded_store, webhook_receiver
@@ -310,3 +310,32 @@ def test_dispatcher_does_not_retry_client_errors_and_never_blocks() -> None:
     assert hook.attempts == 50  # 4xx: one attempt each, no retry
     with pytest.raises(ValueError, match="unknown webhook event"):
         dispatcher.notify("deleted", [alert])
+
+
+def test_webhook_logs_name_the_host_never_the_secret_path(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Slack-style URLs carry their secret in the path: logs show scheme and host only."""
+    from .serverproc import free_port
+
+    alert = Alert.model_validate(
+        {
+            "id": "a9", "prefix_id": "radiology", "prefix_version": "3", "route": None,
+            "cohort": {}, "metric": "Groundedness", "baseline": "base",
+            "baseline_value": 0.8, "value": 0.7, "delta": -0.1, "ci_low": -0.12,
+            "ci_high": -0.08, "p_value": 0.001, "q_value": 0.01, "n": 300, "n_baseline": 900,
+            "direction": "worse", "severity": "high", "status": "open",
+            "example_trace_ids": [], "created_at": "2025-01-01T00:00:00",
+        }
+    )  # fmt: skip
+    secret = "T000/B000/XXXXsecretXXXX"
+    dead = f"http://127.0.0.1:{free_port()}/services/{secret}?token=qsecret"
+    dispatcher = WebhookDispatcher([dead], Metrics(), max_attempts=2, base_delay_s=0.05)
+    with caplog.at_level("INFO", logger="prefixscope.api.webhooks"):
+        assert dispatcher.notify("new", [alert]) == 1
+        assert dispatcher.drain(10)
+        dispatcher.close()
+    text = caplog.text
+    port = dead.split(":")[2].split("/")[0]
+    assert "failed after 2 attempts" in text and f"http://127.0.0.1:{port}/" in text
+    assert "secret" not in text and "/services/" not in text

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from prefixscope.api import plots
 
 from .api_fixtures import NOW, otlp_request, otlp_span, seeded_store
@@ -224,10 +225,10 @@ def test_templates_and_static_files_reference_no_other_host() -> None:
 def test_local_docs_page_lists_every_operation(tmp_path: Path) -> None:
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
+
     from prefixscope.api.app import build_router, install_error_handlers
     from prefixscope.api.context import ApiContext
     from prefixscope.collector.store import Store
-
     from prefixscope.config import Settings
     from prefixscope.metrics import Metrics
 

@@ -12,6 +12,7 @@ import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from prefixscope.collector.store import Store
 
 from .serverproc import ServerProcess
@@ -187,9 +188,9 @@ def test_binder_error_names_column_and_position(sql_server: ServerProcess) -> No
     assert body["position"] == query.index("nope")
 
 
-def test_runaway_cross_join_times_out(sql_server: ServerProcess) -> None:
+def test_runaway_query_times_out(sql_server: ServerProcess) -> None:
     started = time.monotonic()
-    resp = sql(sql_server, "SELECT count(*) FROM range(100000000) a, range(100000000) b")
+    resp = sql(sql_server, "SELECT sum(a * b) FROM range(1000000000000) t(a), range(3) u(b)")
     elapsed = time.monotonic() - started
     assert resp.status_code == 408, resp.text
     assert resp.json()["code"] == "timeout"
@@ -197,6 +198,13 @@ def test_runaway_cross_join_times_out(sql_server: ServerProcess) -> None:
     assert elapsed < TIMEOUT_S + 5
     # the server is still healthy and the sandbox usable afterwards
     assert sql(sql_server, "SELECT 42").json()["rows"] == [[42]]
+
+
+def test_runaway_cross_join_is_stopped(sql_server: ServerProcess) -> None:
+    """Its right side is materialised: the memory watchdog or the time limit stops it."""
+    resp = sql(sql_server, "SELECT count(*) FROM range(100000000) a, range(100000000) b")
+    assert resp.json()["code"] in ("timeout", "memory_limit"), resp.text
+    assert resp.status_code in (400, 408)
 
 
 def test_huge_result_is_truncated(sql_server: ServerProcess) -> None:
@@ -277,7 +285,7 @@ def test_request_validation(sql_server: ServerProcess) -> None:
 
 
 def test_concurrent_queries_are_bounded(sql_server: ServerProcess) -> None:
-    slow = "SELECT count(*) FROM range(100000000) a, range(100000000) b"
+    slow = "SELECT sum(a * b) FROM range(1000000000000) t(a), range(3) u(b)"
     results: list[httpx.Response] = []
     lock = threading.Lock()
 
@@ -296,3 +304,93 @@ def test_concurrent_queries_are_bounded(sql_server: ServerProcess) -> None:
     assert set(codes) == {408, 429} and codes.count(408) >= 4, codes
     shed = next(r for r in results if r.status_code == 429)
     assert shed.headers["retry-after"] == "1" and shed.json()["error"] == "overloaded"
+
+
+#: Issue 15's bypasses of the old per-call check, and their siblings: each would allocate
+#: gigabytes or more. (query, the defence expected to stop it)
+MEMORY_ATTACKS = [
+    ("SELECT repeat(repeat('x', 1000000), 1000000)", "value_too_large"),
+    ("SELECT lpad('x', 2000000000, 'y')", "value_too_large"),
+    ("SELECT rpad('x', 2000000000, 'y')", "value_too_large"),
+    ("SELECT array_resize([1], 2000000000)", "value_too_large"),
+    ("SELECT range(1000000) FROM range(100000)", "value_too_large"),
+    ("SELECT generate_series(1, 100000) FROM range(100000)", "value_too_large"),
+    ("SELECT format('{:>1000000000}', 1)", "value_too_large"),
+    ("SELECT printf('%1000000000d', 1)", "value_too_large"),
+    ("SELECT len(range(x)) FROM (SELECT 1000000000 AS x)", "value_too_large"),
+    ("WITH t AS (SELECT repeat('x', 60000) s) SELECT s || s || s FROM t", "value_too_large"),
+    ("SELECT repeat(string_agg('x', ''), 3) FROM range(10)", "value_too_large"),
+    ("SELECT length(string_agg(repeat('x', 1000), '')) FROM range(100000000)", "memory_limit"),
+    ("SELECT len(list(i)) FROM range(1000000000) t(i)", "memory_limit"),
+]
+
+
+def _vm_hwm_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def _json_spans(i: int) -> dict[str, object]:
+    spans = [
+        {
+            "traceId": f"{i + 1:016x}{j + 1:016x}",
+            "spanId": f"{i + 1:08x}{j + 1:08x}",
+            "name": "gen",
+            "startTimeUnixNano": "1700000000000000000",
+            "endTimeUnixNano": "1700000000100000000",
+            "attributes": [{"key": "prefix.id", "value": {"stringValue": "p"}}],
+        }
+        for j in range(50)
+    ]
+    return {"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}
+
+
+def test_memory_attacks_are_stopped_while_ingest_goes_on(tmp_path: Path) -> None:
+    store_mb, sql_mb = 512, 128
+    srv = ServerProcess(
+        tmp_path / "data",
+        ["--store-memory-mb", str(store_mb), "--sql-memory-mb", str(sql_mb),
+         "--sql-timeout-s", "20", "--lake-roll-interval-s", "0"],  # fmt: skip
+    ).start()
+    stop = threading.Event()
+    acked: list[int] = []
+    failures: list[str] = []
+
+    def ingest() -> None:
+        i = 0
+        with httpx.Client(base_url=srv.base_url, timeout=30) as c:
+            while not stop.is_set():
+                r = c.post("/v1/traces", json=_json_spans(i))
+                if r.status_code == 200:
+                    acked.append(i)
+                else:
+                    failures.append(f"{r.status_code} {r.text[:100]}")
+                i += 1
+                time.sleep(0.02)
+
+    thread = threading.Thread(target=ingest)
+    thread.start()
+    try:
+        assert srv.proc is not None
+        base_mb = _vm_hwm_mb(srv.proc.pid)
+        for query, defence in MEMORY_ATTACKS:
+            resp = sql(srv, query)
+            assert resp.status_code == 400, (query, resp.text)
+            assert resp.json()["code"] == defence, (query, resp.text)
+            assert httpx.get(srv.base_url + "/healthz", timeout=5).status_code == 200
+        peak_mb = _vm_hwm_mb(srv.proc.pid)
+    finally:
+        stop.set()
+        thread.join(30)
+    try:
+        assert not failures, failures[:3]
+        assert len(acked) >= 10, acked
+        # RSS stays within the configured bounds (the store's limit, the SQL budget, plus the
+        # server's own ~400 MB), not "80 % of RAM"
+        assert peak_mb < store_mb + sql_mb + 400, (base_mb, peak_mb)
+        count = sql(srv, "SELECT count(*) FROM spans").json()["rows"][0][0]
+        assert count == 50 * len(acked)
+    finally:
+        srv.stop()

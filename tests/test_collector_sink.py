@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
+
 from prefixscope.collector.decoding import PROTOBUF, decode_body
 from prefixscope.collector.sinks import DuckDBSink
 from prefixscope.collector.store import Store, scalar

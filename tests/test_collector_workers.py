@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pyarrow as pa
 import pytest
+
 from prefixscope.collector.decode_proto import READY, REPLY, REQUEST
 from prefixscope.collector.decoding import PROTOBUF, decode_body
 

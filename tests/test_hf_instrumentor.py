@@ -18,10 +18,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E4
     InMemorySpanExporter,
 )
 from opentelemetry.trace import StatusCode  # noqa: E402
-from prefixscope.instrumentation import VariantSpanProcessor, _settings, variant  # noqa: E402
-from prefixscope.instrumentation.hf import TransformersInstrumentor  # noqa: E402
 
 from prefixscope import semconv, tinymodels  # noqa: E402
+from prefixscope.instrumentation import VariantSpanProcessor, _settings, variant  # noqa: E402
+from prefixscope.instrumentation.hf import TransformersInstrumentor  # noqa: E402
 
 RADIOLOGY = (
     "finding: chest x-ray shows no acute disease. code R93.1",

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from prefixscope.instrumentation import _settings, configure, trace, variants
 
 from prefixscope import semconv
+from prefixscope.instrumentation import _settings, configure, trace, variants
 
 
 class Receiver(ThreadingHTTPServer):

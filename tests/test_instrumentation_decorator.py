@@ -15,6 +15,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
+
+from prefixscope import semconv
 from prefixscope.instrumentation import (
     VariantSpanProcessor,
     current_attributes,
@@ -23,8 +25,6 @@ from prefixscope.instrumentation import (
     trace,
     variant,
 )
-
-from prefixscope import semconv
 
 
 class Boom(Exception):

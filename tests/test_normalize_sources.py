@@ -21,6 +21,7 @@ import httpx
 import pytest
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
 from prefixscope.collector.decode import decode_protobuf
 from prefixscope.collector.decode_json import decode_json
 from prefixscope.collector.model import NORMALIZED_COLUMNS, SPAN_COLUMN_NAMES, SpanBatch

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from prefixscope.collector.ingest import JSON
 
 from bench.reliability import fuzz
 from bench.reliability.common import ServerProcess
+from prefixscope.collector.ingest import JSON
 from prefixscope.errors import BadRequest
 
 from .test_reliability_crash import assert_goals

@@ -11,9 +11,9 @@ import re
 from pathlib import Path
 
 import pytest
-from prefixscope.collector.normalize import COLUMN_SOURCES, RESOURCE_FALLBACKS
 
 from prefixscope import semconv
+from prefixscope.collector.normalize import COLUMN_SOURCES, RESOURCE_FALLBACKS
 
 DESIGN_CANDIDATES = (
     Path(__file__).resolve().parents[1] / "DESIGN.md",

@@ -3,9 +3,10 @@
 The server runs with an ingest token, a read token and a write token. Routes are enumerated
 from ``/openapi.json`` (every ``/api/`` operation) plus OTLP ``POST /v1/traces`` over HTTP and
 gRPC ``TraceService/Export``. Expected: 401 (UNAUTHENTICATED) without a token or with a wrong
-one, 403 (or 401) for a read token on a write route or on ingest; the right token is let
-through (a positive control, so the check cannot pass by refusing everything); ``/healthz``
-is open.
+one, 403 for a token of another scope (a read token on a write route or on ingest, the ingest
+token on ``/api``); the right token gets the route's exact success status (a positive
+control, so the check cannot pass by refusing everything, nor by a 500 or an unknown-route
+404); ``/metrics`` needs a read token; ``/healthz`` is open.
 
 Usage:  .venv/bin/python bench/reliability/auth.py
 """
@@ -49,6 +50,11 @@ def _routes(spec: dict[str, object]) -> list[tuple[str, str]]:
         for m in ops
         if m in ("get", "post", "put", "patch", "delete")
     )
+
+
+def _success(path: str) -> int:
+    """The right token's exact answer: the store has the prefix and the trace, no alert."""
+    return 404 if "{alert_id}" in path else 200
 
 
 def _is_write(method: str, path: str) -> bool:
@@ -96,20 +102,32 @@ def run() -> Report:
     try:
         with httpx.Client(base_url=srv.base_url, timeout=30) as c:
             routes = _routes(c.get("/openapi.json").json())
+            # what the read routes look up: a registered prefix and a stored trace
+            put = "/api/v1/prefixes/{prefix_id}"
+            expect("PUT prefix (setup)", _call(c, "PUT", put, WRITE), (201,))
+            span = {"traceId": SAMPLE["trace_id"], "spanId": "cd" * 8, "name": "g",
+                    "startTimeUnixNano": "1", "endTimeUnixNano": "2"}  # fmt: skip
+            body = {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}
+            stored = c.post("/v1/traces", json=body, headers={"Authorization": f"Bearer {INGEST}"})
+            expect("ingest a trace (setup)", stored.status_code, (200,))
             for method, path in routes:
                 what = f"{method} {path}"
                 expect(f"{what} no token", _call(c, method, path, None), (401,))
                 expect(f"{what} wrong token", _call(c, method, path, WRONG), (401,))
-                expect(f"{what} ingest token", _call(c, method, path, INGEST), (401, 403))
+                expect(f"{what} ingest token", _call(c, method, path, INGEST), (403,))
                 if _is_write(method, path):
                     expect(f"{what} read token", _call(c, method, path, READ), (403,))
                     ok = _call(c, method, path, WRITE)
                 else:
                     ok = _call(c, method, path, READ)
-                expect(f"{what} right token (control)", ok not in (401, 403), (True,))
+                expect(f"{what} right token (control)", ok, (_success(path),))
+            metrics = ("GET", "/metrics")
+            for token, allowed in ((None, (401,)), (WRONG, (401,)), (INGEST, (403,)),
+                                   (READ, (200,))):  # fmt: skip
+                expect(f"GET /metrics token={token}", _call(c, *metrics, token), allowed)
             ingest = ("POST", "/v1/traces")
-            for token, allowed in ((None, (401,)), (WRONG, (401,)), (READ, (401, 403)),
-                                   (WRITE, (401, 403))):  # fmt: skip
+            for token, allowed in ((None, (401,)), (WRONG, (401,)), (READ, (403,)),
+                                   (WRITE, (403,))):  # fmt: skip
                 expect(f"POST /v1/traces token={token}", _call(c, *ingest, token), allowed)
             expect("POST /v1/traces right token (control)", _call(c, *ingest, INGEST), (200,))
             expect("GET /healthz open", c.get("/healthz").status_code, (200,))
@@ -118,11 +136,11 @@ def run() -> Report:
         denied = grpc.StatusCode.PERMISSION_DENIED
         expect("gRPC Export no token", _grpc(target, None), (unauth,))
         expect("gRPC Export wrong token", _grpc(target, WRONG), (unauth,))
-        expect("gRPC Export read token", _grpc(target, READ), (unauth, denied))
+        expect("gRPC Export read token", _grpc(target, READ), (denied,))
         expect("gRPC Export right token (control)", _grpc(target, INGEST), (grpc.StatusCode.OK,))
     finally:
         srv.stop()
-    rep.add("routes (OpenAPI /api + OTLP HTTP + gRPC)", len(routes) + 2)
+    rep.add("routes (OpenAPI /api + /metrics + OTLP HTTP + gRPC)", len(routes) + 3)
     rep.add("route x case checks", checks)
     rep.add("failures", len(failures), "0", not failures)
     rep.notes += failures

@@ -43,9 +43,6 @@ if __package__ in (None, ""):
 import pyarrow as pa
 from google.protobuf.json_format import MessageToDict
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from prefixscope.collector.ingest import JSON, decode_body
-from prefixscope.collector.sinks import DuckDBSink
-from prefixscope.collector.store import Store
 
 from bench.reliability.common import (
     PROTOBUF,
@@ -56,6 +53,9 @@ from bench.reliability.common import (
     scratch_dir,
     workload_request,
 )
+from prefixscope.collector.ingest import JSON, decode_body
+from prefixscope.collector.sinks import DuckDBSink
+from prefixscope.collector.store import Store
 from prefixscope.errors import PrefixScopeError
 
 MAX_DECOMPRESSED = 4 * 1024 * 1024

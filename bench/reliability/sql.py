@@ -2,9 +2,13 @@
 
 The API issue's escape list plus more: functions that touch files or the network, extension
 loading, configuration changes and probes, catalog/file side effects, resource exhaustion.
-An attempt counts as refused when the server answers 4xx with a typed error, or - for the
-row-cap case - 200 with ``truncated: true`` and no more than the cap. Anything else (a 200 with
-data, a 5xx, a hang) is an escape. A file planted outside the data dir must never be read.
+Every attempt names the defence expected to stop it (the error ``code`` of the answer:
+``forbidden``, ``multiple_statements``, ``syntax_error``, ``value_too_large``, ``memory_limit``,
+``timeout``, ``too_long``, or ``truncated`` for the row and byte caps). An attempt counts as
+refused only when that defence answered (a 4xx whose code is one of those expected, or 200
+with ``truncated: true`` within the cap); anything else (another 4xx such as an unexpected
+408, a 200 with data, a 5xx, a hang) is an escape. A file planted outside the data dir must
+never be read.
 
 Usage:  .venv/bin/python bench/reliability/sql.py [--timeout-s 2] [--max-rows 1000]
 """
@@ -22,6 +26,29 @@ if __package__ in (None, ""):
 import httpx
 
 from bench.reliability.common import Report, ServerProcess, main_exit, scratch_dir
+
+
+#: The defence expected for attempts not listed in EXPECTED: the statement/tree check or the
+#: engine's file and extension sandbox.
+DEFAULT_DEFENCE = frozenset({"forbidden"})
+#: Attempts stopped by another defence.
+EXPECTED: dict[str, frozenset[str]] = {
+    "multiple statements": frozenset({"multiple_statements"}),
+    "multiple statements, comment": frozenset({"multiple_statements"}),
+    "runaway cross join (timeout)": frozenset({"timeout", "memory_limit"}),
+    "getenv": frozenset({"binder_error"}),  # not a function of the embedded engine at all
+    "write via COPY in CTE": frozenset({"syntax_error"}),  # not valid SQL
+    "huge result (truncated)": frozenset({"truncated"}),
+    "huge range() aggregation": frozenset({"timeout"}),
+    "huge string repeat": frozenset({"value_too_large"}),
+    "huge string returned": frozenset({"value_too_large"}),
+    "string_agg memory": frozenset({"memory_limit"}),
+    "recursive CTE unbounded": frozenset({"memory_limit", "timeout"}),
+    "sort huge": frozenset({"timeout", "memory_limit"}),
+    "very long SQL": frozenset({"too_long", "unprocessable"}),  # request validation (422)
+    "list aggregate memory": frozenset({"memory_limit"}),
+    "wide rows over the byte cap": frozenset({"truncated"}),
+}
 
 
 def attempts(outside: Path, data: Path) -> list[tuple[str, str]]:
@@ -104,6 +131,8 @@ def attempts(outside: Path, data: Path) -> list[tuple[str, str]]:
          "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r"),
         ("sort huge", "SELECT i FROM range(1000000000) t(i) ORDER BY random() LIMIT 1"),
         ("very long SQL", "SELECT " + " + ".join(["1"] * 60000)),
+        ("list aggregate memory", "SELECT len(list(i)) FROM range(1000000000) t(i)"),
+        ("wide rows over the byte cap", "SELECT repeat('x', 60000) FROM range(100000)"),
     ]  # fmt: skip
 
 
@@ -114,22 +143,45 @@ MATERIALIZING = [
     ("repeat() memory", "SELECT length(repeat('x', 1000000000))"),
     ("list_resize() memory", "SELECT len(list_resize([1], 2000000000))"),
     ("range() with a computed size", "SELECT len(range(x)) FROM (SELECT 1000000000 AS x)"),
+    # issue 15: each call under the old per-call bound, or not on the old list
+    ("nested repeat()", "SELECT repeat(repeat('x', 1000000), 1000000)"),
+    ("lpad()", "SELECT lpad('x', 2000000000, 'y')"),
+    ("rpad()", "SELECT rpad('x', 2000000000, 'y')"),
+    ("array_resize() alias", "SELECT array_resize([1], 2000000000)"),
+    ("range() per row x 2,048 rows", "SELECT range(1000000) FROM range(100000)"),
+    ("format() width", "SELECT format('{:>1000000000}', 1)"),
+    ("printf() width", "SELECT printf('%1000000000d', 1)"),
+    ("bar() width", "SELECT bar(1, 0, 1, 1000000000)"),
+    ("equi_width_bins() count", "SELECT equi_width_bins(0, 1, 1000000000, false)"),
+    ("a CTE's large value referenced many times",
+     "WITH t AS (SELECT repeat('x', 60000) s) SELECT s || s || s || s FROM t"),
 ]
 
 #: Read-only probes that are allowed by design: they reveal configured paths, nothing else.
 PROBES = ("current_setting probe", "duckdb_settings probe")
 
 
-def refused(label: str, status: int, body: dict[str, object], max_rows: int) -> bool:
-    if label.startswith("huge result"):
+def expected(label: str) -> frozenset[str]:
+    if label in EXPECTED:
+        return EXPECTED[label]
+    if any(label == m for m, _ in MATERIALIZING):
+        return frozenset({"value_too_large"})
+    return DEFAULT_DEFENCE
+
+
+def defence(status: int, body: dict[str, object], max_rows: int) -> str:
+    """Which defence answered: the error code, ``truncated``, or what happened instead."""
+    if status == 200:
         rows = body.get("rows")
-        return (
-            status == 200
-            and body.get("truncated") is True
-            and isinstance(rows, list)
-            and (len(rows) <= max_rows)
-        )
-    return 400 <= status < 500 and isinstance(body.get("message"), str)
+        capped = isinstance(rows, list) and len(rows) <= max_rows
+        return "truncated" if body.get("truncated") is True and capped else "answered"
+    if 400 <= status < 500 and isinstance(body.get("message"), str):
+        return str(body.get("code") or body.get("error"))
+    return f"http {status}"
+
+
+def refused(label: str, status: int, body: dict[str, object], max_rows: int) -> bool:
+    return defence(status, body, max_rows) in expected(label)
 
 
 def run(*, timeout_s: float = 2.0, max_rows: int = 1000) -> Report:
@@ -139,7 +191,7 @@ def run(*, timeout_s: float = 2.0, max_rows: int = 1000) -> Report:
     outside = base / "secret.csv"
     outside.write_text("secret_column\nTOP-SECRET-MARKER\n")
     args = ["--lake-roll-interval-s", "0", "--sql-timeout-s", str(timeout_s),
-            "--sql-max-rows", str(max_rows)]  # fmt: skip
+            "--sql-max-rows", str(max_rows), "--sql-max-result-mb", "4"]  # fmt: skip
     srv = ServerProcess(data, args)
     srv.start()
     results: list[tuple[str, int, str, bool]] = []
@@ -160,6 +212,7 @@ def run(*, timeout_s: float = 2.0, max_rows: int = 1000) -> Report:
                 leaked |= "TOP-SECRET-MARKER" in text
                 ok = refused(label, status, body, max_rows)
                 msg = str(body.get("message", text))[:90] if body else text[:90]
+                msg = f"[{defence(status, body, max_rows)}] {msg}"
                 results.append((label, status, msg, ok))
             after = c.post("/api/v1/sql", json={"sql": "SELECT count(*) FROM spans"})
             intact = after.status_code == 200

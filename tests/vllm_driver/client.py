@@ -17,6 +17,7 @@ from typing import Any
 def main() -> None:
     vllm_url, collector, base_model, lora, out_path = sys.argv[1:6]
     from openai import AsyncOpenAI, OpenAI
+
     from prefixscope.instrumentation import configure, current_ids, trace, variant
     from prefixscope.instrumentation.vllm import VLLMInstrumentor
 

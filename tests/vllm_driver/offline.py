@@ -98,10 +98,11 @@ def main() -> None:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-    from prefixscope.instrumentation import VariantSpanProcessor, variant
-    from prefixscope.instrumentation.vllm import VLLMInstrumentor
     from vllm import LLM, SamplingParams
     from vllm.lora.request import LoRARequest
+
+    from prefixscope.instrumentation import VariantSpanProcessor, variant
+    from prefixscope.instrumentation.vllm import VLLMInstrumentor
 
     memory = InMemorySpanExporter()
     provider = TracerProvider()
