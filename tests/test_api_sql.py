@@ -351,8 +351,16 @@ def test_memory_attacks_are_stopped_while_ingest_goes_on(tmp_path: Path) -> None
     store_mb, sql_mb = 512, 128
     srv = ServerProcess(
         tmp_path / "data",
-        ["--store-memory-mb", str(store_mb), "--sql-memory-mb", str(sql_mb),
-         "--sql-timeout-s", "20", "--lake-roll-interval-s", "0"],  # fmt: skip
+        [
+            "--store-memory-mb",
+            str(store_mb),
+            "--sql-memory-mb",
+            str(sql_mb),
+            "--sql-timeout-s",
+            "20",
+            "--lake-roll-interval-s",
+            "0",
+        ],
     ).start()
     stop = threading.Event()
     acked: list[int] = []

@@ -27,7 +27,6 @@ import httpx
 
 from bench.reliability.common import Report, ServerProcess, main_exit, scratch_dir
 
-
 #: The defence expected for attempts not listed in EXPECTED: the statement/tree check or the
 #: engine's file and extension sandbox.
 DEFAULT_DEFENCE = frozenset({"forbidden"})
@@ -153,8 +152,10 @@ MATERIALIZING = [
     ("printf() width", "SELECT printf('%1000000000d', 1)"),
     ("bar() width", "SELECT bar(1, 0, 1, 1000000000)"),
     ("equi_width_bins() count", "SELECT equi_width_bins(0, 1, 1000000000, false)"),
-    ("a CTE's large value referenced many times",
-     "WITH t AS (SELECT repeat('x', 60000) s) SELECT s || s || s || s FROM t"),
+    (
+        "a CTE's large value referenced many times",
+        "WITH t AS (SELECT repeat('x', 60000) s) SELECT s || s || s || s FROM t",
+    ),
 ]
 
 #: Read-only probes that are allowed by design: they reveal configured paths, nothing else.
