@@ -331,7 +331,7 @@ def _fixed_horizon(
     fam: str, stat: float, var: float, est: Estimate, b: Estimate
 ) -> tuple[float, float, str]:
     """One-sided fixed-horizon test: (p-value, degrees of freedom, test name)."""
-    if fam == "score":
+    if fam == "score" and est.var is not None and b.var is not None:
         df = float(stats.welch_df(est.var, est.n, b.var, b.n))
         return float(stats.welch_p_value(stat, est.var, est.n, b.var, b.n)), df, "welch_t"
     if fam == "rate" and est.successes is not None and b.successes is not None:

@@ -133,7 +133,7 @@ def hf_rows(n: int, runs: int, cache: Path) -> dict[str, float]:
     from prefixscope.instrumentation.hf import TransformersInstrumentor
 
     torch.set_num_threads(1)
-    from prefixscope import tinymodels
+    from prefixscope.demo import tinymodels
 
     texts = ("finding: chest x-ray shows no acute disease. code R93.1",)
     base = tinymodels.build_base(tinymodels.SAMPLE_CORPUS + texts, cache_dir=cache)

@@ -65,7 +65,8 @@ def compact(
         for f in files:
             with fs.open(f, "rb") as fh:
                 tables.append(pq.read_table(fh))
-        df = pl.concat([pl.from_arrow(t) for t in tables], how="vertical_relaxed")  # type: ignore[misc]
+        frames = [pl.DataFrame(pl.from_arrow(t)) for t in tables]
+        df = pl.concat(frames, how="vertical_relaxed")
         rows_in = df.height
         df = df.unique(subset=list(spec.key), keep="first", maintain_order=True)
         df = df.sort(spec.time_column)

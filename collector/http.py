@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 from google.rpc import status_pb2
@@ -79,7 +81,9 @@ def error_response(err: PrefixScopeError, mtype: str | None) -> Response:
     return JSONResponse(body, status_code=err.http_status, headers=headers)
 
 
-def ingest_routes(pipeline: IngestPipeline, health: callable) -> list[Route]:  # type: ignore[valid-type]
+def ingest_routes(
+    pipeline: IngestPipeline, health: Callable[[], tuple[bool, dict[str, Any]]]
+) -> list[Route]:
     settings = pipeline.settings
     metrics = pipeline.metrics
     access = AccessPolicy.from_settings(settings)

@@ -82,9 +82,14 @@ class LakeRoller:
             con = self._store.cursor()
             try:
                 last = int(
-                    scalar(con, "SELECT last_batch FROM lake_state WHERE table_name = 'spans'") or 0
+                    str(
+                        scalar(con, "SELECT last_batch FROM lake_state WHERE table_name = 'spans'")
+                        or 0
+                    )
                 )
-                newest = int(scalar(con, "SELECT coalesce(max(ingest_batch), 0) FROM spans") or 0)
+                newest = int(
+                    str(scalar(con, "SELECT coalesce(max(ingest_batch), 0) FROM spans") or 0)
+                )
                 if newest <= last:
                     return 0
                 cols = ", ".join(SPAN_COLUMN_NAMES)

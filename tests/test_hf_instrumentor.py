@@ -19,7 +19,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E4
 )
 from opentelemetry.trace import StatusCode  # noqa: E402
 
-from prefixscope import semconv, tinymodels  # noqa: E402
+from prefixscope import semconv  # noqa: E402
+from prefixscope.demo import tinymodels  # noqa: E402
 from prefixscope.instrumentation import VariantSpanProcessor, _settings, variant  # noqa: E402
 from prefixscope.instrumentation.hf import TransformersInstrumentor  # noqa: E402
 

@@ -49,7 +49,7 @@ LORA = "radiology-lora"
 @pytest.fixture(scope="module")
 def models(pytestconfig: pytest.Config) -> tuple[Path, Path]:
     pytest.importorskip("torch")
-    from prefixscope import tinymodels
+    from prefixscope.demo import tinymodels
 
     cache = pytestconfig.rootpath / ".cache" / "tinymodels"
     base = tinymodels.build_base(tinymodels.SAMPLE_CORPUS + GENERIC + RADIOLOGY, cache_dir=cache)

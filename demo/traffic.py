@@ -19,7 +19,8 @@ from typing import Any
 
 import httpx
 
-from prefixscope import demo_data, semconv
+from prefixscope import semconv
+from prefixscope.demo import data as demo_data
 
 Generate = Callable[[str, str], str]
 

@@ -27,8 +27,8 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from prefixscope import demo_data
 from prefixscope.config import Settings
+from prefixscope.demo import data as demo_data
 
 console = Console()
 VARIANTS = ("base", *demo_data.SPECIALTIES)
@@ -74,10 +74,15 @@ class Models:
     """
 
     BASE_STEPS = 1500
-    PREFIX = {"num_virtual_tokens": 16, "steps": 300, "lr": 0.05, "completion_marker": "code:"}
+    PREFIX: dict[str, Any] = {
+        "num_virtual_tokens": 16,
+        "steps": 300,
+        "lr": 0.05,
+        "completion_marker": "code:",
+    }
 
     def __init__(self, cache_dir: Path, data: demo_data.DemoData, progress: Progress):
-        from prefixscope import tinymodels as tm
+        from prefixscope.demo import tinymodels as tm
 
         task = progress.add_task(
             "base model + 4 prefix adapters (cached after the first run)", total=5
@@ -94,11 +99,11 @@ class Models:
         for spec in demo_data.SPECIALTIES:
             adapters.append(
                 tm.train_prefix(self.base, data.train[spec], spec, seed=2, **self.PREFIX)
-            )  # type: ignore[arg-type]
+            )
             progress.advance(task)
         # radiology v2: retrained on noisier labels (a realistic regression to catch)
         noisy = [_corrupt(t, i) for i, t in enumerate(data.train["radiology"])]
-        adapters.append(tm.train_prefix(self.base, noisy, "radiology-v2", seed=3, **self.PREFIX))  # type: ignore[arg-type]
+        adapters.append(tm.train_prefix(self.base, noisy, "radiology-v2", seed=3, **self.PREFIX))
         progress.advance(task)
         self.model = tm.load_with_adapters(self.base, adapters)
         self.tokenizer = self.base.tokenizer
@@ -134,8 +139,8 @@ def run_demo(
     from prefixscope.analytics.evaluators import JSONValidation, Refusal, TaskCompletion
     from prefixscope.analytics.replay import replay
     from prefixscope.analytics.semantic import AnswerRelevancy, Groundedness
-    from prefixscope.demo_report import print_report
-    from prefixscope.demo_traffic import ICD_SCHEMA, Router, post_in_batches, simulate
+    from prefixscope.demo.report import print_report
+    from prefixscope.demo.traffic import ICD_SCHEMA, Router, post_in_batches, simulate
     from prefixscope.instrumentation import configure
     from prefixscope.instrumentation.hf import TransformersInstrumentor
     from prefixscope.server import PrefixScopeServer
@@ -176,7 +181,7 @@ def run_demo(
             AnswerRelevancy(),
         ]
         for spec in demo_data.SPECIALTIES:
-            items = [DatasetItem(**it) for it in data.golden[spec]]  # type: ignore[arg-type]
+            items = [DatasetItem(**it) for it in data.golden[spec]]
             ds = save_dataset(
                 con,
                 f"golden-{spec}",
@@ -199,7 +204,7 @@ def run_demo(
                 f"replayed golden-{spec}: {report.done} generations scored "
                 f"({report.skipped} already done, {report.failed} failed)"
             )
-        guard = [DatasetItem(**it) for it in data.guardrail]  # type: ignore[arg-type]
+        guard = [DatasetItem(**it) for it in data.guardrail]
         gds = save_dataset(
             con,
             "guardrail-harmful",

@@ -8,7 +8,7 @@ import duckdb
 from rich.console import Console
 from rich.table import Table
 
-from prefixscope import demo_data
+from prefixscope.demo import data as demo_data
 
 EXAMPLE_SQL = (
     "SELECT prefix_id, cohort->>'specialty' AS specialty, count(*) AS n,\n"
