@@ -4,7 +4,7 @@ Measured in ONE run so the ratio is meaningful on a noisy machine:
   1. decode-only limit: parse + flatten to Arrow columns, no server, on one core, in a fresh
      interpreter prepared exactly like a decode worker (spans/s);
   2. the real ``prefixscope serve`` (subprocess, 127.0.0.1) driven by C client threads sending
-     the reference workload (512-span requests, 15 attributes/span, ../shared/bench/workload.py):
+     the reference workload (512-span requests, 15 attributes/span, bench/workload.py):
      spans/s acknowledged (a 200 means committed, hence queryable), request latency p50/p99,
      and ack-to-queryable lag measured by a probe that looks each acknowledged request's first
      span up through ``POST /api/v1/sql`` (when the API is present);
@@ -35,13 +35,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-for cand in (ROOT.parent / "shared" / "bench", ROOT / "shared" / "bench"):
-    if cand.exists():
-        sys.path.insert(0, str(cand))
 
 import httpx  # noqa: E402
-from workload import make_request  # noqa: E402
 
+from bench.workload import make_request  # noqa: E402
 from prefixscope.collector.ingest import PROTOBUF, decode_body  # noqa: E402
 from tests.serverproc import ServerProcess  # noqa: E402
 

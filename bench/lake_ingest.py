@@ -2,7 +2,7 @@
 
 For each N in ``--collectors`` (default 1 2 4): start N collector processes on 127.0.0.1
 writing to one fresh local lake, drive them with C client threads (round-robin over the
-collectors) sending the reference workload (512-span requests, ../shared/bench/workload.py),
+collectors) sending the reference workload (512-span requests, bench/workload.py),
 then stop them and count the spans in the lake with DuckDB. Reports spans/s acknowledged
 (a 200 means the segment holding the span is published) and request p50/p99.
 
@@ -22,13 +22,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-for cand in (ROOT.parent / "shared" / "bench", ROOT / "shared" / "bench"):
-    if cand.exists():
-        sys.path.insert(0, str(cand))
 
 import duckdb  # noqa: E402
-from workload import make_payloads  # noqa: E402
 
+from bench.workload import make_payloads  # noqa: E402
 from tests.serverproc import ServerProcess  # noqa: E402
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}

@@ -21,12 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-for cand in (ROOT.parent / "shared" / "bench", ROOT / "shared" / "bench"):
-    if cand.exists():
-        sys.path.insert(0, str(cand))
 
-from workload import make_request  # noqa: E402
-
+from bench.workload import make_request  # noqa: E402
 from tests.conftest import query_store  # noqa: E402
 from tests.serverproc import ServerProcess  # noqa: E402
 

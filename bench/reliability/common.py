@@ -15,9 +15,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-for _cand in (ROOT.parent / "shared" / "bench", ROOT / "shared" / "bench"):
-    if _cand.exists() and str(_cand) not in sys.path:
-        sys.path.append(str(_cand))
 
 import duckdb  # noqa: E402
 import pyarrow as pa  # noqa: E402
@@ -129,8 +126,8 @@ def scratch_dir(prefix: str) -> Path:
 
 
 def workload_request(n_spans: int, seed: int) -> ExportTraceServiceRequest:
-    """One request of the reference workload (../shared/bench/workload.py)."""
-    from workload import make_request
+    """One request of the reference workload (bench/workload.py)."""
+    from bench.workload import make_request
 
     req: ExportTraceServiceRequest = make_request(n_spans, seed=seed)
     return req
