@@ -339,12 +339,19 @@ def _normalise(cube: Cube) -> Cube:
 
 
 def _score_rows(engine: Engine, req: Shared) -> pa.Table:
-    """Score moments per (cell, evaluator); span-level rows join directly, trace-level rows
-    (NULL span_id) go to the trace's primary request."""
+    """Score moments per (cell, evaluator), counting ONE value per (span, evaluator): the
+    latest (``created_at``, then ``id``). A span scored online and offline, or a score posted
+    twice, is one scored request, not two: counting rows would inflate n and shrink the
+    variance. Span-level rows join directly; trace-level rows (NULL span_id), one per
+    (trace, evaluator), go to the trace's primary request."""
+    latest = engine.dialect.max_by("value", ["created_at", "id"])
     rows = engine.arrow(
         req.sql(
-            """SELECT r.g, t.name, count(*) AS n, sum(t.value) AS s, sum(t.value * t.value) AS ss
-FROM scores t JOIN req r ON r.span_id = t.span_id
+            f"""SELECT r.g, t.name, count(*) AS n, sum(t.value) AS s, sum(t.value * t.value) AS ss
+FROM (
+  SELECT trace_id, span_id, name, {latest} AS value
+  FROM scores WHERE span_id IS NOT NULL GROUP BY trace_id, span_id, name
+) t JOIN req r ON r.span_id = t.span_id
 WHERE r.trace_id = t.trace_id
 GROUP BY ALL"""
         ),
@@ -357,9 +364,12 @@ GROUP BY ALL"""
     more = engine.arrow(
         req.sql(
             f"""SELECT g, name, count(*) AS n, sum(value) AS s, sum(value * value) AS ss FROM (
-  SELECT t.id, any_value(t.name) AS name, any_value(t.value) AS value, {by} AS g
-  FROM scores t JOIN req r ON r.trace_id = t.trace_id
-  WHERE t.span_id IS NULL GROUP BY t.id
+  SELECT t.trace_id, t.name, any_value(t.value) AS value, {by} AS g
+  FROM (
+    SELECT trace_id, name, {latest} AS value
+    FROM scores WHERE span_id IS NULL GROUP BY trace_id, name
+  ) t JOIN req r ON r.trace_id = t.trace_id
+  GROUP BY t.trace_id, t.name
 ) x GROUP BY ALL"""
         ),
         req.params,

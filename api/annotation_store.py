@@ -2,15 +2,18 @@
 
 A request's records are inserted in one transaction from an Arrow table (fast, no per-row
 round trips) with ``ON CONFLICT (id) DO NOTHING``: re-sending a record with the same ``id``
-is a no-op, reported in ``duplicate_ids``. The call returns only after COMMIT, so a 200 means
-the records are durable. Trace ids without a stored span are accepted and reported.
+is a no-op, reported in ``duplicate_ids``. A record sent without an ``id`` gets one derived
+from the request's ``Idempotency-Key`` header or, without one, from its content
+(:func:`record_id`), so a client's retry never adds a row. The call returns only after
+COMMIT, so a 200 means the records are durable. Trace ids without a stored span are
+accepted and reported.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import uuid
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,27 +44,52 @@ def utc_naive(ts: dt.datetime | None, now: dt.datetime) -> dt.datetime:
     return ts.replace(tzinfo=None)
 
 
+def record_id(table: str, rec: dict[str, Any], idempotency_key: str | None, index: int) -> str:
+    """The id of a record sent without one, the same on every retry of the same request.
+
+    With an ``Idempotency-Key`` header: derived from the key and the record's position in
+    the request. Without: derived from the record's content (everything but ``created_at``),
+    so a client that resends the same score or feedback adds nothing, while a new value for
+    the same (span, evaluator) is a new record (the analytics count the latest one).
+    """
+    if idempotency_key is not None:
+        material = f"{table}\x1fkey\x1f{idempotency_key}\x1f{index}"
+    else:
+        fields = sorted((k, v) for k, v in rec.items() if k not in ("id", "created_at"))
+        material = f"{table}\x1f" + "\x1f".join(f"{k}={v!r}" for k, v in fields)
+    return hashlib.sha256(material.encode()).hexdigest()[:32]
+
+
 def _records(
-    items: Sequence[ScoreIn | FeedbackIn], columns: tuple[tuple[str, Any], ...]
+    items: Sequence[ScoreIn | FeedbackIn],
+    columns: tuple[tuple[str, Any], ...],
+    table: str,
+    idempotency_key: str | None,
 ) -> list[dict[str, Any]]:
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     out = []
-    for item in items:
+    for index, item in enumerate(items):
         rec = item.model_dump()
-        rec["id"] = rec["id"] or uuid.uuid4().hex
         rec["trace_id"] = rec["trace_id"].lower()
         rec["span_id"] = rec["span_id"].lower() if rec["span_id"] else None
+        rec["id"] = rec["id"] or record_id(table, rec, idempotency_key, index)
         rec["created_at"] = utc_naive(rec["created_at"], now)
         out.append({name: rec.get(name) for name, _ in columns})
     return out
 
 
-def write_scores(store: Store, items: Sequence[ScoreIn]) -> WriteResult:
-    return _write(store, "scores", SCORE_COLUMNS, _records(items, SCORE_COLUMNS))
+def write_scores(
+    store: Store, items: Sequence[ScoreIn], idempotency_key: str | None = None
+) -> WriteResult:
+    records = _records(items, SCORE_COLUMNS, "scores", idempotency_key)
+    return _write(store, "scores", SCORE_COLUMNS, records)
 
 
-def write_feedback(store: Store, items: Sequence[FeedbackIn]) -> WriteResult:
-    return _write(store, "feedback", FEEDBACK_COLUMNS, _records(items, FEEDBACK_COLUMNS))
+def write_feedback(
+    store: Store, items: Sequence[FeedbackIn], idempotency_key: str | None = None
+) -> WriteResult:
+    records = _records(items, FEEDBACK_COLUMNS, "feedback", idempotency_key)
+    return _write(store, "feedback", FEEDBACK_COLUMNS, records)
 
 
 def _write(

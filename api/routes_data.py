@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Path, Response
+from fastapi import APIRouter, Body, Depends, Header, Path, Response
 
 from prefixscope.errors import NotFound
 
@@ -54,9 +54,16 @@ def data_routes(state: ApiState) -> APIRouter:
         tags=["annotations"],
         responses=WRITE_ERRORS,
     )
-    def post_scores(body: ScoreBody) -> WriteResult:
-        """Store evaluator scores (value in [0, 1]); committed before the response."""
-        return annotation_store.write_scores(store, body if isinstance(body, list) else [body])
+    def post_scores(
+        body: ScoreBody,
+        idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
+    ) -> WriteResult:
+        """Store evaluator scores (value in [0, 1]); committed before the response.
+
+        Idempotent: records without an ``id`` get one from the ``Idempotency-Key`` header
+        or from their content, so a retried request adds nothing."""
+        items = body if isinstance(body, list) else [body]
+        return annotation_store.write_scores(store, items, idempotency_key)
 
     @router.post(
         "/feedback",
@@ -65,9 +72,14 @@ def data_routes(state: ApiState) -> APIRouter:
         tags=["annotations"],
         responses=WRITE_ERRORS,
     )
-    def post_feedback(body: FeedbackBody) -> WriteResult:
-        """Store user feedback (thumbs_up, thumbs_down, escalation, ...)."""
-        return annotation_store.write_feedback(store, body if isinstance(body, list) else [body])
+    def post_feedback(
+        body: FeedbackBody,
+        idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
+    ) -> WriteResult:
+        """Store user feedback (thumbs_up, thumbs_down, escalation, ...); idempotent like
+        scores (``Idempotency-Key`` header, or an id derived from the content)."""
+        items = body if isinstance(body, list) else [body]
+        return annotation_store.write_feedback(store, items, idempotency_key)
 
     @router.post(
         "/sql",

@@ -271,11 +271,17 @@ def _wait_for_spans(client: httpx.Client, at_least: int, timeout: float = 60) ->
     """Block until the server has committed the demo's traffic (ack-to-queryable)."""
     deadline = time.monotonic() + timeout
     sql = "SELECT count(*) FROM spans WHERE route IS NOT NULL AND route <> 'replay'"
+    seen = 0
     while time.monotonic() < deadline:
         rows = client.post("/api/v1/sql", json={"sql": sql}).json()["rows"]
-        if rows[0][0] >= at_least:
+        seen = int(rows[0][0])
+        if seen >= at_least:
             return
         time.sleep(0.2)
+    raise click.ClickException(
+        f"only {seen} of the {at_least} traffic spans were queryable after {timeout:g} s: "
+        "the numbers below would be computed on partial data, so the demo stops here"
+    )
 
 
 @click.command("demo")

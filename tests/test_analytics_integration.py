@@ -265,3 +265,46 @@ def test_datasets_replay_runner_and_cli(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     res = runner.invoke(analytics_group, ["run", "--data-dir", str(data), "--alpha", "2"])
     assert res.exit_code != 0 and "alpha" in res.output
+
+
+def test_repeated_scores_count_once_per_span_and_evaluator(tmp_path: Path) -> None:
+    """Issue 15: a span scored twice (online and offline, or a client's retry under a new id)
+    is one scored request. Posting every score again leaves the scorecard and detection
+    exactly as they were; a newer value for the same (span, evaluator) replaces the old one."""
+    with Store(tmp_path) as store:
+        con = store.cursor()
+        _traffic(store, bad=True, start=T0, offset=0)
+        window = (T0, T0 + timedelta(hours=1))
+        n_scores = con.execute("SELECT count(*) FROM scores").fetchall()[0][0]
+        assert n_scores > 0
+
+        def snapshot() -> tuple[object, object]:
+            card = scorecard(con, ["prefix_id"], *window, metrics=["TaskCompletion"])
+            cells = sorted(
+                (str(r.group), r.metrics["TaskCompletion"].n, r.metrics["TaskCompletion"].value)
+                for r in card.rows
+            )
+            result = run_detection(con, *window)
+            tested = sorted(
+                (c.metric, c.n, c.n_baseline, round(c.value, 12), round(c.p_value, 12))
+                for c in result.comparisons
+            )
+            assert tested, "detection tested nothing: the comparison would be vacuous"
+            return cells, tested
+
+        before = snapshot()
+        # every score again, under new ids and a later timestamp (same values)
+        con.execute(
+            "INSERT INTO scores SELECT id || '-again', trace_id, span_id, name, value, label, "
+            "reason, 'offline', created_at + INTERVAL 1 MINUTE FROM scores"
+        ).fetchall()
+        assert con.execute("SELECT count(*) FROM scores").fetchall()[0][0] == 2 * n_scores
+        assert snapshot() == before
+        # a newer value wins: the re-scored spans now count their new value, once
+        con.execute(
+            "INSERT INTO scores SELECT id || '-new', trace_id, span_id, name, 0.0, label, "
+            "reason, 'offline', created_at + INTERVAL 2 MINUTE FROM scores WHERE id LIKE '%-again'"
+        ).fetchall()
+        cells, _ = snapshot()
+        assert {value for _, _, value in cells} == {0.0}
+        assert [n for _, n, _ in cells] == [n for _, n, _ in before[0]]

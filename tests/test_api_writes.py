@@ -214,3 +214,29 @@ def test_prefix_registry(shared: ServerProcess) -> None:
     assert httpx.get(f"{base}/nope").status_code == 404
     bad = httpx.put(f"{base}/radiology", json={"status": "Not A Status"})
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "status"]
+
+
+def test_retried_posts_without_ids_add_nothing(shared: ServerProcess) -> None:
+    """Issue 15: a client's retry of a score or feedback POST without ``id`` used to add a
+    second row under a random id."""
+    url = shared.base_url + "/api/v1"
+    score = {"trace_id": "ee" * 16, "span_id": "ff" * 8, "name": "Retry", "value": 0.25}
+    first = httpx.post(f"{url}/scores", json=score).json()
+    again = httpx.post(f"{url}/scores", json=score).json()
+    assert first["inserted"] == 1 and again["inserted"] == 0
+    assert again["duplicate_ids"] == first["ids"]
+    # a new value for the same (span, evaluator) is a new record (the latest one counts)
+    newer = httpx.post(f"{url}/scores", json={**score, "value": 0.75}).json()
+    assert newer["inserted"] == 1 and newer["ids"] != first["ids"]
+    # with an Idempotency-Key the key decides, whatever the content
+    key = {"Idempotency-Key": "req-42"}
+    fb = [{"trace_id": "ee" * 16, "kind": "thumbs_down"}, {"trace_id": "ee" * 16, "kind": "x"}]
+    one = httpx.post(f"{url}/feedback", json=fb, headers=key).json()
+    two = httpx.post(f"{url}/feedback", json=fb, headers=key).json()
+    assert one["inserted"] == 2 and two["inserted"] == 0
+    assert sorted(two["duplicate_ids"]) == sorted(one["ids"])
+    rows = httpx.post(
+        f"{url}/sql",
+        json={"sql": f"SELECT count(*) FROM feedback WHERE trace_id = '{'ee' * 16}'"},
+    ).json()["rows"]
+    assert rows == [[2]]
