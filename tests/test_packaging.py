@@ -1,0 +1,45 @@
+"""The wheel holds every module, template and static file, and builds without warnings about
+package data (a new user's ``make demo`` printed screens of "Package would be ignored")."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_wheel_contents_and_quiet_build(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    output = proc.stdout + proc.stderr
+    assert "would be ignored" not in output and "absent from the `packages`" not in output
+    assert "is deprecated" not in output, output[-2000:]
+    (wheel,) = tmp_path.glob("prefixscope-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    expected = {"prefixscope/py.typed", "prefixscope/cli.py", "prefixscope/demo/tinymodels.py"}
+    for folder, package in (("api", "prefixscope/api"), ("collector", "prefixscope/collector"),
+                            ("analytics", "prefixscope/analytics"), ("demo", "prefixscope/demo"),
+                            ("instrumentation", "prefixscope/instrumentation")):  # fmt: skip
+        expected |= {f"{package}/{p.name}" for p in (ROOT / folder).glob("*.py")}
+    for sub in ("static", "templates"):
+        expected |= {f"prefixscope/api/{sub}/{p.name}" for p in (ROOT / "api" / sub).iterdir()}
+    missing = sorted(expected - names)
+    assert not missing, missing
