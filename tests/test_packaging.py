@@ -8,10 +8,16 @@ import sys
 import zipfile
 from pathlib import Path
 
+from .test_standalone import _copy_tracked
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_wheel_contents_and_quiet_build(tmp_path: Path) -> None:
+    src = tmp_path / "src"  # a copy: setuptools writes build/ and *.egg-info beside the sources
+    src.mkdir()
+    _copy_tracked(src)
+    out = tmp_path / "wheel"
     proc = subprocess.run(
         [
             sys.executable,
@@ -21,8 +27,8 @@ def test_wheel_contents_and_quiet_build(tmp_path: Path) -> None:
             "--no-deps",
             "--no-build-isolation",
             "-w",
-            str(tmp_path),
-            str(ROOT),
+            str(out),
+            str(src),
         ],
         capture_output=True,
         text=True,
@@ -32,7 +38,7 @@ def test_wheel_contents_and_quiet_build(tmp_path: Path) -> None:
     output = proc.stdout + proc.stderr
     assert "would be ignored" not in output and "absent from the `packages`" not in output
     assert "is deprecated" not in output, output[-2000:]
-    (wheel,) = tmp_path.glob("prefixscope-*.whl")
+    (wheel,) = out.glob("prefixscope-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {"prefixscope/py.typed", "prefixscope/cli.py", "prefixscope/demo/tinymodels.py"}
     for folder, package in (("api", "prefixscope/api"), ("collector", "prefixscope/collector"),
