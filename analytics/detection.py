@@ -39,20 +39,13 @@ import orjson
 from scipy import stats as sps
 
 from . import stats
+from .catalog import DEFAULT_MIN_EFFECT, DEFAULT_MIN_N
 from .cube import Cube, build_cube
 from .engines import Engine
 from .metrics import BUILTIN_METRICS, QUANTILE_METRICS, RATE_METRICS, Cell, Estimate, summarise
 from .query import BASE, QueryError, Window, parse_duration, parse_time
 
 DIMS = ("prefix_id", "prefix_version", "route", "cohort")
-DEFAULT_MIN_EFFECT: dict[str, float] = {
-    **{m: 0.10 for m in QUANTILE_METRICS},  # relative (+10 %)
-    "error_rate": 0.01,
-    "fallback_rate": 0.02,
-    "thumbs_down_rate": 0.02,
-    "escalation_rate": 0.01,
-}
-DEFAULT_MIN_N: dict[str, int] = {"latency_p99": 300, "ttft_p99": 300}
 SEQUENTIAL_MODES = ("msprt", "fixed", "windows")
 #: evaluation windows are aligned to the Unix epoch (naive UTC, like the store's timestamps)
 EPOCH = datetime(1970, 1, 1)

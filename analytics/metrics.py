@@ -10,37 +10,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from . import stats
+from .catalog import BUILTIN_METRICS, CATALOG, Kind
 from .cube import LATENCY, TTFT, Cube
 
-Kind = Literal["quantile", "rate", "mean", "ratio", "total", "count"]
-
-#: metric -> (histogram, quantile)
+_HISTOGRAMS = {"latency": LATENCY, "ttft": TTFT}
+#: metric -> (cube histogram, quantile), from the catalog
 QUANTILE_METRICS: dict[str, tuple[int, float]] = {
-    "latency_p50": (LATENCY, 0.5),
-    "latency_p90": (LATENCY, 0.9),
-    "latency_p99": (LATENCY, 0.99),
-    "ttft_p50": (TTFT, 0.5),
-    "ttft_p99": (TTFT, 0.99),
+    n: (_HISTOGRAMS[str(s.histogram)], float(s.quantile or 0.0))
+    for n, s in CATALOG.items()
+    if s.kind == "quantile"
 }
-RATE_METRICS: dict[str, str] = {
-    "error_rate": "errors",
-    "fallback_rate": "fallbacks",
-    "thumbs_down_rate": "thumbs_down",
-    "escalation_rate": "escalation",
-}
-BUILTIN_METRICS: tuple[str, ...] = (
-    "n",
-    *QUANTILE_METRICS,
-    *RATE_METRICS,
-    "kv_cache_reuse_rate",
-    "input_tokens",
-    "output_tokens",
-)
+#: metric -> cube counter, from the catalog
+RATE_METRICS: dict[str, str] = {n: str(s.counter) for n, s in CATALOG.items() if s.kind == "rate"}
 
 
 @dataclass(slots=True)

@@ -13,31 +13,15 @@ from typing import Any, TypeVar
 
 import duckdb
 
+from prefixscope.analytics.catalog import CATALOG
 from prefixscope.collector.store import Store
 from prefixscope.errors import BadRequest
 
 T = TypeVar("T")
 
-#: Built-in metric names (DESIGN.md "Metrics"); any other metric is an evaluator score.
-BUILTIN_METRICS = frozenset(
-    {
-        "n",
-        "latency_p50",
-        "latency_p90",
-        "latency_p99",
-        "ttft_p50",
-        "ttft_p99",
-        "error_rate",
-        "fallback_rate",
-        "thumbs_down_rate",
-        "escalation_rate",
-        "kv_cache_reuse_rate",
-        "input_tokens",
-        "output_tokens",
-    }
-)
-#: Metrics where a larger value is worse (used to colour the variants table).
-LOWER_IS_BETTER = BUILTIN_METRICS - {"n", "kv_cache_reuse_rate"}
+#: Built-in metric names and their direction, from the one catalog (DESIGN.md "Metrics"); any
+#: other metric is an evaluator score.
+BUILTIN_METRICS = frozenset(CATALOG)
 
 
 @dataclass(frozen=True, slots=True)

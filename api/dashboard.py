@@ -20,6 +20,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 import prefixscope
+from prefixscope.analytics.catalog import CATALOG, LOWER_IS_BETTER
 from prefixscope.errors import NotFound
 from prefixscope.semconv import BASE_PREFIX_ID
 
@@ -53,15 +54,18 @@ WINDOWS = [
 ]
 DEFAULT_WINDOW = "7d"
 DASHBOARD_WINDOW_PATTERN = "^(all|" + TIME_BOUND_PATTERN[1:-1] + ")$"
-#: Built-in columns of the variants table: (metric, header, help).
+#: Built-in columns of the variants table: (metric, header, help), labels from the catalog.
 TABLE_METRICS = [
-    ("error_rate", "Errors", "share of requests with status ERROR"),
-    ("fallback_rate", "Fallback", "share of requests that fell back to the base model"),
-    ("latency_p50", "p50", "median latency"),
-    ("latency_p99", "p99", "99th percentile latency"),
-    ("ttft_p50", "TTFT p50", "median time to first token"),
-    ("thumbs_down_rate", "Thumbs-down", "share of requests with thumbs-down feedback"),
-    ("kv_cache_reuse_rate", "KV reuse", "cached / prompt tokens"),
+    (m, CATALOG[m].label, CATALOG[m].help)
+    for m in (
+        "error_rate",
+        "fallback_rate",
+        "latency_p50",
+        "latency_p99",
+        "ttft_p50",
+        "thumbs_down_rate",
+        "kv_cache_reuse_rate",
+    )
 ]
 MAX_EVALUATOR_COLUMNS = 5
 MIN_HEAT_N = 30
@@ -144,7 +148,7 @@ def _classify(metric: str, stat: analysis.Stat) -> str:
     lo, hi = stat.delta_ci_low, stat.delta_ci_high
     if lo is None or hi is None or lo <= 0 <= hi:
         return ""
-    lower_better = metric in analysis.LOWER_IS_BETTER
+    lower_better = metric in LOWER_IS_BETTER
     return "worse" if (lo > 0) == lower_better else "better"
 
 
