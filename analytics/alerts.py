@@ -9,8 +9,10 @@ not tested in a run (too little data in its window) leaves the alert as it is.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -27,7 +29,11 @@ ALERT_FIELDS = (
     "n_baseline", "direction", "severity", "status", "example_trace_ids", "created_at",
 )  # fmt: skip
 EXTRA_FIELDS = ("updated_at", "resolved_at", "fingerprint", "method", "details")
-ACTIVE = ("open", "acked")
+#: The alert lifecycle: open → (acked) → resolved; a resolved fingerprint that regresses again
+#: opens a new alert.
+OPEN, ACKED, RESOLVED = "open", "acked", "resolved"
+ACTIVE = (OPEN, ACKED)
+_ACTIVE_SQL = "status IN ('open', 'acked')"
 #: most severe first; the detector writes critical/major/minor, older rows and other writers
 #: may use high/medium/low
 SEVERITY_RANK = {"critical": 0, "major": 1, "high": 1, "minor": 2, "medium": 2, "low": 3}
@@ -197,9 +203,7 @@ def save_alerts(
     source = con if source is None else source
     active = {
         r[0]: r[1]
-        for r in con.execute(
-            "SELECT fingerprint, id FROM alerts WHERE status IN ('open', 'acked')"
-        ).fetchall()
+        for r in con.execute(f"SELECT fingerprint, id FROM alerts WHERE {_ACTIVE_SQL}").fetchall()
     }
     touched: list[str] = []
     for c in result.comparisons:
@@ -207,9 +211,8 @@ def save_alerts(
         if not c.flagged:
             if fp in active:
                 con.execute(
-                    "UPDATE alerts SET status = 'resolved', resolved_at = ?, updated_at = ? "
-                    "WHERE id = ?",
-                    [now, now, active[fp]],
+                    "UPDATE alerts SET status = ?, resolved_at = ?, updated_at = ? WHERE id = ?",
+                    [RESOLVED, now, now, active[fp]],
                 )
             continue
         example_ids, detail = _evidence(source, c, result)
@@ -246,7 +249,7 @@ def save_alerts(
   baseline, baseline_value, value, delta, ci_low, ci_high, p_value, q_value, n, n_baseline,
   severity, example_trace_ids, updated_at, method, details, direction, status, created_at,
   fingerprint)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'worse', 'open', ?, ?)""",
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'worse', ?, ?, ?)""",
                 [
                     aid,
                     c.prefix_id,
@@ -256,6 +259,7 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'worse', 
                     c.metric,
                     c.baseline,
                     *values,
+                    OPEN,
                     now,
                     fp,
                 ],
@@ -273,9 +277,69 @@ def detect_and_alert(
     until: datetime | str | None = None,
     config: DetectionConfig | None = None,
 ) -> tuple[DetectionResult, list[dict[str, Any]]]:
-    """One regression run: detect over the window and persist alerts (the API's run call)."""
+    """One regression run: detect over the window and persist alerts."""
     result = run_detection(con, since, until, config)
     return result, save_alerts(con, result)
+
+
+@dataclass(slots=True)
+class RunDiff:
+    """What one regression run changed: the alerts it opened, the active ones whose evidence
+    it refreshed, and the ones it closed (each an alert dict of :func:`list_alerts`)."""
+
+    result: DetectionResult
+    new: list[dict[str, Any]]
+    updated: list[dict[str, Any]]
+    resolved: list[dict[str, Any]]
+
+    @property
+    def active(self) -> list[dict[str, Any]]:
+        """The run's alerts that are open or acked: new, then updated."""
+        return [*self.new, *self.updated]
+
+
+class RunConflict(RuntimeError):
+    """Another writer changed the alerts during the run; nothing was committed (retry)."""
+
+
+def run_and_diff(
+    con: duckdb.DuckDBPyConnection,
+    since: datetime | str | None = None,
+    until: datetime | str | None = None,
+    config: DetectionConfig | None = None,
+) -> RunDiff:
+    """The whole alert lifecycle of one run, in one transaction: snapshot the active alerts,
+    detect and write, then diff. Callers render and notify; they never touch ``alerts``.
+    Raises :class:`RunConflict` when a concurrent writer made the transaction fail."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        before = {
+            r[0] for r in con.execute(f"SELECT id FROM alerts WHERE {_ACTIVE_SQL}").fetchall()
+        }
+        result, touched = detect_and_alert(con, since, until, config)
+        resolved = (
+            list_alerts(con, status=RESOLVED, ids=sorted(before), limit=len(before))
+            if before
+            else []
+        )
+        con.execute("COMMIT")
+    except duckdb.TransactionException as exc:
+        _rollback(con)
+        raise RunConflict(str(exc)) from None
+    except BaseException:
+        _rollback(con)
+        raise
+    return RunDiff(
+        result=result,
+        new=[a for a in touched if a["id"] not in before],
+        updated=[a for a in touched if a["id"] in before],
+        resolved=resolved,
+    )
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    with contextlib.suppress(duckdb.Error):
+        con.execute("ROLLBACK")
 
 
 def _json(value: Any, default: Any) -> Any:
@@ -345,9 +409,8 @@ def acknowledge(
     statement, so two concurrent acks change the alert once."""
     changed = bool(
         con.execute(
-            "UPDATE alerts SET status = 'acked', updated_at = ? WHERE id = ? AND status = 'open' "
-            "RETURNING id",
-            [_now(), alert_id],
+            "UPDATE alerts SET status = ?, updated_at = ? WHERE id = ? AND status = ? RETURNING id",
+            [ACKED, _now(), alert_id, OPEN],
         ).fetchall()
     )
     found = list_alerts(con, ids=[alert_id])
@@ -360,6 +423,8 @@ def ack_alert(con: duckdb.DuckDBPyConnection, alert_id: str) -> dict[str, Any] |
 
 
 __all__ = [
+    "RunConflict",
+    "RunDiff",
     "ack_alert",
     "acknowledge",
     "alert_objects",
@@ -367,5 +432,6 @@ __all__ = [
     "example_trace_ids",
     "fingerprint",
     "list_alerts",
+    "run_and_diff",
     "save_alerts",
 ]

@@ -1,22 +1,19 @@
 """Regression runs (on demand and every ``detect_interval_s``), and their webhook events.
 
-A run is one transaction: snapshot the active alerts, let analytics detect and write alerts
-(:func:`prefixscope.analytics.alerts.detect_and_alert`), compare, commit. Alerts that did not
-exist before are ``new``, active ones the run touched are ``updated``, active ones it closed
-are ``resolved``; webhooks are only queued after the commit, so detection never waits on a
-receiver and receivers never hear about a run that rolled back.
+The alert lifecycle lives in :func:`prefixscope.analytics.alerts.run_and_diff` (one
+transaction: snapshot the active alerts, detect and write, diff into new / updated /
+resolved). This module only turns its result into API models and queues the webhooks, after
+the commit, so detection never waits on a receiver and receivers never hear about a run that
+rolled back.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
-
-import duckdb
 
 from prefixscope.analytics.query import parse_duration
 from prefixscope.errors import Unavailable
@@ -51,7 +48,7 @@ def run_regressions(
     window: str | None = None,
     window_delay: str | None = None,
 ) -> RunOutcome:
-    from prefixscope.analytics.alerts import detect_and_alert
+    from prefixscope.analytics.alerts import RunConflict, run_and_diff
     from prefixscope.analytics.detection import DetectionConfig
 
     config = DetectionConfig()
@@ -69,46 +66,25 @@ def run_regressions(
         if window_delay is not None:
             config.window_delay = parse_duration(window_delay)
         config.validate()
-    store = state.ctx.store
-    cur = store.cursor()
+    cur = state.ctx.store.cursor()
     try:
-        cur.execute("BEGIN TRANSACTION")
-        before = {
-            r[0]: r[1]
-            for r in cur.execute(
-                "SELECT id, status FROM alerts WHERE status IN ('open', 'acked')"
-            ).fetchall()
-        }
         with analytics_errors():
-            result, touched = detect_and_alert(cur, since, until, config)
-        touched_ids = [str(a["id"]) for a in touched]
-        resolved_ids = [
-            r[0]
-            for r in cur.execute(
-                "SELECT id FROM alerts WHERE status = 'resolved' AND list_contains(?, id)",
-                [list(before)],
-            ).fetchall()
-        ]
-        cur.execute("COMMIT")
-    except duckdb.TransactionException as exc:
-        _rollback(cur)
+            diff = run_and_diff(cur, since, until, config)
+    except RunConflict as exc:
         raise Unavailable(
             f"regression run conflicted with another writer: {exc}", retry_after_s=1
         ) from None
-    except BaseException:
-        _rollback(cur)
-        raise
     finally:
         cur.close()
-    by_id = {a.id: a for a in alerts.get_alerts(store, [*touched_ids, *resolved_ids])}
-    run_alerts = [by_id[i] for i in touched_ids if i in by_id]
+    new = [alerts.alert_from_row(a) for a in diff.new]
+    updated = [alerts.alert_from_row(a) for a in diff.updated]
     outcome = RunOutcome(
-        alerts=run_alerts,
-        new=[a for a in run_alerts if a.id not in before],
-        updated=[a for a in run_alerts if a.id in before],
-        resolved=[by_id[i] for i in resolved_ids if i in by_id],
-        comparisons=len(result.comparisons),
-        flagged=len(result.regressions),
+        alerts=[*new, *updated],
+        new=new,
+        updated=updated,
+        resolved=[alerts.alert_from_row(a) for a in diff.resolved],
+        comparisons=len(diff.result.comparisons),
+        flagged=len(diff.result.regressions),
     )
     for event, items in (
         ("new", outcome.new),
@@ -118,11 +94,6 @@ def run_regressions(
         if items:
             state.webhooks.notify(event, items)
     return outcome
-
-
-def _rollback(cur: duckdb.DuckDBPyConnection) -> None:
-    with contextlib.suppress(duckdb.Error):
-        cur.execute("ROLLBACK")
 
 
 class PeriodicDetector:

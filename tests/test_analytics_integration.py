@@ -308,3 +308,24 @@ def test_repeated_scores_count_once_per_span_and_evaluator(tmp_path: Path) -> No
         cells, _ = snapshot()
         assert {value for _, _, value in cells} == {0.0}
         assert [n for _, n, _ in cells] == [n for _, n, _ in before[0]]
+
+
+def test_run_and_diff_reports_new_updated_and_resolved(tmp_path: Path) -> None:
+    """The alert lifecycle of a run, owned by analytics (the API only renders it)."""
+    from prefixscope.analytics.alerts import RESOLVED, run_and_diff
+
+    with Store(tmp_path) as store:
+        con = store.cursor()
+        _traffic(store, bad=True, start=T0, offset=0)
+        w1 = (T0, T0 + timedelta(hours=1))
+        first = run_and_diff(con, *w1)
+        assert first.new, "the injected regression must open alerts"
+        assert first.updated == [] and first.resolved == []
+        again = run_and_diff(con, *w1)
+        assert again.new == []
+        assert sorted(a["id"] for a in again.updated) == sorted(a["id"] for a in first.new)
+        _traffic(store, bad=False, start=T0 + timedelta(hours=1), offset=10**6)
+        cleared = run_and_diff(con, T0 + timedelta(hours=1), T0 + timedelta(hours=2))
+        assert cleared.new == [] and cleared.updated == []
+        assert {a["id"] for a in cleared.resolved} == {a["id"] for a in first.new}
+        assert {a["status"] for a in cleared.resolved} == {RESOLVED}
