@@ -333,6 +333,11 @@ def scorecard_command(
 @UNTIL
 @click.option("--prefix", "prefix_id", required=True, help="Prefix id to gate.")
 @click.option("--version", "prefix_version", default=None, help="Only this prefix version.")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Every cell must be tested: an untested (thin) cell makes the verdict insufficient data.",
+)
 @detection_options
 @JSON
 def gate_command(
@@ -349,6 +354,7 @@ def gate_command(
     window: str,
     window_delay: str,
     as_json: bool,
+    strict: bool = False,
 ) -> None:
     """Release gate per route and cohort: pass, fail (a regression) or insufficient data;
     exits 1 unless the gate passes (--json tells fail from insufficient data)."""
@@ -358,11 +364,22 @@ def gate_command(
     with open_store(data_dir) as con:
         try:
             res = gate(
-                con, prefix_id, prefix_version=prefix_version, since=since, until=until, config=cfg
+                con,
+                prefix_id,
+                prefix_version=prefix_version,
+                since=since,
+                until=until,
+                config=cfg,
+                strict=strict,
             )
         except (ConfigError, QueryError) as exc:
             raise click.UsageError(str(exc)) from None
-    label = {"pass": "pass", "fail": "FAIL", "insufficient_data": "insufficient data"}
+    label = {
+        "pass": "pass",
+        "fail": "FAIL",
+        "insufficient_data": "insufficient data",
+        "untested": "untested",
+    }
     if as_json:
         print_json(res.to_dict())
     else:

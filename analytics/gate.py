@@ -1,10 +1,13 @@
 """Release gate and routing advice, built on the detector and the cube.
 
 * :func:`gate` — for one prefix (optionally one version): a status per (route, cohort) with
-  reasons. ``fail`` when the detector flags a regression vs a baseline; otherwise
-  ``insufficient_data`` when the cell lacks the minimum sample size or no comparison with the
-  base model could be tested; otherwise ``pass``. Only ``pass`` passes (no evidence is not a
-  pass), but "too little data" is reported as such, not as a regression.
+  reasons. A cell is ``fail`` when the detector flags a regression vs a baseline; ``untested``
+  when it lacks the minimum sample size or no comparison with the base model could be tested
+  (a handful of guardrail or agent requests); otherwise ``pass``. The verdict: ``fail`` if any
+  cell fails; else ``pass`` if at least one cell was tested (and passed), with the untested
+  cells listed; else ``insufficient_data`` (nothing could be tested). ``strict=True`` is for
+  teams that want every cell covered: then any untested cell makes the verdict
+  ``insufficient_data``.
 * :func:`routing_advice` — for each (route, cohort): the variant with the best mean on a
   chosen evaluator, or ``"base"`` ("fall back to base") when no prefix reaches the threshold
   (lower confidence bound by default) or none beats the base model.
@@ -24,6 +27,7 @@ from .metrics import summarise
 from .query import BASE, Window
 
 GateStatus = Literal["pass", "fail", "insufficient_data"]
+CellStatus = Literal["pass", "fail", "untested"]
 
 
 @dataclass(slots=True)
@@ -31,7 +35,7 @@ class GateCell:
     route: str | None
     cohort: dict[str, Any]
     prefix_version: str
-    status: GateStatus = "pass"
+    status: CellStatus = "pass"
     reasons: list[str] = field(default_factory=list)
     n: int = 0
 
@@ -54,8 +58,8 @@ class GateCell:
 @dataclass(slots=True)
 class GateResult:
     prefix_id: str
-    #: ``fail`` if any cell fails, else ``insufficient_data`` if any cell (or no cell at all)
-    #: lacks data, else ``pass``
+    #: ``fail`` if any cell fails, else ``pass`` if a cell was tested (every untested cell too,
+    #: under ``strict``), else ``insufficient_data``
     status: GateStatus
     cells: list[GateCell]
     reason: str = ""
@@ -82,6 +86,7 @@ def gate(
     since: datetime | str | None = None,
     until: datetime | str | None = None,
     config: DetectionConfig | None = None,
+    strict: bool = False,
 ) -> GateResult:
     """Gate status of ``prefix_id`` per route and cohort (see module docstring)."""
     config = (config or DetectionConfig()).validate()
@@ -93,7 +98,7 @@ def gate(
             continue
         gc = GateCell(route, orjson.loads(cohort_raw) if cohort_raw else {}, str(v or ""), n=cell.n)
         if cell.n < config.min_n:
-            gc.status = "insufficient_data"
+            gc.status = "untested"
             gc.reasons.append(f"insufficient data: n={cell.n} < min_n={config.min_n}")
         cells[(str(v or ""), route, str(cohort_raw))] = gc
     tested: set[tuple[str, str | None, str]] = set()
@@ -120,7 +125,7 @@ def gate(
             )
     for k, gc in cells.items():
         if gc.status == "pass" and k not in tested:
-            gc.status = "insufficient_data"
+            gc.status = "untested"
             gc.reasons.append(
                 "insufficient data: no comparison with base met the minimum sample size "
                 f"(min_n={config.min_n} on both sides)"
@@ -129,17 +134,23 @@ def gate(
             gc.reasons.append("no significant regression vs base or previous version")
     out = sorted(cells.values(), key=lambda g: (g.prefix_version, g.route or "", str(g.cohort)))
     failed = sum(g.status == "fail" for g in out)
-    thin = sum(g.status == "insufficient_data" for g in out)
+    thin = sum(g.status == "untested" for g in out)
+    tested_n = len(out) - thin
+    untested = f"; {thin} thin cell(s) untested" if thin else ""
     status: GateStatus
     if not out:
         status, reason = "insufficient_data", f"no requests of {prefix_id} in the window"
     elif failed:
-        status, reason = "fail", f"regression in {failed} of {len(out)} cells"
-    elif thin:
+        status, reason = "fail", f"regression in {failed} of {len(out)} cells{untested}"
+    elif tested_n == 0:
         status = "insufficient_data"
-        reason = f"insufficient data in {thin} of {len(out)} cells (no regression found)"
+        reason = f"no cell of {len(out)} had enough data to test (no regression found)"
+    elif thin and strict:
+        status = "insufficient_data"
+        reason = f"strict: {thin} of {len(out)} cells untested (no regression found)"
     else:
-        status, reason = "pass", f"no significant regression in {len(out)} cells"
+        status = "pass"
+        reason = f"no significant regression in {tested_n} tested cell(s){untested}"
     return GateResult(prefix_id, status, out, reason)
 
 

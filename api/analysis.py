@@ -96,6 +96,7 @@ def gate(
     until: str | None,
     alpha: float | None = None,
     min_n: int | None = None,
+    strict: bool = False,
 ) -> Any:
     """:func:`prefixscope.analytics.gate.gate` (the release gate) on a fresh cursor."""
     from prefixscope.analytics.detection import DetectionConfig
@@ -109,7 +110,13 @@ def gate(
     return with_cursor(
         store,
         lambda con: analytics_gate(
-            con, prefix_id, prefix_version=prefix_version, since=since, until=until, config=config
+            con,
+            prefix_id,
+            prefix_version=prefix_version,
+            since=since,
+            until=until,
+            config=config,
+            strict=strict,
         ),
     )
 

@@ -354,6 +354,7 @@ WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 GateStatus = Literal["pass", "fail", "insufficient_data"]
+GateCellStatus = Literal["pass", "fail", "untested"]
 
 
 class GateCell(BaseModel):
@@ -361,9 +362,9 @@ class GateCell(BaseModel):
     cohort: dict[str, Any]
     prefix_version: str
     passed: bool
-    status: GateStatus = Field(
-        description="fail: a significant regression; insufficient_data: too few requests to "
-        "test against base (not a pass, not a regression); pass"
+    status: GateCellStatus = Field(
+        description="fail: a significant regression; untested: too few requests to test "
+        "against base (not a pass, not a regression); pass"
     )
     reasons: list[str]
     n: int
@@ -371,10 +372,11 @@ class GateCell(BaseModel):
 
 class GateResult(BaseModel):
     prefix_id: str
-    passed: bool = Field(description="True only when every (version, route, cohort) cell passes")
+    passed: bool = Field(description="True when the verdict is pass")
     status: GateStatus = Field(
-        description="fail if any cell fails, else insufficient_data if any cell (or no cell) "
-        "lacks data, else pass"
+        description="fail if any cell fails; else pass if at least one cell was tested (thin "
+        "cells are listed as untested; with strict=true any untested cell gives "
+        "insufficient_data); else insufficient_data"
     )
     reason: str
     cells: list[GateCell]

@@ -165,13 +165,15 @@ def analysis_routes(state: ApiState) -> APIRouter:
         until: TimeBound = None,
         alpha: Annotated[float | None, Query(gt=0, lt=1)] = None,
         min_n: Annotated[int | None, Query(ge=2, le=10_000_000)] = None,
+        strict: bool = False,
     ) -> GateResult:
         """Release gate: a status per (version, route, cohort) with reasons.
 
-        ``fail``: a significant regression vs base or the previous version;
-        ``insufficient_data``: too few requests to test against base (no evidence is not a
-        pass, but not a regression either); ``pass``. ``passed`` is true only when every
-        cell passes.
+        Cells: ``fail`` (a significant regression vs base or the previous version),
+        ``untested`` (too few requests to test against base: not a pass, not a regression),
+        ``pass``. Verdict: ``fail`` if any cell fails; else ``pass`` if at least one cell was
+        tested, with the thin cells listed as untested; else ``insufficient_data``. With
+        ``strict=true`` any untested cell makes the verdict ``insufficient_data``.
         """
         result = analysis.gate(
             store,
@@ -181,6 +183,7 @@ def analysis_routes(state: ApiState) -> APIRouter:
             until=until,
             alpha=alpha,
             min_n=min_n,
+            strict=strict,
         )
         return GateResult.model_validate(analysis.as_jsonable(result))
 

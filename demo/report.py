@@ -126,22 +126,40 @@ def print_report(
     console.print("alert ids: " + (" ".join(sorted(a["id"] for a in alerts)) or "(none)"))
 
     t = Table(title="Release gate per prefix")
-    for col in ("prefix", "verdict", "failing cells (route / cohort: reason)"):
+    for col in ("variant", "verdict", "tested / untested cells", "failing cells (route / cohort)"):
         t.add_column(col)
-    verdicts = {}
+    verdicts: dict[str, str] = {}
+    versions = dict(
+        con.execute(
+            "SELECT prefix_id, list(DISTINCT prefix_version ORDER BY prefix_version) FROM spans "
+            "WHERE prefix_id IS NOT NULL AND prefix_version IS NOT NULL GROUP BY 1"
+        ).fetchall()
+    )
     for prefix in demo_data.SPECIALTIES:
-        g = gate(con, prefix, config=config)
-        verdicts[prefix] = g.passed
-        failing = [
-            f"{c.route} / {c.cohort}: {'; '.join(c.reasons)}" for c in g.cells if not c.passed
-        ]
-        verdict = {
-            "pass": "[green]PASS[/]",
-            "fail": "[red]FAIL[/]",
-            "insufficient_data": "[yellow]INSUFFICIENT DATA[/]",
-        }[g.status]
-        t.add_row(prefix, verdict, "\n".join(failing[:4]) or "-")
+        for version in versions.get(prefix) or [None]:
+            g = gate(con, prefix, prefix_version=version, config=config)
+            name = prefix if version is None else f"{prefix}@{version}"
+            verdicts[name] = g.status
+            failing = [
+                f"{c.route} / {c.cohort}: {'; '.join(c.reasons)}"
+                for c in g.cells
+                if c.status == "fail"
+            ]
+            thin = sum(c.status == "untested" for c in g.cells)
+            verdict = {
+                "pass": "[green]PASS[/]",
+                "fail": "[red]FAIL[/]",
+                "insufficient_data": "[yellow]INSUFFICIENT DATA[/]",
+            }[g.status]
+            counts = f"{len(g.cells) - thin} / {thin}"
+            t.add_row(name, verdict, counts, "\n".join(failing[:4]) or "-")
     console.print(t)
+    console.print(
+        "Gate rule: a variant FAILs on any significant regression; it PASSes when at least one "
+        "cell was tested and none regressed (thin cells - a handful of guardrail or agent "
+        "requests - are listed as untested, not counted against it; `prefixscope analytics "
+        "gate --strict` requires every cell to be tested)."
+    )
 
     t = Table(title="Routing advice (TaskCompletion; fall back to base when no prefix beats it)")
     for col in ("route", "cohort", "serve", "why"):

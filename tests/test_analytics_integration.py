@@ -105,7 +105,7 @@ def test_alerts_dedup_and_resolve(tmp_path: Path) -> None:
         )
         assert not thin.passed and thin.status == "insufficient_data"
         assert thin.cells[0].reasons == ["insufficient data: n=1500 < min_n=5000"]
-        assert thin.to_dict()["cells"][0]["status"] == "insufficient_data"
+        assert thin.to_dict()["cells"][0]["status"] == "untested"
         none = gate(con, "nobody", since=w1[0], until=w1[1])
         assert none.status == "insufficient_data" and none.cells == []
         adv = routing_advice(con, threshold=0.7, since=w1[0], until=w1[1])
@@ -329,3 +329,25 @@ def test_run_and_diff_reports_new_updated_and_resolved(tmp_path: Path) -> None:
         assert cleared.new == [] and cleared.updated == []
         assert {a["id"] for a in cleared.resolved} == {a["id"] for a in first.new}
         assert {a["status"] for a in cleared.resolved} == {RESOLVED}
+
+
+def test_thin_cells_are_untested_not_blocking_and_strict_requires_them(tmp_path: Path) -> None:
+    """Issue 13: a handful of guardrail or agent requests must not turn every verdict into
+    insufficient data; a strict gate still requires every cell to be tested."""
+    with Store(tmp_path) as store:
+        con = store.cursor()
+        _traffic(store, bad=False, start=T0, offset=0)
+        thin_arms = [
+            Arm(None, None, "guardrail", COHORT, n=6, scores={"TaskCompletion": (0.8, 10)}),
+            Arm("cardio", "2", "guardrail", COHORT, n=6, scores={"TaskCompletion": (0.8, 10)}),
+        ]
+        generate(con, thin_arms, seed=5, start=T0, id_offset=10**7)
+        window = {"since": T0, "until": T0 + timedelta(hours=1)}
+        g = gate(con, "cardio", **window)
+        statuses = {c.route: c.status for c in g.cells}
+        assert statuses == {"triage": "pass", "guardrail": "untested"}
+        assert g.status == "pass" and g.passed
+        assert "1 thin cell(s) untested" in g.reason
+        strict = gate(con, "cardio", strict=True, **window)
+        assert strict.status == "insufficient_data" and not strict.passed
+        assert {c.route: c.status for c in strict.cells} == statuses
