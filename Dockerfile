@@ -14,6 +14,7 @@ COPY collector ./collector
 COPY analytics ./analytics
 COPY instrumentation ./instrumentation
 COPY api ./api
+COPY demo ./demo
 RUN pip install ".[server]"
 
 # Run unprivileged; /data is the data directory (DuckDB file + Parquet lake), a volume;

@@ -136,7 +136,8 @@ def _scores(cube: Cube, cells: list[Cell], alpha: float) -> None:
         mean = cube.s_sum / n
         var = np.where(n > 1, (cube.s_sumsq - n * mean * mean) / (n - 1), np.nan)
     var = np.maximum(var, 0.0)
-    lo, hi = stats.mean_interval(mean, var, n, alpha)
+    # evaluator scores are in [0, 1] (the API validates them): intervals stay inside it
+    lo, hi = stats.bounded_score_interval(cube.s_sum, cube.s_sumsq, n, alpha)
     for j, ci in enumerate(cube.s_cell):
         cells[int(ci)].metrics[cube.s_name[j]] = Estimate(
             "mean",

@@ -72,6 +72,33 @@ def mean_interval(
     return m - half, m + half
 
 
+def bounded_score_interval(
+    total: npt.ArrayLike,
+    sumsq: npt.ArrayLike,
+    n: npt.ArrayLike,
+    alpha: float = 0.05,
+) -> tuple[FloatArray, FloatArray]:
+    """An interval for the mean of scores in [0, 1] that never leaves [0, 1] (vectorised).
+
+    Pass/fail scores (every value 0 or 1, i.e. the sum of squares equals the sum) get the
+    Jeffreys interval of the proportion; graded scores get the Student-t interval intersected
+    with [0, 1] (the mean of [0, 1]-valued scores lies in [0, 1], so the intersection keeps
+    the coverage). A t interval on a handful of 0/1 scores could print 0.500 [-0.075, 1.075].
+    """
+    s = np.asarray(total, dtype=np.float64)
+    ss = np.asarray(sumsq, dtype=np.float64)
+    n_ = np.asarray(n, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = s / n_
+        var = np.where(n_ > 1, (ss - n_ * mean * mean) / (n_ - 1), np.nan)
+    lo_t, hi_t = mean_interval(mean, np.maximum(var, 0.0), n_, alpha)
+    lo_b, hi_b = jeffreys_interval(np.round(s), n_, alpha)
+    binary = np.isclose(ss, s, rtol=1e-9, atol=1e-9)
+    lo = np.where(binary, lo_b, np.clip(lo_t, 0.0, 1.0))
+    hi = np.where(binary, hi_b, np.clip(hi_t, 0.0, 1.0))
+    return lo, hi
+
+
 @dataclass(frozen=True, slots=True)
 class QuantileBootstrap:
     """Exact-bootstrap summaries of one quantile for many groups (arrays aligned by group)."""

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from prefixscope.demo import data as demo_data
+from prefixscope.demo.checks import run_checks
 
 EXAMPLE_SQL = (
     "SELECT prefix_id, cohort->>'specialty' AS specialty, count(*) AS n,\n"
@@ -52,7 +53,6 @@ def print_report(
         metrics=[
             "TaskCompletion",
             "JSONValidation",
-            "Groundedness",
             "thumbs_down_rate",
             "latency_p50",
             "latency_p99",
@@ -65,7 +65,6 @@ def print_report(
         "n",
         "TaskCompletion",
         "JSONValidation",
-        "Groundedness",
         "thumbs-down",
         "p50 ms",
         "p99 ms",
@@ -81,7 +80,6 @@ def print_report(
             str(row.n),
             _metric(row, "TaskCompletion", True),
             _metric(row, "JSONValidation"),
-            _metric(row, "Groundedness"),
             _metric(row, "thumbs_down_rate"),
             _fmt(_val(row, "latency_p50"), 1),
             _fmt(_val(row, "latency_p99"), 1),
@@ -92,7 +90,14 @@ def print_report(
     alerts = list_alerts(con, status="open")
     t = Table(
         title=f"Regression alerts (open) - {len(result.comparisons)} comparisons tested, "
-        "Benjamini-Hochberg q ≤ 0.05, always-valid mSPRT p-values"
+        f"Benjamini-Hochberg q ≤ {config.alpha:g}, "
+        + (
+            "one look, fixed-horizon tests"
+            if config.sequential == "fixed"
+            else "always-valid mSPRT p-values"
+            if config.sequential == "msprt"
+            else "windows mode"
+        )
     )
     for col in (
         "id",
@@ -182,10 +187,25 @@ def print_report(
         f'-d \'{{"sql": "SELECT prefix_id, count(*) FROM spans GROUP BY 1"}}\''
     )
     console.print(EXAMPLE_SQL)
+
+    story = run_checks(con, alerts, verdicts, advice)
+    t = Table(title="Story checks (computed from this run's numbers)")
+    for col in ("check", "result", "numbers"):
+        t.add_column(col)
+    for c in story.checks:
+        t.add_row(c.name, "[green]holds[/]" if c.passed else "[red]DOES NOT HOLD[/]", c.detail)
+    console.print(t)
+    if not story.passed:
+        console.print(
+            "[bold red]The trained models of this run do not support the demo's story[/] "
+            "(see the checks above): the tables print what the numbers are, not what the "
+            "README promises."
+        )
     return {
         "alert_ids": sorted(a["id"] for a in alerts),
         "gate": verdicts,
         "routing": [a.to_dict() for a in advice],
+        "story": story.to_dict(),
     }
 
 

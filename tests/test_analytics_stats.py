@@ -107,3 +107,18 @@ def test_two_proportion_power_and_direction() -> None:
     assert _exact_rejection(1000, 0.10, 1000, 0.05, 0.005) == pytest.approx(0.9578, abs=5e-4)
     p = stats.two_proportion_p_value([60, 40, 0], [1000] * 3, [40, 60, 0], [1000] * 3)
     assert p[0] < 0.05 < 0.95 < p[1] and p[2] == 1.0  # one-sided; no events: not evidence
+
+
+def test_score_intervals_stay_in_the_unit_interval() -> None:
+    """Issue 13: Refusal printed 0.500 [-0.075, 1.075]: a t interval on a few 0/1 scores."""
+    from prefixscope.analytics.stats import bounded_score_interval
+
+    # 3 of 6 pass/fail scores; 6 graded scores near 1; a single score
+    total = np.array([3.0, 5.7, 1.0])
+    sumsq = np.array([3.0, 5.49, 1.0])  # graded: five 1.0 and one 0.7
+    n = np.array([6.0, 6.0, 1.0])
+    lo, hi = bounded_score_interval(total, sumsq, n)
+    assert np.all((lo >= 0) & (hi <= 1))
+    assert lo[0] < 0.5 < hi[0] and hi[0] - lo[0] < 1.0  # a binomial interval, not [0, 1]
+    assert hi[1] == 1.0 and 0.8 < lo[1] < 0.95  # graded: the t interval, cut at 1
+    assert lo[2] < 1.0 and hi[2] == 1.0

@@ -474,10 +474,10 @@ def huge_attributes_request() -> bytes:
 
 
 def test_huge_attribute_values_are_truncated_and_counted(hostile_server: ServerProcess) -> None:
-    before = metric_values(hostile_server)[("prefixscope_attributes_truncated_total", ())]
+    before = metric_values(hostile_server, TOKEN)[("prefixscope_attributes_truncated_total", ())]
     resp = post(hostile_server, huge_attributes_request(), JSON)
     assert (resp.status_code, resp.json()) == (200, {})
-    after = metric_values(hostile_server)[("prefixscope_attributes_truncated_total", ())]
+    after = metric_values(hostile_server, TOKEN)[("prefixscope_attributes_truncated_total", ())]
     assert after - before == 4  # resource value, span value, two array items
 
 
@@ -485,10 +485,10 @@ def test_huge_bytes_attribute_is_truncated_and_counted(hostile_server: ServerPro
     req = pb_request([(tid(501), sid(501), "huge-bytes", {})])
     kv = req.resource_spans[0].scope_spans[0].spans[0].attributes.add()
     kv.key, kv.value.bytes_value = "blob", bytes(range(256)) * 64  # 16 KiB
-    before = metric_values(hostile_server)[("prefixscope_attributes_truncated_total", ())]
+    before = metric_values(hostile_server, TOKEN)[("prefixscope_attributes_truncated_total", ())]
     resp = post(hostile_server, req.SerializeToString(), PROTOBUF)
     assert resp.status_code == 200
-    after = metric_values(hostile_server)[("prefixscope_attributes_truncated_total", ())]
+    after = metric_values(hostile_server, TOKEN)[("prefixscope_attributes_truncated_total", ())]
     assert after - before == 1
 
 

@@ -120,8 +120,12 @@ def grpc_export(
         return resp
 
 
-def metric_values(srv: ServerProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    resp = httpx.get(f"{srv.base_url}/metrics", timeout=10)
+def metric_values(
+    srv: ServerProcess, token: str | None = None
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """/metrics parsed; ``token``: a server with tokens answers /metrics to a read token only."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    resp = httpx.get(f"{srv.base_url}/metrics", headers=headers, timeout=10)
     assert resp.status_code == 200
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
