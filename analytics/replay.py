@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -106,8 +106,13 @@ def replay(
     base_model: str | None = None,
     progress: bool = True,
     tracer_provider: Any = None,
+    versions: Mapping[str, str] | None = None,
 ) -> ReplayReport:
     """Replay every item of ``dataset`` on each of ``variants`` (``"base"`` = base model).
+
+    ``versions`` maps a variant to the ``prefix.version`` its spans carry (default: what the
+    instrumentor reads from the adapter, e.g. a content hash), so replays and production
+    traffic of the same release share one version.
 
     ``tracer_provider`` defaults to the global one (set by ``configure``); with none, or a
     no-op provider, span rows are written directly into the store.
@@ -144,6 +149,7 @@ def replay(
             error, output, ids = None, "", None
             with variant(
                 prefix_id=v,
+                prefix_version=(versions or {}).get(v),
                 route=route,
                 cohort=item.cohort or None,
                 base_model=base_model,

@@ -59,7 +59,7 @@ def replay_scores(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str, str], 
     rows = con.execute(
         """SELECT coalesce(nullif(s.prefix_id, 'base'), 'base') AS variant,
        s.cohort->>'specialty' AS specialty,
-       s.attributes->>'"dataset.item_id"' AS item,
+       s.attributes->>'$."dataset.item_id"' AS item,
        arg_max(t.value, (t.created_at, t.id)) AS value
 FROM spans s JOIN scores t ON t.span_id = s.span_id AND t.trace_id = s.trace_id
 WHERE s.route = 'replay' AND t.name = 'TaskCompletion'

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -50,6 +51,11 @@ def test_quick_demo_prints_what_the_store_holds(tmp_path: Path) -> None:
         "Dashboard:",
     ):
         assert heading in out, f"missing {heading!r} in demo output"
+    # the demo checked its story against its own numbers and wrote the verdicts down
+    story = json.loads((data_dir / "demo-checks.json").read_text())
+    names = {c["name"] for c in story["checks"]}
+    assert names == {"own_specialty", "misrouting_hurts", "v2_alert", "gate", "routing"}
+    assert ("Story checks" in out) and (story["passed"] or "do not support" in out)
     match = re.search(r"^alert ids: (.*)$", out, re.M)
     assert match, out[-2000:]
     printed = set() if match.group(1) == "(none)" else set(match.group(1).split())
