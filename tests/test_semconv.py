@@ -1,8 +1,7 @@
 """Pins every wire key in ``prefixscope/semconv.py``: renaming one is a contract change.
 
-The DESIGN.md wire contract table is parsed when the shared design file is present (and must
-agree with the literal copy below, so the copy cannot drift); on a checkout without it the
-literal copy is used.
+The wire contract table of the project's ``docs/DESIGN.md`` is parsed and must agree with the
+literal copy below, so neither can drift from the other.
 """
 
 from __future__ import annotations
@@ -15,10 +14,7 @@ import pytest
 from prefixscope import semconv
 from prefixscope.collector.normalize import COLUMN_SOURCES, RESOURCE_FALLBACKS
 
-DESIGN_CANDIDATES = (
-    Path(__file__).resolve().parents[1] / "DESIGN.md",
-    Path(__file__).resolve().parents[2] / "shared" / "DESIGN.md",
-)
+DESIGN_CANDIDATES = (Path(__file__).resolve().parents[1] / "docs" / "DESIGN.md",)
 
 #: Keys of the "Wire contract: span attributes" table (``cohort.<key>`` as its prefix).
 WIRE_CONTRACT = (
@@ -172,10 +168,11 @@ def test_design_key_has_a_semconv_constant(key: str) -> None:
 
 
 def test_literal_copy_matches_design_md() -> None:
-    """On a checkout without the shared DESIGN.md the literal copies above are the contract."""
+    """docs/DESIGN.md is in the repository: its tables and the literal copies agree."""
     text = design_text()
-    table = parse_wire_table(text) if text else WIRE_CONTRACT
-    foreign = parse_foreign_spellings(text) if text else FOREIGN_SPELLINGS
+    assert text, "docs/DESIGN.md is missing"
+    table = parse_wire_table(text)
+    foreign = parse_foreign_spellings(text)
     assert table == WIRE_CONTRACT
     assert set(foreign) <= set(FOREIGN_SPELLINGS)
 

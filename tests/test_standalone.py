@@ -1,8 +1,9 @@
 """The repository stands alone: nothing outside it is needed to run a documented command.
 
-A copy of the tracked files, with no ``../shared`` (or anything else) beside it, must collect
-the whole test suite and import every bench script. This caught the benchmarks importing the
-reference workload from ``../shared/bench``, which a user who clones the repository lacks.
+A copy of the tracked files, with no sibling folder (no design or bench folder of the
+steering checkout) beside it, must collect the whole test suite and import every bench
+script. This caught the benchmarks importing the reference workload from outside the
+repository, which a user who clones it lacks.
 """
 
 from __future__ import annotations
@@ -42,11 +43,11 @@ def _copy_tracked(dest: Path) -> None:
 
 @pytest.fixture(scope="module")
 def lone_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # an empty parent: no ../shared, no sibling checkout
+    # an empty parent: no sibling folder of any kind
     dest = tmp_path_factory.mktemp("alone") / "prefixscope"
     dest.mkdir()
     _copy_tracked(dest)
-    assert not (dest.parent / "shared").exists()
+    assert [p.name for p in dest.parent.iterdir()] == [dest.name]
     return dest
 
 
