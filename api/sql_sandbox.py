@@ -427,10 +427,7 @@ class _Amplification:
             return _UNBOUNDED  # may hold an aggregate of any size
         if cls == "LAMBDA":
             return self.size(expr["expr"]) if isinstance(expr.get("expr"), dict) else 16.0
-        if cls != "FUNCTION" and cls not in ("OPERATOR", "CAST", "CASE", "CONJUNCTION"):
-            children = [v for v in _walk_children(expr)]
-            return sum((self.size(c) for c in children), 16.0)
-        if cls != "FUNCTION":
+        if cls != "FUNCTION":  # operators, casts, CASE, column refs, ...: their parts add up
             return sum((self.size(c) for c in _walk_children(expr)), 16.0)
         name = self.name(expr)
         args = _args(expr)
@@ -472,13 +469,14 @@ class _Amplification:
                 self.size(args[0])
             return max(16.0, fill) * self._count(name, args[1] if len(args) > 1 else None)
         if name in ("range", "generate_series"):
-            nums = [
-                self._count(name, a) if _int_constant(a) is None else _int_constant(a) for a in args
-            ]
-            start, stop, step = (0, nums[0], 1) if len(nums) == 1 else (*nums[:2], 1)
-            if len(nums) > 2:
-                step = nums[2] or 1
-            return 8.0 * (abs(int(stop) - int(start)) // abs(int(step)) + 1)  # type: ignore[arg-type]
+            nums = [_int_constant(a) for a in args]
+            ints = [n for n in nums if n is not None]
+            if not ints or len(ints) != len(nums):
+                self._count(name, None)  # raises: a computed size could be any size
+            start, stop, step = (0, ints[0], 1) if len(ints) == 1 else (*ints[:2], 1)
+            if len(ints) > 2:
+                step = ints[2] or 1
+            return 8.0 * (abs(stop - start) // abs(step) + 1)
         if name == "equi_width_bins":
             for a in args:
                 self.size(a)

@@ -41,11 +41,12 @@ EXPECTED: dict[str, frozenset[str]] = {
     "huge range() aggregation": frozenset({"timeout"}),
     "huge string repeat": frozenset({"value_too_large"}),
     "huge string returned": frozenset({"value_too_large"}),
-    "string_agg memory": frozenset({"memory_limit"}),
+    # growth-bound: the watchdog normally answers first; on a slow moment the 1 s clock can
+    "string_agg memory": frozenset({"memory_limit", "timeout"}),
     "recursive CTE unbounded": frozenset({"memory_limit", "timeout"}),
     "sort huge": frozenset({"timeout", "memory_limit"}),
     "very long SQL": frozenset({"too_long", "unprocessable"}),  # request validation (422)
-    "list aggregate memory": frozenset({"memory_limit"}),
+    "list aggregate memory": frozenset({"memory_limit", "timeout"}),
     "wide rows over the byte cap": frozenset({"truncated"}),
 }
 
