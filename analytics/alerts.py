@@ -17,9 +17,18 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import duckdb
+import numpy as np
 import orjson
 
-from .detection import Comparison, DetectionConfig, DetectionResult, _family, run_detection
+from .detection import (
+    Comparison,
+    DetectionConfig,
+    DetectionResult,
+    Prior,
+    _family,
+    detection_window,
+    run_detection,
+)
 from .engines import Engine, as_engine
 from .query import BASE, PREFIX_SQL, REQUEST_PREDICATE, Window, json_key
 
@@ -49,8 +58,7 @@ _ORDER = {
 
 
 def fingerprint(c: Comparison) -> str:
-    raw = orjson.dumps(c.fingerprint_parts(), option=orjson.OPT_SORT_KEYS)
-    return hashlib.sha256(raw).hexdigest()[:32]
+    return c.fingerprint()
 
 
 def _now() -> datetime:
@@ -271,14 +279,85 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'worse', 
     return list_alerts(con, ids=touched)
 
 
+def sequence_anchor(window: Window, config: DetectionConfig) -> str | None:
+    """The identity of a growing window's sequence of looks (mSPRT only; else None): the
+    fixed ``since`` and every setting that shapes the test statistic or its threshold."""
+    if config.sequential != "msprt":
+        return None
+    parts = [
+        window.since.isoformat() if window.since else None,
+        config.alpha,
+        config.tau_factor,
+        sorted(config.min_effect.items()),
+        config.score_min_effect,
+    ]
+    raw = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def _look_time(window: Window) -> datetime:
+    return window.until or _now()
+
+
+def _is_live(con: duckdb.DuckDBPyConnection, anchor: str, look: datetime) -> bool:
+    """A look continues its sequence unless it ends before the sequence's latest look (a
+    look back in time, e.g. a fixed ``until`` in the past: it neither reads nor writes)."""
+    row = con.execute(
+        "SELECT max(last_until) FROM sequential_state WHERE anchor = ?", [anchor]
+    ).fetchall()
+    return row[0][0] is None or look >= row[0][0]
+
+
+def load_prior(
+    con: duckdb.DuckDBPyConnection, window: Window, config: DetectionConfig
+) -> dict[str, Prior]:
+    """Running minimum p-value and maximum bound per comparison over the earlier looks at
+    this growing window (mSPRT; empty otherwise)."""
+    anchor = sequence_anchor(window, config)
+    if anchor is None or not _is_live(con, anchor, _look_time(window)):
+        return {}
+    rows = con.execute(
+        "SELECT fingerprint, min_p, worse_bound FROM sequential_state WHERE anchor = ?",
+        [anchor],
+    ).fetchall()
+    return {fp: Prior(float(p), float(b)) for fp, p, b in rows}
+
+
+def save_prior(con: duckdb.DuckDBPyConnection, result: DetectionResult) -> None:
+    """Record this look (mSPRT): each comparison's running minimum p and maximum bound
+    (``result`` was computed with :func:`load_prior`, so its values already are the running
+    ones)."""
+    anchor = sequence_anchor(result.window, result.config)
+    look = _look_time(result.window)
+    if anchor is None or not result.comparisons or not _is_live(con, anchor, look):
+        return
+    now = _now()
+    rows = [
+        (anchor, c.fingerprint(), c.p_value, c.worse_bound, look, now)
+        for c in result.comparisons
+        if np.isfinite(c.worse_bound)
+    ]
+    if rows:
+        con.executemany(
+            "INSERT OR REPLACE INTO sequential_state "
+            "(anchor, fingerprint, min_p, worse_bound, last_until, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+
 def detect_and_alert(
     con: duckdb.DuckDBPyConnection,
     since: datetime | str | None = None,
     until: datetime | str | None = None,
     config: DetectionConfig | None = None,
 ) -> tuple[DetectionResult, list[dict[str, Any]]]:
-    """One regression run: detect over the window and persist alerts."""
-    result = run_detection(con, since, until, config)
+    """One regression run: detect over the window (continuing the window's sequence of
+    looks in mSPRT mode) and persist alerts and the sequence's state."""
+    config = (config or DetectionConfig()).validate()
+    window = detection_window(since, until, config)
+    result = run_detection(con, since, until, config, prior=load_prior(con, window, config))
+    save_prior(con, result)
     return result, save_alerts(con, result)
 
 

@@ -177,11 +177,12 @@ def run_command(
     (with --lake-path: only when --data-dir is given too); otherwise they are printed and,
     with --out, written as JSON alert objects (id = fingerprint).
     """
-    from .alerts import alert_objects, save_alerts
-    from .detection import detection_window, run_detection
+    from .alerts import alert_objects, load_prior, save_alerts, save_prior
+    from .detection import check_anchor, detection_window, run_detection
 
     cfg = _config(alpha, min_n, min_effect, score_min_effect, sequential, window, window_delay)
     try:
+        check_anchor(since, cfg)
         # one clock for the whole run: relative bounds and the windows-mode clock
         now = datetime.now(UTC)
         since_t, until_t = parse_time(since, now), parse_time(until, now)
@@ -193,13 +194,22 @@ def run_command(
     explicit_store = ctx.get_parameter_source("data_dir") is not ParameterSource.DEFAULT
     if lake_path is None and engine == "duckdb":
         with open_store(data_dir) as con:
-            result = run_detection(con, since_t, until_t, cfg)
+            prior = load_prior(con, tested, cfg)
+            result = run_detection(con, since_t, until_t, cfg, prior=prior)
+            if not dry_run:
+                save_prior(con, result)
             alerts = [] if dry_run else save_alerts(con, result)
     else:
         source = open_engine(engine, lake_path, master, spark_conf)
-        result = run_detection(source, since_t, until_t, cfg)
+        if explicit_store:
+            with open_store(data_dir) as con:
+                prior = load_prior(con, tested, cfg)
+        else:
+            prior = {}
+        result = run_detection(source, since_t, until_t, cfg, prior=prior)
         if explicit_store and not dry_run:
             with open_store(data_dir) as con:
+                save_prior(con, result)
                 alerts = save_alerts(con, result, source=source)
         else:
             alerts = alert_objects(source, result)

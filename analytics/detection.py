@@ -13,7 +13,10 @@ How repeated runs are made safe (``DetectionConfig.sequential``):
 
 * ``msprt`` (default) — each comparison's normal statistic goes through a one-sided mixture
   SPRT, giving an *always-valid* p-value (valid however often detection re-runs on growing
-  data);
+  data). The guarantee needs a *growing* window: ``since`` is fixed (an ISO time, or unset
+  for all data), never an age like ``7d`` that slides with the clock (refused). Given the
+  previous looks (``prior``), the p-value is their running minimum and the bound their
+  running maximum, so an alert does not flicker between runs;
 * ``windows`` — the run tests only the latest *completed* evaluation window
   ``[k W, (k+1) W)`` of span start time (epoch-aligned, UTC) with fixed-horizon tests (Welch
   t, pooled two-proportion z, bootstrap z). Until the next window completes every re-run
@@ -22,12 +25,16 @@ How repeated runs are made safe (``DetectionConfig.sequential``):
 
 Benjamini-Hochberg then controls the FDR across every comparison of the run. A regression is
 flagged only when q <= alpha, the estimated effect is worse than the metric's minimum effect
-and both sides have the minimum n. See README-detection.md.
+and both sides have the minimum n. Each comparison reports the interval of the test that
+decided it: a one-sided (1 - alpha) bound on the worse side (mSPRT: the confidence sequence
+from inverting the test; fixed horizon: the one-sided t or normal bound), so a flagged
+comparison's interval never includes 0. See README-detection.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -43,7 +50,7 @@ from .catalog import DEFAULT_MIN_EFFECT, DEFAULT_MIN_N
 from .cube import Cube, build_cube
 from .engines import Engine
 from .metrics import BUILTIN_METRICS, QUANTILE_METRICS, RATE_METRICS, Cell, Estimate, summarise
-from .query import BASE, QueryError, Window, parse_duration, parse_time
+from .query import BASE, QueryError, Window, is_relative, parse_duration, parse_time
 
 DIMS = ("prefix_id", "prefix_version", "route", "cohort")
 SEQUENTIAL_MODES = ("msprt", "fixed", "windows")
@@ -141,6 +148,14 @@ class Comparison:
     flagged: bool = False
     severity: str = "minor"
     method: str = ""
+    #: lower confidence bound on the worsening, on the test's scale (score: baseline - value,
+    #: rate: value - baseline, quantile: log ratio); >= 0 means "worse" at level alpha
+    worse_bound: float = float("-inf")
+
+    def fingerprint(self) -> str:
+        """Stable id of this comparison across runs (cell, metric, baseline)."""
+        raw = orjson.dumps(self.fingerprint_parts(), option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha256(raw).hexdigest()[:32]
 
     def fingerprint_parts(self) -> list[Any]:
         return [
@@ -151,6 +166,14 @@ class Comparison:
             self.metric,
             self.baseline,
         ]
+
+
+@dataclass(frozen=True, slots=True)
+class Prior:
+    """What earlier looks at the same growing window established for one comparison."""
+
+    min_p: float
+    worse_bound: float
 
 
 @dataclass(slots=True)
@@ -184,6 +207,16 @@ def evaluation_window(
     return Window(end - length, end)
 
 
+def check_anchor(since: datetime | str | None, config: DetectionConfig) -> None:
+    """mSPRT needs a growing window: refuse a ``since`` that is an age (``7d``)."""
+    if config.sequential == "msprt" and is_relative(since):
+        raise ConfigError(
+            f"since {since!r} is an age, so the window slides with the clock; mSPRT is only "
+            "valid on a growing window: give since as a fixed time (ISO-8601) or leave it "
+            "unset (all data), or use sequential 'windows' for rolling evaluation windows"
+        )
+
+
 def detection_window(
     since: datetime | str | None, until: datetime | str | None, config: DetectionConfig
 ) -> Window:
@@ -194,6 +227,7 @@ def detection_window(
     the window would make the tested data depend on when the run happens, which is exactly
     what windows mode exists to prevent.
     """
+    check_anchor(since, config)
     if config.sequential != "windows":
         return Window.of(since, until)
     win = evaluation_window(config.window, until, config.window_delay)
@@ -264,20 +298,30 @@ def run_detection(
     config: DetectionConfig | None = None,
     *,
     cube: Cube | None = None,
+    prior: Mapping[str, Prior] | None = None,
 ) -> DetectionResult:
     """Compare every cell with its baselines; nothing is written (see :mod:`.alerts`).
 
     In windows mode ``until`` is the run's clock (default now) and the tested data is the
-    latest completed evaluation window (:func:`detection_window`).
+    latest completed evaluation window (:func:`detection_window`). ``prior`` (mSPRT only):
+    the running minimum p-value and maximum bound of earlier looks at the same growing
+    window, by :meth:`Comparison.fingerprint`.
     """
     config = (config or DetectionConfig()).validate()
     window = detection_window(since, until, config)
     if cube is not None and config.sequential == "windows" and cube.window != window:
         raise ConfigError(f"the cube covers {cube.window}, not the evaluation window {window}")
     cube = cube if cube is not None else detection_cube(con, window)
-    cells = summarise(cube, config.alpha)
+    comparisons = compare_cells(summarise(cube, config.alpha), config, prior=prior)
+    return DetectionResult(window, config, comparisons, cube)
+
+
+def compare_cells(
+    cells: Sequence[Cell], config: DetectionConfig, *, prior: Mapping[str, Prior] | None = None
+) -> list[Comparison]:
+    """Every cell against its baselines (base, previous version), decided run-wide."""
     by_key = {c.key: c for c in cells}
-    prev = _version_order(cells)
+    prev = _version_order(list(cells))
     pending: list[_Pending] = []
     for cell in cells:
         prefix, version, route, cohort_raw = cell.key
@@ -305,8 +349,7 @@ def run_detection(
                 )
                 if item is not None:
                     pending.append(item)
-    comparisons = _decide(config, pending)
-    return DetectionResult(window, config, comparisons, cube)
+    return _decide(config, pending, prior or {})
 
 
 @dataclass(slots=True)
@@ -400,7 +443,9 @@ def _severity(effect: float, floor: float) -> str:
     return "critical" if ratio >= 4 else "major" if ratio >= 2 else "minor"
 
 
-def _decide(config: DetectionConfig, pending: Sequence[_Pending]) -> list[Comparison]:
+def _decide(
+    config: DetectionConfig, pending: Sequence[_Pending], prior: Mapping[str, Prior]
+) -> list[Comparison]:
     if not pending:
         return []
     cmps = [p.cmp for p in pending]
@@ -409,24 +454,30 @@ def _decide(config: DetectionConfig, pending: Sequence[_Pending]) -> list[Compar
     tau = np.array([p.tau for p in pending])
     if config.sequential == "msprt":
         p = stats.msprt_p_value(stat, var, tau)
-        lo, hi = stats.msprt_confidence_interval(stat, var, tau, config.alpha)
-    else:  # fixed horizon ("fixed", "windows"): Welch t or normal intervals
+        bound = stat - stats.msprt_threshold(var, tau, config.alpha)
+        for i, c in enumerate(cmps):
+            before = prior.get(c.fingerprint())
+            if before is not None:  # running minimum / maximum over the looks so far
+                p[i] = min(p[i], before.min_p)
+                bound[i] = max(bound[i], before.worse_bound)
+    else:  # fixed horizon ("fixed", "windows"): one-sided Welch t or normal bound
         p = np.array([c.p_fixed for c in cmps])
         df = np.array([x.df for x in pending])
-        half = sps.t.ppf(1 - config.alpha / 2, df) * np.sqrt(var)
-        lo, hi = stat - half, stat + half
+        bound = stat - sps.t.ppf(1 - config.alpha, df) * np.sqrt(var)
     q = stats.bh_q_values(p)
     for i, c in enumerate(cmps):
         fam = _family(c.metric)
         c.p_value, c.q_value = float(p[i]), float(q[i])
-        # intervals on the delta (value - baseline) scale
+        c.worse_bound = float(bound[i]) if np.isfinite(bound[i]) else float("-inf")
+        # the one-sided interval on the delta (value - baseline) scale: the worse side only
         if fam == "quantile":
-            c.ci_low = c.baseline_value * float(np.expm1(lo[i]))
-            c.ci_high = c.baseline_value * float(np.expm1(hi[i]))
+            c.ci_low, c.ci_high = c.baseline_value * float(np.expm1(bound[i])), None
         elif fam == "rate":
-            c.ci_low, c.ci_high = float(lo[i]), float(hi[i])
-        else:
-            c.ci_low, c.ci_high = float(-hi[i]), float(-lo[i])
+            c.ci_low, c.ci_high = float(bound[i]), None
+        else:  # scores: worse = lower, so the bound caps the delta from above
+            c.ci_low, c.ci_high = None, float(-bound[i])
+        if not np.isfinite(bound[i]):
+            c.ci_low = c.ci_high = None
         effect = (c.relative or 0.0) if fam == "quantile" else float(stat[i])
         c.flagged = bool(q[i] <= config.alpha and effect >= config.effect_floor(c.metric))
     return cmps

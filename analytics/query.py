@@ -110,6 +110,11 @@ def parse_time(value: datetime | str | None, now: datetime | None = None) -> dat
     return dt
 
 
+def is_relative(value: datetime | str | None) -> bool:
+    """Whether a window bound is an age (``24h``, ``7d``): it moves with the clock."""
+    return isinstance(value, str) and _RELATIVE_RE.match(value.strip()) is not None
+
+
 def parse_duration(value: timedelta | str) -> timedelta:
     """A length of time: a timedelta or ``<number><s|m|h|d|w>`` (``90m``, ``1d``, ``1.5h``)."""
     if isinstance(value, timedelta):

@@ -190,17 +190,29 @@ def msprt_p_value(worse: FloatArray, var: FloatArray, tau: FloatArray) -> FloatA
     return np.exp(-np.maximum(msprt_log_lr(worse, var, tau), 0.0))
 
 
-def msprt_confidence_interval(
-    estimate: FloatArray, var: FloatArray, tau: FloatArray, alpha: float
-) -> tuple[FloatArray, FloatArray]:
-    """Always-valid (1-alpha) confidence sequence of the two-sided normal-mixture mSPRT."""
+def msprt_threshold(var: FloatArray, tau: FloatArray, alpha: float) -> FloatArray:
+    """The effect ``s*`` at which the one-sided mSPRT of :func:`msprt_log_lr` reaches
+    ``1/alpha`` (vectorised bisection; the log LR increases with the effect).
+
+    Inverting the test gives its confidence sequence: ``effect - s*`` is an always-valid
+    (1 - alpha) lower bound on the true worsening, and it is >= 0 exactly when the
+    always-valid p-value is <= alpha.
+    """
     v = np.asarray(var, dtype=np.float64)
-    t2 = np.asarray(tau, dtype=np.float64) ** 2
-    with np.errstate(invalid="ignore", divide="ignore"):
-        half = np.sqrt(v * (v + t2) / t2 * (2 * np.log(1 / alpha) + np.log((v + t2) / v)))
-    half = np.where(v > 0, half, np.nan)
-    est = np.asarray(estimate, dtype=np.float64)
-    return est - half, est + half
+    t2 = np.broadcast_to(np.asarray(tau, dtype=np.float64) ** 2, v.shape)
+    target = np.log(1.0 / alpha)
+    ok = (v > 0) & (t2 > 0)
+    vs = np.where(ok, v, 1.0)
+    ts = np.where(ok, t2, 1.0)
+    lo = np.zeros_like(vs)
+    # at this effect the quadratic term alone reaches the target (log Phi >= log 1/2 > -log 2)
+    hi = np.sqrt(2 * vs * (vs + ts) / ts * (target + 0.5 * np.log((vs + ts) / vs)))
+    for _ in range(64):
+        mid = 0.5 * (lo + hi)
+        above = msprt_log_lr(mid, vs, np.sqrt(ts)) >= target
+        hi = np.where(above, mid, hi)
+        lo = np.where(above, lo, mid)
+    return np.where(ok, hi, np.nan)
 
 
 def welch_df(

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from prefixscope.analytics.query import parse_duration
+from prefixscope.analytics.detection import DetectionConfig
+from prefixscope.analytics.query import Window, parse_duration
 from prefixscope.errors import Unavailable
 
 from . import alerts
 from .analysis import analytics_errors
 from .deps import ApiState
-from .models import Alert
+from .models import Alert, RegressionRunRequest
 
 log = logging.getLogger(__name__)
 
@@ -34,38 +34,36 @@ class RunOutcome:
     resolved: list[Alert]
     comparisons: int
     flagged: int
+    sequential: Literal["msprt", "fixed", "windows"]
+    window: Window
 
 
-def run_regressions(
-    state: ApiState,
-    since: str | None,
-    until: str | None,
-    *,
-    alpha: float | None = None,
-    min_n: int | None = None,
-    metrics: Sequence[str] | None = None,
-    sequential: Literal["msprt", "fixed", "windows"] | None = None,
-    window: str | None = None,
-    window_delay: str | None = None,
-) -> RunOutcome:
-    from prefixscope.analytics.alerts import RunConflict, run_and_diff
-    from prefixscope.analytics.detection import DetectionConfig
-
+def detection_config(req: RegressionRunRequest) -> DetectionConfig:
+    """The detection settings of a run request (defaults: :class:`DetectionConfig`)."""
     config = DetectionConfig()
-    if alpha is not None:
-        config.alpha = alpha
-    if min_n is not None:
-        config.min_n = min_n
-    if metrics:
-        config.metrics = list(metrics)
-    if sequential is not None:
-        config.sequential = sequential
+    if req.alpha is not None:
+        config.alpha = req.alpha
+    if req.min_n is not None:
+        config.min_n = req.min_n
+    if req.metrics:
+        config.metrics = list(req.metrics)
+    if req.sequential is not None:
+        config.sequential = req.sequential
     with analytics_errors():
-        if window is not None:
-            config.window = parse_duration(window)
-        if window_delay is not None:
-            config.window_delay = parse_duration(window_delay)
+        if req.window is not None:
+            config.window = parse_duration(req.window)
+        if req.window_delay is not None:
+            config.window_delay = parse_duration(req.window_delay)
         config.validate()
+    return config
+
+
+def run_regressions(state: ApiState, req: RegressionRunRequest) -> RunOutcome:
+    """One regression run (the alert lifecycle), then its webhook events."""
+    from prefixscope.analytics.alerts import RunConflict, run_and_diff
+
+    config = detection_config(req)
+    since, until = req.since, req.until
     cur = state.ctx.store.cursor()
     try:
         with analytics_errors():
@@ -85,6 +83,8 @@ def run_regressions(
         resolved=[alerts.alert_from_row(a) for a in diff.resolved],
         comparisons=len(diff.result.comparisons),
         flagged=len(diff.result.regressions),
+        sequential=config.sequential,
+        window=diff.result.window,
     )
     for event, items in (
         ("new", outcome.new),
@@ -101,7 +101,8 @@ class PeriodicDetector:
 
     ``windows``: each run tests the latest completed evaluation window of length ``window``;
     runs until the next window completes repeat the same answer, so repetition adds no false
-    alerts. ``msprt``: always-valid tests over the trailing ``window``.
+    alerts. ``msprt``: always-valid tests over all the data (a growing window; the p-values
+    are running minima over the runs).
     """
 
     def __init__(
@@ -126,11 +127,10 @@ class PeriodicDetector:
         while not self._stop.wait(self.interval_s):
             try:
                 if self.sequential == "windows":
-                    out = run_regressions(
-                        self.state, None, None, sequential="windows", window=self.window
-                    )
+                    req = RegressionRunRequest(sequential="windows", window=self.window)
                 else:
-                    out = run_regressions(self.state, self.window, None, sequential="msprt")
+                    req = RegressionRunRequest(sequential="msprt")
+                out = run_regressions(self.state, req)
                 log.info(
                     "periodic detection: %d comparisons, %d flagged, %d new, %d resolved",
                     out.comparisons,

@@ -169,7 +169,10 @@ class AlertList(BaseModel):
 
 class RegressionRunRequest(_Strict):
     since: TimeBoundStr | None = Field(
-        default="7d", description="Window start: ISO-8601 or relative age (24h, 7d); null: all"
+        default=None,
+        description="Window start. msprt: a fixed ISO-8601 time, or null for all data (the "
+        "window must grow between runs; an age like 7d slides and is refused); fixed: "
+        "ISO-8601 or an age (24h, 7d); windows: at or before the evaluation window's start",
     )
     until: TimeBoundStr | None = None
     alpha: float | None = Field(default=None, gt=0, lt=1, description="FDR level")
@@ -179,7 +182,8 @@ class RegressionRunRequest(_Strict):
     )
     sequential: Literal["msprt", "fixed", "windows"] | None = Field(
         default=None,
-        description="msprt (default): always-valid p-values on the growing window; windows: "
+        description="msprt (default): always-valid p-values on the growing window [since, "
+        "now), their running minimum over the runs so far; windows: "
         "fixed-horizon tests of the latest completed evaluation window (re-runs re-test the "
         "same window; `until` is the clock, `since` defaults to unset); fixed: one look",
     )
@@ -200,6 +204,13 @@ class RegressionRun(BaseModel):
     resolved: list[str] = Field(description="Ids of alerts this run closed")
     comparisons: int = Field(description="Comparisons tested (before FDR control)")
     flagged: int
+    sequential: Literal["msprt", "fixed", "windows"] = Field(
+        description="How this run stays valid when runs repeat: msprt (growing window "
+        "anchored at `since`), windows (the latest completed evaluation window) or fixed "
+        "(one look)"
+    )
+    since: UtcDateTime | None = Field(description="Start of the data tested (null: all)")
+    until: UtcDateTime | None = Field(description="End of the data tested (null: now)")
 
 
 PrefixStatus = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$", examples=["active"])]

@@ -88,24 +88,7 @@ def analysis_routes(state: ApiState) -> APIRouter:
     def post_regressions_run(body: RegressionRunRequest | None = None) -> RegressionRun:
         """Run regression detection now over the window; writes alerts, returns the run's."""
         req = body or RegressionRunRequest()
-        # windows mode: the tested window follows from `until` (the clock) and the window
-        # length; the default `since` (7d) must not cut into it, so it only applies if given
-        since = (
-            None
-            if req.sequential == "windows" and "since" not in req.model_fields_set
-            else req.since
-        )
-        out = run_regressions(
-            state,
-            since,
-            req.until,
-            alpha=req.alpha,
-            min_n=req.min_n,
-            metrics=req.metrics,
-            sequential=req.sequential,
-            window=req.window,
-            window_delay=req.window_delay,
-        )
+        out = run_regressions(state, req)
         return RegressionRun(
             alerts=out.alerts,
             new=[a.id for a in out.new],
@@ -113,6 +96,9 @@ def analysis_routes(state: ApiState) -> APIRouter:
             resolved=[a.id for a in out.resolved],
             comparisons=out.comparisons,
             flagged=out.flagged,
+            sequential=out.sequential,
+            since=out.window.since,
+            until=out.window.until,
         )
 
     @router.get("/alerts", response_model=AlertList, dependencies=read, tags=["alerts"])
@@ -161,7 +147,7 @@ def analysis_routes(state: ApiState) -> APIRouter:
             str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:@-]+$")
         ],
         prefix_version: Filter = None,
-        since: TimeBound = "7d",
+        since: TimeBound = None,
         until: TimeBound = None,
         alpha: Annotated[float | None, Query(gt=0, lt=1)] = None,
         min_n: Annotated[int | None, Query(ge=2, le=10_000_000)] = None,
@@ -173,7 +159,9 @@ def analysis_routes(state: ApiState) -> APIRouter:
         ``untested`` (too few requests to test against base: not a pass, not a regression),
         ``pass``. Verdict: ``fail`` if any cell fails; else ``pass`` if at least one cell was
         tested, with the thin cells listed as untested; else ``insufficient_data``. With
-        ``strict=true`` any untested cell makes the verdict ``insufficient_data``.
+        ``strict=true`` any untested cell makes the verdict ``insufficient_data``. The tests
+        are always-valid (mSPRT), so ``since`` is a fixed time or unset (all data): an age
+        like ``7d`` would slide with the clock and is refused.
         """
         result = analysis.gate(
             store,

@@ -134,6 +134,21 @@ MIGRATIONS: tuple[Migration, ...] = (
 )""",
         ),
     ),
+    Migration(
+        3,
+        "mSPRT sequences: running minimum p-value and bound per comparison and growing window",
+        (
+            """CREATE TABLE sequential_state (
+  anchor VARCHAR NOT NULL,
+  fingerprint VARCHAR NOT NULL,
+  min_p DOUBLE NOT NULL,
+  worse_bound DOUBLE NOT NULL,
+  last_until TIMESTAMP NOT NULL,
+  updated_at TIMESTAMP NOT NULL,
+  PRIMARY KEY (anchor, fingerprint)
+)""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

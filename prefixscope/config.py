@@ -168,14 +168,16 @@ class Settings:
             "help": "How periodic detection keeps false alerts rare across its repeated runs: "
             "'windows' (each run tests the latest completed --detect-window of traffic with "
             "fixed-horizon tests, so re-runs repeat the same answer) or 'msprt' (always-valid "
-            "tests over the trailing --detect-window: alerts at any time, needs ~2x the data)."
+            "tests over all the data, a growing window, with running-minimum p-values: alerts "
+            "at any time, needs ~2x the data)."
         },
     )
     detect_window: str = field(
         default="1d",
         metadata={
-            "help": "Periodic detection: the evaluation window length ('windows', aligned to "
-            "UTC) or the trailing window ('msprt'), e.g. 1h, 1d, 7d."
+            "help": "Periodic detection with 'windows': the evaluation window length "
+            "(aligned to UTC), e.g. 1h, 1d, 7d. Not used by 'msprt', which needs a growing "
+            "window."
         },
     )
     log_level: str = field(default="info", metadata={"help": "Log level."})

@@ -138,7 +138,7 @@ def assert_same_alerts(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> None
         for k, v in x.items():
             if k in ("id", "created_at", "updated_at"):
                 continue
-            if k in FLOAT_FIELDS:
+            if k in FLOAT_FIELDS and v is not None:
                 assert y[k] == pytest.approx(v, rel=1e-9, abs=1e-12), k
             elif k == "details":
                 for dk, dv in v.items():

@@ -63,7 +63,8 @@ def test_alerts_dedup_and_resolve(tmp_path: Path) -> None:
         assert a["route"] == "triage" and a["cohort"] == COHORT and a["baseline"] == "base"
         assert a["direction"] == "worse" and a["status"] == "open"
         assert a["delta"] == pytest.approx(-0.2, abs=0.03)
-        assert a["ci_low"] < a["delta"] < a["ci_high"] < 0
+        # the interval of the one-sided test that raised it: a bound on the worse side only
+        assert a["ci_low"] is None and a["delta"] < a["ci_high"] < 0
         assert a["q_value"] <= 0.05 and a["n"] >= 1400 and a["n_baseline"] >= 1400
         assert len(a["example_trace_ids"]) == 5
         assert a["severity"] == ("critical" if -a["delta"] >= 0.2 else "major")
@@ -267,6 +268,42 @@ def test_datasets_replay_runner_and_cli(tmp_path: Path) -> None:
     assert res.exit_code != 0 and "alpha" in res.output
 
 
+def test_growing_window_reports_the_running_minimum_p_value(tmp_path: Path) -> None:
+    """Issue 15: on a growing window (fixed `since`) each look continues the sequence: the
+    p-value is the running minimum and the bound the running maximum, so a regression found
+    at one look stays found when diluted data follows (it resolves only once its estimate
+    falls below the minimum effect). A look back in time (an earlier `until`) starts from
+    scratch and does not rewrite the sequence."""
+    cfg = DetectionConfig(metrics=["TaskCompletion"])
+    with Store(tmp_path) as store:
+        con = store.cursor()
+        _traffic(store, bad=True, start=T0, offset=0)
+        first, alerts = detect_and_alert(con, T0, T0 + timedelta(hours=1), cfg)
+        tc1 = next(c for c in first.comparisons if c.baseline == "base")
+        assert tc1.flagged and alerts and tc1.p_value <= 0.05
+        # the regression is fixed: equal traffic halves the pooled estimate (0.2 -> 0.1)
+        _traffic(store, bad=False, start=T0 + timedelta(hours=1), offset=10**7)
+        until = T0 + timedelta(hours=2)
+        fresh = run_detection(con, T0, until, cfg)  # this look alone, no sequence
+        raw = next(c for c in fresh.comparisons if c.baseline == "base")
+        assert raw.p_value > tc1.p_value and raw.worse_bound < tc1.worse_bound
+        later, still = detect_and_alert(con, T0, until, cfg)
+        tc2 = next(c for c in later.comparisons if c.baseline == "base")
+        assert tc2.p_value == pytest.approx(tc1.p_value)
+        assert tc2.worse_bound == pytest.approx(tc1.worse_bound) and tc2.ci_high is not None
+        assert tc2.ci_high == pytest.approx(-tc1.worse_bound)
+        assert [a["id"] for a in still] == [a["id"] for a in alerts]  # no flicker
+        # a look back in time: its own p-value, and the sequence is left as it was
+        back, _ = detect_and_alert(con, T0, T0 + timedelta(minutes=90), cfg)
+        assert next(c for c in back.comparisons if c.baseline == "base").p_value > tc1.p_value
+        rows = con.execute("SELECT min(min_p), max(last_until) FROM sequential_state").fetchall()
+        assert rows[0][0] == pytest.approx(tc1.p_value) and rows[0][1] == until
+        # another anchor is another sequence: the fixed hour alone shows no regression
+        other, none = detect_and_alert(con, T0 + timedelta(hours=1), until, cfg)
+        assert other.comparisons and not any(c.flagged for c in other.comparisons)
+        assert none == []
+
+
 def test_repeated_scores_count_once_per_span_and_evaluator(tmp_path: Path) -> None:
     """Issue 15: a span scored twice (online and offline, or a client's retry under a new id)
     is one scored request. Posting every score again leaves the scorecard and detection
@@ -281,7 +318,11 @@ def test_repeated_scores_count_once_per_span_and_evaluator(tmp_path: Path) -> No
         def snapshot() -> tuple[object, object]:
             card = scorecard(con, ["prefix_id"], *window, metrics=["TaskCompletion"])
             cells = sorted(
-                (str(r.group), r.metrics["TaskCompletion"].n, r.metrics["TaskCompletion"].value)
+                (
+                    str(r.group),
+                    r.metrics["TaskCompletion"].n,
+                    round(r.metrics["TaskCompletion"].value, 12),
+                )
                 for r in card.rows
             )
             result = run_detection(con, *window)

@@ -34,11 +34,11 @@ def test_run_detects_injected_regression_and_notifies_webhook(
     seeded_store(data, with_alert=False)
     with webhook_receiver(fail_first=1) as hook:
         srv = start_server("--webhook-url", hook.url, data_dir=data)
-        resp = httpx.post(
-            f"{srv.base_url}/api/v1/regressions/run", json={"since": "1d"}, timeout=120
-        )
+        # the default run: mSPRT over all the data (a growing window), and it says so
+        resp = httpx.post(f"{srv.base_url}/api/v1/regressions/run", json={}, timeout=120)
         assert resp.status_code == 200, resp.text
         run = resp.json()
+        assert run["sequential"] == "msprt" and run["since"] is None and run["until"] is None
         assert run["comparisons"] > 0 and run["flagged"] == len(run["new"]) > 0
         flagged = {
             (a["prefix_id"], a["metric"], a["cohort"].get("specialty")) for a in run["alerts"]
@@ -62,9 +62,7 @@ def test_run_detects_injected_regression_and_notifies_webhook(
             len(run["new"])
         )
         # a second run over the same data refreshes the same alerts: no new ones
-        again = httpx.post(
-            f"{srv.base_url}/api/v1/regressions/run", json={"since": "1d"}, timeout=120
-        ).json()
+        again = httpx.post(f"{srv.base_url}/api/v1/regressions/run", timeout=120).json()
         assert again["new"] == [] and sorted(again["updated"]) == sorted(run["new"])
         # ack: status changes once, the receiver hears an update
         ack = httpx.post(f"{srv.base_url}/api/v1/alerts/{ground['id']}/ack")
@@ -83,7 +81,7 @@ def test_run_detects_injected_regression_and_notifies_webhook(
         before = len(hook.wait_for(0))
         cleared = httpx.post(
             f"{srv.base_url}/api/v1/regressions/run",
-            json={"since": "1d", "alpha": 1e-300},
+            json={"alpha": 1e-300},
             timeout=120,
         ).json()
         assert cleared["flagged"] == 0 and cleared["new"] == []
@@ -95,6 +93,27 @@ def test_run_detects_injected_regression_and_notifies_webhook(
             httpx.get(f"{srv.base_url}/api/v1/alerts", params={"status": "open"}).json()["alerts"]
             == []
         )
+
+
+def test_msprt_refuses_a_sliding_window(
+    tmp_path: Path, start_server: Callable[..., ServerProcess]
+) -> None:
+    """Issue 15: an age as `since` slides with the clock, which voids mSPRT's guarantee; the
+    API refuses it (and the gate's too), while a one-look fixed run may use an age."""
+    data = tmp_path / "data"
+    seeded_store(data, with_alert=False)
+    srv = start_server(data_dir=data)
+    url = f"{srv.base_url}/api/v1/regressions/run"
+    for body in ({"since": "7d"}, {"since": "24h", "sequential": "msprt"}):
+        bad = httpx.post(url, json=body, timeout=120)
+        assert bad.status_code == 400, bad.text
+        assert "growing window" in bad.json()["message"] and "slides" in bad.json()["message"]
+    gate = httpx.get(f"{srv.base_url}/api/v1/gate/radiology", params={"since": "7d"})
+    assert gate.status_code == 400 and "growing window" in gate.json()["message"]
+    assert httpx.get(f"{srv.base_url}/api/v1/gate/radiology").status_code == 200
+    fixed = httpx.post(url, json={"since": "7d", "sequential": "fixed"}, timeout=120)
+    assert fixed.status_code == 200, fixed.text
+    assert fixed.json()["sequential"] == "fixed" and fixed.json()["since"] is not None
 
 
 def test_run_in_windows_mode(tmp_path: Path, start_server: Callable[..., ServerProcess]) -> None:

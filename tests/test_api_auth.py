@@ -39,7 +39,7 @@ BODIES = {
     "/api/v1/feedback": {"trace_id": "ab" * 16, "kind": "thumbs_up"},
     "/api/v1/sql": {"sql": "SELECT 1"},
     "/api/v1/prefixes/{prefix_id}": {"owner": "me"},
-    "/api/v1/regressions/run": {"since": "1h"},
+    "/api/v1/regressions/run": {},
 }
 
 
