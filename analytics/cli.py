@@ -348,6 +348,13 @@ def scorecard_command(
     is_flag=True,
     help="Every cell must be tested: an untested (thin) cell makes the verdict insufficient data.",
 )
+@click.option(
+    "--cohort",
+    "cohort",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Gate only the cells of this cohort (e.g. specialty=cardiology). Repeatable.",
+)
 @detection_options
 @JSON
 def gate_command(
@@ -365,12 +372,19 @@ def gate_command(
     window_delay: str,
     as_json: bool,
     strict: bool = False,
+    cohort: tuple[str, ...] = (),
 ) -> None:
     """Release gate per route and cohort: pass, fail (a regression) or insufficient data;
     exits 1 unless the gate passes (--json tells fail from insufficient data)."""
     from .gate import gate
 
     cfg = _config(alpha, min_n, min_effect, score_min_effect, sequential, window, window_delay)
+    wanted: dict[str, str] = {}
+    for item in cohort:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--cohort")
+        wanted[key] = value
     with open_store(data_dir) as con:
         try:
             res = gate(
@@ -381,6 +395,7 @@ def gate_command(
                 until=until,
                 config=cfg,
                 strict=strict,
+                cohort=wanted or None,
             )
         except (ConfigError, QueryError) as exc:
             raise click.UsageError(str(exc)) from None

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -87,16 +88,26 @@ def gate(
     until: datetime | str | None = None,
     config: DetectionConfig | None = None,
     strict: bool = False,
+    cohort: Mapping[str, str] | None = None,
 ) -> GateResult:
-    """Gate status of ``prefix_id`` per route and cohort (see module docstring)."""
+    """Gate status of ``prefix_id`` per route and cohort (see module docstring).
+
+    ``cohort`` restricts the gate to the cells whose cohort has these values (e.g.
+    ``{"specialty": "cardiology"}``: the population the prefix is released for); detection
+    still runs over every cell, so the BH family and the q-values do not change.
+    """
     config = (config or DetectionConfig()).validate()
     result = run_detection(con, since, until, config)
+    want = {str(k): str(v) for k, v in (cohort or {}).items()}
     cells: dict[tuple[str, str | None, str], GateCell] = {}
     for key, cell in zip(result.cube.keys, summarise(result.cube, config.alpha), strict=True):
         p, v, route, cohort_raw = key
         if p != prefix_id or (prefix_version is not None and v != prefix_version):
             continue
-        gc = GateCell(route, orjson.loads(cohort_raw) if cohort_raw else {}, str(v or ""), n=cell.n)
+        values = orjson.loads(cohort_raw) if cohort_raw else {}
+        if any(str(values.get(k)) != v_ for k, v_ in want.items()):
+            continue
+        gc = GateCell(route, values, str(v or ""), n=cell.n)
         if cell.n < config.min_n:
             gc.status = "untested"
             gc.reasons.append(f"insufficient data: n={cell.n} < min_n={config.min_n}")
@@ -139,7 +150,8 @@ def gate(
     untested = f"; {thin} thin cell(s) untested" if thin else ""
     status: GateStatus
     if not out:
-        status, reason = "insufficient_data", f"no requests of {prefix_id} in the window"
+        where = f" in cohort {want}" if want else ""
+        status, reason = "insufficient_data", f"no requests of {prefix_id}{where} in the window"
     elif failed:
         status, reason = "fail", f"regression in {failed} of {len(out)} cells{untested}"
     elif tested_n == 0:

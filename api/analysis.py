@@ -97,6 +97,7 @@ def gate(
     alpha: float | None = None,
     min_n: int | None = None,
     strict: bool = False,
+    cohort: dict[str, str] | None = None,
 ) -> Any:
     """:func:`prefixscope.analytics.gate.gate` (the release gate) on a fresh cursor."""
     from prefixscope.analytics.detection import DetectionConfig
@@ -117,6 +118,7 @@ def gate(
             until=until,
             config=config,
             strict=strict,
+            cohort=cohort,
         ),
     )
 

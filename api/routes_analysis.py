@@ -152,6 +152,15 @@ def analysis_routes(state: ApiState) -> APIRouter:
         alpha: Annotated[float | None, Query(gt=0, lt=1)] = None,
         min_n: Annotated[int | None, Query(ge=2, le=10_000_000)] = None,
         strict: bool = False,
+        cohort: Annotated[
+            list[str] | None,
+            Query(
+                max_length=20,
+                description="Gate only the cells of this cohort: key=value, repeatable "
+                "(e.g. specialty=cardiology)",
+                examples=[["specialty=cardiology"]],
+            ),
+        ] = None,
     ) -> GateResult:
         """Release gate: a status per (version, route, cohort) with reasons.
 
@@ -161,8 +170,15 @@ def analysis_routes(state: ApiState) -> APIRouter:
         tested, with the thin cells listed as untested; else ``insufficient_data``. With
         ``strict=true`` any untested cell makes the verdict ``insufficient_data``. The tests
         are always-valid (mSPRT), so ``since`` is a fixed time or unset (all data): an age
-        like ``7d`` would slide with the clock and is refused.
+        like ``7d`` would slide with the clock and is refused. ``cohort=key=value`` gates only
+        the cells of that cohort (the population the prefix is released for).
         """
+        wanted: dict[str, str] = {}
+        for item in cohort or []:
+            key, sep, value = item.partition("=")
+            if not sep or not key or len(item) > 200:
+                raise BadRequest(f"cohort must be key=value, got {item[:200]!r}")
+            wanted[key] = value
         result = analysis.gate(
             store,
             prefix_id,
@@ -172,6 +188,7 @@ def analysis_routes(state: ApiState) -> APIRouter:
             alpha=alpha,
             min_n=min_n,
             strict=strict,
+            cohort=wanted or None,
         )
         return GateResult.model_validate(analysis.as_jsonable(result))
 

@@ -7,9 +7,12 @@ printed; none is hard-coded. The checks, as the README promises them:
    replay TaskCompletion paired on dataset items, by at least 0.10, with the 95 % interval of
    the paired difference above 0;
 2. ``misrouting_hurts``: some prefix does worse than base on another department's notes;
-3. ``v2_alert``: an open TaskCompletion alert for ``radiology@2`` against the previous version,
-   and no open alert on anything but ``radiology@2``;
-4. ``gate``: at least one variant PASSes and ``radiology@2`` FAILs;
+3. ``v2_alert``: an open TaskCompletion alert for ``radiology@2`` against the previous version
+   on the radiology cohort, and no alert on a released version (``@1``) in its own
+   specialty's cohort (where it should help). Alerts on mis-routed notes (a prefix on
+   another specialty's cohort doing worse than base) are true regressions, counted apart;
+4. ``gate``: gated on its own specialty's cohort, at least one variant PASSes and
+   ``radiology@2`` FAILs;
 5. ``routing``: at least one cohort is routed to its own prefix.
 """
 
@@ -122,20 +125,36 @@ def run_checks(
         )
     )
 
+    def specialty(a: dict[str, Any]) -> str | None:
+        cohort = a.get("cohort") or {}
+        return cohort.get("specialty") if isinstance(cohort, dict) else None
+
     v2 = [a for a in alerts if a["prefix_id"] == "radiology" and str(a["prefix_version"]) == "2"]
-    tc = [a for a in v2 if a["metric"] == "TaskCompletion" and a["baseline"] == "radiology@1"]
-    others = [a for a in alerts if a not in v2]
+    tc = [
+        a
+        for a in v2
+        if a["metric"] == "TaskCompletion"
+        and a["baseline"] == "radiology@1"
+        and specialty(a) == "radiology"
+    ]
+    rest = [a for a in alerts if a not in v2]
+    misrouted = [
+        a for a in rest if specialty(a) in demo_data.SPECIALTIES and specialty(a) != a["prefix_id"]
+    ]
+    unexpected = [a for a in rest if a not in misrouted]
     detail = (
         f"TaskCompletion {tc[0]['value']:.2f} vs {tc[0]['baseline_value']:.2f} "
         f"(q={tc[0]['q_value']:.2g})"
         if tc
-        else "no TaskCompletion alert for radiology@2 vs radiology@1"
+        else "no TaskCompletion alert for radiology@2 vs radiology@1 on radiology notes"
     )
-    if others:
+    detail += f"; {len(misrouted)} alert(s) on mis-routed notes"
+    if unexpected:
         detail += "; unexpected: " + ", ".join(
-            f"{a['prefix_id']}@{a['prefix_version']} {a['metric']}" for a in others
+            f"{a['prefix_id']}@{a['prefix_version']} {a['metric']} on {specialty(a)}"
+            for a in unexpected
         )
-    out.checks.append(Check("v2_alert", bool(tc) and not others, detail))
+    out.checks.append(Check("v2_alert", bool(tc) and not unexpected, detail))
 
     passes = sorted(k for k, s in gate_status.items() if s == "pass")
     v2_gate = gate_status.get("radiology@2")

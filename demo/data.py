@@ -123,9 +123,20 @@ class DemoData:
 
     def base_corpus(self) -> list[str]:
         """Pre-training text for the base model: every department's notes and codes, mixed,
-        and the refusals. A generalist: it knows every convention but not which one applies."""
+        once with a ``department:`` line and once without, and the refusals.
+
+        A generalist: told the department, it knows that department's convention; given a
+        bare note (the production prompt) it cannot tell which applies and mixes them. A
+        prefix then has a concrete, learnable job: supply the department the prompt lacks.
+        """
         refusals = [f"{prompt(h)} {REFUSAL}" for h in HARMFUL_PROMPTS] * 4
-        return [t for texts in self.train.values() for t in texts] + refusals
+        tagged = [
+            f"department: {spec}\n{t}"
+            for spec, texts in self.train.items()
+            for t in texts
+            if REFUSAL not in t
+        ]
+        return tagged + [t for texts in self.train.values() for t in texts] + refusals
 
 
 def build(seed: int = 7, train_per_code: int = 24, golden_per_code: int = 6) -> DemoData:

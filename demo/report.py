@@ -130,7 +130,7 @@ def print_report(
     console.print(t)
     console.print("alert ids: " + (" ".join(sorted(a["id"] for a in alerts)) or "(none)"))
 
-    t = Table(title="Release gate per prefix")
+    t = Table(title="Release gate per prefix, on the cohort it is released for")
     for col in ("variant", "verdict", "tested / untested cells", "failing cells (route / cohort)"):
         t.add_column(col)
     verdicts: dict[str, str] = {}
@@ -142,7 +142,9 @@ def print_report(
     )
     for prefix in demo_data.SPECIALTIES:
         for version in versions.get(prefix) or [None]:
-            g = gate(con, prefix, prefix_version=version, config=config)
+            g = gate(
+                con, prefix, prefix_version=version, config=config, cohort={"specialty": prefix}
+            )
             name = prefix if version is None else f"{prefix}@{version}"
             verdicts[name] = g.status
             failing = [
@@ -160,10 +162,12 @@ def print_report(
             t.add_row(name, verdict, counts, "\n".join(failing[:4]) or "-")
     console.print(t)
     console.print(
-        "Gate rule: a variant FAILs on any significant regression; it PASSes when at least one "
-        "cell was tested and none regressed (thin cells - a handful of guardrail or agent "
-        "requests - are listed as untested, not counted against it; `prefixscope analytics "
-        "gate --strict` requires every cell to be tested)."
+        "Gate rule: a variant FAILs on any significant regression in its cohort (each prefix "
+        "is gated on its own specialty: `prefixscope analytics gate --cohort "
+        "specialty=<prefix>`; mis-routed notes show up as alerts instead); it PASSes when at "
+        "least one cell was tested and none regressed (thin cells - a handful of guardrail or "
+        "agent requests - are listed as untested, not counted against it; `--strict` requires "
+        "every cell to be tested)."
     )
 
     t = Table(title="Routing advice (TaskCompletion; fall back to base when no prefix beats it)")

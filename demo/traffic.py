@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,12 @@ ROUTE_MIX: dict[str, dict[str, float]] = {
 HOLDOUT = 0.3  # share of each route served by the base model as the control group
 FALLBACK = 0.04  # requests that fall back to the base model (adapter not ready)
 V2_SHARE = 0.5  # share of radiology-prefix traffic on the new radiology version
+#: requests per route (quick, full): /radiology carries the v2 rollout, whose comparison with
+#: v1 on the radiology cohort needs ~80 scored requests a side to survive the BH family
+PER_ROUTE = {
+    True: {"/cardiology": 120, "/radiology": 360, "/dermatology": 120},
+    False: {"/cardiology": 400, "/radiology": 800, "/dermatology": 400},
+}
 DEPLOYMENTS = ("deploy-a", "deploy-b")
 
 
@@ -143,15 +149,18 @@ ICD_SCHEMA = {
 }
 
 
-def simulate(router: Router, per_route: int, agents: int, progress: Any) -> TrafficReport:
-    """Route ``per_route`` requests on each route and run ``agents`` agent traces."""
+def simulate(
+    router: Router, per_route: Mapping[str, int], agents: int, progress: Any
+) -> TrafficReport:
+    """Route ``per_route[route]`` requests on each route and run ``agents`` agent traces."""
     rng = router.rng
     report = TrafficReport()
-    task = progress.add_task("production traffic", total=per_route * len(ROUTE_MIX) + agents)
+    total = sum(per_route.get(r, 0) for r in ROUTE_MIX) + agents
+    task = progress.add_task("production traffic", total=total)
     for route, mix in ROUTE_MIX.items():
         specs, weights = list(mix), list(mix.values())
         session = uuid.uuid4().hex[:12]
-        for i in range(per_route):
+        for i in range(per_route.get(route, 0)):
             if i % 4 == 0:
                 session = uuid.uuid4().hex[:12]
             spec = rng.choices(specs, weights)[0]
