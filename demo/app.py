@@ -91,7 +91,9 @@ class Models:
         "completion_marker": "code:",
     }
 
-    def __init__(self, cache_dir: Path, data: demo_data.DemoData, progress: Progress):
+    def __init__(
+        self, cache_dir: Path, data: demo_data.DemoData, progress: Progress, seed: int = 1
+    ):
         from prefixscope.demo import tinymodels as tm
 
         task = progress.add_task(
@@ -103,18 +105,20 @@ class Models:
             name=BASE_MODEL,
             train_steps=self.BASE_STEPS,
             lr=self.BASE_LR,
-            seed=1,
+            seed=seed,
         )
         progress.advance(task)
         adapters = []
         for spec in demo_data.SPECIALTIES:
             adapters.append(
-                tm.train_prefix(self.base, data.train[spec], spec, seed=2, **self.PREFIX)
+                tm.train_prefix(self.base, data.train[spec], spec, seed=seed + 1, **self.PREFIX)
             )
             progress.advance(task)
         # radiology v2: retrained on noisier labels (a realistic regression to catch)
         noisy = [_corrupt(t, i) for i, t in enumerate(data.train["radiology"])]
-        adapters.append(tm.train_prefix(self.base, noisy, "radiology-v2", seed=3, **self.PREFIX))
+        adapters.append(
+            tm.train_prefix(self.base, noisy, "radiology-v2", seed=seed + 2, **self.PREFIX)
+        )
         progress.advance(task)
         self.model = tm.load_with_adapters(self.base, adapters)
         self.tokenizer = self.base.tokenizer
@@ -144,6 +148,9 @@ def run_demo(
     serve: bool,
     cache_dir: Path,
     seed: int,
+    *,
+    model_seed: int = 1,
+    torch_threads: int = 1,
 ) -> dict[str, Any]:
     from prefixscope.analytics.datasets import DatasetItem, save_dataset
     from prefixscope.analytics.detection import DetectionConfig
@@ -172,7 +179,7 @@ def run_demo(
     rng = random.Random(seed)
     import torch
 
-    torch.set_num_threads(1)  # the other core serves ingest; intra-op threads only contend
+    torch.set_num_threads(torch_threads)  # default 1: the other core serves ingest
     data = demo_data.build(seed=seed, golden_per_code=4 if quick else 8)
     tp = configure(endpoint=base_url, service_name="clinic-coder", base_model=BASE_MODEL)
     instrumentor = TransformersInstrumentor()
@@ -180,7 +187,7 @@ def run_demo(
     client = httpx.Client(base_url=base_url, timeout=60)
     try:
         with _progress() as progress:
-            models = Models(cache_dir, data, progress)
+            models = Models(cache_dir, data, progress, seed=model_seed)
         generate = models.generator()
         assert server.store is not None
         con = server.store.cursor()
@@ -329,6 +336,20 @@ def _wait_for_spans(client: httpx.Client, at_least: int, timeout: float = 60) ->
     help="Where trained models and adapters are cached between runs.",
 )
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed for data and traffic.")
+@click.option(
+    "--model-seed",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Seed for model training (base: this, prefixes: this + 1, radiology v2: + 2).",
+)
+@click.option(
+    "--torch-threads",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="torch intra-op threads for training and generation (the other core serves ingest).",
+)
 def demo_command(
     data_dir: Path | None,
     http_port: int,
@@ -337,6 +358,8 @@ def demo_command(
     no_serve: bool,
     cache_dir: Path,
     seed: int,
+    model_seed: int,
+    torch_threads: int,
 ) -> None:
     """Run the end-to-end demo: models, replay, traffic, detection, dashboard."""
     import os
@@ -354,4 +377,14 @@ def demo_command(
         pass
     if data_dir is None:
         data_dir = Path(f"prefixscope-demo-{datetime.now():%Y%m%d-%H%M%S}")
-    run_demo(data_dir, http_port, grpc_port, quick, not no_serve, cache_dir, seed)
+    run_demo(
+        data_dir,
+        http_port,
+        grpc_port,
+        quick,
+        not no_serve,
+        cache_dir,
+        seed,
+        model_seed=model_seed,
+        torch_threads=torch_threads,
+    )

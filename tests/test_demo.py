@@ -55,12 +55,26 @@ def test_quick_demo_prints_what_the_store_holds(tmp_path: Path) -> None:
     story = json.loads((data_dir / "demo-checks.json").read_text())
     names = {c["name"] for c in story["checks"]}
     assert names == {"own_specialty", "misrouting_hurts", "v2_alert", "gate", "routing"}
-    assert ("Story checks" in out) and (story["passed"] or "do not support" in out)
+    # the story holds on this machine, from a cold cache or a warm one (issue 13)
+    assert "Story checks" in out and story["passed"], json.dumps(story, indent=1)
     match = re.search(r"^alert ids: (.*)$", out, re.M)
     assert match, out[-2000:]
     printed = set() if match.group(1) == "(none)" else set(match.group(1).split())
     stored = {r[0] for r in query_store(data_dir, "SELECT id FROM alerts WHERE status = 'open'")}
-    assert printed == stored
+    assert stored and printed == stored
+    # the alerts in the store are the story's: radiology@2 against radiology@1 on radiology
+    # notes, and prefixes on another department's (mis-routed) notes; none where a released
+    # prefix serves its own department
+    rows = query_store(
+        data_dir,
+        "SELECT prefix_id, prefix_version, cohort->>'specialty', metric, baseline FROM alerts "
+        "WHERE status = 'open'",
+    )
+    assert ("radiology", "2", "radiology", "TaskCompletion", "radiology@1") in set(rows)
+    for prefix, version, spec, metric, baseline in rows:
+        assert (prefix, version) == ("radiology", "2") or spec != prefix, (
+            f"unexpected alert: {prefix}@{version} {metric} vs {baseline} on {spec}"
+        )
     # every variant served traffic, replays were scored, feedback arrived through the API
     prefixes = {
         r[0]
@@ -78,3 +92,65 @@ def test_quick_demo_prints_what_the_store_holds(tmp_path: Path) -> None:
     # the numbers are computed: the scorecard's n for a printed row matches the store
     lake = list((data_dir / "lake" / "spans").glob("date=*/*.parquet"))
     assert lake, "the Parquet lake was not rolled"
+
+
+def _quick_demo(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    data_dir = tmp_path / "demo-data"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "prefixscope.cli",
+            "demo",
+            "--quick",
+            "--no-serve",
+            "--data-dir",
+            str(data_dir),
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            # a cold cache per run: every model is trained from scratch
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc, data_dir
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("model_seed", [1, 2, 3, 4, 5])
+def test_story_holds_across_model_seeds_and_threads(
+    tmp_path: Path, model_seed: int, threads: int
+) -> None:
+    """Issue 13: the story is the recipe's, not one lucky trajectory. Trained from scratch
+    with five model seeds (data seed fixed) and 1 or 2 torch threads, each prefix beats base
+    on its own specialty (paired, >= 0.10, CI above 0) and the radiology v2 regression is
+    caught, with nothing but v2 and mis-routed notes alerting."""
+    _, data_dir = _quick_demo(
+        tmp_path, "--model-seed", str(model_seed), "--torch-threads", str(threads)
+    )
+    story = json.loads((data_dir / "demo-checks.json").read_text())
+    checks = {c["name"]: c for c in story["checks"]}
+    assert set(checks) >= {"own_specialty", "v2_alert"}
+    assert checks["own_specialty"]["passed"], checks["own_specialty"]["detail"]
+    assert checks["v2_alert"]["passed"], checks["v2_alert"]["detail"]
+    margins = story["margins"]
+    assert set(margins) == {"cardiology", "radiology", "dermatology"}
+    for spec, m in margins.items():
+        assert m["delta"] >= 0.10 and m["ci_low"] > 0, (spec, m)
+    print(
+        f"\n[demo] model seed {model_seed}, {threads} thread(s): "
+        + ", ".join(
+            f"{s} {m['delta']:+.2f} [{m['ci_low']:+.2f}, {m['ci_high']:+.2f}]"
+            for s, m in margins.items()
+        )
+        + f"; {checks['v2_alert']['detail']}"
+    )

@@ -111,10 +111,37 @@ def test_adapters_change_the_output(tiny: Tiny) -> None:
     assert outs["radiology"] != base_out
     assert outs["dermatology"] != base_out
     assert outs["radiology"] != outs["dermatology"]
-    # Each prefix steers towards its own corpus.
-    [rad], [derm] = outs["radiology"], outs["dermatology"]
-    assert any(t.startswith(PROMPT + rad[:8]) for t in RADIOLOGY), rad
-    assert any(t.startswith(PROMPT + derm[:8]) for t in DERMATOLOGY), derm
+
+
+def _nll(tiny: Tiny, texts: tuple[str, ...], adapter: str | None) -> float:
+    """Mean token negative log-likelihood of ``texts`` (right-padded, pads masked)."""
+    enc = tiny.tok(
+        [t + (tiny.tok.eos_token or "") for t in texts],
+        return_tensors="pt",
+        padding=True,
+        padding_side="right",
+    )
+    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+    with torch.no_grad():
+        if adapter is None:
+            with tiny.peft.disable_adapter():
+                return float(tiny.peft(**enc, labels=labels).loss)
+        tiny.peft.set_adapter(adapter)
+        return float(tiny.peft(**enc, labels=labels).loss)
+
+
+def test_each_prefix_steers_towards_its_own_corpus(tiny: Tiny) -> None:
+    """Each prefix makes its own corpus more likely than the base does and more likely than
+    the other prefix's corpus (its training objective, measured on likelihoods rather than on
+    the first greedy characters, which depend on the machine's floating point)."""
+    for own, other, name in (
+        (RADIOLOGY, DERMATOLOGY, "radiology"),
+        (DERMATOLOGY, RADIOLOGY, "dermatology"),
+    ):
+        own_nll = _nll(tiny, own, name)
+        assert own_nll < _nll(tiny, own, None), name
+        assert own_nll < _nll(tiny, own, "dermatology" if name == "radiology" else "radiology")
+        assert own_nll < _nll(tiny, other, name), name
 
 
 def test_spans_name_the_active_adapter_per_call(tiny: Tiny, exporter: InMemorySpanExporter) -> None:
