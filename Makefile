@@ -6,7 +6,7 @@ PYTHON ?= python3
 PIP     = $(VENV)/bin/pip
 STAMP   = $(VENV)/.installed
 
-.PHONY: setup demo test test-fast lint vllm-venv system-deps clean
+.PHONY: setup demo test test-simulations test-fast lint vllm-venv system-deps clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,9 @@ lint: setup
 
 test: setup system-deps
 	bash scripts/check
+
+test-simulations: setup
+	nice -n 19 $(VENV)/bin/pytest -s -m fullsim tests/test_analytics_detection.py
 
 test-fast: setup
 	$(VENV)/bin/pytest -q -m "not slow and not vllm and not browser"

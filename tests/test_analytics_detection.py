@@ -434,6 +434,7 @@ SLOW = {
 
 
 @pytest.mark.slow
+@pytest.mark.fullsim
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("name", list(SLOW))
 def test_full_simulation(name: str) -> None:
@@ -518,6 +519,7 @@ SLOW_WINDOWS = {
 
 
 @pytest.mark.slow
+@pytest.mark.fullsim
 @pytest.mark.timeout(3600)
 @pytest.mark.parametrize("name", list(SLOW_WINDOWS))
 def test_full_windows_simulation(name: str) -> None:
