@@ -228,6 +228,19 @@ def test_release_gate(srv: ServerProcess) -> None:
     assert {c["status"] for c in strict["cells"]} == {"untested"}
     assert "insufficient data" in strict["cells"][0]["reasons"][0]
     assert get(srv, "/api/v1/gate/cardio", alpha=2).status_code == 422
+    # gated on one cohort: radiology@3's Groundedness regressed in the radiology cohort only
+    # (its slower median latency shows in every cohort)
+    own = get(srv, "/api/v1/gate/radiology", cohort="specialty=radiology").json()
+    assert own["status"] == "fail" and own["cells"]
+    assert {c["cohort"]["specialty"] for c in own["cells"]} == {"radiology"}
+    assert any("Groundedness" in r for c in own["cells"] for r in c["reasons"])
+    other = get(srv, "/api/v1/gate/radiology", cohort="specialty=cardiology").json()
+    assert other["cells"] and {c["cohort"]["specialty"] for c in other["cells"]} == {"cardiology"}
+    assert not any("Groundedness" in r for c in other["cells"] for r in c["reasons"]), other
+    none = get(srv, "/api/v1/gate/radiology", cohort="specialty=nobody").json()
+    assert none["status"] == "insufficient_data" and none["cells"] == []
+    bad = get(srv, "/api/v1/gate/radiology", cohort="specialty")
+    assert bad.status_code == 400 and "key=value" in bad.json()["message"]
 
 
 def test_routing_advice(srv: ServerProcess) -> None:

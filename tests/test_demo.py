@@ -18,30 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_quick_demo_prints_what_the_store_holds(tmp_path: Path) -> None:
-    data_dir = tmp_path / "demo-data"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "prefixscope.cli",
-            "demo",
-            "--quick",
-            "--no-serve",
-            "--data-dir",
-            str(data_dir),
-            "--http-port",
-            "0",
-            "--grpc-port",
-            "0",
-            "--cache-dir",
-            str(ROOT / ".cache" / "prefixscope-demo-test"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=1500,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc, data_dir = _quick_demo(tmp_path, ROOT / ".cache" / "prefixscope-demo-test")
     out = proc.stdout
     for heading in (
         "Scorecard per (prefix, specialty)",
@@ -94,7 +71,10 @@ def test_quick_demo_prints_what_the_store_holds(tmp_path: Path) -> None:
     assert lake, "the Parquet lake was not rolled"
 
 
-def _quick_demo(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+def _quick_demo(
+    tmp_path: Path, cache: Path, *extra: str
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """``prefixscope demo --quick --no-serve`` in a subprocess; asserts it exited 0."""
     data_dir = tmp_path / "demo-data"
     proc = subprocess.run(
         [
@@ -110,9 +90,8 @@ def _quick_demo(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProces
             "0",
             "--grpc-port",
             "0",
-            # a cold cache per run: every model is trained from scratch
             "--cache-dir",
-            str(tmp_path / "cache"),
+            str(cache),
             *extra,
         ],
         capture_output=True,
@@ -134,8 +113,14 @@ def test_story_holds_across_model_seeds_and_threads(
     with five model seeds (data seed fixed) and 1 or 2 torch threads, each prefix beats base
     on its own specialty (paired, >= 0.10, CI above 0) and the radiology v2 regression is
     caught, with nothing but v2 and mis-routed notes alerting."""
+    # a cold cache per run: every model is trained from scratch
     _, data_dir = _quick_demo(
-        tmp_path, "--model-seed", str(model_seed), "--torch-threads", str(threads)
+        tmp_path,
+        tmp_path / "cache",
+        "--model-seed",
+        str(model_seed),
+        "--torch-threads",
+        str(threads),
     )
     story = json.loads((data_dir / "demo-checks.json").read_text())
     checks = {c["name"]: c for c in story["checks"]}
