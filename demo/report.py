@@ -128,7 +128,8 @@ def print_report(
             (a["example_trace_ids"] or ["-"])[0][:16],
         )
     console.print(t)
-    console.print("alert ids: " + (" ".join(sorted(a["id"] for a in alerts)) or "(none)"))
+    ids = " ".join(sorted(a["id"] for a in alerts)) or "(none)"
+    console.print(f"alert ids: {ids}", soft_wrap=True)  # one line, for copy and grep
 
     t = Table(title="Release gate per prefix, on the cohort it is released for")
     for col in ("variant", "verdict", "tested / untested cells", "failing cells (route / cohort)"):
