@@ -295,55 +295,58 @@ def sequence_anchor(window: Window, config: DetectionConfig) -> str | None:
     return hashlib.sha256(raw).hexdigest()[:32]
 
 
-def _look_time(window: Window) -> datetime:
-    return window.until or _now()
+@dataclass(frozen=True, slots=True)
+class SequenceLook:
+    """One look at a growing window's sequence (mSPRT): its anchor, its end, and whether it
+    continues the sequence. A look that ends before the sequence's latest look (a fixed
+    ``until`` in the past) stands alone: it neither reads nor writes the state."""
 
+    anchor: str | None
+    until: datetime
+    live: bool
 
-def _is_live(con: duckdb.DuckDBPyConnection, anchor: str, look: datetime) -> bool:
-    """A look continues its sequence unless it ends before the sequence's latest look (a
-    look back in time, e.g. a fixed ``until`` in the past: it neither reads nor writes)."""
-    row = con.execute(
-        "SELECT max(last_until) FROM sequential_state WHERE anchor = ?", [anchor]
-    ).fetchall()
-    return row[0][0] is None or look >= row[0][0]
+    @classmethod
+    def open(
+        cls, con: duckdb.DuckDBPyConnection, window: Window, config: DetectionConfig
+    ) -> SequenceLook:
+        anchor = sequence_anchor(window, config)
+        until = window.until or _now()
+        if anchor is None:
+            return cls(None, until, False)
+        row = con.execute(
+            "SELECT max(last_until) FROM sequential_state WHERE anchor = ?", [anchor]
+        ).fetchall()
+        return cls(anchor, until, row[0][0] is None or until >= row[0][0])
 
+    def prior(self, con: duckdb.DuckDBPyConnection) -> dict[str, Prior]:
+        """Running minimum p-value and maximum bound per comparison over the earlier looks."""
+        if not self.live:
+            return {}
+        rows = con.execute(
+            "SELECT fingerprint, min_p, worse_bound FROM sequential_state WHERE anchor = ?",
+            [self.anchor],
+        ).fetchall()
+        return {fp: Prior(float(p), float(b)) for fp, p, b in rows}
 
-def load_prior(
-    con: duckdb.DuckDBPyConnection, window: Window, config: DetectionConfig
-) -> dict[str, Prior]:
-    """Running minimum p-value and maximum bound per comparison over the earlier looks at
-    this growing window (mSPRT; empty otherwise)."""
-    anchor = sequence_anchor(window, config)
-    if anchor is None or not _is_live(con, anchor, _look_time(window)):
-        return {}
-    rows = con.execute(
-        "SELECT fingerprint, min_p, worse_bound FROM sequential_state WHERE anchor = ?",
-        [anchor],
-    ).fetchall()
-    return {fp: Prior(float(p), float(b)) for fp, p, b in rows}
-
-
-def save_prior(con: duckdb.DuckDBPyConnection, result: DetectionResult) -> None:
-    """Record this look (mSPRT): each comparison's running minimum p and maximum bound
-    (``result`` was computed with :func:`load_prior`, so its values already are the running
-    ones)."""
-    anchor = sequence_anchor(result.window, result.config)
-    look = _look_time(result.window)
-    if anchor is None or not result.comparisons or not _is_live(con, anchor, look):
-        return
-    now = _now()
-    rows = [
-        (anchor, c.fingerprint(), c.p_value, c.worse_bound, look, now)
-        for c in result.comparisons
-        if np.isfinite(c.worse_bound)
-    ]
-    if rows:
-        con.executemany(
-            "INSERT OR REPLACE INTO sequential_state "
-            "(anchor, fingerprint, min_p, worse_bound, last_until, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            rows,
-        )
+    def save(self, con: duckdb.DuckDBPyConnection, result: DetectionResult) -> None:
+        """Record this look: each comparison's running minimum p and maximum bound
+        (``result`` was computed with :meth:`prior`, so its values already are the running
+        ones)."""
+        if not self.live:
+            return
+        now = _now()
+        rows = [
+            (self.anchor, c.fingerprint(), c.p_value, c.worse_bound, self.until, now)
+            for c in result.comparisons
+            if np.isfinite(c.worse_bound)
+        ]
+        if rows:
+            con.executemany(
+                "INSERT OR REPLACE INTO sequential_state "
+                "(anchor, fingerprint, min_p, worse_bound, last_until, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
 
 
 def detect_and_alert(
@@ -355,9 +358,9 @@ def detect_and_alert(
     """One regression run: detect over the window (continuing the window's sequence of
     looks in mSPRT mode) and persist alerts and the sequence's state."""
     config = (config or DetectionConfig()).validate()
-    window = detection_window(since, until, config)
-    result = run_detection(con, since, until, config, prior=load_prior(con, window, config))
-    save_prior(con, result)
+    look = SequenceLook.open(con, detection_window(since, until, config), config)
+    result = run_detection(con, since, until, config, prior=look.prior(con))
+    look.save(con, result)
     return result, save_alerts(con, result)
 
 

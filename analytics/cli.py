@@ -29,7 +29,7 @@ from .cli_common import (
 )
 from .cli_datasets import datasets_group, replay_command
 from .detection import ConfigError, DetectionConfig
-from .query import QueryError, parse_duration, parse_time
+from .query import QueryError, parse_cohort_filter, parse_duration, parse_time
 
 __all__ = ["analytics_group", "datasets_group", "replay_command"]
 
@@ -177,7 +177,7 @@ def run_command(
     (with --lake-path: only when --data-dir is given too); otherwise they are printed and,
     with --out, written as JSON alert objects (id = fingerprint).
     """
-    from .alerts import alert_objects, load_prior, save_alerts, save_prior
+    from .alerts import SequenceLook, alert_objects, save_alerts
     from .detection import check_anchor, detection_window, run_detection
 
     cfg = _config(alpha, min_n, min_effect, score_min_effect, sequential, window, window_delay)
@@ -194,22 +194,22 @@ def run_command(
     explicit_store = ctx.get_parameter_source("data_dir") is not ParameterSource.DEFAULT
     if lake_path is None and engine == "duckdb":
         with open_store(data_dir) as con:
-            prior = load_prior(con, tested, cfg)
-            result = run_detection(con, since_t, until_t, cfg, prior=prior)
+            look = SequenceLook.open(con, tested, cfg)
+            result = run_detection(con, since_t, until_t, cfg, prior=look.prior(con))
             if not dry_run:
-                save_prior(con, result)
+                look.save(con, result)
             alerts = [] if dry_run else save_alerts(con, result)
     else:
         source = open_engine(engine, lake_path, master, spark_conf)
-        if explicit_store:
+        look, prior = None, {}
+        if explicit_store:  # the sequence state lives in the store; the engine runs alone
             with open_store(data_dir) as con:
-                prior = load_prior(con, tested, cfg)
-        else:
-            prior = {}
+                look = SequenceLook.open(con, tested, cfg)
+                prior = look.prior(con)
         result = run_detection(source, since_t, until_t, cfg, prior=prior)
-        if explicit_store and not dry_run:
+        if look is not None and not dry_run:
             with open_store(data_dir) as con:
-                save_prior(con, result)
+                look.save(con, result)
                 alerts = save_alerts(con, result, source=source)
         else:
             alerts = alert_objects(source, result)
@@ -379,12 +379,10 @@ def gate_command(
     from .gate import gate
 
     cfg = _config(alpha, min_n, min_effect, score_min_effect, sequential, window, window_delay)
-    wanted: dict[str, str] = {}
-    for item in cohort:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--cohort")
-        wanted[key] = value
+    try:
+        wanted = parse_cohort_filter(cohort)
+    except QueryError as exc:
+        raise click.BadParameter(str(exc), param_hint="--cohort") from None
     with open_store(data_dir) as con:
         try:
             res = gate(

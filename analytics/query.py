@@ -16,6 +16,7 @@ trace's *primary request*: its request span that ended last (the final answer of
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -113,6 +114,17 @@ def parse_time(value: datetime | str | None, now: datetime | None = None) -> dat
 def is_relative(value: datetime | str | None) -> bool:
     """Whether a window bound is an age (``24h``, ``7d``): it moves with the clock."""
     return isinstance(value, str) and _RELATIVE_RE.match(value.strip()) is not None
+
+
+def parse_cohort_filter(items: Iterable[str]) -> dict[str, str]:
+    """``["specialty=cardiology", ...]`` -> ``{"specialty": "cardiology", ...}``."""
+    wanted: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or len(item) > 200:
+            raise QueryError(f"cohort must be key=value, got {item[:200]!r}")
+        wanted[key] = value
+    return wanted
 
 
 def parse_duration(value: timedelta | str) -> timedelta:

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -57,7 +56,6 @@ def daily_looks(
     since: str | None,
     config: DetectionConfig,
     seed0: int = 0,
-    store: Callable[[], duckdb.DuckDBPyConnection] | None = None,
 ) -> Rate:
     """A/A with a regression run at the end of every simulated day; ``since`` is resolved
     against the simulated clock, as the API resolves it against its own (an age like ``7d``
@@ -71,7 +69,7 @@ def daily_looks(
     ]
     hits = 0
     for run in range(runs):
-        con = store() if store else duckdb.connect()
+        con = duckdb.connect()
         migrate(con)
         try:
             for day in range(days):
@@ -123,11 +121,9 @@ def versions_fdr(
     proportion averaged over replicates."""
     rng = np.random.default_rng(seed)
     alpha_b, beta_b = 8.0, 2.0
-    keys: list[tuple[str, str, str, str]] = [
-        (BASE, "", "clinical", f'{{"c":"{c}"}}') for c in range(cohorts)
-    ]
+    keys: list[tuple[str, str, str, str]] = [_key(BASE, "", str(c)) for c in range(cohorts)]
     keys += [
-        (f"p{p}", str(v), "clinical", f'{{"c":"{c}"}}')
+        _key(f"p{p}", str(v), str(c))
         for p in range(prefixes)
         for v in range(1, versions + 1)
         for c in range(cohorts)
@@ -162,12 +158,14 @@ def versions_fdr(
 def _is_regression(c: Comparison, bad: set[tuple[str, str, str, str]]) -> bool:
     """A true regression: the cell is worse and its baseline is not."""
 
-    def key(prefix: str, version: str) -> tuple[str, str, str, str]:
-        return (prefix, version, "clinical", f'{{"c":"{c.cohort["c"]}"}}')
-
-    if key(c.prefix_id, c.prefix_version) not in bad:
+    if _key(c.prefix_id, c.prefix_version, c.cohort["c"]) not in bad:
         return False
     if c.baseline == BASE:
         return True
     prefix, _, version = c.baseline.rpartition("@")
-    return key(prefix, version) not in bad
+    return _key(prefix, version, c.cohort["c"]) not in bad
+
+
+def _key(prefix: str, version: str, cohort: str) -> tuple[str, str, str, str]:
+    """A cell key as the cube spells it: (prefix, version, route, cohort JSON)."""
+    return (prefix, version, "clinical", f'{{"c":"{cohort}"}}')

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 
+from prefixscope.analytics.query import parse_cohort_filter
 from prefixscope.errors import BadRequest
 
 from . import alerts, analysis
@@ -173,12 +174,8 @@ def analysis_routes(state: ApiState) -> APIRouter:
         like ``7d`` would slide with the clock and is refused. ``cohort=key=value`` gates only
         the cells of that cohort (the population the prefix is released for).
         """
-        wanted: dict[str, str] = {}
-        for item in cohort or []:
-            key, sep, value = item.partition("=")
-            if not sep or not key or len(item) > 200:
-                raise BadRequest(f"cohort must be key=value, got {item[:200]!r}")
-            wanted[key] = value
+        with analysis.analytics_errors():
+            wanted = parse_cohort_filter(cohort or [])
         result = analysis.gate(
             store,
             prefix_id,
