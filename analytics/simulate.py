@@ -84,6 +84,8 @@ def daily_looks(
                 )
                 clock = start + timedelta(days=1)
                 diff = run_and_diff(con, parse_time(since, clock), clock, config)
+                if not diff.result.comparisons:  # a look that tests nothing cannot alert
+                    raise RuntimeError(f"day {day}: the run tested no comparison")
                 if diff.result.regressions:
                     hits += 1
                     break
