@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import duckdb
 import pyarrow as pa
 
-from prefixscope.collector.lake_tables import LAKE_TABLES, LakeTable, published_files
+from prefixscope.collector.lake_tables import LAKE_TABLES, LakeTable, published_files, sql_type
 from prefixscope.collector.sinks import is_local, open_fs
 
 from .dialect import DUCKDB, SPARK, Dialect
@@ -114,16 +114,22 @@ class DuckDBEngine:
                     continue
                 listed = "[" + ", ".join(_quote(prefix + f) for f in files) + "]"
                 distinct = f"DISTINCT ON ({', '.join(spec.key)}) " if dedupe else ""
-                parts.append(
-                    f"SELECT {distinct}{cols} FROM read_parquet({listed}, "
-                    "hive_partitioning = true, union_by_name = true)"
-                )
+                source = f"read_parquet({listed}, hive_partitioning = true, union_by_name = true)"
+                parts.append(f"SELECT {distinct}{_lake_columns(con, source, spec)} FROM {source}")
             if not parts:
                 con.register(f"_empty_{spec.name}", spec.schema.empty_table())
                 parts.append(f"SELECT {cols} FROM _empty_{spec.name}")
             body = " UNION ALL ".join(parts)
             con.execute(f"CREATE VIEW {spec.name} AS {body}").fetchall()
         return cls(con, materialize=True)
+
+
+def _lake_columns(con: duckdb.DuckDBPyConnection, source: str, spec: LakeTable) -> str:
+    """The table's columns; a column no file has (files older than the column) reads as NULL."""
+    have = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+    return ", ".join(
+        f.name if f.name in have else f"NULL::{sql_type(f.type)} AS {f.name}" for f in spec.schema
+    )
 
 
 def as_engine(source: duckdb.DuckDBPyConnection | Engine) -> Engine:
@@ -237,7 +243,11 @@ class SparkEngine:
             df = spark.createDataFrame([], _spark_schema(spec.schema))
             for files, dedupe in ((clean, False), (dirty, True)):
                 if files:
-                    part = spark.read.option("basePath", base).parquet(*(scheme + f for f in files))
+                    part = (
+                        spark.read.option("basePath", base)
+                        .option("mergeSchema", "true")
+                        .parquet(*(scheme + f for f in files))
+                    )
                     part = _conform(part, spec)
                     df = df.unionByName(part.dropDuplicates(list(spec.key)) if dedupe else part)
             df.createOrReplaceTempView(spec.name)
@@ -245,5 +255,14 @@ class SparkEngine:
 
 
 def _conform(df: DataFrame, spec: LakeTable) -> DataFrame:
-    """The table's columns in order (drops the ``date`` partition column)."""
-    return df.select(*spec.schema.names)
+    """The table's columns in order (drops the ``date`` partition column); a column the files
+    lack (written before it was added) reads as NULL."""
+    from pyspark.sql import functions as F
+
+    have = set(df.columns)
+    return df.select(
+        *(
+            F.col(f.name) if f.name in have else F.lit(None).cast(sql_type(f.type)).alias(f.name)
+            for f in spec.schema
+        )
+    )

@@ -70,7 +70,7 @@ def _direct_span(
 ) -> tuple[str, str]:
     tid, sid = uuid.uuid4().hex, uuid.uuid4().hex[:16]
     con.execute(
-        """INSERT INTO spans (trace_id, span_id, name, kind, service_name, start_time, end_time,
+        """INSERT INTO span_rows (trace_id, span_id, name, kind, service_name, start_time, end_time,
   duration_ms, status_code, status_message, base_model, prefix_id, route, cohort, attributes,
   resource, ingested_at, ingest_batch)
 VALUES (?, ?, 'replay.generate', 'INTERNAL', 'prefixscope-replay', ?, ?, ?, ?, ?, ?, ?, ?, ?,

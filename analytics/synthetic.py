@@ -134,7 +134,7 @@ def generate(
     con.register("_syn_arms", arms_tab)
     try:
         con.execute(
-            """INSERT INTO spans (trace_id, span_id, name, kind, service_name, start_time,
+            """INSERT INTO span_rows (trace_id, span_id, name, kind, service_name, start_time,
   end_time, duration_ms, status_code, base_model, prefix_id, prefix_version, route,
   input_tokens, output_tokens, cached_tokens, ttft_ms, fallback_reason, cohort, attributes,
   resource, ingested_at, ingest_batch)

@@ -226,6 +226,17 @@ class PrefixRegistration(_Strict):
     adapter_hash: ShortText | None = None
     status: PrefixStatus = "registered"
     metadata: dict[str, Any] = Field(default_factory=dict)
+    served_model_names: list[ShortText] | None = Field(
+        default=None,
+        max_length=100,
+        description=(
+            "Model names this variant is served under (vLLM --lora-modules NAME=...). Spans "
+            "without prefix.id whose request (else response) model is one of them are "
+            "attributed to this variant, earlier spans included. Omitted: the names stay as "
+            "they are; []: none."
+        ),
+        examples=[["cardiology"]],
+    )
 
 
 class PrefixInfo(BaseModel):
@@ -248,6 +259,7 @@ class PrefixInfo(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     registered_at: UtcDateTime | None = None
     updated_at: UtcDateTime | None = None
+    served_model_names: list[str] = Field(default_factory=list)
 
 
 class PrefixList(BaseModel):

@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 
 from prefixscope.analytics.query import PREFIX_SQL, REQUEST_PREDICATE
+from prefixscope.collector import attribution
 from prefixscope.collector.store import Store
 from prefixscope.errors import Unavailable
 from prefixscope.semconv import BASE_PREFIX_ID
@@ -53,12 +54,15 @@ def list_prefixes(store: Store) -> list[PrefixInfo]:
     try:
         seen = {row[0]: row for row in cur.execute(_SEEN_SQL).fetchall()}
         reg_rows = cur.execute(f"SELECT {', '.join(_REGISTRY_COLUMNS)} FROM prefixes").fetchall()
+        served = attribution.served_names(cur)
     finally:
         cur.close()
     registered = {row[0]: dict(zip(_REGISTRY_COLUMNS, row, strict=True)) for row in reg_rows}
     out = []
     for pid in sorted(set(seen) | set(registered), key=lambda p: (p != BASE_PREFIX_ID, p)):
-        out.append(_merge(pid, seen.get(pid), registered.get(pid)))
+        info = _merge(pid, seen.get(pid), registered.get(pid))
+        info.served_model_names = served.get(pid, [])
+        out.append(info)
     return out
 
 
@@ -92,6 +96,7 @@ def register_prefix(store: Store, prefix_id: str, body: PrefixRegistration) -> t
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     values = body.model_dump()
     metadata = json.dumps(values.pop("metadata"))
+    names = values.pop("served_model_names")
     cur = store.cursor()
     try:
         cur.execute("BEGIN TRANSACTION")
@@ -117,6 +122,23 @@ def register_prefix(store: Store, prefix_id: str, body: PrefixRegistration) -> t
                 now,
             ],
         )
+        # the served names follow the registration: listed names (or, when omitted, the
+        # current ones) stand for its version, base model and type from now on
+        mapped = attribution.current(cur, prefix_id)
+        wanted = {
+            name: values["version"] or mapped.get(name)
+            for name in (mapped if names is None else names)
+        }
+        if attribution.declare(
+            cur,
+            prefix_id,
+            wanted,
+            base_model=values["base_model"],
+            prefix_type=values["prefix_type"],
+            source="api",
+            now=now,
+        ):
+            attribution.refresh_view(cur)
         cur.execute("COMMIT")
     except duckdb.Error as exc:
         with contextlib.suppress(duckdb.Error):

@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 
-from .lake_tables import COMPACTED_PREFIX, lake_table
+from .lake_tables import COMPACTED_PREFIX, conform, lake_table
 from .sinks import open_fs, publish_parquet
 
 
@@ -64,7 +64,7 @@ def compact(
         tables = []
         for f in files:
             with fs.open(f, "rb") as fh:
-                tables.append(pq.read_table(fh))
+                tables.append(conform(pq.read_table(fh), spec.schema))
         frames = [pl.DataFrame(pl.from_arrow(t)) for t in tables]
         df = pl.concat(frames, how="vertical_relaxed")
         rows_in = df.height

@@ -9,6 +9,7 @@ with a precise message.
 from __future__ import annotations
 
 import base64
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -19,7 +20,7 @@ from prefixscope import semconv as k
 from prefixscope.errors import BadRequest
 
 from .model import SpanBatch
-from .normalize import normalize
+from .normalize import OUTPUT_COLUMNS, normalize
 
 KIND_NAMES = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
 STATUS_NAMES = ("UNSET", "OK", "ERROR")
@@ -33,6 +34,8 @@ _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 _MAX_DEPTH = 16
 _JSON_OPTS = orjson.OPT_NON_STR_KEYS
+_TTFT = OUTPUT_COLUMNS.index("ttft_ms")
+_EPOCH = datetime(1970, 1, 1)
 
 
 class Limits:
@@ -62,6 +65,10 @@ def _append_span(
     service_name: str | None,
     resource: dict[str, Any],
     resource_json: str,
+    scope: tuple[str | None, str | None] = (None, None),
+    events: list[dict[str, Any]] | None = None,
+    links: list[dict[str, Any]] | None = None,
+    first_token_ns: int | None = None,
 ) -> None:
     if len(trace_id) != 32 or trace_id == _ZERO_TRACE:
         batch.reject(f"span {name!r}: trace_id must be 16 non-zero bytes")
@@ -70,6 +77,8 @@ def _append_span(
         batch.reject(f"span {name!r}: span_id must be 8 non-zero bytes")
         return
     norm, cohort = normalize(attrs, resource)
+    if first_token_ns is not None and norm[_TTFT] is None and first_token_ns >= start_ns:
+        norm[_TTFT] = (first_token_ns - start_ns) / 1e6  # from a first-token span event
     batch.rows.append(
         (
             trace_id,
@@ -87,8 +96,32 @@ def _append_span(
             orjson.dumps(cohort).decode() if cohort else None,
             orjson.dumps(attrs, option=_JSON_OPTS).decode(),
             resource_json,
+            orjson.dumps(events, option=_JSON_OPTS).decode() if events else None,
+            orjson.dumps(links, option=_JSON_OPTS).decode() if links else None,
+            scope[0] or None,
+            scope[1] or None,
         )
     )
+
+
+def iso_time(ns: int) -> str:
+    """An event's time as ISO 8601 UTC with microseconds (what the ``events`` JSON holds)."""
+    return (_EPOCH + timedelta(microseconds=ns // 1000)).isoformat(timespec="microseconds") + "Z"
+
+
+def span_event(name: str, time_ns: int, attrs: dict[str, Any]) -> dict[str, Any]:
+    """One entry of the ``events`` column: ``{name, time, attributes}``."""
+    return {"name": name, "time": iso_time(time_ns), "attributes": attrs}
+
+
+def span_link(
+    trace_id: str, span_id: str, trace_state: str, attrs: dict[str, Any]
+) -> dict[str, Any]:
+    """One entry of the ``links`` column."""
+    link: dict[str, Any] = {"trace_id": trace_id, "span_id": span_id, "attributes": attrs}
+    if trace_state:
+        link["trace_state"] = trace_state
+    return link
 
 
 def _truncate(batch: SpanBatch, value: str, limit: int) -> str:
@@ -165,7 +198,35 @@ def decode_protobuf(body: bytes | bytearray, limits: Limits | None = None) -> Sp
         service_name = service if isinstance(service, str) else None
         resource_json = orjson.dumps(resource).decode()
         for ss in rs.scope_spans:
+            scope = (ss.scope.name, ss.scope.version)
             for sp in ss.spans:
+                events: list[dict[str, Any]] | None = None
+                first_token: int | None = None
+                if sp.events:
+                    events = []
+                    for ev in sp.events:
+                        events.append(
+                            span_event(
+                                ev.name,
+                                ev.time_unix_nano,
+                                _pb_attrs(batch, ev.attributes, limits),
+                            )
+                        )
+                        if first_token is None and ev.name in k.FIRST_TOKEN_EVENTS:
+                            first_token = ev.time_unix_nano
+                links = (
+                    [
+                        span_link(
+                            ln.trace_id.hex(),
+                            ln.span_id.hex(),
+                            ln.trace_state,
+                            _pb_attrs(batch, ln.attributes, limits),
+                        )
+                        for ln in sp.links
+                    ]
+                    if sp.links
+                    else None
+                )
                 _append_span(
                     batch,
                     sp.trace_id.hex(),
@@ -181,5 +242,9 @@ def decode_protobuf(body: bytes | bytearray, limits: Limits | None = None) -> Sp
                     service_name,
                     resource,
                     resource_json,
+                    scope,
+                    events,
+                    links,
+                    first_token,
                 )
     return batch

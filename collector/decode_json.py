@@ -17,7 +17,15 @@ import orjson
 from prefixscope import semconv as k
 from prefixscope.errors import BadRequest
 
-from .decode import KIND_NAMES, STATUS_NAMES, Limits, _append_span, _truncate
+from .decode import (
+    KIND_NAMES,
+    STATUS_NAMES,
+    Limits,
+    _append_span,
+    _truncate,
+    span_event,
+    span_link,
+)
 from .model import SpanBatch
 
 _MAX_DEPTH = 16
@@ -201,6 +209,7 @@ def decode_json(body: bytes | bytearray, limits: Limits | None = None) -> SpanBa
         for s, ss in enumerate(_list(rs, "scopeSpans", "scope_spans", rpath)):
             spath = f"{rpath}.scopeSpans[{s}]"
             ss = _obj(ss, spath)
+            scope = _scope(ss.get("scope"), f"{spath}.scope")
             for i, sp in enumerate(_list(ss, "spans", "spans", spath)):
                 p = f"{spath}.spans[{i}]"
                 sp = _obj(sp, p)
@@ -211,6 +220,7 @@ def decode_json(body: bytes | bytearray, limits: Limits | None = None) -> SpanBa
                 message = status.get("message")
                 if message is not None and not isinstance(message, str):
                     raise BadRequest(f"{p}.status.message: expected a string")
+                events, first_token = _events(batch, sp, limits, p)
                 _append_span(
                     batch,
                     _id(_get(sp, "traceId", "trace_id"), f"{p}.traceId"),
@@ -233,5 +243,66 @@ def decode_json(body: bytes | bytearray, limits: Limits | None = None) -> SpanBa
                     service_name,
                     resource,
                     resource_json,
+                    scope,
+                    events,
+                    _links(batch, sp, limits, p),
+                    first_token,
                 )
     return batch
+
+
+def _opt_str(v: Any, path: str) -> str | None:
+    if v is None or isinstance(v, str):
+        return v
+    raise BadRequest(f"{path}: expected a string, got {type(v).__name__}")
+
+
+def _scope(v: Any, path: str) -> tuple[str | None, str | None]:
+    if v is None:
+        return None, None
+    v = _obj(v, path)
+    return _opt_str(v.get("name"), f"{path}.name"), _opt_str(v.get("version"), f"{path}.version")
+
+
+def _events(
+    batch: SpanBatch, sp: dict[str, Any], limits: Limits, p: str
+) -> tuple[list[dict[str, Any]] | None, int | None]:
+    """The span's events for the ``events`` column, and the first first-token event's time."""
+    raw = _list(sp, "events", "events", p)
+    if not raw:
+        return None, None
+    events = []
+    first_token: int | None = None
+    for i, ev in enumerate(raw):
+        ep = f"{p}.events[{i}]"
+        ev = _obj(ev, ep)
+        name = _opt_str(ev.get("name"), f"{ep}.name") or ""
+        t = _int64(_get(ev, "timeUnixNano", "time_unix_nano"), f"{ep}.timeUnixNano")
+        attrs = _attrs(batch, _list(ev, "attributes", "attributes", ep), limits, f"{ep}.attributes")
+        events.append(span_event(name, t, attrs))
+        if first_token is None and name in k.FIRST_TOKEN_EVENTS:
+            first_token = t
+    return events, first_token
+
+
+def _links(
+    batch: SpanBatch, sp: dict[str, Any], limits: Limits, p: str
+) -> list[dict[str, Any]] | None:
+    raw = _list(sp, "links", "links", p)
+    if not raw:
+        return None
+    links = []
+    for i, ln in enumerate(raw):
+        lp = f"{p}.links[{i}]"
+        ln = _obj(ln, lp)
+        links.append(
+            span_link(
+                _id(_get(ln, "traceId", "trace_id"), f"{lp}.traceId"),
+                _id(_get(ln, "spanId", "span_id"), f"{lp}.spanId"),
+                _opt_str(_get(ln, "traceState", "trace_state"), f"{lp}.traceState") or "",
+                _attrs(
+                    batch, _list(ln, "attributes", "attributes", lp), limits, f"{lp}.attributes"
+                ),
+            )
+        )
+    return links

@@ -88,13 +88,13 @@ class LakeRoller:
                     )
                 )
                 newest = int(
-                    str(scalar(con, "SELECT coalesce(max(ingest_batch), 0) FROM spans") or 0)
+                    str(scalar(con, "SELECT coalesce(max(ingest_batch), 0) FROM span_rows") or 0)
                 )
                 if newest <= last:
                     return 0
                 cols = ", ".join(SPAN_COLUMN_NAMES)
                 table = con.sql(
-                    f"SELECT {cols}, CAST(start_time AS DATE)::VARCHAR AS _date FROM spans "
+                    f"SELECT {cols}, CAST(start_time AS DATE)::VARCHAR AS _date FROM span_rows "
                     "WHERE ingest_batch > $1 AND ingest_batch <= $2 ORDER BY start_time",
                     params=[last, newest],
                 ).to_arrow_table()

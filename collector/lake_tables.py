@@ -69,6 +69,26 @@ LAKE_TABLES: dict[str, LakeTable] = {
 }
 
 
+_SQL_TYPES = {pa.string(): "VARCHAR", pa.float64(): "DOUBLE", pa.int64(): "BIGINT"}
+
+
+def sql_type(t: pa.DataType) -> str:
+    """The DuckDB/Spark SQL type of a lake column's Arrow type."""
+    return "TIMESTAMP" if pa.types.is_timestamp(t) else _SQL_TYPES[t]
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with exactly ``schema``'s columns, in order: columns that files written
+    before a column was added lack read as nulls (old lake files stay readable)."""
+    cols = [
+        table.column(f.name).cast(f.type)
+        if f.name in table.column_names
+        else pa.nulls(table.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
 def lake_table(name: str) -> LakeTable:
     try:
         return LAKE_TABLES[name]

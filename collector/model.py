@@ -2,8 +2,9 @@
 
 Decoders turn OTLP bytes (protobuf or JSON, from HTTP or gRPC) into a :class:`SpanBatch`;
 nothing downstream sees protobuf. The column list is the ``spans`` table of DESIGN.md plus a
-few documented extensions, and it is defined once here: the DuckDB DDL, the Arrow schema and
-the Parquet lake schema are all derived from :data:`SPAN_COLUMNS`.
+few documented extensions (``request_model``/``response_model``: the model names the span
+carried, which variant attribution matches against), and it is defined once here: the DuckDB
+DDL, the Arrow schema and the Parquet lake schema are all derived from :data:`SPAN_COLUMNS`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ SPAN_COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("status_code", pa.string(), "VARCHAR"),
     ("status_message", pa.string(), "VARCHAR"),
     ("base_model", pa.string(), "VARCHAR"),
+    ("request_model", pa.string(), "VARCHAR"),
+    ("response_model", pa.string(), "VARCHAR"),
     ("prefix_id", pa.string(), "VARCHAR"),
     ("prefix_version", pa.string(), "VARCHAR"),
     ("prefix_type", pa.string(), "VARCHAR"),
@@ -41,6 +44,10 @@ SPAN_COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("cohort", pa.string(), "JSON"),
     ("attributes", pa.string(), "JSON"),
     ("resource", pa.string(), "JSON"),
+    ("events", pa.string(), "JSON"),
+    ("links", pa.string(), "JSON"),
+    ("scope_name", pa.string(), "VARCHAR"),
+    ("scope_version", pa.string(), "VARCHAR"),
 )
 
 SPAN_COLUMN_NAMES: tuple[str, ...] = tuple(c[0] for c in SPAN_COLUMNS)
@@ -49,6 +56,8 @@ SPAN_ARROW_SCHEMA: pa.Schema = pa.schema([(n, t) for n, t, _ in SPAN_COLUMNS])
 #: Columns the normalizer fills from attributes (the rest come from the span envelope).
 NORMALIZED_COLUMNS: tuple[str, ...] = (
     "base_model",
+    "request_model",
+    "response_model",
     "prefix_id",
     "prefix_version",
     "prefix_type",
@@ -71,7 +80,7 @@ class Rejection:
     message: str
 
 
-if SPAN_COLUMN_NAMES[11:23] != NORMALIZED_COLUMNS:
+if SPAN_COLUMN_NAMES[11:25] != NORMALIZED_COLUMNS:
     raise ValueError("NORMALIZED_COLUMNS must follow status_message in SPAN_COLUMNS")
 
 

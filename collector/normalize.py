@@ -72,12 +72,13 @@ COLUMN_SOURCES: dict[str, tuple[tuple[str, Convert], ...]] = {
     "prefix_id": ((k.PREFIX_ID, _str),),
     "prefix_version": ((k.PREFIX_VERSION, _str),),
     "prefix_type": ((k.PREFIX_TYPE, _str),),
-    "base_model": (
-        (k.BASE_MODEL, _str),
+    # base_model falls back to request_model, then response_model (in normalize())
+    "base_model": ((k.BASE_MODEL, _str),),
+    "request_model": (
         (k.GEN_AI_REQUEST_MODEL, _str),  # GenAI (current and legacy)
         (k.LLM_MODEL_NAME, _str),  # OpenInference
-        (k.GEN_AI_RESPONSE_MODEL, _str),  # vLLM llm_request
     ),
+    "response_model": ((k.GEN_AI_RESPONSE_MODEL, _str),),  # GenAI, vLLM llm_request
     "route": ((k.ROUTE, _str),),
     "prompt_version": ((k.PROMPT_VERSION, _str),),
     "session_id": (
@@ -130,6 +131,11 @@ for _column, _sources in COLUMN_SOURCES.items():
             raise ValueError(f"attribute {_key!r} maps to two columns")
         _KEYMAP[_key] = (_INDEX[_column], _rank, _conv)
 _RESOURCE_FALLBACKS = tuple((_INDEX[c], keys) for c, keys in RESOURCE_FALLBACKS.items())
+#: A span without ``base_model`` names its model only as the request (else response) model:
+#: that name fills ``base_model`` (before the resource fallback), as it did before those
+#: names had columns of their own. Variant attribution (``attribution.py``) matches the
+#: raw names against registered served model names.
+_BASE, _REQ, _RESP = _INDEX["base_model"], _INDEX["request_model"], _INDEX["response_model"]
 _N = len(OUTPUT_COLUMNS)
 
 
@@ -163,6 +169,8 @@ def normalize(
             if cohort is None:
                 cohort = {}
             cohort[key[_COHORT_LEN:]] = raw
+    if out[_BASE] is None:
+        out[_BASE] = out[_REQ] if out[_REQ] is not None else out[_RESP]
     if resource:
         for idx, keys in _RESOURCE_FALLBACKS:
             if out[idx] is None:

@@ -12,6 +12,15 @@ import duckdb
 
 from .model import SPAN_COLUMNS
 
+#: Columns new in migration 4 (the rest are the released migration 1's, in order).
+_V4_NEW = frozenset(
+    {"request_model", "response_model", "events", "links", "scope_name", "scope_version"}
+)
+#: Migrations are frozen: each one's column list is the model's as of that migration, so a
+#: later column added to ``SPAN_COLUMNS`` needs a new migration (tests/test_schema.py checks).
+_V1_SPAN_COLUMNS = tuple(c for c in SPAN_COLUMNS if c[0] not in _V4_NEW)
+_V4_SPAN_COLUMNS = SPAN_COLUMNS
+
 
 @dataclass(frozen=True, slots=True)
 class Migration:
@@ -20,12 +29,12 @@ class Migration:
     statements: tuple[str, ...]
 
 
-def _spans_ddl() -> str:
-    cols = ",\n  ".join(f"{name} {ddl}" for name, _, ddl in SPAN_COLUMNS)
+def _spans_ddl(table: str = "spans", columns: tuple[tuple[str, object, str], ...] = ()) -> str:
+    cols = ",\n  ".join(f"{name} {ddl}" for name, _, ddl in columns or _V1_SPAN_COLUMNS)
     # ingest_batch: the group-commit number that wrote the row (drives the Parquet roll);
     # ingested_at: when it became durable (ack-to-queryable lag is measurable from SQL).
     return (
-        "CREATE TABLE spans (\n  "
+        f"CREATE TABLE {table} (\n  "
         + cols
         + ",\n  ingested_at TIMESTAMP,\n  ingest_batch BIGINT,\n"
         + "  PRIMARY KEY (trace_id, span_id)\n)"
@@ -147,6 +156,59 @@ MIGRATIONS: tuple[Migration, ...] = (
   updated_at TIMESTAMP NOT NULL,
   PRIMARY KEY (anchor, fingerprint)
 )""",
+        ),
+    ),
+)
+
+
+def _copy_spans_v4() -> str:
+    """Old rows into ``span_rows``; the model names they carried are read back from their
+    attributes, so variant attribution sees spans stored before this migration too."""
+    new = {
+        "request_model": "coalesce(json_extract_string(attributes, '$.\"gen_ai.request.model\"'), "
+        "json_extract_string(attributes, '$.\"llm.model_name\"'))",
+        "response_model": "json_extract_string(attributes, '$.\"gen_ai.response.model\"')",
+    }
+    cols = [name for name, _, _ in _V4_SPAN_COLUMNS]
+    exprs = [new.get(c, "NULL") if c in _V4_NEW else c for c in cols]
+    return (
+        f"INSERT INTO span_rows ({', '.join(cols)}, ingested_at, ingest_batch) "
+        f"SELECT {', '.join(exprs)}, ingested_at, ingest_batch FROM spans"
+    )
+
+
+MIGRATIONS += (
+    Migration(
+        4,
+        "spans: events, links, scope, request/response model; stored as span_rows behind a "
+        "spans view (variant attribution); served_models history; GenAI log events",
+        (
+            _spans_ddl("span_rows", _V4_SPAN_COLUMNS),
+            _copy_spans_v4(),
+            "DROP TABLE spans",
+            """CREATE TABLE served_models (
+  name VARCHAR NOT NULL,
+  prefix_id VARCHAR,
+  version VARCHAR,
+  base_model VARCHAR,
+  prefix_type VARCHAR,
+  valid_from TIMESTAMP NOT NULL,
+  source VARCHAR NOT NULL,
+  PRIMARY KEY (name, valid_from)
+)""",
+            """CREATE TABLE log_events (
+  id VARCHAR PRIMARY KEY,
+  trace_id VARCHAR,
+  span_id VARCHAR,
+  time TIMESTAMP,
+  event_name VARCHAR NOT NULL,
+  body JSON,
+  attributes JSON,
+  resource JSON,
+  scope_name VARCHAR,
+  ingested_at TIMESTAMP NOT NULL
+)""",
+            "CREATE VIEW spans AS SELECT * FROM span_rows",
         ),
     ),
 )

@@ -40,7 +40,7 @@ class SpanSink(Protocol):
 
 
 class DuckDBSink:
-    """Insert into ``spans``; the primary key drops retried duplicates."""
+    """Insert into ``span_rows`` (read as ``spans``); the primary key drops retried duplicates."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -48,7 +48,7 @@ class DuckDBSink:
 
     def open(self) -> int:
         self._con = self._store.cursor()
-        return _count(scalar(self._con, "SELECT coalesce(max(ingest_batch), 0) FROM spans"))
+        return _count(scalar(self._con, "SELECT coalesce(max(ingest_batch), 0) FROM span_rows"))
 
     def write(self, table: pa.Table, batch_no: int) -> int:
         if self._con is None:  # invalidated by an earlier fatal error: reopen (or fail again)
@@ -67,9 +67,9 @@ class DuckDBSink:
                 # 33 us/span at one request per commit). A duplicate (a retried export) makes
                 # the statement fail as a whole, and then the group goes again, ignoring it.
                 try:
-                    return _count(scalar(con, "INSERT INTO spans SELECT * FROM _ingest_batch"))
+                    return _count(scalar(con, "INSERT INTO span_rows SELECT * FROM _ingest_batch"))
                 except duckdb.ConstraintException:
-                    sql = "INSERT OR IGNORE INTO spans SELECT * FROM _ingest_batch"
+                    sql = "INSERT OR IGNORE INTO span_rows SELECT * FROM _ingest_batch"
                     return _count(scalar(con, sql))
             finally:
                 con.unregister("_ingest_batch")

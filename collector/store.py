@@ -16,6 +16,7 @@ from pathlib import Path
 
 import duckdb
 
+from .attribution import refresh_view
 from .schema import migrate
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class Store:
         con = duckdb.connect(str(self.db_path), config=self._config)
         try:
             migrate(con)
+            refresh_view(con)
             lake = str(self.lake_dir).replace("'", "''")
             con.execute(f"SET allowed_directories=['{lake}/']")
             con.execute("SET enable_external_access=false")

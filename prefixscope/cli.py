@@ -16,12 +16,21 @@ import click
 from prefixscope import __version__
 from prefixscope.config import ENV_PREFIX, ConfigError, Settings
 
-_LIST_FIELDS = {"tokens", "read_tokens", "write_tokens", "webhook_urls"}
+_LIST_FIELDS = {
+    "tokens",
+    "read_tokens",
+    "write_tokens",
+    "webhook_urls",
+    "served_models",
+    "evaluators",
+}
 _FLAG_NAMES = {
     "tokens": "token",
     "read_tokens": "read-token",
     "write_tokens": "write-token",
     "webhook_urls": "webhook-url",
+    "served_models": "served-model",
+    "evaluate_sample": "sample",
 }
 
 

@@ -23,6 +23,29 @@ class ConfigError(ValueError):
     """A setting is missing, malformed or out of range."""
 
 
+_SERVED_RE = re.compile(r"^([^=\s]+)=([^@=\s]+)(?:@([^@=\s]+))?$")
+
+
+@dataclass(frozen=True, slots=True)
+class ServedModel:
+    """One ``--served-model``: a served model name and the variant it stands for."""
+
+    name: str
+    prefix_id: str
+    version: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ServedModel:
+        """``NAME=PREFIX_ID[@VERSION]``, e.g. ``cardiology=cardiology@3``."""
+        m = _SERVED_RE.match(text.strip())
+        if not m:
+            raise ValueError(
+                f"--served-model {text!r}: expected NAME=PREFIX_ID[@VERSION], "
+                "e.g. cardiology=cardiology@3"
+            )
+        return cls(m.group(1), m.group(2), m.group(3))
+
+
 @dataclass(slots=True)
 class Settings:
     data_dir: Path = field(
@@ -180,6 +203,36 @@ class Settings:
             "window."
         },
     )
+    served_models: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "NAME=PREFIX_ID[@VERSION]: spans without prefix.id whose request (else "
+            "response) model is NAME are read as that variant, earlier spans included (as "
+            "the registry's served_model_names; base model and type come from the "
+            "registration)."
+        },
+    )
+    evaluate_every: str = field(
+        default="",
+        metadata={
+            "help": "Run online evaluation of stored traffic this often, e.g. 5m (empty: "
+            "never). Each run scores the spans that arrived since the last one."
+        },
+    )
+    evaluators: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Evaluators of the periodic online evaluation, e.g. "
+            "JSONValidation,Refusal (comma-separated or repeated)."
+        },
+    )
+    evaluate_sample: float = field(
+        default=1.0,
+        metadata={
+            "help": "Fraction of spans the periodic online evaluation scores (0..1; a span is "
+            "in or out by a hash of its id, so re-runs score the same spans)."
+        },
+    )
     log_level: str = field(default="info", metadata={"help": "Log level."})
 
     def validate(self) -> Settings:
@@ -224,6 +277,21 @@ class Settings:
                 raise ConfigError(f"webhook URL must be http(s): {url!r}")
         if self.store not in ("duckdb", "lake"):
             raise ConfigError(f"store must be 'duckdb' or 'lake', got {self.store!r}")
+        for text in self.served_models:
+            try:
+                ServedModel.parse(text)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        self.evaluators = [e.strip() for v in self.evaluators for e in v.split(",") if e.strip()]
+        if self.evaluate_every:
+            if not re.fullmatch(r"\d+(\.\d+)?[smhdw]", self.evaluate_every.strip()):
+                raise ConfigError(
+                    f"evaluate_every must be like 30s, 5m or 1h, got {self.evaluate_every!r}"
+                )
+            if not self.evaluators:
+                raise ConfigError("evaluate_every needs --evaluators, e.g. JSONValidation,Refusal")
+        if not 0 < self.evaluate_sample <= 1:
+            raise ConfigError(f"evaluate_sample must be in (0, 1], got {self.evaluate_sample}")
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
             raise ConfigError(f"log_level must be debug/info/warning/error, got {self.log_level}")
         self._validate_tokens()

@@ -44,6 +44,8 @@ LLM_TOKEN_COUNT_TOTAL: Final = "llm.token_count.total"
 LLM_TOKEN_COUNT_CACHE_READ: Final = "llm.token_count.prompt_details.cache_read"
 LLM_MODEL_NAME: Final = "llm.model_name"
 OPENINFERENCE_SPAN_KIND: Final = "openinference.span.kind"
+#: Span events that mark a stream's first token (TTFT when no TTFT attribute is sent).
+FIRST_TOKEN_EVENTS: Final = frozenset({"First Token Stream Event"})  # OpenInference
 
 # -- OTel GenAI (current) ---------------------------------------------------------------------
 GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"

@@ -22,6 +22,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from prefixscope import __version__
+from prefixscope.collector import attribution
 from prefixscope.collector.grpc_server import start_grpc_server
 from prefixscope.collector.http import ingest_routes
 from prefixscope.collector.ingest import IngestPipeline
@@ -29,7 +30,7 @@ from prefixscope.collector.lake import LakeRoller
 from prefixscope.collector.sinks import DuckDBSink, LakeSink, SpanSink, s3_options_from_env
 from prefixscope.collector.store import Store
 from prefixscope.collector.writer import GroupCommitWriter
-from prefixscope.config import Settings
+from prefixscope.config import ServedModel, Settings
 from prefixscope.metrics import Metrics
 
 log = logging.getLogger("prefixscope")
@@ -61,6 +62,13 @@ class PrefixScopeServer:
                 checkpoint_wal_mb=settings.checkpoint_wal_mb,
                 memory_mb=settings.store_memory_mb,
             )
+            cur = self.store.cursor()
+            try:
+                attribution.declare_served(
+                    cur, [ServedModel.parse(t) for t in settings.served_models]
+                )
+            finally:
+                cur.close()
             sink = DuckDBSink(self.store)
             self.lake = LakeRoller(
                 self.store,

@@ -62,8 +62,9 @@ SELECT 'g-' || trace_id, trace_id, NULL, 'Groundedness', (hash(trace_id) % 1000)
     # a second request in some traces, ending at the same instant as the first (a tie for
     # "the request that ended last"), served by base: the higher span id wins on every engine
     con.execute(
-        """INSERT INTO spans SELECT * REPLACE ('ff' || span_id[3:] AS span_id, NULL AS prefix_id,
-  NULL AS prefix_version) FROM spans WHERE prefix_id = 'p1' AND hash(trace_id) % 7 = 0"""
+        """INSERT INTO span_rows SELECT * REPLACE ('ff' || span_id[3:] AS span_id,
+  NULL AS prefix_id, NULL AS prefix_version)
+FROM spans WHERE prefix_id = 'p1' AND hash(trace_id) % 7 = 0"""
     )
     return con
 

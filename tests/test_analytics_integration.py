@@ -152,7 +152,7 @@ def test_views(tmp_path: Path) -> None:
         assert sw["switched"]["n"] > 100 and sw["same"]["n"] > 100
         # agent traces: planner (base) then response (cardio), one session flickers
         con.execute(
-            """INSERT INTO spans (trace_id, span_id, name, start_time, end_time,
+            """INSERT INTO span_rows (trace_id, span_id, name, start_time, end_time,
           duration_ms, status_code, base_model, prefix_id, route, session_id, attributes)
           VALUES ('t1','s1','plan', ?, ?, 10, 'OK', 'm', NULL, 'agent', 'sess1',
                   '{"agent.step":"planner"}'),

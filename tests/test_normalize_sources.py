@@ -94,6 +94,8 @@ def actual_row(row: dict[str, Any]) -> dict[str, Any]:
     out["cohort"] = _as_json(row["cohort"])
     out["attributes"] = _as_json(row["attributes"])
     out["resource"] = _as_json(row["resource"])
+    out["events"] = _as_json(row["events"])
+    out["links"] = _as_json(row["links"])
     return out
 
 

@@ -1,0 +1,171 @@
+"""Variant attribution by served model name, applied when spans are read.
+
+vLLM serves each adapter under a model name of its own (``--lora-modules cardiology=…``), and
+third-party instrumentors record that name as the request or response model, never as
+``prefix.id``. A registration's ``served_model_names`` (or ``serve --served-model``) maps such
+names to a variant: a span with no ``prefix.id`` whose ``request_model`` (else
+``response_model``) is a served name is read as that variant, with the registered
+``base_model``, ``prefix_version`` and ``prefix_type``.
+
+The mechanism is a query-time mapping: rows are stored as they arrived (``span_rows``) and
+``spans`` is a view that joins them to the mapping's history (``served_models``). So
+
+* a registration applies to spans that arrived before it, in every store tier, without
+  rewriting a row (the lake keeps what the clients sent);
+* the mapping has a history: a name re-pointed to ``cardiology@4`` attributes later spans to
+  version 4 and keeps earlier ones on version 3. The first mapping of a name also covers the
+  spans before it (the backfill); a name dropped from a registration stops matching from then
+  on;
+* with no mapping declared, ``spans`` is a plain projection of ``span_rows`` (no join cost).
+
+The raw names stay visible in the ``request_model``/``response_model`` columns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from prefixscope.config import ServedModel
+
+if TYPE_CHECKING:
+    import duckdb
+
+ROWS_TABLE = "span_rows"
+VIEW = "spans"
+#: each name's current mapping (a NULL prefix_id: the name was dropped)
+_LATEST = (
+    "(SELECT * FROM served_models "
+    "QUALIFY row_number() OVER (PARTITION BY name ORDER BY valid_from DESC) = 1)"
+)
+
+
+def _plain_view() -> str:
+    return f"CREATE OR REPLACE VIEW {VIEW} AS SELECT * FROM {ROWS_TABLE}"
+
+
+def _mapped_view() -> str:
+    def pick(field: str, own: str) -> str:
+        return (
+            f"CASE WHEN q.prefix_id IS NOT NULL THEN {field.replace('@', 'q')} "
+            f"WHEN p.prefix_id IS NOT NULL THEN {field.replace('@', 'p')} ELSE r.{own} END"
+        )
+
+    def join(alias: str, column: str) -> str:
+        return (
+            f"LEFT JOIN m {alias} ON {alias}.name = r.{column} AND {alias}.prefix_id IS NOT NULL "
+            f"AND nullif(r.prefix_id, '') IS NULL "
+            f"AND r.start_time >= {alias}.lo AND r.start_time < {alias}.hi"
+        )
+
+    return f"""CREATE OR REPLACE VIEW {VIEW} AS
+WITH m AS (
+  SELECT name, prefix_id, version, base_model, prefix_type,
+    CASE WHEN row_number() OVER w = 1 THEN '-infinity'::TIMESTAMP ELSE valid_from END AS lo,
+    coalesce(lead(valid_from) OVER w, 'infinity'::TIMESTAMP) AS hi
+  FROM served_models WINDOW w AS (PARTITION BY name ORDER BY valid_from))
+SELECT r.* REPLACE (
+  {pick("@.prefix_id", "prefix_id")} AS prefix_id,
+  {pick("@.base_model", "base_model")} AS base_model,
+  {pick("coalesce(@.version, r.prefix_version)", "prefix_version")} AS prefix_version,
+  {pick("coalesce(@.prefix_type, r.prefix_type)", "prefix_type")} AS prefix_type)
+FROM {ROWS_TABLE} r
+{join("q", "request_model")}
+{join("p", "response_model")}"""
+
+
+def refresh_view(con: duckdb.DuckDBPyConnection) -> None:
+    """(Re)define ``spans``: the plain rows, or the rows joined to the served-model history."""
+    rows = con.execute("SELECT count(*) FROM served_models").fetchall()
+    con.execute(_mapped_view() if rows[0][0] else _plain_view()).fetchall()
+
+
+def declare(
+    con: duckdb.DuckDBPyConnection,
+    prefix_id: str,
+    names: Mapping[str, str | None],
+    *,
+    base_model: str | None,
+    prefix_type: str | None,
+    source: str,
+    exclusive: bool = True,
+    now: dt.datetime | None = None,
+) -> list[str]:
+    """Map each ``{name: version}`` to ``prefix_id`` from ``now`` on (inside the caller's
+    transaction). With ``exclusive``, names of the variant that are not listed stop matching.
+    A name of another variant moves to this one. Returns the names whose mapping changed."""
+    now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    latest = {
+        row[0]: row[1:]
+        for row in con.execute(
+            f"SELECT name, prefix_id, version, base_model, prefix_type, valid_from FROM {_LATEST}"
+        ).fetchall()
+    }
+    changes: list[tuple[str, tuple[str | None, ...]]] = []
+    for name, version in names.items():
+        want = (prefix_id, version, base_model, prefix_type)
+        if name not in latest or tuple(latest[name][:4]) != want:
+            changes.append((name, want))
+    if exclusive:
+        for name, row in latest.items():
+            if row[0] == prefix_id and name not in names:
+                changes.append((name, (None, None, None, None)))
+    for name, row in changes:
+        valid_from = now
+        if name in latest and latest[name][4] >= valid_from:  # clocks: keep the order
+            valid_from = latest[name][4] + dt.timedelta(microseconds=1)
+        con.execute(
+            "INSERT INTO served_models VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [name, *row, valid_from, source],
+        )
+    return [name for name, _ in changes]
+
+
+def served_names(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
+    """Every variant's current served names, ``{prefix_id: [name, ...]}``."""
+    out: dict[str, list[str]] = {}
+    for name, pid in con.execute(
+        f"SELECT name, prefix_id FROM {_LATEST} WHERE prefix_id IS NOT NULL ORDER BY name"
+    ).fetchall():
+        out.setdefault(pid, []).append(name)
+    return out
+
+
+def current(con: duckdb.DuckDBPyConnection, prefix_id: str) -> dict[str, str | None]:
+    """The names mapped to ``prefix_id`` now, with the version each stands for."""
+    rows = con.execute(f"SELECT name, prefix_id, version FROM {_LATEST} ORDER BY name").fetchall()
+    return {name: version for name, pid, version in rows if pid == prefix_id}
+
+
+def declare_served(con: duckdb.DuckDBPyConnection, served: Sequence[ServedModel]) -> list[str]:
+    """Apply ``serve --served-model`` declarations (one transaction). Base model and type come
+    from the variant's registration; the version from the flag, else the registration. Names
+    the API gave the variant stay mapped."""
+    if not served:
+        return []
+    changed: list[str] = []
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for sm in served:
+            reg = con.execute(
+                "SELECT version, base_model, prefix_type FROM prefixes WHERE prefix_id = ?",
+                [sm.prefix_id],
+            ).fetchall()
+            version, base_model, prefix_type = reg[0] if reg else (None, None, None)
+            changed += declare(
+                con,
+                sm.prefix_id,
+                {sm.name: sm.version or version},
+                base_model=base_model,
+                prefix_type=prefix_type,
+                source="cli",
+                exclusive=False,
+            )
+        if changed:
+            refresh_view(con)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return changed
