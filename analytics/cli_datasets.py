@@ -82,23 +82,12 @@ def _load_callable(spec: str) -> Any:
 
 
 def _evaluators(names: str) -> list[Any]:
-    from .evaluators import JSONValidation, Refusal, TaskCompletion
-    from .semantic import AnswerRelevancy, Groundedness
+    from .online import resolve_evaluators
 
-    known = {
-        "TaskCompletion": TaskCompletion,
-        "JSONValidation": JSONValidation,
-        "Refusal": Refusal,
-        "Groundedness": Groundedness,
-        "AnswerRelevancy": AnswerRelevancy,
-    }
-    out = []
-    for n in (x.strip() for x in names.split(",") if x.strip()):
-        if n in known:
-            out.append(known[n]())
-        else:
-            out.append(_load_callable(n)())
-    return out
+    try:
+        return list(resolve_evaluators(names.split(",")))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--evaluators") from None
 
 
 @click.command("replay")

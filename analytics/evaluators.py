@@ -54,6 +54,9 @@ class Evaluator:
 
     name: str = ""
     threshold: float = 0.5
+    #: what :meth:`evaluate` needs besides ``output`` ("input", "expected", "context"): online
+    #: evaluation skips a span that lacks one (counted, never scored 0)
+    needs: tuple[str, ...] = ()
 
     def __init__(self, *, name: str | None = None, threshold: float | None = None) -> None:
         self.name = name or self.name or type(self).__name__
@@ -150,6 +153,7 @@ class TaskCompletion(Evaluator):
         self.pattern = re.compile(pattern) if pattern else None
         self.code_re = re.compile(code_pattern)
         self.allow_extra = allow_extra
+        self.needs = () if mode == "regex" and self.pattern is not None else ("expected",)
 
     def evaluate(
         self,

@@ -1,7 +1,8 @@
 """Run evaluators over stored spans and write ``scores`` rows.
 
-Span text comes from the ``input.value``/``output.value`` attributes (present only when
-content capture was enabled) or from a caller-supplied ``resolve(span) -> dict`` returning
+Span text comes from :func:`prefixscope.collector.messages.extract` (every instrumentation
+convention's message content, and the span's GenAI log events; present only when content
+capture was enabled) or from a caller-supplied ``resolve(span) -> dict`` returning
 the evaluator keyword arguments (``input``, ``output``, ``expected``, ``context``, ...).
 Replayed spans of a golden dataset automatically get their item's ``expected`` and
 ``context``. Score ids are deterministic (trace, span, evaluator, source), so re-running an
@@ -20,6 +21,7 @@ import duckdb
 import orjson
 
 from prefixscope import semconv
+from prefixscope.collector import messages
 
 from .evaluators import EvalResult, EvaluatorProtocol
 
@@ -63,16 +65,24 @@ def score_row(
 
 
 def _default_resolve(span: Mapping[str, Any]) -> dict[str, Any] | None:
-    attrs = span["attributes"]
-    out = attrs.get(semconv.OUTPUT_VALUE)
-    if out is None:
+    msgs = messages.extract(span["attributes"], span.get("log_events") or ())
+    if msgs.output is None:
         return None
-    kw: dict[str, Any] = {"input": attrs.get(semconv.INPUT_VALUE), "output": str(out)}
+    kw: dict[str, Any] = {"input": msgs.input, "output": msgs.output}
     if span.get("expected") is not None:
         kw["expected"] = span["expected"]
     if span.get("context"):
         kw["context"] = span["context"]
     return kw
+
+
+def _event_pairs(raw: Any) -> list[tuple[str, Any]]:
+    """``(event_name, body)`` of a span's GenAI log events, bodies parsed from JSON."""
+    out = []
+    for item in raw or ():
+        name, body = item.values() if isinstance(item, dict) else item
+        out.append((name, orjson.loads(body) if isinstance(body, str) else body))
+    return out
 
 
 def evaluate_spans(
@@ -92,7 +102,9 @@ def evaluate_spans(
     if not span_ids and not trace_ids:
         raise ValueError("give span_ids or trace_ids")
     rows = con.execute(
-        f"""SELECT s.trace_id, s.span_id, s.attributes, i.expected, i.context
+        f"""SELECT s.trace_id, s.span_id, s.attributes, i.expected, i.context,
+  (SELECT list((e.event_name, e.body) ORDER BY e.time) FROM log_events e
+   WHERE e.trace_id = s.trace_id AND e.span_id = s.span_id) AS log_events
 FROM spans s LEFT JOIN dataset_items i
   ON i.dataset = json_extract_string(s.attributes, '$."{semconv.DATASET_NAME}"')
  AND i.item_id = json_extract_string(s.attributes, '$."{semconv.DATASET_ITEM_ID}"')
@@ -104,13 +116,14 @@ ORDER BY s.start_time""",
     ).fetchall()
     resolve = resolve or _default_resolve
     targets: list[tuple[str, str, dict[str, Any]]] = []
-    for trace_id, span_id, attrs, expected, context in rows:
+    for trace_id, span_id, attrs, expected, context, log_events in rows:
         span = {
             "trace_id": trace_id,
             "span_id": span_id,
             "attributes": orjson.loads(attrs) if attrs else {},
             "expected": expected,
             "context": orjson.loads(context) if context else [],
+            "log_events": _event_pairs(log_events),
         }
         kw = resolve(span)
         if kw is not None:

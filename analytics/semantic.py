@@ -175,6 +175,7 @@ class Groundedness(_Semantic):
     """
 
     threshold = 0.8
+    needs = ("context",)
 
     def __init__(
         self, *, support_threshold: float = 0.6, lexical_threshold: float = 0.6, **kw: Any
@@ -244,6 +245,7 @@ class AnswerRelevancy(_Semantic):
     """
 
     threshold = 0.5
+    needs = ("input",)
 
     def evaluate_many(self, items: Iterable[Mapping[str, Any]]) -> list[EvalResult]:
         items = list(items)

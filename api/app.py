@@ -26,6 +26,7 @@ from .context import ApiContext
 from .dashboard import dashboard_routes
 from .deps import ApiState
 from .detect import PeriodicDetector
+from .evaluate import PeriodicEvaluator
 from .routes_analysis import analysis_routes
 from .routes_data import data_routes
 
@@ -39,6 +40,12 @@ def build_router(ctx: ApiContext) -> APIRouter:
         mode: Literal["windows", "msprt"] = "msprt" if s.detect_sequential == "msprt" else "windows"
         detector = PeriodicDetector(state, s.detect_interval_s, s.detect_window, mode).start()
         ctx.on_close(detector.close)
+    if ctx.settings.evaluate_every:
+        s = ctx.settings
+        evaluator = PeriodicEvaluator(
+            state, s.evaluate_every, s.evaluators, s.evaluate_sample
+        ).start()
+        ctx.on_close(evaluator.close)
     router = APIRouter()
     router.include_router(data_routes(state))
     router.include_router(analysis_routes(state))

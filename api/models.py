@@ -216,6 +216,44 @@ class RegressionRun(BaseModel):
 PrefixStatus = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$", examples=["active"])]
 
 
+class EvaluationFilter(_Strict):
+    route: ShortText | None = None
+    prefix_id: ShortText | None = Field(default=None, description="a variant id, or base")
+    service_name: ShortText | None = None
+
+
+class EvaluationRunRequest(_Strict):
+    since: TimeBoundStr | None = Field(
+        default=None, description="Window start: ISO-8601 or an age (1h, 7d); null: all"
+    )
+    until: TimeBoundStr | None = None
+    evaluators: list[ShortText] = Field(
+        min_length=1,
+        max_length=20,
+        description="Built-in evaluator names (JSONValidation, Refusal, AnswerRelevancy, "
+        "Groundedness, TaskCompletion)",
+        examples=[["JSONValidation", "Refusal"]],
+    )
+    filter: EvaluationFilter = Field(default_factory=EvaluationFilter)
+    sample: float = Field(default=1.0, gt=0, le=1, description="fraction of spans scored")
+
+
+class EvaluationRun(BaseModel):
+    """Counts of (span, evaluator) pairs: scored now, scored before, skipped by reason."""
+
+    window: dict[str, str | None]
+    evaluators: list[str]
+    sample: float
+    spans: int
+    sampled_out: int
+    scored: int
+    scored_by_evaluator: dict[str, int]
+    already_scored: int
+    skipped: int
+    skipped_by_reason: dict[str, int]
+    text_sources: dict[str, int]
+
+
 class PrefixRegistration(_Strict):
     base_model: ShortText | None = None
     prefix_type: ShortText | None = Field(default=None, examples=["prefix_tuning", "lora"])
@@ -288,6 +326,17 @@ class SpanNode(BaseModel):
     fallback_reason: str | None
     attributes: dict[str, Any]
     resource: dict[str, Any]
+    events: list[Any] = Field(default_factory=list)
+    links: list[Any] = Field(default_factory=list)
+    scope_name: str | None = None
+    scope_version: str | None = None
+    request_model: str | None = None
+    response_model: str | None = None
+    log_events: list[dict[str, Any]] = Field(
+        default_factory=list, description="GenAI log events joined to this span"
+    )
+    input_text: str | None = Field(default=None, description="what evaluators read as input")
+    output_text: str | None = Field(default=None, description="what evaluators read as output")
     children: list[SpanNode] = Field(default_factory=list)
 
 

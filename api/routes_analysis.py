@@ -12,6 +12,7 @@ from prefixscope.errors import BadRequest
 from . import alerts, analysis
 from .deps import ApiState
 from .detect import run_regressions
+from .evaluate import run_evaluations
 from .models import (
     COMMON_ERRORS,
     NOT_FOUND,
@@ -19,6 +20,8 @@ from .models import (
     WRITE_ERRORS,
     Alert,
     AlertList,
+    EvaluationRun,
+    EvaluationRunRequest,
     GateResult,
     RegressionRun,
     RegressionRunRequest,
@@ -101,6 +104,19 @@ def analysis_routes(state: ApiState) -> APIRouter:
             since=out.window.since,
             until=out.window.until,
         )
+
+    @router.post(
+        "/evaluations/run",
+        response_model=EvaluationRun,
+        dependencies=write,
+        tags=["evaluations"],
+        responses=WRITE_ERRORS,
+    )
+    def post_evaluations_run(body: EvaluationRunRequest) -> EvaluationRun:
+        """Online evaluation: score the window's stored spans (source "online"), each
+        (span, evaluator) once; spans without usable text are counted as skipped."""
+        report = run_evaluations(state, body)
+        return EvaluationRun.model_validate(report.to_dict())
 
     @router.get("/alerts", response_model=AlertList, dependencies=read, tags=["alerts"])
     def list_alerts(

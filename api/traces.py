@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from prefixscope.collector import messages
 from prefixscope.collector.store import Store
 
 from .models import SpanNode, TraceFeedback, TraceScore, TraceView
@@ -31,6 +32,12 @@ _SPAN_COLUMNS = (
     "fallback_reason",
     "attributes",
     "resource",
+    "events",
+    "links",
+    "scope_name",
+    "scope_version",
+    "request_model",
+    "response_model",
 )
 _SCORE_COLUMNS = ("id", "span_id", "name", "value", "label", "reason", "source", "created_at")
 _FEEDBACK_COLUMNS = ("id", "span_id", "kind", "value", "comment", "created_at")
@@ -50,6 +57,16 @@ def _json_obj(text: Any) -> dict[str, Any]:
     except (TypeError, ValueError):
         return {"_raw": str(text)}
     return value if isinstance(value, dict) else {"_value": value}
+
+
+def _json_list(text: Any) -> list[Any]:
+    if not text:
+        return []
+    try:
+        value = json.loads(text) if isinstance(text, str) else text
+    except (TypeError, ValueError):
+        return [{"_raw": str(text)}]
+    return value if isinstance(value, list) else [value]
 
 
 def get_trace(store: Store, trace_id: str) -> TraceView | None:
@@ -73,6 +90,12 @@ def get_trace(store: Store, trace_id: str) -> TraceView | None:
             "ORDER BY created_at",
             [trace_id],
         ).fetchall()
+        log_events: dict[str, list[tuple[str, Any]]] = {}
+        for span_id, name, body in cur.execute(
+            "SELECT span_id, event_name, body FROM log_events WHERE trace_id = ? ORDER BY time",
+            [trace_id],
+        ).fetchall():
+            log_events.setdefault(span_id, []).append((name, json.loads(body) if body else None))
     finally:
         cur.close()
     if not spans and not scores and not feedback:
@@ -82,6 +105,12 @@ def get_trace(store: Store, trace_id: str) -> TraceView | None:
         rec = dict(zip(_SPAN_COLUMNS, row, strict=True))
         rec["attributes"] = _json_obj(rec["attributes"])
         rec["resource"] = _json_obj(rec["resource"])
+        rec["events"] = _json_list(rec["events"])
+        rec["links"] = _json_list(rec["links"])
+        own_logs = log_events.get(rec["span_id"], [])
+        rec["log_events"] = [{"name": n, "body": b} for n, b in own_logs]
+        msgs = messages.extract(rec["attributes"], own_logs)
+        rec["input_text"], rec["output_text"] = msgs.input, msgs.output
         nodes[rec["span_id"]] = SpanNode(**rec)
     roots: list[SpanNode] = []
     for node in nodes.values():  # already in start order, so children are too

@@ -1,4 +1,5 @@
-"""OTLP/gRPC ``TraceService/Export``: raw bytes in, through the same pipeline as HTTP."""
+"""OTLP/gRPC ``TraceService/Export`` (through the same pipeline as HTTP) and
+``LogsService/Export`` (GenAI log events): raw bytes in."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ from prefixscope.auth import AccessPolicy, Scope
 from prefixscope.errors import PrefixScopeError
 
 from .ingest import PROTOBUF, IngestPipeline
+from .logs import LogReceiver, logs_response
 
 log = logging.getLogger(__name__)
 
 EXPORT_METHOD = "Export"
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 
 
 def _identity(b: bytes) -> bytes:
@@ -64,7 +67,32 @@ def make_handler(pipeline: IngestPipeline) -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(SERVICE, {EXPORT_METHOD: handler})
 
 
-def start_grpc_server(pipeline: IngestPipeline, host: str, port: int) -> tuple[grpc.Server, int]:
+def make_logs_handler(pipeline: IngestPipeline, logs: LogReceiver) -> grpc.GenericRpcHandler:
+    metrics = pipeline.metrics
+    access = AccessPolicy.from_settings(pipeline.settings)
+
+    def export(body: bytes, context: grpc.ServicerContext) -> bytes:
+        try:
+            metadata: dict[str, Any] = {k: v for k, v in context.invocation_metadata()}
+            access.check(metadata, Scope.INGEST)
+            with pipeline.admitted():
+                logs.handle(body, PROTOBUF, None)
+        except PrefixScopeError as err:
+            metrics.requests.labels("grpc_logs", err.grpc_code.name).inc()
+            _abort(context, err)
+            raise AssertionError("unreachable") from err
+        metrics.requests.labels("grpc_logs", "OK").inc()
+        return logs_response(PROTOBUF)[0]
+
+    handler = grpc.unary_unary_rpc_method_handler(
+        export, request_deserializer=_identity, response_serializer=_identity
+    )
+    return grpc.method_handlers_generic_handler(LOGS_SERVICE, {EXPORT_METHOD: handler})
+
+
+def start_grpc_server(
+    pipeline: IngestPipeline, host: str, port: int, logs: LogReceiver | None = None
+) -> tuple[grpc.Server, int]:
     """Start the gRPC server; return it and the bound port (useful when port is 0)."""
     limit = pipeline.settings.max_decompressed_bytes
     server = grpc.server(
@@ -76,7 +104,10 @@ def start_grpc_server(pipeline: IngestPipeline, host: str, port: int) -> tuple[g
         ],
         maximum_concurrent_rpcs=64,
     )
-    server.add_generic_rpc_handlers((make_handler(pipeline),))
+    handlers = [make_handler(pipeline)]
+    if logs is not None:
+        handlers.append(make_logs_handler(pipeline, logs))
+    server.add_generic_rpc_handlers(tuple(handlers))
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot bind gRPC to {host}:{port}")

@@ -1,4 +1,5 @@
-"""OTLP/HTTP ``POST /v1/traces``, ``/healthz`` and ``/metrics`` as Starlette routes."""
+"""OTLP/HTTP ``POST /v1/traces`` and ``/v1/logs``, ``/healthz`` and ``/metrics`` as Starlette
+routes."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from prefixscope.errors import BadRequest, PayloadTooLarge, PrefixScopeError, ht
 from prefixscope.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 from .ingest import JSON, PROTOBUF, Decoded, IngestPipeline, media_type, media_type_lenient
+from .logs import LogReceiver, logs_response
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +84,9 @@ def error_response(err: PrefixScopeError, mtype: str | None) -> Response:
 
 
 def ingest_routes(
-    pipeline: IngestPipeline, health: Callable[[], tuple[bool, dict[str, Any]]]
+    pipeline: IngestPipeline,
+    health: Callable[[], tuple[bool, dict[str, Any]]],
+    logs: LogReceiver | None = None,
 ) -> list[Route]:
     settings = pipeline.settings
     metrics = pipeline.metrics
@@ -123,6 +127,38 @@ def ingest_routes(
         metrics.requests.labels("http", "200").inc()
         return export_response(mtype, decoded)
 
+    async def otlp_logs(request: Request) -> Response:
+        mtype: str | None = media_type_lenient(request.headers.get("content-type"))
+        try:
+            access.check(request.headers, Scope.INGEST)
+            mtype = media_type(request.headers.get("content-type"))
+            if logs is None:
+                raise BadRequest("this server does not receive OTLP logs")
+            with pipeline.receiving():
+                try:
+                    body = await asyncio.wait_for(
+                        read_body_limited(request, settings.max_body_bytes), BODY_TIMEOUT_S
+                    )
+                except TimeoutError:
+                    raise BadRequest(
+                        f"request body not received within {BODY_TIMEOUT_S:g} s"
+                    ) from None
+            with pipeline.admitted():
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(
+                    pipeline.threads,
+                    logs.handle,
+                    body,
+                    mtype,
+                    request.headers.get("content-encoding"),
+                )
+        except PrefixScopeError as err:
+            metrics.requests.labels("http_logs", str(err.http_status)).inc()
+            return error_response(err, mtype)
+        metrics.requests.labels("http_logs", "200").inc()
+        content, ctype = logs_response(mtype)
+        return Response(content, media_type=ctype)
+
     async def healthz(request: Request) -> Response:
         ok, detail = health()
         return JSONResponse(detail, status_code=200 if ok else 503)
@@ -136,6 +172,7 @@ def ingest_routes(
 
     return [
         Route("/v1/traces", otlp_traces, methods=["POST"]),
+        Route("/v1/logs", otlp_logs, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from prefixscope import semconv as k
 
 from .model import NORMALIZED_COLUMNS
@@ -60,6 +62,17 @@ def _float(v: Any) -> float | None:
     return None
 
 
+def _model_of_params(v: Any) -> str | None:
+    """OpenInference's ``llm.invocation_parameters`` (a JSON object as text): its ``model``."""
+    if not isinstance(v, str) or '"model"' not in v:
+        return None
+    try:
+        params = orjson.loads(v)
+    except orjson.JSONDecodeError:
+        return None
+    return _str(params.get("model")) if isinstance(params, dict) else None
+
+
 def _seconds_to_ms(v: Any) -> float | None:
     f = _float(v)
     return None if f is None else f * 1000.0
@@ -77,6 +90,7 @@ COLUMN_SOURCES: dict[str, tuple[tuple[str, Convert], ...]] = {
     "request_model": (
         (k.GEN_AI_REQUEST_MODEL, _str),  # GenAI (current and legacy)
         (k.LLM_MODEL_NAME, _str),  # OpenInference
+        (k.LLM_INVOCATION_PARAMETERS, _model_of_params),  # OpenInference, also on failures
     ),
     "response_model": ((k.GEN_AI_RESPONSE_MODEL, _str),),  # GenAI, vLLM llm_request
     "route": ((k.ROUTE, _str),),

@@ -169,6 +169,7 @@ def lake_compact(
 _register_optional(
     main, "prefixscope.analytics.cli", ["analytics_group", "replay_command", "datasets_group"]
 )
+_register_optional(main, "prefixscope.analytics.cli_online", ["evaluate_command"])
 _register_optional(main, "prefixscope.demo", ["demo_command"])
 
 if __name__ == "__main__":  # pragma: no cover

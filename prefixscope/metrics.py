@@ -84,6 +84,18 @@ class Metrics:
             ["table"],
             registry=r,
         )
+        self.log_records = Counter(
+            "prefixscope_log_records",
+            "OTLP log records received: kept (GenAI events, joined to their span) or not",
+            ["kept"],
+            registry=r,
+        )
+        self.online_scores = Counter(
+            "prefixscope_online_evaluations",
+            "Online evaluation of stored spans: (span, evaluator) pairs scored or skipped",
+            ["outcome"],
+            registry=r,
+        )
         self.sql_queries = Counter(
             "prefixscope_sql_queries", "Sandboxed SQL queries by outcome", ["outcome"], registry=r
         )

@@ -36,6 +36,8 @@ BATCH_INPUT_TOKENS: Final = "batch.input_tokens"
 BATCH_OUTPUT_TOKENS: Final = "batch.output_tokens"
 INPUT_VALUE: Final = "input.value"  # only when content capture is enabled
 OUTPUT_VALUE: Final = "output.value"  # only when content capture is enabled
+INPUT_MIME_TYPE: Final = "input.mime_type"  # OpenInference: application/json = an envelope
+OUTPUT_MIME_TYPE: Final = "output.mime_type"
 
 # -- OpenInference ----------------------------------------------------------------------------
 LLM_TOKEN_COUNT_PROMPT: Final = "llm.token_count.prompt"
@@ -43,9 +45,15 @@ LLM_TOKEN_COUNT_COMPLETION: Final = "llm.token_count.completion"
 LLM_TOKEN_COUNT_TOTAL: Final = "llm.token_count.total"
 LLM_TOKEN_COUNT_CACHE_READ: Final = "llm.token_count.prompt_details.cache_read"
 LLM_MODEL_NAME: Final = "llm.model_name"
+LLM_INVOCATION_PARAMETERS: Final = "llm.invocation_parameters"  # JSON text: {"model": ...}
 OPENINFERENCE_SPAN_KIND: Final = "openinference.span.kind"
 #: Span events that mark a stream's first token (TTFT when no TTFT attribute is sent).
-FIRST_TOKEN_EVENTS: Final = frozenset({"First Token Stream Event"})  # OpenInference
+FIRST_TOKEN_EVENTS: Final = frozenset(
+    {
+        "First Token Stream Event",  # OpenInference
+        "gen_ai.content.completion.chunk",  # OpenLLMetry (one per streamed chunk)
+    }
+)
 
 # -- OTel GenAI (current) ---------------------------------------------------------------------
 GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
@@ -64,6 +72,8 @@ GEN_AI_REQUEST_TOP_K: Final = "gen_ai.request.top_k"
 GEN_AI_REQUEST_MAX_TOKENS: Final = "gen_ai.request.max_tokens"
 GEN_AI_REQUEST_ID: Final = "gen_ai.request.id"
 GEN_AI_RESPONSE_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
+GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"  # structured parts, content capture on
+GEN_AI_OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
 
 # -- OTel GenAI (legacy) and vLLM native llm_request spans ------------------------------------
 GEN_AI_USAGE_PROMPT_TOKENS: Final = "gen_ai.usage.prompt_tokens"

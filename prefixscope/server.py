@@ -27,6 +27,7 @@ from prefixscope.collector.grpc_server import start_grpc_server
 from prefixscope.collector.http import ingest_routes
 from prefixscope.collector.ingest import IngestPipeline
 from prefixscope.collector.lake import LakeRoller
+from prefixscope.collector.logs import LogReceiver
 from prefixscope.collector.sinks import DuckDBSink, LakeSink, SpanSink, s3_options_from_env
 from prefixscope.collector.store import Store
 from prefixscope.collector.writer import GroupCommitWriter
@@ -85,6 +86,7 @@ class PrefixScopeServer:
             linger_s=settings.commit_linger_ms / 1000,
         )
         self.pipeline = IngestPipeline(settings, self.writer, self.metrics)
+        self.logs = LogReceiver(settings, self.store, self.metrics)
         self.api_context: Any = None
         self.app = self._build_app()
         self._grpc: grpc.Server | None = None
@@ -124,7 +126,7 @@ class PrefixScopeServer:
             redoc_url=None,
             **kwargs,
         )
-        for route in ingest_routes(self.pipeline, self.health):
+        for route in ingest_routes(self.pipeline, self.health, self.logs):
             app.router.routes.append(route)
         if self.store is None:
             return app  # lake mode: ingest, health and metrics only
@@ -145,7 +147,7 @@ class PrefixScopeServer:
             self.lake.start()
         if self.settings.grpc_port:
             self._grpc, self.grpc_port = start_grpc_server(
-                self.pipeline, self.settings.host, self.settings.grpc_port
+                self.pipeline, self.settings.host, self.settings.grpc_port, self.logs
             )
 
     def _uvicorn_server(self) -> uvicorn.Server:

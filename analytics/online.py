@@ -1,0 +1,219 @@
+"""Online evaluation: score stored production traffic with evaluators.
+
+``prefixscope evaluate``, ``POST /api/v1/evaluations/run`` and ``serve --evaluate-every`` all
+call :func:`run_online`. It selects the model-request spans of a window (filtered by route,
+variant or service, optionally a deterministic sample), reads each span's text from whatever
+convention carried it (:mod:`prefixscope.collector.messages`, GenAI log events included) and
+writes one score per (span, evaluator) with ``source="online"``.
+
+* Idempotent: a (span, evaluator) pair that already has an online score is not scored again,
+  and score ids are deterministic, so re-runs and overlapping windows never duplicate.
+* A span without usable text is *skipped* and counted with the reason, never scored 0: no
+  output text; or no input / context / expected answer for an evaluator that needs one.
+* Sampling keeps or drops a span by a hash of its id, so every run agrees on the sample.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import duckdb
+import orjson
+
+from prefixscope.collector import messages
+
+from .evaluators import EvaluatorProtocol, JSONValidation, Refusal, TaskCompletion
+from .query import PREFIX_SQL, REQUEST_PREDICATE, Window
+from .runner import ScoreRow, _event_pairs, score_row, write_scores
+
+SOURCE = "online"
+_SAMPLE_BUCKETS = 10_000
+
+
+def builtin_evaluators() -> dict[str, Any]:
+    from .semantic import AnswerRelevancy, Groundedness
+
+    return {
+        "JSONValidation": JSONValidation,
+        "Refusal": Refusal,
+        "TaskCompletion": TaskCompletion,
+        "Groundedness": Groundedness,
+        "AnswerRelevancy": AnswerRelevancy,
+    }
+
+
+def resolve_evaluators(names: Sequence[str]) -> list[EvaluatorProtocol]:
+    """Evaluators by name: a built-in one, or ``module:factory`` for your own."""
+    known = builtin_evaluators()
+    out: list[EvaluatorProtocol] = []
+    for name in (n.strip() for n in names if n.strip()):
+        if name in known:
+            out.append(known[name]())
+            continue
+        mod, _, attr = name.partition(":")
+        if not attr:
+            raise ValueError(
+                f"unknown evaluator {name!r}: use one of {sorted(known)} or module:factory"
+            )
+        try:
+            out.append(getattr(importlib.import_module(mod), attr)())
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"cannot load evaluator {name!r}: {exc}") from None
+    if not out:
+        raise ValueError("give at least one evaluator")
+    return out
+
+
+@dataclass(slots=True)
+class SpanFilter:
+    route: str | None = None
+    prefix_id: str | None = None
+    service_name: str | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        parts, params = [], []
+        if self.route is not None:
+            parts.append("s.route = ?")
+            params.append(self.route)
+        if self.prefix_id is not None:
+            parts.append(f"{PREFIX_SQL} = ?")
+            params.append(self.prefix_id)
+        if self.service_name is not None:
+            parts.append("s.service_name = ?")
+            params.append(self.service_name)
+        return " AND ".join(parts) or "TRUE", params
+
+
+@dataclass(slots=True)
+class OnlineReport:
+    """What one run did. ``scored``/``already_scored`` count (span, evaluator) pairs;
+    ``skipped`` counts them by reason; ``spans`` is how many spans matched the selection."""
+
+    window: dict[str, str | None]
+    evaluators: list[str]
+    sample: float
+    spans: int = 0
+    sampled_out: int = 0
+    scored: dict[str, int] = field(default_factory=dict)
+    already_scored: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    sources: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def scored_total(self) -> int:
+        return sum(self.scored.values())
+
+    @property
+    def skipped_total(self) -> int:
+        return sum(self.skipped.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "window": self.window,
+            "evaluators": self.evaluators,
+            "sample": self.sample,
+            "spans": self.spans,
+            "sampled_out": self.sampled_out,
+            "scored": self.scored_total,
+            "scored_by_evaluator": self.scored,
+            "already_scored": self.already_scored,
+            "skipped": self.skipped_total,
+            "skipped_by_reason": self.skipped,
+            "text_sources": self.sources,
+        }
+
+
+def run_online(
+    con: duckdb.DuckDBPyConnection,
+    evaluators: Sequence[EvaluatorProtocol],
+    *,
+    since: datetime | str | None = None,
+    until: datetime | str | None = None,
+    span_filter: SpanFilter | None = None,
+    sample: float = 1.0,
+    batch_size: int = 2000,
+) -> OnlineReport:
+    """Score the selected spans once per evaluator (see the module docstring)."""
+    if not 0 < sample <= 1:
+        raise ValueError(f"sample must be in (0, 1], got {sample}")
+    if not evaluators:
+        raise ValueError("give at least one evaluator")
+    window = Window.of(since, until)
+    names = [ev.name for ev in evaluators]
+    report = OnlineReport(window.to_dict(), names, sample)
+    wsql, wparams = window.where("s")
+    fsql, fparams = (span_filter or SpanFilter()).where()
+    keep = round(sample * _SAMPLE_BUCKETS)
+    bucket = f"(('0x' || md5(s.span_id)[:8])::BIGINT % {_SAMPLE_BUCKETS})"
+    counts = con.execute(
+        f"SELECT count(*), count(*) FILTER ({bucket} < ?) FROM spans s "
+        f"WHERE {REQUEST_PREDICATE} AND {wsql} AND {fsql}",
+        [keep, *wparams, *fparams],
+    ).fetchall()[0]
+    report.spans, selected = int(counts[0]), int(counts[1])
+    report.sampled_out = report.spans - selected
+    rows = con.execute(
+        f"""WITH cand AS (
+  SELECT s.trace_id, s.span_id, s.attributes, s.start_time FROM spans s
+  WHERE {REQUEST_PREDICATE} AND {wsql} AND {fsql} AND {bucket} < ?),
+done AS (
+  SELECT sc.trace_id, sc.span_id, list(sc.name) AS names FROM scores sc
+  JOIN cand c ON c.trace_id = sc.trace_id AND c.span_id = sc.span_id
+  WHERE sc.source = '{SOURCE}' AND list_contains(?, sc.name) GROUP BY ALL),
+ev AS (
+  SELECT e.trace_id, e.span_id, list((e.event_name, e.body) ORDER BY e.time) AS events
+  FROM log_events e JOIN cand c ON c.trace_id = e.trace_id AND c.span_id = e.span_id
+  GROUP BY ALL)
+SELECT c.trace_id, c.span_id, c.attributes, d.names, ev.events FROM cand c
+LEFT JOIN done d ON d.trace_id = c.trace_id AND d.span_id = c.span_id
+LEFT JOIN ev ON ev.trace_id = c.trace_id AND ev.span_id = c.span_id
+ORDER BY c.start_time, c.span_id""",
+        [*wparams, *fparams, keep, names],
+    ).fetchall()
+    skipped: Counter[str] = Counter()
+    sources: Counter[str] = Counter()
+    todo: dict[str, list[tuple[str, str, dict[str, Any]]]] = {n: [] for n in names}
+    for trace_id, span_id, attrs, done, events in rows:
+        done_names = set(done or ())
+        report.already_scored += len(done_names)
+        pending = [ev for ev in evaluators if ev.name not in done_names]
+        if not pending:
+            continue
+        msgs = messages.extract(orjson.loads(attrs) if attrs else {}, _event_pairs(events))
+        if msgs.output is None:
+            skipped["no_output_text"] += len(pending)
+            continue
+        sources[msgs.source or "value"] += 1
+        for ev in pending:
+            needs = getattr(ev, "needs", ())
+            if "input" in needs and msgs.input is None:
+                skipped["no_input_text"] += 1
+            elif "context" in needs:
+                skipped["no_context"] += 1  # retrieval context is not on production spans
+            elif "expected" in needs:
+                skipped["no_expected_answer"] += 1
+            else:
+                todo[ev.name].append(
+                    (trace_id, span_id, {"input": msgs.input, "output": msgs.output})
+                )
+    for ev in evaluators:
+        items = todo[ev.name]
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            many = getattr(ev, "evaluate_many", None)
+            kws = [kw for _, _, kw in chunk]
+            results = many(kws) if many else [ev.evaluate(**kw) for kw in kws]
+            out: list[ScoreRow] = [
+                score_row(t, s, ev.name, r, SOURCE)
+                for (t, s, _), r in zip(chunk, results, strict=True)
+            ]
+            write_scores(con, out)
+        report.scored[ev.name] = len(items)
+    report.skipped = dict(skipped)
+    report.sources = dict(sources)
+    return report
