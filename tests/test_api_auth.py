@@ -17,6 +17,7 @@ WRITE_ROUTES = {
     ("POST", "/api/v1/scores"),
     ("POST", "/api/v1/feedback"),
     ("POST", "/api/v1/regressions/run"),
+    ("POST", "/api/v1/evaluations/run"),
     ("POST", "/api/v1/alerts/{alert_id}/ack"),
     ("PUT", "/api/v1/prefixes/{prefix_id}"),
 }
@@ -40,6 +41,7 @@ BODIES = {
     "/api/v1/sql": {"sql": "SELECT 1"},
     "/api/v1/prefixes/{prefix_id}": {"owner": "me"},
     "/api/v1/regressions/run": {},
+    "/api/v1/evaluations/run": {"evaluators": ["JSONValidation"]},
 }
 
 
@@ -50,6 +52,7 @@ SUCCESS = {
     ("POST", "/api/v1/scores"): 200,
     ("POST", "/api/v1/feedback"): 200,
     ("POST", "/api/v1/regressions/run"): 200,
+    ("POST", "/api/v1/evaluations/run"): 200,
     ("POST", "/api/v1/alerts/{alert_id}/ack"): 404,
     ("PUT", "/api/v1/prefixes/{prefix_id}"): 200,
     ("POST", "/api/v1/sql"): 200,

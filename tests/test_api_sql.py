@@ -113,9 +113,13 @@ def lake_dir(srv: ServerProcess) -> Path:
 
 
 def test_escapes_left_the_store_unchanged(sql_server: ServerProcess) -> None:
-    tables = sql(sql_server, "SELECT table_name FROM duckdb_tables() ORDER BY 1").json()
+    tables = sql(
+        sql_server,
+        "SELECT table_name FROM duckdb_tables() UNION ALL "
+        "SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1",
+    ).json()
     names = [r[0] for r in tables["rows"]]
-    assert {"spans", "scores", "feedback", "alerts", "prefixes"} <= set(names)
+    assert {"spans", "span_rows", "scores", "feedback", "alerts", "prefixes"} <= set(names)
     assert "evil" not in names
     dbs = sql(sql_server, "SELECT database_name FROM duckdb_databases() WHERE NOT internal")
     assert [r[0] for r in dbs.json()["rows"]] == ["prefixscope"]

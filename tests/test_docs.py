@@ -10,6 +10,7 @@ import typing
 
 import pytest
 
+from prefixscope.cli import _FLAG_NAMES
 from prefixscope.config import ENV_PREFIX, Settings
 
 FIELDS = [f.name for f in dataclasses.fields(Settings)]
@@ -37,6 +38,8 @@ def _squash(text: str) -> str:
 
 def flag_candidates(name: str) -> set[str]:
     """``--data-dir`` for ``data_dir``; list settings may use the singular (``--token``)."""
+    if name in _FLAG_NAMES:  # a flag named apart from its setting (e.g. --sample)
+        return {"--" + _FLAG_NAMES[name]}
     dashed = "--" + name.replace("_", "-")
     hint = typing.get_type_hints(Settings)[name]
     return {dashed, dashed.removesuffix("s")} if hint == list[str] else {dashed}

@@ -140,3 +140,56 @@ def test_collector_writes_to_s3_compatible_lake(start_server: Any, moto_s3: str)
     ).to_table()
     assert table.num_rows == 100
     assert len(fs.glob("traces/lake/spans/date=*/*.parquet")) == 1
+
+
+def test_lake_files_from_before_the_new_columns_still_read_and_compact(tmp_path: Path) -> None:
+    """A lake written before events/links/scope/request_model existed: the analytics views
+    read its rows (new columns NULL) beside new files, and compaction carries both."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from prefixscope.analytics.engines import DuckDBEngine
+    from prefixscope.collector.compact import compact
+    from prefixscope.collector.model import SPAN_ARROW_SCHEMA
+    from prefixscope.collector.schema import _V1_SPAN_COLUMNS
+
+    def rows(span_id: str, **extra: Any) -> dict[str, Any]:
+        base: dict[str, Any] = {f.name: None for f in SPAN_ARROW_SCHEMA}
+        base.update(trace_id="a" * 32, span_id=span_id, name="chat", attributes="{}")
+        base["start_time"] = pa.scalar(1_780_000_000_000_000, pa.timestamp("us")).as_py()
+        base.update(extra)
+        return base
+
+    part = tmp_path / "lake" / "spans" / "date=2026-05-28"
+    part.mkdir(parents=True)
+    old_schema = pa.schema([(n, t) for n, t, _ in _V1_SPAN_COLUMNS])
+    old = pa.Table.from_pylist([rows("1" * 16)], schema=SPAN_ARROW_SCHEMA).select(old_schema.names)
+    pq.write_table(old, part / "part-old.parquet")
+    # only old files: the new columns exist and are NULL
+    eng = DuckDBEngine.over_lake(str(tmp_path / "lake"))
+    got = eng.arrow("SELECT span_id, events, scope_name FROM spans").to_pylist()
+    assert got == [{"span_id": "1" * 16, "events": None, "scope_name": None}]
+    new = pa.Table.from_pylist(
+        [rows("2" * 16, events='[{"name": "exception"}]', scope_name="s", request_model="m")],
+        schema=SPAN_ARROW_SCHEMA,
+    )
+    pq.write_table(new, part / "part-new.parquet")
+    for _ in range(2):  # views over mixed files, then over the compacted file
+        eng = DuckDBEngine.over_lake(str(tmp_path / "lake"))
+        got = eng.arrow(
+            "SELECT span_id, events, scope_name, request_model FROM spans ORDER BY span_id"
+        ).to_pylist()
+        assert got == [
+            {"span_id": "1" * 16, "events": None, "scope_name": None, "request_model": None},
+            {
+                "span_id": "2" * 16,
+                "events": '[{"name": "exception"}]',
+                "scope_name": "s",
+                "request_model": "m",
+            },
+        ]
+        report = compact(str(tmp_path / "lake"))
+    assert report.files_out == 0  # the second pass had one file left: nothing to do
+    compacted = list(part.glob("*.parquet"))
+    assert len(compacted) == 1
+    assert pq.read_schema(compacted[0]).names == SPAN_ARROW_SCHEMA.names

@@ -266,3 +266,63 @@ def test_openai_client_spans_join_vllm_server_spans_in_the_collector(
     assert stream_call["prefix_id"] == LORA
     assert stream_call["output_tokens"] == result["sync"]["stream"]["usage"]["completion_tokens"]
     assert result["sync"]["lora"]["text"] != result["sync"]["base"]["text"]
+
+
+INTEROP_PY = ROOT / ".venv-interop" / "bin" / "python"
+
+
+@pytest.mark.skipif(
+    not INTEROP_PY.exists(), reason="needs the interop venv: run scripts/setup-interop.sh"
+)
+def test_third_party_client_of_real_vllm_lora_is_attributed_by_served_name(
+    vllm_server: str, server: ServerProcess
+) -> None:
+    """OpenInference traces an OpenAI client of the real vLLM server, which serves a real LoRA
+    adapter under its own model name. Registered afterwards with that served name, the
+    client's spans are the variant; vLLM's own llm_request spans carry no model name in
+    0.32 (output_processor.do_tracing), so they stay unattributed (README)."""
+    driver = ROOT / "tests" / "interop" / "driver.py"
+    done = subprocess.run(
+        [
+            str(INTEROP_PY), str(driver), "openinference",
+            "--otlp", server.base_url, "--openai", vllm_server + "/v1",
+            "--plain-model", LORA, "--stream-model", LORA, "--error-model", "no-such-adapter",
+            "--max-tokens", "8",
+        ],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    resp = httpx.put(
+        f"{server.base_url}/api/v1/prefixes/radiology",
+        json={
+            "base_model": "prefixscope-tiny-llama",
+            "prefix_type": "lora",
+            "version": "1",
+            "served_model_names": [LORA],
+        },
+        timeout=30,
+    )
+    assert resp.status_code == 201, resp.text
+    rows = sql(
+        server,
+        "SELECT span_id, prefix_id, prefix_version, base_model, request_model, input_tokens, "
+        "output_tokens, ttft_ms, status_code FROM spans "
+        "WHERE service_name = 'interop-openinference' ORDER BY start_time",
+    )
+    assert len(rows) == 3, rows
+    plain, stream, failed = rows
+    for row in (plain, stream):
+        assert (row["prefix_id"], row["prefix_version"], row["base_model"]) == (
+            "radiology",
+            "1",
+            "prefixscope-tiny-llama",
+        ), row
+        assert row["request_model"] == LORA and row["input_tokens"] and row["output_tokens"]
+    assert stream["ttft_ms"] is not None and stream["ttft_ms"] > 0
+    assert failed["status_code"] == "ERROR" and failed["prefix_id"] is None
+    run = httpx.post(
+        f"{server.base_url}/api/v1/evaluations/run",
+        json={"evaluators": ["JSONValidation"], "filter": {"prefix_id": "radiology"}},
+        timeout=60,
+    ).json()
+    assert run["scored"] == 2 and run["text_sources"] == {"openinference": 2}, run

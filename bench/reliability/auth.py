@@ -1,12 +1,13 @@
 """Auth: every route with no token, a wrong token, and a read token on write routes.
 
 The server runs with an ingest token, a read token and a write token. Routes are enumerated
-from ``/openapi.json`` (every ``/api/`` operation) plus OTLP ``POST /v1/traces`` over HTTP and
-gRPC ``TraceService/Export``. Expected: 401 (UNAUTHENTICATED) without a token or with a wrong
-one, 403 for a token of another scope (a read token on a write route or on ingest, the ingest
-token on ``/api``); the right token gets the route's exact success status (a positive
-control, so the check cannot pass by refusing everything, nor by a 500 or an unknown-route
-404); ``/metrics`` needs a read token; ``/healthz`` is open.
+from ``/openapi.json`` (every ``/api/`` operation) plus OTLP ``POST /v1/traces`` and
+``/v1/logs`` over HTTP and gRPC ``TraceService/Export`` and ``LogsService/Export``.
+Expected: 401 (UNAUTHENTICATED) without a token or with a wrong one, 403 for a token of
+another scope (a read token on a write route or on ingest, the ingest token on ``/api``); the
+right token gets the route's exact success status (a positive control, so the check cannot
+pass by refusing everything, nor by a 500 or an unknown-route 404); ``/metrics`` needs a read
+token; ``/healthz`` is open.
 
 Usage:  .venv/bin/python bench/reliability/auth.py
 """
@@ -36,8 +37,10 @@ BODIES: dict[str, object] = {
     "/api/v1/sql": {"sql": "SELECT 1"},
     "/api/v1/prefixes/{prefix_id}": {"owner": "me"},
     "/api/v1/regressions/run": {},
+    "/api/v1/evaluations/run": {"evaluators": ["JSONValidation"]},
 }
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+LOGS_EXPORT = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 
 
 def _routes(spec: dict[str, object]) -> list[tuple[str, str]]:
@@ -64,7 +67,7 @@ def _is_write(method: str, path: str) -> bool:
 def _call(c: httpx.Client, method: str, path: str, token: str | None) -> int:
     url = re.sub(r"\{(\w+)\}", lambda m: SAMPLE.get(m.group(1), "x"), path)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    if path == "/v1/traces":  # an empty ExportTraceServiceRequest
+    if path in ("/v1/traces", "/v1/logs"):  # an empty OTLP export request
         headers["Content-Type"] = "application/x-protobuf"
         return c.request(method, url, headers=headers, content=b"").status_code
     body = BODIES.get(path)
@@ -73,10 +76,10 @@ def _call(c: httpx.Client, method: str, path: str, token: str | None) -> int:
     ).status_code
 
 
-def _grpc(target: str, token: str | None) -> grpc.StatusCode:
+def _grpc(target: str, token: str | None, method: str = EXPORT) -> grpc.StatusCode:
     metadata = (("authorization", f"Bearer {token}"),) if token else None
     with grpc.insecure_channel(target) as ch:
-        call = ch.unary_unary(EXPORT, request_serializer=None, response_deserializer=None)
+        call = ch.unary_unary(method, request_serializer=None, response_deserializer=None)
         try:
             call(b"", metadata=metadata, timeout=10)
         except grpc.RpcError as err:
@@ -125,22 +128,25 @@ def run() -> Report:
             for token, allowed in ((None, (401,)), (WRONG, (401,)), (INGEST, (403,)),
                                    (READ, (200,))):  # fmt: skip
                 expect(f"GET /metrics token={token}", _call(c, *metrics, token), allowed)
-            ingest = ("POST", "/v1/traces")
-            for token, allowed in ((None, (401,)), (WRONG, (401,)), (READ, (403,)),
-                                   (WRITE, (403,))):  # fmt: skip
-                expect(f"POST /v1/traces token={token}", _call(c, *ingest, token), allowed)
-            expect("POST /v1/traces right token (control)", _call(c, *ingest, INGEST), (200,))
+            for ingest in (("POST", "/v1/traces"), ("POST", "/v1/logs")):
+                for token, allowed in ((None, (401,)), (WRONG, (401,)), (READ, (403,)),
+                                       (WRITE, (403,))):  # fmt: skip
+                    expect(f"POST {ingest[1]} token={token}", _call(c, *ingest, token), allowed)
+                ok = _call(c, *ingest, INGEST)
+                expect(f"POST {ingest[1]} right token (control)", ok, (200,))
             expect("GET /healthz open", c.get("/healthz").status_code, (200,))
         target = srv.grpc_target
         unauth = grpc.StatusCode.UNAUTHENTICATED
         denied = grpc.StatusCode.PERMISSION_DENIED
-        expect("gRPC Export no token", _grpc(target, None), (unauth,))
-        expect("gRPC Export wrong token", _grpc(target, WRONG), (unauth,))
-        expect("gRPC Export read token", _grpc(target, READ), (denied,))
-        expect("gRPC Export right token (control)", _grpc(target, INGEST), (grpc.StatusCode.OK,))
+        for name, method in (("Trace", EXPORT), ("Logs", LOGS_EXPORT)):
+            expect(f"gRPC {name} Export no token", _grpc(target, None, method), (unauth,))
+            expect(f"gRPC {name} Export wrong token", _grpc(target, WRONG, method), (unauth,))
+            expect(f"gRPC {name} Export read token", _grpc(target, READ, method), (denied,))
+            ok = _grpc(target, INGEST, method)
+            expect(f"gRPC {name} Export right token (control)", ok, (grpc.StatusCode.OK,))
     finally:
         srv.stop()
-    rep.add("routes (OpenAPI /api + /metrics + OTLP HTTP + gRPC)", len(routes) + 3)
+    rep.add("routes (OpenAPI /api + /metrics + OTLP HTTP + gRPC)", len(routes) + 5)
     rep.add("route x case checks", checks)
     rep.add("failures", len(failures), "0", not failures)
     rep.notes += failures

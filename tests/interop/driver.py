@@ -38,6 +38,10 @@ def main() -> int:
     ap.add_argument("--protocol", choices=["http", "grpc"], default="http")
     ap.add_argument("--grpc", default=None)
     ap.add_argument("--record", default=None)
+    ap.add_argument("--plain-model", default="cardiology")
+    ap.add_argument("--stream-model", default="radiology")
+    ap.add_argument("--error-model", default="broken")
+    ap.add_argument("--max-tokens", type=int, default=None)
     args = ap.parse_args()
     os.environ["OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"] = "true"
     os.environ["TRACELOOP_TRACE_CONTENT"] = "true"
@@ -103,17 +107,21 @@ def main() -> int:
         {"role": "system", "content": "You are a clinical coding assistant."},
         {"role": "user", "content": QUESTION},
     ]
-    client.chat.completions.create(model="cardiology", messages=messages)
+    extra: dict[str, Any] = {}
+    if args.max_tokens:
+        extra = {"max_tokens": args.max_tokens, "temperature": 0}
+    client.chat.completions.create(model=args.plain_model, messages=messages, **extra)
     stream = client.chat.completions.create(
-        model="radiology",
+        model=args.stream_model,
         messages=[{"role": "user", "content": "Chest X-ray: any acute findings?"}],
         stream=True,
         stream_options={"include_usage": True},
+        **extra,
     )
     for _ in stream:
         pass
     with contextlib.suppress(openai.APIError):
-        client.chat.completions.create(model="broken", messages=messages)
+        client.chat.completions.create(model=args.error_model, messages=messages)
     provider.force_flush()
     logger_provider.force_flush()
     provider.shutdown()
