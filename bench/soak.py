@@ -190,7 +190,7 @@ def plot(rows: list[dict[str, float]], path: Path) -> None:
     ax2.plot(xs, [r["rss_max_mb"] for r in rows], "s--", color="tab:red", label="RSS max (MB)")
     ax2.set_ylabel("server RSS, MB")
     ax2.set_ylim(bottom=0)
-    fig.legend(loc="lower left")
+    fig.legend(loc="upper right", bbox_to_anchor=(0.88, 0.88))
     fig.suptitle("prefixscope serve: ingest rate and memory per million spans")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
