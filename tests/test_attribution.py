@@ -127,6 +127,12 @@ def test_served_names_attribute_earlier_and_later_spans_with_version_history(
     ).json()["rows"]
     n_by = {(r["group"]["prefix_id"], r["group"]["prefix_version"]): r["n"] for r in rows}
     assert n_by.get(("cardiology", "3")) == 3 and n_by.get(("cardiology", "4")) == 1, n_by
+    gate = httpx.get(f"{srv.base_url}/api/v1/gate/cardiology", timeout=30).json()
+    assert sorted((c["prefix_version"], c["n"]) for c in gate["cells"]) == [("3", 3), ("4", 1)], (
+        gate
+    )
+    panels = httpx.get(f"{srv.base_url}/api/v1/dashboard", params={"since": "all"}, timeout=30)
+    assert panels.status_code == 200 and "cardiology" in panels.text
 
     # dropping the name: later spans stop matching, earlier ones keep their attribution
     resp = httpx.put(
