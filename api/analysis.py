@@ -15,7 +15,7 @@ import duckdb
 
 from prefixscope.analytics.catalog import CATALOG
 from prefixscope.collector.store import Store
-from prefixscope.errors import BadRequest
+from prefixscope.errors import BadRequest, NotFound
 
 T = TypeVar("T")
 
@@ -200,3 +200,58 @@ def as_jsonable(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [as_jsonable(v) for v in obj]
     return obj
+
+
+def timeseries(
+    store: Store,
+    prefix_id: str,
+    since: str | None,
+    until: str | None,
+    route: str | None,
+    cohort: dict[str, str] | None,
+) -> dict[str, Any]:
+    from prefixscope.analytics import timeseries as ts
+
+    def run(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+        if not ts.exists(con, prefix_id):
+            raise NotFound(f"no variant {prefix_id!r} (no traffic, not registered)")
+        q = ts.SeriesQuery(prefix_id, since, until, route, cohort or None)
+        return ts.timeseries(con, q)
+
+    return with_cursor(store, run)
+
+
+def alert_evidence(store: Store, alert: Any, public_url: str) -> Any:
+    from datetime import timedelta
+
+    from prefixscope.analytics import evidence as ev
+    from prefixscope.analytics import timeseries as ts
+    from prefixscope.analytics.query import parse_time
+
+    from .models import AlertEvidence, TimeSeries
+    from .webhooks import alert_url
+
+    rec = alert.model_dump()
+
+    def run(con: duckdb.DuckDBPyConnection) -> AlertEvidence:
+        data = ev.evidence(con, rec)
+        series = None
+        if rec.get("prefix_id"):
+            created = rec["created_at"].replace(tzinfo=None)
+            since = parse_time(data["window"]["since"]) or created - timedelta(days=7)
+            q = ts.SeriesQuery(
+                rec["prefix_id"],
+                since - (created - since) * 0.25,
+                created + timedelta(hours=1),
+                rec.get("route"),
+                {k: str(v) for k, v in (rec.get("cohort") or {}).items()} or None,
+            )
+            series = TimeSeries.model_validate(ts.timeseries(con, q))
+        return AlertEvidence(
+            alert=alert,
+            evidence=data,
+            timeseries=series,
+            page_url=alert_url(rec["id"], public_url),
+        )
+
+    return with_cursor(store, run)

@@ -20,6 +20,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from prefixscope.analytics.query import PREFIX_SQL, REQUEST_PREDICATE
 from prefixscope.collector.lake_tables import FEEDBACK_SCHEMA, SCORE_SCHEMA
 from prefixscope.collector.store import Store
 from prefixscope.errors import Unavailable
@@ -169,3 +170,27 @@ def _insert(
 def _safe_rollback(cur: duckdb.DuckDBPyConnection) -> None:
     with contextlib.suppress(duckdb.Error):
         cur.execute("ROLLBACK")
+
+
+def variant_keys(
+    store: Store, refs: Sequence[tuple[str, str | None]]
+) -> list[tuple[str, str, str]]:
+    """(prefix_id, prefix_version, route) of each feedback target: its span, or for trace-level
+    feedback the trace's request span that ended last (as analytics attributes it); targets
+    with no stored request span are left out."""
+    if not refs:
+        return []
+    cur = store.cursor()
+    try:
+        rows = cur.execute(
+            f"""WITH t AS (SELECT unnest(?::VARCHAR[]) AS trace_id, unnest(?::VARCHAR[]) AS span_id,
+  unnest(range(?)) AS i)
+SELECT t.i, {PREFIX_SQL}, coalesce(s.prefix_version, ''), coalesce(s.route, '')
+FROM t JOIN spans s ON s.trace_id = t.trace_id
+ AND (s.span_id = t.span_id OR (t.span_id IS NULL AND {REQUEST_PREDICATE}))
+QUALIFY row_number() OVER (PARTITION BY t.i ORDER BY s.end_time DESC, s.span_id DESC) = 1""",
+            [[r[0] for r in refs], [r[1] for r in refs], len(refs)],
+        ).fetchall()
+    finally:
+        cur.close()
+    return [(pid, ver, route) for _, pid, ver, route in sorted(rows)]

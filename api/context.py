@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from prefixscope.auth import AccessPolicy
 from prefixscope.collector.store import Store
+from prefixscope.collector.variant_metrics import VariantMetrics
 from prefixscope.config import Settings
 from prefixscope.metrics import Metrics
 
@@ -19,6 +20,8 @@ class ApiContext:
     settings: Settings
     store: Store
     metrics: Metrics
+    #: per-variant Prometheus series (feedback writes add thumbs-down); None in tests
+    variant_metrics: VariantMetrics | None = None
     #: Shutdown hooks registered by the API (webhook worker); run by :meth:`close`.
     _closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
 

@@ -10,6 +10,7 @@ served with a strict Content-Security-Policy: scripts and styles only from this 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path as FsPath
 from typing import Annotated, Any
@@ -77,7 +78,20 @@ def static_files() -> dict[str, tuple[bytes, str]]:
     for path in (HERE / "static").iterdir():
         if path.is_file() and path.suffix in STATIC_TYPES:
             out[path.name] = (path.read_bytes(), STATIC_TYPES[path.suffix])
+    plotly_js = _plotly_js()
+    if plotly_js is not None:
+        out["plotly.min.js"] = (plotly_js, STATIC_TYPES[".js"])
     return out
+
+
+def _plotly_js() -> bytes | None:
+    """plotly.js as the ``plotly`` wheel ships it (served by this server: no CDN)."""
+    try:
+        from importlib.resources import files
+
+        return (files("plotly") / "package_data" / "plotly.min.js").read_bytes()
+    except (ImportError, FileNotFoundError, ModuleNotFoundError):
+        return None
 
 
 @lru_cache(maxsize=1)
@@ -300,6 +314,9 @@ def span_offsets(view: TraceView) -> dict[str, tuple[float, float]]:
     return out
 
 
+PrefixIdPath = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:@-]+$")]
+
+
 def dashboard_routes(state: ApiState) -> APIRouter:
     read = [Depends(state.require_read())]
     router = APIRouter()
@@ -312,6 +329,52 @@ def dashboard_routes(state: ApiState) -> APIRouter:
             .render(windows=WINDOWS, default_window=DEFAULT_WINDOW, version=prefixscope.__version__)
         )
         return HTMLResponse(html, headers=SECURITY_HEADERS)
+
+    def page(kind: str, item_id: str, title: str, exists: Callable[[], bool]) -> HTMLResponse:
+        # With tokens configured the shell is public like "/" (it holds no data) and the data
+        # call answers 404 for an unknown id; without, an unknown id is a 404 page right away.
+        found = state.ctx.access.enabled or exists()
+        html = (
+            environment()
+            .get_template("page.html")
+            .render(
+                page=kind,
+                item_id=item_id,
+                title=title if found else f"Not found: {item_id}",
+                windows=WINDOWS,
+                version=prefixscope.__version__,
+            )
+        )
+        return HTMLResponse(html, status_code=200 if found else 404, headers=SECURITY_HEADERS)
+
+    @router.get("/prefixes/{prefix_id}", response_class=HTMLResponse, include_in_schema=False)
+    def prefix_page(
+        prefix_id: Annotated[
+            str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:@-]+$")
+        ],
+    ) -> HTMLResponse:
+        """A variant over time (plotly.js charts of ``/api/v1/prefixes/{id}/timeseries``)."""
+        from prefixscope.analytics.timeseries import exists
+
+        return page(
+            "prefix",
+            prefix_id,
+            f"Variant {prefix_id}",
+            lambda: analysis.with_cursor(state.ctx.store, lambda con: exists(con, prefix_id)),
+        )
+
+    @router.get("/alerts/{alert_id}", response_class=HTMLResponse, include_in_schema=False)
+    def alert_page(alert_id: Annotated[str, Path(min_length=1, max_length=200)]) -> HTMLResponse:
+        """An alert with its evidence (``/api/v1/alerts/{id}/evidence``)."""
+
+        def exists() -> bool:
+            try:
+                alerts.get_alert(state.ctx.store, alert_id)
+            except NotFound:
+                return False
+            return True
+
+        return page("alert", alert_id, f"Alert {alert_id}", exists)
 
     @router.get("/static/{name}", include_in_schema=False)
     def static(name: str) -> Response:

@@ -40,7 +40,7 @@ class ApiState:
             max_result_bytes=s.sql_max_result_mb * 2**20,
             metrics=self.ctx.metrics,
         )
-        self.webhooks = WebhookDispatcher(s.webhook_urls, self.ctx.metrics)
+        self.webhooks = WebhookDispatcher(s.webhook_urls, self.ctx.metrics, public_url=s.public_url)
         self.ctx.on_close(self.webhooks.close)
 
     # -- dependencies ----------------------------------------------------------------------------

@@ -300,6 +300,37 @@ class PrefixInfo(BaseModel):
     served_model_names: list[str] = Field(default_factory=list)
 
 
+class TimeSeries(BaseModel):
+    """Per-bucket metrics of one variant, one series per version, the base model beside it."""
+
+    prefix_id: str
+    since: str
+    until: str
+    bucket_seconds: int
+    route: str | None
+    cohort: dict[str, str]
+    series: list[dict[str, Any]] = Field(
+        description="One per (variant, version): t (bucket starts), n, error_rate / "
+        "fallback_rate / thumbs_down_rate with *_ci (Jeffreys 95 %), latency_p50/p99 and "
+        "ttft_p50/p99 (ms), scores: {evaluator: {t, mean, ci, n}}"
+    )
+    rollouts: list[dict[str, Any]] = Field(
+        description="Version markers: first request of each version; registry (re)registration"
+    )
+
+
+class AlertEvidence(BaseModel):
+    alert: Alert
+    evidence: dict[str, Any] = Field(
+        description="Both sides of the comparison (ECDFs, rates with intervals, or score "
+        "histograms), the effect with its CI and the minimum effect, the evaluation window"
+    )
+    timeseries: TimeSeries | None = Field(
+        description="The variant's series around the alert (its route and cohort)"
+    )
+    page_url: str | None = Field(description="The alert page (absolute with --public-url)")
+
+
 class PrefixList(BaseModel):
     prefixes: list[PrefixInfo]
 

@@ -19,6 +19,7 @@ from .models import (
     TIME_BOUND_PATTERN,
     WRITE_ERRORS,
     Alert,
+    AlertEvidence,
     AlertList,
     EvaluationRun,
     EvaluationRunRequest,
@@ -27,9 +28,19 @@ from .models import (
     RegressionRunRequest,
     RoutingResponse,
     Scorecard,
+    TimeSeries,
 )
 
 AlertIdPath = Annotated[str, Path(min_length=1, max_length=200)]
+PrefixIdPath = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:@-]+$")]
+CohortFilter = Annotated[
+    list[str] | None,
+    Query(
+        max_length=20,
+        description="Only this cohort: key=value, repeatable (e.g. specialty=cardiology)",
+        examples=[["specialty=cardiology"]],
+    ),
+]
 Filter = Annotated[str | None, Query(min_length=1, max_length=200)]
 TimeBound = Annotated[
     str | None,
@@ -155,6 +166,42 @@ def analysis_routes(state: ApiState) -> APIRouter:
         if changed:
             state.webhooks.notify("updated", [alert])
         return alert
+
+    @router.get(
+        "/prefixes/{prefix_id}/timeseries",
+        response_model=TimeSeries,
+        dependencies=read,
+        tags=["prefixes"],
+        responses=NOT_FOUND,
+    )
+    def get_timeseries(
+        prefix_id: PrefixIdPath,
+        since: TimeBound = "7d",
+        until: TimeBound = None,
+        route: Filter = None,
+        cohort: CohortFilter = None,
+    ) -> TimeSeries:
+        """The variant's metrics over time, one series per version and the base model beside
+        it: requests, error/fallback/thumbs-down rates with intervals, p50/p99 latency and
+        TTFT, each evaluator's mean. The bucket follows the window (a minute over hours, an
+        hour over days); rollouts are version markers."""
+        with analysis.analytics_errors():
+            wanted = parse_cohort_filter(cohort or [])
+        data = analysis.timeseries(store, prefix_id, since, until, route, wanted)
+        return TimeSeries.model_validate(data)
+
+    @router.get(
+        "/alerts/{alert_id}/evidence",
+        response_model=AlertEvidence,
+        dependencies=read,
+        tags=["alerts"],
+        responses=NOT_FOUND,
+    )
+    def get_alert_evidence(alert_id: AlertIdPath) -> AlertEvidence:
+        """What the alert page draws: both sides' distributions, the effect against the
+        minimum effect, and the metric's time series around the alert."""
+        alert = alerts.get_alert(store, alert_id)
+        return analysis.alert_evidence(store, alert, state.ctx.settings.public_url)
 
     @router.get(
         "/gate/{prefix_id}", response_model=GateResult, dependencies=read, tags=["analytics"]

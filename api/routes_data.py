@@ -79,7 +79,17 @@ def data_routes(state: ApiState) -> APIRouter:
         """Store user feedback (thumbs_up, thumbs_down, escalation, ...); idempotent like
         scores (``Idempotency-Key`` header, or an id derived from the content)."""
         items = body if isinstance(body, list) else [body]
-        return annotation_store.write_feedback(store, items, idempotency_key)
+        result = annotation_store.write_feedback(store, items, idempotency_key)
+        vm = state.ctx.variant_metrics
+        if vm is not None:
+            dup = set(result.duplicate_ids)
+            refs = [
+                (it.trace_id, it.span_id)
+                for it, rid in zip(items, result.ids, strict=True)
+                if it.kind == "thumbs_down" and rid not in dup
+            ]
+            vm.observe_thumbs_down(annotation_store.variant_keys(store, refs))
+        return result
 
     @router.post(
         "/sql",

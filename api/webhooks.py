@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 import orjson
@@ -49,7 +49,13 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
 
 
-def slack_text(event: str, alert: Alert) -> str:
+def alert_url(alert_id: str, public_url: str) -> str:
+    """The alert page: absolute with ``--public-url``, else the server-relative path."""
+    path = f"/alerts/{quote(alert_id, safe='')}"
+    return public_url.rstrip("/") + path if public_url else path
+
+
+def slack_text(event: str, alert: Alert, url: str | None = None) -> str:
     variant = alert.prefix_id or "base"
     if alert.prefix_version:
         variant += f"@{alert.prefix_version}"
@@ -66,14 +72,18 @@ def slack_text(event: str, alert: Alert) -> str:
     ]
     if alert.example_trace_ids:
         parts.append("example traces: " + ", ".join(alert.example_trace_ids[:3]))
+    if url:
+        parts.append(f"evidence: {url}")
     return "\n".join(p.strip() for p in parts)
 
 
-def payload(event: str, alert: Alert) -> dict[str, Any]:
+def payload(event: str, alert: Alert, public_url: str = "") -> dict[str, Any]:
+    url = alert_url(alert.id, public_url)
     return {
         "event": f"alert.{event}",
         "sent_at": dt.datetime.now(dt.UTC).isoformat(),
-        "text": slack_text(event, alert),
+        "text": slack_text(event, alert, url),
+        "url": url,
         "alert": alert.model_dump(mode="json"),
     }
 
@@ -89,8 +99,10 @@ class WebhookDispatcher:
         max_delay_s: float = 60.0,
         timeout_s: float = 5.0,
         queue_max: int = 10_000,
+        public_url: str = "",
     ) -> None:
         self.urls = list(urls)
+        self.public_url = public_url
         self.metrics = metrics
         self.max_attempts = max_attempts
         self.base_delay_s = base_delay_s
@@ -120,7 +132,7 @@ class WebhookDispatcher:
             if self._closed:
                 return 0
             for alert in alerts:
-                body = orjson.dumps(payload(event, alert))
+                body = orjson.dumps(payload(event, alert, self.public_url))
                 for url in self.urls:
                     if len(self._heap) >= self.queue_max:
                         self._count("dropped")

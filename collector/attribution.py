@@ -132,6 +132,14 @@ def served_names(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
     return out
 
 
+def name_map(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[str, str | None]]:
+    """Every served name mapped now: ``{name: (prefix_id, version)}``."""
+    rows = con.execute(
+        f"SELECT name, prefix_id, version FROM {_LATEST} WHERE prefix_id IS NOT NULL"
+    ).fetchall()
+    return {name: (pid, version) for name, pid, version in rows}
+
+
 def current(con: duckdb.DuckDBPyConnection, prefix_id: str) -> dict[str, str | None]:
     """The names mapped to ``prefix_id`` now, with the version each stands for."""
     rows = con.execute(f"SELECT name, prefix_id, version FROM {_LATEST} ORDER BY name").fetchall()

@@ -55,9 +55,13 @@ class GroupCommitWriter:
         retry_after_s: float = 1.0,
         linger_s: float = 0.0,
         linger_target_spans: int = 4096,
+        on_commit: Callable[[pa.Table], None] | None = None,
     ) -> None:
         self._sink = sink
         self._metrics = metrics
+        #: called with each committed group after its clients are answered (derived metrics)
+        self._on_commit = on_commit
+        self._last_table: pa.Table | None = None
         self._queue_max = queue_max_spans
         self._batch_max = batch_max_spans
         self._retry_after = retry_after_s
@@ -175,6 +179,12 @@ class GroupCommitWriter:
                 p.future.set_result(
                     CommitResult(accepted=p.table.num_rows, inserted=result, batch=self._batch_no)
                 )
+            if self._on_commit is not None and self._last_table is not None:
+                try:  # once per group: the hook's fixed cost is paid per commit, not request
+                    self._on_commit(self._last_table)
+                except Exception:  # derived metrics never fail ingest
+                    log.exception("on_commit hook failed")
+                self._last_table = None
 
     def _commit(self, group: list[_Pending]) -> int:
         started = time.perf_counter()
@@ -182,6 +192,7 @@ class GroupCommitWriter:
         batch_no = self._batch_no + 1
         inserted = self._sink.write(table, batch_no)
         self._batch_no = batch_no
+        self._last_table = table
         m = self._metrics
         m.commit_latency.observe(time.perf_counter() - started)
         m.commit_batch_spans.observe(table.num_rows)

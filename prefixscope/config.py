@@ -203,6 +203,20 @@ class Settings:
             "window."
         },
     )
+    variant_metrics_max_series: int = field(
+        default=500,
+        metadata={
+            "help": "Most (prefix_id, prefix_version, route) label sets in the per-variant "
+            '/metrics series; later ones are counted under prefix_id="other".'
+        },
+    )
+    public_url: str = field(
+        default="",
+        metadata={
+            "help": "The server's URL as users reach it (e.g. https://prefixscope.example), so "
+            "alert webhooks can link to the alert page (empty: a relative link)."
+        },
+    )
     served_models: list[str] = field(
         default_factory=list,
         metadata={
@@ -256,6 +270,8 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.variant_metrics_max_series < 0:
+            raise ConfigError("variant_metrics_max_series must be >= 0")
         if self.workers < 0:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
         if self.sql_timeout_s <= 0:
@@ -272,6 +288,8 @@ class Settings:
             )
         if self.max_decompressed_bytes < self.max_body_bytes:
             raise ConfigError("max_decompressed_bytes must be >= max_body_bytes")
+        if self.public_url and not self.public_url.startswith(("http://", "https://")):
+            raise ConfigError(f"public_url must be http(s): {self.public_url!r}")
         for url in self.webhook_urls:
             if not url.startswith(("http://", "https://")):
                 raise ConfigError(f"webhook URL must be http(s): {url!r}")

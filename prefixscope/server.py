@@ -30,6 +30,7 @@ from prefixscope.collector.lake import LakeRoller
 from prefixscope.collector.logs import LogReceiver
 from prefixscope.collector.sinks import DuckDBSink, LakeSink, SpanSink, s3_options_from_env
 from prefixscope.collector.store import Store
+from prefixscope.collector.variant_metrics import VariantMetrics
 from prefixscope.collector.writer import GroupCommitWriter
 from prefixscope.config import ServedModel, Settings
 from prefixscope.metrics import Metrics
@@ -49,6 +50,7 @@ class PrefixScopeServer:
         self.metrics = Metrics()
         self.store: Store | None = None
         self.lake: LakeRoller | None = None
+        self.variant_metrics: VariantMetrics | None = None
         sink: SpanSink
         if settings.store == "lake":  # stateless scale-out collector: ingest only
             lake = settings.lake_path or str(Path(settings.data_dir).resolve() / "lake")
@@ -71,6 +73,11 @@ class PrefixScopeServer:
             finally:
                 cur.close()
             sink = DuckDBSink(self.store)
+            if settings.variant_metrics_max_series > 0:
+                self.variant_metrics = VariantMetrics(
+                    settings.variant_metrics_max_series, mapping=self._served_names
+                )
+                self.metrics.registry.register(self.variant_metrics)
             self.lake = LakeRoller(
                 self.store,
                 self.metrics,
@@ -84,6 +91,7 @@ class PrefixScopeServer:
             batch_max_spans=settings.batch_max_spans,
             retry_after_s=settings.retry_after_s,
             linger_s=settings.commit_linger_ms / 1000,
+            on_commit=self.variant_metrics.observe if self.variant_metrics else None,
         )
         self.pipeline = IngestPipeline(settings, self.writer, self.metrics)
         self.logs = LogReceiver(settings, self.store, self.metrics)
@@ -96,6 +104,14 @@ class PrefixScopeServer:
         self._stopped = False
 
     # -- composition -------------------------------------------------------------------------
+    def _served_names(self) -> dict[str, tuple[str, str | None]]:
+        assert self.store is not None
+        cur = self.store.cursor()
+        try:
+            return attribution.name_map(cur)
+        finally:
+            cur.close()
+
     def health(self) -> tuple[bool, dict[str, Any]]:
         ok = self.writer.healthy and not (self.store is not None and self.store.closed)
         detail: dict[str, Any] = {
@@ -133,7 +149,12 @@ class PrefixScopeServer:
         from prefixscope.api.app import build_router, install_error_handlers
         from prefixscope.api.context import ApiContext
 
-        ctx = ApiContext(settings=self.settings, store=self.store, metrics=self.metrics)
+        ctx = ApiContext(
+            settings=self.settings,
+            store=self.store,
+            metrics=self.metrics,
+            variant_metrics=self.variant_metrics,
+        )
         app.include_router(build_router(ctx))
         install_error_handlers(app)
         app.state.api_context = self.api_context = ctx

@@ -1,0 +1,189 @@
+"""Per-variant time series: one line per version of a prefix, with the base model beside it.
+
+Per time bucket and (variant, version): requests, error rate and fallback rate (with Jeffreys
+intervals), p50/p99 latency and TTFT, the thumbs-down rate (traces with thumbs-down feedback
+per request), and each evaluator's mean score (with a normal-approximation interval). The
+bucket follows the window: a minute up to 6 hours, 15 minutes up to 2 days, an hour up to 14
+days, a day beyond; buckets are aligned to the clock (DuckDB's ``time_bucket`` grid), so
+the same bucket has the same start in every request. Version rollouts are markers: the first
+request of each version, and the registry's registration time when the variant is registered.
+
+Two SQL statements over the window (requests, scores), each one grouped pass over ``spans``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import duckdb
+import numpy as np
+
+from .query import BASE, PREFIX_SQL, REQUEST_PREDICATE, Window, json_path
+from .stats import jeffreys_interval
+
+#: (longest window, bucket) in order; the last applies beyond
+BUCKETS: tuple[tuple[timedelta, timedelta], ...] = (
+    (timedelta(hours=6), timedelta(minutes=1)),
+    (timedelta(days=2), timedelta(minutes=15)),
+    (timedelta(days=14), timedelta(hours=1)),
+)
+LONGEST_BUCKET = timedelta(days=1)
+RATES = ("error_rate", "fallback_rate", "thumbs_down_rate")
+
+
+def bucket_for(span: timedelta) -> timedelta:
+    for longest, bucket in BUCKETS:
+        if span <= longest * 1.01:  # "2d" measured against a clock read a moment later
+            return bucket
+    return LONGEST_BUCKET
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesQuery:
+    prefix_id: str
+    since: datetime | str | None = "7d"
+    until: datetime | str | None = None
+    route: str | None = None
+    cohort: dict[str, str] | None = None
+    with_base: bool = True
+
+
+def _resolve(q: SeriesQuery, con: duckdb.DuckDBPyConnection) -> tuple[datetime, datetime]:
+    w = Window.of(q.since, q.until)
+    until = w.until or datetime.now(UTC).replace(tzinfo=None)
+    since = w.since
+    if since is None:
+        row = con.execute(
+            f"SELECT min(s.start_time) FROM spans s WHERE {REQUEST_PREDICATE} AND {PREFIX_SQL} = ?",
+            [q.prefix_id],
+        ).fetchall()
+        since = row[0][0] if row and row[0][0] is not None else until - timedelta(days=7)
+    return since, until
+
+
+def timeseries(con: duckdb.DuckDBPyConnection, q: SeriesQuery) -> dict[str, Any]:
+    """The page's data: ``bucket_seconds``, ``series`` (one per variant/version) and
+    ``rollouts`` (markers)."""
+    since, until = _resolve(q, con)
+    bucket = bucket_for(until - since)
+    bucket_s = int(bucket.total_seconds())
+    variants = [q.prefix_id, BASE] if q.with_base and q.prefix_id != BASE else [q.prefix_id]
+    where = [REQUEST_PREDICATE, "s.start_time >= ?", "s.start_time < ?", f"{PREFIX_SQL} IN ?"]
+    params: list[Any] = [since, until, variants]
+    if q.route is not None:
+        where.append("s.route = ?")
+        params.append(q.route)
+    for key, value in (q.cohort or {}).items():
+        where.append(f"json_extract_string(s.cohort, '{json_path(key)}') = ?")
+        params.append(value)
+    req_cte = f"""req AS (
+  SELECT s.trace_id, s.span_id, {PREFIX_SQL} AS pid, coalesce(s.prefix_version, '') AS ver,
+    time_bucket(to_seconds({bucket_s}), s.start_time) AS b,
+    s.status_code, s.fallback_reason, s.duration_ms, s.ttft_ms
+  FROM spans s WHERE {" AND ".join(where)})"""
+    req_params = params
+    rows = con.execute(
+        f"""WITH {req_cte},
+down AS (SELECT DISTINCT trace_id FROM feedback
+         WHERE kind = 'thumbs_down' AND trace_id IN (SELECT trace_id FROM req))
+SELECT pid, ver, b, count(*) AS n,
+  count(*) FILTER (status_code = 'ERROR') AS errors,
+  count(fallback_reason) AS fallbacks,
+  count(*) FILTER (trace_id IN (SELECT trace_id FROM down)) AS thumbs_down,
+  quantile_cont(duration_ms, 0.5), quantile_cont(duration_ms, 0.99),
+  quantile_cont(ttft_ms, 0.5), quantile_cont(ttft_ms, 0.99), count(ttft_ms)
+FROM req GROUP BY ALL ORDER BY pid, ver, b""",
+        req_params,
+    ).fetchall()
+    score_rows = con.execute(
+        f"""WITH {req_cte}
+SELECT r.pid, r.ver, r.b, sc.name, count(*), avg(sc.value), stddev_samp(sc.value)
+FROM scores sc JOIN req r ON sc.trace_id = r.trace_id AND sc.span_id = r.span_id
+GROUP BY ALL ORDER BY 1, 2, 3, 4""",
+        req_params,
+    ).fetchall()
+    series: dict[tuple[str, str], dict[str, Any]] = {}
+    for pid, ver, b, n, errors, fallbacks, down, p50, p99, t50, t99, nt in rows:
+        s = series.setdefault((pid, ver), _new_series(pid, ver))
+        s["t"].append(b.isoformat())
+        s["n"].append(int(n))
+        for name, k in (("error_rate", errors), ("fallback_rate", fallbacks),
+                        ("thumbs_down_rate", down)):  # fmt: skip
+            s[name].append(int(k))  # counts for now: rates and intervals below, vectorized
+        s["latency_p50"].append(p50)
+        s["latency_p99"].append(p99)
+        s["ttft_p50"].append(t50)
+        s["ttft_p99"].append(t99)
+        s["ttft_n"].append(int(nt))
+    for s in series.values():
+        n_arr = np.asarray(s["n"], np.float64)
+        for name in RATES:
+            k_arr = np.asarray(s[name], np.float64)
+            lo, hi = jeffreys_interval(k_arr, n_arr)
+            s[name] = (k_arr / n_arr).tolist() if len(n_arr) else []
+            s[name + "_ci"] = [[float(a), float(b)] for a, b in zip(lo, hi, strict=True)]
+    for pid, ver, b, name, n, mean, sd in score_rows:
+        s = series.setdefault((pid, ver), _new_series(pid, ver))
+        ev = s["scores"].setdefault(name, {"t": [], "mean": [], "ci": [], "n": []})
+        half = 1.96 * (sd or 0.0) / np.sqrt(n) if n > 1 else None
+        ev["t"].append(b.isoformat())
+        ev["mean"].append(mean)
+        ev["n"].append(int(n))
+        ev["ci"].append(
+            [max(0.0, mean - half), min(1.0, mean + half)] if half is not None else [None, None]
+        )
+    return {
+        "prefix_id": q.prefix_id,
+        "since": since.isoformat(),
+        "until": until.isoformat(),
+        "bucket_seconds": bucket_s,
+        "route": q.route,
+        "cohort": q.cohort or {},
+        "series": sorted(series.values(), key=lambda s: (s["prefix_id"] == BASE, s["version"])),
+        "rollouts": rollouts(con, q.prefix_id),
+    }
+
+
+def _new_series(pid: str, ver: str) -> dict[str, Any]:
+    s: dict[str, Any] = {"prefix_id": pid, "version": ver, "label": f"{pid}@{ver}" if ver else pid}
+    for name in ("t", "n", "latency_p50", "latency_p99", "ttft_p50", "ttft_p99", "ttft_n"):
+        s[name] = []
+    for name in RATES:
+        s[name] = []
+        s[name + "_ci"] = []
+    s["scores"] = {}
+    return s
+
+
+def rollouts(con: duckdb.DuckDBPyConnection, prefix_id: str) -> list[dict[str, Any]]:
+    """When each version was first seen, and when the registry (re)registered the variant."""
+    out: list[dict[str, Any]] = [
+        {"version": ver, "time": t.isoformat(), "source": "first_seen"}
+        for ver, t in con.execute(
+            f"""SELECT coalesce(s.prefix_version, ''), min(s.start_time) FROM spans s
+WHERE {REQUEST_PREDICATE} AND {PREFIX_SQL} = ? GROUP BY 1 ORDER BY 2""",
+            [prefix_id],
+        ).fetchall()
+    ]
+    reg = con.execute(
+        "SELECT version, registered_at, updated_at FROM prefixes WHERE prefix_id = ?", [prefix_id]
+    ).fetchall()
+    for ver, registered, updated in reg:
+        out.append({"version": ver or "", "time": registered.isoformat(), "source": "registered"})
+        if updated and updated != registered:
+            out.append({"version": ver or "", "time": updated.isoformat(), "source": "updated"})
+    return sorted(out, key=lambda m: m["time"])
+
+
+def exists(con: duckdb.DuckDBPyConnection, prefix_id: str) -> bool:
+    """A variant with traffic or a registration (or the base model)."""
+    if prefix_id == BASE:
+        return True
+    row = con.execute(
+        f"""SELECT EXISTS (SELECT 1 FROM prefixes WHERE prefix_id = ?)
+  OR EXISTS (SELECT 1 FROM spans s WHERE {PREFIX_SQL} = ? AND {REQUEST_PREDICATE})""",
+        [prefix_id, prefix_id],
+    ).fetchall()
+    return bool(row[0][0])

@@ -1,0 +1,297 @@
+// PrefixScope variant and alert pages: fetch JSON from /api/v1 (with the tab's token when the
+// server needs one) and draw it with plotly.js, served by this server (no CDN). The plotted
+// values are kept on each chart element (el.data) exactly as the API returned them.
+(function () {
+  "use strict";
+  const TOKEN_KEY = "prefixscope.token";
+  const $ = (s) => document.querySelector(s);
+  const PAGE = document.body.dataset.page;
+  const ID = document.body.dataset.id;
+  const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf"];
+  const BASE_COLOR = "#7f7f7f";
+  // no mode bar: its styles would be injected inline (blocked by the CSP); drag zooms, a
+  // double click resets, hover shows the values
+  const CONFIG = { displaylogo: false, displayModeBar: false, responsive: true };
+
+  function headers() {
+    const h = { Accept: "application/json" };
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (token) h.Authorization = "Bearer " + token;
+    return h;
+  }
+
+  async function api(path, opts) {
+    const resp = await fetch(path, Object.assign({ headers: headers() }, opts || {}));
+    if (resp.status === 401 || resp.status === 403) {
+      $("#auth-needed").hidden = false;
+      $("#token-form").hidden = false;
+      throw new Error("token required");
+    }
+    if (resp.status === 404) {
+      const body = await resp.json().catch(() => ({}));
+      const nf = $("#not-found");
+      nf.textContent = body.message || "Not found.";
+      nf.hidden = false;
+      throw new Error("not found");
+    }
+    if (!resp.ok) throw new Error("HTTP " + resp.status);
+    return resp.json();
+  }
+
+  function colorFor(series, i) {
+    return series.prefix_id === "base" ? BASE_COLOR : COLORS[i % COLORS.length];
+  }
+
+  function markers(rollouts) {
+    const shapes = [];
+    const notes = [];
+    for (const m of rollouts || []) {
+      shapes.push({
+        type: "line", xref: "x", yref: "paper", x0: m.time, x1: m.time, y0: 0, y1: 1,
+        line: { color: m.source === "first_seen" ? "#555" : "#aaa", width: 1, dash: "dot" },
+      });
+      notes.push({
+        x: m.time, xref: "x", y: 1, yref: "paper", yanchor: "bottom", showarrow: false,
+        text: (m.version ? "@" + m.version : "") + (m.source === "first_seen" ? " rollout" : " " + m.source),
+        font: { size: 10, color: "#555" },
+      });
+    }
+    return { shapes, annotations: notes };
+  }
+
+  function chart(id, title, traces, yTitle, rollouts, extraLayout) {
+    let el = document.getElementById(id);
+    if (!el) {
+      const card = document.createElement("section");
+      card.className = "card chart-card";
+      const h = document.createElement("h2");
+      h.textContent = title;
+      el = document.createElement("div");
+      el.id = id;
+      el.className = "chart";
+      card.append(h, el);
+      $("#charts").append(card);
+    }
+    const layout = Object.assign(
+      {
+        margin: { l: 55, r: 15, t: 20, b: 40 }, height: 300, hovermode: "closest",
+        xaxis: { type: "date" }, yaxis: { title: { text: yTitle }, rangemode: "tozero" },
+        legend: { orientation: "h" },
+      },
+      markers(rollouts),
+      extraLayout || {}
+    );
+    Plotly.react(el, traces, layout, CONFIG);
+    return el;
+  }
+
+  function rateTraces(data, key) {
+    return data.series.map((s, i) => ({
+      type: "scatter", mode: "lines+markers", name: s.label, x: s.t, y: s[key],
+      line: { color: colorFor(s, i) },
+      error_y: {
+        type: "data", symmetric: false, visible: true, thickness: 1,
+        array: s[key].map((v, j) => s[key + "_ci"][j][1] - v),
+        arrayminus: s[key].map((v, j) => v - s[key + "_ci"][j][0]),
+      },
+      customdata: s.t.map((_, j) => [s.n[j], s[key + "_ci"][j][0], s[key + "_ci"][j][1]]),
+      hovertemplate: "%{y:.3f} [%{customdata[1]:.3f}, %{customdata[2]:.3f}]<br>n=%{customdata[0]}<extra>%{fullData.name}</extra>",
+    }));
+  }
+
+  function lineTraces(data, keys, nKey) {
+    const out = [];
+    data.series.forEach((s, i) => {
+      keys.forEach((k, ki) => {
+        out.push({
+          type: "scatter", mode: "lines+markers", name: s.label + " " + k.split("_").pop(), x: s.t, y: s[k],
+          line: { color: colorFor(s, i), dash: ki ? "dot" : "solid" },
+          customdata: s[nKey],
+          hovertemplate: "%{y:.1f} ms<br>n=%{customdata}<extra>%{fullData.name}</extra>",
+        });
+      });
+    });
+    return out;
+  }
+
+  async function loadPrefix() {
+    const params = new URLSearchParams();
+    params.set("since", $("#since").value);
+    if ($("#route").value.trim()) params.set("route", $("#route").value.trim());
+    if ($("#cohort").value.trim()) params.append("cohort", $("#cohort").value.trim());
+    $("#status").textContent = "loading…";
+    const data = await api("/api/v1/prefixes/" + encodeURIComponent(ID) + "/timeseries?" + params);
+    document.getElementById("charts").dataset.bucketSeconds = data.bucket_seconds;
+    const r = data.rollouts;
+    chart("plot-requests", "Requests per bucket", data.series.map((s, i) => ({
+      type: "scatter", mode: "lines+markers", name: s.label, x: s.t, y: s.n,
+      line: { color: colorFor(s, i) }, hovertemplate: "n=%{y}<extra>%{fullData.name}</extra>",
+    })), "requests", r);
+    chart("plot-error_rate", "Error rate", rateTraces(data, "error_rate"), "error rate", r);
+    chart("plot-fallback_rate", "Fallback rate", rateTraces(data, "fallback_rate"), "fallback rate", r);
+    chart("plot-latency", "Latency p50 / p99", lineTraces(data, ["latency_p50", "latency_p99"], "n"), "ms", r);
+    chart("plot-ttft", "Time to first token p50 / p99", lineTraces(data, ["ttft_p50", "ttft_p99"], "ttft_n"), "ms", r);
+    chart("plot-thumbs_down_rate", "Thumbs-down rate", rateTraces(data, "thumbs_down_rate"), "thumbs-down rate", r);
+    const evaluators = new Set();
+    data.series.forEach((s) => Object.keys(s.scores).forEach((n) => evaluators.add(n)));
+    for (const name of [...evaluators].sort()) {
+      const traces = data.series.filter((s) => s.scores[name]).map((s, i) => {
+        const e = s.scores[name];
+        return {
+          type: "scatter", mode: "lines+markers", name: s.label, x: e.t, y: e.mean,
+          line: { color: colorFor(s, i) },
+          customdata: e.t.map((_, j) => [e.n[j], e.ci[j][0], e.ci[j][1]]),
+          hovertemplate: "%{y:.3f} [%{customdata[1]:.3f}, %{customdata[2]:.3f}]<br>n=%{customdata[0]}<extra>%{fullData.name}</extra>",
+        };
+      });
+      chart("plot-score-" + name.replace(/[^A-Za-z0-9_-]/g, "_"), name + " (mean score)", traces, "score", r, { yaxis: { range: [0, 1] } });
+    }
+    $("#status").textContent = "bucket " + data.bucket_seconds + " s · " + data.series.length + " series";
+  }
+
+  function fmt(v) {
+    return v === null || v === undefined ? "n/a" : (Math.abs(v) >= 100 ? v.toFixed(1) : v.toPrecision(3));
+  }
+
+  function row(k, v) {
+    const tr = document.createElement("tr");
+    const th = document.createElement("th");
+    th.textContent = k;
+    const td = document.createElement("td");
+    td.textContent = v;
+    tr.append(th, td);
+    return tr;
+  }
+
+  async function loadAlert() {
+    const data = await api("/api/v1/alerts/" + encodeURIComponent(ID) + "/evidence");
+    const a = data.alert;
+    const ev = data.evidence;
+    const head = $("#alert-head");
+    head.textContent = "";
+    const h = document.createElement("h2");
+    const variant = (a.prefix_id || "base") + (a.prefix_version ? "@" + a.prefix_version : "");
+    h.textContent = variant + " · " + a.metric + " · " + (a.severity || "") + " · " + a.status;
+    const table = document.createElement("table");
+    table.className = "attrs";
+    const cohort = Object.entries(a.cohort || {}).map(([k, v]) => k + "=" + v).join(", ") || "all traffic";
+    [
+      ["baseline", a.baseline + " = " + fmt(a.baseline_value) + " (n=" + a.n_baseline + ")"],
+      ["value", fmt(a.value) + " (n=" + a.n + ")"],
+      ["effect", fmt(a.delta) + " [" + fmt(a.ci_low) + ", " + fmt(a.ci_high) + "]" +
+        (ev.effect.scale === "relative" ? " = " + fmt(100 * ev.effect.delta) + " % of the baseline" : "")],
+      ["minimum effect", fmt(ev.effect.min_effect)],
+      ["p-value / q-value", fmt(a.p_value) + " / " + fmt(a.q_value)],
+      ["method", a.method || "n/a"],
+      ["evaluation window", (ev.window.since || "start of data") + " → " + (ev.window.until || "now")],
+      ["route / cohort", (a.route || "all routes") + " / " + cohort],
+    ].forEach(([k, v]) => table.append(row(k, v)));
+    head.append(h, table);
+    if (a.status === "open") {
+      const btn = document.createElement("button");
+      btn.id = "ack";
+      btn.textContent = "Acknowledge";
+      btn.addEventListener("click", async () => {
+        btn.disabled = true;
+        try {
+          const done = await api("/api/v1/alerts/" + encodeURIComponent(ID) + "/ack", { method: "POST" });
+          h.textContent = h.textContent.replace(/open$/, done.status);
+          btn.remove();
+        } catch (e) { btn.disabled = false; }
+      });
+      head.append(btn);
+    }
+    const sides = ev.sides;
+    const names = { variant: variant, baseline: a.baseline || "base" };
+    const colors = { variant: COLORS[1], baseline: BASE_COLOR };
+    let traces = [];
+    let layout = {};
+    const kind = (sides.variant || {}).kind;
+    if (kind === "ecdf") {
+      traces = ["baseline", "variant"].map((k) => ({
+        type: "scatter", mode: "lines", name: names[k] + " (n=" + sides[k].n + ")",
+        x: sides[k].x, y: sides[k].p, line: { color: colors[k], shape: "hv" },
+        hovertemplate: "%{x:.1f} ms ≤ %{y:.0%}<extra>%{fullData.name}</extra>",
+      }));
+      layout = { xaxis: { title: { text: "ms" }, type: "log" }, yaxis: { title: { text: "ECDF" }, range: [0, 1] } };
+    } else if (kind === "rate") {
+      traces = [{
+        type: "bar", x: ["baseline", "variant"].map((k) => names[k] + " (n=" + sides[k].n + ")"),
+        y: ["baseline", "variant"].map((k) => sides[k].rate),
+        marker: { color: [colors.baseline, colors.variant] },
+        error_y: {
+          type: "data", symmetric: false,
+          array: ["baseline", "variant"].map((k) => sides[k].ci[1] - sides[k].rate),
+          arrayminus: ["baseline", "variant"].map((k) => sides[k].rate - sides[k].ci[0]),
+        },
+        hovertemplate: "%{y:.4f}<extra></extra>",
+      }];
+      layout = { yaxis: { title: { text: ev.label } } };
+    } else if (kind === "histogram") {
+      traces = ["baseline", "variant"].map((k) => ({
+        type: "bar", name: names[k] + " (n=" + sides[k].n + ", mean " + fmt(sides[k].mean) + ")",
+        x: sides[k].edges.slice(0, -1).map((e, j) => (e + sides[k].edges[j + 1]) / 2),
+        y: sides[k].counts.map((c) => c / Math.max(1, sides[k].n)), marker: { color: colors[k] }, opacity: 0.7,
+        hovertemplate: "%{y:.1%}<extra>%{fullData.name}</extra>",
+      }));
+      layout = { barmode: "overlay", xaxis: { title: { text: "score" }, range: [0, 1] }, yaxis: { title: { text: "share" } } };
+    }
+    const base = { margin: { l: 55, r: 15, t: 10, b: 45 }, height: 300, legend: { orientation: "h" } };
+    Plotly.react("plot-sides", traces, Object.assign({}, base, layout), CONFIG);
+    const eff = ev.effect;
+    const shapes = [];
+    if (eff.min_effect !== null && eff.min_effect !== undefined) {
+      const sign = ev.lower_is_better ? 1 : -1;
+      shapes.push({ type: "line", x0: sign * eff.min_effect, x1: sign * eff.min_effect, y0: 0, y1: 1, yref: "paper", line: { dash: "dash", color: "#d62728" } });
+    }
+    shapes.push({ type: "line", x0: 0, x1: 0, y0: 0, y1: 1, yref: "paper", line: { color: "#999" } });
+    Plotly.react("plot-effect", [{
+      type: "scatter", mode: "markers", x: [eff.delta], y: [a.metric], marker: { size: 12, color: COLORS[1] },
+      error_x: { type: "data", symmetric: false, array: [(eff.ci_high ?? eff.delta) - eff.delta], arrayminus: [eff.delta - (eff.ci_low ?? eff.delta)] },
+      hovertemplate: "Δ %{x:.4g}<extra></extra>",
+    }], Object.assign({}, base, { height: 200, margin: { l: 110, r: 15, t: 10, b: 45 }, shapes: shapes, xaxis: { title: { text: (eff.scale === "relative" ? "relative effect" : "effect") + " (dashed: minimum effect)" }, tickformat: eff.scale === "relative" ? ".0%" : "" } }), CONFIG);
+    const series = data.timeseries;
+    if (series) {
+      const key = { error_rate: "error_rate", fallback_rate: "fallback_rate", thumbs_down_rate: "thumbs_down_rate" }[a.metric];
+      let traces2;
+      if (key) traces2 = rateTraces(series, key);
+      else if (a.metric.startsWith("latency")) traces2 = lineTraces(series, ["latency_p50", "latency_p99"], "n");
+      else if (a.metric.startsWith("ttft")) traces2 = lineTraces(series, ["ttft_p50", "ttft_p99"], "ttft_n");
+      else traces2 = series.series.filter((s) => s.scores[a.metric]).map((s, i) => ({
+        type: "scatter", mode: "lines+markers", name: s.label, x: s.scores[a.metric].t, y: s.scores[a.metric].mean, line: { color: colorFor(s, i) },
+      }));
+      const created = { type: "line", x0: a.created_at, x1: a.created_at, y0: 0, y1: 1, yref: "paper", line: { color: "#d62728" } };
+      const m = markers(series.rollouts);
+      Plotly.react("plot-series", traces2, Object.assign({}, base, { xaxis: { type: "date" }, shapes: m.shapes.concat([created]), annotations: m.annotations }), CONFIG);
+    }
+    const list = $("#example-list");
+    for (const t of a.example_trace_ids || []) {
+      const li = document.createElement("li");
+      const link = document.createElement("a");
+      link.href = "/#trace=" + t;
+      link.className = "mono";
+      link.textContent = t;
+      li.append(link);
+      list.append(li);
+    }
+  }
+
+  function load() {
+    const run = PAGE === "prefix" ? loadPrefix : loadAlert;
+    run().then(() => { $("#auth-needed").hidden = true; document.body.dataset.loaded = "1"; })
+      .catch((e) => { const st = $("#status"); if (st) st.textContent = e.message; document.body.dataset.loaded = "error"; });
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    $("#token-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const token = $("#token").value.trim();
+      if (token) sessionStorage.setItem(TOKEN_KEY, token);
+      $("#token").value = "";
+      load();
+    });
+    const filters = $("#filters");
+    if (filters) filters.addEventListener("submit", (ev) => { ev.preventDefault(); load(); });
+    load();
+  });
+})();

@@ -1,0 +1,254 @@
+"""Per-variant Prometheus series: what Prometheus, Grafana and Alertmanager need to chart and
+alert on variants without PrefixScope's UI.
+
+Counted at commit, per (prefix_id, prefix_version, route) of model-request spans (the
+analytics' definition: a base model, a variant or token counts), one vectorized aggregation
+per group commit (no Python work per span):
+
+* ``prefixscope_variant_requests_total``, ``..._errors_total``, ``..._fallbacks_total``;
+* ``prefixscope_variant_latency_seconds`` and ``prefixscope_variant_ttft_seconds`` histograms;
+* ``prefixscope_variant_tokens_total{kind=input|output|cached}``;
+* ``prefixscope_variant_thumbs_down_total`` (feedback, attributed through its span).
+
+Spans without ``prefix.id`` are attributed through the served-model mapping current at
+commit time (``attribution.py``), else ``prefix_id="base"``. Cardinality is bounded: at most
+``max_series`` label sets; later ones are counted under ``prefix_id="other"`` (with
+``prefix_version`` and ``route`` "other"), and ``prefixscope_variant_series_overflow_total``
+counts the requests that went there. Counters start at zero when the server starts (a
+Prometheus counter reset); the store stays the record of truth.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from prefixscope.semconv import BASE_PREFIX_ID
+
+#: seconds; the same buckets for latency and TTFT
+BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+OTHER = "other"
+_SEP = "\x1f"  # joins the three labels into one dictionary-encoded key
+LABELS = ("prefix_id", "prefix_version", "route")
+Key = tuple[str, str, str]
+
+
+_COUNTERS = ("requests", "errors", "fallbacks", "thumbs_down", "input", "output", "cached")
+_NB = len(BUCKETS) + 1
+_NEEDED = (
+    "prefix_id",
+    "prefix_version",
+    "route",
+    "request_model",
+    "response_model",
+    "status_code",
+    "fallback_reason",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "duration_ms",
+    "ttft_ms",
+)
+
+
+class _State:
+    """Every series' numbers in arrays indexed by a slot (one slot per label set)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.counters = np.zeros((capacity, len(_COUNTERS)), np.int64)
+        self.latency = np.zeros((capacity, _NB), np.int64)
+        self.latency_sum = np.zeros(capacity)
+        self.ttft = np.zeros((capacity, _NB), np.int64)
+        self.ttft_sum = np.zeros(capacity)
+
+
+def _histograms(codes: np.ndarray, values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per key: non-cumulative counts per bucket (``(n, buckets + 1)``, the last one +Inf,
+    ``le`` inclusive) and the sum of the values; two bincounts, no loop over keys."""
+    bucket = np.searchsorted(np.asarray(BUCKETS), values, side="left")
+    counts = np.bincount(codes * _NB + bucket, minlength=n * _NB).reshape(n, _NB)
+    return counts, np.bincount(codes, weights=values, minlength=n)
+
+
+class VariantMetrics(Collector):
+    """Registered into the server's metrics registry; fed by the writer and feedback writes."""
+
+    def __init__(
+        self,
+        max_series: int = 500,
+        mapping: Callable[[], Mapping[str, tuple[str, str | None]]] | None = None,
+        mapping_ttl_s: float = 5.0,
+    ) -> None:
+        self.max_series = max_series
+        self._slots: dict[Key, int] = {}
+        self._state = _State(max_series + 1)  # + the "other" slot
+        self._overflow = 0
+        self._lock = threading.Lock()
+        self._mapping_fn = mapping
+        self._mapping: Mapping[str, tuple[str, str | None]] = {}
+        self._mapping_at = 0.0
+        self._ttl = mapping_ttl_s
+
+    # -- feeding ------------------------------------------------------------------------------
+    def _current_mapping(self) -> Mapping[str, tuple[str, str | None]]:
+        if self._mapping_fn is not None and time.monotonic() - self._mapping_at > self._ttl:
+            try:
+                self._mapping = self._mapping_fn()
+            finally:
+                self._mapping_at = time.monotonic()
+        return self._mapping
+
+    def keys_of(self, table: pa.Table) -> tuple[np.ndarray, list[Key]]:
+        """Each row's code into the returned (prefix_id, prefix_version, route) keys,
+        attribution applied; vectorized (Arrow compute), no Python work per row."""
+        pid = pc.if_else(pc.equal(table.column("prefix_id"), ""), None, table.column("prefix_id"))
+        ver = table.column("prefix_version")
+        mapping = self._current_mapping()
+        if mapping:
+            names = pa.array(list(mapping), pa.string())
+            pids = pa.array([m[0] for m in mapping.values()], pa.string())
+            vers = pa.array([m[1] for m in mapping.values()], pa.string())
+            idx = pc.coalesce(
+                pc.index_in(table.column("request_model"), value_set=names),
+                pc.index_in(table.column("response_model"), value_set=names),
+            )
+            hit = pc.and_(pc.is_null(pid), pc.is_valid(idx))
+            ver = pc.if_else(hit, pc.coalesce(pc.take(vers, idx), ver), ver)
+            pid = pc.coalesce(pid, pc.take(pids, idx))
+        joined = pc.binary_join_element_wise(
+            pc.fill_null(pid, BASE_PREFIX_ID),
+            pc.fill_null(ver, ""),
+            pc.fill_null(table.column("route"), ""),
+            _SEP,
+        )
+        enc = pc.dictionary_encode(joined).combine_chunks()
+        codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        keys = [tuple(k.split(_SEP)) for k in enc.dictionary.to_pylist()]
+        return codes, keys
+
+    def _slot(self, key: Key) -> tuple[int, bool]:
+        """The key's slot, or the "other" slot (True) once the cap is reached."""
+        slot = self._slots.get(key)
+        if slot is None:
+            if len(self._slots) >= self.max_series and key != (OTHER, OTHER, OTHER):
+                return self._slot((OTHER, OTHER, OTHER))[0], True
+            slot = self._slots[key] = len(self._slots)
+        return slot, False
+
+    def observe(self, table: pa.Table) -> None:
+        """Count one committed group of spans (request spans only)."""
+        is_req = pc.or_kleene(
+            pc.or_kleene(
+                pc.is_valid(table.column("base_model")), pc.is_valid(table.column("prefix_id"))
+            ),
+            pc.is_valid(table.column("input_tokens")),
+        )
+        table = table.select(_NEEDED).filter(is_req)  # never copy the JSON columns
+        if table.num_rows == 0:
+            return
+        codes, keys = self.keys_of(table)
+        n = len(keys)
+        err = pc.fill_null(pc.equal(table.column("status_code"), "ERROR"), False)
+        per_key = np.zeros((n, len(_COUNTERS)), np.int64)
+        per_key[:, 0] = np.bincount(codes, minlength=n)
+        per_key[:, 1] = np.bincount(codes, weights=np.asarray(err, np.float64), minlength=n)
+        fb = np.asarray(pc.is_valid(table.column("fallback_reason")), np.float64)
+        per_key[:, 2] = np.bincount(codes, weights=fb, minlength=n)
+        for j, col in ((4, "input_tokens"), (5, "output_tokens"), (6, "cached_tokens")):
+            w = pc.fill_null(table.column(col), 0).to_numpy().astype(np.float64)
+            per_key[:, j] = np.bincount(codes, weights=w, minlength=n)
+        lat = pc.fill_null(table.column("duration_ms"), 0.0).to_numpy() / 1000.0
+        ttft_col = table.column("ttft_ms")
+        has_ttft = pc.is_valid(ttft_col).to_numpy(zero_copy_only=False)
+        ttft = pc.fill_null(ttft_col, 0.0).to_numpy() / 1000.0
+        lat_h, lat_sum = _histograms(codes, lat, n)
+        ttft_h, ttft_sum = _histograms(codes[has_ttft], ttft[has_ttft], n)
+        with self._lock:
+            slots = np.empty(n, np.int64)
+            for i, key in enumerate(keys):
+                slots[i], over = self._slot(key)
+                if over:
+                    self._overflow += int(per_key[i, 0])
+            st = self._state
+            np.add.at(st.counters, slots, per_key)
+            np.add.at(st.latency, slots, lat_h)
+            np.add.at(st.latency_sum, slots, lat_sum)
+            np.add.at(st.ttft, slots, ttft_h)
+            np.add.at(st.ttft_sum, slots, ttft_sum)
+
+    def observe_thumbs_down(self, keys: list[Key]) -> None:
+        with self._lock:
+            for key in keys:
+                self._state.counters[self._slot(key)[0], 3] += 1
+
+    # -- exposition ---------------------------------------------------------------------------
+    def collect(self) -> Iterator[Any]:
+        with self._lock:
+            slots = dict(self._slots)
+            st = self._state
+            counters, latency, latency_sum = (
+                st.counters.copy(),
+                st.latency.copy(),
+                st.latency_sum.copy(),
+            )
+            ttft, ttft_sum = st.ttft.copy(), st.ttft_sum.copy()
+            overflow = self._overflow
+        labels = list(LABELS)
+        families = {
+            "requests": ("prefixscope_variant_requests", "Model requests per variant"),
+            "errors": ("prefixscope_variant_errors", "Requests with status ERROR"),
+            "fallbacks": (
+                "prefixscope_variant_fallbacks",
+                "Requests that fell back (fallback.reason set)",
+            ),
+            "thumbs_down": (
+                "prefixscope_variant_thumbs_down",
+                "thumbs_down feedback on the variant's spans",
+            ),
+        }
+        fams = {c: CounterMetricFamily(n, h, labels=labels) for c, (n, h) in families.items()}
+        tokens = CounterMetricFamily(
+            "prefixscope_variant_tokens",
+            "Tokens per variant (kind: input, output, cached)",
+            labels=[*labels, "kind"],
+        )
+        lat_fam = HistogramMetricFamily(
+            "prefixscope_variant_latency_seconds", "Request latency per variant", labels=labels
+        )
+        ttft_fam = HistogramMetricFamily(
+            "prefixscope_variant_ttft_seconds", "Time to first token per variant", labels=labels
+        )
+        for key, slot in sorted(slots.items()):
+            lv = list(key)
+            row = counters[slot]
+            for c, fam in fams.items():
+                fam.add_metric(lv, float(row[_COUNTERS.index(c)]))
+            for kind in ("input", "output", "cached"):
+                tokens.add_metric([*lv, kind], float(row[_COUNTERS.index(kind)]))
+            lat_fam.add_metric(lv, _buckets(latency[slot]), float(latency_sum[slot]))
+            ttft_fam.add_metric(lv, _buckets(ttft[slot]), float(ttft_sum[slot]))
+        yield from fams.values()
+        yield tokens
+        yield lat_fam
+        yield ttft_fam
+        over = CounterMetricFamily(
+            "prefixscope_variant_series_overflow",
+            "Requests counted under prefix_id=other because the series cap was reached",
+        )
+        over.add_metric([], overflow)
+        yield over
+
+
+def _buckets(counts: np.ndarray) -> list[tuple[str, float]]:
+    cum = np.cumsum(counts)
+    out = [(repr(float(b)), float(c)) for b, c in zip(BUCKETS, cum[:-1], strict=True)]
+    out.append(("+Inf", float(cum[-1])))
+    return out

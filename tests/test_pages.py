@@ -1,0 +1,196 @@
+"""The variant page (``/prefixes/{id}``) and the alert page (``/alerts/{id}``): headless Chromium
+on a store with a known regression; the charts plot exactly what SQL says for the same
+buckets; unknown ids are 404 pages; auth applies; webhooks link to the alert page."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .api_fixtures import seeded_store, webhook_receiver
+from .serverproc import ServerProcess
+from .test_api_dashboard import ARTIFACTS, browser, open_page  # noqa: F401 (fixture)
+
+TOKEN = "page-token"
+
+
+@pytest.fixture
+def regressed(tmp_path: Path, start_server: Callable[..., ServerProcess]) -> Callable[..., Any]:
+    """A server over the seeded store (radiology@3 regresses), detection already run."""
+
+    def _start(*args: str) -> tuple[ServerProcess, list[dict[str, Any]]]:
+        data = tmp_path / "data"
+        seeded_store(data, with_alert=False)
+        srv = start_server(*args, data_dir=data)
+        headers = {"Authorization": f"Bearer {TOKEN}"} if "--token" in args else {}
+        run = httpx.post(
+            f"{srv.base_url}/api/v1/regressions/run", json={}, headers=headers, timeout=120
+        ).json()
+        assert run["alerts"], run
+        return srv, run["alerts"]
+
+    return _start
+
+
+def _sql(srv: ServerProcess, query: str) -> list[list[Any]]:
+    resp = httpx.post(f"{srv.base_url}/api/v1/sql", json={"sql": query}, timeout=30)
+    assert resp.status_code == 200, resp.text
+    rows: list[list[Any]] = resp.json()["rows"]
+    return rows
+
+
+def test_timeseries_equals_sql_for_the_same_buckets(regressed: Callable[..., Any]) -> None:
+    srv, _ = regressed()
+    data = httpx.get(
+        f"{srv.base_url}/api/v1/prefixes/radiology/timeseries",
+        params={"since": "2d", "cohort": "specialty=radiology"},
+        timeout=30,
+    ).json()
+    bucket = data["bucket_seconds"]
+    assert bucket == 900  # 2 days: quarter hours
+    assert {s["label"] for s in data["series"]} == {"radiology@3", "base"}
+    rows = _sql(
+        srv,
+        f"""SELECT coalesce(nullif(prefix_id, ''), 'base'), coalesce(prefix_version, ''),
+  strftime(time_bucket(INTERVAL '{bucket} seconds', start_time), '%Y-%m-%dT%H:%M:%S'),
+  count(*), count(*) FILTER (status_code = 'ERROR'), quantile_cont(duration_ms, 0.99)
+FROM spans WHERE (base_model IS NOT NULL OR prefix_id IS NOT NULL OR input_tokens IS NOT NULL)
+  AND start_time >= TIMESTAMP '{data["since"].replace("T", " ")}'
+  AND json_extract_string(cohort, '$."specialty"') = 'radiology'
+  AND coalesce(nullif(prefix_id, ''), 'base') IN ('radiology', 'base')
+GROUP BY ALL ORDER BY 1, 2, 3""",
+    )
+    assert rows
+    got = [
+        [s["prefix_id"], s["version"], t[:19], n, round(e * n), p99]
+        for s in sorted(data["series"], key=lambda s: (s["prefix_id"], s["version"]))
+        for t, n, e, p99 in zip(s["t"], s["n"], s["error_rate"], s["latency_p99"], strict=True)
+    ]
+    assert [r[:5] for r in got] == [r[:5] for r in rows]
+    assert [r[5] for r in got] == pytest.approx([r[5] for r in rows])
+    markers = data["rollouts"]
+    assert any(m["source"] == "first_seen" and m["version"] == "3" for m in markers)
+    # one hour of data fits one-minute buckets
+    short = httpx.get(
+        f"{srv.base_url}/api/v1/prefixes/radiology/timeseries", params={"since": "1h"}
+    ).json()
+    assert short["bucket_seconds"] == 60
+
+
+def test_unknown_ids_are_404_pages_and_404_json(regressed: Callable[..., Any]) -> None:
+    srv, _ = regressed()
+    for path in ("/prefixes/no-such-variant", "/alerts/no-such-alert"):
+        resp = httpx.get(srv.base_url + path, timeout=30)
+        assert resp.status_code == 404 and "Not found" in resp.text, path
+        assert resp.headers["content-type"].startswith("text/html")
+    for path in ("/api/v1/prefixes/no-such/timeseries", "/api/v1/alerts/nope/evidence"):
+        resp = httpx.get(srv.base_url + path, timeout=30)
+        assert resp.status_code == 404 and resp.json()["error"] == "not_found", path
+    assert httpx.get(srv.base_url + "/prefixes/bad%20id", timeout=30).status_code == 422
+
+
+def test_alert_evidence_shows_both_sides_and_the_effect(regressed: Callable[..., Any]) -> None:
+    srv, alerts = regressed()
+    by_metric = {a["metric"]: a for a in alerts}
+    lat = httpx.get(
+        f"{srv.base_url}/api/v1/alerts/{by_metric['latency_p50']['id']}/evidence", timeout=30
+    ).json()
+    sides = lat["evidence"]["sides"]
+    assert sides["variant"]["kind"] == sides["baseline"]["kind"] == "ecdf"
+    assert sides["variant"]["n"] == by_metric["latency_p50"]["n"]
+    assert sides["baseline"]["n"] == by_metric["latency_p50"]["n_baseline"]
+    median_v = sides["variant"]["x"][50]
+    assert median_v == pytest.approx(by_metric["latency_p50"]["value"], rel=0.05)
+    assert lat["evidence"]["effect"]["scale"] == "relative"
+    assert lat["timeseries"]["series"]
+    grd = httpx.get(
+        f"{srv.base_url}/api/v1/alerts/{by_metric['Groundedness']['id']}/evidence", timeout=30
+    ).json()
+    hist = grd["evidence"]["sides"]
+    assert hist["variant"]["kind"] == "histogram" and sum(hist["variant"]["counts"]) > 0
+    assert hist["variant"]["mean"] < hist["baseline"]["mean"]
+    assert grd["page_url"] == f"/alerts/{by_metric['Groundedness']['id']}"
+
+
+@pytest.mark.browser
+def test_pages_in_chromium_plot_the_api_data(browser: Any, regressed: Callable[..., Any]) -> None:  # noqa: F811
+    srv, alerts = regressed()
+    page, problems = open_page(browser, f"{srv.base_url}/prefixes/radiology")
+    page.wait_for_selector("body[data-loaded='1']", timeout=30_000)
+    data = httpx.get(f"{srv.base_url}/api/v1/prefixes/radiology/timeseries").json()
+    plotted = page.evaluate(
+        "Array.from(document.getElementById('plot-error_rate').data, "
+        "(t) => ({name: t.name, x: Array.from(t.x), y: Array.from(t.y), "
+        "n: Array.from(t.customdata, (c) => c[0])}))"
+    )
+    assert plotted == [
+        {"name": s["label"], "x": s["t"], "y": s["error_rate"], "n": s["n"]} for s in data["series"]
+    ]
+    assert page.locator("#charts .chart-card").count() >= 8  # 6 metrics + 2 evaluators
+    assert page.locator("#plot-latency svg").count() > 0
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "prefix-page.png"), full_page=True)
+    # a route filter refetches
+    page.fill("#route", "no-such-route")
+    page.click("#filters button")
+    page.locator("#status", has_text="0 series").wait_for(timeout=30_000)
+    assert problems == []
+
+    alert = next(a for a in alerts if a["metric"] == "latency_p50")
+    page, problems = open_page(browser, f"{srv.base_url}/alerts/{alert['id']}")
+    page.wait_for_selector("body[data-loaded='1']", timeout=30_000)
+    sides = page.evaluate(
+        "Array.from(document.getElementById('plot-sides').data, (t) => Array.from(t.x).length)"
+    )
+    assert sides == [101, 101]
+    head = page.locator("#alert-head").inner_text()
+    assert "radiology@3" in head and "latency_p50" in head and "q-value" in head
+    assert page.locator("#example-list a").count() == len(alert["example_trace_ids"])
+    page.screenshot(path=str(ARTIFACTS / "alert-page.png"), full_page=True)
+    page.click("#ack")
+    page.locator("#alert-head h2", has_text="acked").wait_for(timeout=30_000)
+    assert httpx.get(f"{srv.base_url}/api/v1/alerts/{alert['id']}").json()["status"] == "acked"
+    assert problems == []
+    assert (ARTIFACTS / "alert-page.png").stat().st_size > 30_000
+
+
+@pytest.mark.browser
+def test_pages_ask_for_the_token(browser: Any, regressed: Callable[..., Any]) -> None:  # noqa: F811
+    srv, alerts = regressed("--token", TOKEN)
+    # the API behind the pages is closed without a token
+    for path in (
+        "/api/v1/prefixes/radiology/timeseries",
+        f"/api/v1/alerts/{alerts[0]['id']}/evidence",
+    ):
+        assert httpx.get(srv.base_url + path, timeout=30).status_code == 401
+    page, problems = open_page(browser, f"{srv.base_url}/alerts/{alerts[0]['id']}")
+    page.wait_for_selector("#auth-needed:not([hidden])", timeout=30_000)
+    page.fill("#token", TOKEN)
+    page.click("#token-form button[type=submit]")
+    page.wait_for_selector("body[data-loaded='1']", timeout=30_000)
+    page.click("#ack")  # the write goes with the same token
+    page.locator("#alert-head h2", has_text="acked").wait_for(timeout=30_000)
+    assert all("401" in p or "Unauthorized" in p for p in problems), problems
+
+
+def test_webhook_payload_links_to_the_alert_page(
+    tmp_path: Path, start_server: Callable[..., ServerProcess]
+) -> None:
+    data = tmp_path / "data"
+    seeded_store(data, with_alert=False)
+    with webhook_receiver() as hook:
+        srv = start_server(
+            "--webhook-url", hook.url, "--public-url", "https://ps.example/", data_dir=data
+        )
+        run = httpx.post(f"{srv.base_url}/api/v1/regressions/run", json={}, timeout=120).json()
+        bodies = hook.wait_for(len(run["new"]))
+    assert bodies
+    for body in bodies:
+        want = f"https://ps.example/alerts/{body['alert']['id']}"
+        assert body["url"] == want and want in body["text"]
+    assert json.dumps(bodies)
