@@ -13,7 +13,10 @@ opened through the real Store (``enable_external_access=false``).
 
 Measured: a full run = one detection run (cube + tests + alert upsert) + a scorecard by
 (prefix_id, route) rolled up from the same cube + a scorecard by cohort.specialty; seconds
-(cold = first run after opening, warm = second) and peak RSS of the process.
+(cold = first run after opening, warm = second) and peak RSS of the process. Then the variant
+page's time series (``analytics.timeseries``, p3 and base, the whole generated span of time
+and a 7-day window), and the warm full run again once a served-model mapping exists (the
+``spans`` view then joins the mapping: its cost).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import resource
 import shutil
 import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from prefixscope.analytics.alerts import save_alerts
@@ -70,7 +74,8 @@ def populate(store: Store, n_spans: int) -> float:
     per = n_spans // cells // chunks
     t = time.perf_counter()
     for chunk in range(chunks):
-        generate(con, arms(per), seed=chunk, id_offset=chunk * 10**9)
+        # spread over a week: the variant page's 7-day window holds all of it
+        generate(con, arms(per), seed=chunk, id_offset=chunk * 10**9, duration=timedelta(days=7))
     con.execute("CHECKPOINT")
     return time.perf_counter() - t
 
@@ -98,6 +103,31 @@ def full_run(store: Store) -> tuple[str, int, int]:
     return text, len(result.comparisons), len(alerts)
 
 
+def timeseries_run(store: Store) -> str:
+    from prefixscope.analytics.timeseries import SeriesQuery, timeseries
+
+    con = store.cursor()
+    out = []
+    week = ("2025-01-01T00:00:00", "2025-01-08T00:00:00")  # where populate() put the data
+    for label, query in (
+        ("7 days, all cohorts", SeriesQuery("p3", *week)),
+        ("7 days, route r1 and cohort c", SeriesQuery("p3", *week, "r1", {"specialty": "c"})),
+    ):
+        t = time.perf_counter()
+        data = timeseries(con, query)
+        points = sum(len(s["t"]) for s in data["series"])
+        out.append(f"{label}: {time.perf_counter() - t:.2f}s ({points} points)")
+    return ", ".join(out)
+
+
+def with_mapping(store: Store) -> None:
+    """Declare a served name (it matches nothing here: only the join's cost is measured)."""
+    from prefixscope.collector.attribution import declare_served
+    from prefixscope.config import ServedModel
+
+    declare_served(store.cursor(), [ServedModel("served-name", "p9", "9")])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="1000000,10000000", help="Comma-separated span counts.")
@@ -116,11 +146,16 @@ def main() -> None:
         with Store(root) as store:  # reopen: cold run reads the file
             cold, comparisons, alerts = full_run(store)
             warm, _, _ = full_run(store)
+            series = timeseries_run(store)
+            with_mapping(store)
+            mapped, _, _ = full_run(store)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         load = os.getloadavg()[0]
         print(
             f"{spans[0] if spans else 0:>10} spans: generate {gen:6.1f}s\n"
             f"  full run cold {cold}\n  full run warm {warm}\n"
+            f"  time series (variant page) {series}\n"
+            f"  full run warm with a served-model mapping (view join) {mapped}\n"
             f"  {comparisons} comparisons, {alerts} alerts | peak RSS {rss:,.0f} MiB | "
             f"load average {load:.1f} on {os.cpu_count()} cores",
             flush=True,
