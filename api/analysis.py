@@ -209,13 +209,14 @@ def timeseries(
     until: str | None,
     route: str | None,
     cohort: dict[str, str] | None,
+    with_base: bool = True,
 ) -> dict[str, Any]:
     from prefixscope.analytics import timeseries as ts
 
     def run(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         if not ts.exists(con, prefix_id):
             raise NotFound(f"no variant {prefix_id!r} (no traffic, not registered)")
-        q = ts.SeriesQuery(prefix_id, since, until, route, cohort or None)
+        q = ts.SeriesQuery(prefix_id, since, until, route, cohort or None, with_base)
         return ts.timeseries(con, q)
 
     return with_cursor(store, run)

@@ -180,6 +180,7 @@ def analysis_routes(state: ApiState) -> APIRouter:
         until: TimeBound = None,
         route: Filter = None,
         cohort: CohortFilter = None,
+        base: Annotated[bool, Query(description="Include the base model's series")] = True,
     ) -> TimeSeries:
         """The variant's metrics over time, one series per version and the base model beside
         it: requests, error/fallback/thumbs-down rates with intervals, p50/p99 latency and
@@ -187,7 +188,7 @@ def analysis_routes(state: ApiState) -> APIRouter:
         hour over days); rollouts are version markers."""
         with analysis.analytics_errors():
             wanted = parse_cohort_filter(cohort or [])
-        data = analysis.timeseries(store, prefix_id, since, until, route, wanted)
+        data = analysis.timeseries(store, prefix_id, since, until, route, wanted, base)
         return TimeSeries.model_validate(data)
 
     @router.get(

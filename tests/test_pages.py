@@ -158,6 +158,24 @@ def test_pages_in_chromium_plot_the_api_data(browser: Any, regressed: Callable[.
     assert problems == []
     assert (ARTIFACTS / "alert-page.png").stat().st_size > 30_000
 
+    # the main page's view over time: every variant's series (no base duplicates)
+    page, problems = open_page(browser, f"{srv.base_url}/")
+    page.wait_for_selector("#overview-card[data-loaded]", timeout=30_000)
+    variants = httpx.get(f"{srv.base_url}/api/v1/prefixes").json()["prefixes"]
+    n_series = sum(
+        len(httpx.get(
+            f"{srv.base_url}/api/v1/prefixes/{v['prefix_id']}/timeseries",
+            params={"since": "7d", "base": "false"},
+        ).json()["series"])
+        for v in variants
+    )  # fmt: skip
+    assert int(page.get_attribute("#overview-card", "data-loaded") or 0) == n_series >= 3
+    names = page.evaluate(
+        "Array.from(document.getElementById('overview-errors').data, (t) => t.name)"
+    )
+    assert len(names) == n_series and names.count("base") == 1
+    assert problems == []
+
 
 @pytest.mark.browser
 def test_pages_ask_for_the_token(browser: Any, regressed: Callable[..., Any]) -> None:  # noqa: F811

@@ -276,13 +276,48 @@
     }
   }
 
+  // The dashboard's overview: every variant's p99 latency and error rate over the window.
+  async function loadOverview() {
+    const since = ($("#since") || {}).value || "7d";
+    const list = await fetch("/api/v1/prefixes", { headers: headers() });
+    if (!list.ok) return; // app.js shows the token form on a 401
+    const ids = (await list.json()).prefixes.map((p) => p.prefix_id).slice(0, 12);
+    const all = [];
+    for (const id of ids) {
+      const q = new URLSearchParams({ since: since === "all" ? "" : since, base: "false" });
+      if (since === "all") q.delete("since");
+      const resp = await fetch("/api/v1/prefixes/" + encodeURIComponent(id) + "/timeseries?" + q, { headers: headers() });
+      if (resp.ok) all.push(...(await resp.json()).series);
+    }
+    const data = { series: all };
+    const base = { margin: { l: 55, r: 15, t: 10, b: 40 }, height: 260, legend: { orientation: "h" }, xaxis: { type: "date" } };
+    Plotly.react("overview-latency", lineTraces(data, ["latency_p99"], "n"), Object.assign({}, base, { yaxis: { title: { text: "p99 ms" }, rangemode: "tozero" } }), CONFIG);
+    Plotly.react("overview-errors", rateTraces(data, "error_rate"), Object.assign({}, base, { yaxis: { title: { text: "error rate" }, rangemode: "tozero" } }), CONFIG);
+    document.getElementById("overview-card").dataset.loaded = String(all.length);
+  }
+
   function load() {
+    if (PAGE === "index") {
+      loadOverview().catch(() => {});
+      return;
+    }
     const run = PAGE === "prefix" ? loadPrefix : loadAlert;
     run().then(() => { $("#auth-needed").hidden = true; document.body.dataset.loaded = "1"; })
       .catch((e) => { const st = $("#status"); if (st) st.textContent = e.message; document.body.dataset.loaded = "error"; });
   }
 
   document.addEventListener("DOMContentLoaded", () => {
+    if (PAGE === "index") {
+      // the dashboard's own script owns the token form and the window selector
+      for (const sel of ["#since", "#refresh"]) {
+        const el = $(sel);
+        if (el) el.addEventListener(sel === "#since" ? "change" : "click", load);
+      }
+      const form = $("#token-form");
+      if (form) form.addEventListener("submit", () => setTimeout(load, 100));
+      load();
+      return;
+    }
     $("#token-form").addEventListener("submit", (ev) => {
       ev.preventDefault();
       const token = $("#token").value.trim();
