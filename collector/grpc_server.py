@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -36,7 +37,11 @@ def _abort(context: grpc.ServicerContext, err: PrefixScopeError) -> None:
     context.abort(err.grpc_code, err.message)
 
 
-def make_handler(pipeline: IngestPipeline) -> grpc.GenericRpcHandler:
+def _export_handler(
+    pipeline: IngestPipeline, service: str, transport: str, work: Callable[[bytes], bytes]
+) -> grpc.GenericRpcHandler:
+    """``service/Export``: the ingest token, admission, ``work`` (body -> response bytes), and
+    errors as gRPC statuses, counted under ``transport``."""
     metrics = pipeline.metrics
     access = AccessPolicy.from_settings(pipeline.settings)
 
@@ -44,50 +49,44 @@ def make_handler(pipeline: IngestPipeline) -> grpc.GenericRpcHandler:
         try:
             metadata: dict[str, Any] = {k: v for k, v in context.invocation_metadata()}
             access.check(metadata, Scope.INGEST)
-            # gRPC already inflated a compressed message, bounded by max_receive_message_length
-            with pipeline.admitted():
-                decoded = pipeline.decode(body, PROTOBUF, None)
-            fut = pipeline.submit(decoded, "grpc")
-            if fut is not None:
-                fut.result()
+            out = work(body)
         except PrefixScopeError as err:
-            metrics.requests.labels("grpc", err.grpc_code.name).inc()
+            metrics.requests.labels(transport, err.grpc_code.name).inc()
             _abort(context, err)
             raise AssertionError("unreachable") from err  # context.abort raises
-        metrics.requests.labels("grpc", "OK").inc()
+        metrics.requests.labels(transport, "OK").inc()
+        return out
+
+    handler = grpc.unary_unary_rpc_method_handler(
+        export, request_deserializer=_identity, response_serializer=_identity
+    )
+    return grpc.method_handlers_generic_handler(service, {EXPORT_METHOD: handler})
+
+
+def make_handler(pipeline: IngestPipeline) -> grpc.GenericRpcHandler:
+    def traces(body: bytes) -> bytes:
+        # gRPC already inflated a compressed message, bounded by max_receive_message_length
+        with pipeline.admitted():
+            decoded = pipeline.decode(body, PROTOBUF, None)
+        fut = pipeline.submit(decoded, "grpc")
+        if fut is not None:
+            fut.result()
         resp = ExportTraceServiceResponse()
         if decoded.rejected:
             resp.partial_success.rejected_spans = decoded.rejected
             resp.partial_success.error_message = decoded.message
         return resp.SerializeToString()
 
-    handler = grpc.unary_unary_rpc_method_handler(
-        export, request_deserializer=_identity, response_serializer=_identity
-    )
-    return grpc.method_handlers_generic_handler(SERVICE, {EXPORT_METHOD: handler})
+    return _export_handler(pipeline, SERVICE, "grpc", traces)
 
 
 def make_logs_handler(pipeline: IngestPipeline, logs: LogReceiver) -> grpc.GenericRpcHandler:
-    metrics = pipeline.metrics
-    access = AccessPolicy.from_settings(pipeline.settings)
-
-    def export(body: bytes, context: grpc.ServicerContext) -> bytes:
-        try:
-            metadata: dict[str, Any] = {k: v for k, v in context.invocation_metadata()}
-            access.check(metadata, Scope.INGEST)
-            with pipeline.admitted():
-                logs.handle(body, PROTOBUF, None)
-        except PrefixScopeError as err:
-            metrics.requests.labels("grpc_logs", err.grpc_code.name).inc()
-            _abort(context, err)
-            raise AssertionError("unreachable") from err
-        metrics.requests.labels("grpc_logs", "OK").inc()
+    def export_logs(body: bytes) -> bytes:
+        with pipeline.admitted():
+            logs.handle(body, PROTOBUF, None)
         return logs_response(PROTOBUF)[0]
 
-    handler = grpc.unary_unary_rpc_method_handler(
-        export, request_deserializer=_identity, response_serializer=_identity
-    )
-    return grpc.method_handlers_generic_handler(LOGS_SERVICE, {EXPORT_METHOD: handler})
+    return _export_handler(pipeline, LOGS_SERVICE, "grpc_logs", export_logs)
 
 
 def start_grpc_server(

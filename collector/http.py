@@ -92,21 +92,24 @@ def ingest_routes(
     metrics = pipeline.metrics
     access = AccessPolicy.from_settings(settings)
 
+    async def receive(request: Request) -> bytes:
+        """The body, under the size limit and the time limit; a slow body holds a receive
+        slot, not a decode slot."""
+        with pipeline.receiving():
+            try:
+                return await asyncio.wait_for(
+                    read_body_limited(request, settings.max_body_bytes), BODY_TIMEOUT_S
+                )
+            except TimeoutError:
+                raise BadRequest(f"request body not received within {BODY_TIMEOUT_S:g} s") from None
+
     async def otlp_traces(request: Request) -> Response:
         # Errors are encoded like the request (protobuf Status / JSON), even the early ones.
         mtype: str | None = media_type_lenient(request.headers.get("content-type"))
         try:
             access.check(request.headers, Scope.INGEST)
             mtype = media_type(request.headers.get("content-type"))
-            with pipeline.receiving():  # a slow body holds a receive slot, not a decode slot
-                try:
-                    body = await asyncio.wait_for(
-                        read_body_limited(request, settings.max_body_bytes), BODY_TIMEOUT_S
-                    )
-                except TimeoutError:
-                    raise BadRequest(
-                        f"request body not received within {BODY_TIMEOUT_S:g} s"
-                    ) from None
+            body = await receive(request)
             with pipeline.admitted():
                 loop = asyncio.get_running_loop()
                 decoded = await loop.run_in_executor(
@@ -134,15 +137,7 @@ def ingest_routes(
             mtype = media_type(request.headers.get("content-type"))
             if logs is None:
                 raise BadRequest("this server does not receive OTLP logs")
-            with pipeline.receiving():
-                try:
-                    body = await asyncio.wait_for(
-                        read_body_limited(request, settings.max_body_bytes), BODY_TIMEOUT_S
-                    )
-                except TimeoutError:
-                    raise BadRequest(
-                        f"request body not received within {BODY_TIMEOUT_S:g} s"
-                    ) from None
+            body = await receive(request)
             with pipeline.admitted():
                 loop = asyncio.get_running_loop()
                 await loop.run_in_executor(
