@@ -76,7 +76,7 @@ class PrefixScopeServer:
             if settings.variant_metrics_max_series > 0:
                 self.variant_metrics = VariantMetrics(
                     settings.variant_metrics_max_series, mapping=self._served_names
-                )
+                ).start()
                 self.metrics.registry.register(self.variant_metrics)
             self.lake = LakeRoller(
                 self.store,
@@ -238,6 +238,8 @@ class PrefixScopeServer:
         self.pipeline.close()
         if self.api_context is not None:
             self.api_context.close()
+        if self.variant_metrics is not None:
+            self.variant_metrics.close()
         if self.lake is not None:
             self.lake.stop()
             try:
