@@ -11,6 +11,7 @@ never see a half-written file (they ignore names starting with ``.`` / ``_``).
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import os
 import threading
@@ -23,6 +24,7 @@ import pyarrow.parquet as pq
 from prefixscope.metrics import Metrics
 
 from .model import SPAN_COLUMN_NAMES
+from .retention import RetentionReport, apply_to_lake, apply_to_store, cutoff_for
 from .store import Store, scalar
 
 log = logging.getLogger(__name__)
@@ -36,18 +38,26 @@ class LakeRoller:
     """Exports new span batches to Parquet, periodically and once more on shutdown."""
 
     def __init__(
-        self, store: Store, metrics: Metrics, *, interval_s: float, row_group_rows: int
+        self,
+        store: Store,
+        metrics: Metrics,
+        *,
+        interval_s: float,
+        row_group_rows: int,
+        retention: dt.timedelta | None = None,
     ) -> None:
         self._store = store
         self._metrics = metrics
         self._interval = interval_s
+        #: with a retention, each pass (after the roll) drops what is older, everywhere
+        self._retention = retention
         self._row_group_rows = row_group_rows
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        if self._interval <= 0:
+        if self._interval <= 0 and self._retention is None:
             return
         self._thread = threading.Thread(target=self._loop, name="prefixscope-lake", daemon=True)
         self._thread.start()
@@ -58,11 +68,41 @@ class LakeRoller:
             self._thread.join(60)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
+        # no roll (interval 0) but a retention: enforce it every ten minutes
+        period = self._interval if self._interval > 0 else 600.0
+        while not self._stop.wait(period):
+            if self._interval > 0:
+                try:
+                    self.roll()
+                except Exception:  # keep rolling later; spans are safe in DuckDB meanwhile
+                    log.exception("Parquet lake roll failed")
+            if self._retention is not None:
+                try:
+                    self.enforce_retention()
+                except Exception:
+                    log.exception("retention pass failed; will retry")
+
+    def enforce_retention(self, now: dt.datetime | None = None) -> RetentionReport | None:
+        """Drop lake partitions and store rows older than the retention (see retention.py)."""
+        if self._retention is None:
+            return None
+        cutoff = cutoff_for(self._retention, now)
+        with self._lock:  # not while a roll writes into a partition
+            report = apply_to_lake(str(self._store.lake_dir), cutoff)
+            con = self._store.cursor()
             try:
-                self.roll()
-            except Exception:  # keep rolling later; spans are safe in DuckDB meanwhile
-                log.exception("Parquet lake roll failed")
+                report.rows = apply_to_store(con, cutoff)
+            finally:
+                con.close()
+        m = self._metrics
+        for table, days in report.partitions.items():
+            m.retention_partitions.labels(table).inc(len(days))
+        for table, n in report.rows.items():
+            m.retention_rows.labels(table).inc(n)
+        m.retention_cutoff.set(cutoff.replace(tzinfo=dt.UTC).timestamp())
+        if report.partitions or report.rows:
+            log.info("retention: %s", report.to_dict())
+        return report
 
     def roll(self) -> int:
         """Export every committed batch not yet in the lake; return rows written.

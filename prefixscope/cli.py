@@ -166,6 +166,38 @@ def lake_compact(
         )
 
 
+@lake.command("retention")
+@click.option(
+    "--lake-path", required=True, help="Lake location: a directory or s3://bucket/prefix."
+)
+@click.option(
+    "--retention", required=True, help="Drop date partitions older than this, e.g. 30d or 12w."
+)
+@click.option("--dry-run", is_flag=True, help="List what would be dropped; drop nothing.")
+def lake_retention(lake_path: str, retention: str, dry_run: bool) -> None:
+    """Drop whole date partitions of spans, scores and feedback older than --retention (the
+    rule ``serve --retention`` applies; a partition partly inside the window is kept)."""
+    from prefixscope.collector.retention import apply_to_lake, cutoff_for
+    from prefixscope.collector.sinks import s3_options_from_env
+    from prefixscope.config import duration
+
+    try:
+        cutoff = cutoff_for(duration(retention, "--retention"))
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--retention") from None
+    report = apply_to_lake(
+        lake_path, cutoff, dry_run=dry_run, storage_options=s3_options_from_env()
+    )
+    verb = "would drop" if dry_run else "dropped"
+    click.echo(f"cutoff {cutoff.isoformat()} UTC")
+    for table in ("spans", "scores", "feedback"):
+        days = report.partitions.get(table, [])
+        click.echo(
+            f"{table}: {verb} {len(days)} partitions"
+            + (f" ({days[0]} .. {days[-1]})" if days else "")
+        )
+
+
 _register_optional(
     main, "prefixscope.analytics.cli", ["analytics_group", "replay_command", "datasets_group"]
 )

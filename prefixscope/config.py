@@ -9,6 +9,7 @@ never later. Only the CLI entry point exits the process.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 import re
 import tomllib
@@ -21,6 +22,18 @@ ENV_PREFIX = "PREFIXSCOPE_"
 
 class ConfigError(ValueError):
     """A setting is missing, malformed or out of range."""
+
+
+_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def duration(text: str, what: str = "duration") -> dt.timedelta:
+    """``30s``, ``5m``, ``12h``, ``30d``, ``12w`` as a timedelta (ConfigError otherwise)."""
+    m = _DURATION_RE.match(text.strip())
+    if not m:
+        raise ConfigError(f"{what} must be like 5m, 12h, 30d or 12w, got {text!r}")
+    return dt.timedelta(**{_UNITS[m.group(2)]: float(m.group(1))})
 
 
 _SERVED_RE = re.compile(r"^([^=\s]+)=([^@=\s]+)(?:@([^@=\s]+))?$")
@@ -210,6 +223,14 @@ class Settings:
             '/metrics series; later ones are counted under prefix_id="other".'
         },
     )
+    retention: str = field(
+        default="",
+        metadata={
+            "help": "Drop data older than this everywhere, e.g. 30d (empty: keep everything): "
+            "whole lake date partitions of spans, scores and feedback, and the store's rows; "
+            "applied after each lake roll."
+        },
+    )
     public_url: str = field(
         default="",
         metadata={
@@ -288,6 +309,8 @@ class Settings:
             )
         if self.max_decompressed_bytes < self.max_body_bytes:
             raise ConfigError("max_decompressed_bytes must be >= max_body_bytes")
+        if self.retention:
+            duration(self.retention, "retention")
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             raise ConfigError(f"public_url must be http(s): {self.public_url!r}")
         for url in self.webhook_urls:

@@ -84,6 +84,23 @@ class Metrics:
             ["table"],
             registry=r,
         )
+        self.retention_partitions = Counter(
+            "prefixscope_retention_partitions_dropped",
+            "Lake date partitions dropped by --retention",
+            ["table"],
+            registry=r,
+        )
+        self.retention_rows = Counter(
+            "prefixscope_retention_rows_deleted",
+            "Store rows deleted by --retention",
+            ["table"],
+            registry=r,
+        )
+        self.retention_cutoff = Gauge(
+            "prefixscope_retention_cutoff_timestamp_seconds",
+            "The cutoff of the last retention pass (0: retention off or not run yet)",
+            registry=r,
+        )
         self.log_records = Counter(
             "prefixscope_log_records",
             "OTLP log records received: kept (GenAI events, joined to their span) or not",

@@ -32,7 +32,7 @@ from prefixscope.collector.sinks import DuckDBSink, LakeSink, SpanSink, s3_optio
 from prefixscope.collector.store import Store
 from prefixscope.collector.variant_metrics import VariantMetrics
 from prefixscope.collector.writer import GroupCommitWriter
-from prefixscope.config import ServedModel, Settings
+from prefixscope.config import ServedModel, Settings, duration
 from prefixscope.metrics import Metrics
 
 log = logging.getLogger("prefixscope")
@@ -83,6 +83,7 @@ class PrefixScopeServer:
                 self.metrics,
                 interval_s=settings.lake_roll_interval_s,
                 row_group_rows=settings.lake_row_group_rows,
+                retention=duration(settings.retention) if settings.retention else None,
             )
         self.writer = GroupCommitWriter(
             sink,

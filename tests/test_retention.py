@@ -1,0 +1,153 @@
+"""Retention: whole lake partitions and the store's rows older than ``--retention`` go; what is
+inside the window stays; ``prefixscope lake retention`` does the same offline; ``/metrics``
+reports it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from prefixscope.collector.lake import LakeRoller
+from prefixscope.collector.lake_tables import lake_table, write_lake_table
+from prefixscope.collector.sinks import DuckDBSink
+from prefixscope.collector.store import Store
+from prefixscope.metrics import Metrics
+
+from .api_fixtures import otlp_request, otlp_span
+from .serverproc import ServerProcess
+
+NOW = dt.datetime(2026, 6, 30, 12, 0, 0)
+
+
+def _spans_on(days_ago: list[float]) -> dict:
+    spans = [
+        otlp_span(
+            f"{i + 1:032x}",
+            f"{i + 1:016x}",
+            "chat",
+            start=NOW - dt.timedelta(days=d),
+            attrs={"base_model": "m"},
+        )
+        for i, d in enumerate(days_ago)
+    ]
+    return otlp_request(spans)
+
+
+def _days(lake: Path, table: str) -> list[str]:
+    base = lake / table
+    return (
+        sorted(p.name.removeprefix("date=") for p in base.glob("date=*")) if base.exists() else []
+    )
+
+
+def test_retention_drops_old_partitions_and_rows_keeps_the_window(tmp_path: Path) -> None:
+    import orjson
+
+    from prefixscope.collector.decoding import JSON, decode_body
+
+    ages = [40, 31, 30.4, 29, 1, 0]  # days before NOW
+    with Store(tmp_path) as store:
+        sink = DuckDBSink(store)
+        sink.open()
+        decoded = decode_body(orjson.dumps(_spans_on(ages)), JSON, None, 1 << 30, 32768)
+        sink.write(decoded.table, 1)
+        cur = store.cursor()
+        for i, age in enumerate(ages):
+            t = NOW - dt.timedelta(days=age)
+            cur.execute(
+                "INSERT INTO scores VALUES (?, ?, NULL, 'G', 0.5, NULL, NULL, 'x', ?)",
+                [f"s{i}", f"{i + 1:032x}", t],
+            )
+            cur.execute(
+                "INSERT INTO feedback VALUES (?, ?, NULL, 'thumbs_down', 1, NULL, ?)",
+                [f"f{i}", f"{i + 1:032x}", t],
+            )
+        metrics = Metrics()
+        roller = LakeRoller(
+            store, metrics, interval_s=0, row_group_rows=1000, retention=dt.timedelta(days=30)
+        )
+        assert roller.roll() == len(ages)
+        for name in ("scores", "feedback"):  # as a scale-out evaluator job would publish them
+            rows = cur.execute(f"SELECT * FROM {name}").to_arrow_table()
+            write_lake_table(str(store.lake_dir), name, rows.select(lake_table(name).schema.names))
+        lake = store.lake_dir
+        before = _days(lake, "spans")
+        assert before == ["2026-05-21", "2026-05-30", "2026-05-31", "2026-06-01", "2026-06-29",
+                          "2026-06-30"]  # fmt: skip
+        report = roller.enforce_retention(now=NOW)
+        assert report is not None
+        # cutoff 2026-05-31 12:00: whole days before it go; 05-31 is partly inside: kept
+        assert report.partitions["spans"] == ["2026-05-21", "2026-05-30"]
+        assert _days(lake, "spans") == before[2:]
+        assert _days(lake, "scores") == _days(lake, "spans") == _days(lake, "feedback")
+        # the store keeps exactly the rows inside the window (row-exact, not by day)
+        left = cur.execute("SELECT count(*) FROM spans").fetchall()[0][0]
+        assert left == sum(a < 30 for a in ages) == 3
+        assert report.rows == {"span_rows": 3, "scores": 3, "feedback": 3}
+        assert cur.execute("SELECT count(*) FROM scores").fetchall()[0][0] == 3
+        # a second pass has nothing left to do
+        again = roller.enforce_retention(now=NOW)
+        assert again is not None and not again.partitions and not again.rows
+        text = metrics.render().decode()
+        assert 'prefixscope_retention_partitions_dropped_total{table="spans"} 2.0' in text
+        assert 'prefixscope_retention_rows_deleted_total{table="span_rows"} 3.0' in text
+        sink.close()
+
+
+def test_lake_retention_command_offline(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    for day in ("2020-01-01", "2020-01-02", "unknown"):
+        folder = lake / "spans" / f"date={day}"
+        folder.mkdir(parents=True)
+        (folder / "part-1.parquet").write_bytes(b"PAR1")
+    today = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+    (lake / "spans" / f"date={today}").mkdir()
+    cmd = [sys.executable, "-m", "prefixscope.cli", "lake", "retention", "--lake-path", str(lake)]
+    dry = subprocess.run([*cmd, "--retention", "30d", "--dry-run"], capture_output=True,
+                         text=True, timeout=60)  # fmt: skip
+    assert dry.returncode == 0, dry.stderr
+    assert "spans: would drop 2 partitions (2020-01-01 .. 2020-01-02)" in dry.stdout
+    assert len(_days(lake, "spans")) == 4
+    done = subprocess.run([*cmd, "--retention", "30d"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "spans: dropped 2 partitions" in done.stdout
+    assert _days(lake, "spans") == sorted([today, "unknown"])  # undated data is never dropped
+    bad = subprocess.run([*cmd, "--retention", "soon"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "retention" in bad.stderr
+
+
+def test_serve_applies_retention_after_each_roll(
+    start_server: Callable[..., ServerProcess],
+) -> None:
+    srv = start_server("--retention", "7d", "--lake-roll-interval-s", "1")
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    spans = [
+        otlp_span(f"{i + 1:032x}", f"{i + 1:016x}", "chat", start=now - dt.timedelta(days=d),
+                  attrs={"base_model": "m"})
+        for i, d in enumerate([20, 10, 1, 0])
+    ]  # fmt: skip
+    assert httpx.post(f"{srv.base_url}/v1/traces", json=otlp_request(spans)).status_code == 200
+    deadline = time.monotonic() + 30
+    count = None
+    while time.monotonic() < deadline:
+        rows = httpx.post(
+            f"{srv.base_url}/api/v1/sql", json={"sql": "SELECT count(*) FROM spans"}
+        ).json()["rows"]
+        count = rows[0][0]
+        if count == 2:
+            break
+        time.sleep(0.5)
+    assert count == 2
+    metrics = httpx.get(f"{srv.base_url}/metrics").text
+    assert 'prefixscope_retention_rows_deleted_total{table="span_rows"} 2.0' in metrics
+    assert "prefixscope_retention_cutoff_timestamp_seconds 0.0" not in metrics
+    lake = srv.data_dir / "lake" / "spans"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len(list(lake.glob("date=*"))) > 2:
+        time.sleep(0.5)
+    assert len(list(lake.glob("date=*"))) <= 2  # today and yesterday at most
