@@ -125,6 +125,8 @@ class VariantMetrics(Collector):
         if self._mapping_fn is not None and time.monotonic() - self._mapping_at > self._ttl:
             try:
                 self._mapping = self._mapping_fn()
+            except Exception as exc:  # e.g. the store reopening after a disk fault
+                log.warning("served-model mapping not refreshed (%s); keeping the last one", exc)
             finally:
                 self._mapping_at = time.monotonic()
         return self._mapping

@@ -164,3 +164,30 @@ def test_grafana_dashboard_uses_exported_metric_names(
     assert used and used <= exported, sorted(used - exported)
     variables = {v["name"] for v in board["templating"]["list"]}
     assert {"prefix_id", "route"} <= variables
+
+
+def test_a_failing_mapping_lookup_keeps_counting(caplog: Any) -> None:
+    """The served-model lookup reads the store; during a disk fault it fails: counting goes on
+    with the last mapping, with a warning, never a traceback."""
+    import orjson
+
+    from prefixscope.collector.decoding import JSON, decode_body
+    from prefixscope.collector.variant_metrics import VariantMetrics
+
+    calls = {"n": 0}
+
+    def mapping() -> dict[str, tuple[str, str | None]]:
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise RuntimeError("store is reopening")
+        return {"oncology": ("oncology", "5")}
+
+    vm = VariantMetrics(mapping=mapping, mapping_ttl_s=0)
+    table = decode_body(orjson.dumps(otlp_request(_spans())), JSON, None, 1 << 30, 32768).table
+    for _ in range(2):
+        vm.observe(table)
+        vm.flush()
+    req = _by_labels(next(f for f in vm.collect() if f.name == "prefixscope_variant_requests"))
+    assert req[("oncology", "5", "")] == 2.0 and sum(req.values()) == 122.0
+    assert calls["n"] >= 2 and "mapping not refreshed" in caplog.text
+    assert "Traceback" not in caplog.text
