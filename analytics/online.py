@@ -29,7 +29,7 @@ from prefixscope.collector import messages
 
 from .evaluators import EvaluatorProtocol, JSONValidation, Refusal, TaskCompletion
 from .query import PREFIX_SQL, REQUEST_PREDICATE, Window
-from .runner import ScoreRow, _event_pairs, score_row, write_scores
+from .runner import ScoreRow, event_pairs, score_row, write_scores
 
 SOURCE = "online"
 _SAMPLE_BUCKETS = 10_000
@@ -184,7 +184,7 @@ ORDER BY c.start_time, c.span_id""",
         pending = [ev for ev in evaluators if ev.name not in done_names]
         if not pending:
             continue
-        msgs = messages.extract(orjson.loads(attrs) if attrs else {}, _event_pairs(events))
+        msgs = messages.extract(orjson.loads(attrs) if attrs else {}, event_pairs(events))
         if msgs.output is None:
             skipped["no_output_text"] += len(pending)
             continue

@@ -76,7 +76,7 @@ def _default_resolve(span: Mapping[str, Any]) -> dict[str, Any] | None:
     return kw
 
 
-def _event_pairs(raw: Any) -> list[tuple[str, Any]]:
+def event_pairs(raw: Any) -> list[tuple[str, Any]]:
     """``(event_name, body)`` of a span's GenAI log events, bodies parsed from JSON."""
     out = []
     for item in raw or ():
@@ -123,7 +123,7 @@ ORDER BY s.start_time""",
             "attributes": orjson.loads(attrs) if attrs else {},
             "expected": expected,
             "context": orjson.loads(context) if context else [],
-            "log_events": _event_pairs(log_events),
+            "log_events": event_pairs(log_events),
         }
         kw = resolve(span)
         if kw is not None:

@@ -61,20 +61,6 @@ _OBSERVED = (
     "duration_ms",
     "ttft_ms",
 )
-_NEEDED = (
-    "prefix_id",
-    "prefix_version",
-    "route",
-    "request_model",
-    "response_model",
-    "status_code",
-    "fallback_reason",
-    "input_tokens",
-    "output_tokens",
-    "cached_tokens",
-    "duration_ms",
-    "ttft_ms",
-)
 
 
 class _State:
@@ -115,7 +101,6 @@ class VariantMetrics(Collector):
         self._mapping_at = 0.0
         self._ttl = mapping_ttl_s
         self._pending: list[pa.Table] = []
-        self._pending_rows = 0
         self._pending_lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
@@ -175,13 +160,12 @@ class VariantMetrics(Collector):
         narrow = table.select(_OBSERVED)
         with self._pending_lock:
             self._pending.append(narrow)
-            self._pending_rows += narrow.num_rows
 
     def flush(self) -> None:
         """Count everything taken so far."""
         with self._flush_lock:
             with self._pending_lock:
-                pending, self._pending, self._pending_rows = self._pending, [], 0
+                pending, self._pending = self._pending, []
             if pending:
                 self._aggregate(pa.concat_tables(pending))
 
@@ -203,13 +187,8 @@ class VariantMetrics(Collector):
 
     def _aggregate(self, table: pa.Table) -> None:
         """Count one batch of spans (request spans only)."""
-        is_req = pc.or_kleene(
-            pc.or_kleene(
-                pc.is_valid(table.column("base_model")), pc.is_valid(table.column("prefix_id"))
-            ),
-            pc.is_valid(table.column("input_tokens")),
-        )
-        table = table.select(_NEEDED).filter(is_req)  # never copy the JSON columns
+        valid = [pc.is_valid(table.column(c)) for c in ("base_model", "prefix_id", "input_tokens")]
+        table = table.filter(pc.or_(pc.or_(valid[0], valid[1]), valid[2]))
         if table.num_rows == 0:
             return
         codes, keys = self.keys_of(table)

@@ -325,10 +325,7 @@ class Settings:
                 raise ConfigError(str(exc)) from None
         self.evaluators = [e.strip() for v in self.evaluators for e in v.split(",") if e.strip()]
         if self.evaluate_every:
-            if not re.fullmatch(r"\d+(\.\d+)?[smhdw]", self.evaluate_every.strip()):
-                raise ConfigError(
-                    f"evaluate_every must be like 30s, 5m or 1h, got {self.evaluate_every!r}"
-                )
+            duration(self.evaluate_every, "evaluate_every")
             if not self.evaluators:
                 raise ConfigError("evaluate_every needs --evaluators, e.g. JSONValidation,Refusal")
         if not 0 < self.evaluate_sample <= 1:
