@@ -67,6 +67,26 @@ def otlp_request(spans: list[dict[str, Any]], service: str = "clinic") -> dict[s
     }
 
 
+def sql_rows(srv: Any, query: str) -> list[list[Any]]:
+    """Rows of ``POST /api/v1/sql`` on a running server (asserting it answered 200)."""
+    import httpx
+
+    resp = httpx.post(f"{srv.base_url}/api/v1/sql", json={"sql": query}, timeout=30)
+    assert resp.status_code == 200, resp.text
+    rows: list[list[Any]] = resp.json()["rows"]
+    return rows
+
+
+def sql_dicts(srv: Any, query: str) -> list[dict[str, Any]]:
+    """``POST /api/v1/sql`` rows as ``{column: value}``."""
+    import httpx
+
+    resp = httpx.post(f"{srv.base_url}/api/v1/sql", json={"sql": query}, timeout=30)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    return [dict(zip(body["columns"], row, strict=True)) for row in body["rows"]]
+
+
 def insert_alert(store: Store, **overrides: Any) -> dict[str, Any]:
     """One row in the ``alerts`` table, as analytics would write it."""
     row: dict[str, Any] = {

@@ -18,6 +18,7 @@ from prefixscope.collector.model import SPAN_COLUMN_NAMES
 from prefixscope.collector.store import Store
 
 from .api_fixtures import otlp_request, otlp_span
+from .api_fixtures import sql_rows as _sql
 from .conftest import query_store
 from .serverproc import ServerProcess
 
@@ -27,13 +28,6 @@ T0 = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0) - dt.timedelta(
 def _post(srv: ServerProcess, spans: list[dict[str, Any]]) -> None:
     resp = httpx.post(f"{srv.base_url}/v1/traces", json=otlp_request(spans), timeout=30)
     assert resp.status_code == 200, resp.text
-
-
-def _sql(srv: ServerProcess, sql: str) -> list[list[Any]]:
-    resp = httpx.post(f"{srv.base_url}/api/v1/sql", json={"sql": sql}, timeout=30)
-    assert resp.status_code == 200, resp.text
-    rows: list[list[Any]] = resp.json()["rows"]
-    return rows
 
 
 def _span(i: int, minutes: float, attrs: dict[str, Any]) -> dict[str, Any]:

@@ -35,17 +35,11 @@ from prefixscope.collector.logs import decode_logs_json, decode_logs_protobuf
 from prefixscope.collector.messages import extract
 from prefixscope.errors import BadRequest
 
+from .api_fixtures import sql_dicts as _sql
 from .serverproc import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 ANSWER = '{"icd10": "I21.9"}'
-
-
-def _sql(srv: ServerProcess, query: str) -> list[dict[str, Any]]:
-    resp = httpx.post(f"{srv.base_url}/api/v1/sql", json={"sql": query}, timeout=30)
-    assert resp.status_code == 200, resp.text
-    body = resp.json()
-    return [dict(zip(body["columns"], row, strict=True)) for row in body["rows"]]
 
 
 # -- message text, per convention ---------------------------------------------------------

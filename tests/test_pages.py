@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from .api_fixtures import seeded_store, webhook_receiver
+from .api_fixtures import sql_rows as _sql
 from .serverproc import ServerProcess
 from .test_api_dashboard import ARTIFACTS, browser, open_page  # noqa: F401 (fixture)
 
@@ -35,13 +36,6 @@ def regressed(tmp_path: Path, start_server: Callable[..., ServerProcess]) -> Cal
         return srv, run["alerts"]
 
     return _start
-
-
-def _sql(srv: ServerProcess, query: str) -> list[list[Any]]:
-    resp = httpx.post(f"{srv.base_url}/api/v1/sql", json={"sql": query}, timeout=30)
-    assert resp.status_code == 200, resp.text
-    rows: list[list[Any]] = resp.json()["rows"]
-    return rows
 
 
 def test_timeseries_equals_sql_for_the_same_buckets(regressed: Callable[..., Any]) -> None:

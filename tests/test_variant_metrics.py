@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prefixscope.collector.variant_metrics import BUCKETS
 
 from .api_fixtures import otlp_request, otlp_span
+from .api_fixtures import sql_rows as _sql
 from .serverproc import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,13 +71,6 @@ def _by_labels(fam: Any, suffix: str = "", **fixed: str) -> dict[tuple[str, str,
             continue
         out[(s.labels["prefix_id"], s.labels["prefix_version"], s.labels["route"])] = s.value
     return out
-
-
-def _sql(srv: ServerProcess, query: str) -> list[list[Any]]:
-    resp = httpx.post(f"{srv.base_url}/api/v1/sql", json={"sql": query}, timeout=30)
-    assert resp.status_code == 200, resp.text
-    rows: list[list[Any]] = resp.json()["rows"]
-    return rows
 
 
 KEY = "coalesce(nullif(prefix_id, ''), 'base'), coalesce(prefix_version, ''), coalesce(route, '')"

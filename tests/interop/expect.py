@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from ..api_fixtures import sql_dicts as sql
 from ..serverproc import ServerProcess
 from .stub_openai import ANSWERS
 
@@ -55,13 +56,6 @@ def register_variants(srv: ServerProcess) -> None:
     for pid, body in REGISTRATIONS.items():
         resp = httpx.put(f"{srv.base_url}/api/v1/prefixes/{pid}", json=body, timeout=30)
         assert resp.status_code in (200, 201), resp.text
-
-
-def sql(srv: ServerProcess, query: str) -> list[dict[str, Any]]:
-    resp = httpx.post(f"{srv.base_url}/api/v1/sql", json={"sql": query}, timeout=30)
-    assert resp.status_code == 200, resp.text
-    body = resp.json()
-    return [dict(zip(body["columns"], row, strict=True)) for row in body["rows"]]
 
 
 def check(srv: ServerProcess, name: str) -> None:
