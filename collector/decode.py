@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from prefixscope import semconv as k
@@ -22,6 +22,7 @@ from prefixscope.errors import BadRequest
 from .model import SpanBatch
 from .normalize import OUTPUT_COLUMNS, normalize
 
+M = TypeVar("M", bound=Message)
 KIND_NAMES = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
 STATUS_NAMES = ("UNSET", "OK", "ERROR")
 _KIND_BY_JSON = {f"SPAN_KIND_{n}": n for n in KIND_NAMES} | {
@@ -182,15 +183,19 @@ def _pb_attrs(batch: SpanBatch, kvs: Any, limits: Limits) -> dict[str, Any]:
     return out
 
 
+def parse_request(message: M, body: bytes | bytearray) -> M:
+    """``message`` parsed from ``body``; any parse failure is a 400 naming the message type."""
+    try:
+        message.ParseFromString(body)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        name = type(message).__name__
+        raise BadRequest(f"body is not a valid OTLP {name} protobuf: {exc}") from exc
+    return message
+
+
 def decode_protobuf(body: bytes | bytearray, limits: Limits | None = None) -> SpanBatch:
     limits = limits or Limits()
-    req = ExportTraceServiceRequest()
-    try:
-        req.ParseFromString(body)
-    except (DecodeError, RuntimeError, ValueError) as exc:
-        raise BadRequest(
-            f"body is not a valid OTLP ExportTraceServiceRequest protobuf: {exc}"
-        ) from exc
+    req = parse_request(ExportTraceServiceRequest(), body)
     batch = SpanBatch()
     for rs in req.resource_spans:
         resource = _pb_attrs(batch, rs.resource.attributes, limits)

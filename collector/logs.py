@@ -22,7 +22,6 @@ from typing import Any
 
 import duckdb
 import orjson
-from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
     ExportLogsServiceResponse,
@@ -33,7 +32,7 @@ from prefixscope.errors import BadRequest, Unavailable, UnsupportedMediaType
 from prefixscope.metrics import Metrics
 
 from . import decode_json as dj
-from .decode import Limits, _pb_attrs, _pb_value
+from .decode import Limits, _pb_attrs, _pb_value, parse_request
 from .decoding import PROTOBUF, gunzip_limited
 from .model import SpanBatch
 from .store import Store
@@ -99,13 +98,7 @@ def _hex_id(raw: bytes, size: int) -> str:
 
 
 def decode_logs_protobuf(body: bytes, limits: Limits) -> LogBatch:
-    req = ExportLogsServiceRequest()
-    try:
-        req.ParseFromString(body)
-    except (DecodeError, RuntimeError, ValueError) as exc:
-        raise BadRequest(
-            f"body is not a valid OTLP ExportLogsServiceRequest protobuf: {exc}"
-        ) from exc
+    req = parse_request(ExportLogsServiceRequest(), body)
     out = LogBatch()
     for rl in req.resource_logs:
         resource = _pb_attrs(out.counters, rl.resource.attributes, limits)
