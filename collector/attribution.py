@@ -29,10 +29,11 @@ from typing import TYPE_CHECKING
 
 from prefixscope.config import ServedModel
 
+from .tiers import rows_source
+
 if TYPE_CHECKING:
     import duckdb
 
-ROWS_TABLE = "span_rows"
 VIEW = "spans"
 #: each name's current mapping (a NULL prefix_id: the name was dropped)
 _LATEST = (
@@ -41,11 +42,11 @@ _LATEST = (
 )
 
 
-def _plain_view() -> str:
-    return f"CREATE OR REPLACE VIEW {VIEW} AS SELECT * FROM {ROWS_TABLE}"
+def _plain_view(source: str) -> str:
+    return f"CREATE OR REPLACE VIEW {VIEW} AS SELECT * FROM {source}"
 
 
-def _mapped_view() -> str:
+def _mapped_view(source: str) -> str:
     def pick(field: str, own: str) -> str:
         return (
             f"CASE WHEN q.prefix_id IS NOT NULL THEN {field.replace('@', 'q')} "
@@ -70,15 +71,17 @@ SELECT r.* REPLACE (
   {pick("@.base_model", "base_model")} AS base_model,
   {pick("coalesce(@.version, r.prefix_version)", "prefix_version")} AS prefix_version,
   {pick("coalesce(@.prefix_type, r.prefix_type)", "prefix_type")} AS prefix_type)
-FROM {ROWS_TABLE} r
+FROM {source} r
 {join("q", "request_model")}
 {join("p", "response_model")}"""
 
 
 def refresh_view(con: duckdb.DuckDBPyConnection) -> None:
-    """(Re)define ``spans``: the plain rows, or the rows joined to the served-model history."""
+    """(Re)define ``spans``: the rows of both tiers (``tiers.rows_source``), plain or joined
+    to the served-model history."""
+    source = rows_source(con)
     rows = con.execute("SELECT count(*) FROM served_models").fetchall()
-    con.execute(_mapped_view() if rows[0][0] else _plain_view()).fetchall()
+    con.execute(_mapped_view(source) if rows[0][0] else _plain_view(source)).fetchall()
 
 
 def declare(

@@ -19,6 +19,11 @@ import pyarrow.parquet as pq
 
 from .lake_tables import COMPACTED_PREFIX, conform, lake_table
 from .sinks import open_fs, publish_parquet
+from .tiers import SCHEMA_FILE
+
+
+class EmbeddedLakeError(ValueError):
+    """The lake is an embedded server's cold tier, which compaction would corrupt."""
 
 
 @dataclass(slots=True)
@@ -57,6 +62,12 @@ def compact(
     base = f"{root}/{table}"
     if not fs.exists(base):
         return report
+    if table == "spans" and fs.exists(f"{base}/{SCHEMA_FILE}"):
+        raise EmbeddedLakeError(
+            f"{lake_url} is the cold tier of an embedded PrefixScope store (it has "
+            f"spans/{SCHEMA_FILE}): the store reads its roll files by batch range, and merged "
+            "files would cross the hot/cold boundary. Compact lakes written by --store lake."
+        )
     for partition in sorted(p for p in fs.ls(base, detail=False) if "date=" in p):
         files = _segments(fs, partition)
         if len(files) < min_files:

@@ -23,6 +23,8 @@ import pyarrow.parquet as pq
 
 from prefixscope.metrics import Metrics
 
+from . import tiers
+from .faults import crash_point
 from .model import SPAN_COLUMN_NAMES
 from .retention import RetentionReport, apply_to_lake, apply_to_store, cutoff_for
 from .store import Store, scalar
@@ -45,12 +47,16 @@ class LakeRoller:
         interval_s: float,
         row_group_rows: int,
         retention: dt.timedelta | None = None,
+        hot_retention: dt.timedelta | None = None,
     ) -> None:
         self._store = store
         self._metrics = metrics
         self._interval = interval_s
         #: with a retention, each pass (after the roll) drops what is older, everywhere
         self._retention = retention
+        #: with a hot retention, each roll is followed by a move of older rolled rows out of
+        #: DuckDB (tiers.py)
+        self._hot_retention = hot_retention if interval_s > 0 else None
         self._row_group_rows = row_group_rows
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -76,6 +82,11 @@ class LakeRoller:
                     self.roll()
                 except Exception:  # keep rolling later; spans are safe in DuckDB meanwhile
                     log.exception("Parquet lake roll failed")
+                else:
+                    try:
+                        self.move()
+                    except Exception:  # the rows stay hot; the next pass moves them
+                        log.exception("moving rows to the cold tier failed")
             if self._retention is not None:
                 try:
                     self.enforce_retention()
@@ -104,6 +115,33 @@ class LakeRoller:
             log.info("retention: %s", report.to_dict())
         return report
 
+    def move(self, now: dt.datetime | None = None) -> int:
+        """Move rolled rows older than the hot retention to the cold tier (tiers.py)."""
+        if self._hot_retention is None:
+            return 0
+        boundary = cutoff_for(self._hot_retention, now)
+        with self._lock:  # a roll's watermark is final while rows move
+            con = self._store.cursor()
+            try:
+                rolled = int(
+                    str(
+                        scalar(con, "SELECT last_batch FROM lake_state WHERE table_name = 'spans'")
+                        or 0
+                    )
+                )
+                if rolled <= 0:
+                    return 0
+                moved, st = tiers.move(con, boundary, rolled)
+            finally:
+                con.close()
+        m = self._metrics
+        m.tier_moved_rows.inc(moved)
+        if st.boundary is not None:
+            m.tier_boundary.set(st.boundary.replace(tzinfo=dt.UTC).timestamp())
+        if moved:
+            log.info("moved %d spans older than %s to the cold tier", moved, st.boundary)
+        return moved
+
     def roll(self) -> int:
         """Export every committed batch not yet in the lake; return rows written.
 
@@ -131,10 +169,12 @@ class LakeRoller:
                     params=[last, newest],
                 ).to_arrow_reader(ROLL_BATCH_ROWS)
                 written = self._write(reader, last + 1, newest)
+                crash_point("roll.published")
                 con.execute(
                     "INSERT OR REPLACE INTO lake_state VALUES ('spans', ?, now()::TIMESTAMP)",
                     [newest],
                 )
+                crash_point("roll.committed")
                 return written
             finally:
                 con.close()
@@ -145,7 +185,7 @@ class LakeRoller:
         # files starting at ``first``: this roll supersedes them.
         for stale in base.glob(f"date=*/part-{first:012d}-*.parquet"):
             stale.unlink()
-        name = f"part-{first:012d}-{last:012d}.parquet"
+        name = tiers.roll_file_name(first, last)
         writers: dict[str, tuple[pq.ParquetWriter, Path, Path]] = {}
         written = 0
         try:
@@ -166,6 +206,7 @@ class LakeRoller:
                     written += part.num_rows
             for writer, _, _ in writers.values():
                 writer.close()
+            crash_point("roll.written")
             for _, tmp, final in writers.values():
                 _fsync(tmp)
                 os.replace(tmp, final)

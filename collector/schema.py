@@ -213,6 +213,22 @@ MIGRATIONS += (
     ),
 )
 
+MIGRATIONS += (
+    Migration(
+        5,
+        "hot and cold tiers: where the lake is, and what has moved out of span_rows",
+        (
+            """CREATE TABLE tier_state (
+  table_name VARCHAR PRIMARY KEY,
+  lake_dir VARCHAR NOT NULL,
+  boundary TIMESTAMP,
+  moved_batch BIGINT NOT NULL,
+  updated_at TIMESTAMP NOT NULL
+)""",
+        ),
+    ),
+)
+
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

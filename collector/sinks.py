@@ -48,7 +48,15 @@ class DuckDBSink:
 
     def open(self) -> int:
         self._con = self._store.cursor()
-        return _count(scalar(self._con, "SELECT coalesce(max(ingest_batch), 0) FROM span_rows"))
+        # batch numbers never repeat: rows of batches already rolled (and perhaps moved out of
+        # span_rows to the cold tier) keep theirs
+        return _count(
+            scalar(
+                self._con,
+                "SELECT greatest((SELECT coalesce(max(ingest_batch), 0) FROM span_rows), "
+                "(SELECT coalesce(max(last_batch), 0) FROM lake_state WHERE table_name = 'spans'))",
+            )
+        )
 
     def write(self, table: pa.Table, batch_no: int) -> int:
         if self._con is None:  # invalidated by an earlier fatal error: reopen (or fail again)

@@ -18,6 +18,7 @@ import duckdb
 
 from .attribution import refresh_view
 from .schema import migrate
+from .tiers import ensure_schema_file, set_lake
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ class Store:
         con = duckdb.connect(str(self.db_path), config=self._config)
         try:
             migrate(con)
+            ensure_schema_file(self.lake_dir)
+            set_lake(con, self.lake_dir)
             refresh_view(con)
             lake = str(self.lake_dir).replace("'", "''")
             con.execute(f"SET allowed_directories=['{lake}/']")

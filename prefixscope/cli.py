@@ -148,17 +148,20 @@ def lake_compact(
 ) -> None:
     """Merge small segments per date partition and drop duplicate rows: spans by
     (trace_id, span_id), scores and feedback by id."""
-    from prefixscope.collector.compact import compact
+    from prefixscope.collector.compact import EmbeddedLakeError, compact
     from prefixscope.collector.sinks import s3_options_from_env
 
     for table in tables or ("spans", "scores", "feedback"):
-        report = compact(
-            lake_path,
-            table=table,
-            min_files=min_files,
-            row_group_rows=row_group_rows,
-            storage_options=s3_options_from_env(),
-        )
+        try:
+            report = compact(
+                lake_path,
+                table=table,
+                min_files=min_files,
+                row_group_rows=row_group_rows,
+                storage_options=s3_options_from_env(),
+            )
+        except EmbeddedLakeError as exc:
+            raise click.ClickException(str(exc)) from None
         click.echo(
             f"{table}: compacted {report.partitions} partitions: {report.files_in} files -> "
             f"{report.files_out}, {report.rows_in} rows -> {report.rows_out} "

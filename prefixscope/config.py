@@ -231,6 +231,14 @@ class Settings:
             "applied after each lake roll."
         },
     )
+    hot_retention: str = field(
+        default="2d",
+        metadata={
+            "help": "How long spans stay in the DuckDB hot tier, e.g. 2d (empty: forever). "
+            "Older spans that the lake roll has copied are then read from the Parquet lake "
+            "(the cold tier); the spans table covers both. Needs the lake roll."
+        },
+    )
     public_url: str = field(
         default="",
         metadata={
@@ -311,6 +319,8 @@ class Settings:
             raise ConfigError("max_decompressed_bytes must be >= max_body_bytes")
         if self.retention:
             duration(self.retention, "retention")
+        if self.hot_retention:
+            duration(self.hot_retention, "hot_retention")
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             raise ConfigError(f"public_url must be http(s): {self.public_url!r}")
         for url in self.webhook_urls:

@@ -101,6 +101,17 @@ class Metrics:
             "The cutoff of the last retention pass (0: retention off or not run yet)",
             registry=r,
         )
+        self.tier_moved_rows = Counter(
+            "prefixscope_tier_moved_rows",
+            "Spans moved from the hot tier (DuckDB) to the cold tier (the Parquet lake)",
+            registry=r,
+        )
+        self.tier_boundary = Gauge(
+            "prefixscope_tier_boundary_timestamp_seconds",
+            "Spans that started before this and were rolled live in the cold tier only "
+            "(0: nothing moved yet)",
+            registry=r,
+        )
         self.log_records = Counter(
             "prefixscope_log_records",
             "OTLP log records received: kept (GenAI events, joined to their span) or not",

@@ -84,6 +84,9 @@ class PrefixScopeServer:
                 interval_s=settings.lake_roll_interval_s,
                 row_group_rows=settings.lake_row_group_rows,
                 retention=duration(settings.retention) if settings.retention else None,
+                hot_retention=(
+                    duration(settings.hot_retention) if settings.hot_retention else None
+                ),
             )
         self.writer = GroupCommitWriter(
             sink,

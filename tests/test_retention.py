@@ -144,7 +144,10 @@ def test_serve_applies_retention_after_each_roll(
         time.sleep(0.5)
     assert count == 2
     metrics = httpx.get(f"{srv.base_url}/metrics").text
-    assert 'prefixscope_retention_rows_deleted_total{table="span_rows"} 2.0' in metrics
+    # the two old spans went to the cold tier (older than the 2d hot retention) after the
+    # roll, and retention then dropped their lake partitions
+    assert 'prefixscope_retention_partitions_dropped_total{table="spans"} 2.0' in metrics
+    assert "prefixscope_tier_moved_rows_total 2.0" in metrics
     assert "prefixscope_retention_cutoff_timestamp_seconds 0.0" not in metrics
     lake = srv.data_dir / "lake" / "spans"
     deadline = time.monotonic() + 10

@@ -1,0 +1,164 @@
+"""Hot and cold tiers of the embedded store, read as one ``spans`` table.
+
+Every committed span is rolled into the Parquet lake (``lake.py``) within a roll interval, so
+the lake always holds a copy. The *move* then deletes from the hot tier (the DuckDB table
+``span_rows``) the rows that are both
+
+* older than the hot window: ``start_time < boundary`` (``boundary = now - --hot-retention``),
+* and already in the lake: ``1 <= ingest_batch <= moved_batch``, where ``moved_batch`` is the
+  lake roll's watermark at the time of the move,
+
+and records ``(boundary, moved_batch)`` in ``tier_state`` in the same DuckDB transaction.
+Both only grow, so the rows the hot tier has lost are exactly ``start_time < boundary AND
+ingest_batch <= moved_batch``, and the cold half of the view reads exactly those rows back:
+
+    spans = span_rows                               -- the hot tier, all of it
+            UNION ALL
+            lake rows of roll files with batches <= moved_batch AND start_time < boundary
+
+A roll file ``part-<first>-<last>.parquet`` holds batches ``first..last``, and a roll never
+straddles a watermark, so "batches <= moved_batch" is a file-name condition that DuckDB
+evaluates before opening a file. No row is in both halves and none is in neither: a span that
+arrives late (an old ``start_time`` in a new batch) stays hot until a later move, and a roll
+file published but not yet recorded (a crash between the two) has batches above
+``moved_batch`` and is not read.
+
+Kill -9 at any step loses nothing: the lake files are fsynced and renamed before the roll's
+watermark commits, and the delete, the new state and the new view commit together or not at
+all. Rows inserted directly by tools (``ingest_batch = 0``: synthetic data, replays) are never
+rolled, so they stay hot. Rows without a ``start_time`` stay hot too.
+
+Every reader of ``spans`` (the SQL endpoint, scorecards, detection, the gate, the dashboard)
+goes through the view, so the tiers are invisible to them. The lake always holds an empty
+``spans/.schema.parquet`` with the current columns: the view's glob never matches nothing, and
+lake files written before a column existed read it as NULL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pyarrow.parquet as pq
+
+from .faults import crash_point
+from .model import SPAN_ARROW_SCHEMA, SPAN_COLUMN_NAMES
+
+if TYPE_CHECKING:
+    import duckdb
+
+ROWS_TABLE = "span_rows"
+#: the empty file with the current span columns (hidden from other lake readers)
+SCHEMA_FILE = ".schema.parquet"
+
+
+@dataclass(frozen=True, slots=True)
+class TierState:
+    lake_dir: str
+    boundary: dt.datetime | None  # rows older than this (and rolled) live in the lake
+    moved_batch: int  # the lake roll watermark of the last move (0: nothing moved)
+
+
+def roll_file_name(first: int, last: int) -> str:
+    """The lake roll's file name for batches ``first..last`` (zero-padded: names sort as
+    numbers, which the cold view's file filter relies on)."""
+    return f"part-{first:012d}-{last:012d}.parquet"
+
+
+def ensure_schema_file(lake_dir: Path) -> None:
+    """(Re)write ``spans/.schema.parquet`` with the current columns, atomically."""
+    folder = lake_dir / "spans"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / SCHEMA_FILE
+    if path.exists():
+        try:
+            if pq.read_schema(path).equals(SPAN_ARROW_SCHEMA, check_metadata=False):
+                return
+        except Exception:  # unreadable: rewrite it below
+            pass
+    tmp = folder / ".schema.parquet.tmp"
+    pq.write_table(SPAN_ARROW_SCHEMA.empty_table(), tmp)
+    os.replace(tmp, path)
+
+
+def set_lake(con: duckdb.DuckDBPyConnection, lake_dir: Path) -> None:
+    """Record where this store's lake is (at every open: the data dir may have moved)."""
+    con.execute(
+        "INSERT INTO tier_state (table_name, lake_dir, boundary, moved_batch, updated_at) "
+        "VALUES ('spans', ?, NULL, 0, now()::TIMESTAMP) "
+        "ON CONFLICT (table_name) DO UPDATE SET lake_dir = excluded.lake_dir",
+        [str(lake_dir)],
+    ).fetchall()
+
+
+def state(con: duckdb.DuckDBPyConnection) -> TierState | None:
+    rows = con.execute(
+        "SELECT lake_dir, boundary, moved_batch FROM tier_state WHERE table_name = 'spans'"
+    ).fetchall()
+    if not rows:
+        return None
+    lake_dir, boundary, moved = rows[0]
+    return TierState(str(lake_dir), boundary, int(moved))
+
+
+def _lit(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def rows_source(con: duckdb.DuckDBPyConnection) -> str:
+    """The FROM item that reads both tiers (just ``span_rows`` while nothing has moved)."""
+    st = state(con)
+    if st is None or st.boundary is None or st.moved_batch <= 0:
+        return ROWS_TABLE
+    glob = _lit(f"{st.lake_dir}/spans/**/*.parquet")
+    # names sort as numbers: every roll file whose batches are all <= moved_batch, and the
+    # schema file (".schema…" sorts before "part-")
+    below = _lit(roll_file_name(st.moved_batch + 1, 0)[: len("part-") + 12])
+    cols = ", ".join(SPAN_COLUMN_NAMES)
+    return (
+        f"(SELECT * FROM {ROWS_TABLE} UNION ALL "
+        f"SELECT {cols}, NULL::TIMESTAMP AS ingested_at, NULL::BIGINT AS ingest_batch "
+        f"FROM read_parquet({glob}, union_by_name = true, hive_partitioning = false, "
+        f"filename = true) "
+        f"WHERE parse_filename(filename) < {below} "
+        f"AND start_time < {_lit(st.boundary.isoformat(sep=' '))}::TIMESTAMP)"
+    )
+
+
+def move(
+    con: duckdb.DuckDBPyConnection, boundary: dt.datetime, lake_batch: int
+) -> tuple[int, TierState]:
+    """Move rows older than ``boundary`` that the lake holds (batches ``<= lake_batch``) out
+    of the hot tier: one transaction deletes them, records the state and redefines the view.
+    Returns (rows moved, the new state). Neither the boundary nor the batch goes back."""
+    from .attribution import refresh_view  # the view's definition lives there
+
+    con.execute("BEGIN TRANSACTION")
+    try:
+        st = state(con)
+        if st is None:
+            raise RuntimeError("tier_state has no lake recorded (set_lake runs at open)")
+        if st.boundary is not None:
+            boundary = max(boundary, st.boundary)
+        batch = max(lake_batch, st.moved_batch)
+        rows = con.execute(
+            f"DELETE FROM {ROWS_TABLE} WHERE start_time < ? AND ingest_batch BETWEEN 1 AND ?",
+            [boundary, batch],
+        ).fetchall()
+        moved = int(rows[0][0]) if rows else 0
+        crash_point("move.deleted")
+        con.execute(
+            "UPDATE tier_state SET boundary = ?, moved_batch = ?, updated_at = now()::TIMESTAMP "
+            "WHERE table_name = 'spans'",
+            [boundary, batch],
+        ).fetchall()
+        refresh_view(con)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    crash_point("move.committed")
+    return moved, TierState(st.lake_dir, boundary, batch)

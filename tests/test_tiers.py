@@ -1,0 +1,162 @@
+"""Hot and cold tiers (collector/tiers.py): one ``spans`` view over DuckDB and the lake, no gap
+and no duplicate at the boundary, nothing lost by kill -9 at any step of a roll or a move."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pyarrow as pa
+import pytest
+
+from prefixscope.collector import attribution
+from prefixscope.collector.lake import LakeRoller
+from prefixscope.collector.model import SPAN_ARROW_SCHEMA, SPAN_COLUMN_NAMES
+from prefixscope.collector.sinks import DuckDBSink
+from prefixscope.collector.store import Store
+from prefixscope.metrics import Metrics
+
+from .api_fixtures import otlp_request, otlp_span, sql_rows
+from .conftest import query_store
+from .serverproc import ServerProcess
+
+NOW = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+COLS = ", ".join(SPAN_COLUMN_NAMES)
+
+
+def _spans(first: int, n: int, age: dt.timedelta | None, model: str = "m") -> pa.Table:
+    cols: dict[str, pa.Array] = {f.name: pa.nulls(n, f.type) for f in SPAN_ARROW_SCHEMA}
+    ids = range(first, first + n)
+    cols["trace_id"] = pa.array([f"{i:032x}" for i in ids])
+    cols["span_id"] = pa.array([f"{i:016x}" for i in ids])
+    start = None if age is None else NOW - age
+    cols["start_time"] = pa.array([start] * n, pa.timestamp("us"))
+    cols["duration_ms"] = pa.array([float(i % 97) for i in ids])
+    cols["request_model"] = pa.array([model] * n)
+    cols["route"] = pa.array([f"r{i % 3}" for i in ids])
+    cols["cohort"] = pa.array([f'{{"tier": "t{i % 2}"}}' for i in ids])
+    cols["attributes"] = pa.array([f'{{"k": {i}}}' for i in ids])
+    return pa.table(cols, schema=SPAN_ARROW_SCHEMA)
+
+
+def _snapshot(store: Store) -> pa.Table:
+    con = store.cursor()
+    try:
+        return con.sql(f"SELECT {COLS} FROM spans ORDER BY trace_id").to_arrow_table()
+    finally:
+        con.close()
+
+
+def _count(store: Store, sql: str) -> int:
+    con = store.cursor()
+    try:
+        return int(con.execute(sql).fetchall()[0][0])
+    finally:
+        con.close()
+
+
+def test_moves_keep_one_identical_table_across_tiers(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    sink = DuckDBSink(store)
+    assert sink.open() == 0
+    roller = LakeRoller(
+        store, Metrics(), interval_s=1, row_group_rows=1000, hot_retention=dt.timedelta(days=2)
+    )
+    sink.write(_spans(0, 600, dt.timedelta(days=5)), 1)
+    sink.write(_spans(600, 400, dt.timedelta(hours=1), model="served-a"), 2)
+    sink.write(_spans(1000, 50, None), 3)  # no start time: stays hot
+    sink.write(_spans(1050, 300, dt.timedelta(days=3), model="served-a"), 4)
+    before = _snapshot(store)
+    assert before.num_rows == 1350
+
+    assert roller.move() == 0  # nothing is in the lake yet: nothing may leave DuckDB
+    assert roller.roll() == 1350
+    assert roller.move() == 900
+    assert _count(store, "SELECT count(*) FROM span_rows") == 450
+    assert _snapshot(store).equals(before)
+
+    # a late span (old start time, new batch) is hot until a move after its roll, never twice
+    sink.write(_spans(5000, 20, dt.timedelta(days=9)), 5)
+    after_late = _snapshot(store)
+    assert after_late.num_rows == 1370
+    assert roller.roll() == 20
+    assert _snapshot(store).equals(after_late)  # in the lake and still hot: read once
+    assert roller.move() == 20
+    assert _snapshot(store).equals(after_late)
+    assert _count(store, "SELECT count(*) FROM span_rows") == 450
+
+    # the served-model mapping applies to both tiers
+    con = store.cursor()
+    con.execute("BEGIN TRANSACTION")
+    attribution.declare(con, "cardio", {"served-a": "3"}, base_model="b", prefix_type="prefix",
+                        source="test", now=NOW - dt.timedelta(days=30))  # fmt: skip
+    attribution.refresh_view(con)
+    con.execute("COMMIT")
+    con.close()
+    assert _count(store, "SELECT count(*) FROM spans WHERE prefix_id = 'cardio'") == 700
+    assert _count(store, "SELECT count(*) FROM span_rows WHERE request_model = 'served-a'") == 400
+
+    # everything old has moved: a restart must not reuse batch numbers the lake holds
+    sink.close()
+    store.close()
+    store = Store(tmp_path)
+    sink = DuckDBSink(store)
+    assert sink.open() == 5
+    sink.write(_spans(9000, 10, dt.timedelta(days=4)), 6)
+    roller = LakeRoller(
+        store, Metrics(), interval_s=1, row_group_rows=1000, hot_retention=dt.timedelta(days=2)
+    )
+    assert roller.roll() == 10 and roller.move() == 10
+    assert _count(store, "SELECT count(DISTINCT span_id) FROM spans") == 1380
+    assert _count(store, "SELECT count(*) FROM spans") == 1380
+    sink.close()
+    store.close()
+
+
+def test_lake_compact_refuses_an_embedded_lake(tmp_path: Path) -> None:
+    from prefixscope.collector.compact import EmbeddedLakeError, compact
+
+    Store(tmp_path).close()
+    with pytest.raises(EmbeddedLakeError, match="cold tier"):
+        compact(str(tmp_path / "lake"))
+
+
+CRASH_POINTS = ("roll.written", "roll.published", "roll.committed", "move.deleted",
+                "move.committed")  # fmt: skip
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_kill_9_at_every_step_of_a_move_loses_and_duplicates_nothing(
+    start_server: Callable[..., ServerProcess], tmp_path: Path, point: str
+) -> None:
+    data = tmp_path / "data"
+    args = ("--lake-roll-interval-s", "0.3", "--hot-retention", "1h")
+    srv = start_server(*args, data_dir=data, env={"PREFIXSCOPE_CRASH_AT": point})
+    spans = [
+        otlp_span(f"{i + 1:032x}", f"{i + 1:016x}", "chat",
+                  start=NOW - dt.timedelta(days=2 if i < 200 else 0), attrs={"base_model": "m"})
+        for i in range(300)
+    ]  # fmt: skip
+    resp = httpx.post(f"{srv.base_url}/v1/traces", json=otlp_request(spans), timeout=30)
+    assert resp.status_code == 200
+    assert srv.proc is not None
+    assert srv.proc.wait(60) == -9, f"the server did not stop at {point}:\n{srv.log()}"
+
+    srv = start_server(*args, data_dir=data)  # no crash point this time
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        metrics = httpx.get(f"{srv.base_url}/metrics").text
+        if "prefixscope_tier_boundary_timestamp_seconds 0.0" not in metrics:
+            break  # a move has run since the restart
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"no move after the restart:\n{srv.log()}")
+    rows = sql_rows(srv, "SELECT count(*), count(DISTINCT span_id) FROM spans")
+    assert rows == [[300, 300]]
+    assert srv.stop() == 0
+    hot = query_store(data, "SELECT count(*) FROM span_rows")
+    assert hot == [(100,)], "the old spans moved to the lake"
+    assert query_store(data, "SELECT count(*), count(DISTINCT span_id) FROM spans") == [(300, 300)]
