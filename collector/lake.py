@@ -48,6 +48,7 @@ class LakeRoller:
         row_group_rows: int,
         retention: dt.timedelta | None = None,
         hot_retention: dt.timedelta | None = None,
+        dedupe_window: dt.timedelta = dt.timedelta(0),
     ) -> None:
         self._store = store
         self._metrics = metrics
@@ -57,6 +58,8 @@ class LakeRoller:
         #: with a hot retention, each roll is followed by a move of older rolled rows out of
         #: DuckDB (tiers.py)
         self._hot_retention = hot_retention if interval_s > 0 else None
+        #: rows stay hot at least this long after they arrived (retries are dropped meanwhile)
+        self._dedupe_window = dedupe_window
         self._row_group_rows = row_group_rows
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -131,7 +134,8 @@ class LakeRoller:
                 )
                 if rolled <= 0:
                     return 0
-                moved, st = tiers.move(con, boundary, rolled)
+                arrived = cutoff_for(self._dedupe_window, now)
+                moved, st = tiers.move(con, boundary, rolled, ingested_before=arrived)
             finally:
                 con.close()
         m = self._metrics

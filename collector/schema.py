@@ -29,15 +29,22 @@ class Migration:
     statements: tuple[str, ...]
 
 
-def _spans_ddl(table: str = "spans", columns: tuple[tuple[str, object, str], ...] = ()) -> str:
+def _spans_ddl(
+    table: str = "spans",
+    columns: tuple[tuple[str, object, str], ...] = (),
+    *,
+    primary_key: bool = True,
+) -> str:
     cols = ",\n  ".join(f"{name} {ddl}" for name, _, ddl in columns or _V1_SPAN_COLUMNS)
     # ingest_batch: the group-commit number that wrote the row (drives the Parquet roll);
     # ingested_at: when it became durable (ack-to-queryable lag is measurable from SQL).
+    key = ",\n  PRIMARY KEY (trace_id, span_id)" if primary_key else ""
     return (
         f"CREATE TABLE {table} (\n  "
         + cols
-        + ",\n  ingested_at TIMESTAMP,\n  ingest_batch BIGINT,\n"
-        + "  PRIMARY KEY (trace_id, span_id)\n)"
+        + ",\n  ingested_at TIMESTAMP,\n  ingest_batch BIGINT"
+        + key
+        + "\n)"
     )
 
 
@@ -225,6 +232,24 @@ MIGRATIONS += (
   moved_batch BIGINT NOT NULL,
   updated_at TIMESTAMP NOT NULL
 )""",
+        ),
+    ),
+)
+
+_V6_SPAN_COLUMNS = _V4_SPAN_COLUMNS
+
+MIGRATIONS += (
+    Migration(
+        6,
+        "span_rows without the (trace_id, span_id) primary key: retries are dropped by the "
+        "writer's bounded dedupe window (collector/dedupe.py)",
+        (
+            _spans_ddl("span_rows_v6", _V6_SPAN_COLUMNS, primary_key=False),
+            "INSERT INTO span_rows_v6 SELECT * FROM span_rows ORDER BY ingest_batch",
+            "DROP VIEW spans",
+            "DROP TABLE span_rows",
+            "ALTER TABLE span_rows_v6 RENAME TO span_rows",
+            "CREATE VIEW spans AS SELECT * FROM span_rows",
         ),
     ),
 )

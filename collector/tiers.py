@@ -8,6 +8,9 @@ the lake always holds a copy. The *move* then deletes from the hot tier (the Duc
 * and already in the lake: ``1 <= ingest_batch <= moved_batch``, where ``moved_batch`` is the
   lake roll's watermark at the time of the move,
 
+* and committed more than the dedupe window ago (``--dedupe-window``: the primary key drops
+  a retried export only while the first copy is hot),
+
 and records ``(boundary, moved_batch)`` in ``tier_state`` in the same DuckDB transaction.
 Both only grow, so the rows the hot tier has lost are exactly ``start_time < boundary AND
 ingest_batch <= moved_batch``, and the cold half of the view reads exactly those rows back:
@@ -129,10 +132,16 @@ def rows_source(con: duckdb.DuckDBPyConnection) -> str:
 
 
 def move(
-    con: duckdb.DuckDBPyConnection, boundary: dt.datetime, lake_batch: int
+    con: duckdb.DuckDBPyConnection,
+    boundary: dt.datetime,
+    lake_batch: int,
+    ingested_before: dt.datetime | None = None,
 ) -> tuple[int, TierState]:
     """Move rows older than ``boundary`` that the lake holds (batches ``<= lake_batch``) out
     of the hot tier: one transaction deletes them, records the state and redefines the view.
+
+    With ``ingested_before``, only batches committed before it move: a row stays hot for the
+    dedupe window after it arrived, so the primary key still drops a retried export of it.
     Returns (rows moved, the new state). Neither the boundary nor the batch goes back."""
     from .attribution import refresh_view  # the view's definition lives there
 
@@ -143,7 +152,17 @@ def move(
             raise RuntimeError("tier_state has no lake recorded (set_lake runs at open)")
         if st.boundary is not None:
             boundary = max(boundary, st.boundary)
-        batch = max(lake_batch, st.moved_batch)
+        batch = lake_batch
+        if ingested_before is not None:
+            # batches are numbered in commit order, so every row of a batch at or below the
+            # newest one committed before the cutoff arrived before it too
+            rows = con.execute(
+                f"SELECT coalesce(max(ingest_batch), 0) FROM {ROWS_TABLE} "
+                "WHERE ingest_batch BETWEEN ? AND ? AND ingested_at < ?",
+                [st.moved_batch + 1, lake_batch, ingested_before],
+            ).fetchall()
+            batch = int(rows[0][0]) if rows else 0
+        batch = max(batch, st.moved_batch)
         rows = con.execute(
             f"DELETE FROM {ROWS_TABLE} WHERE start_time < ? AND ingest_batch BETWEEN 1 AND ?",
             [boundary, batch],

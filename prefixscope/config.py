@@ -239,6 +239,14 @@ class Settings:
             "(the cold tier); the spans table covers both. Needs the lake roll."
         },
     )
+    dedupe_window: str = field(
+        default="15m",
+        metadata={
+            "help": "A retried export within this time of the first delivery is never stored "
+            "twice: spans stay in the hot tier at least this long after they arrive "
+            "(OTel SDKs retry for about a minute, a Collector's queue for 5 minutes)."
+        },
+    )
     public_url: str = field(
         default="",
         metadata={
@@ -321,6 +329,7 @@ class Settings:
             duration(self.retention, "retention")
         if self.hot_retention:
             duration(self.hot_retention, "hot_retention")
+        duration(self.dedupe_window, "dedupe_window")
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             raise ConfigError(f"public_url must be http(s): {self.public_url!r}")
         for url in self.webhook_urls:

@@ -72,7 +72,9 @@ class PrefixScopeServer:
                 )
             finally:
                 cur.close()
-            sink = DuckDBSink(self.store)
+            sink = DuckDBSink(
+                self.store, dedupe_window_s=duration(settings.dedupe_window).total_seconds()
+            )
             if settings.variant_metrics_max_series > 0:
                 self.variant_metrics = VariantMetrics(
                     settings.variant_metrics_max_series, mapping=self._served_names
@@ -87,6 +89,7 @@ class PrefixScopeServer:
                 hot_retention=(
                     duration(settings.hot_retention) if settings.hot_retention else None
                 ),
+                dedupe_window=duration(settings.dedupe_window),
             )
         self.writer = GroupCommitWriter(
             sink,

@@ -195,6 +195,8 @@ VALUES ('a', 'b', 'chat', TIMESTAMP '2026-01-01', '{"gen_ai.request.model": "car
             "SELECT request_model, response_model, ingest_batch FROM spans"
         ).fetchall() == [("cardiology", "cardiology-0", 1)]
         assert schema.current_version(cur) == schema.LATEST_VERSION
+        pk = "SELECT count(*) FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY' "
+        assert cur.execute(pk + "AND table_name = 'span_rows'").fetchall() == [(0,)]
     finally:
         store.close()
 
@@ -205,4 +207,9 @@ def test_a_fresh_store_has_the_model_columns_in_order(tmp_path: Path) -> None:
     with Store(tmp_path) as store:
         cur = store.cursor()
         cols = [r[0] for r in cur.execute("DESCRIBE span_rows").fetchall()]
+        kinds = cur.execute(
+            "SELECT constraint_type FROM duckdb_constraints() WHERE table_name = 'span_rows'"
+        ).fetchall()
     assert cols == [*SPAN_COLUMN_NAMES, "ingested_at", "ingest_batch"]
+    # no ever-growing key index since migration 6 (the writer's dedupe window replaces it)
+    assert ("PRIMARY KEY",) not in kinds and ("NOT NULL",) in kinds

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pytest
 
+from prefixscope.collector import sinks
 from prefixscope.collector.decoding import PROTOBUF, decode_body
+from prefixscope.collector.dedupe import RecentKeys, key_hashes
 from prefixscope.collector.sinks import DuckDBSink
 from prefixscope.collector.store import Store, scalar
 
@@ -42,3 +47,57 @@ def test_new_duplicate_and_mixed_groups(tmp_path: Path) -> None:
             == 1
         )
         sink.close()
+
+
+def test_dedupe_survives_a_restart_and_a_hash_collision_is_not_a_duplicate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = _table(1, 10)
+    with Store(tmp_path) as store:
+        sink = DuckDBSink(store)
+        sink.open()
+        assert sink.write(a, 1) == 10
+        sink.close()
+    with Store(tmp_path) as store:
+        sink = DuckDBSink(store)
+        sink.open()
+        assert len(sink.recent) == 10  # rebuilt from the rows ingested within the window
+        assert sink.write(a, 2) == 0
+        sink.close()
+    # every key hashing alike: each is a candidate, and the exact checks keep the new ones
+    monkeypatch.setattr(sinks, "key_hashes", lambda t, s: np.zeros(len(t), dtype=np.uint64))
+    with Store(tmp_path) as store:
+        sink = DuckDBSink(store)
+        sink.open()
+        assert sink.write(pa.concat_tables([_table(2, 4), a.slice(0, 2)]), 3) == 4
+        con = store.cursor()
+        assert scalar(con, "SELECT count(*), count(DISTINCT (trace_id, span_id)) FROM spans") == 14
+        sink.close()
+
+
+def test_dedupe_window_is_bounded_in_time(tmp_path: Path) -> None:
+    with Store(tmp_path) as store:
+        sink = DuckDBSink(store, dedupe_window_s=1.0)
+        sink.open()
+        a = _table(1, 10)
+        assert sink.write(a, 1) == 10
+        assert sink.write(a, 2) == 0
+        time.sleep(2.1)
+        assert sink.write(_table(2, 3), 3) == 3  # a later commit expires the old bucket
+        assert len(sink.recent) == 3
+        # beyond the window a retry is stored again: the README's guarantee stops there
+        assert sink.write(a, 4) == 10
+
+
+def test_key_hashes_parse_hex_ids_and_fall_back_for_others() -> None:
+    hexed = key_hashes(pa.array(["0" * 31 + "1", "f" * 32]), pa.array(["0" * 15 + "2"] * 2))
+    other = key_hashes(pa.array(["not-hex", "0" * 31 + "1"]), pa.array(["x", "0" * 15 + "2"]))
+    assert hexed.dtype == np.uint64 and len(set(hexed.tolist())) == 2
+    assert len(set(other.tolist())) == 2
+    again = key_hashes(pa.array(["0" * 31 + "1"]), pa.array(["0" * 15 + "2"]))
+    assert again[0] == hexed[0]
+    keys = RecentKeys(60.0)
+    keys.add(hexed[:1], now=0.0)
+    assert keys.seen(hexed).tolist() == [True, False]
+    keys.add(hexed[1:], now=100.0)  # the first bucket is past the window now
+    assert keys.seen(hexed).tolist() == [False, True]

@@ -116,6 +116,30 @@ def test_moves_keep_one_identical_table_across_tiers(tmp_path: Path) -> None:
     store.close()
 
 
+def test_dedupe_window_keeps_rows_hot_so_retries_are_dropped(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    sink = DuckDBSink(store)
+    sink.open()
+    hour = dt.timedelta(hours=1)
+    roller = LakeRoller(store, Metrics(), interval_s=1, row_group_rows=1000,
+                        hot_retention=hour, dedupe_window=dt.timedelta(minutes=15))  # fmt: skip
+    old = _spans(0, 100, dt.timedelta(days=3))
+    assert sink.write(old, 1) == 100
+    assert roller.roll() == 100
+    assert roller.move() == 0, "arrived just now: stays hot for the dedupe window"
+    assert sink.write(old, 2) == 0  # a retry inside the window: dropped by the primary key
+    assert roller.roll() == 0  # the retry added no row
+    assert roller.move(now=dt.datetime.now(dt.UTC).replace(tzinfo=None) + hour) == 100
+    assert _count(store, "SELECT count(*) FROM span_rows") == 0
+    assert _count(store, "SELECT count(*), count(DISTINCT span_id) FROM spans") == 100
+    # Beyond the window the first copy may be cold, and a retry is stored again (the
+    # README's guarantee stops at the window).
+    assert sink.write(old, 3) == 100
+    assert _count(store, "SELECT count(*) FROM spans") == 200
+    sink.close()
+    store.close()
+
+
 def test_lake_compact_refuses_an_embedded_lake(tmp_path: Path) -> None:
     from prefixscope.collector.compact import EmbeddedLakeError, compact
 
@@ -133,7 +157,7 @@ def test_kill_9_at_every_step_of_a_move_loses_and_duplicates_nothing(
     start_server: Callable[..., ServerProcess], tmp_path: Path, point: str
 ) -> None:
     data = tmp_path / "data"
-    args = ("--lake-roll-interval-s", "0.3", "--hot-retention", "1h")
+    args = ("--lake-roll-interval-s", "0.3", "--hot-retention", "1h", "--dedupe-window", "1s")
     srv = start_server(*args, data_dir=data, env={"PREFIXSCOPE_CRASH_AT": point})
     spans = [
         otlp_span(f"{i + 1:032x}", f"{i + 1:016x}", "chat",
@@ -145,6 +169,7 @@ def test_kill_9_at_every_step_of_a_move_loses_and_duplicates_nothing(
     assert srv.proc is not None
     assert srv.proc.wait(60) == -9, f"the server did not stop at {point}:\n{srv.log()}"
 
+    time.sleep(1)  # past the dedupe window: the first move after the restart moves them all
     srv = start_server(*args, data_dir=data)  # no crash point this time
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
