@@ -48,7 +48,7 @@ def write_scores(con: duckdb.DuckDBPyConnection, rows: Sequence[ScoreRow]) -> in
         return 0
     now = datetime.now(UTC).replace(tzinfo=None)
     con.executemany(
-        "INSERT OR REPLACE INTO scores (id, trace_id, span_id, name, value, label, reason, "
+        "INSERT OR REPLACE INTO score_rows (id, trace_id, span_id, name, value, label, reason, "
         "source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             [r.id, r.trace_id, r.span_id, r.name, r.value, r.label, r.reason, r.source, now]

@@ -178,7 +178,7 @@ def _insert_scores(
     )
     try:
         con.execute(
-            """INSERT INTO scores (id, trace_id, span_id, name, value, source, created_at)
+            """INSERT INTO score_rows (id, trace_id, span_id, name, value, source, created_at)
 SELECT printf('%032x', s.id) || '-' || n.name, printf('%032x', s.id), printf('%016x', s.id),
   n.name, s.value, 'synthetic', now()::TIMESTAMP
 FROM _syn_scores s JOIN _syn_names n USING (code)"""
@@ -202,7 +202,7 @@ def _insert_feedback(con: duckdb.DuckDBPyConnection, parts: list[tuple[str, np.n
     try:
         # trace-level feedback (span_id NULL), as end users give it
         con.execute(
-            """INSERT INTO feedback (id, trace_id, span_id, kind, value, created_at)
+            """INSERT INTO feedback_rows (id, trace_id, span_id, kind, value, created_at)
 SELECT printf('%032x', f.id) || '-' || k.kind_name, printf('%032x', f.id), NULL, k.kind_name,
   1.0, now()::TIMESTAMP
 FROM _syn_fb f JOIN _syn_kinds k USING (kind)"""

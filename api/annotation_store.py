@@ -21,7 +21,7 @@ import duckdb
 import pyarrow as pa
 
 from prefixscope.analytics.query import PREFIX_SQL, REQUEST_PREDICATE
-from prefixscope.collector.lake_tables import FEEDBACK_SCHEMA, SCORE_SCHEMA
+from prefixscope.collector.model import FEEDBACK_SCHEMA, SCORE_SCHEMA
 from prefixscope.collector.store import Store
 from prefixscope.errors import Unavailable
 
@@ -83,14 +83,14 @@ def write_scores(
     store: Store, items: Sequence[ScoreIn], idempotency_key: str | None = None
 ) -> WriteResult:
     records = _records(items, SCORE_COLUMNS, "scores", idempotency_key)
-    return _write(store, "scores", SCORE_COLUMNS, records)
+    return _write(store, "score_rows", SCORE_COLUMNS, records)
 
 
 def write_feedback(
     store: Store, items: Sequence[FeedbackIn], idempotency_key: str | None = None
 ) -> WriteResult:
     records = _records(items, FEEDBACK_COLUMNS, "feedback", idempotency_key)
-    return _write(store, "feedback", FEEDBACK_COLUMNS, records)
+    return _write(store, "feedback_rows", FEEDBACK_COLUMNS, records)
 
 
 def _write(

@@ -17,6 +17,10 @@ Measured: a full run = one detection run (cube + tests + alert upsert) + a score
 page's time series (``analytics.timeseries``, p3 and base, the whole generated span of time
 and a 7-day window), and the warm full run again once a served-model mapping exists (the
 ``spans`` view then joins the mapping: its cost).
+
+``--cold-fraction F`` (default 0.5) then moves the oldest F of the week to the cold tier the
+way the server does (lake roll, then ``tiers.move``), so the run reads both tiers through the
+one ``spans`` view; ``--cold-fraction 0`` keeps everything in DuckDB.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import resource
 import shutil
 import tempfile
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from prefixscope.analytics.alerts import save_alerts
@@ -35,7 +39,10 @@ from prefixscope.analytics.detection import detection_cube, run_detection
 from prefixscope.analytics.query import Window
 from prefixscope.analytics.scorecard import scorecard
 from prefixscope.analytics.synthetic import Arm, generate
+from prefixscope.collector import tiers
+from prefixscope.collector.lake import LakeRoller
 from prefixscope.collector.store import Store
+from prefixscope.metrics import Metrics
 
 PREFIXES = [None, *(f"p{i}" for i in range(9))]
 ROUTES = [f"r{i}" for i in range(4)]
@@ -78,6 +85,19 @@ def populate(store: Store, n_spans: int) -> float:
         generate(con, arms(per), seed=chunk, id_offset=chunk * 10**9, duration=timedelta(days=7))
     con.execute("CHECKPOINT")
     return time.perf_counter() - t
+
+
+def make_cold(store: Store, fraction: float) -> tuple[float, int]:
+    """Roll every span into the lake and move the oldest ``fraction`` of the week out of
+    DuckDB, as ``serve`` does; returns (seconds, spans moved)."""
+    t = time.perf_counter()
+    con = store.cursor()
+    con.execute("UPDATE span_rows SET ingest_batch = 1 WHERE ingest_batch = 0")  # "committed"
+    LakeRoller(store, Metrics(), interval_s=1, row_group_rows=1_000_000).roll()
+    boundary = datetime(2025, 1, 1) + timedelta(days=7 * fraction)
+    moved, _ = tiers.move(con, boundary, 1)
+    con.execute("CHECKPOINT")
+    return time.perf_counter() - t, moved
 
 
 def _cpu() -> float:
@@ -136,13 +156,23 @@ def main() -> None:
         default=None,
         help="Keep (and reuse, when the size matches) the data under this directory.",
     )
+    ap.add_argument(
+        "--cold-fraction",
+        type=float,
+        default=0.5,
+        help="Share of the week moved to the cold tier (the Parquet lake) before the runs.",
+    )
     args = ap.parse_args()
     for size in (int(s) for s in args.sizes.split(",")):
         root = Path(args.keep or tempfile.mkdtemp(prefix="psbench-")) / f"spans-{size}"
         with Store(root) as store:
             have = store.cursor().execute("SELECT count(*) FROM spans").fetchone()
             gen = populate(store, size) if not have or have[0] != size else 0.0
+            cold_s, moved = 0.0, 0
+            if gen and args.cold_fraction > 0:
+                cold_s, moved = make_cold(store, args.cold_fraction)
             spans = store.cursor().execute("SELECT count(*) FROM spans").fetchone()
+            hot = store.cursor().execute("SELECT count(*) FROM span_rows").fetchone()
         with Store(root) as store:  # reopen: cold run reads the file
             cold, comparisons, alerts = full_run(store)
             warm, _, _ = full_run(store)
@@ -152,7 +182,8 @@ def main() -> None:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         load = os.getloadavg()[0]
         print(
-            f"{spans[0] if spans else 0:>10} spans: generate {gen:6.1f}s\n"
+            f"{spans[0] if spans else 0:>10} spans: generate {gen:6.1f}s, "
+            f"{hot[0] if hot else 0} hot / {moved} moved cold in {cold_s:.1f}s\n"
             f"  full run cold {cold}\n  full run warm {warm}\n"
             f"  time series (variant page) {series}\n"
             f"  full run warm with a served-model mapping (view join) {mapped}\n"

@@ -62,11 +62,12 @@ def compact(
     base = f"{root}/{table}"
     if not fs.exists(base):
         return report
-    if table == "spans" and fs.exists(f"{base}/{SCHEMA_FILE}"):
+    if fs.exists(f"{base}/{SCHEMA_FILE}"):
         raise EmbeddedLakeError(
             f"{lake_url} is the cold tier of an embedded PrefixScope store (it has "
-            f"spans/{SCHEMA_FILE}): the store reads its roll files by batch range, and merged "
-            "files would cross the hot/cold boundary. Compact lakes written by --store lake."
+            f"{table}/{SCHEMA_FILE}): the store reads its files by roll or move number, and "
+            "merged files would cross the hot/cold boundary. Compact lakes written by "
+            "--store lake."
         )
     for partition in sorted(p for p in fs.ls(base, detail=False) if "date=" in p):
         files = _segments(fs, partition)

@@ -132,15 +132,21 @@ class LakeRoller:
                         or 0
                     )
                 )
-                if rolled <= 0:
-                    return 0
-                arrived = cutoff_for(self._dedupe_window, now)
-                moved, st = tiers.move(con, boundary, rolled, ingested_before=arrived)
+                moved, st = 0, None
+                if rolled > 0:  # else no span is in the lake yet (scores and feedback move)
+                    arrived = cutoff_for(self._dedupe_window, now)
+                    moved, st = tiers.move(con, boundary, rolled, ingested_before=arrived)
+                annotations = {
+                    spec.view: tiers.move_annotations(con, spec, boundary, self._write_moved)
+                    for spec in tiers.ANNOTATIONS
+                }
             finally:
                 con.close()
         m = self._metrics
-        m.tier_moved_rows.inc(moved)
-        if st.boundary is not None:
+        m.tier_moved_rows.labels("spans").inc(moved)
+        for table, n in annotations.items():
+            m.tier_moved_rows.labels(table).inc(n)
+        if st is not None and st.boundary is not None:
             m.tier_boundary.set(st.boundary.replace(tzinfo=dt.UTC).timestamp())
         if moved:
             log.info("moved %d spans older than %s to the cold tier", moved, st.boundary)
@@ -190,39 +196,56 @@ class LakeRoller:
         for stale in base.glob(f"date=*/part-{first:012d}-*.parquet"):
             stale.unlink()
         name = tiers.roll_file_name(first, last)
-        writers: dict[str, tuple[pq.ParquetWriter, Path, Path]] = {}
-        written = 0
-        try:
-            for batch in reader:
-                dates = batch.column(batch.schema.get_field_index("_date"))
-                body = pa.Table.from_batches([batch]).drop_columns(["_date"])
-                for date in pc.unique(dates).to_pylist():
-                    mask = pc.is_null(dates) if date is None else pc.equal(dates, date)
-                    part = body.filter(mask)
-                    key = date or "unknown"
-                    if key not in writers:
-                        folder = base / f"date={key}"
-                        folder.mkdir(parents=True, exist_ok=True)
-                        tmp = folder / f".{name}.tmp"
-                        writer = pq.ParquetWriter(tmp, part.schema, compression="zstd")
-                        writers[key] = (writer, tmp, folder / name)
-                    writers[key][0].write_table(part, row_group_size=self._row_group_rows)
-                    written += part.num_rows
-            for writer, _, _ in writers.values():
-                writer.close()
-            crash_point("roll.written")
-            for _, tmp, final in writers.values():
-                _fsync(tmp)
-                os.replace(tmp, final)
-                _fsync(final.parent)
-        except BaseException:
-            for writer, tmp, _ in writers.values():
-                with contextlib.suppress(Exception):
-                    writer.close()
-                tmp.unlink(missing_ok=True)
-            raise
+        written = write_partitioned(reader, base, name, self._row_group_rows, "roll.written")
         self._metrics.lake_rows.labels("spans").inc(written)
         return written
+
+    def _write_moved(self, reader: pa.RecordBatchReader, base: Path, name: str) -> int:
+        """A score/feedback move's files (a crashed attempt's files of that number go)."""
+        for stale in base.glob(f"date=*/{name}"):
+            stale.unlink()
+        written = write_partitioned(reader, base, name, self._row_group_rows, "move.written")
+        self._metrics.lake_rows.labels(base.name).inc(written)
+        return written
+
+
+def write_partitioned(
+    reader: pa.RecordBatchReader, base: Path, name: str, row_group_rows: int, step: str
+) -> int:
+    """Stream ``reader`` (its ``_date`` column says the partition) into one file
+    ``<base>/date=<date>/<name>`` per date: hidden temporary names, fsync, rename."""
+    writers: dict[str, tuple[pq.ParquetWriter, Path, Path]] = {}
+    written = 0
+    try:
+        for batch in reader:
+            dates = batch.column(batch.schema.get_field_index("_date"))
+            body = pa.Table.from_batches([batch]).drop_columns(["_date"])
+            for date in pc.unique(dates).to_pylist():
+                mask = pc.is_null(dates) if date is None else pc.equal(dates, date)
+                part = body.filter(mask)
+                key = date or "unknown"
+                if key not in writers:
+                    folder = base / f"date={key}"
+                    folder.mkdir(parents=True, exist_ok=True)
+                    tmp = folder / f".{name}.tmp"
+                    writer = pq.ParquetWriter(tmp, part.schema, compression="zstd")
+                    writers[key] = (writer, tmp, folder / name)
+                writers[key][0].write_table(part, row_group_size=row_group_rows)
+                written += part.num_rows
+        for writer, _, _ in writers.values():
+            writer.close()
+        crash_point(step)
+        for _, tmp, final in writers.values():
+            _fsync(tmp)
+            os.replace(tmp, final)
+            _fsync(final.parent)
+    except BaseException:
+        for writer, tmp, _ in writers.values():
+            with contextlib.suppress(Exception):
+                writer.close()
+            tmp.unlink(missing_ok=True)
+        raise
+    return written
 
 
 def _fsync(path: Path) -> None:

@@ -22,33 +22,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from .model import SPAN_ARROW_SCHEMA
+from .model import FEEDBACK_SCHEMA, SCORE_SCHEMA, SPAN_ARROW_SCHEMA
 from .sinks import is_local, open_fs, partition_by_date, publish_parquet
-
-SCORE_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("trace_id", pa.string()),
-        ("span_id", pa.string()),
-        ("name", pa.string()),
-        ("value", pa.float64()),
-        ("label", pa.string()),
-        ("reason", pa.string()),
-        ("source", pa.string()),
-        ("created_at", pa.timestamp("us")),
-    ]
-)
-FEEDBACK_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("trace_id", pa.string()),
-        ("span_id", pa.string()),
-        ("kind", pa.string()),
-        ("value", pa.float64()),
-        ("comment", pa.string()),
-        ("created_at", pa.timestamp("us")),
-    ]
-)
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,6 +53,33 @@ SPAN_COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
 SPAN_COLUMN_NAMES: tuple[str, ...] = tuple(c[0] for c in SPAN_COLUMNS)
 SPAN_ARROW_SCHEMA: pa.Schema = pa.schema([(n, t) for n, t, _ in SPAN_COLUMNS])
 
+#: Evaluator scores and user feedback: the store's ``scores``/``feedback`` columns and the
+#: lake's, in order (the DDL of migration 1 matches them; ``id`` is each table's key).
+SCORE_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("trace_id", pa.string()),
+        ("span_id", pa.string()),
+        ("name", pa.string()),
+        ("value", pa.float64()),
+        ("label", pa.string()),
+        ("reason", pa.string()),
+        ("source", pa.string()),
+        ("created_at", pa.timestamp("us")),
+    ]
+)
+FEEDBACK_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("trace_id", pa.string()),
+        ("span_id", pa.string()),
+        ("kind", pa.string()),
+        ("value", pa.float64()),
+        ("comment", pa.string()),
+        ("created_at", pa.timestamp("us")),
+    ]
+)
+
 #: Columns the normalizer fills from attributes (the rest come from the span envelope).
 NORMALIZED_COLUMNS: tuple[str, ...] = (
     "base_model",

@@ -4,7 +4,7 @@
   cutoff, for ``spans``, ``scores`` and ``feedback`` (each partitioned by its own time column:
   span start, score and feedback creation). A partition is removed file by file, the
   directory last; a reader listing it meanwhile sees fewer files, never a torn one.
-* The embedded store: rows of ``span_rows``, ``scores``, ``feedback`` and ``log_events``
+* The embedded store: rows of ``span_rows``, ``score_rows``, ``feedback_rows`` and ``log_events``
   older than the cutoff, in one transaction.
 
 Alerts, the registry, datasets and the served-model mapping are kept (they are small and
@@ -32,8 +32,8 @@ LAKE_TABLES = ("spans", "scores", "feedback")
 #: store tables and their time column
 STORE_TABLES = (
     ("span_rows", "start_time"),
-    ("scores", "created_at"),
-    ("feedback", "created_at"),
+    ("score_rows", "created_at"),
+    ("feedback_rows", "created_at"),
     ("log_events", "ingested_at"),
 )
 _DATE_DIR = re.compile(r"date=(\d{4}-\d{2}-\d{2})$")

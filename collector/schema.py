@@ -254,6 +254,19 @@ MIGRATIONS += (
     ),
 )
 
+MIGRATIONS += (
+    Migration(
+        7,
+        "scores and feedback stored as score_rows/feedback_rows behind views (hot and cold tiers)",
+        (
+            "ALTER TABLE scores RENAME TO score_rows",
+            "CREATE VIEW scores AS SELECT * FROM score_rows",
+            "ALTER TABLE feedback RENAME TO feedback_rows",
+            "CREATE VIEW feedback AS SELECT * FROM feedback_rows",
+        ),
+    ),
+)
+
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

@@ -18,7 +18,7 @@ import duckdb
 
 from .attribution import refresh_view
 from .schema import migrate
-from .tiers import ensure_schema_file, set_lake
+from .tiers import ensure_schema_files, refresh_annotation_views, set_lake
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +62,10 @@ class Store:
         con = duckdb.connect(str(self.db_path), config=self._config)
         try:
             migrate(con)
-            ensure_schema_file(self.lake_dir)
+            ensure_schema_files(self.lake_dir)
             set_lake(con, self.lake_dir)
             refresh_view(con)
+            refresh_annotation_views(con)
             lake = str(self.lake_dir).replace("'", "''")
             con.execute(f"SET allowed_directories=['{lake}/']")
             con.execute("SET enable_external_access=false")

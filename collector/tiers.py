@@ -31,6 +31,16 @@ watermark commits, and the delete, the new state and the new view commit togethe
 all. Rows inserted directly by tools (``ingest_batch = 0``: synthetic data, replays) are never
 rolled, so they stay hot. Rows without a ``start_time`` stay hot too.
 
+**Scores and feedback** (``score_rows``/``feedback_rows`` behind the ``scores``/``feedback``
+views) have no roll: their move writes the lake files itself. In one DuckDB transaction it
+streams the rows whose ``created_at`` is older than the boundary into
+``<table>/date=…/part-<move number>.parquet`` (fsynced, renamed), deletes exactly those rows
+(the transaction's snapshot: a row committed meanwhile is neither written nor deleted),
+records the move number and redefines the view. The cold half reads files whose number is at
+most the recorded one (a file of a move that crashed before its commit is ignored, and the
+next move overwrites it), minus ids present in the hot table: a score re-evaluated or re-sent
+after its first copy went cold replaces it, so an id is read once.
+
 Every reader of ``spans`` (the SQL endpoint, scorecards, detection, the gate, the dashboard)
 goes through the view, so the tiers are invisible to them. The lake always holds an empty
 ``spans/.schema.parquet`` with the current columns: the view's glob never matches nothing, and
@@ -48,14 +58,41 @@ from typing import TYPE_CHECKING
 import pyarrow.parquet as pq
 
 from .faults import crash_point
-from .model import SPAN_ARROW_SCHEMA, SPAN_COLUMN_NAMES
+from .model import FEEDBACK_SCHEMA, SCORE_SCHEMA, SPAN_ARROW_SCHEMA, SPAN_COLUMN_NAMES
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import duckdb
+    import pyarrow as pa
 
 ROWS_TABLE = "span_rows"
 #: the empty file with the current span columns (hidden from other lake readers)
 SCHEMA_FILE = ".schema.parquet"
+
+
+@dataclass(frozen=True, slots=True)
+class Annotations:
+    """A table moved by age alone (no roll): scores, feedback."""
+
+    view: str
+    rows: str
+    schema: pa.Schema
+
+    @property
+    def columns(self) -> str:
+        return ", ".join(self.schema.names)
+
+
+ANNOTATIONS = (
+    Annotations("scores", "score_rows", SCORE_SCHEMA),
+    Annotations("feedback", "feedback_rows", FEEDBACK_SCHEMA),
+)
+#: every tiered lake table and its columns
+LAKE_SCHEMAS: dict[str, pa.Schema] = {
+    "spans": SPAN_ARROW_SCHEMA,
+    **{a.view: a.schema for a in ANNOTATIONS},
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,35 +108,47 @@ def roll_file_name(first: int, last: int) -> str:
     return f"part-{first:012d}-{last:012d}.parquet"
 
 
-def ensure_schema_file(lake_dir: Path) -> None:
-    """(Re)write ``spans/.schema.parquet`` with the current columns, atomically."""
-    folder = lake_dir / "spans"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / SCHEMA_FILE
-    if path.exists():
-        try:
-            if pq.read_schema(path).equals(SPAN_ARROW_SCHEMA, check_metadata=False):
-                return
-        except Exception:  # unreadable: rewrite it below
-            pass
-    tmp = folder / ".schema.parquet.tmp"
-    pq.write_table(SPAN_ARROW_SCHEMA.empty_table(), tmp)
-    os.replace(tmp, path)
+def move_file_name(number: int) -> str:
+    """A score/feedback move's file name (one per date partition the move touches)."""
+    return f"part-{number:012d}.parquet"
+
+
+def _below(number: int) -> str:
+    """Sorts after every ``part-`` name whose first number is below ``number``."""
+    return f"part-{number:012d}"
+
+
+def ensure_schema_files(lake_dir: Path) -> None:
+    """(Re)write ``<table>/.schema.parquet`` with the current columns, atomically."""
+    for table, schema in LAKE_SCHEMAS.items():
+        folder = lake_dir / table
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / SCHEMA_FILE
+        if path.exists():
+            try:
+                if pq.read_schema(path).equals(schema, check_metadata=False):
+                    continue
+            except Exception:  # unreadable: rewrite it below
+                pass
+        tmp = folder / ".schema.parquet.tmp"
+        pq.write_table(schema.empty_table(), tmp)
+        os.replace(tmp, path)
 
 
 def set_lake(con: duckdb.DuckDBPyConnection, lake_dir: Path) -> None:
     """Record where this store's lake is (at every open: the data dir may have moved)."""
-    con.execute(
-        "INSERT INTO tier_state (table_name, lake_dir, boundary, moved_batch, updated_at) "
-        "VALUES ('spans', ?, NULL, 0, now()::TIMESTAMP) "
-        "ON CONFLICT (table_name) DO UPDATE SET lake_dir = excluded.lake_dir",
-        [str(lake_dir)],
-    ).fetchall()
+    for table in LAKE_SCHEMAS:
+        con.execute(
+            "INSERT INTO tier_state (table_name, lake_dir, boundary, moved_batch, updated_at) "
+            "VALUES (?, ?, NULL, 0, now()::TIMESTAMP) "
+            "ON CONFLICT (table_name) DO UPDATE SET lake_dir = excluded.lake_dir",
+            [table, str(lake_dir)],
+        ).fetchall()
 
 
-def state(con: duckdb.DuckDBPyConnection) -> TierState | None:
+def state(con: duckdb.DuckDBPyConnection, table: str = "spans") -> TierState | None:
     rows = con.execute(
-        "SELECT lake_dir, boundary, moved_batch FROM tier_state WHERE table_name = 'spans'"
+        "SELECT lake_dir, boundary, moved_batch FROM tier_state WHERE table_name = ?", [table]
     ).fetchall()
     if not rows:
         return None
@@ -119,7 +168,7 @@ def rows_source(con: duckdb.DuckDBPyConnection) -> str:
     glob = _lit(f"{st.lake_dir}/spans/**/*.parquet")
     # names sort as numbers: every roll file whose batches are all <= moved_batch, and the
     # schema file (".schema…" sorts before "part-")
-    below = _lit(roll_file_name(st.moved_batch + 1, 0)[: len("part-") + 12])
+    below = _lit(_below(st.moved_batch + 1))
     cols = ", ".join(SPAN_COLUMN_NAMES)
     return (
         f"(SELECT * FROM {ROWS_TABLE} UNION ALL "
@@ -181,3 +230,71 @@ def move(
         raise
     crash_point("move.committed")
     return moved, TierState(st.lake_dir, boundary, batch)
+
+
+def annotation_source(con: duckdb.DuckDBPyConnection, spec: Annotations) -> str:
+    """The body of the ``scores``/``feedback`` view: hot rows, and moved rows not in hot."""
+    st = state(con, spec.view)
+    if st is None or st.moved_batch <= 0:
+        return f"SELECT * FROM {spec.rows}"
+    glob = _lit(f"{st.lake_dir}/{spec.view}/**/*.parquet")
+    return (
+        f"SELECT * FROM {spec.rows} UNION ALL SELECT {spec.columns} "
+        f"FROM read_parquet({glob}, union_by_name = true, hive_partitioning = false, "
+        f"filename = true) "
+        f"WHERE parse_filename(filename) < {_lit(_below(st.moved_batch + 1))} "
+        f"AND id NOT IN (SELECT id FROM {spec.rows})"
+    )
+
+
+def refresh_annotation_views(con: duckdb.DuckDBPyConnection) -> None:
+    for spec in ANNOTATIONS:
+        con.execute(
+            f"CREATE OR REPLACE VIEW {spec.view} AS {annotation_source(con, spec)}"
+        ).fetchall()
+
+
+def move_annotations(
+    con: duckdb.DuckDBPyConnection,
+    spec: Annotations,
+    boundary: dt.datetime,
+    write: Callable[[pa.RecordBatchReader, Path, str], int],
+) -> int:
+    """Move ``spec``'s rows created before ``boundary`` into the lake (see the module doc);
+    returns rows moved."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        st = state(con, spec.view)
+        if st is None:
+            raise RuntimeError("tier_state has no lake recorded (set_lake runs at open)")
+        rows = con.execute(
+            f"SELECT count(*) FROM {spec.rows} WHERE created_at < ?", [boundary]
+        ).fetchall()
+        if not rows or not rows[0][0]:
+            con.execute("ROLLBACK")
+            return 0
+        number = st.moved_batch + 1
+        reader = con.sql(
+            f"SELECT {spec.columns}, CAST(created_at AS DATE)::VARCHAR AS _date "
+            f"FROM {spec.rows} WHERE created_at < $1",
+            params=[boundary],
+        ).to_arrow_reader(65_536)
+        written = write(reader, Path(st.lake_dir) / spec.view, move_file_name(number))
+        crash_point(f"move.{spec.view}.published")
+        deleted = con.execute(
+            f"DELETE FROM {spec.rows} WHERE created_at < ?", [boundary]
+        ).fetchall()
+        moved = int(deleted[0][0]) if deleted else 0
+        if moved != written:  # the same snapshot: cannot happen unless DuckDB misbehaves
+            raise RuntimeError(f"{spec.view}: wrote {written} rows but would delete {moved}")
+        con.execute(
+            "UPDATE tier_state SET boundary = ?, moved_batch = ?, updated_at = now()::TIMESTAMP "
+            "WHERE table_name = ?",
+            [boundary, number, spec.view],
+        ).fetchall()
+        refresh_annotation_views(con)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return moved

@@ -103,7 +103,8 @@ class Metrics:
         )
         self.tier_moved_rows = Counter(
             "prefixscope_tier_moved_rows",
-            "Spans moved from the hot tier (DuckDB) to the cold tier (the Parquet lake)",
+            "Rows moved from the hot tier (DuckDB) to the cold tier (the Parquet lake)",
+            ["table"],
             registry=r,
         )
         self.tier_boundary = Gauge(

@@ -55,7 +55,7 @@ def build_store() -> duckdb.DuckDBPyConnection:
     generate(con, _arms("2", bad=True), seed=2, start=T0 + timedelta(hours=1), id_offset=10**6)
     # trace-level scores (span_id NULL): attributed to the trace's primary request
     con.execute(
-        """INSERT INTO scores (id, trace_id, span_id, name, value, source, created_at)
+        """INSERT INTO score_rows (id, trace_id, span_id, name, value, source, created_at)
 SELECT 'g-' || trace_id, trace_id, NULL, 'Groundedness', (hash(trace_id) % 1000) / 1000.0,
   'judge', start_time FROM spans WHERE hash(trace_id) % 3 = 0"""
     )

@@ -161,7 +161,8 @@ def test_views(tmp_path: Path) -> None:
             [T0, T0, T0 + timedelta(seconds=1), T0 + timedelta(seconds=2)],
         )
         con.execute(
-            "INSERT INTO scores VALUES ('x','t1',NULL,'TaskCompletion',1.0,NULL,NULL,NULL, ?)", [T0]
+            "INSERT INTO score_rows VALUES ('x','t1',NULL,'TaskCompletion',1.0,NULL,NULL,NULL, ?)",
+            [T0],
         )
         [combo] = combinations(con)
         assert combo["combination"] == "planner:base > response:cardio"
@@ -336,14 +337,14 @@ def test_repeated_scores_count_once_per_span_and_evaluator(tmp_path: Path) -> No
         before = snapshot()
         # every score again, under new ids and a later timestamp (same values)
         con.execute(
-            "INSERT INTO scores SELECT id || '-again', trace_id, span_id, name, value, label, "
+            "INSERT INTO score_rows SELECT id || '-again', trace_id, span_id, name, value, label, "
             "reason, 'offline', created_at + INTERVAL 1 MINUTE FROM scores"
         ).fetchall()
         assert con.execute("SELECT count(*) FROM scores").fetchall()[0][0] == 2 * n_scores
         assert snapshot() == before
         # a newer value wins: the re-scored spans now count their new value, once
         con.execute(
-            "INSERT INTO scores SELECT id || '-new', trace_id, span_id, name, 0.0, label, "
+            "INSERT INTO score_rows SELECT id || '-new', trace_id, span_id, name, 0.0, label, "
             "reason, 'offline', created_at + INTERVAL 2 MINUTE FROM scores WHERE id LIKE '%-again'"
         ).fetchall()
         cells, _ = snapshot()

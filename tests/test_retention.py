@@ -61,11 +61,11 @@ def test_retention_drops_old_partitions_and_rows_keeps_the_window(tmp_path: Path
         for i, age in enumerate(ages):
             t = NOW - dt.timedelta(days=age)
             cur.execute(
-                "INSERT INTO scores VALUES (?, ?, NULL, 'G', 0.5, NULL, NULL, 'x', ?)",
+                "INSERT INTO score_rows VALUES (?, ?, NULL, 'G', 0.5, NULL, NULL, 'x', ?)",
                 [f"s{i}", f"{i + 1:032x}", t],
             )
             cur.execute(
-                "INSERT INTO feedback VALUES (?, ?, NULL, 'thumbs_down', 1, NULL, ?)",
+                "INSERT INTO feedback_rows VALUES (?, ?, NULL, 'thumbs_down', 1, NULL, ?)",
                 [f"f{i}", f"{i + 1:032x}", t],
             )
         metrics = Metrics()
@@ -89,7 +89,7 @@ def test_retention_drops_old_partitions_and_rows_keeps_the_window(tmp_path: Path
         # the store keeps exactly the rows inside the window (row-exact, not by day)
         left = cur.execute("SELECT count(*) FROM spans").fetchall()[0][0]
         assert left == sum(a < 30 for a in ages) == 3
-        assert report.rows == {"span_rows": 3, "scores": 3, "feedback": 3}
+        assert report.rows == {"span_rows": 3, "score_rows": 3, "feedback_rows": 3}
         assert cur.execute("SELECT count(*) FROM scores").fetchall()[0][0] == 3
         # a second pass has nothing left to do
         again = roller.enforce_retention(now=NOW)
@@ -144,10 +144,10 @@ def test_serve_applies_retention_after_each_roll(
         time.sleep(0.5)
     assert count == 2
     metrics = httpx.get(f"{srv.base_url}/metrics").text
-    # the two old spans went to the cold tier (older than the 2d hot retention) after the
-    # roll, and retention then dropped their lake partitions
+    # the old spans are still hot (they arrived within the dedupe window) and in the lake:
+    # retention deletes the rows and drops the partitions
+    assert 'prefixscope_retention_rows_deleted_total{table="span_rows"} 2.0' in metrics
     assert 'prefixscope_retention_partitions_dropped_total{table="spans"} 2.0' in metrics
-    assert "prefixscope_tier_moved_rows_total 2.0" in metrics
     assert "prefixscope_retention_cutoff_timestamp_seconds 0.0" not in metrics
     lake = srv.data_dir / "lake" / "spans"
     deadline = time.monotonic() + 10

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import httpx
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from prometheus_client import generate_latest
 
 from prefixscope.collector import attribution
 from prefixscope.collector.lake import LakeRoller
@@ -149,7 +151,8 @@ def test_lake_compact_refuses_an_embedded_lake(tmp_path: Path) -> None:
 
 
 CRASH_POINTS = ("roll.written", "roll.published", "roll.committed", "move.deleted",
-                "move.committed")  # fmt: skip
+                "move.committed", "move.written", "move.scores.published",
+                "move.feedback.published")  # fmt: skip
 
 
 @pytest.mark.parametrize("point", CRASH_POINTS)
@@ -157,20 +160,30 @@ def test_kill_9_at_every_step_of_a_move_loses_and_duplicates_nothing(
     start_server: Callable[..., ServerProcess], tmp_path: Path, point: str
 ) -> None:
     data = tmp_path / "data"
-    args = ("--lake-roll-interval-s", "0.3", "--hot-retention", "1h", "--dedupe-window", "1s")
-    srv = start_server(*args, data_dir=data, env={"PREFIXSCOPE_CRASH_AT": point})
+    args = ("--hot-retention", "1h", "--dedupe-window", "1s")
+    # the first roll-and-move pass comes 3 s after the start: everything is posted by then
+    srv = start_server(*args, "--lake-roll-interval-s", "3", data_dir=data,
+                       env={"PREFIXSCOPE_CRASH_AT": point})  # fmt: skip
     spans = [
         otlp_span(f"{i + 1:032x}", f"{i + 1:016x}", "chat",
                   start=NOW - dt.timedelta(days=2 if i < 200 else 0), attrs={"base_model": "m"})
         for i in range(300)
     ]  # fmt: skip
+    old = (NOW - dt.timedelta(days=3)).isoformat() + "Z"
+    scores = [{"id": f"s{i}", "trace_id": f"{i + 1:032x}", "name": "q", "value": 0.5,
+               "created_at": old if i < 40 else None} for i in range(50)]  # fmt: skip
+    feedback = [{"id": f"f{i}", "trace_id": f"{i + 1:032x}", "kind": "thumbs_down",
+                 "created_at": old} for i in range(20)]  # fmt: skip
+    for path, body in (("api/v1/scores", scores), ("api/v1/feedback", feedback)):
+        resp = httpx.post(f"{srv.base_url}/{path}", json=body, timeout=30)
+        assert resp.status_code == 200, resp.text
     resp = httpx.post(f"{srv.base_url}/v1/traces", json=otlp_request(spans), timeout=30)
     assert resp.status_code == 200
     assert srv.proc is not None
     assert srv.proc.wait(60) == -9, f"the server did not stop at {point}:\n{srv.log()}"
 
     time.sleep(1)  # past the dedupe window: the first move after the restart moves them all
-    srv = start_server(*args, data_dir=data)  # no crash point this time
+    srv = start_server(*args, "--lake-roll-interval-s", "0.3", data_dir=data)  # no crash now
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         metrics = httpx.get(f"{srv.base_url}/metrics").text
@@ -181,7 +194,63 @@ def test_kill_9_at_every_step_of_a_move_loses_and_duplicates_nothing(
         pytest.fail(f"no move after the restart:\n{srv.log()}")
     rows = sql_rows(srv, "SELECT count(*), count(DISTINCT span_id) FROM spans")
     assert rows == [[300, 300]]
+    assert sql_rows(srv, "SELECT count(*), count(DISTINCT id) FROM scores") == [[50, 50]]
+    assert sql_rows(srv, "SELECT count(*), count(DISTINCT id) FROM feedback") == [[20, 20]]
     assert srv.stop() == 0
     hot = query_store(data, "SELECT count(*) FROM span_rows")
     assert hot == [(100,)], "the old spans moved to the lake"
+    assert query_store(data, "SELECT count(*) FROM score_rows") == [(10,)]
+    assert query_store(data, "SELECT count(*) FROM feedback_rows") == [(0,)]
     assert query_store(data, "SELECT count(*), count(DISTINCT span_id) FROM spans") == [(300, 300)]
+
+
+def test_scores_and_feedback_move_by_age_and_read_once(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    con = store.cursor()
+    old, new = NOW - dt.timedelta(days=3), NOW - dt.timedelta(hours=1)
+    for i in range(40):
+        con.execute(
+            "INSERT INTO score_rows VALUES (?, ?, NULL, 'quality', ?, NULL, NULL, 'test', ?)",
+            [f"s{i}", f"{i:032x}", i / 40, old if i < 30 else new],
+        )
+        con.execute(
+            "INSERT INTO feedback_rows VALUES (?, ?, NULL, 'thumbs_down', 1, NULL, ?)",
+            [f"f{i}", f"{i:032x}", old if i % 2 else new],
+        )
+    scores = con.sql("SELECT * FROM scores ORDER BY id").to_arrow_table()
+    feedback = con.sql("SELECT * FROM feedback ORDER BY id").to_arrow_table()
+    metrics = Metrics()
+    roller = LakeRoller(store, metrics, interval_s=1, row_group_rows=1000,
+                        hot_retention=dt.timedelta(days=2))  # fmt: skip
+    roller.move()
+    assert _count(store, "SELECT count(*) FROM score_rows") == 10
+    assert _count(store, "SELECT count(*) FROM feedback_rows") == 20
+    assert con.sql("SELECT * FROM scores ORDER BY id").to_arrow_table().equals(scores)
+    assert con.sql("SELECT * FROM feedback ORDER BY id").to_arrow_table().equals(feedback)
+    text = generate_latest(metrics.registry).decode()
+    assert 'prefixscope_tier_moved_rows_total{table="scores"} 30.0' in text
+    assert 'prefixscope_tier_moved_rows_total{table="feedback"} 20.0' in text
+    files = sorted(p.name for p in (tmp_path / "lake" / "scores").glob("date=*/*.parquet"))
+    assert files == ["part-000000000001.parquet"]
+    # a re-evaluated score whose first copy went cold replaces it: read once, the new value
+    con.execute(
+        "INSERT OR REPLACE INTO score_rows VALUES ('s3', ?, NULL, 'quality', 0.99, NULL, NULL, "
+        "'test', ?)",
+        [f"{3:032x}", NOW],
+    )
+    assert con.execute("SELECT value FROM scores WHERE id = 's3'").fetchall() == [(0.99,)]
+    assert _count(store, "SELECT count(*) FROM scores") == 40
+    # a second move adds a second file; a crashed third one (files, no commit) is not read
+    con.execute(
+        "INSERT INTO score_rows VALUES ('late', 'x', NULL, 'quality', 1, NULL, NULL, 't', ?)",
+        [old],
+    )
+    roller.move()
+    assert _count(store, "SELECT count(*) FROM scores") == 41
+    stray = tmp_path / "lake" / "scores" / f"date={old:%Y-%m-%d}" / "part-000000000003.parquet"
+    pq.write_table(con.sql("SELECT * FROM scores").to_arrow_table(), stray)
+    store.close()
+    store = Store(tmp_path)
+    assert _count(store, "SELECT count(*) FROM scores") == 41
+    assert _count(store, "SELECT count(DISTINCT id) FROM scores") == 41
+    store.close()
