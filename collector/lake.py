@@ -146,10 +146,11 @@ class LakeRoller:
         m.tier_moved_rows.labels("spans").inc(moved)
         for table, n in annotations.items():
             m.tier_moved_rows.labels(table).inc(n)
-        if st is not None and st.boundary is not None:
-            m.tier_boundary.set(st.boundary.replace(tzinfo=dt.UTC).timestamp())
+        boundary_now = st.boundary if st is not None else None
+        if boundary_now is not None:
+            m.tier_boundary.set(boundary_now.replace(tzinfo=dt.UTC).timestamp())
         if moved:
-            log.info("moved %d spans older than %s to the cold tier", moved, st.boundary)
+            log.info("moved %d spans older than %s to the cold tier", moved, boundary_now)
         return moved
 
     def roll(self) -> int:
