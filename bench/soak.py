@@ -226,7 +226,18 @@ def main() -> None:
         )
     print(f"\nspans acknowledged: {stored:,}; retried (429/503): {soak.errors}")
     print(f"shutdown (final commit, lake roll, checkpoint): {shutdown_s:.1f} s")
+    hot = stored
+    if db.exists():  # the server has stopped: the file is ours to read
+        import duckdb
+
+        con = duckdb.connect(str(db), read_only=True)
+        hot = int(con.execute("SELECT count(*) FROM span_rows").fetchall()[0][0])
+        con.close()
     print(f"DuckDB file: {db_bytes / 1e6:.0f} MB = {db_bytes / max(stored, 1):.0f} B/span")
+    print(
+        f"hot tier: {hot:,} spans still in DuckDB ({stored - hot:,} moved to the lake) = "
+        f"{db_bytes / max(hot, 1):.0f} B per hot span"
+    )
     print(f"Parquet lake: {lake_bytes / 1e6:.0f} MB = {lake_bytes / max(stored, 1):.0f} B/span")
     if len(rows) >= 3:
         ratio = rows[-1]["spans_per_s"] / rows[1]["spans_per_s"]

@@ -43,7 +43,9 @@ after its first copy went cold replaces it, so an id is read once.
 
 Every reader of ``spans`` (the SQL endpoint, scorecards, detection, the gate, the dashboard)
 goes through the view, so the tiers are invisible to them. The lake always holds an empty
-``spans/.schema.parquet`` with the current columns: the view's glob never matches nothing, and
+``spans/date=unknown/.schema.parquet`` with the current columns: the view's glob never matches
+nothing (a hidden name in a real partition: other readers skip it, and hive-partitioned reads
+of the lake stay consistent), and
 lake files written before a column existed read it as NULL.
 """
 
@@ -68,7 +70,7 @@ if TYPE_CHECKING:
 
 ROWS_TABLE = "span_rows"
 #: the empty file with the current span columns (hidden from other lake readers)
-SCHEMA_FILE = ".schema.parquet"
+SCHEMA_FILE = "date=unknown/.schema.parquet"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,11 +121,12 @@ def _below(number: int) -> str:
 
 
 def ensure_schema_files(lake_dir: Path) -> None:
-    """(Re)write ``<table>/.schema.parquet`` with the current columns, atomically."""
+    """(Re)write ``<table>/date=unknown/.schema.parquet`` with the current columns, atomically
+    (``date=unknown`` also holds rows without a time; retention never drops it)."""
     for table, schema in LAKE_SCHEMAS.items():
-        folder = lake_dir / table
+        path = lake_dir / table / SCHEMA_FILE
+        folder = path.parent
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / SCHEMA_FILE
         if path.exists():
             try:
                 if pq.read_schema(path).equals(schema, check_metadata=False):
@@ -165,7 +168,7 @@ def rows_source(con: duckdb.DuckDBPyConnection) -> str:
     st = state(con)
     if st is None or st.boundary is None or st.moved_batch <= 0:
         return ROWS_TABLE
-    glob = _lit(f"{st.lake_dir}/spans/**/*.parquet")
+    glob = _lit(f"{st.lake_dir}/spans/*/*.parquet")
     # names sort as numbers: every roll file whose batches are all <= moved_batch, and the
     # schema file (".schema…" sorts before "part-")
     below = _lit(_below(st.moved_batch + 1))
@@ -237,7 +240,7 @@ def annotation_source(con: duckdb.DuckDBPyConnection, spec: Annotations) -> str:
     st = state(con, spec.view)
     if st is None or st.moved_batch <= 0:
         return f"SELECT * FROM {spec.rows}"
-    glob = _lit(f"{st.lake_dir}/{spec.view}/**/*.parquet")
+    glob = _lit(f"{st.lake_dir}/{spec.view}/*/*.parquet")
     return (
         f"SELECT * FROM {spec.rows} UNION ALL SELECT {spec.columns} "
         f"FROM read_parquet({glob}, union_by_name = true, hive_partitioning = false, "

@@ -67,7 +67,7 @@ def test_quick_demo_prints_what_the_store_holds(tmp_path: Path) -> None:
     kinds = {r[0] for r in query_store(data_dir, "SELECT DISTINCT kind FROM feedback")}
     assert "thumbs_down" in kinds
     # the numbers are computed: the scorecard's n for a printed row matches the store
-    lake = list((data_dir / "lake" / "spans").glob("date=*/*.parquet"))
+    lake = list((data_dir / "lake" / "spans").glob("date=*/part-*.parquet"))
     assert lake, "the Parquet lake was not rolled"
 
 

@@ -230,7 +230,7 @@ def test_scores_and_feedback_move_by_age_and_read_once(tmp_path: Path) -> None:
     text = generate_latest(metrics.registry).decode()
     assert 'prefixscope_tier_moved_rows_total{table="scores"} 30.0' in text
     assert 'prefixscope_tier_moved_rows_total{table="feedback"} 20.0' in text
-    files = sorted(p.name for p in (tmp_path / "lake" / "scores").glob("date=*/*.parquet"))
+    files = sorted(p.name for p in (tmp_path / "lake" / "scores").glob("date=*/part-*.parquet"))
     assert files == ["part-000000000001.parquet"]
     # a re-evaluated score whose first copy went cold replaces it: read once, the new value
     con.execute(
