@@ -17,6 +17,7 @@ import os
 import threading
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -126,12 +127,7 @@ class LakeRoller:
         with self._lock:  # a roll's watermark is final while rows move
             con = self._store.cursor()
             try:
-                rolled = int(
-                    str(
-                        scalar(con, "SELECT last_batch FROM lake_state WHERE table_name = 'spans'")
-                        or 0
-                    )
-                )
+                rolled = rolled_batch(con)
                 moved, st = 0, None
                 if rolled > 0:  # else no span is in the lake yet (scores and feedback move)
                     arrived = cutoff_for(self._dedupe_window, now)
@@ -162,12 +158,7 @@ class LakeRoller:
         with self._lock:
             con = self._store.cursor()
             try:
-                last = int(
-                    str(
-                        scalar(con, "SELECT last_batch FROM lake_state WHERE table_name = 'spans'")
-                        or 0
-                    )
-                )
+                last = rolled_batch(con)
                 newest = int(
                     str(scalar(con, "SELECT coalesce(max(ingest_batch), 0) FROM span_rows") or 0)
                 )
@@ -247,6 +238,12 @@ def write_partitioned(
             tmp.unlink(missing_ok=True)
         raise
     return written
+
+
+def rolled_batch(con: duckdb.DuckDBPyConnection) -> int:
+    """The lake roll's watermark: every span batch up to it is in the lake (0: none)."""
+    value = scalar(con, "SELECT last_batch FROM lake_state WHERE table_name = 'spans'")
+    return int(str(value or 0))
 
 
 def _fsync(path: Path) -> None:

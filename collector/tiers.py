@@ -159,6 +159,15 @@ def state(con: duckdb.DuckDBPyConnection, table: str = "spans") -> TierState | N
     return TierState(str(lake_dir), boundary, int(moved))
 
 
+def _record(con: duckdb.DuckDBPyConnection, table: str, boundary: dt.datetime, number: int) -> None:
+    """Inside a move's transaction: what the cold tier of ``table`` now holds."""
+    con.execute(
+        "UPDATE tier_state SET boundary = ?, moved_batch = ?, updated_at = now()::TIMESTAMP "
+        "WHERE table_name = ?",
+        [boundary, number, table],
+    ).fetchall()
+
+
 def _lit(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -221,11 +230,7 @@ def move(
         ).fetchall()
         moved = int(rows[0][0]) if rows else 0
         crash_point("move.deleted")
-        con.execute(
-            "UPDATE tier_state SET boundary = ?, moved_batch = ?, updated_at = now()::TIMESTAMP "
-            "WHERE table_name = 'spans'",
-            [boundary, batch],
-        ).fetchall()
+        _record(con, "spans", boundary, batch)
         refresh_view(con)
         con.execute("COMMIT")
     except BaseException:
@@ -290,11 +295,7 @@ def move_annotations(
         moved = int(deleted[0][0]) if deleted else 0
         if moved != written:  # the same snapshot: cannot happen unless DuckDB misbehaves
             raise RuntimeError(f"{spec.view}: wrote {written} rows but would delete {moved}")
-        con.execute(
-            "UPDATE tier_state SET boundary = ?, moved_batch = ?, updated_at = now()::TIMESTAMP "
-            "WHERE table_name = ?",
-            [boundary, number, spec.view],
-        ).fetchall()
+        _record(con, spec.view, boundary, number)
         refresh_annotation_views(con)
         con.execute("COMMIT")
     except BaseException:
