@@ -65,8 +65,8 @@ def compact(
     if fs.exists(f"{base}/{SCHEMA_FILE}"):
         raise EmbeddedLakeError(
             f"{lake_url} is the cold tier of an embedded PrefixScope store (it has "
-            f"{table}/{SCHEMA_FILE}): the store reads its files by roll or move number, and "
-            "merged files would cross the hot/cold boundary. Compact lakes written by "
+            f"{table}/{SCHEMA_FILE}): the server compacts its own cold tier, and files merged "
+            "here would cross the hot/cold boundary. This command is for lakes written by "
             "--store lake."
         )
     for partition in sorted(p for p in fs.ls(base, detail=False) if "date=" in p):

@@ -6,7 +6,11 @@ production) a crash point costs one dictionary lookup.
 The named steps: ``roll.written`` (lake files written, not yet published), ``roll.published``
 (files renamed into place, watermark not yet committed), ``roll.committed`` (watermark
 committed, nothing moved yet), ``move.deleted`` (hot rows deleted inside the move's open
-transaction) and ``move.committed`` (the move committed).
+transaction) and ``move.committed`` (the move committed); ``move.written``,
+``move.scores.published`` and ``move.feedback.published`` (a score/feedback move's files
+written, published); ``compact.published`` (a cold-tier compaction's merged files published,
+not yet committed), ``compact.committed`` (committed, the replaced files not yet deleted) and
+``compact.removed`` (the replaced files deleted, their list not yet cleared).
 """
 
 from __future__ import annotations

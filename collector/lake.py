@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from prefixscope.metrics import Metrics
 
-from . import tiers
+from . import tier_compact, tiers
 from .faults import crash_point
 from .model import SPAN_COLUMN_NAMES
 from .retention import RetentionReport, apply_to_lake, apply_to_store, cutoff_for
@@ -91,6 +91,11 @@ class LakeRoller:
                         self.move()
                     except Exception:  # the rows stay hot; the next pass moves them
                         log.exception("moving rows to the cold tier failed")
+                    else:
+                        try:
+                            self.compact()
+                        except Exception:  # the files stay as they are; the next pass retries
+                            log.exception("cold-tier compaction failed")
             if self._retention is not None:
                 try:
                     self.enforce_retention()
@@ -148,6 +153,29 @@ class LakeRoller:
         if moved:
             log.info("moved %d spans older than %s to the cold tier", moved, boundary_now)
         return moved
+
+    def compact(self, *, min_files: int = tier_compact.MIN_FILES) -> tier_compact.CompactionReport:
+        """Merge the cold tier's small files and drop duplicate spans (tier_compact.py)."""
+        report = tier_compact.CompactionReport()
+        if self._hot_retention is None:
+            return report
+        with self._lock:  # no roll, move or retention pass meanwhile
+            con = self._store.cursor()
+            try:
+                report = tier_compact.compact(
+                    con,
+                    self._store.lake_dir,
+                    row_group_rows=self._row_group_rows,
+                    min_files=min_files,
+                )
+            finally:
+                con.close()
+        m = self._metrics
+        if report.files_out:
+            m.tier_compacted_files.labels("in").inc(report.files_in)
+            m.tier_compacted_files.labels("out").inc(report.files_out)
+        m.tier_duplicates_removed.inc(report.duplicates_removed)
+        return report
 
     def roll(self) -> int:
         """Export every committed batch not yet in the lake; return rows written.

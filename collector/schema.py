@@ -267,6 +267,23 @@ MIGRATIONS += (
     ),
 )
 
+MIGRATIONS += (
+    Migration(
+        8,
+        "cold-tier compaction: the committed compaction generation, and the lake files a "
+        "compaction replaced (read by no view; deleted after its commit)",
+        (
+            "ALTER TABLE tier_state ADD COLUMN compacted BIGINT DEFAULT 0",
+            "UPDATE tier_state SET compacted = 0",
+            """CREATE TABLE cold_superseded (
+  table_name VARCHAR NOT NULL,
+  path VARCHAR NOT NULL,
+  PRIMARY KEY (table_name, path)
+)""",
+        ),
+    ),
+)
+
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

@@ -38,8 +38,9 @@ streams the rows whose ``created_at`` is older than the boundary into
 (the transaction's snapshot: a row committed meanwhile is neither written nor deleted),
 records the move number and redefines the view. The cold half reads files whose number is at
 most the recorded one (a file of a move that crashed before its commit is ignored, and the
-next move overwrites it), minus ids present in the hot table: a score re-evaluated or re-sent
-after its first copy went cold replaces it, so an id is read once.
+next move overwrites it), minus ids present in the hot table, and of an id moved more than once
+only the newest move's copy: a score re-evaluated or re-sent after its first copy went cold
+replaces it, before and after it moves too, so an id is read once.
 
 Every reader of ``spans`` (the SQL endpoint, scorecards, detection, the gate, the dashboard)
 goes through the view, so the tiers are invisible to them. The lake always holds an empty
@@ -102,6 +103,7 @@ class TierState:
     lake_dir: str
     boundary: dt.datetime | None  # rows older than this (and rolled) live in the lake
     moved_batch: int  # the lake roll watermark of the last move (0: nothing moved)
+    compacted: int = 0  # the last committed cold-tier compaction (tier_compact.py)
 
 
 def roll_file_name(first: int, last: int) -> str:
@@ -113,6 +115,19 @@ def roll_file_name(first: int, last: int) -> str:
 def move_file_name(number: int) -> str:
     """A score/feedback move's file name (one per date partition the move touches)."""
     return f"part-{number:012d}.parquet"
+
+
+#: a cold-tier compaction's output: ``seg-<compaction>-<first batch>-<last batch>.parquet``
+SEG_PREFIX = "seg-"
+
+
+def seg_file_name(compaction: int, first: int, last: int) -> str:
+    return f"{SEG_PREFIX}{compaction:012d}-{first:012d}-{last:012d}.parquet"
+
+
+def seg_below(compaction: int) -> str:
+    """Sorts after every compacted file of a compaction below ``compaction``."""
+    return f"{SEG_PREFIX}{compaction:012d}"
 
 
 def _below(number: int) -> str:
@@ -151,12 +166,22 @@ def set_lake(con: duckdb.DuckDBPyConnection, lake_dir: Path) -> None:
 
 def state(con: duckdb.DuckDBPyConnection, table: str = "spans") -> TierState | None:
     rows = con.execute(
-        "SELECT lake_dir, boundary, moved_batch FROM tier_state WHERE table_name = ?", [table]
+        "SELECT lake_dir, boundary, moved_batch, coalesce(compacted, 0) FROM tier_state "
+        "WHERE table_name = ?",
+        [table],
     ).fetchall()
     if not rows:
         return None
-    lake_dir, boundary, moved = rows[0]
-    return TierState(str(lake_dir), boundary, int(moved))
+    lake_dir, boundary, moved, compacted = rows[0]
+    return TierState(str(lake_dir), boundary, int(moved), int(compacted))
+
+
+def superseded(con: duckdb.DuckDBPyConnection, table: str = "spans") -> list[str]:
+    """Lake files a committed compaction replaced and that are not deleted yet."""
+    rows = con.execute(
+        "SELECT path FROM cold_superseded WHERE table_name = ? ORDER BY path", [table]
+    ).fetchall()
+    return [str(r[0]) for r in rows]
 
 
 def _record(con: duckdb.DuckDBPyConnection, table: str, boundary: dt.datetime, number: int) -> None:
@@ -179,15 +204,23 @@ def rows_source(con: duckdb.DuckDBPyConnection) -> str:
         return ROWS_TABLE
     glob = _lit(f"{st.lake_dir}/spans/*/*.parquet")
     # names sort as numbers: every roll file whose batches are all <= moved_batch, and the
-    # schema file (".schema…" sorts before "part-")
-    below = _lit(_below(st.moved_batch + 1))
+    # schema file (".schema…" sorts before "part-"); then the compacted files of committed
+    # compactions ("seg-<n>-…", n <= compacted), minus the files they replaced
+    name = "parse_filename(filename)"
+    files = f"{name} < {_lit(_below(st.moved_batch + 1))}"
+    if st.compacted > 0:
+        segs = f"{name} >= {_lit(SEG_PREFIX)} AND {name} < {_lit(seg_below(st.compacted + 1))}"
+        files = f"({files} OR ({segs}))"
+    gone = superseded(con)
+    if gone:
+        files += f" AND filename NOT IN ({', '.join(_lit(p) for p in gone)})"
     cols = ", ".join(SPAN_COLUMN_NAMES)
     return (
         f"(SELECT * FROM {ROWS_TABLE} UNION ALL "
         f"SELECT {cols}, NULL::TIMESTAMP AS ingested_at, NULL::BIGINT AS ingest_batch "
         f"FROM read_parquet({glob}, union_by_name = true, hive_partitioning = false, "
         f"filename = true) "
-        f"WHERE parse_filename(filename) < {below} "
+        f"WHERE {files} "
         f"AND start_time < {_lit(st.boundary.isoformat(sep=' '))}::TIMESTAMP)"
     )
 
@@ -251,7 +284,9 @@ def annotation_source(con: duckdb.DuckDBPyConnection, spec: Annotations) -> str:
         f"FROM read_parquet({glob}, union_by_name = true, hive_partitioning = false, "
         f"filename = true) "
         f"WHERE parse_filename(filename) < {_lit(_below(st.moved_batch + 1))} "
-        f"AND id NOT IN (SELECT id FROM {spec.rows})"
+        f"AND id NOT IN (SELECT id FROM {spec.rows}) "
+        # an id re-sent after its first copy went cold moves again later: the newest move wins
+        f"QUALIFY row_number() OVER (PARTITION BY id ORDER BY parse_filename(filename) DESC) = 1"
     )
 
 

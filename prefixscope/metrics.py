@@ -113,6 +113,17 @@ class Metrics:
             "(0: nothing moved yet)",
             registry=r,
         )
+        self.tier_compacted_files = Counter(
+            "prefixscope_tier_compacted_files",
+            "Cold-tier lake files merged by compaction (in: replaced, out: written)",
+            ["direction"],
+            registry=r,
+        )
+        self.tier_duplicates_removed = Counter(
+            "prefixscope_tier_duplicates_removed",
+            "Duplicate spans (a retry beyond the dedupe window) removed by cold-tier compaction",
+            registry=r,
+        )
         self.log_records = Counter(
             "prefixscope_log_records",
             "OTLP log records received: kept (GenAI events, joined to their span) or not",

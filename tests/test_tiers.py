@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from prometheus_client import generate_latest
 
-from prefixscope.collector import attribution
-from prefixscope.collector.lake import LakeRoller
+from prefixscope.collector import attribution, tiers
+from prefixscope.collector.lake import LakeRoller, rolled_batch
 from prefixscope.collector.model import SPAN_ARROW_SCHEMA, SPAN_COLUMN_NAMES
 from prefixscope.collector.sinks import DuckDBSink
 from prefixscope.collector.store import Store
@@ -253,4 +253,179 @@ def test_scores_and_feedback_move_by_age_and_read_once(tmp_path: Path) -> None:
     store = Store(tmp_path)
     assert _count(store, "SELECT count(*) FROM scores") == 41
     assert _count(store, "SELECT count(DISTINCT id) FROM scores") == 41
+    # the re-evaluated score moves too: two cold copies of s3, the newer move's is read
+    roller = LakeRoller(store, Metrics(), interval_s=1, row_group_rows=1000,
+                        hot_retention=dt.timedelta(days=2))  # fmt: skip
+    roller.move(now=NOW + dt.timedelta(days=3))
+    assert _count(store, "SELECT count(*) FROM score_rows") == 0
+    assert _count(store, "SELECT count(*) FROM scores") == 41
+    assert _count(store, "SELECT count(DISTINCT id) FROM scores") == 41
+    con = store.cursor()
+    assert con.execute("SELECT value FROM scores WHERE id = 's3'").fetchall() == [(0.99,)]
+    con.close()
     store.close()
+
+
+def _noon(days_ago: int) -> dt.datetime:
+    day = (NOW - dt.timedelta(days=days_ago)).date()
+    return dt.datetime.combine(day, dt.time(12))
+
+
+def _files(store: Store, day: dt.datetime) -> list[str]:
+    folder = store.lake_dir / "spans" / f"date={day:%Y-%m-%d}"
+    return sorted(p.name for p in folder.glob("*.parquet"))
+
+
+def test_cold_compaction_merges_files_and_removes_late_duplicates(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    sink = DuckDBSink(store, dedupe_window_s=0)  # every retry is "late": stored again
+    sink.open()
+    metrics = Metrics()
+    roller = LakeRoller(store, metrics, interval_s=1, row_group_rows=1000,
+                        hot_retention=dt.timedelta(days=2))  # fmt: skip
+    t = _noon(6)
+    at = NOW - t  # the age that puts _spans at noon, six days ago
+    for b in range(4):  # four rolls: four small files of one day
+        sink.write(_spans(b * 100, 100, at), b + 1)
+        roller.roll()
+    sink.write(_spans(10_000, 50, dt.timedelta(hours=1)), 5)  # hot, stays hot
+    roller.roll()
+    roller.move()
+    assert _count(store, "SELECT count(*) FROM span_rows") == 50
+    # a retry long after the first copy went cold is stored again ...
+    sink.write(_spans(0, 100, at), 6)
+    roller.roll()
+    roller.move()
+    assert _count(store, "SELECT count(*) FROM spans") == 550  # ... and read twice
+    assert _count(store, "SELECT count(DISTINCT span_id) FROM spans") == 450
+    expected = (
+        store.cursor().sql(f"SELECT DISTINCT {COLS} FROM spans ORDER BY trace_id").to_arrow_table()
+    )
+    rolls = _files(store, t)
+    assert len(rolls) == 5 and all(n.startswith("part-") for n in rolls)
+
+    report = roller.compact()
+    assert (report.partitions, report.files_in, report.files_out) == (1, 5, 1)
+    assert report.duplicates_removed == 100
+    assert _files(store, t) == ["seg-000000000001-000000000001-000000000006.parquet"]
+    assert _snapshot(store).equals(expected), "one copy of each span, the same values"
+    assert _count(store, "SELECT count(*) FROM spans") == 450
+    text = generate_latest(metrics.registry).decode()
+    assert "prefixscope_tier_duplicates_removed_total 100.0" in text
+    assert 'prefixscope_tier_compacted_files_total{direction="in"} 5.0' in text
+    assert _count(store, "SELECT count(*) FROM cold_superseded") == 0
+
+    # a late span for that day adds a roll file; the next pass merges it into the segment
+    sink.write(_spans(20_000, 10, at), 7)
+    roller.roll()
+    roller.move()
+    assert roller.compact().files_in == 2
+    assert _files(store, t) == ["seg-000000000002-000000000001-000000000007.parquet"]
+    assert _count(store, "SELECT count(*) FROM spans") == 460
+    assert roller.compact().files_out == 0  # nothing left to do
+    sink.close()
+    store.close()
+    store = Store(tmp_path)  # the compacted state survives a restart
+    assert _count(store, "SELECT count(*) FROM spans") == 460
+    assert _count(store, "SELECT count(DISTINCT span_id) FROM spans") == 460
+    store.close()
+
+
+def _move_to(store: Store, boundary: dt.datetime) -> None:
+    con = store.cursor()
+    try:
+        tiers.move(con, boundary, rolled_batch(con))
+    finally:
+        con.close()
+
+
+def test_a_filling_day_is_compacted_by_roll_files_only(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    sink = DuckDBSink(store, dedupe_window_s=0)
+    sink.open()
+    roller = LakeRoller(store, Metrics(), interval_s=1, row_group_rows=1000,
+                        hot_retention=dt.timedelta(days=2))  # fmt: skip
+    t = _noon(6)
+    for b in range(3):
+        sink.write(_spans(b * 100, 100, NOW - t), b + 1)
+        roller.roll()
+    # boundary one hour after the spans' noon: their day is cold but still filling
+    boundary = t + dt.timedelta(hours=1)
+    _move_to(store, boundary)
+    before = _snapshot(store)
+    assert roller.compact(min_files=4).files_out == 0  # three roll files: below min_files
+    report = roller.compact(min_files=3)
+    assert (report.files_in, report.files_out, report.duplicates_removed) == (3, 1, 0)
+    assert _files(store, t) == ["seg-000000000001-000000000001-000000000003.parquet"]
+    assert _snapshot(store).equals(before)
+    sink.write(_spans(1000, 5, NOW - t), 4)
+    roller.roll()
+    _move_to(store, boundary)
+    # one roll file and a segment: a filling day's segments are left alone
+    assert roller.compact(min_files=2).files_out == 0
+    assert _count(store, "SELECT count(*) FROM spans") == 305
+    sink.close()
+    store.close()
+
+
+_COMPACT_SCRIPT = """
+import datetime as dt, sys
+sys.path[:0] = [{root!r}]
+from tests.test_tiers import _spans, NOW
+from prefixscope.collector.lake import LakeRoller
+from prefixscope.collector.sinks import DuckDBSink
+from prefixscope.collector.store import Store
+from prefixscope.metrics import Metrics
+store = Store({data!r})
+sink = DuckDBSink(store, dedupe_window_s=0)
+sink.open()
+roller = LakeRoller(store, Metrics(), interval_s=1, row_group_rows=1000,
+                    hot_retention=dt.timedelta(days=2))
+age = dt.timedelta(days=6)
+for b in range(3):
+    sink.write(_spans(b * 100, 100, age), b + 1)
+    roller.roll()
+sink.write(_spans(0, 100, age), 4)  # a late duplicate of the first batch
+roller.roll()
+roller.move()
+roller.compact()  # PREFIXSCOPE_CRASH_AT kills the process in here
+"""
+
+
+@pytest.mark.parametrize("point", ["compact.published", "compact.committed", "compact.removed"])
+def test_kill_9_during_cold_compaction_loses_and_duplicates_nothing(
+    tmp_path: Path, point: str
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).resolve().parents[1])
+    script = _COMPACT_SCRIPT.format(root=root, data=str(tmp_path))
+    env = {**os.environ, "PREFIXSCOPE_CRASH_AT": point}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          timeout=120, cwd=root)  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    store = Store(tmp_path)
+    try:
+        # after the crash, before any repair: every span once or (before the commit) the
+        # duplicate still there, never a gap
+        n, distinct = (
+            store.cursor()
+            .execute("SELECT count(*), count(DISTINCT span_id) FROM spans")
+            .fetchall()[0]
+        )
+        assert distinct == 300
+        assert n == (400 if point == "compact.published" else 300)
+        roller = LakeRoller(store, Metrics(), interval_s=1, row_group_rows=1000,
+                            hot_retention=dt.timedelta(days=2))  # fmt: skip
+        roller.compact()
+        assert _count(store, "SELECT count(DISTINCT span_id) FROM spans") == 300
+        assert _count(store, "SELECT count(*) FROM spans") == 300
+        day = store.lake_dir / "spans" / f"date={NOW - dt.timedelta(days=6):%Y-%m-%d}"
+        names = sorted(p.name for p in day.iterdir())
+        assert len(names) == 1 and names[0].startswith("seg-"), names
+        assert _count(store, "SELECT count(*) FROM cold_superseded") == 0
+    finally:
+        store.close()
