@@ -213,3 +213,25 @@ def test_a_fresh_store_has_the_model_columns_in_order(tmp_path: Path) -> None:
     assert cols == [*SPAN_COLUMN_NAMES, "ingested_at", "ingest_batch"]
     # no ever-growing key index since migration 6 (the writer's dedupe window replaces it)
     assert ("PRIMARY KEY",) not in kinds and ("NOT NULL",) in kinds
+
+
+def test_span_json_columns_are_stored_with_zstd(tmp_path: Path) -> None:
+    """The store's footprint (migration 9): free-form JSON compresses with zstd."""
+    with Store(tmp_path) as store:
+        cur = store.cursor()
+        cur.execute(
+            "INSERT INTO span_rows (trace_id, span_id, attributes, resource, cohort) "
+            "SELECT printf('%032x', i), printf('%016x', i), "
+            "printf('{\"user.id\": \"u-%d\", \"route\": \"/chat\"}', i), "
+            "'{\"service.name\": \"gw\"}', '{\"tier\": \"a\"}' FROM range(5000) t(i)"
+        )
+        cur.execute("CHECKPOINT")
+        rows = cur.execute(
+            "SELECT column_name, list(DISTINCT compression) FROM pragma_storage_info('span_rows') "
+            "WHERE segment_type <> 'VALIDITY' AND column_name IN ('attributes', 'resource', "
+            "'cohort') GROUP BY ALL ORDER BY 1"
+        ).fetchall()
+    got = dict(rows)
+    assert set(got) == {"attributes", "resource", "cohort"}
+    assert got["attributes"] == ["ZSTD"] and got["resource"] == ["ZSTD"]
+    assert "ZSTD" not in got["cohort"]
