@@ -3,9 +3,11 @@
 A retried export carries spans the store already has. Instead of a primary key over every
 stored ``(trace_id, span_id)`` (76 B/span on disk, a third of the insert cost, growing
 forever), the writer keeps a 64-bit hash of each key it committed within ``--dedupe-window``,
-in memory, in time buckets (one sorted ``uint64`` array per closed bucket; the open bucket is a
-short list of sorted pieces, merged as it grows). A new group is checked in a few vectorized
-``searchsorted`` calls:
+in memory, in time buckets (the open bucket is a short list of sorted pieces, merged as it
+grows; a closed bucket is one sorted ``uint64`` array behind a bitmap of its hashes' top bits,
+16 bits per key). A new group is checked with one bitmap read per key and closed bucket, and
+``searchsorted`` only where a bit is set (~6 %) or in the open bucket (with 20M keys in the
+window: 0.5 µs per span, against 2.0 µs when every piece of every bucket was searched):
 
 * no hash seen: the spans are new (no false negatives: every committed key of the window is
   in the buckets);
@@ -13,8 +15,8 @@ short list of sorted pieces, merged as it grows). A new group is checked in a fe
   retry, or a 64-bit collision, about 1 in 10^12 per span at 10M keys in the window), and
   dropped only if the store really has that key.
 
-Duplicates inside one group are dropped the same way (first copy kept). Memory is 8 bytes per
-span committed in the window (15 minutes at 10k spans/s: 72 MB), independent of the store's
+Duplicates inside one group are dropped the same way (first copy kept). Memory is 10 bytes per
+span committed in the window (15 minutes at 10k spans/s: 90 MB), independent of the store's
 size. At start-up the buckets are rebuilt from the rows ingested within the window.
 
 Ids are hashed from their hex text without a Python object per span: fixed-width lowercase hex
@@ -92,10 +94,18 @@ def _member(sorted_arr: np.ndarray, keys: np.ndarray) -> np.ndarray:
     return sorted_arr[idx] == keys
 
 
+#: bits of a closed bucket's filter per key (a false positive, ~6 %, costs one binary search)
+_FILTER_BITS_PER_KEY = 16
+
+
 @dataclass(slots=True)
 class _Bucket:
     end: float  # keys committed before this time (monotonic clock) are in this bucket
     pieces: list[np.ndarray] = field(default_factory=list)  # sorted, sizes decreasing
+    # a closed bucket: one sorted array and a bitmap of its hashes' top bits, so that a
+    # lookup costs one memory read per key unless the bit is set
+    bitmap: np.ndarray | None = None
+    shift: int = 63
 
     def add(self, keys: np.ndarray) -> None:
         self.pieces.append(np.sort(keys))
@@ -105,7 +115,31 @@ class _Bucket:
             a = self.pieces.pop()
             self.pieces.append(np.sort(np.concatenate([a, b]), kind="stable"))
 
+    def seal(self) -> None:
+        """No more keys come: merge the pieces and build the filter."""
+        if len(self.pieces) > 1:
+            self.pieces = [np.sort(np.concatenate(self.pieces), kind="stable")]
+        n = self.size
+        if not n:
+            return
+        bits = max(int(n * _FILTER_BITS_PER_KEY - 1).bit_length(), 3)
+        self.shift = 64 - bits
+        pos = self.pieces[0] >> np.uint64(self.shift)
+        bitmap = np.zeros(1 << (bits - 3), dtype=np.uint8)
+        np.bitwise_or.at(
+            bitmap, pos >> np.uint64(3), np.left_shift(1, pos & np.uint64(7)).astype(np.uint8)
+        )
+        self.bitmap = bitmap
+
     def member(self, keys: np.ndarray) -> np.ndarray:
+        """``keys`` ascending."""
+        if self.bitmap is not None:
+            pos = keys >> np.uint64(self.shift)
+            hit = (self.bitmap[pos >> np.uint64(3)] >> (pos & np.uint64(7)).astype(np.uint8)) & 1
+            out = hit.astype(bool)
+            if out.any():
+                out[out] = _member(self.pieces[0], keys[out])
+            return out
         out = np.zeros(len(keys), dtype=bool)
         for p in self.pieces:
             out |= _member(p, keys)
@@ -147,6 +181,8 @@ class RecentKeys:
         # a bucket is kept until its newest key is older than the window
         self._buckets = [b for b in self._buckets if b.end > now - self.window_s]
         if not self._buckets or now >= self._buckets[-1].end:
+            if self._buckets:
+                self._buckets[-1].seal()
             self._buckets.append(_Bucket(now + self._span))
         self._buckets[-1].add(keys)
 

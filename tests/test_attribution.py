@@ -222,8 +222,8 @@ def test_span_json_columns_are_stored_with_zstd(tmp_path: Path) -> None:
         cur.execute(
             "INSERT INTO span_rows (trace_id, span_id, attributes, resource, cohort) "
             "SELECT printf('%032x', i), printf('%016x', i), "
-            "printf('{\"user.id\": \"u-%d\", \"route\": \"/chat\"}', i), "
-            "'{\"service.name\": \"gw\"}', '{\"tier\": \"a\"}' FROM range(5000) t(i)"
+            'printf(\'{"user.id": "u-%d", "route": "/chat"}\', i), '
+            '\'{"service.name": "gw"}\', \'{"tier": "a"}\' FROM range(5000) t(i)'
         )
         cur.execute("CHECKPOINT")
         rows = cur.execute(

@@ -101,3 +101,24 @@ def test_key_hashes_parse_hex_ids_and_fall_back_for_others() -> None:
     assert keys.seen(hexed).tolist() == [True, False]
     keys.add(hexed[1:], now=100.0)  # the first bucket is past the window now
     assert keys.seen(hexed).tolist() == [False, True]
+
+
+def test_recent_keys_finds_every_key_of_sealed_and_open_buckets() -> None:
+    """Closed buckets answer from a merged array behind a bitmap filter: no false negatives,
+    and keys never added are not reported (a filter hit is confirmed by the array)."""
+    rng = np.random.default_rng(7)
+    keys = RecentKeys(160.0)  # 16 buckets of 10 s
+    added = []
+    for step in range(12):  # 12 commits, one per 5 s: several sealed buckets and an open one
+        batch = rng.integers(0, 2**64 - 1, 20_000, dtype=np.uint64)
+        keys.add(batch, now=step * 5.0)
+        added.append(batch)
+    sealed = [b for b in keys._buckets if b.bitmap is not None]
+    assert len(sealed) >= 4 and keys._buckets[-1].bitmap is None
+    every = np.concatenate(added)
+    assert keys.seen(every).all()
+    fresh = rng.integers(0, 2**64 - 1, 50_000, dtype=np.uint64)
+    fresh = fresh[~np.isin(fresh, every)]
+    assert not keys.seen(fresh).any()
+    mixed = np.concatenate([fresh[:100], every[::1000]])
+    assert keys.seen(mixed).tolist() == [False] * 100 + [True] * len(every[::1000])
