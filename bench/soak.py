@@ -247,11 +247,11 @@ def main() -> None:
     print(f"RSS max: {rss_max:.0f} MB (goal < {goal})")
     p99 = max((r["p99_ms"] for r in rows), default=0)
     print(f"p99 max over millions: {p99:.0f} ms (goal <= 1000)")
+    if args.json:  # before the plot: a plotting failure must not lose the rows
+        Path(args.json).write_text(json.dumps({"rows": rows, "stored": stored}, indent=1))
     if args.png:
         plot(rows, Path(args.png))
         print(f"plot: {args.png}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "stored": stored}, indent=1))
     print(f"data directory: {data}" if args.keep else "")
     if not args.keep:
         import shutil
