@@ -207,6 +207,7 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the data directory")
     args = ap.parse_args()
     data = Path(tempfile.mkdtemp(prefix="ps-soak-")) / "data"
+    load_start = os.getloadavg()
     soak, srv = run(args.spans, args.clients, args.server_args.split(), data)
     stop_t = time.perf_counter()
     srv.stop()
@@ -216,7 +217,7 @@ def main() -> None:
     db = data / "prefixscope.duckdb"
     db_bytes = db.stat().st_size if db.exists() else 0
     lake_bytes = dir_bytes(data / "lake") if (data / "lake").exists() else 0
-    print(f"load before start: {os.getloadavg()}")
+    print(f"load average before start: {load_start}; at the end: {os.getloadavg()}")
     print("| million | spans/s | p99 ms | max ms | RSS max MB |")
     print("| ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
