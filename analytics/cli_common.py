@@ -28,7 +28,7 @@ console = Console()
 
 @contextmanager
 def open_store(data_dir: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    from prefixscope.collector.store import Store
+    from prefixscope.collector.storage.store import Store
 
     try:
         store = Store(data_dir)
@@ -89,7 +89,7 @@ def engine_options(fn: Any) -> Any:
 
 def open_engine(engine: str, lake_path: str | None, master: str, spark_conf: Sequence[str]) -> Any:
     """The analytics engine over the lake at ``lake_path`` (DuckDB or Spark)."""
-    from prefixscope.collector.sinks import s3_options_from_env
+    from prefixscope.collector.storage.fs import s3_options_from_env
 
     from .engines import DuckDBEngine, SparkEngine, spark_session
 

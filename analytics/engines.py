@@ -15,7 +15,7 @@ An :class:`Engine` sees tables ``spans``, ``scores`` and ``feedback`` (DESIGN.md
 
 Lake views dedupe on each table's key (a lake holds duplicates until ``prefixscope lake
 compact`` runs), except in partitions that compaction left as one file
-(:func:`~prefixscope.collector.lake_tables.published_files`); a missing ``scores``/``feedback``
+(:func:`~prefixscope.collector.storage.tables.published_files`); a missing ``scores``/``feedback``
 table reads as empty.
 """
 
@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import duckdb
 import pyarrow as pa
 
-from prefixscope.collector.lake_tables import LAKE_TABLES, LakeTable, published_files, sql_type
-from prefixscope.collector.sinks import is_local, open_fs
+from prefixscope.collector.storage.fs import is_local, open_fs
+from prefixscope.collector.storage.tables import LAKE_TABLES, LakeTable, published_files, sql_type
 
 from .dialect import DUCKDB, SPARK, Dialect
 

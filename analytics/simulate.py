@@ -60,7 +60,7 @@ def daily_looks(
     """A/A with a regression run at the end of every simulated day; ``since`` is resolved
     against the simulated clock, as the API resolves it against its own (an age like ``7d``
     therefore slides). Returns the share of runs in which any look raised an alert."""
-    from prefixscope.collector.schema import migrate
+    from prefixscope.collector.storage.schema import migrate
 
     cohort = {"specialty": "cardiology"}
     arms = [

@@ -214,7 +214,7 @@ FROM _syn_fb f JOIN _syn_kinds k USING (kind)"""
 
 def scratch_store() -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with the embedded store's tables (for :func:`generate`)."""
-    from prefixscope.collector.schema import migrate
+    from prefixscope.collector.storage.schema import migrate
 
     con = duckdb.connect()
     migrate(con)
@@ -233,7 +233,7 @@ def generate_lake(
     """:func:`generate` into a scratch DuckDB, then publish its spans, scores and feedback to
     the Parquet lake at ``lake_url`` as new segments (as collectors and evaluator jobs would).
     Returns the number of spans."""
-    from prefixscope.collector.lake_tables import export_duckdb_tables
+    from prefixscope.collector.storage.tables import export_duckdb_tables
 
     con = scratch_store()
     try:

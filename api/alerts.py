@@ -13,7 +13,7 @@ import duckdb
 
 from prefixscope.analytics import alerts as analytics_alerts
 from prefixscope.analytics.alerts import ALERT_FIELDS, EXTRA_FIELDS
-from prefixscope.collector.store import Store
+from prefixscope.collector.storage.store import Store
 from prefixscope.errors import NotFound, Unavailable
 
 from .models import Alert

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import duckdb
 
 from prefixscope.analytics.catalog import CATALOG
-from prefixscope.collector.store import Store
+from prefixscope.collector.storage.store import Store
 from prefixscope.errors import BadRequest, NotFound
 
 T = TypeVar("T")

@@ -22,12 +22,12 @@ import pyarrow as pa
 
 from prefixscope.analytics.query import PREFIX_SQL, REQUEST_PREDICATE
 from prefixscope.collector.model import FEEDBACK_SCHEMA, SCORE_SCHEMA
-from prefixscope.collector.store import Store
+from prefixscope.collector.storage.store import Store
 from prefixscope.errors import Unavailable
 
 from .models import FeedbackIn, ScoreIn, WriteResult
 
-# Column layouts are defined once, with the lake tables (collector/lake_tables.py).
+# Column layouts are defined once, with the lake tables (collector/storage/tables.py).
 SCORE_COLUMNS: tuple[tuple[str, pa.DataType], ...] = tuple((f.name, f.type) for f in SCORE_SCHEMA)
 FEEDBACK_COLUMNS: tuple[tuple[str, pa.DataType], ...] = tuple(
     (f.name, f.type) for f in FEEDBACK_SCHEMA

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from prefixscope.auth import AccessPolicy
-from prefixscope.collector.store import Store
+from prefixscope.collector.storage.store import Store
 from prefixscope.collector.variant_metrics import VariantMetrics
 from prefixscope.config import Settings
 from prefixscope.metrics import Metrics

@@ -17,7 +17,7 @@ import duckdb
 
 from prefixscope.analytics.query import PREFIX_SQL, REQUEST_PREDICATE
 from prefixscope.collector import attribution
-from prefixscope.collector.store import Store
+from prefixscope.collector.storage.store import Store
 from prefixscope.errors import Unavailable
 from prefixscope.semconv import BASE_PREFIX_ID
 

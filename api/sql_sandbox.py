@@ -46,7 +46,7 @@ from typing import Any
 
 import duckdb
 
-from prefixscope.collector.store import Store
+from prefixscope.collector.storage.store import Store
 from prefixscope.errors import Overloaded, QueryError, QueryTimeout
 from prefixscope.metrics import Metrics
 

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from prefixscope.collector import messages
-from prefixscope.collector.store import Store
+from prefixscope.collector.storage.store import Store
 
 from .models import SpanNode, TraceFeedback, TraceScore, TraceView
 

@@ -39,9 +39,9 @@ from prefixscope.analytics.detection import detection_cube, run_detection
 from prefixscope.analytics.query import Window
 from prefixscope.analytics.scorecard import scorecard
 from prefixscope.analytics.synthetic import Arm, generate
-from prefixscope.collector import tiers
-from prefixscope.collector.lake import LakeRoller
-from prefixscope.collector.store import Store
+from prefixscope.collector.storage import tiers
+from prefixscope.collector.storage.lake import LakeRoller
+from prefixscope.collector.storage.store import Store
 from prefixscope.metrics import Metrics
 
 PREFIXES = [None, *(f"p{i}" for i in range(9))]

@@ -32,9 +32,9 @@ import pyarrow as pa  # noqa: E402
 
 from bench.soak import MARK, templates  # noqa: E402
 from prefixscope.collector.decoding import PROTOBUF, decode_body  # noqa: E402
-from prefixscope.collector.schema import _V4_SPAN_COLUMNS, _spans_ddl  # noqa: E402
-from prefixscope.collector.sinks import DuckDBSink  # noqa: E402
-from prefixscope.collector.store import Store  # noqa: E402
+from prefixscope.collector.storage.schema import _V4_SPAN_COLUMNS, _spans_ddl  # noqa: E402
+from prefixscope.collector.storage.sinks import DuckDBSink  # noqa: E402
+from prefixscope.collector.storage.store import Store  # noqa: E402
 
 REQUESTS_PER_GROUP = 96
 

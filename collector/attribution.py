@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from prefixscope.config import ServedModel
 
-from .tiers import rows_source
+from .storage.tiers import rows_source
 
 if TYPE_CHECKING:
     import duckdb

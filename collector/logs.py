@@ -35,7 +35,7 @@ from . import decode_json as dj
 from .decode import Limits, _pb_attrs, _pb_value, parse_request
 from .decoding import PROTOBUF, gunzip_limited
 from .model import SpanBatch
-from .store import Store
+from .storage.store import Store
 
 GENAI_EVENT_PREFIX = "gen_ai."
 EVENT_NAME_ATTRIBUTE = "event.name"

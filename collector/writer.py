@@ -22,7 +22,7 @@ import pyarrow as pa
 from prefixscope.errors import Overloaded, Unavailable
 from prefixscope.metrics import Metrics
 
-from .sinks import SpanSink
+from .storage.sinks import SpanSink
 
 log = logging.getLogger(__name__)
 

@@ -148,8 +148,8 @@ def lake_compact(
 ) -> None:
     """Merge small segments per date partition and drop duplicate rows: spans by
     (trace_id, span_id), scores and feedback by id."""
-    from prefixscope.collector.compact import EmbeddedLakeError, compact
-    from prefixscope.collector.sinks import s3_options_from_env
+    from prefixscope.collector.storage.compact import EmbeddedLakeError, compact
+    from prefixscope.collector.storage.fs import s3_options_from_env
 
     for table in tables or ("spans", "scores", "feedback"):
         try:
@@ -180,8 +180,8 @@ def lake_compact(
 def lake_retention(lake_path: str, retention: str, dry_run: bool) -> None:
     """Drop whole date partitions of spans, scores and feedback older than --retention (the
     rule ``serve --retention`` applies; a partition partly inside the window is kept)."""
-    from prefixscope.collector.retention import apply_to_lake, cutoff_for
-    from prefixscope.collector.sinks import s3_options_from_env
+    from prefixscope.collector.storage.fs import s3_options_from_env
+    from prefixscope.collector.storage.retention import apply_to_lake, cutoff_for
     from prefixscope.config import duration
 
     try:

@@ -26,10 +26,11 @@ from prefixscope.collector import attribution
 from prefixscope.collector.grpc_server import start_grpc_server
 from prefixscope.collector.http import ingest_routes
 from prefixscope.collector.ingest import IngestPipeline
-from prefixscope.collector.lake import LakeRoller
 from prefixscope.collector.logs import LogReceiver
-from prefixscope.collector.sinks import DuckDBSink, LakeSink, SpanSink, s3_options_from_env
-from prefixscope.collector.store import Store
+from prefixscope.collector.storage.fs import s3_options_from_env
+from prefixscope.collector.storage.lake import LakeRoller
+from prefixscope.collector.storage.sinks import DuckDBSink, LakeSink, SpanSink
+from prefixscope.collector.storage.store import Store
 from prefixscope.collector.variant_metrics import VariantMetrics
 from prefixscope.collector.writer import GroupCommitWriter
 from prefixscope.config import ServedModel, Settings, duration

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from prefixscope.collector.store import Store
+from prefixscope.collector.storage.store import Store
 
 NOW = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
 

@@ -17,7 +17,7 @@ import pytest
 
 from prefixscope.analytics.cube import Cube
 from prefixscope.analytics.synthetic import Arm, generate, scratch_store
-from prefixscope.collector.lake_tables import export_duckdb_tables
+from prefixscope.collector.storage.tables import export_duckdb_tables
 
 T0 = datetime(2025, 3, 1)
 COHORT_A = {"specialty": "a"}

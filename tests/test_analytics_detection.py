@@ -29,8 +29,8 @@ from prefixscope.analytics.detection import (
     run_detection,
 )
 from prefixscope.analytics.synthetic import Arm, generate
-from prefixscope.collector.schema import migrate
-from prefixscope.collector.store import Store
+from prefixscope.collector.storage.schema import migrate
+from prefixscope.collector.storage.store import Store
 
 COHORTS = ({"specialty": "cardiology"}, {"specialty": "radiology"})
 

@@ -19,10 +19,10 @@ from prefixscope.analytics.dialect import DUCKDB, SPARK
 from prefixscope.analytics.engines import DuckDBEngine
 from prefixscope.analytics.query import QueryError, Window, group_expr
 from prefixscope.cli import main
-from prefixscope.collector.compact import compact
-from prefixscope.collector.lake_tables import export_duckdb_tables, published_files
-from prefixscope.collector.sinks import open_fs
-from prefixscope.collector.store import Store
+from prefixscope.collector.storage.compact import compact
+from prefixscope.collector.storage.fs import open_fs
+from prefixscope.collector.storage.store import Store
+from prefixscope.collector.storage.tables import export_duckdb_tables, published_files
 
 from .lake_fixtures import COHORT_A, REGRESSED, T0, assert_same_alerts, assert_same_cube, build_lake
 

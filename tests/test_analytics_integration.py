@@ -28,7 +28,7 @@ from prefixscope.analytics.replay import replay
 from prefixscope.analytics.runner import evaluate_spans
 from prefixscope.analytics.synthetic import Arm, generate
 from prefixscope.analytics.views import combinations, compliance, flicker, switch_latency
-from prefixscope.collector.store import Store
+from prefixscope.collector.storage.store import Store
 
 T0 = datetime(2025, 3, 1)
 COHORT = {"specialty": "cardiology"}

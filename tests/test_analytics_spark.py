@@ -22,7 +22,7 @@ from prefixscope.analytics.engines import DuckDBEngine, SparkEngine, spark_sessi
 from prefixscope.analytics.query import Window
 from prefixscope.analytics.scorecard import scorecard
 from prefixscope.cli import main
-from prefixscope.collector.store import Store
+from prefixscope.collector.storage.store import Store
 
 from .lake_fixtures import REGRESSED, T0, assert_same_alerts, assert_same_cube, build_lake
 

@@ -13,7 +13,7 @@ import pytest
 
 from prefixscope.api.models import Alert
 from prefixscope.api.webhooks import WebhookDispatcher, slack_text
-from prefixscope.collector.store import Store
+from prefixscope.collector.storage.store import Store
 from prefixscope.metrics import Metrics
 
 from .api_fixtures import insert_alert, seeded_store, webhook_receiver

@@ -229,7 +229,7 @@ def test_local_docs_page_lists_every_operation(tmp_path: Path) -> None:
 
     from prefixscope.api.app import build_router, install_error_handlers
     from prefixscope.api.context import ApiContext
-    from prefixscope.collector.store import Store
+    from prefixscope.collector.storage.store import Store
     from prefixscope.config import Settings
     from prefixscope.metrics import Metrics
 

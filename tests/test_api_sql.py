@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from prefixscope.collector.store import Store
+from prefixscope.collector.storage.store import Store
 
 from .serverproc import ServerProcess
 

@@ -13,9 +13,9 @@ import duckdb
 import httpx
 import pytest
 
-from prefixscope.collector import schema
 from prefixscope.collector.model import SPAN_COLUMN_NAMES
-from prefixscope.collector.store import Store
+from prefixscope.collector.storage import schema
+from prefixscope.collector.storage.store import Store
 
 from .api_fixtures import otlp_request, otlp_span
 from .api_fixtures import sql_rows as _sql

@@ -9,11 +9,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from prefixscope.collector import sinks
 from prefixscope.collector.decoding import PROTOBUF, decode_body
-from prefixscope.collector.dedupe import RecentKeys, key_hashes
-from prefixscope.collector.sinks import DuckDBSink
-from prefixscope.collector.store import Store, scalar
+from prefixscope.collector.storage import sinks
+from prefixscope.collector.storage.dedupe import RecentKeys, key_hashes
+from prefixscope.collector.storage.sinks import DuckDBSink
+from prefixscope.collector.storage.store import Store, scalar
 
 from .test_collector_durability import make_body
 

@@ -149,9 +149,9 @@ def test_lake_files_from_before_the_new_columns_still_read_and_compact(tmp_path:
     import pyarrow.parquet as pq
 
     from prefixscope.analytics.engines import DuckDBEngine
-    from prefixscope.collector.compact import compact
     from prefixscope.collector.model import SPAN_ARROW_SCHEMA
-    from prefixscope.collector.schema import _V1_SPAN_COLUMNS
+    from prefixscope.collector.storage.compact import compact
+    from prefixscope.collector.storage.schema import _V1_SPAN_COLUMNS
 
     def rows(span_id: str, **extra: Any) -> dict[str, Any]:
         base: dict[str, Any] = {f.name: None for f in SPAN_ARROW_SCHEMA}

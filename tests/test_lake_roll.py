@@ -10,12 +10,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from prefixscope.collector import lake as lake_mod
 from prefixscope.collector.decoding import PROTOBUF, decode_body
-from prefixscope.collector.lake import LakeRoller
 from prefixscope.collector.model import SPAN_COLUMN_NAMES
-from prefixscope.collector.sinks import DuckDBSink
-from prefixscope.collector.store import Store
+from prefixscope.collector.storage import lake as lake_mod
+from prefixscope.collector.storage.lake import LakeRoller
+from prefixscope.collector.storage.sinks import DuckDBSink
+from prefixscope.collector.storage.store import Store
 from prefixscope.metrics import Metrics
 
 from .test_collector_durability import make_body
@@ -58,7 +58,9 @@ def test_roll_streams_batches_into_one_file_per_partition(
         sink.open()
         for i, t in enumerate(_tables(6)):
             sink.write(t, i + 1)
-        roller = LakeRoller(store, Metrics(), interval_s=0, row_group_rows=1000)
+        # 256-row groups: each date's 900 rows are written in several pieces, so the
+        # failure below lands midway through the roll (it must not depend on the default)
+        roller = LakeRoller(store, Metrics(), interval_s=0, row_group_rows=256)
 
         # a roll that fails midway publishes nothing and records no progress
         real = pq.ParquetWriter.write_table
@@ -75,6 +77,7 @@ def test_roll_streams_batches_into_one_file_per_partition(
         monkeypatch.setattr(pq.ParquetWriter, "write_table", failing)
         with pytest.raises(OSError):
             roller.roll()
+        assert calls["n"] == 5  # the failure happened, after earlier pieces were written
         lake_files = [p for p in (tmp_path / "lake").rglob("*") if p.is_file()]
         # only the tiers' empty schema files (spans, scores, feedback)
         assert [p.name for p in lake_files] == [".schema.parquet"] * 3

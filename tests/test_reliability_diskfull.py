@@ -2,7 +2,7 @@
 
 Regression: after a checkpoint failed on a read-only (or full) disk DuckDB invalidated the
 database; every later commit answered 503 forever and SIGTERM ended in a traceback. The sink now
-reopens the store once the disk is writable again (collector/sinks.py, collector/store.py).
+reopens the store once the disk is writable again (collector/storage/sinks.py and store.py).
 """
 
 from __future__ import annotations

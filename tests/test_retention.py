@@ -13,10 +13,10 @@ from pathlib import Path
 
 import httpx
 
-from prefixscope.collector.lake import LakeRoller
-from prefixscope.collector.lake_tables import lake_table, write_lake_table
-from prefixscope.collector.sinks import DuckDBSink
-from prefixscope.collector.store import Store
+from prefixscope.collector.storage.lake import LakeRoller
+from prefixscope.collector.storage.sinks import DuckDBSink
+from prefixscope.collector.storage.store import Store
+from prefixscope.collector.storage.tables import lake_table, write_lake_table
 from prefixscope.metrics import Metrics
 
 from .api_fixtures import otlp_request, otlp_span

@@ -1,5 +1,5 @@
-"""Hot and cold tiers (collector/tiers.py): one ``spans`` view over DuckDB and the lake, no gap
-and no duplicate at the boundary, nothing lost by kill -9 at any step of a roll or a move."""
+"""Hot and cold tiers (collector/storage/tiers.py): one ``spans`` view over DuckDB and the lake,
+no gap and no duplicate at the boundary, nothing lost by kill -9 at any step of a roll or a move."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ import pyarrow.parquet as pq
 import pytest
 from prometheus_client import generate_latest
 
-from prefixscope.collector import attribution, tiers
-from prefixscope.collector.lake import LakeRoller, rolled_batch
+from prefixscope.collector import attribution
 from prefixscope.collector.model import SPAN_ARROW_SCHEMA, SPAN_COLUMN_NAMES
-from prefixscope.collector.sinks import DuckDBSink
-from prefixscope.collector.store import Store
+from prefixscope.collector.storage import tiers
+from prefixscope.collector.storage.lake import LakeRoller, rolled_batch
+from prefixscope.collector.storage.sinks import DuckDBSink
+from prefixscope.collector.storage.store import Store
 from prefixscope.metrics import Metrics
 
 from .api_fixtures import otlp_request, otlp_span, sql_rows
@@ -143,7 +144,7 @@ def test_dedupe_window_keeps_rows_hot_so_retries_are_dropped(tmp_path: Path) -> 
 
 
 def test_lake_compact_refuses_an_embedded_lake(tmp_path: Path) -> None:
-    from prefixscope.collector.compact import EmbeddedLakeError, compact
+    from prefixscope.collector.storage.compact import EmbeddedLakeError, compact
 
     Store(tmp_path).close()
     with pytest.raises(EmbeddedLakeError, match="cold tier"):
@@ -372,9 +373,9 @@ _COMPACT_SCRIPT = """
 import datetime as dt, sys
 sys.path[:0] = [{root!r}]
 from tests.test_tiers import _spans, NOW
-from prefixscope.collector.lake import LakeRoller
-from prefixscope.collector.sinks import DuckDBSink
-from prefixscope.collector.store import Store
+from prefixscope.collector.storage.lake import LakeRoller
+from prefixscope.collector.storage.sinks import DuckDBSink
+from prefixscope.collector.storage.store import Store
 from prefixscope.metrics import Metrics
 store = Store({data!r})
 sink = DuckDBSink(store, dedupe_window_s=0)

@@ -54,8 +54,8 @@ from bench.reliability.common import (
     workload_request,
 )
 from prefixscope.collector.ingest import JSON, decode_body
-from prefixscope.collector.sinks import DuckDBSink
-from prefixscope.collector.store import Store
+from prefixscope.collector.storage.sinks import DuckDBSink
+from prefixscope.collector.storage.store import Store
 from prefixscope.errors import PrefixScopeError
 
 MAX_DECOMPRESSED = 4 * 1024 * 1024

@@ -1,7 +1,8 @@
 """Where the group-commit writer puts spans: the embedded DuckDB store or a Parquet lake.
 
 A sink's ``write`` returns only once the spans are durable; the writer acknowledges clients
-after that. ``DuckDBSink`` is the embedded default (dedupe on insert by primary key).
+after that. ``DuckDBSink`` is the embedded default: the hot tier, with the dedupe window
+(``dedupe.py``) dropping a retried export's spans before they are inserted.
 ``LakeSink`` is the scale-out mode: each collector process writes its own Parquet segments
 (unique names, atomic publish) into one hive-partitioned lake, local or object storage, and
 ``prefixscope lake compact`` later merges segments and drops duplicate ``(trace_id, span_id)``.
@@ -20,12 +21,12 @@ from typing import Any, Protocol
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from ..model import SPAN_COLUMN_NAMES
 from .dedupe import RecentKeys, key_hashes, repeated_rows
-from .model import SPAN_COLUMN_NAMES
+from .fs import is_local, open_fs, publish_parquet
 from .store import Store, scalar
+from .tables import partition_by_date
 
 
 def _utcnow() -> dt.datetime:
@@ -151,63 +152,6 @@ class DuckDBSink:
             with contextlib.suppress(duckdb.Error):
                 self._con.close()
             self._con = None
-
-
-def open_fs(url: str, storage_options: dict[str, Any] | None = None) -> tuple[Any, str]:
-    """An fsspec filesystem and the root path inside it, for a local path or ``s3://…``."""
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    return fs, root.rstrip("/")
-
-
-def s3_options_from_env() -> dict[str, Any]:
-    """S3 settings from the environment (``PREFIXSCOPE_S3_ENDPOINT_URL`` for S3-compatible
-    servers; credentials from the usual AWS variables)."""
-    endpoint = os.environ.get("PREFIXSCOPE_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL")
-    return {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}
-
-
-def is_local(fs: Any) -> bool:
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return protocol in ("file", "local")
-
-
-def publish_parquet(fs: Any, table: pa.Table, path: str, row_group_rows: int) -> None:
-    """Write so that readers see the whole file or nothing.
-
-    Local: hidden temp file, fsync, rename, fsync the directory. Object storage: a single PUT
-    (or a completed multipart upload) makes the object visible only when it is whole.
-    """
-    parent = path.rsplit("/", 1)[0]
-    if is_local(fs):
-        os.makedirs(parent, exist_ok=True)
-        tmp = f"{parent}/.{path.rsplit('/', 1)[1]}.tmp"
-        pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_rows)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        dfd = os.open(parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-        return
-    with fs.open(path, "wb") as fh:
-        pq.write_table(table, fh, compression="zstd", row_group_size=row_group_rows)
-
-
-def partition_by_date(table: pa.Table, column: str = "start_time") -> list[tuple[str, pa.Table]]:
-    """Split rows by the UTC date of ``column`` (``unknown`` when missing)."""
-    dates = pc.strftime(table.column(column), format="%Y-%m-%d")
-    out = []
-    for date in pc.unique(dates).to_pylist():
-        mask = pc.is_null(dates) if date is None else pc.equal(dates, date)
-        out.append((date or "unknown", table.filter(mask)))
-    return out
 
 
 class LakeSink:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import os
 import threading
 from pathlib import Path
 
@@ -24,9 +23,10 @@ import pyarrow.parquet as pq
 
 from prefixscope.metrics import Metrics
 
+from ..faults import crash_point
+from ..model import SPAN_COLUMN_NAMES
 from . import tier_compact, tiers
-from .faults import crash_point
-from .model import SPAN_COLUMN_NAMES
+from .fs import publish, temporary_name
 from .retention import RetentionReport, apply_to_lake, apply_to_store, cutoff_for
 from .store import Store, scalar
 
@@ -260,7 +260,7 @@ def write_partitioned(
                 if key not in writers:
                     folder = base / f"date={key}"
                     folder.mkdir(parents=True, exist_ok=True)
-                    tmp = folder / f".{name}.tmp"
+                    tmp = temporary_name(folder / name)
                     writer = pq.ParquetWriter(tmp, part.schema, compression="zstd")
                     writers[key] = (writer, tmp, folder / name)
                 pending.setdefault(key, []).append(part)
@@ -273,9 +273,7 @@ def write_partitioned(
             writer.close()
         crash_point(step)
         for _, tmp, final in writers.values():
-            _fsync(tmp)
-            os.replace(tmp, final)
-            _fsync(final.parent)
+            publish(tmp, final)
     except BaseException:
         for writer, tmp, _ in writers.values():
             with contextlib.suppress(Exception):
@@ -289,11 +287,3 @@ def rolled_batch(con: duckdb.DuckDBPyConnection) -> int:
     """The lake roll's watermark: every span batch up to it is in the lake (0: none)."""
     value = scalar(con, "SELECT last_batch FROM lake_state WHERE table_name = 'spans'")
     return int(str(value or 0))
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

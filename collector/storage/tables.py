@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from .model import FEEDBACK_SCHEMA, SCORE_SCHEMA, SPAN_ARROW_SCHEMA
-from .sinks import is_local, open_fs, partition_by_date, publish_parquet
+from ..model import FEEDBACK_SCHEMA, SCORE_SCHEMA, SPAN_ARROW_SCHEMA
+from .fs import is_local, open_fs, publish_parquet
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +98,16 @@ def published_files(fs: Any, root: str, table: str) -> tuple[list[str], list[str
         only = len(files) == 1 and files[0].rpartition("/")[2].startswith(COMPACTED_PREFIX)
         (clean if only else dirty).extend(sorted(files))
     return sorted(clean), sorted(dirty)
+
+
+def partition_by_date(table: pa.Table, column: str = "start_time") -> list[tuple[str, pa.Table]]:
+    """Split rows by the UTC date of ``column`` (``unknown`` when missing)."""
+    dates = pc.strftime(table.column(column), format="%Y-%m-%d")
+    out = []
+    for date in pc.unique(dates).to_pylist():
+        mask = pc.is_null(dates) if date is None else pc.equal(dates, date)
+        out.append((date or "unknown", table.filter(mask)))
+    return out
 
 
 def write_lake_table(

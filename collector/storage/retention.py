@@ -23,12 +23,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .sinks import open_fs
+from .fs import open_fs
+from .tables import LAKE_TABLES
 
 log = logging.getLogger(__name__)
 
 #: lake tables retention applies to (each partitioned by its own time column)
-LAKE_TABLES = ("spans", "scores", "feedback")
 #: store tables and their time column
 STORE_TABLES = (
     ("span_rows", "start_time"),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import duckdb
 
-from .attribution import refresh_view
+from ..attribution import refresh_view
 from .schema import migrate
 from .tiers import ensure_schema_files, refresh_annotation_views, set_lake
 

@@ -53,15 +53,16 @@ lake files written before a column existed read it as NULL.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq
 
-from .faults import crash_point
-from .model import FEEDBACK_SCHEMA, SCORE_SCHEMA, SPAN_ARROW_SCHEMA, SPAN_COLUMN_NAMES
+from ..faults import crash_point
+from ..model import SPAN_COLUMN_NAMES
+from .fs import publish, temporary_name
+from .tables import LAKE_TABLES
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -88,14 +89,11 @@ class Annotations:
 
 
 ANNOTATIONS = (
-    Annotations("scores", "score_rows", SCORE_SCHEMA),
-    Annotations("feedback", "feedback_rows", FEEDBACK_SCHEMA),
+    Annotations("scores", "score_rows", LAKE_TABLES["scores"].schema),
+    Annotations("feedback", "feedback_rows", LAKE_TABLES["feedback"].schema),
 )
-#: every tiered lake table and its columns
-LAKE_SCHEMAS: dict[str, pa.Schema] = {
-    "spans": SPAN_ARROW_SCHEMA,
-    **{a.view: a.schema for a in ANNOTATIONS},
-}
+#: every tiered lake table and its columns (``tables.LAKE_TABLES`` defines them)
+LAKE_SCHEMAS: dict[str, pa.Schema] = {name: t.schema for name, t in LAKE_TABLES.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,9 +146,9 @@ def ensure_schema_files(lake_dir: Path) -> None:
                     continue
             except Exception:  # unreadable: rewrite it below
                 pass
-        tmp = folder / ".schema.parquet.tmp"
+        tmp = temporary_name(path)
         pq.write_table(schema.empty_table(), tmp)
-        os.replace(tmp, path)
+        publish(tmp, path)
 
 
 def set_lake(con: duckdb.DuckDBPyConnection, lake_dir: Path) -> None:
@@ -237,7 +235,7 @@ def move(
     With ``ingested_before``, only batches committed before it move: a row stays hot for the
     dedupe window after it arrived, so the primary key still drops a retried export of it.
     Returns (rows moved, the new state). Neither the boundary nor the batch goes back."""
-    from .attribution import refresh_view  # the view's definition lives there
+    from ..attribution import refresh_view  # the view's definition lives there
 
     con.execute("BEGIN TRANSACTION")
     try:

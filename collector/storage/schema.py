@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from .model import SPAN_COLUMNS
+from ..model import SPAN_COLUMNS
 
 #: Columns new in migration 4 (the rest are the released migration 1's, in order).
 _V4_NEW = frozenset(
@@ -242,7 +242,7 @@ MIGRATIONS += (
     Migration(
         6,
         "span_rows without the (trace_id, span_id) primary key: retries are dropped by the "
-        "writer's bounded dedupe window (collector/dedupe.py)",
+        "writer's bounded dedupe window (collector/storage/dedupe.py)",
         (
             _spans_ddl("span_rows_v6", _V6_SPAN_COLUMNS, primary_key=False),
             "INSERT INTO span_rows_v6 SELECT * FROM span_rows ORDER BY ingest_batch",

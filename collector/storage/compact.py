@@ -17,8 +17,8 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 
-from .lake_tables import COMPACTED_PREFIX, conform, lake_table
-from .sinks import open_fs, publish_parquet
+from .fs import open_fs, publish_parquet
+from .tables import COMPACTED_PREFIX, conform, lake_table
 from .tiers import SCHEMA_FILE
 
 

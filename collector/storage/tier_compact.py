@@ -27,15 +27,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..faults import crash_point
+from ..model import SPAN_COLUMN_NAMES
 from . import tiers
-from .faults import crash_point
-from .model import SPAN_COLUMN_NAMES
+from .fs import publish, temporary_name
 
 if TYPE_CHECKING:
     import duckdb
@@ -88,19 +88,11 @@ def _lit(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def finish_pending(con: duckdb.DuckDBPyConnection, lake_dir: Path) -> int:
     """Delete what an earlier compaction left: files it replaced (listed, unread) and files it
     published without committing (numbered above the committed compaction). Returns files
     deleted."""
-    from .attribution import refresh_view
+    from ..attribution import refresh_view
 
     st = tiers.state(con)
     if st is None:
@@ -144,7 +136,7 @@ def compact(
     min_files: int = MIN_FILES,
 ) -> CompactionReport:
     """One compaction pass over the cold tier of ``spans`` (see the module doc)."""
-    from .attribution import refresh_view
+    from ..attribution import refresh_view
 
     report = CompactionReport()
     finish_pending(con, lake_dir)
@@ -172,7 +164,7 @@ def compact(
         out = folder / tiers.seg_file_name(
             number, min(f.first for f in inputs), max(f.last for f in inputs)
         )
-        tmp = folder / f".{out.name}.tmp"
+        tmp = temporary_name(out)
         sources = ", ".join(_lit(str(p)) for p in [schema_file, *(f.path for f in inputs)])
         rows_in = con.execute(
             f"SELECT count(*) FROM read_parquet([{sources}], union_by_name = true)"
@@ -185,9 +177,7 @@ def compact(
             f"TO {_lit(str(tmp))} (FORMAT parquet, COMPRESSION zstd, "
             f"ROW_GROUP_SIZE {int(row_group_rows)})"
         ).fetchall()[0][0]
-        _fsync(tmp)
-        os.replace(tmp, out)
-        _fsync(folder)
+        publish(tmp, out)
         replaced += [f.path for f in inputs]
         report.partitions += 1
         report.files_in += len(inputs)
