@@ -59,7 +59,7 @@ def decode_only(payloads: list[bytes], seconds: float = 8.0) -> float:
 
 
 def _decode_only_child(path: str, seconds: float) -> None:
-    from prefixscope.collector.decode_worker import prepare_process
+    from prefixscope.collector.decoding.worker import prepare_process
 
     data = Path(path).read_bytes()
     payloads, i = [], 0

@@ -1,7 +1,7 @@
 """From request bytes to committed spans: admission control, decoding, the hand-off to the writer.
 
 Shared by the HTTP and gRPC transports. Decoding (:mod:`.decoding`) is CPU-bound Python: with
-``workers >= 1`` it runs in that many decode worker processes (:mod:`.decode_pool`), so the
+``workers >= 1`` it runs in that many decode worker processes (:mod:`.decoding.pool`), so the
 serving process keeps its GIL for HTTP, the API and the DuckDB writer; with ``workers = 0``
 it runs in a thread of the serving process (lighter, for embedding and small loads).
 """
@@ -17,7 +17,6 @@ from prefixscope.config import Settings
 from prefixscope.errors import Overloaded
 from prefixscope.metrics import Metrics
 
-from .decode_pool import DecodePool
 from .decoding import (
     JSON,
     PROTOBUF,
@@ -27,6 +26,7 @@ from .decoding import (
     media_type,
     media_type_lenient,
 )
+from .decoding.pool import DecodePool
 from .writer import CommitResult, GroupCommitWriter
 
 __all__ = [

@@ -31,9 +31,10 @@ from prefixscope.config import Settings
 from prefixscope.errors import BadRequest, Unavailable, UnsupportedMediaType
 from prefixscope.metrics import Metrics
 
-from . import decode_json as dj
-from .decode import Limits, _pb_attrs, _pb_value, parse_request
 from .decoding import PROTOBUF, gunzip_limited
+from .decoding import json as dj
+from .decoding.protobuf import _pb_attrs, _pb_value, parse_request
+from .decoding.spans import Limits
 from .model import SpanBatch
 from .storage.store import Store
 

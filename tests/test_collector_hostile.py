@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from prefixscope.collector.decode import decode_protobuf
-from prefixscope.collector.decode_json import decode_json
+from prefixscope.collector.decoding.json import decode_json
+from prefixscope.collector.decoding.protobuf import decode_protobuf
 from prefixscope.collector.model import SpanBatch
 from prefixscope.errors import BadRequest
 

@@ -19,8 +19,8 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from prefixscope.collector.decode_proto import READY, REPLY, REQUEST
 from prefixscope.collector.decoding import PROTOBUF, decode_body
+from prefixscope.collector.decoding.wire import READY, REPLY, REQUEST
 
 from .conftest import query_store
 from .serverproc import ServerProcess
@@ -32,7 +32,7 @@ HEADERS = {"Content-Type": PROTOBUF}
 def worker_pids(srv: ServerProcess) -> list[int]:
     assert srv.proc is not None
     out = subprocess.run(
-        ["pgrep", "-P", str(srv.proc.pid), "-f", "decode_worker"],
+        ["pgrep", "-P", str(srv.proc.pid), "-f", "decoding.worker"],
         capture_output=True,
         text=True,
         check=False,
@@ -149,7 +149,7 @@ def test_worker_protocol_round_trip() -> None:
     """The worker program itself, spoken to over its pipes (as the server does)."""
     body, _ = make_body(3, 10)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "prefixscope.collector.decode_worker", "1000000", "100"],
+        [sys.executable, "-m", "prefixscope.collector.decoding.worker", "1000000", "100"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )

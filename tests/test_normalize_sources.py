@@ -22,8 +22,8 @@ import pytest
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from prefixscope.collector.decode import decode_protobuf
-from prefixscope.collector.decode_json import decode_json
+from prefixscope.collector.decoding.json import decode_json
+from prefixscope.collector.decoding.protobuf import decode_protobuf
 from prefixscope.collector.model import NORMALIZED_COLUMNS, SPAN_COLUMN_NAMES, SpanBatch
 
 from .conftest import query_store

@@ -1,7 +1,7 @@
 """Hostile input (bench/reliability/fuzz.py): decoders never crash, server never 5xx.
 
 Regressions: JSON integers outside 64 bits crashed the decoder (500) - fixed in
-collector/decode_json.py; slow-loris bodies held every decode slot so other clients got 429
+collector/decoding/json.py; slow-loris bodies held every decode slot so other clients got 429
 until the senders gave up - fixed in collector/http.py / collector/ingest.py (receive slots
 apart from decode slots, and a body deadline).
 """

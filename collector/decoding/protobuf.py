@@ -1,15 +1,14 @@
-"""OTLP bytes → :class:`SpanBatch`. The only place that knows protobuf and OTLP JSON.
+"""OTLP protobuf bytes → :class:`SpanBatch`, in pure Python (the reference decoder).
 
-Both transports (HTTP and gRPC) and both encodings (protobuf, JSON) end in the same
-``_append_span`` so every span is normalized the same way. Invalid spans (bad ids) are
-counted as rejected (OTLP ``partial_success``); an undecodable body raises ``BadRequest``
-with a precise message.
+Parses ``ExportTraceServiceRequest`` with the protobuf runtime and walks it; every span ends
+in :func:`.spans.append_span`, as the JSON decoder's do, so both are normalized the same way.
+Invalid spans (bad ids) are counted as rejected (OTLP ``partial_success``); an undecodable
+body raises ``BadRequest`` with a precise message.
 """
 
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import orjson
@@ -19,118 +18,19 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from prefixscope import semconv as k
 from prefixscope.errors import BadRequest
 
-from .model import SpanBatch
-from .normalize import OUTPUT_COLUMNS, normalize
+from ..model import SpanBatch
+from .spans import (
+    KIND_NAMES,
+    MAX_DEPTH,
+    STATUS_NAMES,
+    Limits,
+    append_span,
+    span_event,
+    span_link,
+    truncate,
+)
 
 M = TypeVar("M", bound=Message)
-KIND_NAMES = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
-STATUS_NAMES = ("UNSET", "OK", "ERROR")
-_KIND_BY_JSON = {f"SPAN_KIND_{n}": n for n in KIND_NAMES} | {
-    str(i): n for i, n in enumerate(KIND_NAMES)
-}
-_STATUS_BY_JSON = {f"STATUS_CODE_{n}": n for n in STATUS_NAMES} | {
-    str(i): n for i, n in enumerate(STATUS_NAMES)
-}
-_ZERO_TRACE = "0" * 32
-_ZERO_SPAN = "0" * 16
-_MAX_DEPTH = 16
-_JSON_OPTS = orjson.OPT_NON_STR_KEYS
-_TTFT = OUTPUT_COLUMNS.index("ttft_ms")
-_EPOCH = datetime(1970, 1, 1)
-
-
-class Limits:
-    """Per-value limits applied while decoding."""
-
-    __slots__ = ("max_attribute_chars",)
-
-    def __init__(self, max_attribute_chars: int = 32 * 1024) -> None:
-        self.max_attribute_chars = max_attribute_chars
-
-
-# -- shared span assembly -----------------------------------------------------------------
-
-
-def _append_span(
-    batch: SpanBatch,
-    trace_id: str,
-    span_id: str,
-    parent: str | None,
-    name: str,
-    kind: str,
-    start_ns: int,
-    end_ns: int,
-    status_code: str,
-    status_message: str | None,
-    attrs: dict[str, Any],
-    service_name: str | None,
-    resource: dict[str, Any],
-    resource_json: str,
-    scope: tuple[str | None, str | None] = (None, None),
-    events: list[dict[str, Any]] | None = None,
-    links: list[dict[str, Any]] | None = None,
-    first_token_ns: int | None = None,
-) -> None:
-    if len(trace_id) != 32 or trace_id == _ZERO_TRACE:
-        batch.reject(f"span {name!r}: trace_id must be 16 non-zero bytes")
-        return
-    if len(span_id) != 16 or span_id == _ZERO_SPAN:
-        batch.reject(f"span {name!r}: span_id must be 8 non-zero bytes")
-        return
-    norm, cohort = normalize(attrs, resource)
-    if first_token_ns is not None and norm[_TTFT] is None and first_token_ns >= start_ns:
-        norm[_TTFT] = (first_token_ns - start_ns) / 1e6  # from a first-token span event
-    batch.rows.append(
-        (
-            trace_id,
-            span_id,
-            parent if parent and parent != _ZERO_SPAN else None,
-            name,
-            kind,
-            service_name,
-            start_ns // 1000,
-            end_ns // 1000,
-            (end_ns - start_ns) / 1e6,
-            status_code,
-            status_message or None,
-            *norm,
-            orjson.dumps(cohort).decode() if cohort else None,
-            orjson.dumps(attrs, option=_JSON_OPTS).decode(),
-            resource_json,
-            orjson.dumps(events, option=_JSON_OPTS).decode() if events else None,
-            orjson.dumps(links, option=_JSON_OPTS).decode() if links else None,
-            scope[0] or None,
-            scope[1] or None,
-        )
-    )
-
-
-def iso_time(ns: int) -> str:
-    """An event's time as ISO 8601 UTC with microseconds (what the ``events`` JSON holds)."""
-    return (_EPOCH + timedelta(microseconds=ns // 1000)).isoformat(timespec="microseconds") + "Z"
-
-
-def span_event(name: str, time_ns: int, attrs: dict[str, Any]) -> dict[str, Any]:
-    """One entry of the ``events`` column: ``{name, time, attributes}``."""
-    return {"name": name, "time": iso_time(time_ns), "attributes": attrs}
-
-
-def span_link(
-    trace_id: str, span_id: str, trace_state: str, attrs: dict[str, Any]
-) -> dict[str, Any]:
-    """One entry of the ``links`` column."""
-    link: dict[str, Any] = {"trace_id": trace_id, "span_id": span_id, "attributes": attrs}
-    if trace_state:
-        link["trace_state"] = trace_state
-    return link
-
-
-def _truncate(batch: SpanBatch, value: str, limit: int) -> str:
-    batch.truncated_attributes += 1
-    return value[:limit]
-
-
-# -- protobuf -----------------------------------------------------------------------------
 
 
 def _pb_value(batch: SpanBatch, v: Any, limits: Limits, depth: int = 0) -> Any:
@@ -138,14 +38,14 @@ def _pb_value(batch: SpanBatch, v: Any, limits: Limits, depth: int = 0) -> Any:
     if which == "string_value":
         s = v.string_value
         return (
-            _truncate(batch, s, limits.max_attribute_chars)
+            truncate(batch, s, limits.max_attribute_chars)
             if len(s) > limits.max_attribute_chars
             else s
         )
     if which is None:
         return None
-    if depth >= _MAX_DEPTH:
-        raise BadRequest(f"attribute values nested deeper than {_MAX_DEPTH} levels")
+    if depth >= MAX_DEPTH:
+        raise BadRequest(f"attribute values nested deeper than {MAX_DEPTH} levels")
     if which == "array_value":
         return [_pb_value(batch, x, limits, depth + 1) for x in v.array_value.values]
     if which == "kvlist_value":
@@ -173,7 +73,7 @@ def _pb_attrs(batch: SpanBatch, kvs: Any, limits: Limits) -> dict[str, Any]:
         which = v.WhichOneof("value")
         if which == "string_value":
             s = v.string_value
-            out[kv.key] = s if len(s) <= max_chars else _truncate(batch, s, max_chars)
+            out[kv.key] = s if len(s) <= max_chars else truncate(batch, s, max_chars)
         elif which == "int_value":
             out[kv.key] = v.int_value
         elif which is None:
@@ -232,7 +132,7 @@ def decode_protobuf(body: bytes | bytearray, limits: Limits | None = None) -> Sp
                     if sp.links
                     else None
                 )
-                _append_span(
+                append_span(
                     batch,
                     sp.trace_id.hex(),
                     sp.span_id.hex(),

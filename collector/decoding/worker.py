@@ -1,4 +1,6 @@
-"""A decode worker process: ``python -m prefixscope.collector.decode_worker MAX_INFLATED MAX_ATTR``.
+"""A decode worker process.
+
+``python -m prefixscope.collector.decoding.worker MAX_INFLATED MAX_ATTR``
 
 Reads requests from stdin, decodes each with :func:`prefixscope.collector.decoding.decode_body`
 (the same code the server runs in-process with ``--workers 0``) and writes replies to stdout.
@@ -16,7 +18,8 @@ import sys
 
 from prefixscope.errors import PrefixScopeError
 
-from .decode_proto import (
+from . import decode_body, table_to_ipc
+from .wire import (
     ERROR,
     MEDIA_TYPES,
     OK,
@@ -27,7 +30,6 @@ from .decode_proto import (
     set_pipe_size,
     write_all,
 )
-from .decoding import decode_body, table_to_ipc
 
 
 def serve(fd_in: int, fd_out: int, max_inflated: int, max_attr: int) -> None:

@@ -17,18 +17,18 @@ import orjson
 from prefixscope import semconv as k
 from prefixscope.errors import BadRequest
 
-from .decode import (
+from ..model import SpanBatch
+from .spans import (
     KIND_NAMES,
+    MAX_DEPTH,
     STATUS_NAMES,
     Limits,
-    _append_span,
-    _truncate,
+    append_span,
     span_event,
     span_link,
+    truncate,
 )
-from .model import SpanBatch
 
-_MAX_DEPTH = 16
 _KIND = {f"SPAN_KIND_{n}": n for n in KIND_NAMES} | {n: n for n in KIND_NAMES}
 _STATUS = {f"STATUS_CODE_{n}": n for n in STATUS_NAMES} | {n: n for n in STATUS_NAMES}
 
@@ -110,15 +110,15 @@ def _value(batch: SpanBatch, v: Any, limits: Limits, path: str, depth: int = 0) 
     if v is None:
         return None
     v = _obj(v, path)
-    if depth >= _MAX_DEPTH:
-        raise BadRequest(f"{path}: attribute values nested deeper than {_MAX_DEPTH} levels")
+    if depth >= MAX_DEPTH:
+        raise BadRequest(f"{path}: attribute values nested deeper than {MAX_DEPTH} levels")
     for key in ("stringValue", "string_value"):
         if key in v:
             s = v[key]
             if not isinstance(s, str):
                 raise BadRequest(f"{path}.{key}: expected a string, got {type(s).__name__}")
             limit = limits.max_attribute_chars
-            return _truncate(batch, s, limit) if len(s) > limit else s
+            return truncate(batch, s, limit) if len(s) > limit else s
     for key in ("intValue", "int_value"):
         if key in v:
             return _int64(v[key], f"{path}.{key}", _INT64)
@@ -162,7 +162,7 @@ def _value(batch: SpanBatch, v: Any, limits: Limits, path: str, depth: int = 0) 
             except (binascii.Error, ValueError):
                 raise BadRequest(f"{path}.{key}: invalid base64") from None
             if len(raw) > limits.max_attribute_chars:  # cut on a base64 quantum boundary
-                return _truncate(
+                return truncate(
                     batch, raw, limits.max_attribute_chars - limits.max_attribute_chars % 4
                 )
             return raw
@@ -221,7 +221,7 @@ def decode_json(body: bytes | bytearray, limits: Limits | None = None) -> SpanBa
                 if message is not None and not isinstance(message, str):
                     raise BadRequest(f"{p}.status.message: expected a string")
                 events, first_token = _events(batch, sp, limits, p)
-                _append_span(
+                append_span(
                     batch,
                     _id(_get(sp, "traceId", "trace_id"), f"{p}.traceId"),
                     _id(_get(sp, "spanId", "span_id"), f"{p}.spanId"),

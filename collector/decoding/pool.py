@@ -3,7 +3,7 @@
 Decoding OTLP is CPU-bound Python. In the serving process it would hold the GIL that the
 DuckDB writer, the HTTP loop and the API also need (DuckDB takes the GIL back between its
 tasks, so a busy decoder slows every commit several-fold). With ``--workers N`` decoding runs
-in N child processes instead, fed over pipes (:mod:`.decode_proto`): the serving process only
+in N child processes instead, fed over pipes (:mod:`.wire`): the serving process only
 moves bytes and commits.
 
 Each worker handles its requests in order; a reader thread per worker resolves the futures.
@@ -26,7 +26,8 @@ import pyarrow as pa
 
 from prefixscope.errors import PrefixScopeError, Unavailable
 
-from .decode_proto import (
+from . import Decoded
+from .wire import (
     DECODE_ERRORS,
     MEDIA_CODES,
     OK,
@@ -37,7 +38,6 @@ from .decode_proto import (
     set_pipe_size,
     write_all,
 )
-from .decoding import Decoded
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class _Worker:
             [
                 sys.executable,
                 "-m",
-                "prefixscope.collector.decode_worker",
+                "prefixscope.collector.decoding.worker",
                 str(pool.max_inflated),
                 str(pool.max_attr),
             ],

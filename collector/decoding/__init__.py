@@ -1,7 +1,12 @@
 """Bytes to a decoded Arrow table: media types, gzip under a limit, protobuf/JSON decoding.
 
 The one decode path behind HTTP and gRPC, run in the serving process (``--workers 0``) or in
-decode worker processes (:mod:`.decode_worker`). Nothing here touches the store.
+decode worker processes. Nothing here touches the store.
+
+* ``protobuf`` — OTLP protobuf, pure Python (the reference); ``json`` — OTLP JSON.
+* ``spans`` — what both share: id checks, normalization, the JSON columns, limits.
+* ``pool`` — the server's side of the decode workers; ``worker`` — a worker process;
+  ``wire`` — the pipe protocol between them (not protobuf).
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ import pyarrow as pa
 
 from prefixscope.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
-from .decode import Limits, decode_protobuf
-from .decode_json import decode_json
+from .json import decode_json
+from .protobuf import decode_protobuf
+from .spans import Limits
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
