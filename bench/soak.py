@@ -7,6 +7,9 @@ Ingests ``--spans`` distinct spans (default 20M) of the reference workload (512-
 * the acknowledged rate (a 200 means committed, hence queryable),
 * request latency p99 and max (checkpoints show up here),
 * the server's resident memory (serving process plus decode workers, sampled every 0.5 s),
+* the CPU seconds the serving process and the decode workers spent on it, and the seconds the
+  store's background passes (lake roll, tier move, cold compaction) took
+  (``prefixscope_lake_pass_seconds``): where the time goes when the rate changes,
 
 then, after a clean shutdown, disk per span of the DuckDB file and of the Parquet lake.
 Goals (issue 14): the last million's rate >= 90 % of the second million's; RSS below
@@ -86,14 +89,42 @@ def child_pids(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def lake_pass_seconds(conn: http.client.HTTPConnection) -> dict[str, float]:
+    """Seconds spent so far in each step of the store's background passes (from /metrics)."""
+    conn.request("GET", "/metrics")
+    resp = conn.getresponse()
+    text = resp.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith('prefixscope_lake_pass_seconds_sum{step="'):
+            step = line.split('"')[1]
+            out[step] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
 def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+#: (t, server CPU s, decode workers' CPU s, {step: lake pass seconds})
+Sample = tuple[float, float, float, dict[str, float]]
 
 
 @dataclass
 class Soak:
     acked: list[tuple[float, int, float]] = field(default_factory=list)  # (t, spans, latency)
     rss: list[tuple[float, float]] = field(default_factory=list)
+    #: (t, server CPU s, decode workers' CPU s, {step: lake pass seconds}) every 2 s
+    work: list[Sample] = field(default_factory=list)
     errors: int = 0
 
 
@@ -134,8 +165,20 @@ def run(spans: int, clients: int, server_args: list[str], data: Path) -> tuple[S
     def sampler() -> None:
         assert srv.proc is not None
         pids = [srv.proc.pid, *child_pids(srv.proc.pid)]
+        conn = http.client.HTTPConnection("127.0.0.1", srv.http_port, timeout=30)
+        i = 0
         while not done.is_set():
-            soak.rss.append((time.perf_counter() - t_start, rss_mb(pids)))
+            now = time.perf_counter() - t_start
+            soak.rss.append((now, rss_mb(pids)))
+            if i % 4 == 0:
+                try:
+                    passes = lake_pass_seconds(conn)
+                except (OSError, http.client.HTTPException):
+                    conn.close()
+                    passes = {}
+                workers = sum(cpu_s(p) for p in pids[1:])
+                soak.work.append((now, cpu_s(pids[0]), workers, passes))
+            i += 1
             done.wait(0.5)
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
@@ -161,6 +204,7 @@ def per_million(soak: Soak) -> list[dict[str, float]]:
         if total >= target:
             rss = [r for ts, r in soak.rss if prev_t <= ts <= t] or [float("nan")]
             lat_sorted = sorted(bucket_lat)
+            first, last = _around(soak.work, prev_t, t)
             rows.append(
                 {
                     "million": target // MILLION,
@@ -168,10 +212,29 @@ def per_million(soak: Soak) -> list[dict[str, float]]:
                     "p99_ms": lat_sorted[int(0.99 * (len(lat_sorted) - 1))] * 1000,
                     "max_ms": lat_sorted[-1] * 1000,
                     "rss_max_mb": max(rss),
+                    # what the million cost (between the samples around it)
+                    "server_cpu_s": last[1] - first[1],
+                    "worker_cpu_s": last[2] - first[2],
+                    **{
+                        f"{step}_s": last[3].get(step, 0.0) - first[3].get(step, 0.0)
+                        for step in ("roll", "move", "compact")
+                    },
                 }
             )
             prev_t, bucket_lat, target = t, [], target + MILLION
     return rows
+
+
+def _around(
+    work: list[tuple[float, float, float, dict[str, float]]], t0: float, t1: float
+) -> tuple[
+    tuple[float, float, float, dict[str, float]], tuple[float, float, float, dict[str, float]]
+]:
+    """The last work sample at or before ``t0`` and the first at or after ``t1``."""
+    empty: Sample = (0.0, 0.0, 0.0, {})
+    before = [w for w in work if w[0] <= t0] or [work[0] if work else empty]
+    after = [w for w in work if w[0] >= t1] or [work[-1] if work else empty]
+    return before[-1], after[0]
 
 
 def plot(rows: list[dict[str, float]], path: Path) -> None:
@@ -218,12 +281,17 @@ def main() -> None:
     db_bytes = db.stat().st_size if db.exists() else 0
     lake_bytes = dir_bytes(data / "lake") if (data / "lake").exists() else 0
     print(f"load average before start: {load_start}; at the end: {os.getloadavg()}")
-    print("| million | spans/s | p99 ms | max ms | RSS max MB |")
-    print("| ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "| million | spans/s | p99 ms | max ms | RSS max MB | server CPU s | worker CPU s "
+        "| roll s | move s | compact s |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(
             f"| {r['million']} | {r['spans_per_s']:,.0f} | {r['p99_ms']:.0f} | "
-            f"{r['max_ms']:.0f} | {r['rss_max_mb']:.0f} |"
+            f"{r['max_ms']:.0f} | {r['rss_max_mb']:.0f} | {r['server_cpu_s']:.1f} | "
+            f"{r['worker_cpu_s']:.1f} | {r['roll_s']:.1f} | {r['move_s']:.1f} | "
+            f"{r['compact_s']:.1f} |"
         )
     print(f"\nspans acknowledged: {stored:,}; retried (429/503): {soak.errors}")
     print(f"shutdown (final commit, lake roll, checkpoint): {shutdown_s:.1f} s")

@@ -124,6 +124,15 @@ class Metrics:
             "Duplicate spans (a retry beyond the dedupe window) removed by cold-tier compaction",
             registry=r,
         )
+        self.lake_pass_seconds = Histogram(
+            "prefixscope_lake_pass_seconds",
+            "Time one background pass of the embedded store's maintenance took, by step "
+            "(roll: new spans to the lake; move: old rows out of DuckDB; compact: merge cold "
+            "files; retention: drop expired partitions)",
+            ["step"],
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
         self.log_records = Counter(
             "prefixscope_log_records",
             "OTLP log records received: kept (GenAI events, joined to their span) or not",

@@ -60,7 +60,8 @@ def test_roll_streams_batches_into_one_file_per_partition(
             sink.write(t, i + 1)
         # 256-row groups: each date's 900 rows are written in several pieces, so the
         # failure below lands midway through the roll (it must not depend on the default)
-        roller = LakeRoller(store, Metrics(), interval_s=0, row_group_rows=256)
+        metrics = Metrics()
+        roller = LakeRoller(store, metrics, interval_s=0, row_group_rows=256)
 
         # a roll that fails midway publishes nothing and records no progress
         real = pq.ParquetWriter.write_table
@@ -87,6 +88,11 @@ def test_roll_streams_batches_into_one_file_per_partition(
         assert roller.roll() == 0  # nothing new
         sink.write(_tables(7)[6], 7)
         assert roller.roll() == 300
+        # every pass is timed, the failed one too
+        count = metrics.registry.get_sample_value(
+            "prefixscope_lake_pass_seconds_count", {"step": "roll"}
+        )
+        assert count == 4
         cur = store.cursor()
         stored = sorted(cur.execute("SELECT trace_id, span_id FROM span_rows").fetchall())
         sink.close()

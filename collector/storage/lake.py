@@ -14,6 +14,8 @@ import contextlib
 import datetime as dt
 import logging
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -71,6 +73,15 @@ class LakeRoller:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
+    @contextlib.contextmanager
+    def _timed(self, step: str) -> Iterator[None]:
+        """Observe the pass's duration (also when it fails: a slow failure is worth seeing)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._metrics.lake_pass_seconds.labels(step).observe(time.perf_counter() - t0)
+
     def start(self) -> None:
         if self._interval <= 0 and self._retention is None:
             return
@@ -112,7 +123,7 @@ class LakeRoller:
         if self._retention is None:
             return None
         cutoff = cutoff_for(self._retention, now)
-        with self._lock:  # not while a roll writes into a partition
+        with self._timed("retention"), self._lock:  # not while a roll writes into a partition
             report = apply_to_lake(str(self._store.lake_dir), cutoff)
             con = self._store.cursor()
             try:
@@ -134,7 +145,7 @@ class LakeRoller:
         if self._hot_retention is None:
             return 0
         boundary = cutoff_for(self._hot_retention, now)
-        with self._lock:  # a roll's watermark is final while rows move
+        with self._timed("move"), self._lock:  # a roll's watermark is final while rows move
             con = self._store.cursor()
             try:
                 rolled = rolled_batch(con)
@@ -164,7 +175,7 @@ class LakeRoller:
         report = tier_compact.CompactionReport()
         if self._hot_retention is None:
             return report
-        with self._lock:  # no roll, move or retention pass meanwhile
+        with self._timed("compact"), self._lock:  # no roll, move or retention pass meanwhile
             con = self._store.cursor()
             try:
                 report = tier_compact.compact(
@@ -188,7 +199,7 @@ class LakeRoller:
         Streams: rows come out of DuckDB ``ROLL_BATCH_ROWS`` at a time into one Parquet writer
         per date partition, so memory is bounded by a batch, not by the roll (a roll after
         30 s at 40k spans/s is 1.2M rows; materialized whole it held ~1.8 GB)."""
-        with self._lock:
+        with self._timed("roll"), self._lock:
             con = self._store.cursor()
             try:
                 last = rolled_batch(con)
