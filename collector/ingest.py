@@ -136,6 +136,8 @@ class IngestPipeline:
             m.spans_rejected.inc(decoded.rejected)
         if decoded.truncated:
             m.attributes_truncated.inc(decoded.truncated)
+        if decoded.deferred:
+            m.decode_deferred.inc()
         if decoded.table is None:
             return None
         return self.writer.submit(decoded.table)

@@ -157,6 +157,14 @@ class Settings:
             "(default: <data-dir>/lake). S3-compatible endpoint: PREFIXSCOPE_S3_ENDPOINT_URL."
         },
     )
+    decoder: str = field(
+        default="auto",
+        metadata={
+            "help": "OTLP protobuf decoder: native (compiled, about 10x faster), python (the "
+            "reference), or auto (native when it was built at install time, else python). "
+            "/healthz and prefixscope_decoder_info say which one runs."
+        },
+    )
     workers: int = field(
         default=1,
         metadata={
@@ -312,6 +320,8 @@ class Settings:
             raise ConfigError("variant_metrics_max_series must be >= 0")
         if self.workers < 0:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
+        if self.decoder not in ("auto", "native", "python"):
+            raise ConfigError(f"decoder must be auto, native or python, got {self.decoder!r}")
         if self.sql_timeout_s <= 0:
             raise ConfigError("sql_timeout_s must be > 0")
         if self.lake_roll_interval_s < 0 or self.detect_interval_s < 0:

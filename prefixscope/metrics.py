@@ -124,6 +124,18 @@ class Metrics:
             "Duplicate spans (a retry beyond the dedupe window) removed by cold-tier compaction",
             registry=r,
         )
+        self.decoder_info = Gauge(
+            "prefixscope_decoder_info",
+            "The OTLP protobuf decoder this server runs (1 on its label): native or python",
+            ["decoder"],
+            registry=r,
+        )
+        self.decode_deferred = Counter(
+            "prefixscope_decode_deferred",
+            "Protobuf requests the native decoder handed to the Python decoder (a shape it "
+            "leaves to the reference: rejected spans, duplicate keys, unknown fields...)",
+            registry=r,
+        )
         self.lake_pass_seconds = Histogram(
             "prefixscope_lake_pass_seconds",
             "Time one background pass of the embedded store's maintenance took, by step "

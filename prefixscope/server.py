@@ -23,6 +23,7 @@ from fastapi import FastAPI
 
 from prefixscope import __version__
 from prefixscope.collector import attribution
+from prefixscope.collector.decoding import use_decoder
 from prefixscope.collector.grpc_server import start_grpc_server
 from prefixscope.collector.http import ingest_routes
 from prefixscope.collector.ingest import IngestPipeline
@@ -33,7 +34,7 @@ from prefixscope.collector.storage.sinks import DuckDBSink, LakeSink, SpanSink
 from prefixscope.collector.storage.store import Store
 from prefixscope.collector.variant_metrics import VariantMetrics
 from prefixscope.collector.writer import GroupCommitWriter
-from prefixscope.config import ServedModel, Settings, duration
+from prefixscope.config import ConfigError, ServedModel, Settings, duration
 from prefixscope.metrics import Metrics
 
 log = logging.getLogger("prefixscope")
@@ -49,6 +50,15 @@ class PrefixScopeServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings.validate()
         self.metrics = Metrics()
+        try:
+            self.decoder, why = use_decoder(settings.decoder)
+        except RuntimeError as exc:  # --decoder native where it cannot run
+            raise ConfigError(str(exc)) from None
+        self.metrics.decoder_info.labels(self.decoder).set(1)
+        if self.decoder == "native":
+            log.info("OTLP protobuf decoder: native (compiled)")
+        else:
+            log.info("OTLP protobuf decoder: python (%s)", why)
         self.store: Store | None = None
         self.lake: LakeRoller | None = None
         self.variant_metrics: VariantMetrics | None = None
@@ -125,6 +135,7 @@ class PrefixScopeServer:
         detail: dict[str, Any] = {
             "status": "ok" if ok else "unavailable",
             "store": self.settings.store,
+            "decoder": self.decoder,
             "queue_depth_spans": self.writer.queued_spans,
         }
         if self.writer.last_commit_error:

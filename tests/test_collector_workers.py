@@ -19,10 +19,11 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from prefixscope.collector.decoding import PROTOBUF, decode_body
+from prefixscope.collector.decoding import PROTOBUF, decode_body, running_decoder
 from prefixscope.collector.decoding.wire import READY, REPLY, REQUEST
 
 from .conftest import query_store
+from .decoders import require_native_decoder
 from .serverproc import ServerProcess
 from .test_collector_durability import make_body
 
@@ -145,11 +146,21 @@ def test_sigint_to_the_process_group_drains_through_the_workers(tmp_path: Path) 
     assert "decode worker" not in srv.log()  # no worker died during the drain
 
 
-def test_worker_protocol_round_trip() -> None:
-    """The worker program itself, spoken to over its pipes (as the server does)."""
+@pytest.mark.parametrize("decoder", ["python", "native"])
+def test_worker_protocol_round_trip(decoder: str) -> None:
+    """The worker program itself, spoken to over its pipes (as the server does), with either
+    decoder: the table it returns is the reference decoder's (decoded here, in Python)."""
+    require_native_decoder(decoder)
     body, _ = make_body(3, 10)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "prefixscope.collector.decoding.worker", "1000000", "100"],
+        [
+            sys.executable,
+            "-m",
+            "prefixscope.collector.decoding.worker",
+            "1000000",
+            "100",
+            decoder,
+        ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
@@ -157,11 +168,14 @@ def test_worker_protocol_round_trip() -> None:
     assert proc.stdout.read(1) == READY
     proc.stdin.write(REQUEST.pack(len(body), 0, 0) + body)
     proc.stdin.flush()
-    status, spans, rejected, truncated, msg_len, ipc_len = REPLY.unpack(
+    status, flags, spans, rejected, truncated, msg_len, ipc_len = REPLY.unpack(
         proc.stdout.read(REPLY.size)
     )
-    assert (status, spans, rejected, truncated, msg_len) == (0, 10, 0, 0, 0) and ipc_len > 0
+    # flags 0: not deferred (the native decoder handled it itself)
+    assert (status, flags, spans, rejected, truncated, msg_len) == (0, 0, 10, 0, 0, 0)
+    assert ipc_len > 0
     table = pa.ipc.open_stream(proc.stdout.read(ipc_len)).read_all()
+    assert running_decoder() == "python"
     expected = decode_body(body, PROTOBUF, None, 1_000_000, 100).table
     assert table.equals(expected)
     proc.stdin.close()  # end of input: the worker exits cleanly

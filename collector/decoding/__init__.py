@@ -4,6 +4,8 @@ The one decode path behind HTTP and gRPC, run in the serving process (``--worker
 decode worker processes. Nothing here touches the store.
 
 * ``protobuf`` — OTLP protobuf, pure Python (the reference); ``json`` — OTLP JSON.
+* ``native`` — the compiled protobuf decoder (C), used when :func:`use_decoder` selects it; it
+  hands any request outside the shape it handles back to ``protobuf``.
 * ``spans`` — what both share: id checks, normalization, the JSON columns, limits.
 * ``pool`` — the server's side of the decode workers; ``worker`` — a worker process;
   ``wire`` — the pipe protocol between them (not protobuf).
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 
@@ -24,6 +27,9 @@ from .spans import Limits
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
+#: ``--decoder`` choices: ``auto`` runs the compiled decoder when it is built, else Python
+DECODERS = ("auto", "native", "python")
+_native: Any = None  # the native module while it is the selected decoder
 
 
 @dataclass(slots=True)
@@ -33,6 +39,33 @@ class Decoded:
     rejected: int
     message: str
     truncated: int
+    #: the native decoder handed this protobuf request to the Python one
+    deferred: bool = False
+
+
+def use_decoder(choice: str) -> tuple[str, str | None]:
+    """Select this process's protobuf decoder: ``(running, why not native)``.
+
+    ``native`` when it cannot run is an error (``RuntimeError`` saying why): a deployment that
+    asked for it must not quietly run four times slower. ``auto`` falls back to ``python``."""
+    global _native
+    if choice not in DECODERS:
+        raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {choice!r}")
+    _native = None
+    if choice == "python":
+        return "python", "--decoder python"
+    from . import native
+
+    if native.UNAVAILABLE is not None:
+        if choice == "native":
+            raise RuntimeError(f"--decoder native cannot run: {native.UNAVAILABLE}")
+        return "python", native.UNAVAILABLE
+    _native = native
+    return "native", None
+
+
+def running_decoder() -> str:
+    return "python" if _native is None else "native"
 
 
 def media_type_lenient(content_type: str | None) -> str | None:
@@ -88,6 +121,13 @@ def decode_body(
         body = gunzip_limited(body, max_decompressed)
     elif enc not in ("identity", ""):
         raise UnsupportedMediaType(f"unsupported Content-Encoding {encoding!r}: use gzip or none")
+    deferred = False
+    if mtype == PROTOBUF and _native is not None:
+        done = _native.decode(body, max_attr_chars)
+        if done is not None:
+            table, spans, truncated = done
+            return Decoded(table, spans, 0, "", truncated)
+        deferred = True  # the reference decides (and words any error)
     limits = Limits(max_attr_chars)
     batch = decode_protobuf(body, limits) if mtype == PROTOBUF else decode_json(body, limits)
     n = len(batch)
@@ -95,7 +135,9 @@ def decode_body(
         table = batch.to_arrow() if n else None
     except (OverflowError, pa.ArrowException) as exc:  # backstop: a value no column can hold
         raise BadRequest(f"a span value does not fit its column: {exc}") from None
-    return Decoded(table, n, batch.rejected, batch.partial_message, batch.truncated_attributes)
+    return Decoded(
+        table, n, batch.rejected, batch.partial_message, batch.truncated_attributes, deferred
+    )
 
 
 def table_to_ipc(table: pa.Table) -> pa.Buffer:

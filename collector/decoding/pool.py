@@ -26,9 +26,10 @@ import pyarrow as pa
 
 from prefixscope.errors import PrefixScopeError, Unavailable
 
-from . import Decoded
+from . import Decoded, running_decoder
 from .wire import (
     DECODE_ERRORS,
+    DEFERRED,
     MEDIA_CODES,
     OK,
     READY,
@@ -59,6 +60,7 @@ class _Worker:
                 "prefixscope.collector.decoding.worker",
                 str(pool.max_inflated),
                 str(pool.max_attr),
+                pool.decoder,
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -100,14 +102,15 @@ class _Worker:
                 header = read_exact(self.fd_in, REPLY.size)
                 if header is None:
                     raise EOFError("worker closed its output")
-                status, spans, rejected, truncated, msg_len, ipc_len = REPLY.unpack(header)
+                status, flags, spans, rejected, truncated, msg_len, ipc_len = REPLY.unpack(header)
                 msg = bytes(read_exact(self.fd_in, msg_len) or b"").decode()
                 ipc = read_exact(self.fd_in, ipc_len) if ipc_len else None
                 with self.lock:
                     fut = self.pending.popleft()
                 if status == OK:
                     table = pa.ipc.open_stream(pa.py_buffer(ipc)).read_all() if ipc else None
-                    fut.set_result(Decoded(table, spans, rejected, msg, truncated))
+                    deferred = bool(flags & DEFERRED)
+                    fut.set_result(Decoded(table, spans, rejected, msg, truncated, deferred))
                 else:
                     kind, _, text = msg.partition("\0")
                     cls = DECODE_ERRORS.get(kind)
@@ -157,6 +160,8 @@ class DecodePool:
     ) -> None:
         self.max_inflated = max_inflated
         self.max_attr = max_attr
+        #: the workers run the decoder this process selected (decoding.use_decoder)
+        self.decoder = running_decoder()
         self.closing = False
         self._on_restart = on_restart
         self._lock = threading.Lock()

@@ -21,8 +21,10 @@ from prefixscope.errors import (
 
 #: body length, media type code, length of the content-encoding string
 REQUEST: Final = struct.Struct("<QBH")
-#: status, spans, rejected, truncated, message length, IPC length
-REPLY: Final = struct.Struct("<BQQQIQ")
+#: status, flags, spans, rejected, truncated, message length, IPC length
+REPLY: Final = struct.Struct("<BBQQQIQ")
+#: reply flag: the native decoder handed the request to the Python decoder
+DEFERRED: Final = 1
 READY: Final = b"R"
 
 MEDIA_CODES: Final = {"application/x-protobuf": 0, "application/json": 1}

@@ -1,6 +1,6 @@
 """A decode worker process.
 
-``python -m prefixscope.collector.decoding.worker MAX_INFLATED MAX_ATTR``
+``python -m prefixscope.collector.decoding.worker MAX_INFLATED MAX_ATTR [DECODER]``
 
 Reads requests from stdin, decodes each with :func:`prefixscope.collector.decoding.decode_body`
 (the same code the server runs in-process with ``--workers 0``) and writes replies to stdout.
@@ -18,8 +18,9 @@ import sys
 
 from prefixscope.errors import PrefixScopeError
 
-from . import decode_body, table_to_ipc
+from . import decode_body, table_to_ipc, use_decoder
 from .wire import (
+    DEFERRED,
     ERROR,
     MEDIA_TYPES,
     OK,
@@ -47,18 +48,26 @@ def serve(fd_in: int, fd_out: int, max_inflated: int, max_attr: int) -> None:
             d = decode_body(body, MEDIA_TYPES[media_code], encoding, max_inflated, max_attr)
         except PrefixScopeError as err:
             msg = f"{err.kind}\0{err.message}".encode()
-            write_all(fd_out, REPLY.pack(ERROR, 0, 0, 0, len(msg), 0), msg)
+            write_all(fd_out, REPLY.pack(ERROR, 0, 0, 0, 0, len(msg), 0), msg)
             continue
         except Exception as exc:  # a decoder bug: report it, keep serving
             msg = f"internal\0decoder failed: {type(exc).__name__}: {exc}".encode()
-            write_all(fd_out, REPLY.pack(ERROR, 0, 0, 0, len(msg), 0), msg)
+            write_all(fd_out, REPLY.pack(ERROR, 0, 0, 0, 0, len(msg), 0), msg)
             continue
         del body
         ipc = table_to_ipc(d.table) if d.table is not None else b""
         msg = d.message.encode()
         write_all(
             fd_out,
-            REPLY.pack(OK, d.spans, d.rejected, d.truncated, len(msg), len(ipc)),
+            REPLY.pack(
+                OK,
+                DEFERRED if d.deferred else 0,
+                d.spans,
+                d.rejected,
+                d.truncated,
+                len(msg),
+                len(ipc),
+            ),
             msg,
             ipc,
         )
@@ -74,10 +83,12 @@ def prepare_process() -> None:
 
 
 def main() -> None:
+    max_inflated, max_attr = int(sys.argv[1]), int(sys.argv[2])
+    # the server passes the decoder it resolved (native or python); run by hand: auto
+    use_decoder(sys.argv[3] if len(sys.argv) > 3 else "auto")
     prepare_process()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    max_inflated, max_attr = int(sys.argv[1]), int(sys.argv[2])
     # The protocol owns the original stdin/stdout; anything printed goes to stderr instead.
     fd_in, fd_out = os.dup(0), os.dup(1)
     os.dup2(2, 1)
