@@ -54,7 +54,10 @@ def violations() -> list[str]:
     found = []
     for folder, allowed in ALLOWED.items():
         for path in sorted((ROOT / folder).rglob("*.py")):
-            for line, module in _imports(path, f"prefixscope.{folder}"):
+            # the package a relative import resolves against: the file's folder, subfolders
+            # included (collector/storage/x.py is in prefixscope.collector.storage)
+            package = ".".join(["prefixscope", *path.parent.relative_to(ROOT).parts])
+            for line, module in _imports(path, package):
                 layer = _target(module)
                 if layer in (None, "kernel", folder) or layer in allowed:
                     continue
@@ -79,3 +82,12 @@ def test_the_check_sees_a_backwards_arrow(tmp_path: Path) -> None:
     bad.write_text("from prefixscope.api import app\nfrom ..analytics import cube\n")
     found = [m for _, m in _imports(bad, "prefixscope.collector")]
     assert [_target(m) for m in found] == ["api", "analytics"]
+
+
+def test_relative_imports_resolve_from_subpackages(tmp_path: Path) -> None:
+    """``..model`` in prefixscope.collector.storage is prefixscope.collector.model."""
+    mod = tmp_path / "x.py"
+    mod.write_text("from ..model import SPAN_COLUMNS\nfrom ...api import app\n")
+    found = [m for _, m in _imports(mod, "prefixscope.collector.storage")]
+    assert found == ["prefixscope.collector.model", "prefixscope.api"]
+    assert [_target(m) for m in found] == ["collector", "api"]
