@@ -143,6 +143,40 @@ def test_dedupe_window_keeps_rows_hot_so_retries_are_dropped(tmp_path: Path) -> 
     store.close()
 
 
+def test_a_dedupe_cutoff_inside_a_roll_moves_whole_rolls_only(tmp_path: Path) -> None:
+    """The cold half selects whole roll files by name, so a move stops at a roll's end: the
+    dedupe cutoff falling between two batches of one roll must not half-move it (the short
+    soak read 16,384 spans twice when it did)."""
+    store = Store(tmp_path)
+    sink = DuckDBSink(store, dedupe_window_s=0)
+    sink.open()
+    roller = LakeRoller(store, Metrics(), interval_s=1, row_group_rows=1000,
+                        hot_retention=dt.timedelta(hours=1))  # fmt: skip
+    old = dt.timedelta(days=3)
+    sink.write(_spans(0, 100, old), 1)
+    assert roller.roll() == 100  # a roll ending at batch 1
+    sink.write(_spans(100, 100, old), 2)
+    time.sleep(0.01)
+    sink.write(_spans(200, 100, old), 3)
+    assert roller.roll() == 200  # one roll file with batches 2..3
+    con = store.cursor()
+    try:
+        third = con.execute("SELECT min(ingested_at) FROM span_rows WHERE ingest_batch = 3")
+        cutoff = third.fetchall()[0][0]  # batch 2 arrived before it, batch 3 did not
+        moved, st = tiers.move(con, NOW - dt.timedelta(hours=1), rolled_batch(con), cutoff)
+    finally:
+        con.close()
+    assert (moved, st.moved_batch) == (100, 1), "stops at the end of the roll before the cutoff"
+    assert _count(store, "SELECT count(*) FROM span_rows") == 200
+    assert _count(store, "SELECT count(*) FROM spans") == 300
+    assert _count(store, "SELECT count(DISTINCT span_id) FROM spans") == 300
+    assert roller.move() == 200  # no cutoff: the whole second roll moves
+    assert _count(store, "SELECT count(*), count(DISTINCT span_id) FROM spans") == 300
+    assert _count(store, "SELECT count(*) FROM span_rows") == 0
+    sink.close()
+    store.close()
+
+
 def test_lake_compact_refuses_an_embedded_lake(tmp_path: Path) -> None:
     from prefixscope.collector.storage.compact import EmbeddedLakeError, compact
 

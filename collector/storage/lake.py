@@ -216,10 +216,20 @@ class LakeRoller:
                 ).to_arrow_reader(ROLL_BATCH_ROWS)
                 written = self._write(reader, last + 1, newest)
                 crash_point("roll.published")
-                con.execute(
-                    "INSERT OR REPLACE INTO lake_state VALUES ('spans', ?, now()::TIMESTAMP)",
-                    [newest],
-                )
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    con.execute(
+                        "INSERT OR REPLACE INTO lake_state VALUES ('spans', ?, now()::TIMESTAMP)",
+                        [newest],
+                    )
+                    # a move may stop only at a roll's end (tiers.move)
+                    con.execute(
+                        "INSERT OR IGNORE INTO span_rolls VALUES (?, now()::TIMESTAMP)", [newest]
+                    )
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
                 crash_point("roll.committed")
                 return written
             finally:

@@ -310,6 +310,22 @@ MIGRATIONS += (
     ),
 )
 
+MIGRATIONS += (
+    Migration(
+        10,
+        "span_rolls: every watermark the lake roll committed (a move's moved_batch is always "
+        "one, so a roll file is never half cold)",
+        (
+            """CREATE TABLE span_rolls (
+  last_batch BIGINT PRIMARY KEY,
+  rolled_at TIMESTAMP NOT NULL
+)""",
+            "INSERT INTO span_rolls SELECT last_batch, updated_at FROM lake_state "
+            "WHERE table_name = 'spans' AND last_batch > 0",
+        ),
+    ),
+)
+
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

@@ -19,12 +19,13 @@ ingest_batch <= moved_batch``, and the cold half of the view reads exactly those
             UNION ALL
             lake rows of roll files with batches <= moved_batch AND start_time < boundary
 
-A roll file ``part-<first>-<last>.parquet`` holds batches ``first..last``, and a roll never
-straddles a watermark, so "batches <= moved_batch" is a file-name condition that DuckDB
-evaluates before opening a file. No row is in both halves and none is in neither: a span that
-arrives late (an old ``start_time`` in a new batch) stays hot until a later move, and a roll
-file published but not yet recorded (a crash between the two) has batches above
-``moved_batch`` and is not read.
+A roll file ``part-<first>-<last>.parquet`` holds batches ``first..last``, and
+``moved_batch`` is always the end of a roll (``span_rolls`` lists the ends the roll committed;
+a dedupe cutoff inside a roll's batches stops the move at the previous end), so "batches <=
+moved_batch" is a file-name condition that DuckDB evaluates before opening a file. No row is
+in both halves and none is in neither: a span that arrives late (an old ``start_time`` in a
+new batch) stays hot until a later move, and a roll file published but not yet recorded (a
+crash between the two) has batches above ``moved_batch`` and is not read.
 
 Kill -9 at any step loses nothing: the lake files are fsynced and renamed before the roll's
 watermark commits, and the delete, the new state and the new view commit together or not at
@@ -254,6 +255,14 @@ def move(
                 [st.moved_batch + 1, lake_batch, ingested_before],
             ).fetchall()
             batch = int(rows[0][0]) if rows else 0
+            if batch < lake_batch:
+                # The cutoff may fall inside a roll file's batches; the cold half selects whole
+                # files, so stop at the end of the last roll wholly before it.
+                rows = con.execute(
+                    "SELECT coalesce(max(last_batch), 0) FROM span_rolls WHERE last_batch <= ?",
+                    [batch],
+                ).fetchall()
+                batch = int(rows[0][0]) if rows else 0
         batch = max(batch, st.moved_batch)
         rows = con.execute(
             f"DELETE FROM {ROWS_TABLE} WHERE start_time < ? AND ingest_batch BETWEEN 1 AND ?",
@@ -262,6 +271,7 @@ def move(
         moved = int(rows[0][0]) if rows else 0
         crash_point("move.deleted")
         _record(con, "spans", boundary, batch)
+        con.execute("DELETE FROM span_rolls WHERE last_batch < ?", [batch]).fetchall()
         refresh_view(con)
         con.execute("COMMIT")
     except BaseException:
