@@ -15,6 +15,8 @@ Python decoder.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from typing import Any
 
 import pyarrow as pa
@@ -77,8 +79,24 @@ def _configure(ext: Any) -> str | None:
     return None
 
 
+def _load() -> Any:
+    """The extension module: the installed one, or (``PREFIXSCOPE_NATIVE_PATH``) a build of it
+    at that path, e.g. the sanitizer build the tests make."""
+    path = os.environ.get("PREFIXSCOPE_NATIVE_PATH")
+    if not path:
+        from . import _otlp  # type: ignore[attr-defined]
+
+        return _otlp
+    spec = importlib.util.spec_from_file_location(f"{__name__}._otlp", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"PREFIXSCOPE_NATIVE_PATH={path} is not an extension module")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 try:
-    from . import _otlp as _ext  # type: ignore[attr-defined, no-redef]
+    _ext = _load()
 except ImportError as exc:
     UNAVAILABLE = f"the compiled decoder is not built ({exc})"
 else:
