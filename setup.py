@@ -49,7 +49,7 @@ if MODE != "0":
         Extension(
             "prefixscope.collector.decoding.native._otlp",
             sources=["collector/decoding/native/otlp.c"],
-            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+            extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
         )
     )
 
