@@ -5,10 +5,17 @@ VENV   ?= .venv
 PYTHON ?= python3
 PIP     = $(VENV)/bin/pip
 STAMP   = $(VENV)/.installed
+NATIVE  = $(VENV)/.native-built
 
 .PHONY: setup demo test test-simulations test-fast lint vllm-venv system-deps clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(NATIVE)
+
+# the compiled decoder again when its source changed since the install (an optional build:
+# without a compiler it warns and the Python decoder runs)
+$(NATIVE): $(STAMP) collector/decoding/native/otlp.c setup.py
+	$(VENV)/bin/python setup.py -q build_ext --inplace
+	touch $(NATIVE)
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)

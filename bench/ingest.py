@@ -1,22 +1,30 @@
-"""Ingest benchmark: the real server under concurrent OTLP/HTTP clients vs the decode-only limit.
+"""Ingest benchmark: the real server under concurrent OTLP/HTTP clients vs its two limits.
 
-Measured in ONE run so the ratio is meaningful on a noisy machine:
-  1. decode-only limit: parse + flatten to Arrow columns, no server, on one core, in a fresh
-     interpreter prepared exactly like a decode worker (spans/s);
-  2. the real ``prefixscope serve`` (subprocess, 127.0.0.1) driven by C client threads sending
-     the reference workload (512-span requests, 15 attributes/span, bench/workload.py):
-     spans/s acknowledged (a 200 means committed, hence queryable), request latency p50/p99,
-     and ack-to-queryable lag measured by a probe that looks each acknowledged request's first
-     span up through ``POST /api/v1/sql`` (when the API is present);
-  3. server peak RSS, and the CPU used by the serving process and by its decode workers.
+Measured in ONE run so the ratios are meaningful on a noisy machine:
+  1. decode-only limit of each decoder (``--decoder``): bytes to the span columns' Arrow
+     table, no server, on one core, in a fresh interpreter prepared exactly like a decode
+     worker running that decoder (spans/s);
+  2. insert-only limit: the writer's part alone, ``DuckDBSink.write`` into a fresh store with
+     the server's default settings, of already-decoded groups of ``--clients`` requests (the
+     largest group the writer can form when each client has one request in flight);
+  3. the real ``prefixscope serve --decoder D`` (subprocess, 127.0.0.1) driven by client
+     threads sending the reference workload (512-span requests, 15 attributes/span,
+     bench/workload.py): spans/s acknowledged (a 200 means committed, hence queryable),
+     request latency p50/p99, ack-to-queryable lag measured by a probe that looks each
+     acknowledged request's first span up through ``POST /api/v1/sql``, and the mean group
+     the writer committed;
+  4. server peak RSS, and the CPU used by the serving process and by its decode workers.
 
 ``--workers 0`` decodes in the serving process; ``--workers N`` in N decode worker processes
 (the serving process then receives, commits and answers).
 
-Each worker count runs ``--rounds`` times, alternating with decode-only measurements; a row
-shows the median round (its ratio uses the decode-only limits measured right around it).
+Each (worker count, decoder) runs ``--rounds`` times; the limits are measured again after
+every round. A row shows the median round; "% decode" compares it with the decoder's
+decode-only limit and "% insert" with the insert-only limit measured around it; "native /
+python" is the median over rounds of the two decoders' rates in the same round.
 
-Usage:  .venv/bin/python bench/ingest.py [--workers 0 1 2] [--clients 8] [--rounds 3]
+Usage:  .venv/bin/python bench/ingest.py [--workers 0 1 2] [--decoder python native]
+                                         [--clients 8] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -43,30 +51,80 @@ from prefixscope.collector.ingest import PROTOBUF, decode_body  # noqa: E402
 from tests.serverproc import ServerProcess  # noqa: E402
 
 
-def decode_only(payloads: list[bytes], seconds: float = 8.0) -> float:
-    """spans/s of ``decode_body`` in a fresh interpreter set up like a decode worker."""
+def _child(mode: str, payloads: list[bytes], *args: str) -> float:
+    """Run this script's ``--<mode>-child`` in a fresh interpreter; its last word, a rate."""
     with tempfile.NamedTemporaryFile(suffix=".bin", delete=False) as fh:
         for p in payloads:
             fh.write(len(p).to_bytes(8, "little") + p)
-    out = subprocess.run(
-        [sys.executable, __file__, "--decode-only-child", fh.name, str(seconds)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    os.unlink(fh.name)
+    try:
+        out = subprocess.run(
+            [sys.executable, __file__, f"--{mode}-child", fh.name, *args],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        os.unlink(fh.name)
     return float(out.split()[-1])
 
 
-def _decode_only_child(path: str, seconds: float) -> None:
-    from prefixscope.collector.decoding.worker import prepare_process
+def decode_only(payloads: list[bytes], seconds: float, decoder: str) -> float:
+    """spans/s of ``decode_body`` in a fresh interpreter set up like a decode worker."""
+    return _child("decode-only", payloads, str(seconds), decoder)
 
+
+def insert_only(payloads: list[bytes], group_requests: int) -> float:
+    """spans/s of the writer's ``DuckDBSink.write`` alone, groups of ``group_requests``."""
+    return _child("insert-only", payloads, str(group_requests))
+
+
+def _read_payloads(path: str) -> list[bytes]:
     data = Path(path).read_bytes()
     payloads, i = [], 0
     while i < len(data):
         n = int.from_bytes(data[i : i + 8], "little")
         payloads.append(data[i + 8 : i + 8 + n])
         i += 8 + n
+    return payloads
+
+
+def _insert_only_child(path: str, group_requests: int) -> None:
+    import pyarrow as pa
+
+    from prefixscope.collector.storage.sinks import DuckDBSink
+    from prefixscope.collector.storage.store import Store
+    from prefixscope.config import Settings, duration
+
+    payloads = _read_payloads(path)
+    tables = [decode_body(p, PROTOBUF, None, 1 << 30, 32 * 1024).table for p in payloads]
+    groups = [
+        pa.concat_tables(tables[i : i + group_requests])
+        for i in range(0, len(tables), group_requests)
+    ]
+    defaults = Settings()
+    with (
+        tempfile.TemporaryDirectory(prefix="ps-insert-") as folder,
+        Store(
+            folder, checkpoint_wal_mb=defaults.checkpoint_wal_mb, memory_mb=defaults.store_memory_mb
+        ) as store,
+    ):
+        window = duration(defaults.dedupe_window).total_seconds()
+        sink = DuckDBSink(store, dedupe_window_s=window)
+        sink.open()
+        start = time.perf_counter()
+        n = sum(sink.write(g, i + 1) for i, g in enumerate(groups))
+        elapsed = time.perf_counter() - start
+        sink.close()
+    assert n == sum(t.num_rows for t in tables)
+    print(n / elapsed)
+
+
+def _decode_only_child(path: str, seconds: float, decoder: str) -> None:
+    from prefixscope.collector.decoding import use_decoder
+    from prefixscope.collector.decoding.worker import prepare_process
+
+    payloads = _read_payloads(path)
+    assert use_decoder(decoder)[0] == decoder
     prepare_process()
     n = 0
     start = time.perf_counter()
@@ -102,11 +160,27 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def _commit_group_mean(base_url: str) -> float:
+    """Mean spans per group commit so far, from the server's own histogram."""
+    total = count = 0.0
+    for line in httpx.get(base_url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith("prefixscope_commit_batch_spans_sum "):
+            total = float(line.split()[1])
+        elif line.startswith("prefixscope_commit_batch_spans_count "):
+            count = float(line.split()[1])
+    return total / count if count else float("nan")
+
+
 def run_server(
-    workers: int, payloads: list[bytes], clients: int, probe: bool, extra: list[str]
+    workers: int,
+    decoder: str,
+    payloads: list[bytes],
+    clients: int,
+    probe: bool,
+    extra: list[str],
 ) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="ps-bench-"))
-    args = ["--workers", str(workers), "--lake-roll-interval-s", "0", *extra]
+    args = ["--workers", str(workers), "--decoder", decoder, "--lake-roll-interval-s", "0", *extra]
     srv = ServerProcess(tmp / "data", args)
     srv.start()
     latencies: list[float] = []
@@ -185,6 +259,9 @@ def run_server(
     if p:
         p.join()
     peak = rss_mb(srv.proc.pid) if srv.proc else float("nan")
+    group = _commit_group_mean(srv.base_url)
+    healthz = httpx.get(srv.base_url + "/healthz", timeout=10).json()
+    assert healthz["decoder"] == decoder, healthz
     srv.stop()
     from tests.conftest import query_store
 
@@ -198,6 +275,7 @@ def run_server(
         "p99_ms": lat[int(0.99 * (len(lat) - 1))] * 1000,
         "lag_p99_ms": (sorted(lags)[int(0.99 * (len(lags) - 1))] * 1000) if lags else float("nan"),
         "rss_mb": peak,
+        "group": group,
         "cpu_server": (cpu1[0] - cpu0[0]) / wall,
         "cpu_workers": (cpu1[1] - cpu0[1]) / wall,
         "cpu_clients": (me1 - me0) / wall,
@@ -208,11 +286,17 @@ first_trace_ids: list[bytes] = []
 
 
 def main() -> None:
-    if len(sys.argv) == 4 and sys.argv[1] == "--decode-only-child":
-        _decode_only_child(sys.argv[2], float(sys.argv[3]))
+    if len(sys.argv) == 5 and sys.argv[1] == "--decode-only-child":
+        _decode_only_child(sys.argv[2], float(sys.argv[3]), sys.argv[4])
+        return
+    if len(sys.argv) == 4 and sys.argv[1] == "--insert-only-child":
+        _insert_only_child(sys.argv[2], int(sys.argv[3]))
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument(
+        "--decoder", nargs="+", choices=["python", "native"], default=["python", "native"]
+    )
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--requests", type=int, default=1000)
     ap.add_argument("--spans", type=int, default=512)
@@ -225,44 +309,79 @@ def main() -> None:
         help="extra 'prefixscope serve' options for every server, e.g. '--commit-linger-ms 0'",
     )
     args = ap.parse_args()
+    if "native" in args.decoder:
+        from prefixscope.collector.decoding import native
+
+        if native.UNAVAILABLE is not None:
+            sys.exit(f"--decoder native: {native.UNAVAILABLE}")
+    print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start")
     payloads = []
     for k in range(args.requests):
         req = make_request(args.spans, seed=k)
         first_trace_ids.append(req.resource_spans[0].scope_spans[0].spans[0].trace_id)
         payloads.append(req.SerializeToString())
     extra = shlex.split(args.server_args)
-    # Rounds alternate decode-only and server runs: each server run is compared with the
-    # decode-only limit measured right before and after it, and the median round is shown.
-    limits = [decode_only(payloads[:20], args.decode_seconds)]
-    rounds: dict[int, list[tuple[float, dict[str, float]]]] = {w: [] for w in args.workers}
+    sample = payloads[:20]
+
+    def measure_limits() -> None:
+        for d in args.decoder:
+            decode[d].append(decode_only(sample, args.decode_seconds, d))
+        insert.append(insert_only(payloads, args.clients))
+
+    # Rounds alternate limits and server runs: each server run is compared with the limits
+    # measured right before and after its round, and the median round is shown.
+    decode: dict[str, list[float]] = {d: [] for d in args.decoder}
+    insert: list[float] = []
+    measure_limits()
+    keys = [(w, d) for w in args.workers for d in args.decoder]
+    rounds: dict[tuple[int, str], list[dict[str, float]]] = {key: [] for key in keys}
     for _ in range(args.rounds):
-        for w in args.workers:
-            r = run_server(w, payloads, args.clients, not args.no_probe, extra)
+        for w, d in keys:
+            r = run_server(w, d, payloads, args.clients, not args.no_probe, extra)
             assert r["stored"] == args.requests * args.spans, r
-            limits.append(decode_only(payloads[:20], args.decode_seconds))
-            rounds[w].append((r["spans_per_s"] / statistics.mean(limits[-2:]), r))
-    print(
-        f"decode-only limit (1 core, {len(limits)} measurements between the server runs): "
-        f"median {statistics.median(limits):,.0f} spans/s, range {min(limits):,.0f}-"
-        f"{max(limits):,.0f}"
-    )
-    print(
-        f"{'workers':>7} {'spans/s':>10} {'% of decode':>11} {'(rounds)':>16} {'p50 ms':>8} "
-        f"{'p99 ms':>8} {'lag p99 ms':>10} {'RSS MB':>7} {'CPU srv':>7} {'CPU wrk':>7} "
-        f"{'CPU cli':>7} {'errors':>6}"
-    )
-    for w, runs in rounds.items():
-        runs.sort(key=lambda x: x[0])
-        ratio, r = runs[len(runs) // 2]
-        each = "/".join(f"{100 * q:.0f}" for q, _ in runs)
+            rounds[w, d].append(r)
+        measure_limits()
+        for w, d in keys:
+            r = rounds[w, d][-1]
+            r["of_decode"] = r["spans_per_s"] / statistics.mean(decode[d][-2:])
+            r["of_insert"] = r["spans_per_s"] / statistics.mean(insert[-2:])
+    print(f"limits ({len(insert)} measurements, between the rounds): median spans/s, range")
+    for d, xs in decode.items():
         print(
-            f"{w:>7} {r['spans_per_s']:>10,.0f} {100 * ratio:>10.0f}% {each:>16} "
-            f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['lag_p99_ms']:>10.1f} "
-            f"{r['rss_mb']:>7.0f} {100 * r['cpu_server']:>6.0f}% {100 * r['cpu_workers']:>6.0f}% "
-            f"{100 * r['cpu_clients']:>6.0f}% "
-            f"{r['errors']:>6}"
+            f"  decode-only, {d:6} (1 core)     {statistics.median(xs):>10,.0f}   "
+            f"{min(xs):,.0f}-{max(xs):,.0f}"
         )
-    print(f"CPU: % of one core, averaged over the run ({os.cpu_count()} cores here)")
+    print(
+        f"  insert-only, groups of {args.clients} requests  {statistics.median(insert):>10,.0f}   "
+        f"{min(insert):,.0f}-{max(insert):,.0f}"
+    )
+    print(
+        f"{'workers':>7} {'decoder':>7} {'spans/s':>10} {'(rounds)':>20} {'% decode':>8} "
+        f"{'% insert':>8} {'group':>6} {'p50 ms':>7} {'p99 ms':>7} {'lag p99':>7} "
+        f"{'RSS MB':>6} {'CPU srv':>7} {'CPU wrk':>7} {'CPU cli':>7} {'errors':>6}"
+    )
+    for (w, d), runs in rounds.items():
+        r = sorted(runs, key=lambda x: x["spans_per_s"])[len(runs) // 2]
+        each = "/".join(f"{x['spans_per_s'] / 1000:.1f}k" for x in runs)
+        print(
+            f"{w:>7} {d:>7} {r['spans_per_s']:>10,.0f} {each:>20} "
+            f"{100 * r['of_decode']:>7.0f}% {100 * r['of_insert']:>7.0f}% {r['group']:>6,.0f} "
+            f"{r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f} {r['lag_p99_ms']:>7.1f} "
+            f"{r['rss_mb']:>6.0f} {100 * r['cpu_server']:>6.0f}% {100 * r['cpu_workers']:>6.0f}% "
+            f"{100 * r['cpu_clients']:>6.0f}% {r['errors']:>6}"
+        )
+    if {"python", "native"} <= set(args.decoder):
+        for w in args.workers:
+            ratios = [
+                n["spans_per_s"] / p["spans_per_s"]
+                for n, p in zip(rounds[w, "native"], rounds[w, "python"], strict=True)
+            ]
+            each = " / ".join(f"{q:.2f}" for q in ratios)
+            print(
+                f"native / python end to end, --workers {w}: median "
+                f"{statistics.median(ratios):.2f}x (rounds: {each})"
+            )
+    print(f"CPU: % of one core, averaged over the run; load average {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

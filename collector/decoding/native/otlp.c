@@ -228,7 +228,9 @@ static int rd_fixed64(Cur *c, uint64_t *out) {
     return OK;
 }
 
-/* The next field: number and wire type; for LEN fields, the payload window. */
+/* The next field: number and wire type; for LEN fields, the payload window. Callers
+   zero-initialize their Field: once this is inlined gcc cannot prove that a member is read
+   only after the matching wire type filled it (-Wmaybe-uninitialized). */
 typedef struct {
     uint32_t num;
     int wt;
@@ -682,7 +684,7 @@ static int anyvalue_json(Ctx *x, Buf *b, Cur c, int depth, Attrs *as, size_t idx
 /* one KeyValue (key and value may come in either order) -> "key":value, recorded in
    as->a[idx] */
 static int keyvalue_json(Ctx *x, Buf *b, Cur c, int depth, Attrs *as, size_t idx, int first) {
-    Field f;
+    Field f = {0};
     Cur value = NONE_CUR;
     const uint8_t *key = (const uint8_t *)"";
     size_t klen = 0;
@@ -722,7 +724,7 @@ static int keyvalue_json(Ctx *x, Buf *b, Cur c, int depth, Attrs *as, size_t idx
 static int attrs_json(Ctx *x, Buf *b, Cur c, uint32_t num, int depth, Attrs *top) {
     Attrs *as = top ? top : &x->scratch;
     size_t base = as->n;
-    Field f;
+    Field f = {0};
     TRY(buf_putc(b, '{'));
     while (c.p < c.end) {
         TRY(rd_field(&c, &f));
@@ -742,7 +744,7 @@ static int attrs_json(Ctx *x, Buf *b, Cur c, uint32_t num, int depth, Attrs *top
 static int kvlist_json(Ctx *x, Buf *b, Cur c, int depth) {
     /* KeyValueList: field 1, repeated KeyValue; anything else defers */
     Cur scan = c;
-    Field f;
+    Field f = {0};
     while (scan.p < scan.end) {
         TRY(rd_field(&scan, &f));
         if (f.num != 1 || f.wt != 2) return DEFER;
@@ -1047,7 +1049,7 @@ static int all_zero(const uint8_t *s, size_t n) {
 static int event_json(Ctx *x, Buf *b, Cur c, uint64_t *time_out, const uint8_t **name_out,
                       size_t *name_len) {
     Cur scan = c;
-    Field f;
+    Field f = {0};
     uint64_t t = 0;
     const uint8_t *name = (const uint8_t *)"";
     size_t nlen = 0;
@@ -1075,7 +1077,7 @@ static int event_json(Ctx *x, Buf *b, Cur c, uint64_t *time_out, const uint8_t *
 /* Link: {"trace_id", "span_id", "attributes"[, "trace_state"]} */
 static int link_json(Ctx *x, Buf *b, Cur c) {
     Cur scan = c;
-    Field f;
+    Field f = {0};
     Cur tid = NONE_CUR, sid = NONE_CUR, ts = NONE_CUR;
     while (scan.p < scan.end) {
         TRY(rd_field(&scan, &f));
@@ -1109,7 +1111,7 @@ static int put_enum(Col *col, uint64_t v, const char **names, int n) {
 }
 
 static int span_row(Ctx *x, Out *o, Cur c) {
-    Field f;
+    Field f = {0};
     Cur tid = NONE_CUR, sid = NONE_CUR, parent = NONE_CUR, name = NONE_CUR;
     Cur status = NONE_CUR;
     uint64_t kind = 0, start = 0, end = 0;
@@ -1266,7 +1268,7 @@ static int span_row(Ctx *x, Out *o, Cur c) {
 }
 
 static int scope_spans(Ctx *x, Out *o, Cur c) {
-    Field f;
+    Field f = {0};
     int scopes = 0;
     Cur scope = NONE_CUR;
     for (Cur s = c; s.p < s.end;) {
@@ -1301,7 +1303,7 @@ static int scope_spans(Ctx *x, Out *o, Cur c) {
 }
 
 static int resource_spans(Ctx *x, Out *o, Cur c) {
-    Field f;
+    Field f = {0};
     int resources = 0;
     Cur res = NONE_CUR;
     for (Cur s = c; s.p < s.end;) {
@@ -1343,7 +1345,7 @@ static int resource_spans(Ctx *x, Out *o, Cur c) {
 }
 
 static int decode_request(Ctx *x, Out *o, Cur c) {
-    Field f;
+    Field f = {0};
     for (Cur s = c; s.p < s.end;) { /* validate the top level before any work */
         TRY(rd_field(&s, &f));
         if (f.num != 1 || f.wt != 2) return DEFER;
