@@ -53,6 +53,7 @@ from bench.reliability.common import (
     scratch_dir,
     workload_request,
 )
+from prefixscope.collector.decoding import running_decoder, use_decoder
 from prefixscope.collector.ingest import JSON, decode_body
 from prefixscope.collector.storage.sinks import DuckDBSink
 from prefixscope.collector.storage.store import Store
@@ -370,6 +371,9 @@ class Outcome:
     crashes: Counter[str] = field(default_factory=Counter)
     examples: dict[str, Case] = field(default_factory=dict)
     committed: int = 0
+    #: protobuf cases the native decoder answered differently from the reference
+    mismatches: Counter[str] = field(default_factory=Counter)
+    compared: int = 0
 
     def crash(self, exc: BaseException, case: Case, *, where: str) -> None:
         frame = traceback.extract_tb(exc.__traceback__)[-1]
@@ -385,6 +389,24 @@ def classify(case: Case) -> tuple[str, pa.Table | None]:
     except PrefixScopeError as err:
         return f"refused:{err.kind}", None
     return ("decoded" if d.spans else "decoded_empty"), d.table
+
+
+def classify_reference(case: Case) -> tuple[str, pa.Table | None]:
+    """``classify`` with the pure-Python decoder, whichever one this process runs."""
+    running = running_decoder()
+    use_decoder("python")
+    try:
+        return classify(case)
+    finally:
+        use_decoder(running)
+
+
+def _same(a: tuple[str, pa.Table | None], b: tuple[str, pa.Table | None]) -> bool:
+    if a[0] != b[0]:
+        return False
+    if a[1] is None or b[1] is None:
+        return a[1] is None and b[1] is None
+    return a[1].schema == b[1].schema and a[1].equals(b[1])
 
 
 class CommitCheck:
@@ -449,6 +471,12 @@ def fuzz_in_process(
                 out.results[result] += 1
                 if table is not None:
                     check.add(case, table, out)
+                if case.mtype == PROTOBUF and running_decoder() == "native":
+                    out.compared += 1  # differential: the reference must answer the same
+                    with contextlib.suppress(Exception):  # its crashes are counted above
+                        if not _same((result, table), classify_reference(case)):
+                            out.mismatches[case.kind] += 1
+                            out.examples.setdefault(f"mismatch {case.kind}", case)
             if on_case is not None:
                 on_case(case)
         check.flush(out)
@@ -569,11 +597,22 @@ def slow_loris(srv: ServerProcess, clients: int, seconds: float) -> dict[str, An
     }
 
 
-def run(*, cases: int = 100_000, http_share: float = 0.05, seed: int = 7,
-        loris_clients: int = 16, loris_s: float = 10.0) -> Report:  # fmt: skip
+def run(
+    *,
+    cases: int = 100_000,
+    http_share: float = 0.05,
+    seed: int = 7,
+    loris_clients: int = 16,
+    loris_s: float = 10.0,
+    decoder: str = "auto",
+) -> Report:
+    """``decoder``: the protobuf decoder of the in-process cases and of the server (auto:
+    native when built). With the native one, every protobuf case is also decoded by the
+    Python reference and must get the same answer (a differential fuzz)."""
     rep = Report("fuzz")
     work = scratch_dir("fuzz")
-    srv = ServerProcess(work / "data", ["--lake-roll-interval-s", "0",
+    running, _ = use_decoder(decoder)
+    srv = ServerProcess(work / "data", ["--lake-roll-interval-s", "0", "--decoder", running,
                                         "--max-decompressed-bytes", str(64 << 20)])  # fmt: skip
     srv.start()
     try:
@@ -589,7 +628,13 @@ def run(*, cases: int = 100_000, http_share: float = 0.05, seed: int = 7,
         srv.stop() if srv.proc and srv.proc.poll() is None else None
     n_crash = sum(out.crashes.values())
     n5xx = sum(v for k, v in share.statuses.items() if k >= 500)
+    rep.add("protobuf decoder", running)
     rep.add("cases (in process)", out.cases, f">= {cases:,}", out.cases >= cases)
+    if running == "native":
+        n_diff = sum(out.mismatches.values())
+        rep.add("protobuf cases also decoded by the Python reference", out.compared, "> 0",
+                out.compared > 0)  # fmt: skip
+        rep.add("answers differing from the reference", n_diff, "0", n_diff == 0)
     rep.add("crashes (exceptions outside the taxonomy)", n_crash, "0", n_crash == 0)
     rep.add("cases sent over HTTP", sum(share.statuses.values()))
     rep.add("HTTP 5xx", n5xx, "0", n5xx == 0)
@@ -610,6 +655,10 @@ def run(*, cases: int = 100_000, http_share: float = 0.05, seed: int = 7,
     rep.notes.append(
         "HTTP statuses: " + ", ".join(f"{k}={v}" for k, v in sorted(share.statuses.items()))
     )
+    for kind, count in out.mismatches.most_common():
+        path = work / f"mismatch-{kind}.bin"
+        path.write_bytes(out.examples[f"mismatch {kind}"].body)
+        rep.notes.append(f"MISMATCH x{count}: {kind}; example body {path}")
     for sig, count in out.crashes.most_common():
         ex = out.examples[sig]
         path = work / f"crash-{len(rep.notes)}.bin"
@@ -640,6 +689,12 @@ def main(argv: list[str] | None = None) -> Report:
         "--loris-clients", type=int, default=16, help="slow-loris connections (0: skip)"
     )
     ap.add_argument("--loris-s", type=float, default=10.0, help="seconds of slow-loris")
+    ap.add_argument(
+        "--decoder",
+        choices=["auto", "native", "python"],
+        default="auto",
+        help="protobuf decoder (native: also compared with the Python reference, case by case)",
+    )
     a = ap.parse_args(argv)
     return main_exit(run(**vars(a)))
 
