@@ -299,7 +299,36 @@ def _nested_arrays(depth: int) -> bytes:
 
 
 GOOD = make_request(2, seed=3).SerializeToString()
+IDS = _ld(1, bytes(range(1, 17))) + _ld(2, bytes(range(1, 9)))
+
+
+def _in_span(fields: bytes) -> bytes:
+    return _ld(1, _ld(2, _ld(2, IDS + fields)))
+
+
+def _in_scope(fields: bytes) -> bytes:
+    return _ld(1, _ld(2, _ld(1, fields) + _ld(2, IDS)))
+
+
+# A singular string field twice: the last one is kept, but upb checks the UTF-8 of each, so an
+# invalid earlier copy fails the request (the 100k-case fuzz run found the native decoder
+# accepting these). Each with a valid earlier copy too, which both decoders must accept.
+SINGULAR_TWICE = {
+    "span name": lambda first: _in_span(_ld(5, first) + _ld(5, b"ok")),
+    "status message": lambda first: _in_span(_ld(15, _ld(2, first) + _ld(2, b"ok"))),
+    "event name": lambda first: _in_span(_ld(11, _ld(2, first) + _ld(2, b"ok"))),
+    "link trace_state": lambda first: _in_span(_ld(13, IDS + _ld(3, first) + _ld(3, b"ok"))),
+    "attribute key": lambda first: _in_span(_ld(9, _ld(1, first) + _ld(1, b"k") + _ld(2, b""))),
+    "any value member (a string, then an int)": lambda first: _in_span(
+        _ld(9, _ld(1, b"k") + _ld(2, _ld(1, first) + b"\x18\x01"))
+    ),
+    "scope name": lambda first: _in_scope(_ld(1, first) + _ld(1, b"s")),
+    "scope version": lambda first: _in_scope(_ld(2, first) + _ld(2, b"1")),
+}
+
 HOSTILE = {
+    **{f"{k} twice, invalid UTF-8 first": f(b"\xff\xfe") for k, f in SINGULAR_TWICE.items()},
+    **{f"{k} twice, both valid": f(b"first") for k, f in SINGULAR_TWICE.items()},
     "empty": b"",
     "garbage": b"\xde\xad\xbe\xef" * 8,
     "truncated": GOOD[: len(GOOD) // 2],

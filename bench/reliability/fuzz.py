@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import copy
 import functools
 import gzip
 import http.client
@@ -176,7 +177,8 @@ def _wrong_type(rng: random.Random, doc: dict[str, Any], paths: list[tuple[Any, 
     for _ in range(rng.randint(1, 3)):
         # a path may have vanished under an earlier replacement
         with contextlib.suppress(KeyError, IndexError, TypeError):
-            doc = _set(doc, rng.choice(paths), rng.choice(_WRONG))
+            # a copy: the same list or dict set twice, one inside the other, is a cycle
+            doc = _set(doc, rng.choice(paths), copy.deepcopy(rng.choice(_WRONG)))
     return json.dumps(doc, allow_nan=True).encode()
 
 

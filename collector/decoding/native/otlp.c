@@ -271,6 +271,10 @@ static inline __attribute__((always_inline)) int rd_field(Cur *c, Field *f) {
 
 #define LEN(f) ((size_t)((f).sub.end - (f).sub.p))
 
+/* SINGULAR_STRING: a singular string field seen twice. Protobuf keeps the last one, but upb
+   (the reference's parser) checks the UTF-8 of every occurrence, so a request whose earlier
+   copy is invalid must fail; rare on the wire, so the reference decides it. */
+
 /* 8 bytes at a time (SWAR): load unaligned, test every byte at once */
 static inline uint64_t load8(const uint8_t *s) {
     uint64_t w;
@@ -588,7 +592,7 @@ static int anyvalue_json(Ctx *x, Buf *b, Cur c, int depth, Attrs *as, size_t idx
     Attr val;
     memset(&val, 0, sizeof val);
     Attr *at = &val;
-    /* the oneof: the last member on the wire wins; a message member seen twice would merge */
+    /* the oneof: one member (two or more, rare: the reference decides, see SINGULAR_STRING) */
     Field f, last = {0};
     int seen = 0, arrays = 0, kvlists = 0;
     while (c.p < c.end) {
@@ -608,6 +612,7 @@ static int anyvalue_json(Ctx *x, Buf *b, Cur c, int depth, Attrs *as, size_t idx
         default: /* string_value_strindex and anything newer: the reference decides */
             return DEFER;
         }
+        if (seen) return DEFER; /* two members: the reference (which validates both) decides */
         last = f;
         seen = 1;
     }
@@ -688,10 +693,11 @@ static int keyvalue_json(Ctx *x, Buf *b, Cur c, int depth, Attrs *as, size_t idx
     Cur value = NONE_CUR;
     const uint8_t *key = (const uint8_t *)"";
     size_t klen = 0;
-    int values = 0;
+    int values = 0, keys = 0;
     while (c.p < c.end) {
         TRY(rd_field(&c, &f));
         if (f.num == 1 && f.wt == 2) {
+            if (++keys > 1) return DEFER; /* SINGULAR_STRING */
             key = f.sub.p;
             klen = LEN(f);
         } else if (f.num == 2 && f.wt == 2) {
@@ -1053,10 +1059,15 @@ static int event_json(Ctx *x, Buf *b, Cur c, uint64_t *time_out, const uint8_t *
     uint64_t t = 0;
     const uint8_t *name = (const uint8_t *)"";
     size_t nlen = 0;
+    int names = 0;
     while (scan.p < scan.end) {
         TRY(rd_field(&scan, &f));
         if (f.num == 1 && f.wt == 1) t = f.v;
-        else if (f.num == 2 && f.wt == 2) { name = f.sub.p; nlen = LEN(f); }
+        else if (f.num == 2 && f.wt == 2) {
+            if (++names > 1) return DEFER; /* SINGULAR_STRING */
+            name = f.sub.p;
+            nlen = LEN(f);
+        }
         else if (f.num == 3 && f.wt == 2) {}
         else if (f.num == 4 && f.wt == 0) {}
         else return DEFER;
@@ -1083,7 +1094,10 @@ static int link_json(Ctx *x, Buf *b, Cur c) {
         TRY(rd_field(&scan, &f));
         if (f.num == 1 && f.wt == 2) tid = f.sub;
         else if (f.num == 2 && f.wt == 2) sid = f.sub;
-        else if (f.num == 3 && f.wt == 2) ts = f.sub;
+        else if (f.num == 3 && f.wt == 2) {
+            if (ts.p != EMPTY) return DEFER; /* SINGULAR_STRING */
+            ts = f.sub;
+        }
         else if (f.num == 4 && f.wt == 2) {}
         else if (f.num == 5 && f.wt == 0) {}
         else if (f.num == 6 && f.wt == 5) {}
@@ -1137,7 +1151,10 @@ static int span_row(Ctx *x, Out *o, Cur c) {
             TRY(utf8_check(f.sub.p, LEN(f), NULL));
             break;
         case 4: if (f.wt != 2) return DEFER; parent = f.sub; break;
-        case 5: if (f.wt != 2) return DEFER; name = f.sub; break;
+        case 5: /* SINGULAR_STRING */
+            if (f.wt != 2 || name.p != EMPTY) return DEFER;
+            name = f.sub;
+            break;
         case 6: if (f.wt != 0) return DEFER; kind = f.v; break;
         case 7: if (f.wt != 1) return DEFER; start = f.v; break;
         case 8: if (f.wt != 1) return DEFER; end = f.v; break;
@@ -1160,7 +1177,10 @@ static int span_row(Ctx *x, Out *o, Cur c) {
     Cur smsg = NONE_CUR;
     for (Cur s = status; s.p < s.end;) {
         TRY(rd_field(&s, &f));
-        if (f.num == 2 && f.wt == 2) smsg = f.sub;
+        if (f.num == 2 && f.wt == 2) {
+            if (smsg.p != EMPTY) return DEFER; /* SINGULAR_STRING */
+            smsg = f.sub;
+        }
         else if (f.num == 3 && f.wt == 0) status_code = f.v;
         else return DEFER;
     }
@@ -1287,8 +1307,13 @@ static int scope_spans(Ctx *x, Out *o, Cur c) {
     o->scope_version.p = o->scope_version.end = EMPTY;
     for (Cur s = scope; s.p < s.end;) {
         TRY(rd_field(&s, &f));
-        if (f.num == 1 && f.wt == 2) o->scope_name = f.sub;
-        else if (f.num == 2 && f.wt == 2) o->scope_version = f.sub;
+        if (f.num == 1 && f.wt == 2) {
+            if (o->scope_name.p != EMPTY) return DEFER; /* SINGULAR_STRING */
+            o->scope_name = f.sub;
+        } else if (f.num == 2 && f.wt == 2) {
+            if (o->scope_version.p != EMPTY) return DEFER; /* SINGULAR_STRING */
+            o->scope_version = f.sub;
+        }
         else if (f.num == 4 && f.wt == 0) {}
         else return DEFER; /* scope attributes: rare, the reference validates them */
     }
