@@ -8,14 +8,18 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY prefixscope ./prefixscope
 COPY collector ./collector
 COPY analytics ./analytics
 COPY instrumentation ./instrumentation
 COPY api ./api
 COPY demo ./demo
-RUN pip install ".[server]"
+# gcc only for the build of the compiled OTLP decoder (PREFIXSCOPE_NATIVE=require: an image
+# must not quietly fall back to the Python decoder), removed in the same layer.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && PREFIXSCOPE_NATIVE=require pip install ".[server]" \
+    && apt-get purge -y --auto-remove gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 
 # Run unprivileged; /data is the data directory (DuckDB file + Parquet lake), a volume;
 # /lake is the shared lake of the compose `scale-out` profile.

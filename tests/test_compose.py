@@ -146,6 +146,8 @@ def test_dockerfile_installs_server_extra_and_serves_on_all_interfaces() -> None
     instructions = _dockerfile_instructions()
     runs = [rest for word, rest in instructions if word == "RUN"]
     assert any('pip install ".[server]"' in r for r in runs)
+    # the compiled decoder is built, and a failed build fails the image
+    assert any('PREFIXSCOPE_NATIVE=require pip install ".[server]"' in r for r in runs)
     entrypoint = json.loads(next(r for w, r in instructions if w == "ENTRYPOINT"))
     cmd = json.loads(next(r for w, r in instructions if w == "CMD"))
     assert entrypoint + cmd == ["prefixscope", *SERVE_ARGS]
@@ -158,6 +160,7 @@ def test_dockerfile_installs_server_extra_and_serves_on_all_interfaces() -> None
         for source in shlex.split(rest)[:-1]  # the last word is the destination
         if not source.startswith("--")
     ]
+    assert "setup.py" in copied  # the extension's build
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     package_dirs = set(pyproject["tool"]["setuptools"]["package-dir"].values())
     assert package_dirs <= set(copied), "every package folder must be copied into the image"
