@@ -33,14 +33,15 @@ from bench.workload import make_request  # noqa: E402
 MODES = ("python", "native", "parse")
 
 
-def _write(payloads: list[bytes]) -> str:
+def write_payloads(payloads: list[bytes]) -> str:
+    """A temporary file of length-prefixed request bodies (for a child interpreter)."""
     with tempfile.NamedTemporaryFile(suffix=".bin", delete=False) as fh:
         for p in payloads:
             fh.write(len(p).to_bytes(8, "little") + p)
     return fh.name
 
 
-def _read(path: str) -> list[bytes]:
+def read_payloads(path: str) -> list[bytes]:
     data = Path(path).read_bytes()
     out, i = [], 0
     while i < len(data):
@@ -69,7 +70,7 @@ def _child(path: str, mode: str, seconds: float) -> None:
     from prefixscope.collector.decoding import PROTOBUF, decode_body, use_decoder
     from prefixscope.collector.decoding.worker import prepare_process
 
-    payloads = _read(path)
+    payloads = read_payloads(path)
     if mode != "parse":
         running, why = use_decoder(mode)
         if running != mode:
@@ -119,7 +120,7 @@ def main() -> None:
         payloads = [make_request(args.spans, seed=k).SerializeToString() for k in range(20)]
         payloads = payloads[: args.requests]
         what = f"{len(payloads)} reference requests of {args.spans} spans"
-    path = _write(payloads)
+    path = write_payloads(payloads)
     try:
         print(f"{what}; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start")
         python = [measure(path, "python", args.seconds)]

@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
+from bench.decode import read_payloads, write_payloads  # noqa: E402
 from bench.workload import make_request  # noqa: E402
 from prefixscope.collector.ingest import PROTOBUF, decode_body  # noqa: E402
 from tests.serverproc import ServerProcess  # noqa: E402
@@ -53,18 +54,16 @@ from tests.serverproc import ServerProcess  # noqa: E402
 
 def _child(mode: str, payloads: list[bytes], *args: str) -> float:
     """Run this script's ``--<mode>-child`` in a fresh interpreter; its last word, a rate."""
-    with tempfile.NamedTemporaryFile(suffix=".bin", delete=False) as fh:
-        for p in payloads:
-            fh.write(len(p).to_bytes(8, "little") + p)
+    path = write_payloads(payloads)
     try:
         out = subprocess.run(
-            [sys.executable, __file__, f"--{mode}-child", fh.name, *args],
+            [sys.executable, __file__, f"--{mode}-child", path, *args],
             capture_output=True,
             text=True,
             check=True,
         ).stdout
     finally:
-        os.unlink(fh.name)
+        os.unlink(path)
     return float(out.split()[-1])
 
 
@@ -78,16 +77,6 @@ def insert_only(payloads: list[bytes], group_requests: int) -> float:
     return _child("insert-only", payloads, str(group_requests))
 
 
-def _read_payloads(path: str) -> list[bytes]:
-    data = Path(path).read_bytes()
-    payloads, i = [], 0
-    while i < len(data):
-        n = int.from_bytes(data[i : i + 8], "little")
-        payloads.append(data[i + 8 : i + 8 + n])
-        i += 8 + n
-    return payloads
-
-
 def _insert_only_child(path: str, group_requests: int) -> None:
     import pyarrow as pa
 
@@ -95,7 +84,7 @@ def _insert_only_child(path: str, group_requests: int) -> None:
     from prefixscope.collector.storage.store import Store
     from prefixscope.config import Settings, duration
 
-    payloads = _read_payloads(path)
+    payloads = read_payloads(path)
     tables = [decode_body(p, PROTOBUF, None, 1 << 30, 32 * 1024).table for p in payloads]
     groups = [
         pa.concat_tables(tables[i : i + group_requests])
@@ -123,7 +112,7 @@ def _decode_only_child(path: str, seconds: float, decoder: str) -> None:
     from prefixscope.collector.decoding import use_decoder
     from prefixscope.collector.decoding.worker import prepare_process
 
-    payloads = _read_payloads(path)
+    payloads = read_payloads(path)
     assert use_decoder(decoder)[0] == decoder
     prepare_process()
     n = 0
