@@ -11,9 +11,9 @@ NATIVE  = $(VENV)/.native-built
 
 setup: $(STAMP) $(NATIVE)
 
-# the compiled decoder again when its source changed since the install (an optional build:
-# without a compiler it warns and the Python decoder runs)
-$(NATIVE): $(STAMP) collector/decoding/native/otlp.c setup.py
+# the compiled decoder again when its source changed since the install built it (an optional
+# build: without a compiler it warns and the Python decoder runs)
+$(NATIVE): collector/decoding/native/otlp.c setup.py | $(STAMP)
 	$(VENV)/bin/python setup.py -q build_ext --inplace
 	touch $(NATIVE)
 
@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: a looser requirement could pull a multi-GB CUDA build
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[server,hf,dev]'
-	touch $(STAMP)
+	touch $(STAMP) $(NATIVE)
 
 demo: setup
 	$(VENV)/bin/prefixscope demo $(ARGS)

@@ -80,10 +80,12 @@ def insert_only(payloads: list[bytes], group_requests: int) -> float:
 def _insert_only_child(path: str, group_requests: int) -> None:
     import pyarrow as pa
 
+    from prefixscope.collector.decoding import use_decoder
     from prefixscope.collector.storage.sinks import DuckDBSink
     from prefixscope.collector.storage.store import Store
     from prefixscope.config import Settings, duration
 
+    use_decoder("auto")  # the tables are the same either way; native gets there sooner
     payloads = read_payloads(path)
     tables = [decode_body(p, PROTOBUF, None, 1 << 30, 32 * 1024).table for p in payloads]
     groups = [

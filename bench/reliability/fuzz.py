@@ -475,8 +475,12 @@ def fuzz_in_process(
                     check.add(case, table, out)
                 if case.mtype == PROTOBUF and running_decoder() == "native":
                     out.compared += 1  # differential: the reference must answer the same
-                    with contextlib.suppress(Exception):  # its crashes are counted above
-                        if not _same((result, table), classify_reference(case)):
+                    try:
+                        reference = classify_reference(case)
+                    except Exception as exc:
+                        out.crash(exc, case, where="reference decode")
+                    else:
+                        if not _same((result, table), reference):
                             out.mismatches[case.kind] += 1
                             out.examples.setdefault(f"mismatch {case.kind}", case)
             if on_case is not None:

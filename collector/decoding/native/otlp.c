@@ -271,9 +271,14 @@ static inline __attribute__((always_inline)) int rd_field(Cur *c, Field *f) {
 
 #define LEN(f) ((size_t)((f).sub.end - (f).sub.p))
 
-/* SINGULAR_STRING: a singular string field seen twice. Protobuf keeps the last one, but upb
-   (the reference's parser) checks the UTF-8 of every occurrence, so a request whose earlier
-   copy is invalid must fail; rare on the wire, so the reference decides it. */
+/* A singular string field into its slot (NONE_CUR until then). Seen twice: DEFER. Protobuf
+   keeps the last copy, but upb (the reference's parser) checks the UTF-8 of every copy, so a
+   request whose earlier copy is invalid must fail; rare on the wire, the reference decides. */
+static inline int take_string(Cur *slot, const Field *f) {
+    if (slot->p != EMPTY) return DEFER;
+    *slot = f->sub;
+    return OK;
+}
 
 /* 8 bytes at a time (SWAR): load unaligned, test every byte at once */
 static inline uint64_t load8(const uint8_t *s) {
@@ -592,7 +597,7 @@ static int anyvalue_json(Ctx *x, Buf *b, Cur c, int depth, Attrs *as, size_t idx
     Attr val;
     memset(&val, 0, sizeof val);
     Attr *at = &val;
-    /* the oneof: one member (two or more, rare: the reference decides, see SINGULAR_STRING) */
+    /* the oneof: one member (two or more, rare: the reference decides, see take_string) */
     Field f, last = {0};
     int seen = 0, arrays = 0, kvlists = 0;
     while (c.p < c.end) {
@@ -690,16 +695,12 @@ static int anyvalue_json(Ctx *x, Buf *b, Cur c, int depth, Attrs *as, size_t idx
    as->a[idx] */
 static int keyvalue_json(Ctx *x, Buf *b, Cur c, int depth, Attrs *as, size_t idx, int first) {
     Field f = {0};
-    Cur value = NONE_CUR;
-    const uint8_t *key = (const uint8_t *)"";
-    size_t klen = 0;
-    int values = 0, keys = 0;
+    Cur value = NONE_CUR, keyc = NONE_CUR;
+    int values = 0;
     while (c.p < c.end) {
         TRY(rd_field(&c, &f));
         if (f.num == 1 && f.wt == 2) {
-            if (++keys > 1) return DEFER; /* SINGULAR_STRING */
-            key = f.sub.p;
-            klen = LEN(f);
+            TRY(take_string(&keyc, &f));
         } else if (f.num == 2 && f.wt == 2) {
             if (++values > 1) return DEFER; /* a second value merges into the first */
             value = f.sub;
@@ -707,6 +708,8 @@ static int keyvalue_json(Ctx *x, Buf *b, Cur c, int depth, Attrs *as, size_t idx
             return DEFER;
         }
     }
+    const uint8_t *key = keyc.p;
+    size_t klen = (size_t)(keyc.end - keyc.p);
     TRY(utf8_check(key, klen, NULL));
     as->a[idx].h = key_hash(key, klen);
     if (!first) TRY(buf_putc(b, ','));
@@ -1057,21 +1060,17 @@ static int event_json(Ctx *x, Buf *b, Cur c, uint64_t *time_out, const uint8_t *
     Cur scan = c;
     Field f = {0};
     uint64_t t = 0;
-    const uint8_t *name = (const uint8_t *)"";
-    size_t nlen = 0;
-    int names = 0;
+    Cur namec = NONE_CUR;
     while (scan.p < scan.end) {
         TRY(rd_field(&scan, &f));
         if (f.num == 1 && f.wt == 1) t = f.v;
-        else if (f.num == 2 && f.wt == 2) {
-            if (++names > 1) return DEFER; /* SINGULAR_STRING */
-            name = f.sub.p;
-            nlen = LEN(f);
-        }
+        else if (f.num == 2 && f.wt == 2) TRY(take_string(&namec, &f));
         else if (f.num == 3 && f.wt == 2) {}
         else if (f.num == 4 && f.wt == 0) {}
         else return DEFER;
     }
+    const uint8_t *name = namec.p;
+    size_t nlen = (size_t)(namec.end - namec.p);
     TRY(utf8_check(name, nlen, NULL));
     TRY(buf_put(b, "{\"name\":", 8));
     TRY(json_str(b, name, nlen));
@@ -1094,10 +1093,7 @@ static int link_json(Ctx *x, Buf *b, Cur c) {
         TRY(rd_field(&scan, &f));
         if (f.num == 1 && f.wt == 2) tid = f.sub;
         else if (f.num == 2 && f.wt == 2) sid = f.sub;
-        else if (f.num == 3 && f.wt == 2) {
-            if (ts.p != EMPTY) return DEFER; /* SINGULAR_STRING */
-            ts = f.sub;
-        }
+        else if (f.num == 3 && f.wt == 2) TRY(take_string(&ts, &f));
         else if (f.num == 4 && f.wt == 2) {}
         else if (f.num == 5 && f.wt == 0) {}
         else if (f.num == 6 && f.wt == 5) {}
@@ -1151,10 +1147,7 @@ static int span_row(Ctx *x, Out *o, Cur c) {
             TRY(utf8_check(f.sub.p, LEN(f), NULL));
             break;
         case 4: if (f.wt != 2) return DEFER; parent = f.sub; break;
-        case 5: /* SINGULAR_STRING */
-            if (f.wt != 2 || name.p != EMPTY) return DEFER;
-            name = f.sub;
-            break;
+        case 5: if (f.wt != 2) return DEFER; TRY(take_string(&name, &f)); break;
         case 6: if (f.wt != 0) return DEFER; kind = f.v; break;
         case 7: if (f.wt != 1) return DEFER; start = f.v; break;
         case 8: if (f.wt != 1) return DEFER; end = f.v; break;
@@ -1177,10 +1170,7 @@ static int span_row(Ctx *x, Out *o, Cur c) {
     Cur smsg = NONE_CUR;
     for (Cur s = status; s.p < s.end;) {
         TRY(rd_field(&s, &f));
-        if (f.num == 2 && f.wt == 2) {
-            if (smsg.p != EMPTY) return DEFER; /* SINGULAR_STRING */
-            smsg = f.sub;
-        }
+        if (f.num == 2 && f.wt == 2) TRY(take_string(&smsg, &f));
         else if (f.num == 3 && f.wt == 0) status_code = f.v;
         else return DEFER;
     }
@@ -1307,13 +1297,8 @@ static int scope_spans(Ctx *x, Out *o, Cur c) {
     o->scope_version.p = o->scope_version.end = EMPTY;
     for (Cur s = scope; s.p < s.end;) {
         TRY(rd_field(&s, &f));
-        if (f.num == 1 && f.wt == 2) {
-            if (o->scope_name.p != EMPTY) return DEFER; /* SINGULAR_STRING */
-            o->scope_name = f.sub;
-        } else if (f.num == 2 && f.wt == 2) {
-            if (o->scope_version.p != EMPTY) return DEFER; /* SINGULAR_STRING */
-            o->scope_version = f.sub;
-        }
+        if (f.num == 1 && f.wt == 2) TRY(take_string(&o->scope_name, &f));
+        else if (f.num == 2 && f.wt == 2) TRY(take_string(&o->scope_version, &f));
         else if (f.num == 4 && f.wt == 0) {}
         else return DEFER; /* scope attributes: rare, the reference validates them */
     }
