@@ -6,7 +6,8 @@ Ingests ``--spans`` distinct spans (default 20M) of the reference workload (512-
 
 * the acknowledged rate (a 200 means committed, hence queryable),
 * request latency p99 and max (checkpoints show up here),
-* the server's resident memory (serving process plus decode workers, sampled every 0.5 s),
+* the server's resident memory (serving process plus decode workers, sampled every 0.5 s)
+  and the part DuckDB accounts to the store (``prefixscope_store_memory_bytes``),
 * the CPU seconds the serving process and the decode workers spent on it, and the seconds the
   store's background passes (lake roll, tier move, cold compaction) took
   (``prefixscope_lake_pass_seconds``): where the time goes when the rate changes,
@@ -98,17 +99,21 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def lake_pass_seconds(conn: http.client.HTTPConnection) -> dict[str, float]:
-    """Seconds spent so far in each step of the store's background passes (from /metrics)."""
+def scrape(conn: http.client.HTTPConnection) -> tuple[dict[str, float], float]:
+    """From /metrics: seconds spent so far in each step of the store's background passes,
+    and the MB DuckDB accounts to the store now (``prefixscope_store_memory_bytes``)."""
     conn.request("GET", "/metrics")
     resp = conn.getresponse()
     text = resp.read().decode()
-    out: dict[str, float] = {}
+    passes: dict[str, float] = {}
+    store = 0.0
     for line in text.splitlines():
         if line.startswith('prefixscope_lake_pass_seconds_sum{step="'):
             step = line.split('"')[1]
-            out[step] = float(line.rsplit(" ", 1)[1])
-    return out
+            passes[step] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("prefixscope_store_memory_bytes{"):
+            store += float(line.rsplit(" ", 1)[1]) / 2**20
+    return passes, store
 
 
 def dir_bytes(path: Path) -> int:
@@ -125,6 +130,8 @@ class Soak:
     rss: list[tuple[float, float]] = field(default_factory=list)
     #: (t, server CPU s, decode workers' CPU s, {step: lake pass seconds}) every 2 s
     work: list[Sample] = field(default_factory=list)
+    #: (t, MB DuckDB accounts to the store) every 2 s
+    store_mb: list[tuple[float, float]] = field(default_factory=list)
     errors: int = 0
 
 
@@ -172,7 +179,8 @@ def run(spans: int, clients: int, server_args: list[str], data: Path) -> tuple[S
             soak.rss.append((now, rss_mb(pids)))
             if i % 4 == 0:
                 try:
-                    passes = lake_pass_seconds(conn)
+                    passes, store = scrape(conn)
+                    soak.store_mb.append((now, store))
                 except (OSError, http.client.HTTPException):
                     conn.close()
                     passes = {}
@@ -203,6 +211,7 @@ def per_million(soak: Soak) -> list[dict[str, float]]:
         bucket_lat.append(lat)
         if total >= target:
             rss = [r for ts, r in soak.rss if prev_t <= ts <= t] or [float("nan")]
+            store = [m for ts, m in soak.store_mb if prev_t <= ts <= t] or [float("nan")]
             lat_sorted = sorted(bucket_lat)
             first, last = _around(soak.work, prev_t, t)
             rows.append(
@@ -212,6 +221,7 @@ def per_million(soak: Soak) -> list[dict[str, float]]:
                     "p99_ms": lat_sorted[int(0.99 * (len(lat_sorted) - 1))] * 1000,
                     "max_ms": lat_sorted[-1] * 1000,
                     "rss_max_mb": max(rss),
+                    "store_max_mb": max(store),
                     # what the million cost (between the samples around it)
                     "server_cpu_s": last[1] - first[1],
                     "worker_cpu_s": last[2] - first[2],
@@ -282,14 +292,15 @@ def main() -> None:
     lake_bytes = dir_bytes(data / "lake") if (data / "lake").exists() else 0
     print(f"load average before start: {load_start}; at the end: {os.getloadavg()}")
     print(
-        "| million | spans/s | p99 ms | max ms | RSS max MB | server CPU s | worker CPU s "
-        "| roll s | move s | compact s |"
+        "| million | spans/s | p99 ms | max ms | RSS max MB | DuckDB MB max | server CPU s "
+        "| worker CPU s | roll s | move s | compact s |"
     )
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(
             f"| {r['million']} | {r['spans_per_s']:,.0f} | {r['p99_ms']:.0f} | "
-            f"{r['max_ms']:.0f} | {r['rss_max_mb']:.0f} | {r['server_cpu_s']:.1f} | "
+            f"{r['max_ms']:.0f} | {r['rss_max_mb']:.0f} | {r['store_max_mb']:.0f} | "
+            f"{r['server_cpu_s']:.1f} | "
             f"{r['worker_cpu_s']:.1f} | {r['roll_s']:.1f} | {r['move_s']:.1f} | "
             f"{r['compact_s']:.1f} |"
         )

@@ -126,8 +126,11 @@ class Settings:
     store_memory_mb: int = field(
         default=1024,
         metadata={
-            "help": "DuckDB memory limit of the embedded store, MB (queries and analytics "
-            "spill to disk or fail with a clear error beyond it)."
+            "help": "Memory budget of the embedded store, MB. DuckDB's memory limit is half "
+            "of it (its cached table blocks, rows not yet checkpointed and query state; "
+            "queries spill to disk or fail with a clear error beyond it); the other half is "
+            "the writer's queue, the dedupe window and the lake roll's buffers. The server's "
+            "resident set stays below this + 400 MB (bench/soak.py)."
         },
     )
     commit_linger_ms: float = field(

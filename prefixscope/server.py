@@ -30,6 +30,7 @@ from prefixscope.collector.ingest import IngestPipeline
 from prefixscope.collector.logs import LogReceiver
 from prefixscope.collector.storage.fs import s3_options_from_env
 from prefixscope.collector.storage.lake import LakeRoller
+from prefixscope.collector.storage.memory import MemoryCollector
 from prefixscope.collector.storage.sinks import DuckDBSink, LakeSink, SpanSink
 from prefixscope.collector.storage.store import Store
 from prefixscope.collector.variant_metrics import VariantMetrics
@@ -112,6 +113,9 @@ class PrefixScopeServer:
             on_commit=self.variant_metrics.observe if self.variant_metrics else None,
         )
         self.pipeline = IngestPipeline(settings, self.writer, self.metrics)
+        self.metrics.registry.register(
+            MemoryCollector(self.store, lambda: self.pipeline.worker_pids)
+        )
         self.logs = LogReceiver(settings, self.store, self.metrics)
         self.api_context: Any = None
         self.app = self._build_app()

@@ -113,12 +113,18 @@ class _Bucket:
         while len(self.pieces) > 1 and len(self.pieces[-1]) * 2 >= len(self.pieces[-2]):
             b = self.pieces.pop()
             a = self.pieces.pop()
-            self.pieces.append(np.sort(np.concatenate([a, b]), kind="stable"))
+            merged = np.concatenate([a, b])
+            del a, b  # sorted in place: the merge holds two copies at most, not three
+            merged.sort(kind="stable")
+            self.pieces.append(merged)
 
     def seal(self) -> None:
         """No more keys come: merge the pieces and build the filter."""
         if len(self.pieces) > 1:
-            self.pieces = [np.sort(np.concatenate(self.pieces), kind="stable")]
+            merged = np.concatenate(self.pieces)
+            self.pieces = []
+            merged.sort(kind="stable")
+            self.pieces = [merged]
         n = self.size
         if not n:
             return

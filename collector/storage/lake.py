@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -38,10 +39,23 @@ log = logging.getLogger(__name__)
 #: rows per batch fetched from DuckDB's streaming result. The process's peak grows with it
 #: far beyond the batch's own Arrow size (a roll of 2M spans: +300 MB at 8,192 rows, +740 MB
 #: at 65,536), so fetch small batches ...
-ROLL_BATCH_ROWS = 8_192
+ROLL_BATCH_ROWS = 4_096
 #: ... and buffer them per date partition into row groups of this many rows (or the lake's
 #: row-group setting, if smaller): ~40 MB of Arrow data for the reference workload's spans
-ROLL_GROUP_ROWS = 65_536
+ROLL_GROUP_ROWS = 32_768
+
+
+#: nice value of the background passes' thread: a roll's Parquet encoding and compression
+#: (most of its CPU) then takes the cores the ingest path leaves idle instead of slowing it
+LAKE_THREAD_NICE = 10
+
+
+def lower_priority() -> None:
+    """Lower the calling thread's CPU priority (Linux schedules threads one by one)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LAKE_THREAD_NICE)
+    except (AttributeError, OSError) as exc:  # not Linux, or not permitted
+        log.debug("could not lower the lake thread's priority: %s", exc)
 
 
 class LakeRoller:
@@ -94,6 +108,7 @@ class LakeRoller:
             self._thread.join(60)
 
     def _loop(self) -> None:
+        lower_priority()
         # no roll (interval 0) but a retention: enforce it every ten minutes
         period = self._interval if self._interval > 0 else 600.0
         while not self._stop.wait(period):
@@ -274,9 +289,13 @@ def write_partitioned(
         for batch in reader:
             dates = batch.column(batch.schema.get_field_index("_date"))
             body = pa.Table.from_batches([batch]).drop_columns(["_date"])
-            for date in pc.unique(dates).to_pylist():
-                mask = pc.is_null(dates) if date is None else pc.equal(dates, date)
-                part = body.filter(mask)
+            days = pc.unique(dates).to_pylist()
+            for date in days:
+                if len(days) == 1:  # the common case: no copy
+                    part = body
+                else:
+                    mask = pc.is_null(dates) if date is None else pc.equal(dates, date)
+                    part = body.filter(mask)
                 key = date or "unknown"
                 if key not in writers:
                     folder = base / f"date={key}"

@@ -23,6 +23,20 @@ from .tiers import ensure_schema_files, refresh_annotation_views, set_lake
 log = logging.getLogger(__name__)
 
 DB_FILENAME = "prefixscope.duckdb"
+#: DuckDB's share of ``--store-memory-mb``. DuckDB fills its limit with cached table blocks
+#: and keeps them until it needs the room, so the limit is its steady size; the rest of the
+#: budget is the store's memory outside DuckDB: the writer's queue and Arrow batches, the
+#: dedupe window and the lake roll's buffers (bench/soak.py, README "Soak").
+DUCKDB_MEMORY_SHARE = 0.5
+#: below this DuckDB cannot hold the rows appended between checkpoints without spilling
+DUCKDB_MEMORY_MIN_MB = 128
+
+
+def duckdb_memory_mb(store_memory_mb: int) -> int:
+    """The DuckDB memory limit for a store budget of ``store_memory_mb``."""
+    return max(DUCKDB_MEMORY_MIN_MB, int(store_memory_mb * DUCKDB_MEMORY_SHARE))
+
+
 LAKE_DIRNAME = "lake"
 
 
@@ -50,10 +64,10 @@ class Store:
             # the primary-key index, which made it half of the ingest cost (see README).
             self._config["checkpoint_threshold"] = f"{checkpoint_wal_mb}MB"
         if memory_mb:
-            # DuckDB's default is 80 % of RAM. Its buffer manager (aggregates, joins, sorts,
-            # lists built by aggregates) spills or fails beyond this; the SQL sandbox bounds
-            # what the limit does not see (vectors of huge scalar values).
-            self._config["memory_limit"] = f"{memory_mb}MB"
+            # DuckDB's default is 80 % of RAM. Its buffer manager (table blocks, rows not yet
+            # checkpointed, aggregates, joins, sorts) evicts, spills or fails beyond this; the
+            # SQL sandbox bounds what the limit does not see (vectors of huge scalar values).
+            self._config["memory_limit"] = f"{duckdb_memory_mb(memory_mb)}MB"
         self._lock = threading.Lock()
         self._closed = False
         self._con = self._connect()
