@@ -42,6 +42,7 @@ from prefixscope.analytics.synthetic import Arm, generate
 from prefixscope.collector.storage import tiers
 from prefixscope.collector.storage.lake import LakeRoller
 from prefixscope.collector.storage.store import Store
+from prefixscope.config import Settings
 from prefixscope.metrics import Metrics
 
 PREFIXES = [None, *(f"p{i}" for i in range(9))]
@@ -162,6 +163,13 @@ def main() -> None:
         default=0.5,
         help="Share of the week moved to the cold tier (the Parquet lake) before the runs.",
     )
+    ap.add_argument(
+        "--store-memory-mb",
+        type=int,
+        default=Settings().store_memory_mb,
+        help="The store's memory budget for the runs, as `serve --store-memory-mb` (DuckDB "
+        "gets its share of it; 0: DuckDB's default, 80%% of RAM). Default: the server's.",
+    )
     args = ap.parse_args()
     for size in (int(s) for s in args.sizes.split(",")):
         root = Path(args.keep or tempfile.mkdtemp(prefix="psbench-")) / f"spans-{size}"
@@ -173,7 +181,8 @@ def main() -> None:
                 cold_s, moved = make_cold(store, args.cold_fraction)
             spans = store.cursor().execute("SELECT count(*) FROM spans").fetchone()
             hot = store.cursor().execute("SELECT count(*) FROM span_rows").fetchone()
-        with Store(root) as store:  # reopen: cold run reads the file
+        # reopen, as the server opens it: the cold run reads the file
+        with Store(root, memory_mb=args.store_memory_mb or None) as store:
             cold, comparisons, alerts = full_run(store)
             warm, _, _ = full_run(store)
             series = timeseries_run(store)
@@ -188,7 +197,8 @@ def main() -> None:
             f"  time series (variant page) {series}\n"
             f"  full run warm with a served-model mapping (view join) {mapped}\n"
             f"  {comparisons} comparisons, {alerts} alerts | peak RSS {rss:,.0f} MiB | "
-            f"load average {load:.1f} on {os.cpu_count()} cores",
+            f"load average {load:.1f} on {os.cpu_count()} cores; store memory budget "
+            f"{args.store_memory_mb or 'DuckDB default'} MB",
             flush=True,
         )
         if not args.keep:
