@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import socket
+import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -274,18 +277,41 @@ def run_demo(
         elapsed = time.monotonic() - started
         console.print(f"\nDemo finished in {elapsed:.0f} s.")
         if serve:
-            console.print(f"[bold green]Dashboard:[/] {base_url}/   (Ctrl-C to stop)")
-            try:
-                while True:
-                    time.sleep(1)
-            except KeyboardInterrupt:
-                console.print("stopping…")
+            serve_until_stopped(
+                lambda: console.print(f"[bold green]Dashboard:[/] {base_url}/   (Ctrl-C to stop)")
+            )
+            console.print("stopping…")
         return summary
     finally:
         client.close()
         instrumentor.uninstrument()
         tp.shutdown()
         server.stop()
+
+
+def serve_until_stopped(ready: Callable[[], object] = lambda: None) -> None:
+    """Call ``ready`` (it tells the user how to stop), then block until Ctrl-C or SIGTERM
+    (``docker stop``, ``timeout``, a supervisor), so the demo then stops its server cleanly
+    and exits 0 either way. The handlers are installed here, before ``ready``, not inherited:
+    a shell that starts the demo in the background leaves SIGINT ignored."""
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, _stop)
+    try:
+        ready()
+        while not stop.wait(1):
+            pass
+    except KeyboardInterrupt:  # no handler of ours (not the main thread)
+        pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _wait_for_spans(client: httpx.Client, at_least: int, timeout: float = 60) -> None:

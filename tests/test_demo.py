@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -139,3 +140,30 @@ def test_story_holds_across_model_seeds_and_threads(
         )
         + f"; {checks['v2_alert']['detail']}"
     )
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT"])
+def test_serving_the_dashboard_stops_cleanly_on_a_signal(how: str) -> None:
+    """``prefixscope demo`` keeps serving its dashboard until Ctrl-C or SIGTERM; both end it
+    with exit status 0, also when started by a shell in the background (SIGINT ignored)."""
+    code = (
+        "from prefixscope.demo.app import serve_until_stopped\n"
+        "serve_until_stopped(lambda: print('serving', flush=True))\n"
+        "print('stopped', flush=True)\n"
+    )
+
+    def ignore_sigint() -> None:  # what a non-interactive shell does for `cmd &`
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=ignore_sigint,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "serving"
+    proc.send_signal(getattr(signal, how))
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert out.strip() == "stopped"
