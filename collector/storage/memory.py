@@ -1,7 +1,7 @@
 """Where the serving process's memory goes, for ``/metrics`` (read at scrape time).
 
 * ``prefixscope_store_memory_bytes{tag}``: DuckDB's own accounting (``duckdb_memory()``) of
-  the embedded store, by what holds it: ``BASE_TABLE`` (table blocks in the buffer pool,
+  the embedded store, by what holds it: ``BASE_TABLE`` (table blocks in the buffer pool),
   ``IN_MEMORY_TABLE`` (rows appended since the last checkpoint), ``HASH_TABLE``,
   ``ORDER_BY``, ``PARQUET_READER`` ... DuckDB's memory limit (a share of
   ``--store-memory-mb``, see store.py) bounds their sum.
@@ -62,7 +62,7 @@ class MemoryCollector:
             GaugeMetricFamily(
                 "prefixscope_store_memory_bytes",
                 "Memory DuckDB accounts to the embedded store, by tag (duckdb_memory()); "
-                "--store-memory-mb bounds the sum",
+                "its limit, half of --store-memory-mb, bounds the sum",
                 labels=["tag"],
             ),
             GaugeMetricFamily(

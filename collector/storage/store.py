@@ -23,21 +23,19 @@ from .tiers import ensure_schema_files, refresh_annotation_views, set_lake
 log = logging.getLogger(__name__)
 
 DB_FILENAME = "prefixscope.duckdb"
+LAKE_DIRNAME = "lake"
 #: DuckDB's share of ``--store-memory-mb``. DuckDB fills its limit with cached table blocks
 #: and keeps them until it needs the room, so the limit is its steady size; the rest of the
 #: budget is the store's memory outside DuckDB: the writer's queue and Arrow batches, the
 #: dedupe window and the lake roll's buffers (bench/soak.py, README "Soak").
 DUCKDB_MEMORY_SHARE = 0.5
-#: below this DuckDB cannot hold the rows appended between checkpoints without spilling
+#: a floor, so that a small budget still leaves DuckDB room for a query and recent rows
 DUCKDB_MEMORY_MIN_MB = 128
 
 
 def duckdb_memory_mb(store_memory_mb: int) -> int:
     """The DuckDB memory limit for a store budget of ``store_memory_mb``."""
     return max(DUCKDB_MEMORY_MIN_MB, int(store_memory_mb * DUCKDB_MEMORY_SHARE))
-
-
-LAKE_DIRNAME = "lake"
 
 
 class Store:
