@@ -49,7 +49,7 @@ import httpx  # noqa: E402
 from bench.decode import read_payloads, write_payloads  # noqa: E402
 from bench.workload import make_request  # noqa: E402
 from prefixscope.collector.ingest import PROTOBUF, decode_body  # noqa: E402
-from tests.serverproc import ServerProcess  # noqa: E402
+from tests.serverproc import ServerProcess, metric_values  # noqa: E402
 
 
 def _child(mode: str, payloads: list[bytes], *args: str) -> float:
@@ -151,15 +151,11 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def _commit_group_mean(base_url: str) -> float:
+def _commit_group_mean(srv: ServerProcess) -> float:
     """Mean spans per group commit so far, from the server's own histogram."""
-    total = count = 0.0
-    for line in httpx.get(base_url + "/metrics", timeout=10).text.splitlines():
-        if line.startswith("prefixscope_commit_batch_spans_sum "):
-            total = float(line.split()[1])
-        elif line.startswith("prefixscope_commit_batch_spans_count "):
-            count = float(line.split()[1])
-    return total / count if count else float("nan")
+    m = metric_values(srv)
+    count = m.get(("prefixscope_commit_batch_spans_count", ()), 0.0)
+    return m.get(("prefixscope_commit_batch_spans_sum", ()), 0.0) / count if count else float("nan")
 
 
 def run_server(
@@ -250,7 +246,7 @@ def run_server(
     if p:
         p.join()
     peak = rss_mb(srv.proc.pid) if srv.proc else float("nan")
-    group = _commit_group_mean(srv.base_url)
+    group = _commit_group_mean(srv)
     healthz = httpx.get(srv.base_url + "/healthz", timeout=10).json()
     assert healthz["decoder"] == decoder, healthz
     srv.stop()

@@ -39,8 +39,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import httpx  # noqa: E402
+
 from bench.workload import make_request  # noqa: E402
-from tests.serverproc import ServerProcess  # noqa: E402
+from prefixscope.collector.storage.memory import resident_bytes  # noqa: E402
+from tests.serverproc import ServerProcess, metric_values  # noqa: E402
 
 MARK = b"\xfe\xed\xfa\xce"
 TEMPLATES = 16
@@ -71,15 +74,7 @@ def templates() -> list[bytes]:
 
 
 def rss_mb(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total / 1024
+    return sum(resident_bytes(p) for p in pids) / 2**20
 
 
 def child_pids(pid: int) -> list[int]:
@@ -99,20 +94,16 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def scrape(conn: http.client.HTTPConnection) -> tuple[dict[str, float], float]:
+def scrape(srv: ServerProcess) -> tuple[dict[str, float], float]:
     """From /metrics: seconds spent so far in each step of the store's background passes,
     and the MB DuckDB accounts to the store now (``prefixscope_store_memory_bytes``)."""
-    conn.request("GET", "/metrics")
-    resp = conn.getresponse()
-    text = resp.read().decode()
     passes: dict[str, float] = {}
     store = 0.0
-    for line in text.splitlines():
-        if line.startswith('prefixscope_lake_pass_seconds_sum{step="'):
-            step = line.split('"')[1]
-            passes[step] = float(line.rsplit(" ", 1)[1])
-        elif line.startswith("prefixscope_store_memory_bytes{"):
-            store += float(line.rsplit(" ", 1)[1]) / 2**20
+    for (name, labels), value in metric_values(srv).items():
+        if name == "prefixscope_lake_pass_seconds_sum":
+            passes[dict(labels)["step"]] = value
+        elif name == "prefixscope_store_memory_bytes":
+            store += value / 2**20
     return passes, store
 
 
@@ -172,17 +163,15 @@ def run(spans: int, clients: int, server_args: list[str], data: Path) -> tuple[S
     def sampler() -> None:
         assert srv.proc is not None
         pids = [srv.proc.pid, *child_pids(srv.proc.pid)]
-        conn = http.client.HTTPConnection("127.0.0.1", srv.http_port, timeout=30)
         i = 0
         while not done.is_set():
             now = time.perf_counter() - t_start
             soak.rss.append((now, rss_mb(pids)))
             if i % 4 == 0:
                 try:
-                    passes, store = scrape(conn)
+                    passes, store = scrape(srv)
                     soak.store_mb.append((now, store))
-                except (OSError, http.client.HTTPException):
-                    conn.close()
+                except (OSError, httpx.HTTPError):
                     passes = {}
                 workers = sum(cpu_s(p) for p in pids[1:])
                 soak.work.append((now, cpu_s(pids[0]), workers, passes))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 
 def free_port() -> int:
@@ -100,3 +101,17 @@ class ServerProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(30)
+
+
+def metric_values(
+    srv: ServerProcess, token: str | None = None
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """/metrics parsed; ``token``: a server with tokens answers /metrics to a read token only."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    resp = httpx.get(f"{srv.base_url}/metrics", headers=headers, timeout=10)
+    assert resp.status_code == 200
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(resp.text)
+        for s in family.samples
+    }

@@ -31,8 +31,8 @@ from prefixscope.collector.model import SpanBatch
 from prefixscope.errors import BadRequest
 
 from .conftest import query_store
-from .serverproc import ServerProcess
-from .test_collector_otlp import metric_values, pb_body, pb_request, sid, tid
+from .serverproc import ServerProcess, metric_values
+from .test_collector_otlp import pb_body, pb_request, sid, tid
 from .test_normalize_sources import SOURCES, expected_spans, fixture_bytes, otlp_json_to_protobuf
 
 TOKEN = "hostile-token"

@@ -45,7 +45,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import query_store
-from .serverproc import ServerProcess
+from .serverproc import ServerProcess, metric_values
 from .test_normalize_sources import fixture_bytes
 
 T0 = 1772442900000000000  # 2026-03-02T09:15:00Z in ns
@@ -118,20 +118,6 @@ def grpc_export(
             req, metadata=metadata, timeout=30
         )
         return resp
-
-
-def metric_values(
-    srv: ServerProcess, token: str | None = None
-) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """/metrics parsed; ``token``: a server with tokens answers /metrics to a read token only."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    resp = httpx.get(f"{srv.base_url}/metrics", headers=headers, timeout=10)
-    assert resp.status_code == 200
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(resp.text)
-        for s in family.samples
-    }
 
 
 def stored(srv: ServerProcess, sql: str) -> list[tuple[Any, ...]]:

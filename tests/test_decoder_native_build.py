@@ -21,13 +21,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from bench.workload import make_request
 
 from .conftest import query_store
 from .decoders import require_native_decoder
-from .serverproc import ServerProcess
+from .serverproc import ServerProcess, metric_values
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
@@ -179,14 +178,9 @@ def test_pip_without_a_compiler_installs_and_falls_back(tmp_path: Path) -> None:
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stdout + run.stderr
 
 
-def _metric(base_url: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
-    text = httpx.get(base_url + "/metrics", timeout=10).text
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name:
-                out[tuple(sorted(s.labels.items()))] = s.value
-    return out
+def _metric(srv: ServerProcess, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """The samples of one metric, by their labels."""
+    return {labels: v for (n, labels), v in metric_values(srv).items() if n == name}
 
 
 def _duplicate_key_request() -> bytes:
@@ -206,19 +200,19 @@ def test_server_runs_the_native_decoder_by_default_and_says_so(
     srv = start_server("--log-level", "info", "--workers", "0")
     assert httpx.get(srv.base_url + "/healthz").json()["decoder"] == "native"
     assert "OTLP protobuf decoder: native" in srv.log()
-    assert _metric(srv.base_url, "prefixscope_decoder_info") == {(("decoder", "native"),): 1.0}
+    assert _metric(srv, "prefixscope_decoder_info") == {(("decoder", "native"),): 1.0}
     deferred = "prefixscope_decode_deferred_total"
-    assert _metric(srv.base_url, deferred) == {(): 0.0}
+    assert _metric(srv, deferred) == {(): 0.0}
     r = httpx.post(
         srv.base_url + "/v1/traces",
         content=make_request(8, seed=1).SerializeToString(),
         headers=PROTOBUF,
     )
     assert r.status_code == 200, r.text
-    assert _metric(srv.base_url, deferred) == {(): 0.0}  # the common shape: decoded natively
+    assert _metric(srv, deferred) == {(): 0.0}  # the common shape: decoded natively
     r = httpx.post(srv.base_url + "/v1/traces", content=_duplicate_key_request(), headers=PROTOBUF)
     assert r.status_code == 200, r.text
-    assert _metric(srv.base_url, deferred) == {(): 1.0}
+    assert _metric(srv, deferred) == {(): 1.0}
     srv.stop()
     assert query_store(srv.data_dir, "SELECT count(*) FROM spans") == [(12,)]
 
@@ -229,10 +223,10 @@ def test_server_runs_the_python_decoder_when_asked(
     srv = start_server("--log-level", "info", env={"PREFIXSCOPE_DECODER": "python"})
     assert httpx.get(srv.base_url + "/healthz").json()["decoder"] == "python"
     assert "OTLP protobuf decoder: python (--decoder python)" in srv.log()
-    assert _metric(srv.base_url, "prefixscope_decoder_info") == {(("decoder", "python"),): 1.0}
+    assert _metric(srv, "prefixscope_decoder_info") == {(("decoder", "python"),): 1.0}
     r = httpx.post(srv.base_url + "/v1/traces", content=_duplicate_key_request(), headers=PROTOBUF)
     assert r.status_code == 200, r.text
-    assert _metric(srv.base_url, "prefixscope_decode_deferred_total") == {(): 0.0}
+    assert _metric(srv, "prefixscope_decode_deferred_total") == {(): 0.0}
 
 
 def test_an_unknown_decoder_is_refused_at_start_up(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ from pathlib import Path
 import duckdb
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from bench.workload import make_request
 from prefixscope.collector.storage.store import (
@@ -19,20 +18,18 @@ from prefixscope.collector.storage.store import (
     duckdb_memory_mb,
 )
 
-from .serverproc import ServerProcess
+from .serverproc import ServerProcess, metric_values
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 
 
-def _samples(base_url: str, name: str) -> dict[str, float]:
+def _samples(srv: ServerProcess, name: str) -> dict[str, float]:
     """Samples of one metric family, keyed by the value of its single label."""
-    text = httpx.get(base_url + "/metrics", timeout=10).text
     out: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name:
-                assert len(s.labels) == 1, s
-                out[next(iter(s.labels.values()))] = s.value
+    for (n, labels), v in metric_values(srv).items():
+        if n == name:
+            assert len(labels) == 1, labels
+            out[labels[0][1]] = v
     return out
 
 
@@ -72,16 +69,16 @@ def test_metrics_say_where_the_memory_goes(
             headers=PROTOBUF,
         )
         assert r.status_code == 200, r.text
-    rss = _samples(srv.base_url, "prefixscope_process_resident_bytes")
+    rss = _samples(srv, "prefixscope_process_resident_bytes")
     assert set(rss) == {"server", "workers"}
     # a Python process with DuckDB, Arrow and FastAPI loaded; one decode worker
     assert rss["server"] > 50 * 2**20
     assert rss["workers"] > 10 * 2**20
-    store = _samples(srv.base_url, "prefixscope_store_memory_bytes")
+    store = _samples(srv, "prefixscope_store_memory_bytes")
     assert "BASE_TABLE" in store and "IN_MEMORY_TABLE" in store, store
     # the 1,536 rows just committed are held by DuckDB, below the process's resident set
     assert 0 < sum(store.values()) < rss["server"]
-    spilled = _samples(srv.base_url, "prefixscope_store_temporary_bytes")
+    spilled = _samples(srv, "prefixscope_store_temporary_bytes")
     assert set(spilled) == set(store)
 
 
@@ -89,6 +86,6 @@ def test_metrics_of_a_lake_mode_collector_have_no_store(
     start_server: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
     srv = start_server("--store", "lake", "--lake-path", str(tmp_path / "lake"), "--workers", "0")
-    rss = _samples(srv.base_url, "prefixscope_process_resident_bytes")
+    rss = _samples(srv, "prefixscope_process_resident_bytes")
     assert rss["server"] > 50 * 2**20 and rss["workers"] == 0
-    assert _samples(srv.base_url, "prefixscope_store_memory_bytes") == {}
+    assert _samples(srv, "prefixscope_store_memory_bytes") == {}
