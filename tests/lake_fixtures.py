@@ -59,6 +59,13 @@ def build_store() -> duckdb.DuckDBPyConnection:
 SELECT 'g-' || trace_id, trace_id, NULL, 'Groundedness', (hash(trace_id) % 1000) / 1000.0,
   'judge', start_time FROM spans WHERE hash(trace_id) % 3 = 0"""
     )
+    # a second score for some spans and traces, at the same instant under a later id (a tie
+    # for "the latest score"): the higher id wins on every engine
+    con.execute(
+        """INSERT INTO score_rows (id, trace_id, span_id, name, value, source, created_at)
+SELECT 'zz-' || id, trace_id, span_id, name, 1 - value, source, created_at
+FROM scores WHERE hash(id) % 6 = 0"""
+    )
     # a second request in some traces, ending at the same instant as the first (a tie for
     # "the request that ended last"), served by base: the higher span id wins on every engine
     con.execute(

@@ -352,6 +352,45 @@ def test_repeated_scores_count_once_per_span_and_evaluator(tmp_path: Path) -> No
         assert [n for _, n, _ in cells] == [n for _, n, _ in before[0]]
 
 
+def test_latest_score_ties_break_by_id_and_unreadable_ids_match_nothing(tmp_path: Path) -> None:
+    """The cube joins scores to requests on ids read as numbers: the latest score still wins
+    exactly (a tie in ``created_at`` goes to the higher id, for span- and trace-level scores),
+    and a score whose ids are not hex counts for no request, as with a string join."""
+    from prefixscope.analytics.cube import build_cube
+
+    with Store(tmp_path) as store:
+        con = store.cursor()
+        generate(con, [Arm("cardio", "2", "triage", COHORT, n=10)], seed=3, start=T0)
+        (a, b, c) = con.execute(
+            "SELECT trace_id, span_id FROM spans WHERE prefix_id = 'cardio' ORDER BY span_id "
+            "LIMIT 3"
+        ).fetchall()
+        at = T0 + timedelta(minutes=5)
+        rows = [
+            ("m", a[0], a[1], 0.25, at),  # span a: a tie at `at`, 'z' > 'm' wins
+            ("z", a[0], a[1], 0.75, at),
+            ("a", a[0], a[1], 0.5, at - timedelta(seconds=1)),
+            ("only", b[0], b[1], 0.125, at),  # span b: one score
+            ("t1", c[0], None, 0.375, at),  # trace c: a trace-level tie, 't2' wins
+            ("t2", c[0], None, 0.625, at),
+            ("bad", "not-hex-" + a[0][8:], a[1], 1.0, at),  # unreadable ids: no request
+            ("bad2", a[0], "zz" + a[1][2:], 1.0, at),
+        ]
+        con.executemany(
+            "INSERT INTO score_rows (id, trace_id, span_id, name, value, source, created_at) "
+            "VALUES (?, ?, ?, 'Tie', ?, 'test', ?)",
+            rows,
+        )
+        cube = build_cube(con, ["prefix_id"])
+        # span- and trace-level moments are separate entries of the same cell
+        tie = [i for i, name in enumerate(cube.s_name) if name == "Tie"]
+        assert tie, cube.s_name
+        assert {cube.keys[int(cube.s_cell[i])] for i in tie} == {("cardio",)}
+        assert sum(cube.s_n[i] for i in tie) == 3  # span a, span b, trace c's request
+        assert sum(cube.s_sum[i] for i in tie) == pytest.approx(0.75 + 0.125 + 0.625)
+        assert sum(cube.s_sumsq[i] for i in tie) == pytest.approx(0.75**2 + 0.125**2 + 0.625**2)
+
+
 def test_run_and_diff_reports_new_updated_and_resolved(tmp_path: Path) -> None:
     """The alert lifecycle of a run, owned by analytics (the API only renders it)."""
     from prefixscope.analytics.alerts import RESOLVED, run_and_diff
