@@ -105,22 +105,27 @@ def _write(
         unique.setdefault(rec["id"], rec)
     arrow = pa.Table.from_pylist(list(unique.values()), schema=pa.schema(list(columns)))
     names = ", ".join(name for name, _ in columns)
-    cur = store.cursor()
-    try:
-        for attempt in range(_ATTEMPTS):
-            try:
-                return _insert(cur, table, names, arrow, ids, records)
-            except duckdb.TransactionException:
-                _safe_rollback(cur)
-                if attempt == _ATTEMPTS - 1:
-                    raise Unavailable(
-                        f"could not commit {table}: concurrent writers", retry_after_s=1
-                    ) from None
-            except duckdb.Error as exc:
-                _safe_rollback(cur)
-                raise Unavailable(f"could not commit {table}: {exc}", retry_after_s=1) from None
-    finally:
-        cur.close()
+
+    def attempt() -> WriteResult:
+        cur = store.cursor()
+        try:
+            return _insert(cur, table, names, arrow, ids, records)
+        except duckdb.Error:
+            _safe_rollback(cur)
+            raise
+        finally:
+            cur.close()
+
+    for attempt_no in range(_ATTEMPTS):
+        try:  # out of memory: the store stops ad-hoc reads and retries
+            return store.write(attempt)
+        except duckdb.TransactionException:
+            if attempt_no == _ATTEMPTS - 1:
+                raise Unavailable(
+                    f"could not commit {table}: concurrent writers", retry_after_s=1
+                ) from None
+        except duckdb.Error as exc:
+            raise Unavailable(f"could not commit {table}: {exc}", retry_after_s=1) from None
     raise AssertionError("unreachable")
 
 
@@ -156,7 +161,8 @@ def _insert(
         }
         cur.execute("COMMIT")
     finally:
-        cur.unregister("_incoming")
+        with contextlib.suppress(duckdb.Error):
+            cur.unregister("_incoming")
     inserted = arrow.num_rows - len(existing)
     return WriteResult(
         accepted=len(records),

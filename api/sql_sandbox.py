@@ -92,6 +92,31 @@ class SqlSandbox:
         self.max_result_bytes = max_result_bytes
         self.watchdog = MemoryWatchdog(memory_budget_bytes) if memory_budget_bytes else None
         self._canonical: dict[str, str] | None = None
+        self._running_lock = threading.Lock()
+        self._running: list[_Watched] = []
+        store.add_memory_valve(self.preempt)
+
+    def preempt(self) -> int:
+        """Interrupt every running user query (the store's memory valve: ingest and other
+        writes come before ad-hoc reads when DuckDB's memory is full). Returns how many."""
+        with self._running_lock:
+            items = [item for item in self._running if not item.stopped]
+            for item in items:
+                item.stopped = True
+                with contextlib.suppress(duckdb.Error):
+                    item.cursor.interrupt()
+        return len(items)
+
+    @contextlib.contextmanager
+    def _preemptible(self, cur: duckdb.DuckDBPyConnection) -> Iterator[_Watched]:
+        item = _Watched(cur)
+        with self._running_lock:
+            self._running.append(item)
+        try:
+            yield item
+        finally:
+            with self._running_lock:
+                self._running.remove(item)
 
     def _canonical_names(self, cur: duckdb.DuckDBPyConnection) -> dict[str, str]:
         """Every function name (lower case) → the function it is an alias of."""
@@ -173,12 +198,18 @@ class SqlSandbox:
         rows: list[list[Any]] = []
         truncated = False
         try:
-            with watch as watched:
+            with watch as watched, self._preemptible(cur) as running:
                 try:
                     cur.execute(sql)
                     description = cur.description or []
                     rows, truncated = self._fetch(cur)
                 except duckdb.Error as exc:
+                    if running.stopped:
+                        raise QueryError(
+                            "query was interrupted so that ingest could commit: DuckDB's "
+                            "memory (--store-memory-mb) was full",
+                            code="memory_limit",
+                        ) from None
                     if watched is not None and watched.stopped:
                         raise QueryError(
                             "query was interrupted: it grew the server's memory by more than "

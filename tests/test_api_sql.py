@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +14,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from prefixscope.collector.storage.store import Store
+from prefixscope.api.annotation_store import write_feedback
+from prefixscope.api.models import FeedbackIn
+from prefixscope.api.sql_sandbox import SqlSandbox
+from prefixscope.collector.storage.sinks import DuckDBSink
+from prefixscope.collector.storage.store import Store, scalar
+from prefixscope.errors import QueryError
 
 from .serverproc import ServerProcess
 
@@ -327,6 +333,57 @@ MEMORY_ATTACKS = [
     ("SELECT length(string_agg(repeat('x', 1000), '')) FROM range(100000000)", "memory_limit"),
     ("SELECT len(list(i)) FROM range(1000000000) t(i)", "memory_limit"),
 ]
+
+
+def test_a_write_stops_ad_hoc_queries_when_duckdb_memory_is_full(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """DuckDB's memory limit is shared by every cursor. A user's query that fills it made the
+    ingest commit running beside it fail (a 503 under load in CI); now the write stops the
+    user's queries and retries, and the user gets a memory_limit error instead."""
+    from .test_collector_sink import _table
+
+    caplog.set_level(logging.WARNING, logger="prefixscope.collector.storage.store")
+    with Store(tmp_path, memory_mb=256) as store:  # DuckDB's floor: 128 MB
+        sandbox = SqlSandbox(store, timeout_s=20, max_rows=10, memory_budget_bytes=128 << 20)
+        sink = DuckDBSink(store)
+        sink.open()
+        stop = threading.Event()
+        codes: list[str] = []
+
+        def attack() -> None:
+            while not stop.is_set():
+                for query, defence in MEMORY_ATTACKS[-2:]:
+                    assert defence == "memory_limit"
+                    try:
+                        sandbox.run(query)
+                    except QueryError as err:
+                        codes.append(err.code)
+
+        def collisions() -> int:
+            return sum("write ran out of DuckDB memory" in r.message for r in caplog.records)
+
+        thread = threading.Thread(target=attack)
+        thread.start()
+        written = batches = 0
+        try:
+            # until writes have met full memory a few times (a few hundred writes usually)
+            while batches < 3000 and (collisions() < 3 or batches < 100):
+                batches += 1
+                written += sink.write(_table(batches, 50), batches)
+                if batches % 5 == 0:  # the API's writes take the same path
+                    fb = FeedbackIn(trace_id=f"{batches:032x}", kind="thumb", value=1.0)
+                    # (after a commit DuckDB reported as failed but kept, the retry sees its
+                    # own row as a duplicate: stored once either way)
+                    assert write_feedback(store, [fb]).accepted == 1
+        finally:
+            stop.set()
+            thread.join(60)
+        assert collisions() >= 1, "no write met DuckDB's memory full: the test proved nothing"
+        assert codes and set(codes) == {"memory_limit"}, codes
+        assert written == 50 * batches
+        assert scalar(store.cursor(), "SELECT count(*) FROM span_rows") == written
+        assert scalar(store.cursor(), "SELECT count(*) FROM feedback_rows") == batches // 5
 
 
 def _vm_hwm_mb(pid: int) -> float:

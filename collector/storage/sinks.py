@@ -55,10 +55,12 @@ class DuckDBSink:
     def __init__(self, store: Store, *, dedupe_window_s: float = 900.0) -> None:
         self._store = store
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._generation = 0
         self._window_s = dedupe_window_s
         self.recent = RecentKeys(dedupe_window_s)
 
     def open(self) -> int:
+        self._generation = self._store.generation
         self._con = self._store.cursor()
         self._rebuild(self._con)
         # batch numbers never repeat: rows of batches already rolled (and perhaps moved out of
@@ -102,17 +104,19 @@ class DuckDBSink:
             idx = np.flatnonzero(maybe)
             cand = table.select(["trace_id", "span_id"]).take(pa.array(idx))
             cand = cand.append_column("_row", pa.array(idx))
-            con.register("_dedupe_candidates", cand)
+            view = f"_dedupe_candidates_{uuid.uuid4().hex}"  # see _insert
+            con.register(view, cand)
             try:
                 since = _utcnow() - dt.timedelta(seconds=self._window_s * 2 + 60)
                 hits = con.execute(
-                    "SELECT c._row FROM _dedupe_candidates c JOIN span_rows r "
+                    f"SELECT c._row FROM {view} c JOIN span_rows r "
                     "ON r.trace_id = c.trace_id AND r.span_id = c.span_id "
                     "WHERE r.ingested_at >= ?",
                     [since],
                 ).fetchall()
             finally:
-                con.unregister("_dedupe_candidates")
+                with contextlib.suppress(duckdb.Error):
+                    con.unregister(view)
             for (row,) in hits:
                 keep[row] = False
         if keep.all():
@@ -120,32 +124,56 @@ class DuckDBSink:
         return table.filter(pa.array(keep)), keys[keep]
 
     def write(self, table: pa.Table, batch_no: int) -> int:
+        # out of memory (a user's query filled DuckDB's limit): the store stops ad-hoc reads
+        # and runs the attempt again
+        return self._store.write(lambda: self._attempt(table, batch_no))
+
+    def _attempt(self, table: pa.Table, batch_no: int) -> int:
+        if self._con is not None and self._generation != self._store.generation:
+            self.close()  # another writer's fatal error reopened the store
         if self._con is None:  # invalidated by an earlier fatal error: reopen (or fail again)
-            self._store.reopen()
+            self._store.ensure_open()
+            self._generation = self._store.generation
             self._con = self._store.cursor()
+            # the window's keys again, from the file: they include the failed attempt's rows
+            # if its commit reached the WAL before DuckDB gave up, so a retry stores them once
             self._rebuild(self._con)
-        con = self._con
         try:
-            table, keys = self._new_rows(con, table)
-            n = table.num_rows
-            if n == 0:
-                return 0
-            now = pa.scalar(int(time.time() * 1e6), type=pa.timestamp("us"))
-            table = table.append_column("ingested_at", pa.repeat(now, n)).append_column(
-                "ingest_batch", pa.repeat(pa.scalar(batch_no, pa.int64()), n)
-            )
-            con.register("_ingest_batch", table)
-            try:
-                inserted = _count(scalar(con, "INSERT INTO span_rows SELECT * FROM _ingest_batch"))
-            finally:
-                con.unregister("_ingest_batch")
+            inserted, keys = self._insert(self._con, table, batch_no)
         except duckdb.FatalException:
             # DuckDB refuses every later statement on this database instance: drop it so the
-            # next write reopens the file once the disk is writable again.
+            # next attempt reopens the file (once the disk is writable again)
             self.close()
             raise
-        self.recent.add(keys)
+        except duckdb.Error:
+            # a commit that failed can leave this connection's registered batch half-created
+            # ("write-write conflict on create" at the next register): start on a new cursor
+            self.close()
+            self._con = self._store.cursor()
+            # DuckDB can report a commit as failed after its WAL record was written: the
+            # spans count as maybe stored, so a retry confirms each against the store
+            self.recent.add(key_hashes(table.column("trace_id"), table.column("span_id")))
+            raise
+        if keys is not None:
+            self.recent.add(keys)
         return inserted
+
+    def _insert(
+        self, con: duckdb.DuckDBPyConnection, table: pa.Table, batch_no: int
+    ) -> tuple[int, Any]:
+        """One attempt. When it raises, DuckDB may still have stored it (see ``_attempt``)."""
+        table, keys = self._new_rows(con, table)
+        n = table.num_rows
+        if n == 0:
+            return 0, None
+        now = pa.scalar(int(time.time() * 1e6), type=pa.timestamp("us"))
+        table = table.append_column("ingested_at", pa.repeat(now, n)).append_column(
+            "ingest_batch", pa.repeat(pa.scalar(batch_no, pa.int64()), n)
+        )
+        # an anonymous relation, not a registered view: a view's catalog entry outlived a
+        # commit that failed (out of memory) and conflicted with the retry's
+        con.from_arrow(table).insert_into("span_rows")
+        return n, keys
 
     def close(self) -> None:
         if self._con is not None:

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 
@@ -21,6 +25,26 @@ from .schema import migrate
 from .tiers import ensure_schema_files, refresh_annotation_views, set_lake
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+#: Something that stops ad-hoc reads to free DuckDB memory; returns how many it stopped.
+MemoryValve = Callable[[], int]
+#: Pauses between a write's attempts after DuckDB ran out of memory (about 0.8 s in all):
+#: an interrupted query gives its memory back within milliseconds.
+WRITE_RETRY_PAUSES_S = (0.02, 0.05, 0.1, 0.2, 0.4)
+#: how DuckDB words running out of its memory limit when it happens inside COMMIT, which it
+#: reports as a TransactionException ("Failed to commit: failed to pin block of size ...")
+_OOM_WORDING = re.compile(r"(failed to|could not) (allocate|pin)|out of memory", re.IGNORECASE)
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is DuckDB refusing an allocation at its memory limit."""
+    if isinstance(exc, duckdb.OutOfMemoryException):
+        return True
+    # inside COMMIT DuckDB reports it as a failed transaction, or (when flushing the table's
+    # appended rows) as a fatal error that invalidates the database until it is reopened
+    fatal_or_commit = duckdb.TransactionException | duckdb.FatalException
+    return isinstance(exc, fatal_or_commit) and bool(_OOM_WORDING.search(str(exc)))
+
 
 DB_FILENAME = "prefixscope.duckdb"
 LAKE_DIRNAME = "lake"
@@ -68,6 +92,9 @@ class Store:
             self._config["memory_limit"] = f"{duckdb_memory_mb(memory_mb)}MB"
         self._lock = threading.Lock()
         self._closed = False
+        self._valves: list[MemoryValve] = []
+        #: how many times the file was opened; a cursor from an earlier one is closed
+        self.generation = 0
         self._con = self._connect()
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
@@ -88,15 +115,29 @@ class Store:
         return con
 
     def reopen(self) -> None:
-        """Open the file again after DuckDB invalidated the database on a fatal I/O error
-        (a checkpoint on a full or read-only disk): committed data is in the file and its WAL.
-        Raises while the file cannot be opened yet; the caller retries later."""
+        """Open the file again after DuckDB invalidated the database on a fatal error (a
+        checkpoint on a full or read-only disk, a commit that ran out of memory): committed
+        data is in the file and its WAL. Raises while the file cannot be opened yet; the
+        caller retries later."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("store is closed")
             with contextlib.suppress(duckdb.Error):
                 self._con.close()
             self._con = self._connect()
+            self.generation += 1
+
+    def ensure_open(self) -> None:
+        """:meth:`reopen` if DuckDB has invalidated the database, else nothing."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("store is closed")
+            try:
+                self._con.execute("SELECT 1").fetchall()
+                return
+            except duckdb.Error as exc:
+                log.warning("reopening the store: %s", str(exc).splitlines()[0])
+        self.reopen()
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A new connection to the same database, for one thread's use."""
@@ -104,6 +145,41 @@ class Store:
             if self._closed:
                 raise RuntimeError("store is closed")
             return self._con.cursor()
+
+    # -- writes before reads ---------------------------------------------------------------------
+    def add_memory_valve(self, valve: MemoryValve) -> None:
+        """Register what :meth:`relieve_memory` may stop (the SQL sandbox's running queries)."""
+        with self._lock:
+            self._valves.append(valve)
+
+    def relieve_memory(self) -> int:
+        """Stop the ad-hoc reads holding DuckDB memory, so a write can commit."""
+        with self._lock:
+            valves = list(self._valves)
+        return sum(valve() for valve in valves)
+
+    def write(self, attempt: Callable[[], T]) -> T:
+        """Run ``attempt`` (one write transaction, rolled back whole when it fails) and retry
+        it after DuckDB ran out of memory, having stopped the reads that hold the memory.
+        After a fatal one the store is reopened first, so attempts take a new cursor.
+        DuckDB's limit is shared by every cursor: without this, one user's heavy query could
+        make an acknowledged-or-refused ingest commit fail."""
+        for pause in WRITE_RETRY_PAUSES_S:
+            try:
+                return attempt()
+            except duckdb.Error as exc:
+                if not out_of_memory(exc):
+                    raise
+                stopped = self.relieve_memory()
+                log.warning(
+                    "write ran out of DuckDB memory; stopped %d ad-hoc queries, retrying: %s",
+                    stopped,
+                    str(exc).splitlines()[0],
+                )
+                time.sleep(pause)
+                if isinstance(exc, duckdb.FatalException):
+                    self.ensure_open()
+        return attempt()
 
     @property
     def closed(self) -> bool:
