@@ -142,6 +142,44 @@ def test_story_holds_across_model_seeds_and_threads(
     )
 
 
+def _alert(prefix: str, version: str, metric: str, specialty: str, baseline: str) -> dict:
+    return {
+        "prefix_id": prefix,
+        "prefix_version": version,
+        "metric": metric,
+        "baseline": baseline,
+        "cohort": {"specialty": specialty},
+        "value": 0.2,
+        "baseline_value": 0.9,
+        "q_value": 1e-9,
+    }
+
+
+def test_the_v2_check_keeps_latency_alerts_out_of_the_story() -> None:
+    """Check 3 needs the v2 TaskCompletion alert and fails on a quality alert where a released
+    prefix serves its own department; latency alerts measure the machine the demo ran on
+    (real wall-clock generations) and are reported apart, not counted against the story."""
+    from prefixscope.demo.checks import v2_alert_check
+
+    v2 = _alert("radiology", "2", "TaskCompletion", "radiology", "radiology@1")
+    misrouted = _alert("cardiology", "1", "TaskCompletion", "dermatology", "base")
+    latency = _alert("cardiology", "1", "latency_p99", "cardiology", "base")
+    quality = _alert("cardiology", "1", "JSONValidation", "cardiology", "base")
+
+    ok = v2_alert_check([v2, misrouted, latency])
+    assert ok.passed, ok.detail
+    assert "1 alert(s) on mis-routed notes" in ok.detail
+    assert "not part of the story: cardiology@1 latency_p99 on cardiology" in ok.detail
+
+    bad = v2_alert_check([v2, latency, quality])
+    assert not bad.passed
+    assert "unexpected: cardiology@1 JSONValidation on cardiology" in bad.detail
+
+    missing = v2_alert_check([misrouted, latency])
+    assert not missing.passed
+    assert missing.detail.startswith("no TaskCompletion alert for radiology@2")
+
+
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGINT"])
 def test_serving_the_dashboard_stops_cleanly_on_a_signal(how: str) -> None:
     """``prefixscope demo`` keeps serving its dashboard until Ctrl-C or SIGTERM; both end it
