@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -163,7 +164,9 @@ def ingest_routes(
             access.check(request.headers, Scope.METRICS)
         except PrefixScopeError as err:
             return JSONResponse(http_error_body(err), err.http_status, headers=err.headers())
-        return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
+        # off the event loop: ingest requests keep being served while a scrape renders
+        body = await run_in_threadpool(metrics.render)
+        return Response(body, media_type=METRICS_CONTENT_TYPE)
 
     return [
         Route("/v1/traces", otlp_traces, methods=["POST"]),

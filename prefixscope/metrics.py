@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -12,6 +14,8 @@ class Metrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        #: families rendered as text by their owner, after the registry's (see add_text)
+        self._texts: list[Callable[[], str]] = []
         self.spans_received = Counter(
             "prefixscope_spans_received",
             "Spans decoded from export requests",
@@ -167,5 +171,11 @@ class Metrics:
             registry=r,
         )
 
+    def add_text(self, render: Callable[[], str]) -> None:
+        """Append families whose owner writes their exposition text itself: the per-variant
+        series, thousands of samples that ``generate_latest`` would build a Python object
+        for, one by one (``VariantMetrics.exposition``)."""
+        self._texts.append(render)
+
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self.registry) + "".join(t() for t in self._texts).encode()

@@ -91,7 +91,7 @@ class PrefixScopeServer:
                 self.variant_metrics = VariantMetrics(
                     settings.variant_metrics_max_series, mapping=self._served_names
                 ).start()
-                self.metrics.registry.register(self.variant_metrics)
+                self.metrics.add_text(self.variant_metrics.exposition)
             self.lake = LakeRoller(
                 self.store,
                 self.metrics,

@@ -135,6 +135,9 @@ def test_series_are_capped_with_an_other_bucket(start_server: Callable[..., Serv
     srv = start_server("--variant-metrics-max-series", "3")
     resp = httpx.post(f"{srv.base_url}/v1/traces", json=otlp_request(_spans()), timeout=30)
     assert resp.status_code == 200
+    text = httpx.get(f"{srv.base_url}/metrics", timeout=30).text
+    for family in ("prefixscope_variant_requests_total", "prefixscope_spans_committed_total"):
+        assert text.count(f"# TYPE {family} ") == 1, family  # each family once
     fams = _families(srv)
     req = _by_labels(fams["prefixscope_variant_requests"])
     assert len(req) == 4 and ("other", "other", "other") in req  # 3 series + other
@@ -185,3 +188,40 @@ def test_a_failing_mapping_lookup_keeps_counting(caplog: Any) -> None:
     assert req[("oncology", "5", "")] == 2.0 and sum(req.values()) == 122.0
     assert calls["n"] >= 2 and "mapping not refreshed" in caplog.text
     assert "Traceback" not in caplog.text
+
+
+def test_exposition_is_what_prometheus_client_renders() -> None:
+    """The server writes the per-variant text itself (``VariantMetrics.exposition``, from the
+    arrays); it must be byte for byte ``generate_latest`` of the same families, including
+    label values that need escaping, counts that Go formats with an exponent, the cap's
+    "other" series and the overflow counter."""
+    import orjson
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from prefixscope.collector.decoding import JSON, decode_body
+    from prefixscope.collector.variant_metrics import VariantMetrics
+
+    spans = _spans()
+    hostile = 'a"b\\c\nd é'
+    for i, span in enumerate(spans[:12]):
+        attrs = {a["key"]: a for a in span["attributes"]}
+        if "prefix.id" in attrs:
+            attrs["prefix.id"]["value"] = {"stringValue": f"{hostile}{i % 4}"}
+    vm = VariantMetrics(max_series=5)
+    table = decode_body(orjson.dumps(otlp_request(spans)), JSON, None, 1 << 30, 32768).table
+    vm.observe(table)
+    vm.flush()
+    vm._state.counters[0, 4] += 12_345_678  # input tokens: Go writes 1.2345678e+07
+    vm._state.latency_sum[1] += 0.1 + 0.2
+    vm.observe_thumbs_down([(f"{hostile}0", "2", "triage")])
+
+    text = vm.exposition()
+    registry = CollectorRegistry()
+    registry.register(vm)
+    assert text == generate_latest(registry).decode()
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    req = _by_labels(fams["prefixscope_variant_requests"])
+    assert len(req) == 6 and ("other", "other", "other") in req  # 5 series + other
+    assert any(k[0].startswith(hostile) for k in req)  # escaped and read back intact
+    assert "e+07" in text
+    assert fams["prefixscope_variant_series_overflow"].samples[0].value > 0
