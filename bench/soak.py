@@ -11,6 +11,8 @@ Ingests ``--spans`` distinct spans (default 20M) of the reference workload (512-
 * the CPU seconds the serving process and the decode workers spent on it, and the seconds the
   store's background passes (lake roll, tier move, cold compaction) took
   (``prefixscope_lake_pass_seconds``): where the time goes when the rate changes,
+* the group commits in it and their mean duration (``prefixscope_commit_latency_seconds``):
+  each client waits for its request's commit, so with few clients the rate follows it,
 
 then, after a clean shutdown, disk per span of the DuckDB file and of the Parquet lake.
 Goals (issue 14): the last million's rate >= 90 % of the second million's; RSS below
@@ -104,7 +106,15 @@ def scrape(srv: ServerProcess) -> tuple[dict[str, float], float]:
             passes[dict(labels)["step"]] = value
         elif name == "prefixscope_store_memory_bytes":
             store += value / 2**20
+        elif name in _COMMITS:  # the group commits: how many, and the seconds they took
+            passes[_COMMITS[name]] = value
     return passes, store
+
+
+_COMMITS = {
+    "prefixscope_commit_latency_seconds_sum": "commit_s",
+    "prefixscope_commit_latency_seconds_count": "commits",
+}
 
 
 def dir_bytes(path: Path) -> int:
@@ -218,10 +228,19 @@ def per_million(soak: Soak) -> list[dict[str, float]]:
                         f"{step}_s": last[3].get(step, 0.0) - first[3].get(step, 0.0)
                         for step in ("roll", "move", "compact")
                     },
+                    **_commits(first[3], last[3]),
                 }
             )
             prev_t, bucket_lat, target = t, [], target + MILLION
     return rows
+
+
+def _commits(first: dict[str, float], last: dict[str, float]) -> dict[str, float]:
+    """Group commits between two samples and their mean duration: the writer's side of a
+    request's latency (each client waits for its commit)."""
+    n = last.get("commits", 0.0) - first.get("commits", 0.0)
+    took = last.get("commit_s", 0.0) - first.get("commit_s", 0.0)
+    return {"commits": n, "commit_ms": took / n * 1000 if n else float("nan")}
 
 
 def _around(
@@ -282,16 +301,16 @@ def main() -> None:
     print(f"load average before start: {load_start}; at the end: {os.getloadavg()}")
     print(
         "| million | spans/s | p99 ms | max ms | RSS max MB | DuckDB MB max | server CPU s "
-        "| worker CPU s | roll s | move s | compact s |"
+        "| worker CPU s | roll s | move s | compact s | commits | commit ms |"
     )
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| ---: " * 13 + "|")
     for r in rows:
         print(
             f"| {r['million']} | {r['spans_per_s']:,.0f} | {r['p99_ms']:.0f} | "
             f"{r['max_ms']:.0f} | {r['rss_max_mb']:.0f} | {r['store_max_mb']:.0f} | "
             f"{r['server_cpu_s']:.1f} | "
             f"{r['worker_cpu_s']:.1f} | {r['roll_s']:.1f} | {r['move_s']:.1f} | "
-            f"{r['compact_s']:.1f} |"
+            f"{r['compact_s']:.1f} | {r['commits']:.0f} | {r['commit_ms']:.1f} |"
         )
     print(f"\nspans acknowledged: {stored:,}; retried (429/503): {soak.errors}")
     print(f"shutdown (final commit, lake roll, checkpoint): {shutdown_s:.1f} s")
