@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from prefixscope import semconv
+from prefixscope import durations, semconv
 
 from .dialect import DUCKDB, Dialect
 
@@ -51,8 +51,6 @@ COLUMN_KEYS: dict[str, str] = {
     "hour": "CAST(date_trunc('hour', s.start_time) AS VARCHAR)",
 }
 _KEY_RE = re.compile(r"^[A-Za-z0-9_.\-:/]{1,128}$")
-_RELATIVE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 class QueryError(ValueError):
@@ -97,10 +95,12 @@ def parse_time(value: datetime | str | None, now: datetime | None = None) -> dat
         dt = value
     else:
         text = value.strip()
-        rel = _RELATIVE_RE.match(text)
-        if rel:
+        if durations.is_duration(text):
             ref = now or datetime.now(UTC)
-            dt = ref - timedelta(**{_UNITS[rel.group(2)]: float(rel.group(1))})
+            try:
+                dt = ref - parse_duration(text)
+            except OverflowError as exc:  # before year 1
+                raise QueryError(f"time {value[:100]!r} is out of range") from exc
         else:
             try:
                 dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -113,7 +113,7 @@ def parse_time(value: datetime | str | None, now: datetime | None = None) -> dat
 
 def is_relative(value: datetime | str | None) -> bool:
     """Whether a window bound is an age (``24h``, ``7d``): it moves with the clock."""
-    return isinstance(value, str) and _RELATIVE_RE.match(value.strip()) is not None
+    return isinstance(value, str) and durations.is_duration(value)
 
 
 def parse_cohort_filter(items: Iterable[str]) -> dict[str, str]:
@@ -131,13 +131,10 @@ def parse_duration(value: timedelta | str) -> timedelta:
     """A length of time: a timedelta or ``<number><s|m|h|d|w>`` (``90m``, ``1d``, ``1.5h``)."""
     if isinstance(value, timedelta):
         return value
-    rel = _RELATIVE_RE.match(value.strip())
-    if not rel:
-        raise QueryError(f"bad duration {value!r}: use e.g. 30m, 6h, 1d, 1w")
     try:
-        return timedelta(**{_UNITS[rel.group(2)]: float(rel.group(1))})
-    except OverflowError as exc:
-        raise QueryError(f"duration {value!r} out of range") from exc
+        return durations.parse(value)
+    except durations.DurationError as exc:
+        raise QueryError(f"duration {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)

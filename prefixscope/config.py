@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from prefixscope import durations
+
 ENV_PREFIX = "PREFIXSCOPE_"
 
 
@@ -24,16 +26,12 @@ class ConfigError(ValueError):
     """A setting is missing, malformed or out of range."""
 
 
-_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
 def duration(text: str, what: str = "duration") -> dt.timedelta:
     """``30s``, ``5m``, ``12h``, ``30d``, ``12w`` as a timedelta (ConfigError otherwise)."""
-    m = _DURATION_RE.match(text.strip())
-    if not m:
-        raise ConfigError(f"{what} must be like 5m, 12h, 30d or 12w, got {text!r}")
-    return dt.timedelta(**{_UNITS[m.group(2)]: float(m.group(1))})
+    try:
+        return durations.parse(text)
+    except durations.DurationError as exc:
+        raise ConfigError(f"{what} {exc}") from exc
 
 
 _SERVED_RE = re.compile(r"^([^=\s]+)=([^@=\s]+)(?:@([^@=\s]+))?$")

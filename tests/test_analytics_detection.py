@@ -264,6 +264,24 @@ def test_evaluation_windows_are_epoch_aligned_utc() -> None:
         DetectionConfig(sequential="windows", window="a week").validate()  # type: ignore[arg-type]
 
 
+def test_durations_and_ages_out_of_range_are_query_errors() -> None:
+    """Settings, CLI options and queries share one duration parser: a length beyond what a
+    timedelta holds, or an age before year 1, is a QueryError saying so (the CLI prints it,
+    the API answers 400), never an OverflowError."""
+    from prefixscope.analytics.query import QueryError, parse_duration, parse_time
+
+    assert parse_duration("1.5h") == timedelta(hours=1, minutes=30)
+    assert parse_duration(" 90 m ") == timedelta(minutes=90)
+    with pytest.raises(QueryError, match="out of range"):
+        parse_duration("99999999999999999d")
+    with pytest.raises(QueryError, match="out of range"):
+        parse_time("99999999999999999d")
+    with pytest.raises(QueryError, match="time '99999999d' is out of range"):
+        parse_time("99999999d")  # a valid timedelta, but before year 1
+    with pytest.raises(QueryError, match="must be like"):
+        parse_duration("a week")
+
+
 def test_windows_mode_tests_each_completed_window_once(tmp_path: Path) -> None:
     """A run tests the latest completed window; every run until the next window completes
     re-tests the same data, so it repeats the same p-values and refreshes the same alert."""

@@ -135,6 +135,8 @@ def test_scorecard_grouping_filters_and_errors(srv: ServerProcess) -> None:
     assert impossible.status_code == 400 and "bad time" in impossible.json()["message"]
     huge = get(srv, "/api/v1/scorecard", since="999999w")  # overflows the calendar
     assert huge.status_code == 400
+    huger = get(srv, "/api/v1/scorecard", since="99999999999999999d")  # overflows timedelta
+    assert huger.status_code == 422  # the parameter's pattern stops it before parsing
 
 
 def test_prefixes_seen(srv: ServerProcess) -> None:

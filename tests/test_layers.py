@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 #: prefixscope.<module> that form the kernel: everyone may import them.
-KERNEL = {"semconv", "errors", "config", "metrics", "auth"}
+KERNEL = {"semconv", "errors", "config", "metrics", "auth", "durations"}
 #: folder → the layers it may import (besides itself and the kernel).
 ALLOWED = {
     "instrumentation": set(),

@@ -5,6 +5,7 @@ reports it."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from prefixscope.collector.storage.lake import LakeRoller
 from prefixscope.collector.storage.sinks import DuckDBSink
@@ -159,3 +161,22 @@ def test_serve_applies_retention_after_each_roll(
     while time.monotonic() < deadline and len(list(lake.glob("date=2*"))) > 2:
         time.sleep(0.5)
     assert len(list(lake.glob("date=2*"))) <= 2  # today and yesterday at most
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("retention", "99999999999999d", "retention '99999999999999d' is out of range"),
+        ("hot_retention", "2 days", "hot_retention must be like 30s, 5m"),
+        ("dedupe_window", "1e9w", "dedupe_window must be like"),
+    ],
+)
+def test_bad_durations_are_refused_at_start(
+    tmp_path: Path, setting: str, value: str, message: str
+) -> None:
+    """One duration parser for settings, CLI and queries: a malformed or too long duration is
+    a ConfigError naming the setting, never an OverflowError's traceback."""
+    from prefixscope.config import ConfigError, Settings
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Settings(data_dir=tmp_path, **{setting: value}).validate()

@@ -90,7 +90,8 @@ class LakeRoller:
 
     @contextlib.contextmanager
     def _timed(self, step: str) -> Iterator[None]:
-        """Observe the pass's duration (also when it fails: a slow failure is worth seeing)."""
+        """Observe the pass's duration (also when it fails: a slow failure is worth seeing).
+        Entered after the lock: the time a pass waits for another is not its own."""
         t0 = time.perf_counter()
         try:
             yield
@@ -139,7 +140,7 @@ class LakeRoller:
         if self._retention is None:
             return None
         cutoff = cutoff_for(self._retention, now)
-        with self._timed("retention"), self._lock:  # not while a roll writes into a partition
+        with self._lock, self._timed("retention"):  # not while a roll writes into a partition
             report = apply_to_lake(str(self._store.lake_dir), cutoff)
             con = self._store.cursor()
             try:
@@ -161,7 +162,7 @@ class LakeRoller:
         if self._hot_retention is None:
             return 0
         boundary = cutoff_for(self._hot_retention, now)
-        with self._timed("move"), self._lock:  # a roll's watermark is final while rows move
+        with self._lock, self._timed("move"):  # a roll's watermark is final while rows move
             con = self._store.cursor()
             try:
                 rolled = rolled_batch(con)
@@ -191,7 +192,7 @@ class LakeRoller:
         report = tier_compact.CompactionReport()
         if self._hot_retention is None:
             return report
-        with self._timed("compact"), self._lock:  # no roll, move or retention pass meanwhile
+        with self._lock, self._timed("compact"):  # no roll, move or retention pass meanwhile
             con = self._store.cursor()
             try:
                 report = tier_compact.compact(
@@ -215,7 +216,7 @@ class LakeRoller:
         Streams: rows come out of DuckDB ``ROLL_BATCH_ROWS`` at a time into one Parquet writer
         per date partition, so memory is bounded by a batch, not by the roll (a roll after
         30 s at 40k spans/s is 1.2M rows; materialized whole it held ~1.8 GB)."""
-        with self._timed("roll"), self._lock:
+        with self._lock, self._timed("roll"):
             con = self._store.cursor()
             try:
                 last = rolled_batch(con)
