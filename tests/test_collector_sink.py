@@ -123,3 +123,32 @@ def test_recent_keys_finds_every_key_of_sealed_and_open_buckets() -> None:
     assert not keys.seen(fresh).any()
     mixed = np.concatenate([fresh[:100], every[::1000]])
     assert keys.seen(mixed).tolist() == [False] * 100 + [True] * len(every[::1000])
+
+
+def test_the_window_filter_is_rebuilt_without_losing_a_key_of_the_window() -> None:
+    """The filter over the whole window keeps expired buckets' bits until it is rebuilt from
+    the buckets (when it holds twice the keys it was built for). Over many windows of steady
+    traffic, with rebuilds and expiries interleaved, every key committed within the window is
+    still found, keys never added are not, and expired keys eventually go."""
+    rng = np.random.default_rng(11)
+    keys = RecentKeys(100.0, buckets=8)
+    history: list[tuple[float, np.ndarray]] = []
+    rebuilt_at: list[float] = []
+    t = 0.0
+    for step in range(1500):  # 300 s: three windows
+        batch = rng.integers(0, 2**64 - 1, int(rng.integers(1, 3000)), dtype=np.uint64)
+        before = keys._filter
+        keys.add(batch, now=t)
+        history.append((t, batch))
+        if keys._filter is not before:
+            rebuilt_at.append(t)
+        t += 0.2
+        if step % 100 == 99:
+            window = np.concatenate([b for at, b in history if at > t - 0.2 - 100.0])
+            assert keys.seen(window).all(), step
+            fresh = rng.integers(0, 2**64 - 1, 20_000, dtype=np.uint64)
+            assert not keys.seen(fresh[~np.isin(fresh, window)]).any(), step
+    # rebuilt as the window filled, and again in steady state (expired bits dropped)
+    assert sum(at > 150.0 for at in rebuilt_at) >= 1, rebuilt_at
+    expired = np.concatenate([b for at, b in history if at < t - 200.0])
+    assert not keys.seen(expired).any()  # their buckets are gone (the filter alone says nothing)

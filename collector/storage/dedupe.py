@@ -4,11 +4,14 @@ A retried export carries spans the store already has. Instead of a primary key o
 stored ``(trace_id, span_id)`` (76 B/span on disk, a third of the insert cost, growing
 forever), the writer keeps a 64-bit hash of each key it committed within ``--dedupe-window``,
 in memory, in time buckets (sorted ``uint64`` pieces, merged as they grow, behind a bitmap of
-their hashes' top bits, 16 bits per key; the open bucket's bitmap doubles as it fills). A new
-group is checked with one bitmap read per key and bucket, and ``searchsorted`` only where a
-bit is set (~6 %). 1,024 keys against 8M keys in 5 buckets: 0.13 ms, hashing them 0.15 ms
-(was 0.18 and 0.39 ms when the open bucket had no bitmap and hex was parsed a digit at a
-time; one process, random keys, 2026-12-05):
+their hashes' top bits, 16 bits per key; the open bucket's bitmap doubles as it fills), with
+one more such filter over the whole window in front of them. A new group is checked with one
+read of the window's filter per key, the buckets' bitmaps only where its bit is set (~10 %),
+and ``searchsorted`` only where a bucket's bit is set too. 1,024 keys against 8M keys in 5
+buckets: 0.13 ms, hashing them 0.15 ms (was 0.18 and 0.39 ms when the open bucket had no
+bitmap and hex was parsed a digit at a time; one process, random keys, 2026-12-05, before the
+window's filter). Per million spans of the soak's groups (``bench/store_growth.py``): 0.12 s
+with one bucket, 0.25 s with nine (0.69 s with eight before the window's filter):
 
 * no hash seen: the spans are new (no false negatives: every committed key of the window is
   in the buckets);
@@ -16,9 +19,10 @@ time; one process, random keys, 2026-12-05):
   retry, or a 64-bit collision, about 1 in 10^12 per span at 10M keys in the window), and
   dropped only if the store really has that key.
 
-Duplicates inside one group are dropped the same way (first copy kept). Memory is 10 bytes
-(up to 12 in the open bucket) per span committed in the window (15 minutes at 10k spans/s:
-90 MB), independent of the store's size. At start-up the buckets are rebuilt from the rows
+Duplicates inside one group are dropped the same way (first copy kept). Memory is 12-14
+bytes per span committed in the window (the hash, 2 bytes of its bucket's bitmap, up to 4 in
+the open bucket, and 2-4 of the window's filter; 15 minutes at 10k spans/s: ~120 MB),
+independent of the store's size. At start-up the buckets are rebuilt from the rows
 ingested within the window.
 
 Ids are hashed from their hex text without a Python object per span: fixed-width lowercase hex
@@ -98,18 +102,27 @@ def _member(sorted_arr: np.ndarray, keys: np.ndarray) -> np.ndarray:
 _FILTER_BITS_PER_KEY = 16
 
 
-def _filter(keys: np.ndarray, bits: int) -> np.ndarray:
-    """A bitmap of 2**bits bits with the bit of each key's top ``bits`` bits set."""
+def _filter(pieces: list[np.ndarray], bits: int) -> np.ndarray:
+    """A bitmap of 2**bits bits with the bit of each key's top ``bits`` bits set (``pieces``:
+    sorted arrays)."""
     bitmap = np.zeros(1 << (bits - 3), dtype=np.uint8)
-    _set_bits(bitmap, bits, keys)
+    for piece in pieces:
+        _set_bits(bitmap, bits, piece)
     return bitmap
 
 
 def _set_bits(bitmap: np.ndarray, bits: int, keys: np.ndarray) -> None:
+    """Set the bits of ``keys`` (ascending). Ascending keys give ascending bytes, so the bits
+    that land in one byte are OR-ed together by one ``reduceat`` and each byte is written
+    once: 10x quicker than ``np.bitwise_or.at`` (~100 ns per key; sealing a bucket of 4.6M
+    keys stalled the writer for 0.46 s)."""
+    if not len(keys):
+        return
     pos = keys >> np.uint64(64 - bits)
-    np.bitwise_or.at(
-        bitmap, pos >> np.uint64(3), np.left_shift(1, pos & np.uint64(7)).astype(np.uint8)
-    )
+    byte = pos >> np.uint64(3)
+    bit = np.left_shift(np.uint8(1), (pos & np.uint64(7)).astype(np.uint8))
+    first = np.flatnonzero(np.concatenate(([True], byte[1:] != byte[:-1])))
+    bitmap[byte[first]] |= np.bitwise_or.reduceat(bit, first)
 
 
 def _filter_bits(n: int) -> int:
@@ -130,8 +143,10 @@ class _Bucket:
     bits: int = 3
     sealed: bool = False
 
-    def add(self, keys: np.ndarray) -> None:
-        self.pieces.append(np.sort(keys))
+    def add(self, keys: np.ndarray) -> np.ndarray:
+        """Add ``keys``; return them sorted."""
+        keys = np.sort(keys)
+        self.pieces.append(keys)
         # merge while the newest piece is at least half the one before: O(log n) pieces
         while len(self.pieces) > 1 and len(self.pieces[-1]) * 2 >= len(self.pieces[-2]):
             b = self.pieces.pop()
@@ -143,9 +158,10 @@ class _Bucket:
         n = self.size
         if self.bitmap is None or _filter_bits(n) > self.bits:
             self.bits = _filter_bits(2 * n)
-            self.bitmap = _filter(np.concatenate(self.pieces), self.bits)
+            self.bitmap = _filter(self.pieces, self.bits)
         else:
             _set_bits(self.bitmap, self.bits, keys)
+        return keys
 
     def seal(self) -> None:
         """No more keys come: merge the pieces and fit the filter to them."""
@@ -157,7 +173,7 @@ class _Bucket:
         self.sealed = True
         if self.size:
             self.bits = _filter_bits(self.size)
-            self.bitmap = _filter(self.pieces[0], self.bits)
+            self.bitmap = _filter(self.pieces, self.bits)
 
     def member(self, keys: np.ndarray) -> np.ndarray:
         """``keys`` ascending."""
@@ -179,29 +195,58 @@ class _Bucket:
         return sum(len(p) for p in self.pieces)
 
 
+#: bits per key of the window's filter, at the size it is built for (twice the keys held)
+_WINDOW_BITS_PER_KEY = 8
+
+
 class RecentKeys:
-    """Hashes of the keys committed within the last ``window_s`` seconds (at least)."""
+    """Hashes of the keys committed within the last ``window_s`` seconds (at least).
+
+    In front of the buckets, one filter over the whole window (the bit of each key's top bits,
+    like a bucket's, at 4-8 bits per key held): a new key costs one read there, and only the
+    ~10 % that hit a set bit go on to the buckets' filters. Without it a lookup read one bitmap
+    per bucket, and the cost grew with the window: 0.12 s per million spans with one bucket,
+    0.69 s with eight (``bench/store_growth.py``). Expired buckets' bits stay in it until it is
+    rebuilt from the buckets, once it holds twice the keys it was built for (about once per
+    window at a steady rate)."""
 
     def __init__(self, window_s: float, buckets: int = 16) -> None:
         self.window_s = window_s
         self._span = max(window_s / buckets, 1.0)
         self._buckets: list[_Bucket] = []
+        self._filter: np.ndarray | None = None
+        self._filter_bits = 3
+        #: keys whose bits were set in the filter since it was built (expired ones included)
+        self._filter_keys = 0
 
     def __len__(self) -> int:
         return sum(b.size for b in self._buckets)
+
+    @property
+    def buckets(self) -> int:
+        """Time buckets held."""
+        return len(self._buckets)
 
     def seen(self, keys: np.ndarray) -> np.ndarray:
         """A mask: True where the hash was committed within the window (maybe a duplicate)."""
         # Binary searches with ascending keys stay in cache (numpy starts each search at the
         # previous result): 2.5x quicker than in arrival order with 20M keys in the window.
+        found = np.zeros(len(keys), dtype=bool)
+        if self._filter is None or not len(keys):
+            return found
         order = np.argsort(keys)
         ks = keys[order]
-        found = np.zeros(len(keys), dtype=bool)
-        for b in self._buckets:
-            found |= b.member(ks)
-        out = np.empty(len(keys), dtype=bool)
-        out[order] = found
-        return out
+        pos = ks >> np.uint64(64 - self._filter_bits)
+        hit = (
+            (self._filter[pos >> np.uint64(3)] >> (pos & np.uint64(7)).astype(np.uint8)) & 1
+        ).astype(bool)
+        if hit.any():
+            cand = ks[hit]
+            in_bucket = np.zeros(len(cand), dtype=bool)
+            for b in self._buckets:
+                in_bucket |= b.member(cand)
+            found[order[hit]] = in_bucket
+        return found
 
     def add(self, keys: np.ndarray, now: float | None = None) -> None:
         if not len(keys) or self.window_s <= 0:
@@ -213,7 +258,16 @@ class RecentKeys:
             if self._buckets:
                 self._buckets[-1].seal()
             self._buckets.append(_Bucket(now + self._span))
-        self._buckets[-1].add(keys)
+        ascending = self._buckets[-1].add(keys)
+        self._filter_keys += len(keys)
+        capacity = (1 << self._filter_bits) // _WINDOW_BITS_PER_KEY
+        if self._filter is None or self._filter_keys > capacity:
+            held = len(self)
+            self._filter_bits = max(int(2 * held * _WINDOW_BITS_PER_KEY - 1).bit_length(), 3)
+            self._filter = _filter([p for b in self._buckets for p in b.pieces], self._filter_bits)
+            self._filter_keys = held
+        else:
+            _set_bits(self._filter, self._filter_bits, ascending)
 
 
 def repeated_rows(keys: np.ndarray) -> np.ndarray:
