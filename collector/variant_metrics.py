@@ -94,6 +94,16 @@ class _State:
         self.ttft = np.zeros((capacity, _NB), np.int64)
         self.ttft_sum = np.zeros(capacity)
 
+    def copy(self) -> _State:
+        out = _State(0)
+        out.counters, out.latency, out.latency_sum = (
+            self.counters.copy(),
+            self.latency.copy(),
+            self.latency_sum.copy(),
+        )
+        out.ttft, out.ttft_sum = self.ttft.copy(), self.ttft_sum.copy()
+        return out
+
 
 def _histograms(codes: np.ndarray, values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Per key: non-cumulative counts per bucket (``(n, buckets + 1)``, the last one +Inf,
@@ -258,14 +268,7 @@ class VariantMetrics(Collector):
     def _snapshot(self) -> tuple[dict[Key, int], _State, int]:
         self.flush()
         with self._lock:
-            st, copy = self._state, _State(0)
-            copy.counters, copy.latency, copy.latency_sum = (
-                st.counters.copy(),
-                st.latency.copy(),
-                st.latency_sum.copy(),
-            )
-            copy.ttft, copy.ttft_sum = st.ttft.copy(), st.ttft_sum.copy()
-            return dict(self._slots), copy, self._overflow
+            return dict(self._slots), self._state.copy(), self._overflow
 
     def exposition(self) -> str:
         """The Prometheus text of :meth:`collect`, byte for byte what prometheus_client's

@@ -103,6 +103,11 @@ def v2_alert_check(alerts: list[dict[str, Any]]) -> Check:
         cohort = a.get("cohort") or {}
         return cohort.get("specialty") if isinstance(cohort, dict) else None
 
+    def listed(some: list[dict[str, Any]]) -> str:
+        return ", ".join(
+            f"{a['prefix_id']}@{a['prefix_version']} {a['metric']} on {specialty(a)}" for a in some
+        )
+
     v2 = [a for a in alerts if a["prefix_id"] == "radiology" and str(a["prefix_version"]) == "2"]
     tc = [
         a
@@ -126,15 +131,9 @@ def v2_alert_check(alerts: list[dict[str, Any]]) -> Check:
     )
     detail += f"; {len(misrouted)} alert(s) on mis-routed notes"
     if timing:
-        detail += "; latency alert(s) on this machine, not part of the story: " + ", ".join(
-            f"{a['prefix_id']}@{a['prefix_version']} {a['metric']} on {specialty(a)}"
-            for a in timing
-        )
+        detail += "; latency alert(s) on this machine, not part of the story: " + listed(timing)
     if unexpected:
-        detail += "; unexpected: " + ", ".join(
-            f"{a['prefix_id']}@{a['prefix_version']} {a['metric']} on {specialty(a)}"
-            for a in unexpected
-        )
+        detail += "; unexpected: " + listed(unexpected)
     return Check("v2_alert", bool(tc) and not unexpected, detail)
 
 

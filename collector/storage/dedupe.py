@@ -125,8 +125,15 @@ def _set_bits(bitmap: np.ndarray, bits: int, keys: np.ndarray) -> None:
     bitmap[byte[first]] |= np.bitwise_or.reduceat(bit, first)
 
 
-def _filter_bits(n: int) -> int:
-    return max(int(n * _FILTER_BITS_PER_KEY - 1).bit_length(), 3)
+def _filter_bits(n: int, per_key: int = _FILTER_BITS_PER_KEY) -> int:
+    """The bitmap size (log2 of its bits) that gives ``n`` keys ``per_key`` bits or more."""
+    return max(int(n * per_key - 1).bit_length(), 3)
+
+
+def _probe(bitmap: np.ndarray, bits: int, keys: np.ndarray) -> np.ndarray:
+    """A mask: True where the bit of the key's top ``bits`` bits is set (maybe present)."""
+    pos = keys >> np.uint64(64 - bits)
+    return ((bitmap[pos >> np.uint64(3)] >> (pos & np.uint64(7)).astype(np.uint8)) & 1).astype(bool)
 
 
 @dataclass(slots=True)
@@ -179,9 +186,7 @@ class _Bucket:
         """``keys`` ascending."""
         if self.bitmap is None:
             return np.zeros(len(keys), dtype=bool)
-        pos = keys >> np.uint64(64 - self.bits)
-        hit = (self.bitmap[pos >> np.uint64(3)] >> (pos & np.uint64(7)).astype(np.uint8)) & 1
-        out = hit.astype(bool)
+        out = _probe(self.bitmap, self.bits, keys)
         if out.any():
             cand = keys[out]
             found = np.zeros(len(cand), dtype=bool)
@@ -236,10 +241,7 @@ class RecentKeys:
             return found
         order = np.argsort(keys)
         ks = keys[order]
-        pos = ks >> np.uint64(64 - self._filter_bits)
-        hit = (
-            (self._filter[pos >> np.uint64(3)] >> (pos & np.uint64(7)).astype(np.uint8)) & 1
-        ).astype(bool)
+        hit = _probe(self._filter, self._filter_bits, ks)
         if hit.any():
             cand = ks[hit]
             in_bucket = np.zeros(len(cand), dtype=bool)
@@ -263,7 +265,7 @@ class RecentKeys:
         capacity = (1 << self._filter_bits) // _WINDOW_BITS_PER_KEY
         if self._filter is None or self._filter_keys > capacity:
             held = len(self)
-            self._filter_bits = max(int(2 * held * _WINDOW_BITS_PER_KEY - 1).bit_length(), 3)
+            self._filter_bits = _filter_bits(2 * held, _WINDOW_BITS_PER_KEY)
             self._filter = _filter([p for b in self._buckets for p in b.pieces], self._filter_bits)
             self._filter_keys = held
         else:
