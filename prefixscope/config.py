@@ -178,6 +178,14 @@ class Settings:
         default=30.0,
         metadata={"help": "Seconds between Parquet lake rolls (0 disables the lake roll)."},
     )
+    lake_roll_rows: int = field(
+        default=1_000_000,
+        metadata={
+            "help": "Also roll as soon as this many spans were committed since the last roll, "
+            "before the interval ends (0: by the interval only). Under heavy ingest every roll "
+            "is then about this size instead of one burst per interval."
+        },
+    )
     lake_row_group_rows: int = field(
         default=1_000_000, metadata={"help": "Rows per Parquet row group in the lake."}
     )
@@ -327,6 +335,8 @@ class Settings:
             raise ConfigError("sql_timeout_s must be > 0")
         if self.lake_roll_interval_s < 0 or self.detect_interval_s < 0:
             raise ConfigError("intervals must be >= 0")
+        if self.lake_roll_rows < 0:
+            raise ConfigError(f"lake_roll_rows must be >= 0, got {self.lake_roll_rows}")
         if self.detect_sequential not in ("windows", "msprt"):
             raise ConfigError(
                 f"detect_sequential must be 'windows' or 'msprt', got {self.detect_sequential!r}"

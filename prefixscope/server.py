@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import uvicorn
@@ -37,6 +37,9 @@ from prefixscope.collector.variant_metrics import VariantMetrics
 from prefixscope.collector.writer import GroupCommitWriter
 from prefixscope.config import ConfigError, ServedModel, Settings, duration
 from prefixscope.metrics import Metrics
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 log = logging.getLogger("prefixscope")
 
@@ -102,6 +105,7 @@ class PrefixScopeServer:
                     duration(settings.hot_retention) if settings.hot_retention else None
                 ),
                 dedupe_window=duration(settings.dedupe_window),
+                roll_rows=settings.lake_roll_rows,
             )
         self.writer = GroupCommitWriter(
             sink,
@@ -110,7 +114,7 @@ class PrefixScopeServer:
             batch_max_spans=settings.batch_max_spans,
             retry_after_s=settings.retry_after_s,
             linger_s=settings.commit_linger_ms / 1000,
-            on_commit=self.variant_metrics.observe if self.variant_metrics else None,
+            on_commit=self._on_commit,
         )
         self.pipeline = IngestPipeline(settings, self.writer, self.metrics)
         self.metrics.registry.register(
@@ -126,6 +130,16 @@ class PrefixScopeServer:
         self._stopped = False
 
     # -- composition -------------------------------------------------------------------------
+    def _on_commit(self, table: pa.Table) -> None:
+        """The writer's hook after each group commit: derived metrics, then the roll's count."""
+        if self.variant_metrics is not None:
+            try:
+                self.variant_metrics.observe(table)
+            except Exception:  # derived metrics never fail ingest, nor stop the roll's count
+                log.exception("per-variant metrics failed on a commit")
+        if self.lake is not None:
+            self.lake.committed(table)
+
     def _served_names(self) -> dict[str, tuple[str, str | None]]:
         assert self.store is not None
         cur = self.store.cursor()

@@ -101,3 +101,62 @@ def test_roll_streams_batches_into_one_file_per_partition(
     assert len(files) == 3  # roll 1: one file per partition; roll 2: one partition
     assert _lake_rows(tmp_path / "lake") == stored and len(stored) == 2100
     assert pq.read_schema(files[0]).names == list(SPAN_COLUMN_NAMES)
+
+
+def test_roll_starts_once_roll_rows_are_committed_not_only_on_the_interval(
+    tmp_path: Path,
+) -> None:
+    """With an hour's interval, the roll still runs as soon as ``roll_rows`` spans were
+    committed, and a roll resets the count; below it, nothing rolls before the interval."""
+    import time
+
+    from prefixscope.collector.storage.lake import rolled_batch
+
+    tables = _tables(4)
+    with Store(tmp_path) as store:
+        sink = DuckDBSink(store)
+        sink.open()
+        roller = LakeRoller(store, Metrics(), interval_s=3600, row_group_rows=256, roll_rows=500)
+        roller.start()
+        try:
+
+            def watermark() -> int:
+                cur = store.cursor()
+                try:
+                    return rolled_batch(cur)
+                finally:
+                    cur.close()
+
+            def commit(i: int) -> None:
+                sink.write(tables[i], i + 1)
+                roller.committed(tables[i])
+
+            commit(0)  # 300 spans: below roll_rows
+            time.sleep(1.0)
+            assert watermark() == 0
+            commit(1)  # 600 spans waiting: a roll starts without waiting for the interval
+            deadline = time.monotonic() + 20
+            while watermark() != 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert watermark() == 2
+            commit(2)  # the count started again at the roll: 300 spans wait
+            time.sleep(1.0)
+            assert watermark() == 2
+            commit(3)
+            deadline = time.monotonic() + 20
+            while watermark() != 4 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert watermark() == 4
+            t0 = time.monotonic()
+        finally:
+            roller.stop()
+        assert time.monotonic() - t0 < 5  # stop() wakes the loop; it does not wait an hour
+        sink.close()
+    assert len(_lake_rows(tmp_path / "lake")) == 1200
+
+
+def test_lake_roll_rows_must_not_be_negative() -> None:
+    from prefixscope.config import ConfigError, Settings
+
+    with pytest.raises(ConfigError, match="lake_roll_rows"):
+        Settings(lake_roll_rows=-1).validate()

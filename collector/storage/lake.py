@@ -60,7 +60,14 @@ def lower_priority() -> None:
 
 
 class LakeRoller:
-    """Exports new span batches to Parquet, periodically and once more on shutdown."""
+    """Exports new span batches to Parquet, periodically and once more on shutdown.
+
+    A roll starts every ``interval_s``, and also as soon as ``roll_rows`` spans have been
+    committed since the last one (:meth:`committed` counts them; 0: by the interval only). Under
+    heavy ingest that keeps every roll about the same size, so its share of the cores is steady
+    instead of one large burst per interval. The move to the cold tier, compaction and retention
+    run on the interval only.
+    """
 
     def __init__(
         self,
@@ -72,6 +79,7 @@ class LakeRoller:
         retention: dt.timedelta | None = None,
         hot_retention: dt.timedelta | None = None,
         dedupe_window: dt.timedelta = dt.timedelta(0),
+        roll_rows: int = 0,
     ) -> None:
         self._store = store
         self._metrics = metrics
@@ -84,7 +92,12 @@ class LakeRoller:
         #: rows stay hot at least this long after they arrived (retries are dropped meanwhile)
         self._dedupe_window = dedupe_window
         self._row_group_rows = row_group_rows
+        self._roll_rows = roll_rows if interval_s > 0 else 0
+        #: spans committed since the last roll started (approximate: no lock, one writer)
+        self._pending_rows = 0
         self._stop = threading.Event()
+        #: set by stop() and by committed() once ``roll_rows`` spans wait: wakes the loop
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -104,8 +117,17 @@ class LakeRoller:
         self._thread = threading.Thread(target=self._loop, name="prefixscope-lake", daemon=True)
         self._thread.start()
 
+    def committed(self, table: pa.Table) -> None:
+        """The writer's commit hook: count the group's spans; wake a roll at ``roll_rows``."""
+        if self._roll_rows <= 0:
+            return
+        self._pending_rows += table.num_rows
+        if self._pending_rows >= self._roll_rows:
+            self._wake.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(60)
 
@@ -113,27 +135,43 @@ class LakeRoller:
         lower_priority()
         # no roll (interval 0) but a retention: enforce it every ten minutes
         period = self._interval if self._interval > 0 else 600.0
-        while not self._stop.wait(period):
-            if self._interval > 0:
-                try:
-                    self.roll()
-                except Exception:  # keep rolling later; spans are safe in DuckDB meanwhile
-                    log.exception("Parquet lake roll failed")
-                else:
-                    try:
-                        self.move()
-                    except Exception:  # the rows stay hot; the next pass moves them
-                        log.exception("moving rows to the cold tier failed")
-                    else:
-                        try:
-                            self.compact()
-                        except Exception:  # the files stay as they are; the next pass retries
-                            log.exception("cold-tier compaction failed")
-            if self._retention is not None:
-                try:
-                    self.enforce_retention()
-                except Exception:
-                    log.exception("retention pass failed; will retry")
+        due = time.monotonic() + period
+        while True:
+            self._wake.wait(max(0.0, due - time.monotonic()))
+            if self._stop.is_set():
+                return
+            self._wake.clear()
+            if time.monotonic() < due:  # woken by committed(): a roll, nothing else
+                self._pass(full=False)
+                continue
+            due = time.monotonic() + period
+            self._pass(full=True)
+
+    def _pass(self, *, full: bool) -> None:
+        if self._interval > 0:
+            try:
+                self.roll()
+            except Exception:  # keep rolling later; spans are safe in DuckDB meanwhile
+                log.exception("Parquet lake roll failed")
+            else:
+                if full:
+                    self._move_and_compact()
+        if full and self._retention is not None:
+            try:
+                self.enforce_retention()
+            except Exception:
+                log.exception("retention pass failed; will retry")
+
+    def _move_and_compact(self) -> None:
+        try:
+            self.move()
+        except Exception:  # the rows stay hot; the next pass moves them
+            log.exception("moving rows to the cold tier failed")
+            return
+        try:
+            self.compact()
+        except Exception:  # the files stay as they are; the next pass retries
+            log.exception("cold-tier compaction failed")
 
     def enforce_retention(self, now: dt.datetime | None = None) -> RetentionReport | None:
         """Drop lake partitions and store rows older than the retention (see retention.py)."""
@@ -217,6 +255,7 @@ class LakeRoller:
         per date partition, so memory is bounded by a batch, not by the roll (a roll after
         30 s at 40k spans/s is 1.2M rows; materialized whole it held ~1.8 GB)."""
         with self._lock, self._timed("roll"):
+            self._pending_rows = 0  # what commits from now on is for the next roll
             con = self._store.cursor()
             try:
                 last = rolled_batch(con)
