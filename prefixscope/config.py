@@ -126,9 +126,10 @@ class Settings:
         metadata={
             "help": "Memory budget of the embedded store, MB. DuckDB's memory limit is half "
             "of it (its cached table blocks, rows not yet checkpointed and query state; "
-            "queries spill to disk or fail with a clear error beyond it); the other half is "
-            "the writer's queue, the dedupe window and the lake roll's buffers. The server's "
-            "resident set stays below this + 400 MB (bench/soak.py)."
+            "queries spill to disk or fail with a clear error beyond it); a quarter bounds the "
+            "dedupe window (14 bytes a key); the rest is the writer's queue and the lake "
+            "roll's buffers. The server's resident set stays below this + 400 MB "
+            "(bench/soak.py)."
         },
     )
     commit_linger_ms: float = field(
@@ -262,7 +263,9 @@ class Settings:
         metadata={
             "help": "A retried export within this time of the first delivery is never stored "
             "twice: spans stay in the hot tier at least this long after they arrive "
-            "(OTel SDKs retry for about a minute, a Collector's queue for 5 minutes)."
+            "(OTel SDKs retry for about a minute, a Collector's queue for 5 minutes). Its keys "
+            "take at most a quarter of --store-memory-mb: at a higher rate it covers less, "
+            "and prefixscope_dedupe_window_seconds says how much."
         },
     )
     public_url: str = field(

@@ -30,9 +30,9 @@ from prefixscope.collector.ingest import IngestPipeline
 from prefixscope.collector.logs import LogReceiver
 from prefixscope.collector.storage.fs import s3_options_from_env
 from prefixscope.collector.storage.lake import LakeRoller
-from prefixscope.collector.storage.memory import MemoryCollector
+from prefixscope.collector.storage.memory import DedupeCollector, MemoryCollector
 from prefixscope.collector.storage.sinks import DuckDBSink, LakeSink, SpanSink
-from prefixscope.collector.storage.store import Store
+from prefixscope.collector.storage.store import Store, dedupe_max_keys
 from prefixscope.collector.variant_metrics import VariantMetrics
 from prefixscope.collector.writer import GroupCommitWriter
 from prefixscope.config import ConfigError, ServedModel, Settings, duration
@@ -88,8 +88,11 @@ class PrefixScopeServer:
             finally:
                 cur.close()
             sink = DuckDBSink(
-                self.store, dedupe_window_s=duration(settings.dedupe_window).total_seconds()
+                self.store,
+                dedupe_window_s=duration(settings.dedupe_window).total_seconds(),
+                dedupe_max_keys=dedupe_max_keys(settings.store_memory_mb),
             )
+            self.metrics.registry.register(DedupeCollector(sink))
             if settings.variant_metrics_max_series > 0:
                 self.variant_metrics = VariantMetrics(
                     settings.variant_metrics_max_series, mapping=self._served_names

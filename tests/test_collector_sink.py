@@ -152,3 +152,73 @@ def test_the_window_filter_is_rebuilt_without_losing_a_key_of_the_window() -> No
     assert sum(at > 150.0 for at in rebuilt_at) >= 1, rebuilt_at
     expired = np.concatenate([b for at, b in history if at < t - 200.0])
     assert not keys.seen(expired).any()  # their buckets are gone (the filter alone says nothing)
+
+
+def test_a_memory_bound_drops_the_oldest_buckets_early_and_says_how_far_back_it_reaches() -> None:
+    """With ``max_keys`` the window holds at most that many keys (plus the open bucket): the
+    oldest buckets go first, every key newer than the last one dropped is still found, and
+    ``covered_s`` reports the shorter reach until the dropped keys would have expired anyway."""
+    rng = np.random.default_rng(5)
+    keys = RecentKeys(160.0, max_keys=50_000)  # 16 buckets of 10 s
+    added: list[tuple[float, np.ndarray]] = []
+    assert keys.covered_s(now=0.0) == 160.0
+    for step in range(12):  # 20k keys every 10 s: 240k keys in 120 s, far beyond the bound
+        batch = rng.integers(0, 2**64 - 1, 20_000, dtype=np.uint64)
+        keys.add(batch, now=step * 10.0)
+        added.append((step * 10.0, batch))
+        assert len(keys) <= 50_000 or keys.buckets == 1
+    assert len(keys) == 40_000  # two buckets of 20k: a third would exceed 50k
+    assert keys.evicted == 10 * 20_000
+    # the buckets held are those of t=100 and t=110: the newest dropped one ended at 100
+    assert keys.covered_s(now=110.0) == pytest.approx(10.0)
+    newest = np.concatenate([b for at, b in added if at >= 100.0])
+    assert keys.seen(newest).all()
+    dropped = np.concatenate([b for at, b in added if at < 100.0])
+    assert not keys.seen(dropped).any()
+    # without the bound the same traffic is held whole
+    unbounded = RecentKeys(160.0)
+    for at, batch in added:
+        unbounded.add(batch, now=at)
+    assert len(unbounded) == 240_000 and unbounded.evicted == 0
+    assert unbounded.covered_s(now=110.0) == 160.0
+    # once the traffic slows down, the reach grows back to the window's length
+    assert keys.covered_s(now=300.0) == 160.0
+
+
+def test_the_sink_bounds_its_window_and_rebuilds_only_the_newest_keys(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``dedupe_max_keys`` bounds the sink's window at run time (with a warning) and at a
+    restart (the newest whole batches that fit); retries of what it still holds are dropped."""
+    tables = [_table(i, 10) for i in range(6)]
+    with Store(tmp_path) as store:
+        sink = DuckDBSink(store, dedupe_window_s=16.0, dedupe_max_keys=25)
+        sink.open()
+        with caplog.at_level("WARNING", logger=sinks.__name__):
+            for i, t in enumerate(tables):
+                assert sink.write(t, i + 1) == 10
+                time.sleep(1.05)  # a new 1 s bucket per commit
+        assert len(sink.recent) <= 25 and sink.recent.evicted >= 30
+        assert sink.recent.covered_s() < 16.0
+        assert "dedupe window at its memory bound (25 keys)" in caplog.text
+        assert sink.write(tables[-1], 7) == 0  # the newest keys are held
+        sink.close()
+    with Store(tmp_path) as store:
+        sink = DuckDBSink(store, dedupe_window_s=600.0, dedupe_max_keys=25)
+        sink.open()
+        assert len(sink.recent) == 20  # batches 6 and 5: a third batch would exceed 25
+        assert sink.write(tables[5], 8) == 0 and sink.write(tables[4], 9) == 0
+        sink.close()
+    with Store(tmp_path) as store:
+        sink = DuckDBSink(store, dedupe_window_s=600.0)
+        sink.open()
+        assert len(sink.recent) == 60  # no bound: every row of the window
+        sink.close()
+
+
+def test_dedupe_max_keys_follows_the_store_budget() -> None:
+    from prefixscope.collector.storage.store import dedupe_max_keys
+
+    assert dedupe_max_keys(None) == 0 and dedupe_max_keys(0) == 0
+    assert dedupe_max_keys(1024) == 1024 * 2**20 // 4 // 14
+    assert dedupe_max_keys(2048) == 2 * dedupe_max_keys(1024)

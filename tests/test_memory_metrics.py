@@ -80,6 +80,11 @@ def test_metrics_say_where_the_memory_goes(
     assert 0 < sum(store.values()) < rss["server"]
     spilled = _samples(srv, "prefixscope_store_temporary_bytes")
     assert set(spilled) == set(store)
+    # the dedupe window: the 1,536 keys, its full 15 minutes (far below its bound), none dropped
+    values = metric_values(srv)
+    assert values[("prefixscope_dedupe_window_keys", ())] == 3 * 512
+    assert values[("prefixscope_dedupe_window_seconds", ())] == 900.0
+    assert values[("prefixscope_dedupe_evicted_keys_total", ())] == 0
 
 
 def test_metrics_of_a_lake_mode_collector_have_no_store(

@@ -23,13 +23,14 @@ def test_every_setting_is_documented() -> None:
 def _metric_names() -> set[str]:
     """Every family the server exports: the server's own, the per-variant series and the
     memory gauges read at scrape time."""
-    from prefixscope.collector.storage.memory import MemoryCollector
+    from prefixscope.collector.storage.memory import DedupeCollector, MemoryCollector
     from prefixscope.collector.variant_metrics import VariantMetrics
 
     return (
         {m.name for m in Metrics().registry.collect()}
         | {m.name for m in VariantMetrics().collect()}
         | {m.name for m in MemoryCollector(None, list).describe()}
+        | {m.name for m in DedupeCollector.families()}
     )
 
 

@@ -22,8 +22,11 @@ with one bucket, 0.25 s with nine (0.69 s with eight before the window's filter)
 Duplicates inside one group are dropped the same way (first copy kept). Memory is 12-14
 bytes per span committed in the window (the hash, 2 bytes of its bucket's bitmap, up to 4 in
 the open bucket, and 2-4 of the window's filter; 15 minutes at 10k spans/s: ~120 MB),
-independent of the store's size. At start-up the buckets are rebuilt from the rows
-ingested within the window.
+independent of the store's size, and bounded: with ``max_keys`` (the server passes a quarter
+of ``--store-memory-mb`` at 14 bytes a key) the oldest buckets go early when the window's
+keys outgrow it, so the window covers less time at a rate above ``max_keys / window_s``. At
+start-up the buckets are rebuilt from the rows ingested within the window (the newest
+``max_keys`` of them).
 
 Ids are hashed from their hex text without a Python object per span: fixed-width lowercase hex
 (what the decoders produce) is parsed in numpy; anything else falls back to blake2b per id.
@@ -213,10 +216,20 @@ class RecentKeys:
     per bucket, and the cost grew with the window: 0.12 s per million spans with one bucket,
     0.69 s with eight (``bench/store_growth.py``). Expired buckets' bits stay in it until it is
     rebuilt from the buckets, once it holds twice the keys it was built for (about once per
-    window at a steady rate)."""
+    window at a steady rate).
 
-    def __init__(self, window_s: float, buckets: int = 16) -> None:
+    ``max_keys`` (0: none) bounds the memory: when the buckets hold more keys, the oldest
+    buckets go before their time (never the open one). The window then covers less than
+    ``window_s``; :meth:`covered_s` says how much, :attr:`evicted` counts the keys that went
+    early."""
+
+    def __init__(self, window_s: float, buckets: int = 16, max_keys: int = 0) -> None:
         self.window_s = window_s
+        self.max_keys = max_keys
+        #: keys dropped before their time to stay within ``max_keys``
+        self.evicted = 0
+        #: the end of the newest bucket dropped early: every key committed since is held
+        self._evicted_end: float | None = None
         self._span = max(window_s / buckets, 1.0)
         self._buckets: list[_Bucket] = []
         self._filter: np.ndarray | None = None
@@ -231,6 +244,14 @@ class RecentKeys:
     def buckets(self) -> int:
         """Time buckets held."""
         return len(self._buckets)
+
+    def covered_s(self, now: float | None = None) -> float:
+        """How far back the window reaches now: ``window_s``, or less while the keys of the
+        last ``window_s`` outgrow ``max_keys`` (a key committed within it is always held)."""
+        if self._evicted_end is None:
+            return self.window_s
+        now = time.monotonic() if now is None else now
+        return max(0.0, min(self.window_s, now - self._evicted_end))
 
     def seen(self, keys: np.ndarray) -> np.ndarray:
         """A mask: True where the hash was committed within the window (maybe a duplicate)."""
@@ -261,6 +282,8 @@ class RecentKeys:
                 self._buckets[-1].seal()
             self._buckets.append(_Bucket(now + self._span))
         ascending = self._buckets[-1].add(keys)
+        if self.max_keys > 0:
+            self._evict(self.max_keys)
         self._filter_keys += len(keys)
         capacity = (1 << self._filter_bits) // _WINDOW_BITS_PER_KEY
         if self._filter is None or self._filter_keys > capacity:
@@ -270,6 +293,17 @@ class RecentKeys:
             self._filter_keys = held
         else:
             _set_bits(self._filter, self._filter_bits, ascending)
+
+    def _evict(self, max_keys: int) -> None:
+        """Drop the oldest buckets until at most ``max_keys`` keys are held (the open bucket
+        stays, whatever its size). Their bits stay in the window's filter until it is rebuilt:
+        a lookup that hits one is confirmed against the store, as any candidate is."""
+        held = len(self)
+        while held > max_keys and len(self._buckets) > 1:
+            old = self._buckets.pop(0)
+            held -= old.size
+            self.evicted += old.size
+            self._evicted_end = old.end
 
 
 def repeated_rows(keys: np.ndarray) -> np.ndarray:

@@ -6,6 +6,9 @@
   ``ORDER_BY``, ``PARQUET_READER`` ... DuckDB's memory limit (a share of
   ``--store-memory-mb``, see store.py) bounds their sum.
 * ``prefixscope_store_temporary_bytes{tag}``: what queries spilled to disk beyond that limit.
+* ``prefixscope_dedupe_window_keys``, ``prefixscope_dedupe_window_seconds`` and
+  ``prefixscope_dedupe_evicted_keys_total``: the dedupe window's keys, how far back it reaches
+  (``--dedupe-window``, or less at its memory bound) and the keys it dropped early.
 * ``prefixscope_process_resident_bytes{process}``: the resident set of the serving process
   (``server``) and of its decode workers together (``workers``), the figure the operator's
   container limit sees.
@@ -20,11 +23,15 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from .store import Store
+
+if TYPE_CHECKING:
+    from .sinks import DuckDBSink
 
 log = logging.getLogger(__name__)
 
@@ -97,3 +104,41 @@ class MemoryCollector:
             tmp.add_metric([str(tag)], float(spilled or 0))
         yield mem
         yield tmp
+
+
+class DedupeCollector:
+    """The dedupe window of the embedded store's sink, read at scrape time."""
+
+    def __init__(self, sink: DuckDBSink) -> None:
+        self._sink = sink
+
+    def describe(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        yield from self.families()
+
+    @staticmethod
+    def families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, CounterMetricFamily]:
+        """The families, empty (what ``describe`` declares)."""
+        return (
+            GaugeMetricFamily(
+                "prefixscope_dedupe_window_keys",
+                "Span keys held by the dedupe window (12-14 bytes each)",
+            ),
+            GaugeMetricFamily(
+                "prefixscope_dedupe_window_seconds",
+                "How far back the dedupe window reaches: --dedupe-window, or less while the "
+                "spans of that time exceed its memory bound (a quarter of --store-memory-mb)",
+            ),
+            CounterMetricFamily(
+                "prefixscope_dedupe_evicted_keys",
+                "Span keys the dedupe window dropped before their time to stay within its "
+                "memory bound",
+            ),
+        )
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        keys, seconds, evicted = self.families()
+        recent = self._sink.recent  # replaced whole on a rebuild: read it once
+        keys.add_metric([], len(recent))
+        seconds.add_metric([], recent.covered_s())
+        evicted.add_metric([], recent.evicted)
+        yield from (keys, seconds, evicted)

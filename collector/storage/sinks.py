@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import os
 import socket
 import time
@@ -27,6 +28,10 @@ from .dedupe import RecentKeys, key_hashes, repeated_rows
 from .fs import is_local, open_fs, publish_parquet
 from .store import Store, scalar
 from .tables import partition_by_date
+
+log = logging.getLogger(__name__)
+#: at most one warning per this many seconds while the window is short of its length
+_EVICTION_WARNING_EVERY_S = 600.0
 
 
 def _utcnow() -> dt.datetime:
@@ -50,14 +55,23 @@ class SpanSink(Protocol):
 class DuckDBSink:
     """Insert into ``span_rows`` (read as ``spans``). Retried duplicates are dropped by the
     dedupe window (``dedupe.py``): within ``dedupe_window_s`` of the first copy's commit, a
-    span is never stored twice."""
+    span is never stored twice.
 
-    def __init__(self, store: Store, *, dedupe_window_s: float = 900.0) -> None:
+    ``dedupe_max_keys`` (0: none) bounds the window's memory (``RecentKeys``): above
+    ``dedupe_max_keys / dedupe_window_s`` spans/s sustained, the window covers less than its
+    length, and a warning says how much (``/metrics``: ``prefixscope_dedupe_window_seconds``).
+    """
+
+    def __init__(
+        self, store: Store, *, dedupe_window_s: float = 900.0, dedupe_max_keys: int = 0
+    ) -> None:
         self._store = store
         self._con: duckdb.DuckDBPyConnection | None = None
         self._generation = 0
         self._window_s = dedupe_window_s
-        self.recent = RecentKeys(dedupe_window_s)
+        self._max_keys = dedupe_max_keys
+        self.recent = RecentKeys(dedupe_window_s, max_keys=dedupe_max_keys)
+        self._warned_at: float | None = None
 
     def open(self) -> int:
         self._generation = self._store.generation
@@ -74,16 +88,51 @@ class DuckDBSink:
         )
 
     def _rebuild(self, con: duckdb.DuckDBPyConnection) -> None:
-        """The window's keys, from the rows ingested within it (after a restart)."""
-        self.recent = RecentKeys(self._window_s)
+        """The window's keys, from the rows ingested within it (after a restart): the newest
+        ``dedupe_max_keys`` of them when there are more."""
+        evicted = self.recent.evicted  # a counter: it goes on across rebuilds
+        self.recent = RecentKeys(self._window_s, max_keys=self._max_keys)
+        self.recent.evicted = evicted
         if self._window_s <= 0:
             return
         since = _utcnow() - dt.timedelta(seconds=self._window_s)
+        first = 0
+        if self._max_keys > 0:
+            per_batch = con.execute(
+                "SELECT coalesce(ingest_batch, 0), count(*) FROM span_rows WHERE ingested_at >= $1 "
+                "GROUP BY 1 ORDER BY 1 DESC",
+                [since],
+            ).fetchall()
+            held = 0
+            for batch_no, n in per_batch:  # newest first, whole batches
+                if held + n > self._max_keys:
+                    break
+                held, first = held + n, batch_no
         reader = con.sql(
-            "SELECT trace_id, span_id FROM span_rows WHERE ingested_at >= $1", params=[since]
+            "SELECT trace_id, span_id FROM span_rows WHERE ingested_at >= $1 "
+            "AND coalesce(ingest_batch, 0) >= $2",
+            params=[since, first],
         ).to_arrow_reader(1 << 20)
         for batch in reader:
             self.recent.add(key_hashes(batch.column(0), batch.column(1)))
+
+    def _remember(self, keys: np.ndarray) -> None:
+        """Add committed keys to the window; say so when its memory bound shortens it."""
+        before = self.recent.evicted
+        self.recent.add(keys)
+        if self.recent.evicted == before:
+            return
+        now = time.monotonic()
+        if self._warned_at is None or now - self._warned_at >= _EVICTION_WARNING_EVERY_S:
+            self._warned_at = now
+            log.warning(
+                "dedupe window at its memory bound (%d keys): it covers the last %.0f s, not "
+                "%.0f s; a retry older than that is stored again and removed at compaction "
+                "(raise --store-memory-mb for a longer window at this rate)",
+                self._max_keys,
+                self.recent.covered_s(now),
+                self._window_s,
+            )
 
     def _new_rows(self, con: duckdb.DuckDBPyConnection, table: pa.Table) -> tuple[pa.Table, Any]:
         """``table`` without the spans already stored within the window or repeated inside
@@ -152,10 +201,10 @@ class DuckDBSink:
             self._con = self._store.cursor()
             # DuckDB can report a commit as failed after its WAL record was written: the
             # spans count as maybe stored, so a retry confirms each against the store
-            self.recent.add(key_hashes(table.column("trace_id"), table.column("span_id")))
+            self._remember(key_hashes(table.column("trace_id"), table.column("span_id")))
             raise
         if keys is not None:
-            self.recent.add(keys)
+            self._remember(keys)
         return inserted
 
     def _insert(

@@ -57,9 +57,23 @@ DUCKDB_MEMORY_SHARE = 0.5
 DUCKDB_MEMORY_MIN_MB = 128
 
 
+#: The dedupe window's share of ``--store-memory-mb`` and what one key costs there at most
+#: (dedupe.py: the hash, its bucket's bitmap, the window's filter). 1,024 MB: 19M keys, i.e.
+#: the full 15 minutes up to 21k spans/s sustained.
+DEDUPE_MEMORY_SHARE = 0.25
+DEDUPE_BYTES_PER_KEY = 14
+
+
 def duckdb_memory_mb(store_memory_mb: int) -> int:
     """The DuckDB memory limit for a store budget of ``store_memory_mb``."""
     return max(DUCKDB_MEMORY_MIN_MB, int(store_memory_mb * DUCKDB_MEMORY_SHARE))
+
+
+def dedupe_max_keys(store_memory_mb: int | None) -> int:
+    """The most keys the dedupe window may hold for a store budget (0: no budget, no bound)."""
+    if not store_memory_mb:
+        return 0
+    return int(store_memory_mb * DEDUPE_MEMORY_SHARE * 2**20) // DEDUPE_BYTES_PER_KEY
 
 
 class Store:
