@@ -14,7 +14,9 @@ Ingests ``--spans`` distinct spans (default 20M) of the reference workload (512-
 * the group commits in it and their mean duration (``prefixscope_commit_latency_seconds``):
   each client waits for its request's commit, so with few clients the rate follows it,
 
-then, after a clean shutdown, disk per span of the DuckDB file and of the Parquet lake.
+then the dedupe window's keys and reach at the end (``prefixscope_dedupe_window_*``: 20M
+spans in ~5 min outgrow its memory bound, 19M keys at the default budget) and, after a clean
+shutdown, disk per span of the DuckDB file and of the Parquet lake.
 Goals (issue 14): the last million's rate >= 90 % of the second million's; RSS below
 ``--store-memory-mb`` + 400 MB throughout; p99 <= 1 s in every million.
 
@@ -290,6 +292,8 @@ def main() -> None:
     data = Path(tempfile.mkdtemp(prefix="ps-soak-")) / "data"
     load_start = os.getloadavg()
     soak, srv = run(args.spans, args.clients, args.server_args.split(), data)
+    final = metric_values(srv)
+    dedupe = {n: v for (n, _), v in final.items() if n.startswith("prefixscope_dedupe")}
     stop_t = time.perf_counter()
     srv.stop()
     shutdown_s = time.perf_counter() - stop_t
@@ -314,6 +318,14 @@ def main() -> None:
         )
     print(f"\nspans acknowledged: {stored:,}; retried (429/503): {soak.errors}")
     print(f"shutdown (final commit, lake roll, checkpoint): {shutdown_s:.1f} s")
+    print(
+        "dedupe window at the end: {:,.0f} keys, reaching back {:.0f} s, {:,.0f} keys dropped "
+        "early (its memory bound)".format(
+            dedupe.get("prefixscope_dedupe_window_keys", float("nan")),
+            dedupe.get("prefixscope_dedupe_window_seconds", float("nan")),
+            dedupe.get("prefixscope_dedupe_evicted_keys_total", float("nan")),
+        )
+    )
     hot = stored
     if db.exists():  # the server has stopped: the file is ours to read
         import duckdb
