@@ -59,7 +59,8 @@ class GroupCommitWriter:
     ) -> None:
         self._sink = sink
         self._metrics = metrics
-        #: called with each committed group after its clients are answered (derived metrics)
+        #: called with the spans each group commit stored (without the retried duplicates
+        #: the sink dropped) after its clients are answered (derived metrics, the roll count)
         self._on_commit = on_commit
         self._last_table: pa.Table | None = None
         self._queue_max = queue_max_spans
@@ -190,9 +191,11 @@ class GroupCommitWriter:
         started = time.perf_counter()
         table = group[0].table if len(group) == 1 else pa.concat_tables([p.table for p in group])
         batch_no = self._batch_no + 1
+        self._sink.last_written = None  # a write that raises leaves nothing to observe
         inserted = self._sink.write(table, batch_no)
         self._batch_no = batch_no
-        self._last_table = table
+        # what the hook observes: the spans stored, not the retried ones the sink dropped
+        self._last_table = self._sink.last_written
         m = self._metrics
         m.commit_latency.observe(time.perf_counter() - started)
         m.commit_batch_spans.observe(table.num_rows)

@@ -43,6 +43,10 @@ def _count(value: object) -> int:
 
 
 class SpanSink(Protocol):
+    #: the spans the last successful ``write`` stored (None: none); what derived counters
+    #: see, so that a retried span is counted once, like it is stored once
+    last_written: pa.Table | None
+
     def open(self) -> int:
         """Prepare; return the last batch number already stored (0 when unknown)."""
 
@@ -72,6 +76,7 @@ class DuckDBSink:
         self._max_keys = dedupe_max_keys
         self.recent = RecentKeys(dedupe_window_s, max_keys=dedupe_max_keys)
         self._warned_at: float | None = None
+        self.last_written: pa.Table | None = None
 
     def open(self) -> int:
         self._generation = self._store.generation
@@ -178,6 +183,7 @@ class DuckDBSink:
         return self._store.write(lambda: self._attempt(table, batch_no))
 
     def _attempt(self, table: pa.Table, batch_no: int) -> int:
+        self.last_written = None
         if self._con is not None and self._generation != self._store.generation:
             self.close()  # another writer's fatal error reopened the store
         if self._con is None:  # invalidated by an earlier fatal error: reopen (or fail again)
@@ -211,17 +217,18 @@ class DuckDBSink:
         self, con: duckdb.DuckDBPyConnection, table: pa.Table, batch_no: int
     ) -> tuple[int, Any]:
         """One attempt. When it raises, DuckDB may still have stored it (see ``_attempt``)."""
-        table, keys = self._new_rows(con, table)
-        n = table.num_rows
+        new, keys = self._new_rows(con, table)
+        n = new.num_rows
         if n == 0:
             return 0, None
         now = pa.scalar(int(time.time() * 1e6), type=pa.timestamp("us"))
-        table = table.append_column("ingested_at", pa.repeat(now, n)).append_column(
+        rows = new.append_column("ingested_at", pa.repeat(now, n)).append_column(
             "ingest_batch", pa.repeat(pa.scalar(batch_no, pa.int64()), n)
         )
         # an anonymous relation, not a registered view: a view's catalog entry outlived a
         # commit that failed (out of memory) and conflicted with the retry's
-        con.from_arrow(table).insert_into("span_rows")
+        con.from_arrow(rows).insert_into("span_rows")
+        self.last_written = new
         return n, keys
 
     def close(self) -> None:
@@ -243,6 +250,8 @@ class LakeSink:
     ) -> None:
         self.lake_url = lake_url
         self._row_group_rows = row_group_rows
+        #: every span written (retries are removed later, by ``prefixscope lake compact``)
+        self.last_written: pa.Table | None = None
         self._storage_options = storage_options
         self.collector_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._fs: Any = None
@@ -261,6 +270,7 @@ class LakeSink:
             publish_parquet(
                 self._fs, part, f"{self._root}/spans/date={date}/{name}", self._row_group_rows
             )
+        self.last_written = table
         return table.num_rows
 
     def close(self) -> None:
