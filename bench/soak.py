@@ -292,8 +292,8 @@ def main() -> None:
     data = Path(tempfile.mkdtemp(prefix="ps-soak-")) / "data"
     load_start = os.getloadavg()
     soak, srv = run(args.spans, args.clients, args.server_args.split(), data)
-    final = metric_values(srv)
-    dedupe = {n: v for (n, _), v in final.items() if n.startswith("prefixscope_dedupe")}
+    values = metric_values(srv).items()
+    dedupe = {n: v for (n, _), v in values if n.startswith("prefixscope_dedupe")}
     stop_t = time.perf_counter()
     srv.stop()
     shutdown_s = time.perf_counter() - stop_t

@@ -191,11 +191,10 @@ class GroupCommitWriter:
         started = time.perf_counter()
         table = group[0].table if len(group) == 1 else pa.concat_tables([p.table for p in group])
         batch_no = self._batch_no + 1
-        self._sink.last_written = None  # a write that raises leaves nothing to observe
         inserted = self._sink.write(table, batch_no)
         self._batch_no = batch_no
         # what the hook observes: the spans stored, not the retried ones the sink dropped
-        self._last_table = self._sink.last_written
+        self._last_table = self._sink.take_written()
         m = self._metrics
         m.commit_latency.observe(time.perf_counter() - started)
         m.commit_batch_spans.observe(table.num_rows)

@@ -43,15 +43,15 @@ def _count(value: object) -> int:
 
 
 class SpanSink(Protocol):
-    #: the spans the last successful ``write`` stored (None: none); what derived counters
-    #: see, so that a retried span is counted once, like it is stored once
-    last_written: pa.Table | None
-
     def open(self) -> int:
         """Prepare; return the last batch number already stored (0 when unknown)."""
 
     def write(self, table: pa.Table, batch_no: int) -> int:
         """Store ``table`` durably; return how many spans were new."""
+
+    def take_written(self) -> pa.Table | None:
+        """The spans the last successful ``write`` stored, once (then None), for derived
+        counters: a retried span is counted once, like it is stored once."""
 
     def close(self) -> None: ...
 
@@ -76,7 +76,7 @@ class DuckDBSink:
         self._max_keys = dedupe_max_keys
         self.recent = RecentKeys(dedupe_window_s, max_keys=dedupe_max_keys)
         self._warned_at: float | None = None
-        self.last_written: pa.Table | None = None
+        self._written: pa.Table | None = None
 
     def open(self) -> int:
         self._generation = self._store.generation
@@ -182,8 +182,12 @@ class DuckDBSink:
         # and runs the attempt again
         return self._store.write(lambda: self._attempt(table, batch_no))
 
+    def take_written(self) -> pa.Table | None:
+        written, self._written = self._written, None
+        return written
+
     def _attempt(self, table: pa.Table, batch_no: int) -> int:
-        self.last_written = None
+        self._written = None
         if self._con is not None and self._generation != self._store.generation:
             self.close()  # another writer's fatal error reopened the store
         if self._con is None:  # invalidated by an earlier fatal error: reopen (or fail again)
@@ -228,7 +232,7 @@ class DuckDBSink:
         # an anonymous relation, not a registered view: a view's catalog entry outlived a
         # commit that failed (out of memory) and conflicted with the retry's
         con.from_arrow(rows).insert_into("span_rows")
-        self.last_written = new
+        self._written = new
         return n, keys
 
     def close(self) -> None:
@@ -251,7 +255,7 @@ class LakeSink:
         self.lake_url = lake_url
         self._row_group_rows = row_group_rows
         #: every span written (retries are removed later, by ``prefixscope lake compact``)
-        self.last_written: pa.Table | None = None
+        self._written: pa.Table | None = None
         self._storage_options = storage_options
         self.collector_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._fs: Any = None
@@ -270,8 +274,12 @@ class LakeSink:
             publish_parquet(
                 self._fs, part, f"{self._root}/spans/date={date}/{name}", self._row_group_rows
             )
-        self.last_written = table
+        self._written = table
         return table.num_rows
+
+    def take_written(self) -> pa.Table | None:
+        written, self._written = self._written, None
+        return written
 
     def close(self) -> None:
         self._fs = None
