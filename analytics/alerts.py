@@ -1,6 +1,7 @@
 """Alerts: write detection results to the ``alerts`` table, de-duplicated and self-resolving.
 
-An alert's *fingerprint* is (prefix_id, prefix_version, route, cohort, metric, baseline).
+An alert's *fingerprint* is (prefix_id, prefix_version, route, cohort, metric, baseline,
+base model).
 A run that flags a fingerprint with an open (or acked) alert updates that alert's evidence
 (``updated_at``) instead of adding a row; a run that tests the fingerprint and no longer
 flags it closes the alert (``status = 'resolved'``, ``resolved_at``). A comparison that was
@@ -20,6 +21,7 @@ import duckdb
 import numpy as np
 import orjson
 
+from .catalog import CATALOG
 from .detection import (
     Comparison,
     DetectionConfig,
@@ -30,7 +32,7 @@ from .detection import (
     run_detection,
 )
 from .engines import Engine, as_engine
-from .query import BASE, PREFIX_SQL, REQUEST_PREDICATE, Window, json_key
+from .query import BASE, PREFIX_SQL, REQUESTS, Window, json_key, judged_sql
 
 ALERT_FIELDS = (
     "id", "prefix_id", "prefix_version", "route", "cohort", "metric", "baseline",
@@ -73,7 +75,10 @@ def example_trace_ids(
     engine = as_engine(con)
     d = engine.dialect
     where, params = window.where("s")
-    conds = [REQUEST_PREDICATE, where]
+    conds = [where]
+    if c.base_model is not None:
+        conds.append("s.base_model = ?")
+        params.append(c.base_model)
     if c.prefix_id == BASE:
         conds.append(f"{PREFIX_SQL} = '{BASE}'")
     else:
@@ -92,34 +97,33 @@ def example_trace_ids(
         conds.append(f"(s.cohort IS NULL OR {keys} = 0)")
     cond = " AND ".join(conds)
     fam = _family(c.metric)
+    judged = judged_sql(d, "s")
     if fam == "quantile":
-        col = "duration_ms" if c.metric.startswith("latency") else "ttft_ms"
+        col = CATALOG[c.metric].histogram or "latency"
+        col = f"{col}_ms"
         sql = (
-            f"SELECT s.trace_id FROM spans s WHERE {cond} AND s.{col} IS NOT NULL "
+            f"SELECT s.trace_id FROM {REQUESTS} s WHERE {cond} AND s.{col} IS NOT NULL "
             f"ORDER BY s.{col} DESC, s.trace_id"
         )
     elif c.metric == "error_rate":
-        sql = (
-            f"SELECT s.trace_id FROM spans s WHERE {cond} AND s.status_code = 'ERROR' "
-            "ORDER BY s.trace_id"
-        )
+        sql = f"SELECT s.trace_id FROM {REQUESTS} s WHERE {cond} AND s.error ORDER BY s.trace_id"
     elif c.metric == "fallback_rate":
         sql = (
-            f"SELECT s.trace_id FROM spans s WHERE {cond} AND coalesce(s.fallback_reason, '') "
-            "<> '' ORDER BY s.trace_id"
+            f"SELECT s.trace_id FROM {REQUESTS} s WHERE {cond} "
+            "AND coalesce(s.fallback_reason, '') <> '' ORDER BY s.trace_id"
         )
     elif fam == "rate":
         kind = c.metric.removesuffix("_rate")
         sql = (
-            f"SELECT DISTINCT s.trace_id FROM spans s JOIN feedback f ON f.trace_id = s.trace_id "
-            f"WHERE {cond} AND f.kind = ? ORDER BY s.trace_id"
+            f"SELECT DISTINCT s.trace_id FROM {REQUESTS} s JOIN feedback t "
+            f"ON t.trace_id = s.trace_id AND {judged} WHERE {cond} AND t.kind = ? "
+            "ORDER BY s.trace_id"
         )
         params.append(kind)
     else:
         sql = (
-            f"SELECT s.trace_id FROM spans s JOIN scores t ON t.trace_id = s.trace_id "
-            f"AND (t.span_id = s.span_id OR t.span_id IS NULL) WHERE {cond} AND t.name = ? "
-            f"ORDER BY t.value ASC, s.trace_id"
+            f"SELECT s.trace_id FROM {REQUESTS} s JOIN scores t ON t.trace_id = s.trace_id "
+            f"AND {judged} WHERE {cond} AND t.name = ? ORDER BY t.value ASC, s.trace_id"
         )
         params.append(c.metric)
     rows = engine.arrow(f"{sql} LIMIT {int(limit)}", params)
@@ -137,6 +141,7 @@ def _evidence(
         "window": result.window.to_dict(),
         "alpha": cfg.alpha,
         "min_effect": cfg.effect_floor(c.metric),
+        "base_model": c.base_model,
     }
     if cfg.sequential == "windows":
         # the completed evaluation window this run tested, [start, end) of span start time

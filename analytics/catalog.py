@@ -27,7 +27,7 @@ class MetricSpec:
     min_effect: float | None = None
     #: detection's default minimum n per side, when the global one is too small
     min_n: int | None = None
-    #: quantiles: the cube histogram ("latency" | "ttft") and the quantile
+    #: quantiles: the cube histogram ("latency" | "ttft" | "route_latency") and the quantile
     histogram: str | None = None
     quantile: float | None = None
     #: rates: the cube counter of successes
@@ -53,6 +53,21 @@ CATALOG: dict[str, MetricSpec] = {
         _q("latency_p99", "latency", 0.99, "p99", "99th percentile latency", min_n=300),
         _q("ttft_p50", "ttft", 0.5, "TTFT p50", "median time to first token"),
         _q("ttft_p99", "ttft", 0.99, "TTFT p99", "99th percentile time to first token", 300),
+        _q(
+            "route_latency_p50",
+            "route_latency",
+            0.5,
+            "Route p50",
+            "median latency of the request's variant scope (the route around the model call)",
+        ),
+        _q(
+            "route_latency_p99",
+            "route_latency",
+            0.99,
+            "Route p99",
+            "99th percentile latency of the request's variant scope",
+            300,
+        ),
         _rate("error_rate", "errors", "Errors", "share of requests with status ERROR", 0.01),
         _rate(
             "fallback_rate",

@@ -20,7 +20,7 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
     t = Table(title=f"online evaluation: {report['scored']} scored, {report['skipped']} skipped")
     t.add_column("what")
     t.add_column("count", justify="right")
-    t.add_row("spans selected", str(report["spans"]))
+    t.add_row("requests selected", str(report["requests"]))
     t.add_row("sampled out", str(report["sampled_out"]))
     t.add_row("already scored (span, evaluator)", str(report["already_scored"]))
     for name, n in report["scored_by_evaluator"].items():

@@ -23,16 +23,17 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from prefixscope.collector.storage.dialect import Dialect
+
 from . import stats
-from .dialect import Dialect
 from .engines import Engine, Shared, as_engine
-from .query import BASE, REQUEST_PREDICATE, Window, group_expr
+from .query import BASE, REQUESTS, Window, group_expr, judged_sql
 
 FEEDBACK_KINDS = ("thumbs_down", "escalation")
 #: dims grouped on the raw column in SQL (cheaper) and normalised in Python afterwards
 _RAW = {"prefix_id": "s.prefix_id", "prefix_version": "s.prefix_version"}
 #: histogram metric codes
-LATENCY, TTFT = 0, 1
+LATENCY, TTFT, ROUTE_LATENCY = 0, 1, 2
 _SUMS = ("n", "errors", "fallbacks", "input_tokens", "output_tokens", "cached", "cache_base")
 
 
@@ -189,11 +190,12 @@ def build_cube(
     extra_where: str = "TRUE",
     extra_params: Sequence[Any] = (),
 ) -> Cube:
-    """Scan the request spans of ``window`` once per statistic family, grouped by ``dims``.
+    """Scan the requests of ``window`` once per statistic family, grouped by ``dims``.
 
     ``con`` is a DuckDB connection or any :class:`~.engines.Engine` (DuckDB, Spark): the same
-    statements run on each, with the engine's :class:`~.dialect.Dialect` spellings.
-    ``extra_where`` (over alias ``s`` = spans) must be written for that engine.
+    statements run on each, with the engine's
+    :class:`~prefixscope.collector.storage.dialect.Dialect` spellings. ``extra_where`` (over
+    alias ``s`` = a request of :data:`~.query.REQUESTS`) must be written for that engine.
     """
     engine = as_engine(con)
     d = engine.dialect
@@ -203,8 +205,8 @@ def build_cube(
     where, params = window.where("s")
     keys_sql = "".join(f"{e} AS k{i}, " for i, e in enumerate(exprs))
     req_sql = (
-        f"SELECT {d.hash(exprs)} AS g, {keys_sql}{_REQ_COLUMNS} FROM spans s "
-        f"WHERE {REQUEST_PREDICATE} AND {where} AND ({extra_where})"
+        f"SELECT {d.hash(exprs)} AS g, {keys_sql}{_REQ_COLUMNS} FROM {REQUESTS} s "
+        f"WHERE {where} AND ({extra_where})"
     )
     with engine.shared("req", req_sql, [*params, *extra_params]) as req:
         rows = engine.arrow(req.sql(_cells_sql(len(dims))), req.params)
@@ -247,22 +249,26 @@ def build_cube(
     return _normalise(cube)
 
 
-#: span columns the cube's statements read (besides the cell hash and keys)
+#: request columns the cube's statements read (besides the cell hash and keys)
 _REQ_COLUMNS = (
-    "s.trace_id, s.span_id, s.start_time, s.end_time, s.duration_ms, s.ttft_ms, s.status_code, "
-    "s.fallback_reason, s.input_tokens, s.output_tokens, s.cached_tokens"
+    "s.trace_id, s.span_id, s.start_time, s.end_time, s.latency_ms, s.route_latency_ms, "
+    "s.ttft_ms, s.error, s.fallback_reason, s.input_tokens, s.output_tokens, s.cached_tokens, "
+    "s.last_in_trace, s.span_ids"
 )
-_HIST_SQL = f"""SELECT g, {LATENCY} AS m, {stats.bin_sql("duration_ms")} AS b, count(*) AS c
-FROM req WHERE duration_ms IS NOT NULL GROUP BY ALL
+_HIST_SQL = f"""SELECT g, {LATENCY} AS m, {stats.bin_sql("latency_ms")} AS b, count(*) AS c
+FROM req WHERE latency_ms IS NOT NULL GROUP BY ALL
 UNION ALL
 SELECT g, {TTFT} AS m, {stats.bin_sql("ttft_ms")} AS b, count(*) AS c
-FROM req WHERE ttft_ms IS NOT NULL GROUP BY ALL"""
+FROM req WHERE ttft_ms IS NOT NULL GROUP BY ALL
+UNION ALL
+SELECT g, {ROUTE_LATENCY} AS m, {stats.bin_sql("route_latency_ms")} AS b, count(*) AS c
+FROM req WHERE route_latency_ms IS NOT NULL GROUP BY ALL"""
 
 
 def _cells_sql(nd: int) -> str:
     keys = "".join(f"s.k{i}, " for i in range(nd))
     return f"""SELECT {keys}s.g, count(*) AS n,
-  count(*) FILTER (WHERE s.status_code = 'ERROR') AS errors,
+  count(*) FILTER (WHERE s.error) AS errors,
   count(*) FILTER (WHERE coalesce(s.fallback_reason, '') <> '') AS fallbacks,
   CAST(coalesce(sum(s.input_tokens), 0) AS DOUBLE) AS input_tokens,
   CAST(coalesce(sum(s.output_tokens), 0) AS DOUBLE) AS output_tokens,
@@ -274,14 +280,16 @@ FROM req s GROUP BY ALL"""
 
 
 def _feedback_sql(d: Dialect) -> str:
-    """Flagged requests per (cell, kind); trace-level rows go to the trace's primary request
-    (the request that ended last; ties broken by span id, so every engine picks the same)."""
+    """Flagged requests per (cell, kind): a request with one or more feedback rows of a kind
+    (on any of its spans, or on its trace when it is the trace's last request) counts once."""
     kinds = ", ".join(f"'{k}'" for k in FEEDBACK_KINDS)
+    tk = d.id_key("t.trace_id", 128)
+    rk = d.id_key("r.trace_id", 128)
     return f"""SELECT g, kind, count(*) AS c FROM (
-  SELECT f.kind, {d.max_by("r.g", ["r.end_time", "r.span_id"])} AS g
-  FROM feedback f JOIN req r ON r.trace_id = f.trace_id
-  WHERE f.kind IN ({kinds}) AND (f.span_id IS NULL OR f.span_id = r.span_id)
-  GROUP BY f.trace_id, f.span_id, f.kind
+  SELECT r.g, {rk} AS tk, r.span_id, t.kind
+  FROM feedback t JOIN req r ON {rk} = {tk}
+  WHERE t.kind IN ({kinds}) AND {judged_sql(d)}
+  GROUP BY r.g, {rk}, r.span_id, t.kind
 ) x GROUP BY ALL"""
 
 
@@ -338,66 +346,31 @@ def _normalise(cube: Cube) -> Cube:
     return cube.regroup(cube.dims, mapping, list(new_index))
 
 
-def _latest_scores(d: Dialect, keys: Sequence[tuple[str, str]], where: str) -> str:
-    """One row per key (``(alias, expression)`` pairs over ``scores``), with its latest
-    ``value`` (by ``created_at``, then ``id``).
-
-    Most keys have one score, and picking among one needs no ordering: only keys with
-    several scores pay for :meth:`Dialect.max_by`'s tuple comparison, which over 3M
-    single-score keys costs four times the rest of the aggregate."""
-    cols = ", ".join(f"{expr} AS {alias}" for alias, expr in keys)
-    names = ", ".join(alias for alias, _ in keys)
-    s_names = ", ".join(f"s.{alias}" for alias, _ in keys)
-    on = " AND ".join(f"m.{alias} = s.{alias}" for alias, _ in keys)
-    latest = d.max_by("s.value", ["s.created_at", "s.id"])
-    return f"""SELECT {names}, value FROM (
-    SELECT {names}, any_value(value) AS value, count(*) AS c
-    FROM (SELECT {cols}, value FROM scores WHERE {where}) one GROUP BY {names}
-  ) single WHERE c = 1
-  UNION ALL
-  SELECT {s_names}, {latest} AS value
-  FROM (SELECT {cols}, value, created_at, id FROM scores WHERE {where}) s
-  JOIN (
-    SELECT {names} FROM (SELECT {cols} FROM scores WHERE {where}) k
-    GROUP BY {names} HAVING count(*) > 1
-  ) m ON {on}
-  GROUP BY {s_names}"""
-
-
 def _score_rows(engine: Engine, req: Shared) -> pa.Table:
-    """Score moments per (cell, evaluator), counting ONE value per (span, evaluator): the
-    latest (``created_at``, then ``id``). A span scored online and offline, or a score posted
-    twice, is one scored request, not two: counting rows would inflate n and shrink the
-    variance. Span-level rows join directly; trace-level rows (NULL span_id), one per
-    (trace, evaluator), go to the trace's primary request. Ids join as
-    :meth:`Dialect.id_key`s."""
+    """Score moments per (cell, evaluator), counting ONE value per (request, evaluator): the
+    latest (``created_at``, then ``id``) of the scores attributed to the request
+    (:func:`~.query.judged_sql`). A request scored online and offline, a score posted twice,
+    or a score on its call and one on its route span, is one scored request, not two: counting
+    rows would inflate n and shrink the variance. Only requests with several scores of one
+    name pay for :meth:`Dialect.max_by`'s tuple order. Ids join as :meth:`Dialect.id_key`s."""
     d = engine.dialect
-    trace_key, span_key = d.id_key("trace_id", 128), d.id_key("span_id", 64)
-    per_span = _latest_scores(
-        d, [("tk", trace_key), ("sk", span_key), ("name", "name")], "span_id IS NOT NULL"
-    )
-    rows = engine.arrow(
+    tk = d.id_key("t.trace_id", 128)
+    rk = d.id_key("r.trace_id", 128)
+    sk = d.id_key("r.span_id", 64)
+    latest = d.max_by("value", ["created_at", "id"])
+    return engine.arrow(
         req.sql(
-            f"""SELECT r.g, t.name, count(*) AS n, sum(t.value) AS s, sum(t.value * t.value) AS ss
-FROM ({per_span}) t
-JOIN req r ON {d.id_key("r.span_id", 64)} = t.sk AND {d.id_key("r.trace_id", 128)} = t.tk
-GROUP BY ALL"""
-        ),
-        req.params,
-    )
-    trace_level = engine.arrow("SELECT count(*) AS c FROM scores WHERE span_id IS NULL")
-    if not trace_level.column("c")[0].as_py():
-        return rows
-    per_trace = _latest_scores(d, [("tk", trace_key), ("name", "name")], "span_id IS NULL")
-    by = d.max_by("r.g", ["r.end_time", "r.span_id"])
-    more = engine.arrow(
-        req.sql(
-            f"""SELECT g, name, count(*) AS n, sum(value) AS s, sum(value * value) AS ss FROM (
-  SELECT t.tk, t.name, any_value(t.value) AS value, {by} AS g
-  FROM ({per_trace}) t JOIN req r ON {d.id_key("r.trace_id", 128)} = t.tk
-  GROUP BY t.tk, t.name
+            f"""SELECT g, name, count(*) AS n, sum(v) AS s, sum(v * v) AS ss FROM (
+  SELECT g, name, CASE WHEN c = 1 THEN any_v ELSE latest END AS v FROM (
+    SELECT g, rtk, rsk, name, count(*) AS c, {d.any_value("value")} AS any_v,
+      {latest} AS latest
+    FROM (
+      SELECT r.g, {rk} AS rtk, {sk} AS rsk, t.name, t.value, t.created_at, t.id
+      FROM scores t JOIN req r ON {rk} = {tk}
+      WHERE {judged_sql(d)}
+    ) j GROUP BY g, rtk, rsk, name
+  ) k
 ) x GROUP BY ALL"""
         ),
         req.params,
     )
-    return pa.concat_tables([rows, more.cast(rows.schema)])

@@ -1,8 +1,10 @@
-"""Regression detection: every (prefix, version, route, cohort) cell vs its baselines.
+"""Regression detection: every (prefix, version, base model, route, cohort) cell vs its
+baselines, counted in requests (``collector/requests.py``).
 
-Baselines: the base model in the same route, cohort and window (``"base"``), and the previous
-version of the same prefix in the same route and cohort (``"<prefix>@<version>"``; versions
-are ordered by when they were first seen). Per metric family:
+Baselines: the base model's own requests, of the variant's base model, in the same route,
+cohort and window (``"base"``), and the previous version of the same prefix on the same base
+model, route and cohort (``"<prefix>@<version>"``; versions are ordered by when they were
+first seen). Base requests of another base model are never a variant's baseline. Per metric family:
 
 * evaluator scores — difference of means, Welch variance (worse = lower);
 * rates (error/fallback/thumbs-down/escalation) — difference of proportions (worse = higher);
@@ -52,7 +54,7 @@ from .engines import Engine
 from .metrics import BUILTIN_METRICS, QUANTILE_METRICS, RATE_METRICS, Cell, Estimate, summarise
 from .query import BASE, QueryError, Window, is_relative, parse_duration, parse_time
 
-DIMS = ("prefix_id", "prefix_version", "route", "cohort")
+DIMS = ("prefix_id", "prefix_version", "base_model", "route", "cohort")
 SEQUENTIAL_MODES = ("msprt", "fixed", "windows")
 #: evaluation windows are aligned to the Unix epoch (naive UTC, like the store's timestamps)
 EPOCH = datetime(1970, 1, 1)
@@ -133,6 +135,7 @@ class Comparison:
     route: str | None
     cohort: dict[str, Any]
     metric: str
+    base_model: str | None
     baseline: str
     value: float
     baseline_value: float
@@ -158,7 +161,7 @@ class Comparison:
         return hashlib.sha256(raw).hexdigest()[:32]
 
     def fingerprint_parts(self) -> list[Any]:
-        return [
+        parts: list[Any] = [
             self.prefix_id,
             self.prefix_version,
             self.route,
@@ -166,6 +169,9 @@ class Comparison:
             self.metric,
             self.baseline,
         ]
+        if self.base_model is not None:  # ids of single-base-model alerts stay as they were
+            parts.append(self.base_model)
+        return parts
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +265,8 @@ def _canonical_cohort(cube: Cube) -> Cube:
 
 
 def detection_cube(con: duckdb.DuckDBPyConnection | Engine, window: Window) -> Cube:
-    """The cube detection runs on: cells (prefix_id, prefix_version, route, cohort)."""
+    """The cube detection runs on: cells (prefix_id, prefix_version, base_model, route,
+    cohort)."""
     return _canonical_cohort(build_cube(con, DIMS, window))
 
 
@@ -324,10 +331,10 @@ def compare_cells(
     prev = _version_order(list(cells))
     pending: list[_Pending] = []
     for cell in cells:
-        prefix, version, route, cohort_raw = cell.key
+        prefix, version, base_model, route, cohort_raw = cell.key
         if prefix == BASE:
             continue
-        rest = (route, cohort_raw)
+        rest = (base_model, route, cohort_raw)
         targets: list[tuple[str, Cell | None]] = []
         if "base" in config.baselines:
             targets.append((BASE, by_key.get((BASE, "", *rest))))
@@ -345,7 +352,13 @@ def compare_cells(
                     continue
                 b = base.metrics.get(metric)
                 item = _compare(
-                    config, str(prefix), str(version or ""), route, cohort, metric, label, est, b
+                    config,
+                    (str(prefix), str(version or ""), base_model, route),
+                    cohort,
+                    metric,
+                    label,
+                    est,
+                    b,
                 )
                 if item is not None:
                     pending.append(item)
@@ -378,9 +391,7 @@ def _fixed_horizon(
 
 def _compare(
     config: DetectionConfig,
-    prefix: str,
-    version: str,
-    route: str | None,
+    cell: tuple[str, str, str | None, str | None],
     cohort: dict[str, Any],
     metric: str,
     label: str,
@@ -389,6 +400,7 @@ def _compare(
 ) -> _Pending | None:
     if b is None or est.value is None or b.value is None or est.var is None or b.var is None:
         return None
+    prefix, version, base_model, route = cell
     floor_n = config.n_floor(metric)
     if est.n < floor_n or b.n < floor_n:
         return None
@@ -421,6 +433,7 @@ def _compare(
         route=route,
         cohort=cohort,
         metric=metric,
+        base_model=base_model,
         baseline=label,
         value=est.value,
         baseline_value=b.value,

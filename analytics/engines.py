@@ -6,7 +6,9 @@ from the engine's :class:`~.dialect.Dialect`. Everything downstream (metrics, te
 is shared numpy code on the resulting :class:`~.cube.Cube`, so both engines give the same
 alerts on the same data.
 
-An :class:`Engine` sees tables ``spans``, ``scores`` and ``feedback`` (DESIGN.md columns):
+An :class:`Engine` sees tables ``spans``, ``scores`` and ``feedback`` (DESIGN.md columns) and
+``requests_base`` (one row per request: ``collector/requests.py``), the relation analytics
+counts:
 
 * :class:`DuckDBEngine` wraps a DuckDB connection: the embedded store (``Store.cursor()``), or
   :meth:`DuckDBEngine.over_lake`, an in-memory DuckDB with views over a Parquet lake;
@@ -16,7 +18,11 @@ An :class:`Engine` sees tables ``spans``, ``scores`` and ``feedback`` (DESIGN.md
 Lake views dedupe on each table's key (a lake holds duplicates until ``prefixscope lake
 compact`` runs), except in partitions that compaction left as one file
 (:func:`~prefixscope.collector.storage.tables.published_files`); a missing ``scores``/``feedback``
-table reads as empty.
+table reads as empty. Over a lake the requests are resolved when the engine opens, with the
+same function the embedded store's resolver runs (:func:`~prefixscope.collector.requests.resolve`
+over whole traces: DuckDB in chunks of traces, Spark per partition of traces), and the
+variant attribution rule (``storage/views.py``) is applied to them in SQL: every engine counts
+the same requests.
 """
 
 from __future__ import annotations
@@ -30,10 +36,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import duckdb
 import pyarrow as pa
 
+from prefixscope.collector.requests import REQUEST_COLUMN_NAMES, REQUEST_SCHEMA, SKELETON_COLUMNS
+from prefixscope.collector.requests import resolve as resolve_requests
+from prefixscope.collector.storage import request_store
+from prefixscope.collector.storage.dialect import DUCKDB, SPARK, Dialect
 from prefixscope.collector.storage.fs import is_local, open_fs
 from prefixscope.collector.storage.tables import LAKE_TABLES, LakeTable, published_files, sql_type
-
-from .dialect import DUCKDB, SPARK, Dialect
+from prefixscope.collector.storage.views import mapped_select
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -105,7 +114,7 @@ class DuckDBEngine:
             con.register_filesystem(fs)
             protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
             prefix = f"{protocol}://"
-        for spec in LAKE_TABLES.values():
+        for spec in SOURCE_TABLES:
             cols = ", ".join(spec.schema.names)
             clean, dirty = published_files(fs, root, spec.name)
             parts = []
@@ -121,7 +130,40 @@ class DuckDBEngine:
                 parts.append(f"SELECT {cols} FROM _empty_{spec.name}")
             body = " UNION ALL ".join(parts)
             con.execute(f"CREATE VIEW {spec.name} AS {body}").fetchall()
+        _resolve_duckdb(con)
         return cls(con, materialize=True)
+
+
+#: the lake tables engines read: what collectors and evaluator jobs write (requests are
+#: resolved from the spans, not read from the embedded server's cold ``requests`` files)
+SOURCE_TABLES = tuple(t for name, t in LAKE_TABLES.items() if name != "requests")
+#: spans resolved per chunk of traces (bounds the memory of resolving a large lake)
+RESOLVE_SPANS_PER_CHUNK = 2_000_000
+
+
+def _resolve_duckdb(con: duckdb.DuckDBPyConnection) -> None:
+    """``request_rows`` (a table) resolved from the lake's spans, chunked by trace hash, and the
+    ``requests_base`` / ``requests`` views over it."""
+    rows = con.execute("SELECT count(*) FROM spans").fetchall()
+    chunks = max(1, -(-int(rows[0][0]) // RESOLVE_SPANS_PER_CHUNK))
+    skeleton = ", ".join(SKELETON_COLUMNS)
+    parts = []
+    for k in range(chunks):
+        spans = con.sql(
+            f"SELECT {skeleton} FROM spans WHERE hash(trace_id) % {chunks} = {k}"
+        ).to_arrow_table()
+        parts.append(resolve_requests(spans))
+    table = pa.concat_tables(parts) if parts else REQUEST_SCHEMA.empty_table()
+    con.register("_resolved_requests", table)
+    try:
+        con.execute(
+            f"CREATE TABLE {request_store.ROWS} AS SELECT * FROM _resolved_requests"
+        ).fetchall()
+    finally:
+        con.unregister("_resolved_requests")
+    base = mapped_select(request_store.ROWS, REQUEST_COLUMN_NAMES, mapping=None)
+    con.execute(f"CREATE VIEW {request_store.BASE_VIEW} AS {base}").fetchall()
+    con.execute(f"CREATE VIEW {request_store.VIEW} AS {request_store.ANNOTATED}").fetchall()
 
 
 def _lake_columns(con: duckdb.DuckDBPyConnection, source: str, spec: LakeTable) -> str:
@@ -181,6 +223,10 @@ def _spark_schema(schema: pa.Schema) -> Any:
             return T.LongType()
         if pa.types.is_timestamp(t):
             return T.TimestampNTZType() if t.tz is None else T.TimestampType()
+        if pa.types.is_boolean(t):
+            return T.BooleanType()
+        if pa.types.is_list(t):
+            return T.ArrayType(one(t.value_type))
         raise TypeError(f"no Spark type for {t}")
 
     return T.StructType([T.StructField(f.name, one(f.type), True) for f in schema])
@@ -237,7 +283,7 @@ class SparkEngine:
         keys. ``s3://`` is read as ``s3a://`` (the cluster needs hadoop-aws and credentials)."""
         fs, root = open_fs(lake_url, storage_options)
         scheme = "" if is_local(fs) else "s3a://"
-        for spec in LAKE_TABLES.values():
+        for spec in SOURCE_TABLES:
             clean, dirty = published_files(fs, root, spec.name)
             base = f"{scheme}{root}/{spec.name}"
             df = spark.createDataFrame([], _spark_schema(spec.schema))
@@ -251,7 +297,34 @@ class SparkEngine:
                     part = _conform(part, spec)
                     df = df.unionByName(part.dropDuplicates(list(spec.key)) if dedupe else part)
             df.createOrReplaceTempView(spec.name)
+        _resolve_spark(spark)
         return cls(spark)
+
+
+def _resolve_in_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """``mapInArrow``'s function: a partition holds whole traces (the spans were repartitioned
+    by trace id), resolved together."""
+    table = pa.Table.from_batches(list(batches))
+    if table.num_rows:
+        yield from resolve_requests(table).to_batches()
+
+
+def _resolve_spark(spark: SparkSession) -> None:
+    """``request_rows`` resolved from the lake's spans, partition by partition of traces
+    (``mapInArrow``: the same function as every other engine), cached, and the
+    ``requests_base`` view over it."""
+    from pyspark.sql import functions as F
+
+    spans = spark.table("spans").select(*SKELETON_COLUMNS)
+    parts = max(1, spark.sparkContext.defaultParallelism)
+    resolved = spans.repartition(parts, F.col("trace_id")).mapInArrow(
+        _resolve_in_partition, _spark_schema(REQUEST_SCHEMA)
+    )
+    from pyspark import StorageLevel
+
+    resolved.persist(StorageLevel.MEMORY_AND_DISK).createOrReplaceTempView(request_store.ROWS)
+    base = mapped_select(request_store.ROWS, REQUEST_COLUMN_NAMES, SPARK, mapping=None)
+    spark.sql(base).createOrReplaceTempView(request_store.BASE_VIEW)
 
 
 def _conform(df: DataFrame, spec: LakeTable) -> DataFrame:

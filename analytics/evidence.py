@@ -1,7 +1,8 @@
 """An alert's evidence as data for a picture: both sides of the comparison it made.
 
-For the alert's cell (variant and version, route, cohort) against its baseline (``base`` or
-the previous version) over the alert's evaluation window:
+For the alert's cell (variant and version, base model, route, cohort) against its baseline
+(``base`` or the previous version) over the alert's evaluation window, in requests (each
+request's latest score, feedback attributed as in the scorecard):
 
 * latency and TTFT quantiles: each side's ECDF (101 quantiles) and the alert's quantile;
 * rates (errors, fallbacks, thumbs-down, escalations): each side's k / n with its Jeffreys
@@ -18,17 +19,25 @@ import duckdb
 import numpy as np
 
 from .catalog import CATALOG, is_evaluator
-from .query import BASE, PREFIX_SQL, REQUEST_PREDICATE, json_path, parse_time
+from .query import BASE, PREFIX_SQL, REQUESTS, json_path, judged_sql, parse_time
 from .stats import jeffreys_interval
 
-_QUANTILE_COLUMN = {"latency": "duration_ms", "ttft": "ttft_ms"}
+_QUANTILE_COLUMN = {"latency": "latency_ms", "ttft": "ttft_ms", "route_latency": "route_latency_ms"}
+
+
+def _flagged(kind: str) -> str:
+    """Requests with feedback of ``kind`` (attributed as in the scorecard)."""
+    return (
+        f"count(*) FILTER (EXISTS (SELECT 1 FROM feedback t WHERE t.trace_id = s.trace_id "
+        f"AND t.kind = '{kind}' AND {judged_sql(alias='s')}))"
+    )
+
+
 _RATE_SQL = {
-    "errors": "count(*) FILTER (s.status_code = 'ERROR')",
+    "errors": "count(*) FILTER (s.error)",
     "fallbacks": "count(s.fallback_reason)",
-    "thumbs_down": "count(*) FILTER (s.trace_id IN (SELECT trace_id FROM feedback "
-    "WHERE kind = 'thumbs_down'))",
-    "escalation": "count(*) FILTER (s.trace_id IN (SELECT trace_id FROM feedback "
-    "WHERE kind = 'escalation'))",
+    "thumbs_down": _flagged("thumbs_down"),
+    "escalation": _flagged("escalation"),
 }
 
 
@@ -39,10 +48,14 @@ def _window(alert: dict[str, Any]) -> tuple[datetime | None, datetime | None]:
 
 
 def _side(alert: dict[str, Any], baseline: bool) -> tuple[str, list[Any]]:
-    """SQL condition and parameters selecting one side's request spans."""
+    """SQL condition and parameters selecting one side's requests."""
     since, until = _window(alert)
-    where = [REQUEST_PREDICATE]
+    where = ["TRUE"]
     params: list[Any] = []
+    base_model = (alert.get("details") or {}).get("base_model")
+    if base_model is not None:
+        where.append("s.base_model = ?")
+        params.append(base_model)
     if since is not None:
         where.append("s.start_time >= ?")
         params.append(since)
@@ -82,7 +95,7 @@ def evidence(con: duckdb.DuckDBPyConnection, alert: dict[str, Any]) -> dict[str,
             col = _QUANTILE_COLUMN[spec.histogram]
             qs = [i / 100 for i in range(101)]
             row = con.execute(
-                f"SELECT count(s.{col}), quantile_cont(s.{col}, ?::DOUBLE[]) FROM spans s "
+                f"SELECT count(s.{col}), quantile_cont(s.{col}, ?::DOUBLE[]) FROM {REQUESTS} s "
                 f"WHERE {cond}",
                 [qs, *params],
             ).fetchall()[0]
@@ -95,7 +108,8 @@ def evidence(con: duckdb.DuckDBPyConnection, alert: dict[str, Any]) -> dict[str,
             }
         elif spec is not None and spec.kind == "rate" and spec.counter in _RATE_SQL:
             row = con.execute(
-                f"SELECT count(*), {_RATE_SQL[spec.counter]} FROM spans s WHERE {cond}", params
+                f"SELECT count(*), {_RATE_SQL[spec.counter]} FROM {REQUESTS} s WHERE {cond}",
+                params,
             ).fetchall()[0]
             n, k = int(row[0]), int(row[1])
             lo, hi = jeffreys_interval(np.array([k]), np.array([n]))
@@ -108,9 +122,9 @@ def evidence(con: duckdb.DuckDBPyConnection, alert: dict[str, Any]) -> dict[str,
             }
         elif is_evaluator(metric):
             rows = con.execute(
-                f"""SELECT sc.value FROM scores sc JOIN spans s
-  ON sc.trace_id = s.trace_id AND sc.span_id = s.span_id
-WHERE sc.name = ? AND {cond}""",
+                f"""SELECT arg_max(t.value, (t.created_at, t.id)) FROM scores t JOIN {REQUESTS} s
+  ON t.trace_id = s.trace_id AND {judged_sql(alias="s")}
+WHERE t.name = ? AND {cond} GROUP BY s.trace_id, s.span_id""",
                 [metric, *params],
             ).fetchall()
             values = np.array([r[0] for r in rows], np.float64)

@@ -101,7 +101,7 @@ def gate(
     want = {str(k): str(v) for k, v in (cohort or {}).items()}
     cells: dict[tuple[str, str | None, str], GateCell] = {}
     for key, cell in zip(result.cube.keys, summarise(result.cube, config.alpha), strict=True):
-        p, v, route, cohort_raw = key
+        p, v, _base_model, route, cohort_raw = key
         if p != prefix_id or (prefix_version is not None and v != prefix_version):
             continue
         values = orjson.loads(cohort_raw) if cohort_raw else {}
@@ -201,13 +201,19 @@ def routing_advice(
     bound when ``use_lower_bound``) is at least ``threshold`` and above the base model's mean.
     """
     window = Window.of(since, until)
-    cube = detection_cube(con, window).rollup(("prefix_id", "route", "cohort"))
+    cube = detection_cube(con, window).rollup(("prefix_id", "base_model", "route", "cohort"))
     groups: dict[tuple[str | None, str | None], dict[str, Any]] = {}
+    bases: dict[tuple[str | None, str | None, str | None], Any] = {}
+    models: dict[tuple[str | None, str | None, str], str | None] = {}
     for cell in summarise(cube, alpha):
-        p, route, cohort_raw = cell.key
+        p, base_model, route, cohort_raw = cell.key
         est = cell.metrics.get(metric)
         if est is None or est.value is None:
             continue
+        if p == BASE:
+            bases[(base_model, route, cohort_raw)] = est
+        else:  # a variant is compared with the base model it runs on
+            models[(route, cohort_raw, str(p))] = base_model
         groups.setdefault((route, cohort_raw), {})[str(p)] = est
     out = []
     for (route, cohort_raw), cands in sorted(groups.items(), key=lambda kv: str(kv[0])):
@@ -217,8 +223,9 @@ def routing_advice(
         for p, e in cands.items():
             if p == BASE or e.n < min_n:
                 continue
+            own = bases.get((models.get((route, cohort_raw, p)), route, cohort_raw))
             s = e.ci_low if use_lower_bound and e.ci_low is not None else e.value
-            if s < threshold or (base is not None and s <= base.value):
+            if s < threshold or (own is not None and s <= own.value):
                 continue
             if best_score is None or s > best_score:
                 best, best_score = p, s

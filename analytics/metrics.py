@@ -1,9 +1,9 @@
 """Metric estimates per cell (value, n, CI, sampling variance) from a :class:`~.cube.Cube`.
 
 Metric names are the contract of DESIGN.md ("Metrics"): evaluator names (any score
-``name``), ``latency_p50/p90/p99``, ``ttft_p50/p99``, ``error_rate``, ``fallback_rate``,
-``thumbs_down_rate``, ``escalation_rate``, ``kv_cache_reuse_rate``, ``n``, ``input_tokens``,
-``output_tokens``.
+``name``), ``latency_p50/p90/p99``, ``ttft_p50/p99``, ``route_latency_p50/p99``,
+``error_rate``, ``fallback_rate``, ``thumbs_down_rate``, ``escalation_rate``,
+``kv_cache_reuse_rate``, ``n``, ``input_tokens``, ``output_tokens``.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import numpy as np
 
 from . import stats
 from .catalog import BUILTIN_METRICS, CATALOG, Kind
-from .cube import LATENCY, TTFT, Cube
+from .cube import LATENCY, ROUTE_LATENCY, TTFT, Cube
 
-_HISTOGRAMS = {"latency": LATENCY, "ttft": TTFT}
+_HISTOGRAMS = {"latency": LATENCY, "ttft": TTFT, "route_latency": ROUTE_LATENCY}
 #: metric -> (cube histogram, quantile), from the catalog
 QUANTILE_METRICS: dict[str, tuple[int, float]] = {
     n: (_HISTOGRAMS[str(s.histogram)], float(s.quantile or 0.0))
@@ -108,7 +108,7 @@ def summarise(cube: Cube, alpha: float = 0.05) -> list[Cell]:
 
 def _quantiles(cube: Cube, cells: list[Cell], alpha: float) -> None:
     m = len(cells)
-    for metric in (LATENCY, TTFT):
+    for metric in (LATENCY, TTFT, ROUTE_LATENCY):
         g, b, c = cube.histogram(metric)
         counts = np.bincount(g, weights=c, minlength=m) if len(g) else np.zeros(m)
         for name, (hm, p) in QUANTILE_METRICS.items():

@@ -1,16 +1,18 @@
 """Online evaluation: score stored production traffic with evaluators.
 
 ``prefixscope evaluate``, ``POST /api/v1/evaluations/run`` and ``serve --evaluate-every`` all
-call :func:`run_online`. It selects the model-request spans of a window (filtered by route,
-variant or service, optionally a deterministic sample), reads each span's text from whatever
-convention carried it (:mod:`prefixscope.collector.messages`, GenAI log events included) and
-writes one score per (span, evaluator) with ``source="online"``.
+call :func:`run_online`. It selects the requests of a window (``collector/requests.py``;
+filtered by route, variant or service, optionally a deterministic sample), reads each
+request's text where it is (its model call's span, else the outermost span of its variant
+scope; from whatever convention carried it, :mod:`prefixscope.collector.messages`, GenAI log
+events included) and writes one score per (request, evaluator) on the request's span with
+``source="online"``.
 
-* Idempotent: a (span, evaluator) pair that already has an online score is not scored again,
-  and score ids are deterministic, so re-runs and overlapping windows never duplicate.
-* A span without usable text is *skipped* and counted with the reason, never scored 0: no
+* Idempotent: a (request, evaluator) pair that already has an online score is not scored
+  again, and score ids are deterministic, so re-runs and overlapping windows never duplicate.
+* A request without usable text is *skipped* and counted with the reason, never scored 0: no
   output text; or no input / context / expected answer for an evaluator that needs one.
-* Sampling keeps or drops a span by a hash of its id, so every run agrees on the sample.
+* Sampling keeps or drops a request by a hash of its span id, so every run agrees on it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import orjson
 from prefixscope.collector import messages
 
 from .evaluators import EvaluatorProtocol, JSONValidation, Refusal, TaskCompletion
-from .query import PREFIX_SQL, REQUEST_PREDICATE, Window
+from .query import PREFIX_SQL, REQUESTS, Window
 from .runner import ScoreRow, event_pairs, score_row, write_scores
 
 SOURCE = "online"
@@ -91,13 +93,13 @@ class SpanFilter:
 
 @dataclass(slots=True)
 class OnlineReport:
-    """What one run did. ``scored``/``already_scored`` count (span, evaluator) pairs;
-    ``skipped`` counts them by reason; ``spans`` is how many spans matched the selection."""
+    """What one run did. ``scored``/``already_scored`` count (request, evaluator) pairs;
+    ``skipped`` counts them by reason; ``requests`` is how many requests matched."""
 
     window: dict[str, str | None]
     evaluators: list[str]
     sample: float
-    spans: int = 0
+    requests: int = 0
     sampled_out: int = 0
     scored: dict[str, int] = field(default_factory=dict)
     already_scored: int = 0
@@ -117,7 +119,7 @@ class OnlineReport:
             "window": self.window,
             "evaluators": self.evaluators,
             "sample": self.sample,
-            "spans": self.spans,
+            "requests": self.requests,
             "sampled_out": self.sampled_out,
             "scored": self.scored_total,
             "scored_by_evaluator": self.scored,
@@ -151,40 +153,52 @@ def run_online(
     keep = round(sample * _SAMPLE_BUCKETS)
     bucket = f"(('0x' || md5(s.span_id)[:8])::BIGINT % {_SAMPLE_BUCKETS})"
     counts = con.execute(
-        f"SELECT count(*), count(*) FILTER ({bucket} < ?) FROM spans s "
-        f"WHERE {REQUEST_PREDICATE} AND {wsql} AND {fsql}",
+        f"SELECT count(*), count(*) FILTER ({bucket} < ?) FROM {REQUESTS} s "
+        f"WHERE {wsql} AND {fsql}",
         [keep, *wparams, *fparams],
     ).fetchall()[0]
-    report.spans, selected = int(counts[0]), int(counts[1])
-    report.sampled_out = report.spans - selected
+    report.requests, selected = int(counts[0]), int(counts[1])
+    report.sampled_out = report.requests - selected
     rows = con.execute(
         f"""WITH cand AS (
-  SELECT s.trace_id, s.span_id, s.attributes, s.start_time FROM spans s
-  WHERE {REQUEST_PREDICATE} AND {wsql} AND {fsql} AND {bucket} < ?),
+  SELECT s.trace_id, s.span_id, s.scope_span_id, s.start_time FROM {REQUESTS} s
+  WHERE {wsql} AND {fsql} AND {bucket} < ?),
 done AS (
   SELECT sc.trace_id, sc.span_id, list(sc.name) AS names FROM scores sc
   JOIN cand c ON c.trace_id = sc.trace_id AND c.span_id = sc.span_id
   WHERE sc.source = '{SOURCE}' AND list_contains(?, sc.name) GROUP BY ALL),
 ev AS (
   SELECT e.trace_id, e.span_id, list((e.event_name, e.body) ORDER BY e.time) AS events
-  FROM log_events e JOIN cand c ON c.trace_id = e.trace_id AND c.span_id = e.span_id
+  FROM log_events e JOIN cand c ON c.trace_id = e.trace_id
+    AND (e.span_id = c.span_id OR e.span_id = c.scope_span_id)
   GROUP BY ALL)
-SELECT c.trace_id, c.span_id, c.attributes, d.names, ev.events FROM cand c
+SELECT c.trace_id, c.span_id, x.attributes, d.names, ev.events, y.attributes, sev.events
+FROM cand c
+LEFT JOIN spans x ON x.trace_id = c.trace_id AND x.span_id = c.span_id
+LEFT JOIN spans y ON y.trace_id = c.trace_id AND y.span_id = c.scope_span_id
+  AND c.scope_span_id <> c.span_id
 LEFT JOIN done d ON d.trace_id = c.trace_id AND d.span_id = c.span_id
 LEFT JOIN ev ON ev.trace_id = c.trace_id AND ev.span_id = c.span_id
+LEFT JOIN ev sev ON sev.trace_id = c.trace_id AND sev.span_id = c.scope_span_id
+  AND c.scope_span_id <> c.span_id
 ORDER BY c.start_time, c.span_id""",
         [*wparams, *fparams, keep, names],
     ).fetchall()
     skipped: Counter[str] = Counter()
     sources: Counter[str] = Counter()
     todo: dict[str, list[tuple[str, str, dict[str, Any]]]] = {n: [] for n in names}
-    for trace_id, span_id, attrs, done, events in rows:
+    for trace_id, span_id, attrs, done, events, scope_attrs, scope_events in rows:
         done_names = set(done or ())
         report.already_scored += len(done_names)
         pending = [ev for ev in evaluators if ev.name not in done_names]
         if not pending:
             continue
         msgs = messages.extract(orjson.loads(attrs) if attrs else {}, event_pairs(events))
+        if msgs.output is None and (scope_attrs or scope_events):
+            # the model call carries no text: the application may have put it on its route
+            msgs = messages.extract(
+                orjson.loads(scope_attrs) if scope_attrs else {}, event_pairs(scope_events)
+            )
         if msgs.output is None:
             skipped["no_output_text"] += len(pending)
             continue

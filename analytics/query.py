@@ -1,14 +1,17 @@
 """SQL building blocks shared by scorecards, views and detection.
 
-**Which spans are requests.** A span counts as one model request when it carries any of the
-variant columns the collector normalises: ``base_model``, ``prefix_id`` or ``input_tokens``
-is not NULL (:data:`REQUEST_PREDICATE`). Wrapper spans (HTTP handlers, tools without a model
-call) therefore do not dilute rates or latency. A NULL, empty or ``"base"`` ``prefix_id``
-means the base model served the request (:data:`PREFIX_SQL` maps it to ``"base"``).
+**Requests are the unit.** Every count, rate, quantile and test reads :data:`REQUESTS`, one
+row per request (``collector/requests.py`` defines what a request is: one model call made for
+a variant or the base model, with its variant scope), with the served-model mapping applied.
+On the embedded store it is the ``requests_base`` view; the lake engines define a relation of
+the same name and columns. A NULL, empty or ``"base"`` ``prefix_id`` means the base model
+served the request (:data:`PREFIX_SQL` maps it to ``"base"``).
 
-**Attributing scores and feedback.** A ``scores``/``feedback`` row with a ``span_id`` belongs
-to that span. A row with a NULL ``span_id`` is about the whole trace and is attributed to the
-trace's *primary request*: its request span that ended last (the final answer of an agent).
+**Attributing scores and feedback.** A ``scores``/``feedback`` row belongs to the request
+whose ``span_ids`` hold its ``span_id`` (the request's own span, the spans inside it, its
+scope's spans, and the trace's other spans for its last request); a row with a NULL
+``span_id`` is about the whole trace and belongs to the trace's last request
+(``last_in_trace``). Either way one judgement counts once (:func:`judged_sql`).
 
 **Time window.** ``since <= start_time < until`` (UTC); either end may be open.
 """
@@ -22,12 +25,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefixscope import durations, semconv
+from prefixscope.collector.storage.dialect import DUCKDB, Dialect
 
-from .dialect import DUCKDB, Dialect
-
-REQUEST_PREDICATE = (
-    "(s.base_model IS NOT NULL OR s.prefix_id IS NOT NULL OR s.input_tokens IS NOT NULL)"
-)
+#: the relation of requests every analysis reads (alias ``s`` in the building blocks)
+REQUESTS = "requests_base"
 BASE = semconv.BASE_PREFIX_ID
 PREFIX_SQL = f"coalesce(nullif(s.prefix_id, ''), '{BASE}')"
 VERSION_SQL = (
@@ -45,7 +46,8 @@ COLUMN_KEYS: dict[str, str] = {
     "prefix_type": "s.prefix_type",
     "service_name": "s.service_name",
     "name": "s.name",
-    "status_code": "s.status_code",
+    "error": "CAST(s.error AS VARCHAR)",
+    "session_id": "s.session_id",
     "cohort": "s.cohort",
     "day": "CAST(date_trunc('day', s.start_time) AS VARCHAR)",
     "hour": "CAST(date_trunc('hour', s.start_time) AS VARCHAR)",
@@ -78,7 +80,12 @@ def group_expr(key: str, dialect: Dialect = DUCKDB) -> str:
     if key.startswith(semconv.COHORT_PREFIX):
         return dialect.json_string("s.cohort", json_key(key[len(semconv.COHORT_PREFIX) :]))
     if key.startswith("attr."):
-        return dialect.json_string("s.attributes", json_key(key[5:]))
+        # the request span's attribute (requests keep no attribute maps: read the span's)
+        value = dialect.json_string("x.attributes", json_key(key[5:]))
+        return (
+            f"(SELECT {value} FROM spans x "
+            "WHERE x.trace_id = s.trace_id AND x.span_id = s.span_id LIMIT 1)"
+        )
     raise QueryError(
         f"unknown group key {key!r}: use one of {sorted(COLUMN_KEYS)}, cohort.<key> or attr.<key>"
     )
@@ -166,25 +173,10 @@ class Window:
         }
 
 
-def requests_cte(window: Window, extra_where: str = "TRUE") -> tuple[str, list[Any]]:
-    """``req`` CTE body: request spans in the window (all span columns, alias-free)."""
-    where, params = window.where("s")
-    sql = f"SELECT s.* FROM spans s WHERE {REQUEST_PREDICATE} AND {where} AND ({extra_where})"
-    return sql, params
-
-
-def attributed_sql(table: str, columns: str) -> str:
-    """Rows of ``scores``/``feedback`` with the span they are attributed to (needs CTE ``req``).
-
-    Yields ``trace_id, span_id`` plus ``columns`` of ``table``.
-    """
-    return f"""
-SELECT t.trace_id, t.span_id, {columns} FROM {table} t WHERE t.span_id IS NOT NULL
-UNION ALL
-SELECT t.trace_id, p.span_id, {columns}
-FROM {table} t JOIN (
-  SELECT trace_id, arg_max(span_id, end_time) AS span_id FROM req
-  WHERE trace_id IN (SELECT trace_id FROM {table} WHERE span_id IS NULL)
-  GROUP BY trace_id
-) p ON p.trace_id = t.trace_id
-WHERE t.span_id IS NULL"""
+def judged_sql(dialect: Dialect = DUCKDB, alias: str = "r") -> str:
+    """The condition attributing a ``scores``/``feedback`` row ``t`` to the request ``alias``
+    of the same trace (see the module doc)."""
+    return (
+        f"((t.span_id IS NULL AND {alias}.last_in_trace) OR "
+        f"{dialect.list_contains(f'{alias}.span_ids', 't.span_id')})"
+    )

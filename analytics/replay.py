@@ -72,9 +72,9 @@ def _direct_span(
     con.execute(
         """INSERT INTO span_rows (trace_id, span_id, name, kind, service_name, start_time, end_time,
   duration_ms, status_code, status_message, base_model, prefix_id, route, cohort, attributes,
-  resource, ingested_at, ingest_batch)
+  resource, operation, ingested_at, ingest_batch)
 VALUES (?, ?, 'replay.generate', 'INTERNAL', 'prefixscope-replay', ?, ?, ?, ?, ?, ?, ?, ?, ?,
-  ?, '{}', ?, 0)""",
+  ?, '{}', 'request', ?, 0)""",
         [
             tid,
             sid,
@@ -131,6 +131,7 @@ def replay(
 
     from rich.progress import Progress
 
+    direct_traces: list[str] = []
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(f"replay {ds.name} [{run_id}]", total=len(work))
         for item, v in work:
@@ -169,6 +170,7 @@ def replay(
                 trace_id, span_id = _direct_span(
                     con, direct, v, route, item.cohort, start, ms, error
                 )
+                direct_traces.append(trace_id)
             else:
                 trace_id, span_id = ids.trace_id, ids.span_id
             if error:
@@ -190,6 +192,14 @@ def replay(
                 ],
             )
             report.done += 1
+    if direct_traces:  # rows written without ingest: resolve their requests here
+        from prefixscope.collector.storage.request_store import rebuild
+
+        rebuild(
+            con,
+            "ingest_batch = 0 AND trace_id IN (SELECT unnest(?::VARCHAR[]))",
+            [direct_traces],
+        )
     return report
 
 

@@ -23,7 +23,7 @@ from prefixscope import semconv
 from .cube import Cube, build_cube
 from .engines import DuckDBEngine, Engine, as_engine
 from .metrics import Cell, Estimate, metric_names, summarise
-from .query import BASE, QueryError, Window, json_key, json_path
+from .query import BASE, REQUESTS, QueryError, Window, json_key, json_path, judged_sql
 
 DEFAULT_GROUP_BY = ("prefix_id",)
 
@@ -110,9 +110,13 @@ def scorecard(
         c = cube.rollup(group_by)
     else:
         extra, params = "TRUE", []
-        if dataset:
+        if dataset:  # the request's span carries the dataset (requests keep no attributes)
             dialect = as_engine(con).dialect
-            extra = f"{dialect.json_string('s.attributes', json_key(semconv.DATASET_NAME))} = ?"
+            name = dialect.json_string("x.attributes", json_key(semconv.DATASET_NAME))
+            extra = (
+                "EXISTS (SELECT 1 FROM spans x WHERE x.trace_id = s.trace_id "
+                f"AND x.span_id = s.span_id AND {name} = ?)"
+            )
             params = [dataset]
         c = build_cube(con, group_by, window, extra_where=extra, extra_params=params)
     cells = summarise(c, alpha)
@@ -174,16 +178,18 @@ def _paired_deltas(
     ocols = "".join(f"o{i}, " for i in range(len(others)))
     on = "".join(f" AND v.o{i} IS NOT DISTINCT FROM b.o{i}" for i in range(len(others)))
     where, params = window.where("s")
-    item = f"json_extract_string(s.attributes, '{json_path(semconv.DATASET_ITEM_ID)}')"
-    dsn = f"json_extract_string(s.attributes, '{json_path(semconv.DATASET_NAME)}')"
+    item = f"json_extract_string(x.attributes, '{json_path(semconv.DATASET_ITEM_ID)}')"
+    dsn = f"json_extract_string(x.attributes, '{json_path(semconv.DATASET_NAME)}')"
     res = con.execute(
-        f"""WITH per_item AS (
+        f"""WITH latest AS (
   SELECT {oexpr}coalesce(nullif(s.prefix_id, ''), '{BASE}') AS p,
     {"coalesce(s.prefix_version, '')" if "prefix_version" in group_by else "''"} AS pv,
-    {item} AS item, t.name, avg(t.value) AS v
-  FROM spans s JOIN scores t ON t.trace_id = s.trace_id
-    AND (t.span_id = s.span_id OR t.span_id IS NULL)
-  WHERE {dsn} = ? AND {where} GROUP BY ALL)
+    {item} AS item, s.trace_id, s.span_id, t.name,
+    arg_max(t.value, (t.created_at, t.id)) AS v
+  FROM {REQUESTS} s JOIN spans x ON x.trace_id = s.trace_id AND x.span_id = s.span_id
+  JOIN scores t ON t.trace_id = s.trace_id AND {judged_sql(alias="s")}
+  WHERE {dsn} = ? AND {where} GROUP BY ALL),
+per_item AS (SELECT * EXCLUDE (trace_id, span_id, v), avg(v) AS v FROM latest GROUP BY ALL)
 SELECT {ocols.replace("o", "v.o")}v.p, v.pv, v.name, count(*), avg(v.v - b.v), var_samp(v.v - b.v)
 FROM per_item v JOIN per_item b ON b.item = v.item AND b.name = v.name AND b.p = '{BASE}'{on}
 WHERE v.p <> '{BASE}' GROUP BY ALL""",

@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import duckdb
 import numpy as np
 
 from .alerts import run_and_diff
@@ -60,7 +59,7 @@ def daily_looks(
     """A/A with a regression run at the end of every simulated day; ``since`` is resolved
     against the simulated clock, as the API resolves it against its own (an age like ``7d``
     therefore slides). Returns the share of runs in which any look raised an alert."""
-    from prefixscope.collector.storage.schema import migrate
+    from .synthetic import scratch_store
 
     cohort = {"specialty": "cardiology"}
     arms = [
@@ -69,8 +68,7 @@ def daily_looks(
     ]
     hits = 0
     for run in range(runs):
-        con = duckdb.connect()
-        migrate(con)
+        con = scratch_store()
         try:
             for day in range(days):
                 start = T0 + timedelta(days=day)
@@ -123,7 +121,7 @@ def versions_fdr(
     proportion averaged over replicates."""
     rng = np.random.default_rng(seed)
     alpha_b, beta_b = 8.0, 2.0
-    keys: list[tuple[str, str, str, str]] = [_key(BASE, "", str(c)) for c in range(cohorts)]
+    keys: list[tuple[str, str, str, str, str]] = [_key(BASE, "", str(c)) for c in range(cohorts)]
     keys += [
         _key(f"p{p}", str(v), str(c))
         for p in range(prefixes)
@@ -157,7 +155,7 @@ def versions_fdr(
     return FdrResult(Rate(fdp_sum, reps), Rate(any_false, reps), power, n_cmp)
 
 
-def _is_regression(c: Comparison, bad: set[tuple[str, str, str, str]]) -> bool:
+def _is_regression(c: Comparison, bad: set[tuple[str, str, str, str, str]]) -> bool:
     """A true regression: the cell is worse and its baseline is not."""
 
     if _key(c.prefix_id, c.prefix_version, c.cohort["c"]) not in bad:
@@ -168,6 +166,6 @@ def _is_regression(c: Comparison, bad: set[tuple[str, str, str, str]]) -> bool:
     return _key(prefix, version, c.cohort["c"]) not in bad
 
 
-def _key(prefix: str, version: str, cohort: str) -> tuple[str, str, str, str]:
-    """A cell key as the cube spells it: (prefix, version, route, cohort JSON)."""
-    return (prefix, version, "clinical", f'{{"c":"{cohort}"}}')
+def _key(prefix: str, version: str, cohort: str) -> tuple[str, str, str, str, str]:
+    """A cell key as the cube spells it: (prefix, version, base model, route, cohort JSON)."""
+    return (prefix, version, "tiny-base", "clinical", f'{{"c":"{cohort}"}}')

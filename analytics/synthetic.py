@@ -68,12 +68,22 @@ def generate(
     duration: timedelta = timedelta(hours=1),
     id_offset: int = 0,
     base_model: str = "tiny-base",
+    shape: str = "call",
 ) -> int:
     """Insert spans, scores and feedback for ``arms``; return the number of spans written.
+    Each generated request is one trace; its requests are resolved (``request_rows``).
+
+    ``shape``: ``"call"`` — the trace is the model call alone; ``"sdk"`` — what an application
+    instrumented with the SDK sends: an HTTP server span at the root (``base_model`` only,
+    from the SDK's defaults), a route span opening a ``variant(...)`` scope, a DB span and the
+    model call inside it (4 spans per request); scores go to the route span, as
+    ``current_ids()`` inside the route gives them. Feedback is trace-level in both.
 
     Trace ids are ``id_offset + i`` rendered as 32 hex digits, so repeated calls with
     disjoint offsets append new traffic (growing data for repeated looks).
     """
+    if shape not in SHAPES:
+        raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
     rng = np.random.default_rng(seed)
     start = start or datetime(2025, 1, 1)
     parts: dict[str, list[np.ndarray]] = {}
@@ -133,35 +143,86 @@ def generate(
     con.register("_syn_spans", spans)
     con.register("_syn_arms", arms_tab)
     try:
-        con.execute(
-            """INSERT INTO span_rows (trace_id, span_id, name, kind, service_name, start_time,
-  end_time, duration_ms, status_code, base_model, prefix_id, prefix_version, route,
-  input_tokens, output_tokens, cached_tokens, ttft_ms, fallback_reason, cohort, attributes,
-  resource, ingested_at, ingest_batch)
-SELECT printf('%032x', s.id), printf('%016x', s.id), 'generate', 'CLIENT', 'synthetic',
-  ?::TIMESTAMP + to_microseconds(s.offset_us),
-  ?::TIMESTAMP + to_microseconds(s.offset_us + CAST(s.duration_ms * 1000 AS BIGINT)),
-  s.duration_ms, CASE WHEN s.error THEN 'ERROR' ELSE 'OK' END, ?, a.prefix_id,
-  a.prefix_version, a.route, s.input_tokens, s.output_tokens, s.cached_tokens, s.ttft_ms,
-  CASE WHEN s.fallback THEN 'adapter_unavailable' END, a.cohort,
-  CASE WHEN s.deployment >= 0 THEN json_object('deployment.id', 'dep-' || s.deployment)
-       ELSE '{}' END,
-  '{}', now()::TIMESTAMP, 0
-FROM _syn_spans s JOIN _syn_arms a USING (arm)""",
-            [start, start, base_model],
-        )
+        statements = _CALL_SQL if shape == "call" else _SDK_SQL
+        for sql in statements:
+            con.execute(sql, [start, start, base_model])
     finally:
         con.unregister("_syn_spans")
         con.unregister("_syn_arms")
+    score_span = "printf('%016x', s.id)" if shape == "call" else "printf('%016x', s.id * 4 + 1)"
     if score_parts:
-        _insert_scores(con, score_parts)
+        _insert_scores(con, score_parts, score_span)
     if fb_parts:
         _insert_feedback(con, fb_parts)
-    return total
+    from prefixscope.collector.storage.request_store import rebuild
+
+    rebuild(
+        con,
+        "ingest_batch = 0 AND trace_id BETWEEN ? AND ?",
+        [f"{id_offset:032x}", f"{id_offset + total - 1:032x}"],
+    )
+    return total * (1 if shape == "call" else 4)
+
+
+SHAPES = ("call", "sdk")
+_INSERT = """INSERT INTO span_rows (trace_id, span_id, parent_span_id, name, kind, service_name,
+  start_time, end_time, duration_ms, status_code, base_model, request_model, prefix_id,
+  prefix_version, route, input_tokens, output_tokens, cached_tokens, ttft_ms, fallback_reason,
+  operation, variant_scope, cohort, attributes, resource, ingested_at, ingest_batch)"""
+_T0 = "?::TIMESTAMP + to_microseconds(s.offset_us)"
+_T1 = "?::TIMESTAMP + to_microseconds(s.offset_us + CAST(s.duration_ms * 1000 AS BIGINT))"
+_STATUS = "CASE WHEN s.error THEN 'ERROR' ELSE 'OK' END"
+_FALLBACK = "CASE WHEN s.fallback THEN 'adapter_unavailable' END"
+_DEPLOYMENT = (
+    "CASE WHEN s.deployment >= 0 THEN json_object('deployment.id', 'dep-' || s.deployment) "
+    "ELSE '{}' END"
+)
+#: one span per request: the model call
+_CALL_SQL = (
+    f"""{_INSERT}
+SELECT printf('%032x', s.id), printf('%016x', s.id), NULL, 'generate', 'CLIENT', 'synthetic',
+  {_T0}, {_T1}, s.duration_ms, {_STATUS}, ?, NULL, a.prefix_id, a.prefix_version, a.route,
+  s.input_tokens, s.output_tokens, s.cached_tokens, s.ttft_ms, {_FALLBACK}, NULL, NULL, a.cohort,
+  {_DEPLOYMENT}, '{{}}', now()::TIMESTAMP, 0
+FROM _syn_spans s JOIN _syn_arms a USING (arm)""",
+)
+#: four spans per request (span ids id*4 + 0..3): HTTP root > route (the variant scope) >
+#: DB span, model call. The route span lasts the call plus 2-6 ms, the root 1 ms more.
+_SCOPE = "printf('%08x', s.id)"
+_SDK_SQL = (
+    f"""{_INSERT}
+SELECT printf('%032x', s.id), printf('%016x', s.id * 4 + 2), printf('%016x', s.id * 4 + 1),
+  'chat', 'CLIENT', 'synthetic', {_T0}, {_T1}, s.duration_ms, {_STATUS}, ?, NULL,
+  a.prefix_id, a.prefix_version, a.route, s.input_tokens, s.output_tokens, s.cached_tokens,
+  s.ttft_ms, {_FALLBACK}, 'chat', {_SCOPE}, a.cohort, {_DEPLOYMENT}, '{{}}', now()::TIMESTAMP, 0
+FROM _syn_spans s JOIN _syn_arms a USING (arm)""",
+    f"""{_INSERT}
+SELECT printf('%032x', s.id), printf('%016x', s.id * 4 + 1), printf('%016x', s.id * 4),
+  'route', 'INTERNAL', 'synthetic', {_T0} - INTERVAL 2 MILLISECOND,
+  {_T1} + to_microseconds(CAST(s.id % 4000 AS BIGINT)), s.duration_ms + 2 + (s.id % 4000) / 1000,
+  'UNSET', ?, NULL, a.prefix_id, a.prefix_version, a.route, NULL, NULL, NULL, NULL, NULL, NULL,
+  {_SCOPE}, a.cohort, '{{}}', '{{}}', now()::TIMESTAMP, 0
+FROM _syn_spans s JOIN _syn_arms a USING (arm)""",
+    f"""{_INSERT}
+SELECT printf('%032x', s.id), printf('%016x', s.id * 4), NULL, 'POST /answer', 'SERVER',
+  'synthetic', {_T0} - INTERVAL 3 MILLISECOND,
+  {_T1} + to_microseconds(CAST(s.id % 4000 AS BIGINT) + 1000),
+  s.duration_ms + 4 + (s.id % 4000) / 1000, 'UNSET', ?, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+  NULL, NULL, NULL, NULL, NULL, '{{}}', '{{}}', now()::TIMESTAMP, 0
+FROM _syn_spans s JOIN _syn_arms a USING (arm)""",
+    f"""{_INSERT}
+SELECT printf('%032x', s.id), printf('%016x', s.id * 4 + 3), printf('%016x', s.id * 4 + 1),
+  'SELECT notes', 'CLIENT', 'synthetic', {_T0} - INTERVAL 1 MILLISECOND, {_T0}, 1.0, 'UNSET', ?,
+  NULL, a.prefix_id, a.prefix_version, a.route, NULL, NULL, NULL, NULL, NULL, NULL, {_SCOPE},
+  a.cohort, '{{}}', '{{}}', now()::TIMESTAMP, 0
+FROM _syn_spans s JOIN _syn_arms a USING (arm)""",
+)
 
 
 def _insert_scores(
-    con: duckdb.DuckDBPyConnection, parts: list[tuple[str, np.ndarray, np.ndarray]]
+    con: duckdb.DuckDBPyConnection,
+    parts: list[tuple[str, np.ndarray, np.ndarray]],
+    span: str = "printf('%016x', s.id)",
 ) -> None:
     names = sorted({p[0] for p in parts})
     code = {n: i for i, n in enumerate(names)}
@@ -178,8 +239,8 @@ def _insert_scores(
     )
     try:
         con.execute(
-            """INSERT INTO score_rows (id, trace_id, span_id, name, value, source, created_at)
-SELECT printf('%032x', s.id) || '-' || n.name, printf('%032x', s.id), printf('%016x', s.id),
+            f"""INSERT INTO score_rows (id, trace_id, span_id, name, value, source, created_at)
+SELECT printf('%032x', s.id) || '-' || n.name, printf('%032x', s.id), {span},
   n.name, s.value, 'synthetic', now()::TIMESTAMP
 FROM _syn_scores s JOIN _syn_names n USING (code)"""
         )
@@ -215,9 +276,11 @@ FROM _syn_fb f JOIN _syn_kinds k USING (kind)"""
 def scratch_store() -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with the embedded store's tables (for :func:`generate`)."""
     from prefixscope.collector.storage.schema import migrate
+    from prefixscope.collector.storage.views import refresh_view
 
     con = duckdb.connect()
     migrate(con)
+    refresh_view(con)
     return con
 
 
@@ -229,6 +292,7 @@ def generate_lake(
     start: datetime | None = None,
     duration: timedelta = timedelta(hours=1),
     id_offset: int = 0,
+    shape: str = "call",
 ) -> int:
     """:func:`generate` into a scratch DuckDB, then publish its spans, scores and feedback to
     the Parquet lake at ``lake_url`` as new segments (as collectors and evaluator jobs would).
@@ -237,7 +301,9 @@ def generate_lake(
 
     con = scratch_store()
     try:
-        n = generate(con, arms, seed=seed, start=start, duration=duration, id_offset=id_offset)
+        n = generate(
+            con, arms, seed=seed, start=start, duration=duration, id_offset=id_offset, shape=shape
+        )
         export_duckdb_tables(con, lake_url)
     finally:
         con.close()

@@ -1,14 +1,17 @@
 """Per-variant time series: one line per version of a prefix, with the base model beside it.
 
-Per time bucket and (variant, version): requests, error rate and fallback rate (with Jeffreys
-intervals), p50/p99 latency and TTFT, the thumbs-down rate (traces with thumbs-down feedback
-per request), and each evaluator's mean score (with a normal-approximation interval). The
+Per time bucket and (variant, version): requests (``collector/requests.py``: the unit of every
+metric), error rate and fallback rate (with Jeffreys intervals), p50/p99 latency and TTFT, the
+thumbs-down rate (requests with thumbs-down feedback, attributed as in the scorecard), and
+each evaluator's mean score (its latest value per request, with a normal-approximation
+interval). The base model beside a variant is the variant's own base model. The
 bucket follows the window: a minute up to 6 hours, 15 minutes up to 2 days, an hour up to 14
 days, a day beyond; buckets are aligned to the clock (DuckDB's ``time_bucket`` grid), so
 the same bucket has the same start in every request. Version rollouts are markers: the first
 request of each version, and the registry's registration time when the variant is registered.
 
-Two SQL statements over the window (requests, scores), each one grouped pass over ``spans``.
+Two SQL statements over the window (requests, scores), each one grouped pass over the
+requests.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from .query import BASE, PREFIX_SQL, REQUEST_PREDICATE, Window, json_path
+from .query import BASE, PREFIX_SQL, REQUESTS, Window, json_path, judged_sql
 from .stats import jeffreys_interval
 
 #: (longest window, bucket) in order; the last applies beyond
@@ -56,7 +59,7 @@ def _resolve(q: SeriesQuery, con: duckdb.DuckDBPyConnection) -> tuple[datetime, 
     since = w.since
     if since is None:
         row = con.execute(
-            f"SELECT min(s.start_time) FROM spans s WHERE {REQUEST_PREDICATE} AND {PREFIX_SQL} = ?",
+            f"SELECT min(s.start_time) FROM {REQUESTS} s WHERE {PREFIX_SQL} = ?",
             [q.prefix_id],
         ).fetchall()
         since = row[0][0] if row and row[0][0] is not None else until - timedelta(days=7)
@@ -70,8 +73,15 @@ def timeseries(con: duckdb.DuckDBPyConnection, q: SeriesQuery) -> dict[str, Any]
     bucket = bucket_for(until - since)
     bucket_s = int(bucket.total_seconds())
     variants = [q.prefix_id, BASE] if q.with_base and q.prefix_id != BASE else [q.prefix_id]
-    where = [REQUEST_PREDICATE, "s.start_time >= ?", "s.start_time < ?", f"{PREFIX_SQL} IN ?"]
+    where = ["s.start_time >= ?", "s.start_time < ?", f"{PREFIX_SQL} IN ?"]
     params: list[Any] = [since, until, variants]
+    if len(variants) > 1:  # the base model's requests: of the variant's base model(s) only
+        where.append(
+            f"({PREFIX_SQL} = ? OR s.base_model IN (SELECT DISTINCT v.base_model FROM "
+            f"{REQUESTS} v WHERE {PREFIX_SQL.replace('s.', 'v.')} = ? "
+            "AND v.start_time >= ? AND v.start_time < ?))"
+        )
+        params += [q.prefix_id, q.prefix_id, since, until]
     if q.route is not None:
         where.append("s.route = ?")
         params.append(q.route)
@@ -79,28 +89,32 @@ def timeseries(con: duckdb.DuckDBPyConnection, q: SeriesQuery) -> dict[str, Any]
         where.append(f"json_extract_string(s.cohort, '{json_path(key)}') = ?")
         params.append(value)
     req_cte = f"""req AS (
-  SELECT s.trace_id, s.span_id, {PREFIX_SQL} AS pid, coalesce(s.prefix_version, '') AS ver,
+  SELECT s.trace_id, s.span_id, {PREFIX_SQL} AS pid,
+    CASE WHEN {PREFIX_SQL} = '{BASE}' THEN '' ELSE coalesce(s.prefix_version, '') END AS ver,
     time_bucket(to_seconds({bucket_s}), s.start_time) AS b,
-    s.status_code, s.fallback_reason, s.duration_ms, s.ttft_ms
-  FROM spans s WHERE {" AND ".join(where)})"""
+    s.error, s.fallback_reason, s.latency_ms, s.ttft_ms, s.span_ids, s.last_in_trace
+  FROM {REQUESTS} s WHERE {" AND ".join(where)})"""
     req_params = params
+    judged = judged_sql(alias="r")
     rows = con.execute(
         f"""WITH {req_cte},
-down AS (SELECT DISTINCT trace_id FROM feedback
-         WHERE kind = 'thumbs_down' AND trace_id IN (SELECT trace_id FROM req))
+down AS (SELECT DISTINCT r.trace_id, r.span_id FROM feedback t JOIN req r
+         ON r.trace_id = t.trace_id AND {judged} WHERE t.kind = 'thumbs_down')
 SELECT pid, ver, b, count(*) AS n,
-  count(*) FILTER (status_code = 'ERROR') AS errors,
+  count(*) FILTER (error) AS errors,
   count(fallback_reason) AS fallbacks,
-  count(*) FILTER (trace_id IN (SELECT trace_id FROM down)) AS thumbs_down,
-  quantile_cont(duration_ms, 0.5), quantile_cont(duration_ms, 0.99),
+  count(*) FILTER (d.trace_id IS NOT NULL) AS thumbs_down,
+  quantile_cont(latency_ms, 0.5), quantile_cont(latency_ms, 0.99),
   quantile_cont(ttft_ms, 0.5), quantile_cont(ttft_ms, 0.99), count(ttft_ms)
-FROM req GROUP BY ALL ORDER BY pid, ver, b""",
+FROM req LEFT JOIN down d USING (trace_id, span_id) GROUP BY ALL ORDER BY pid, ver, b""",
         req_params,
     ).fetchall()
     score_rows = con.execute(
         f"""WITH {req_cte}
-SELECT r.pid, r.ver, r.b, sc.name, count(*), avg(sc.value), stddev_samp(sc.value)
-FROM scores sc JOIN req r ON sc.trace_id = r.trace_id AND sc.span_id = r.span_id
+SELECT pid, ver, b, name, count(*), avg(v), stddev_samp(v) FROM (
+  SELECT r.pid, r.ver, r.b, r.trace_id, r.span_id, t.name,
+    arg_max(t.value, (t.created_at, t.id)) AS v
+  FROM scores t JOIN req r ON r.trace_id = t.trace_id AND {judged} GROUP BY ALL)
 GROUP BY ALL ORDER BY 1, 2, 3, 4""",
         req_params,
     ).fetchall()
@@ -162,8 +176,8 @@ def rollouts(con: duckdb.DuckDBPyConnection, prefix_id: str) -> list[dict[str, A
     out: list[dict[str, Any]] = [
         {"version": ver, "time": t.isoformat(), "source": "first_seen"}
         for ver, t in con.execute(
-            f"""SELECT coalesce(s.prefix_version, ''), min(s.start_time) FROM spans s
-WHERE {REQUEST_PREDICATE} AND {PREFIX_SQL} = ? GROUP BY 1 ORDER BY 2""",
+            f"""SELECT coalesce(s.prefix_version, ''), min(s.start_time) FROM {REQUESTS} s
+WHERE {PREFIX_SQL} = ? GROUP BY 1 ORDER BY 2""",
             [prefix_id],
         ).fetchall()
     ]
@@ -183,7 +197,7 @@ def exists(con: duckdb.DuckDBPyConnection, prefix_id: str) -> bool:
         return True
     row = con.execute(
         f"""SELECT EXISTS (SELECT 1 FROM prefixes WHERE prefix_id = ?)
-  OR EXISTS (SELECT 1 FROM spans s WHERE {PREFIX_SQL} = ? AND {REQUEST_PREDICATE})""",
+  OR EXISTS (SELECT 1 FROM {REQUESTS} s WHERE {PREFIX_SQL} = ?)""",
         [prefix_id, prefix_id],
     ).fetchall()
     return bool(row[0][0])

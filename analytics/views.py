@@ -13,15 +13,17 @@ from scipy import stats as sps
 
 from prefixscope import semconv
 
-from .query import BASE, PREFIX_SQL, REQUEST_PREDICATE, Window, json_path
+from .query import BASE, PREFIX_SQL, REQUESTS, Window, json_path, judged_sql
 from .stats import jeffreys_interval
 
-_STEP = f"json_extract_string(s.attributes, '{json_path(semconv.AGENT_STEP)}')"
+_STEP = f"json_extract_string(x.attributes, '{json_path(semconv.AGENT_STEP)}')"
+#: each request with its span (``x``: attributes and resource, which requests do not keep)
+_WITH_SPAN = f"{REQUESTS} s JOIN spans x ON x.trace_id = s.trace_id AND x.span_id = s.span_id"
 
 
 def _req(since: datetime | str | None, until: datetime | str | None) -> tuple[str, list[Any]]:
     where, params = Window.of(since, until).where("s")
-    return f"{REQUEST_PREDICATE} AND {where}", params
+    return where, params
 
 
 def combinations(
@@ -33,7 +35,7 @@ def combinations(
 ) -> list[dict[str, Any]]:
     """Multi-step traces grouped by the ordered combination of prefixes they used.
 
-    A trace's combination is its request spans in start order, each as ``step:prefix`` (step
+    A trace's combination is its requests in start order, each as ``step:prefix`` (step
     from ``agent.step``, else the span name), e.g. ``planner:base > tool:icd > response:cardio``.
     Scored end to end: trace count, error rate (any failed step), end-to-end latency p50/p99,
     and the mean of every evaluator over the trace's scores.
@@ -44,9 +46,9 @@ def combinations(
   SELECT s.trace_id,
     string_agg(coalesce({_STEP}, s.name) || ':' || {PREFIX_SQL}, ' > ' ORDER BY s.start_time)
       AS combination,
-    count(*) AS steps, bool_or(s.status_code = 'ERROR') AS failed,
+    count(*) AS steps, bool_or(s.error) AS failed,
     date_diff('microsecond', min(s.start_time), max(s.end_time)) / 1000.0 AS e2e_ms
-  FROM spans s WHERE {cond} GROUP BY s.trace_id HAVING count(*) >= ?),
+  FROM {_WITH_SPAN} WHERE {cond} GROUP BY s.trace_id HAVING count(*) >= ?),
 sc AS (SELECT trace_id, name, avg(value) AS v FROM scores
        WHERE trace_id IN (SELECT trace_id FROM t) GROUP BY ALL)
 SELECT t.combination, count(DISTINCT t.trace_id) AS traces, avg(t.steps) AS steps,
@@ -94,13 +96,15 @@ def compliance(
         ]
     if not datasets:
         return []
-    dsn = f"json_extract_string(s.attributes, '{json_path(semconv.DATASET_NAME)}')"
+    dsn = f"json_extract_string(x.attributes, '{json_path(semconv.DATASET_NAME)}')"
     rows = con.execute(
-        f"""SELECT {dsn} AS dataset, {PREFIX_SQL} AS prefix_id, count(*) AS n,
-  count(*) FILTER (WHERE t.value >= 0.5) AS passed
-FROM spans s JOIN scores t ON t.trace_id = s.trace_id
-  AND (t.span_id = s.span_id OR t.span_id IS NULL)
-WHERE t.name = ? AND list_contains(?, {dsn}) GROUP BY ALL ORDER BY 1, 2""",
+        f"""SELECT dataset, prefix_id, count(*) AS n, count(*) FILTER (WHERE v >= 0.5) AS passed
+FROM (
+  SELECT {dsn} AS dataset, {PREFIX_SQL} AS prefix_id, s.trace_id, s.span_id,
+    arg_max(t.value, (t.created_at, t.id)) AS v
+  FROM {_WITH_SPAN} JOIN scores t ON t.trace_id = s.trace_id AND {judged_sql(alias="s")}
+  WHERE t.name = ? AND list_contains(?, {dsn}) GROUP BY ALL)
+GROUP BY ALL ORDER BY 1, 2""",
         [evaluator, list(datasets)],
     ).fetchall()
     base = {r[0]: r[3] / r[2] for r in rows if r[1] == BASE and r[2]}
@@ -134,7 +138,7 @@ def flicker(
     rows = con.execute(
         f"""SELECT route, count(*) AS sessions, count(*) FILTER (WHERE prefixes > 1) AS flicker
 FROM (SELECT s.route, s.session_id, count(DISTINCT {PREFIX_SQL}) AS prefixes
-      FROM spans s WHERE {cond} AND s.session_id IS NOT NULL
+      FROM {REQUESTS} s WHERE {cond} AND s.session_id IS NOT NULL
       GROUP BY ALL HAVING count(*) >= 2)
 GROUP BY route ORDER BY route""",
         params,
@@ -163,18 +167,19 @@ def switch_latency(
     max_sample: int = 200_000,
 ) -> dict[str, Any]:
     """p50/p99 latency of requests whose deployment last served another prefix vs the same.
+    (The latency is the model call's, ``latency_ms``.)
 
     The deployment is the ``deployment.id`` attribute, else the ``service.instance.id``
     resource attribute. Also a one-sided Mann-Whitney p-value (switched slower).
     """
     cond, params = _req(since, until)
     dep = (
-        f"coalesce(json_extract_string(s.attributes, '{json_path(semconv.DEPLOYMENT_ID)}'), "
-        f"json_extract_string(s.resource, '{json_path(semconv.SERVICE_INSTANCE_ID)}'))"
+        f"coalesce(json_extract_string(x.attributes, '{json_path(semconv.DEPLOYMENT_ID)}'), "
+        f"json_extract_string(x.resource, '{json_path(semconv.SERVICE_INSTANCE_ID)}'))"
     )
     base_sql = f"""WITH d AS (
-  SELECT {dep} AS dep, {PREFIX_SQL} AS p, s.start_time, s.duration_ms FROM spans s
-  WHERE {cond} AND s.duration_ms IS NOT NULL),
+  SELECT {dep} AS dep, {PREFIX_SQL} AS p, s.start_time, s.latency_ms AS duration_ms
+  FROM {_WITH_SPAN} WHERE {cond} AND s.latency_ms IS NOT NULL),
 o AS (SELECT duration_ms, p <> lag(p) OVER (PARTITION BY dep ORDER BY start_time) AS switched
       FROM d WHERE dep IS NOT NULL)"""
     rows = con.execute(

@@ -28,7 +28,7 @@ def alert_from_row(rec: dict[str, Any]) -> Alert:
 
 
 def _alerts(store: Store, **kw: Any) -> list[Alert]:
-    cur = store.cursor()
+    cur = store.read_cursor()
     try:
         rows = analytics_alerts.list_alerts(cur, **kw)
     finally:
@@ -63,7 +63,7 @@ def get_alerts(store: Store, ids: list[str]) -> list[Alert]:
 
 def ack_alert(store: Store, alert_id: str) -> tuple[Alert, bool]:
     """Mark an open alert acked; returns (alert, changed). Acking twice is a no-op."""
-    cur = store.cursor()
+    cur = store.read_cursor()
     try:
         found, changed = analytics_alerts.acknowledge(cur, alert_id)
     except duckdb.Error as exc:

@@ -60,7 +60,7 @@ def analytics_errors() -> Iterator[None]:
 
 
 def with_cursor(store: Store, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
-    cur = store.cursor()
+    cur = store.read_cursor()
     try:
         with analytics_errors():
             return fn(cur)
@@ -175,14 +175,14 @@ def group_stats(
 
 
 def cohort_keys(store: Store, since: str | None, until: str | None, limit: int = 20) -> list[str]:
-    """Cohort dimensions present on request spans in the window (``cohort.<key>``)."""
+    """Cohort dimensions present on requests in the window (``cohort.<key>``)."""
 
-    from prefixscope.analytics.query import Window
+    from prefixscope.analytics.query import REQUESTS, Window
 
     def run(con: duckdb.DuckDBPyConnection) -> list[str]:
         where, params = Window.of(since, until).where("s")
         rows = con.execute(
-            f"SELECT DISTINCT unnest(json_keys(s.cohort)) AS k FROM spans s "
+            f"SELECT DISTINCT unnest(json_keys(s.cohort)) AS k FROM {REQUESTS} s "
             f"WHERE s.cohort IS NOT NULL AND {where} ORDER BY k LIMIT ?",
             [*params, limit],
         ).fetchall()

@@ -20,7 +20,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from prefixscope.analytics.query import PREFIX_SQL, REQUEST_PREDICATE
+from prefixscope.analytics.query import PREFIX_SQL, REQUESTS, judged_sql
 from prefixscope.collector.model import FEEDBACK_SCHEMA, SCORE_SCHEMA
 from prefixscope.collector.storage.store import Store
 from prefixscope.errors import Unavailable
@@ -181,19 +181,18 @@ def _safe_rollback(cur: duckdb.DuckDBPyConnection) -> None:
 def variant_keys(
     store: Store, refs: Sequence[tuple[str, str | None]]
 ) -> list[tuple[str, str, str]]:
-    """(prefix_id, prefix_version, route) of each feedback target: its span, or for trace-level
-    feedback the trace's request span that ended last (as analytics attributes it); targets
-    with no stored request span are left out."""
+    """(prefix_id, prefix_version, route) of each feedback target's request (attributed as
+    analytics attributes it: the request the span belongs to, or for trace-level feedback the
+    trace's last request); targets with no resolved request are left out."""
     if not refs:
         return []
-    cur = store.cursor()
+    cur = store.read_cursor()
     try:
         rows = cur.execute(
             f"""WITH t AS (SELECT unnest(?::VARCHAR[]) AS trace_id, unnest(?::VARCHAR[]) AS span_id,
   unnest(range(?)) AS i)
 SELECT t.i, {PREFIX_SQL}, coalesce(s.prefix_version, ''), coalesce(s.route, '')
-FROM t JOIN spans s ON s.trace_id = t.trace_id
- AND (s.span_id = t.span_id OR (t.span_id IS NULL AND {REQUEST_PREDICATE}))
+FROM t JOIN {REQUESTS} s ON s.trace_id = t.trace_id AND {judged_sql(alias="s")}
 QUALIFY row_number() OVER (PARTITION BY t.i ORDER BY s.end_time DESC, s.span_id DESC) = 1""",
             [[r[0] for r in refs], [r[1] for r in refs], len(refs)],
         ).fetchall()

@@ -64,7 +64,7 @@ def run_regressions(state: ApiState, req: RegressionRunRequest) -> RunOutcome:
 
     config = detection_config(req)
     since, until = req.since, req.until
-    cur = state.ctx.store.cursor()
+    cur = state.ctx.store.read_cursor()
     try:
         with analytics_errors():
             diff = run_and_diff(cur, since, until, config)

@@ -115,7 +115,7 @@ class SqlRequest(_Strict):
     sql: str = Field(
         min_length=1,
         max_length=100_000,
-        examples=["SELECT prefix_id, count(*) FROM spans GROUP BY 1"],
+        examples=["SELECT prefix_id, count(*) FROM requests GROUP BY 1"],
     )
 
 
@@ -235,16 +235,16 @@ class EvaluationRunRequest(_Strict):
         examples=[["JSONValidation", "Refusal"]],
     )
     filter: EvaluationFilter = Field(default_factory=EvaluationFilter)
-    sample: float = Field(default=1.0, gt=0, le=1, description="fraction of spans scored")
+    sample: float = Field(default=1.0, gt=0, le=1, description="fraction of requests scored")
 
 
 class EvaluationRun(BaseModel):
-    """Counts of (span, evaluator) pairs: scored now, scored before, skipped by reason."""
+    """Counts of (request, evaluator) pairs: scored now, scored before, skipped by reason."""
 
     window: dict[str, str | None]
     evaluators: list[str]
     sample: float
-    spans: int
+    requests: int = Field(description="requests in the window and filter")
     sampled_out: int
     scored: int
     scored_by_evaluator: dict[str, int]

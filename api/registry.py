@@ -1,7 +1,7 @@
 """The prefix registry: variants seen in traffic merged with registered metadata.
 
-Which spans are model requests, and which variant served them, is defined once by analytics
-(``REQUEST_PREDICATE``, ``PREFIX_SQL``). A variant may be
+What a request is and which variant served it is defined once (``collector/requests.py``,
+the ``requests_base`` view: ``analytics.query.REQUESTS``, ``PREFIX_SQL``). A variant may be
 registered (``PUT /api/v1/prefixes/{id}``) before any traffic reaches it; then it is listed
 with ``n = 0``.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 import duckdb
 
-from prefixscope.analytics.query import PREFIX_SQL, REQUEST_PREDICATE
+from prefixscope.analytics.query import PREFIX_SQL, REQUESTS
 from prefixscope.collector import attribution
 from prefixscope.collector.storage.store import Store
 from prefixscope.errors import Unavailable
@@ -29,8 +29,7 @@ SELECT {PREFIX_SQL} AS pid,
   list_sort(coalesce(list(DISTINCT s.prefix_type) FILTER (s.prefix_type IS NOT NULL), [])),
   list_sort(coalesce(list(DISTINCT s.prefix_version) FILTER (s.prefix_version IS NOT NULL), [])),
   min(s.start_time), max(s.start_time), count(*)
-FROM spans s
-WHERE {REQUEST_PREDICATE}
+FROM {REQUESTS} s
 GROUP BY 1
 """
 _REGISTRY_COLUMNS = (
@@ -50,7 +49,7 @@ _REGISTRY_COLUMNS = (
 
 
 def list_prefixes(store: Store) -> list[PrefixInfo]:
-    cur = store.cursor()
+    cur = store.read_cursor()
     try:
         seen = {row[0]: row for row in cur.execute(_SEEN_SQL).fetchall()}
         reg_rows = cur.execute(f"SELECT {', '.join(_REGISTRY_COLUMNS)} FROM prefixes").fetchall()
@@ -97,7 +96,7 @@ def register_prefix(store: Store, prefix_id: str, body: PrefixRegistration) -> t
     values = body.model_dump()
     metadata = json.dumps(values.pop("metadata"))
     names = values.pop("served_model_names")
-    cur = store.cursor()
+    cur = store.read_cursor()
     try:
         cur.execute("BEGIN TRANSACTION")
         row = cur.execute(

@@ -175,7 +175,7 @@ class SqlSandbox:
 
     # -- execution -----------------------------------------------------------------------------
     def _run(self, sql: str) -> SqlResult:
-        cur = self.store.cursor()
+        cur = self.store.read_cursor()
         try:
             self.check(sql, cur)
             return self._execute(cur, sql)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from prefixscope.config import ServedModel
 
-from .storage.tiers import rows_source
+from .storage.views import refresh_view
 
 if TYPE_CHECKING:
     import duckdb
@@ -40,48 +40,6 @@ _LATEST = (
     "(SELECT * FROM served_models "
     "QUALIFY row_number() OVER (PARTITION BY name ORDER BY valid_from DESC) = 1)"
 )
-
-
-def _plain_view(source: str) -> str:
-    return f"CREATE OR REPLACE VIEW {VIEW} AS SELECT * FROM {source}"
-
-
-def _mapped_view(source: str) -> str:
-    def pick(field: str, own: str) -> str:
-        return (
-            f"CASE WHEN q.prefix_id IS NOT NULL THEN {field.replace('@', 'q')} "
-            f"WHEN p.prefix_id IS NOT NULL THEN {field.replace('@', 'p')} ELSE r.{own} END"
-        )
-
-    def join(alias: str, column: str) -> str:
-        return (
-            f"LEFT JOIN m {alias} ON {alias}.name = r.{column} AND {alias}.prefix_id IS NOT NULL "
-            f"AND nullif(r.prefix_id, '') IS NULL "
-            f"AND r.start_time >= {alias}.lo AND r.start_time < {alias}.hi"
-        )
-
-    return f"""CREATE OR REPLACE VIEW {VIEW} AS
-WITH m AS (
-  SELECT name, prefix_id, version, base_model, prefix_type,
-    CASE WHEN row_number() OVER w = 1 THEN '-infinity'::TIMESTAMP ELSE valid_from END AS lo,
-    coalesce(lead(valid_from) OVER w, 'infinity'::TIMESTAMP) AS hi
-  FROM served_models WINDOW w AS (PARTITION BY name ORDER BY valid_from))
-SELECT r.* REPLACE (
-  {pick("@.prefix_id", "prefix_id")} AS prefix_id,
-  {pick("@.base_model", "base_model")} AS base_model,
-  {pick("coalesce(@.version, r.prefix_version)", "prefix_version")} AS prefix_version,
-  {pick("coalesce(@.prefix_type, r.prefix_type)", "prefix_type")} AS prefix_type)
-FROM {source} r
-{join("q", "request_model")}
-{join("p", "response_model")}"""
-
-
-def refresh_view(con: duckdb.DuckDBPyConnection) -> None:
-    """(Re)define ``spans``: the rows of both tiers (``tiers.rows_source``), plain or joined
-    to the served-model history."""
-    source = rows_source(con)
-    rows = con.execute("SELECT count(*) FROM served_models").fetchall()
-    con.execute(_mapped_view(source) if rows[0][0] else _plain_view(source)).fetchall()
 
 
 def declare(

@@ -41,6 +41,8 @@ SPAN_COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("cached_tokens", pa.int64(), "BIGINT"),
     ("ttft_ms", pa.float64(), "DOUBLE"),
     ("fallback_reason", pa.string(), "VARCHAR"),
+    ("operation", pa.string(), "VARCHAR"),
+    ("variant_scope", pa.string(), "VARCHAR"),
     ("cohort", pa.string(), "JSON"),
     ("attributes", pa.string(), "JSON"),
     ("resource", pa.string(), "JSON"),
@@ -96,6 +98,8 @@ NORMALIZED_COLUMNS: tuple[str, ...] = (
     "cached_tokens",
     "ttft_ms",
     "fallback_reason",
+    "operation",
+    "variant_scope",
 )
 
 
@@ -107,7 +111,7 @@ class Rejection:
     message: str
 
 
-if SPAN_COLUMN_NAMES[11:25] != NORMALIZED_COLUMNS:
+if SPAN_COLUMN_NAMES[11:27] != NORMALIZED_COLUMNS:
     raise ValueError("NORMALIZED_COLUMNS must follow status_message in SPAN_COLUMNS")
 
 

@@ -78,6 +78,28 @@ def _seconds_to_ms(v: Any) -> float | None:
     return None if f is None else f * 1000.0
 
 
+def _ms(v: Any) -> float | None:
+    """A number of milliseconds."""
+    return _float(v)
+
+
+def _json_str(v: Any) -> str | None:
+    """A string that may be JSON-quoted (MLflow encodes every attribute value as JSON)."""
+    if isinstance(v, str) and v.startswith('"'):
+        try:
+            decoded = orjson.loads(v)
+        except orjson.JSONDecodeError:
+            return v
+        return decoded if isinstance(decoded, str) else None
+    return _str(v)
+
+
+def _logfire_kind(v: Any) -> str | None:
+    """Logfire's ``logfire.span_type``: only ``log`` (its stream-end record) and
+    ``pending_span`` name a kind; a plain ``span`` leaves the operation to the next key."""
+    return v if isinstance(v, str) and v in ("log", "pending_span") else None
+
+
 Convert = Callable[[Any], Any]
 
 #: column -> ((attribute key, conversion), ...) in priority order.
@@ -88,11 +110,18 @@ COLUMN_SOURCES: dict[str, tuple[tuple[str, Convert], ...]] = {
     # base_model falls back to request_model, then response_model (in normalize())
     "base_model": ((k.BASE_MODEL, _str),),
     "request_model": (
-        (k.GEN_AI_REQUEST_MODEL, _str),  # GenAI (current and legacy)
-        (k.LLM_MODEL_NAME, _str),  # OpenInference
+        (k.GEN_AI_REQUEST_MODEL, _str),  # GenAI (current and legacy), OpenLLMetry, Logfire
+        (k.LLM_MODEL_NAME, _str),  # OpenInference (OI-LiteLLM: provider-qualified)
+        (k.LANGFUSE_MODEL_NAME, _str),  # Langfuse
+        (k.MLFLOW_LLM_MODEL, _json_str),  # MLflow (JSON-quoted)
+        (k.AI_MODEL_ID, _str),  # Vercel AI SDK
         (k.LLM_INVOCATION_PARAMETERS, _model_of_params),  # OpenInference, also on failures
+        (k.GEN_AI_REQUEST_PARAMETERS, _model_of_params),  # traceAI streams: only here
     ),
-    "response_model": ((k.GEN_AI_RESPONSE_MODEL, _str),),  # GenAI, vLLM llm_request
+    "response_model": (
+        (k.GEN_AI_RESPONSE_MODEL, _str),  # GenAI, vLLM llm_request
+        (k.AI_RESPONSE_MODEL, _str),  # Vercel AI SDK
+    ),
     "route": ((k.ROUTE, _str),),
     "prompt_version": ((k.PROMPT_VERSION, _str),),
     "session_id": (
@@ -114,9 +143,32 @@ COLUMN_SOURCES: dict[str, tuple[tuple[str, Convert], ...]] = {
         (k.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, _int),  # GenAI current
         (k.LLM_TOKEN_COUNT_CACHE_READ, _int),  # OpenInference
         (k.GEN_AI_USAGE_CACHE_READ_TOKENS, _int),  # traceAI
+        (k.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS_LEGACY, _int),  # OpenLLMetry <= 0.54
+        (k.GEN_AI_USAGE_DETAILS_CACHE_READ_TOKENS, _int),  # Pydantic AI
+        (k.AI_USAGE_CACHE_READ_TOKENS, _int),  # Vercel AI SDK
+        (k.AI_USAGE_CACHED_INPUT_TOKENS, _int),  # Vercel AI SDK (deprecated alias)
     ),
+    # what kind of span this is, in its convention's words (a model call, a chain, a tool...):
+    # analytics' request rule (collector/requests.py) reads it
+    "operation": (
+        (k.PREFIXSCOPE_SPAN_KIND, _str),  # @trace(request=True)
+        (k.LOGFIRE_SPAN_TYPE, _logfire_kind),  # Logfire's stream-end log also says "chat"
+        (k.GEN_AI_OPERATION_NAME, _str),  # OTel GenAI: chat, text_completion, invoke_agent...
+        (k.OPENINFERENCE_SPAN_KIND, _str),  # OpenInference: LLM, CHAIN, TOOL, AGENT...
+        (k.GEN_AI_SPAN_KIND, _str),  # traceAI
+        (k.FI_SPAN_KIND, _str),  # traceAI before its GenAI migration
+        (k.MLFLOW_SPAN_TYPE, _json_str),  # MLflow: CHAT_MODEL, LLM, CHAIN...
+        (k.LANGFUSE_OBSERVATION_TYPE, _str),  # Langfuse: generation, span, agent...
+        (k.AI_OPERATION_ID, _str),  # Vercel AI SDK: ai.streamText.doStream...
+        (k.TRACELOOP_SPAN_KIND, _str),  # OpenLLMetry: workflow, task, agent, tool
+        (k.TRACELOOP_LLM_REQUEST_TYPE, _str),  # OpenLLMetry <= 0.54, LiteLLM: chat, completion
+    ),
+    "variant_scope": ((k.VARIANT_SCOPE, _str),),
     "ttft_ms": (
         (k.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, _seconds_to_ms),  # GenAI current (seconds)
+        (k.GEN_AI_CLIENT_TIME_TO_FIRST_CHUNK, _seconds_to_ms),  # Pydantic AI, AI SDK 7 (s)
+        (k.AI_RESPONSE_MS_TO_FIRST_CHUNK, _ms),  # Vercel AI SDK streamText (ms)
+        (k.AI_STREAM_MS_TO_FIRST_CHUNK, _ms),  # Vercel AI SDK streamObject (ms)
         (k.GEN_AI_LATENCY_TIME_TO_FIRST_TOKEN, _seconds_to_ms),  # vLLM llm_request (seconds)
     ),
 }

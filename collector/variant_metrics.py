@@ -1,17 +1,21 @@
 """Per-variant Prometheus series: what Prometheus, Grafana and Alertmanager need to chart and
 alert on variants without PrefixScope's UI.
 
-Counted at commit, per (prefix_id, prefix_version, route) of model-request spans (the
-analytics' definition: a base model, a variant or token counts), one vectorized aggregation
-per group commit (no Python work per span):
+Counted per (prefix_id, prefix_version, route) of **requests** (``collector/requests.py``:
+the unit of every metric), as the request resolver writes them, one vectorized aggregation
+per second (no Python work per request). A request is counted once: when a trace is resolved
+again (a span arrived after it was first resolved), requests it had already are not counted
+again. Series therefore follow ingest by the resolver's settle time (``--request-settle``):
 
 * ``prefixscope_variant_requests_total``, ``..._errors_total``, ``..._fallbacks_total``;
 * ``prefixscope_variant_latency_seconds`` and ``prefixscope_variant_ttft_seconds`` histograms;
 * ``prefixscope_variant_tokens_total{kind=input|output|cached}``;
 * ``prefixscope_variant_thumbs_down_total`` (feedback, attributed through its span).
 
-Spans without ``prefix.id`` are attributed through the served-model mapping current at
-commit time (``attribution.py``), else ``prefix_id="base"``. Cardinality is bounded: at most
+Requests without ``prefix.id`` are attributed through the served-model mapping current when
+they are resolved (``storage/views.py``, the same rule as the ``requests`` view: a served
+name, else an unregistered model name that is not the base model, else ``prefix_id="base"``).
+Cardinality is bounded: at most
 ``max_series`` label sets; later ones are counted under ``prefix_id="other"`` (with
 ``prefix_version`` and ``route`` "other"), and ``prefixscope_variant_series_overflow_total``
 counts the requests that went there. Counters start at zero when the server starts (a
@@ -34,6 +38,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString as _go
 
 from prefixscope.semconv import BASE_PREFIX_ID
+
+from .storage.views import PROVIDER_PREFIXES, served_name
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +80,12 @@ _OBSERVED = (
     "route",
     "request_model",
     "response_model",
-    "status_code",
+    "error",
     "fallback_reason",
     "input_tokens",
     "output_tokens",
     "cached_tokens",
-    "duration_ms",
+    "latency_ms",
     "ttft_ms",
 )
 
@@ -153,18 +159,23 @@ class VariantMetrics(Collector):
         attribution applied; vectorized (Arrow compute), no Python work per row."""
         pid = pc.if_else(pc.equal(table.column("prefix_id"), ""), None, table.column("prefix_id"))
         ver = table.column("prefix_version")
+        req = served_names(table.column("request_model"))
+        resp = served_names(table.column("response_model"))
         mapping = self._current_mapping()
         if mapping:
-            names = pa.array(list(mapping), pa.string())
+            names = pa.array([served_name(name) for name in mapping], pa.string())
             pids = pa.array([m[0] for m in mapping.values()], pa.string())
             vers = pa.array([m[1] for m in mapping.values()], pa.string())
-            idx = pc.coalesce(
-                pc.index_in(table.column("request_model"), value_set=names),
-                pc.index_in(table.column("response_model"), value_set=names),
-            )
+            idx = pc.coalesce(pc.index_in(req, value_set=names), pc.index_in(resp, value_set=names))
             hit = pc.and_(pc.is_null(pid), pc.is_valid(idx))
             ver = pc.if_else(hit, pc.coalesce(pc.take(vers, idx), ver), ver)
             pid = pc.coalesce(pid, pc.take(pids, idx))
+        # a request to a model name that is not its base model: an unregistered variant
+        model = pc.coalesce(req, resp)
+        base = served_names(table.column("base_model"))
+        other = pc.fill_null(pc.not_equal(model, base), True)
+        unregistered = pc.and_(pc.and_(pc.is_null(pid), pc.is_valid(model)), other)
+        pid = pc.if_else(unregistered, model, pid)
         joined = pc.binary_join_element_wise(
             pc.fill_null(pid, BASE_PREFIX_ID),
             pc.fill_null(ver, ""),
@@ -191,10 +202,18 @@ class VariantMetrics(Collector):
             slot = self._slots[key] = len(self._slots)
         return slot, False
 
-    def observe(self, table: pa.Table) -> None:
-        """Take one committed group of spans (cheap: the writer thread calls this). They are
-        counted in batches, by :meth:`flush` (every second, and before each scrape), so the
-        fixed cost of an aggregation is paid once per second, not once per commit."""
+    def observe(self, table: pa.Table, replaced: pa.Table | None = None) -> None:
+        """Take the requests one resolver pass wrote (cheap: the resolver calls this), less
+        those it ``replaced`` (``trace_id``, ``span_id``: already counted). They are counted in
+        batches, by :meth:`flush` (every second, and before each scrape)."""
+        if replaced is not None and replaced.num_rows:
+            keys = pc.binary_join_element_wise(
+                replaced.column("trace_id"), replaced.column("span_id"), "/"
+            )
+            mine = pc.binary_join_element_wise(
+                table.column("trace_id"), table.column("span_id"), "/"
+            )
+            table = table.filter(pc.invert(pc.is_in(mine, keys)))
         narrow = table.select(_OBSERVED)
         with self._pending_lock:
             self._pending.append(narrow)
@@ -224,14 +243,12 @@ class VariantMetrics(Collector):
         self._stop.set()
 
     def _aggregate(self, table: pa.Table) -> None:
-        """Count one batch of spans (request spans only)."""
-        valid = [pc.is_valid(table.column(c)) for c in ("base_model", "prefix_id", "input_tokens")]
-        table = table.filter(pc.or_(pc.or_(valid[0], valid[1]), valid[2]))
+        """Count one batch of requests."""
         if table.num_rows == 0:
             return
         codes, keys = self.keys_of(table)
         n = len(keys)
-        err = pc.fill_null(pc.equal(table.column("status_code"), "ERROR"), False)
+        err = pc.fill_null(table.column("error"), False)
         per_key = np.zeros((n, len(_COUNTERS)), np.int64)
         per_key[:, 0] = np.bincount(codes, minlength=n)
         per_key[:, 1] = np.bincount(codes, weights=np.asarray(err, np.float64), minlength=n)
@@ -240,7 +257,7 @@ class VariantMetrics(Collector):
         for j, col in ((4, "input_tokens"), (5, "output_tokens"), (6, "cached_tokens")):
             w = pc.fill_null(table.column(col), 0).to_numpy().astype(np.float64)
             per_key[:, j] = np.bincount(codes, weights=w, minlength=n)
-        lat = pc.fill_null(table.column("duration_ms"), 0.0).to_numpy() / 1000.0
+        lat = pc.fill_null(table.column("latency_ms"), 0.0).to_numpy() / 1000.0
         ttft_col = table.column("ttft_ms")
         has_ttft = pc.is_valid(ttft_col).to_numpy(zero_copy_only=False)
         ttft = pc.fill_null(ttft_col, 0.0).to_numpy() / 1000.0
@@ -351,6 +368,21 @@ class VariantMetrics(Collector):
         over = CounterMetricFamily(*_OVERFLOW)
         over.add_metric([], overflow)
         yield over
+
+
+def served_names(models: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """:func:`~.storage.views.served_name` of a column (vectorized)."""
+    parts = pc.split_pattern(models, "/", max_splits=1)
+    head = pc.list_element(pc.if_else(pc.greater(pc.list_value_length(parts), 1), parts, None), 0)
+    rest = pc.list_element(pc.if_else(pc.greater(pc.list_value_length(parts), 1), parts, None), 1)
+    known = pc.fill_null(
+        pc.and_(
+            pc.is_in(pc.utf8_lower(head), pa.array(sorted(PROVIDER_PREFIXES))),
+            pc.not_equal(rest, ""),
+        ),
+        False,
+    )
+    return pc.if_else(known, rest, models)
 
 
 def _escape(value: str) -> str:

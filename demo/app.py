@@ -253,7 +253,7 @@ def run_demo(
             progress.advance(task)
             post_in_batches(client, "/api/v1/feedback", traffic.feedback)
             progress.advance(task)
-        _wait_for_spans(client, traffic.requests + traffic.agent_traces)
+        _wait_for_requests(client, traffic.requests)
         config = DetectionConfig(
             # the demo looks once, at the end: a fixed-horizon test is valid for one look
             # (a deployment that re-runs detection uses windows mode or mSPRT)
@@ -314,10 +314,11 @@ def serve_until_stopped(ready: Callable[[], object] = lambda: None) -> None:
             signal.signal(sig, handler)
 
 
-def _wait_for_spans(client: httpx.Client, at_least: int, timeout: float = 60) -> None:
-    """Block until the server has committed the demo's traffic (ack-to-queryable)."""
+def _wait_for_requests(client: httpx.Client, at_least: int, timeout: float = 60) -> None:
+    """Block until the server has committed the demo's traffic (ack-to-queryable): every
+    request the router sent, counted as the analytics count them."""
     deadline = time.monotonic() + timeout
-    sql = "SELECT count(*) FROM spans WHERE route IS NOT NULL AND route <> 'replay'"
+    sql = "SELECT count(*) FROM requests WHERE route IS NOT NULL AND route <> 'replay'"
     seen = 0
     while time.monotonic() < deadline:
         rows = client.post("/api/v1/sql", json={"sql": sql}).json()["rows"]
@@ -326,7 +327,7 @@ def _wait_for_spans(client: httpx.Client, at_least: int, timeout: float = 60) ->
             return
         time.sleep(0.2)
     raise click.ClickException(
-        f"only {seen} of the {at_least} traffic spans were queryable after {timeout:g} s: "
+        f"only {seen} of the {at_least} requests were queryable after {timeout:g} s: "
         "the numbers below would be computed on partial data, so the demo stops here"
     )
 

@@ -13,9 +13,8 @@ from prefixscope.demo.checks import run_checks
 
 EXAMPLE_SQL = (
     "SELECT prefix_id, cohort->>'specialty' AS specialty, count(*) AS n,\n"
-    "       round(avg(s.value), 3) AS task_completion\n"
-    "FROM spans JOIN scores s USING (trace_id, span_id)\n"
-    "WHERE s.name = 'TaskCompletion' GROUP BY ALL ORDER BY ALL"
+    "       round(avg(scores['TaskCompletion']), 3) AS task_completion\n"
+    "FROM requests WHERE route <> 'replay' GROUP BY ALL ORDER BY ALL"
 )
 
 
@@ -137,8 +136,9 @@ def print_report(
     verdicts: dict[str, str] = {}
     versions = dict(
         con.execute(
-            "SELECT prefix_id, list(DISTINCT prefix_version ORDER BY prefix_version) FROM spans "
-            "WHERE prefix_id IS NOT NULL AND prefix_version IS NOT NULL GROUP BY 1"
+            "SELECT prefix_id, list(DISTINCT prefix_version ORDER BY prefix_version) "
+            "FROM requests_base WHERE prefix_id IS NOT NULL AND prefix_version IS NOT NULL "
+            "GROUP BY 1"
         ).fetchall()
     )
     for prefix in demo_data.SPECIALTIES:
@@ -189,7 +189,7 @@ def print_report(
     console.print("Try some SQL (dashboard SQL box, or):")
     console.print(
         f"  curl -s {base_url}/api/v1/sql -H 'content-type: application/json' "
-        f'-d \'{{"sql": "SELECT prefix_id, count(*) FROM spans GROUP BY 1"}}\''
+        f'-d \'{{"sql": "SELECT prefix_id, count(*) FROM requests GROUP BY 1"}}\''
     )
     console.print(EXAMPLE_SQL)
 

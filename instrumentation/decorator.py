@@ -150,11 +150,12 @@ def _decorate(
 
         def observe() -> _steps.StepObserver:
             # The stream's scope is entered per step by the observer, not held by the call.
-            call = _Call(tracer, name, kind, static, own)
+            scoped = variants.new_scope(own)
+            call = _Call(tracer, name, kind, static, scoped)
             if call.variant_token is not None:
                 variants._CURRENT.reset(call.variant_token)
                 call.variant_token = None
-            return _StreamObserver(call, own)
+            return _StreamObserver(call, scoped)
 
         if inspect.isasyncgenfunction(fn):
             return _steps.wrap_asyncgen_function(fn, observe)
@@ -164,7 +165,7 @@ def _decorate(
 
         @functools.wraps(fn)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            call = _Call(tracer, name, kind, static, own)
+            call = _Call(tracer, name, kind, static, variants.new_scope(own))
             call.attach()
             error: BaseException | None = None
             try:
@@ -180,7 +181,7 @@ def _decorate(
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        call = _Call(tracer, name, kind, static, own)
+        call = _Call(tracer, name, kind, static, variants.new_scope(own))
         call.attach()
         error: BaseException | None = None
         try:
@@ -216,6 +217,7 @@ def trace(
     base_model: str | None = None,
     session_id: str | None = None,
     cohort: Mapping[str, Any] | None = None,
+    request: bool = False,
 ) -> Callable[[F], F]: ...
 
 
@@ -235,6 +237,7 @@ def trace(
     base_model: str | None = None,
     session_id: str | None = None,
     cohort: Mapping[str, Any] | None = None,
+    request: bool = False,
 ) -> Any:
     """Trace every call of the decorated function (``@trace`` or ``@trace(...)``).
 
@@ -244,6 +247,9 @@ def trace(
     ``attributes`` are extra attributes for this span only. For generators and async
     generators the span covers the whole stream: it ends when the stream is exhausted, closed
     or fails, and records ``gen_ai.response.time_to_first_chunk`` (seconds).
+    ``request=True`` marks the span as one model request (``prefixscope.span.kind``): use it
+    on a function that calls a model through a client nothing instruments, or to count a
+    function that makes several model calls as one request.
     """
     own = variants.variant_attributes(
         prefix_id=prefix_id,
@@ -256,6 +262,8 @@ def trace(
         cohort=cohort,
     )
     static = variants.variant_attributes(attributes=attributes) if attributes else {}
+    if request:
+        static = {**static, semconv.PREFIXSCOPE_SPAN_KIND: semconv.REQUEST_SPAN_KIND}
     tracer = get_tracer(tracer_provider)
 
     def decorate(fn: F) -> F:

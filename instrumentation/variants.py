@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import random
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
 from types import MappingProxyType, TracebackType
@@ -102,13 +103,22 @@ def _enter(own: Attributes) -> Token[Attributes]:
     return _CURRENT.set(MappingProxyType({**_CURRENT.get(), **own}))
 
 
+def new_scope(own: Attributes) -> Attributes:
+    """``own`` plus a fresh ``variant.scope`` id: one per entry of a scope, so the collector
+    can tell this scope's spans from an enclosing or a sibling scope's (the outermost span of
+    a scope and the model call inside it are one request). Empty stays empty."""
+    if not own:
+        return own
+    return MappingProxyType({**own, semconv.VARIANT_SCOPE: f"{random.getrandbits(64):016x}"})
+
+
 class _VariantObserver(_steps.StepObserver):
     """Enters the scope around each step of a decorated generator."""
 
     __slots__ = ("_own",)
 
     def __init__(self, own: Attributes) -> None:
-        self._own = own
+        self._own = new_scope(own)  # one scope for the whole stream, entered per step
 
     def enter(self) -> object:
         return _enter(self._own)
@@ -132,7 +142,7 @@ class VariantScope:
         self._tokens: list[Token[Attributes]] = []
 
     def __enter__(self) -> Attributes:
-        token = _enter(self.attributes)
+        token = _enter(new_scope(self.attributes))
         self._tokens.append(token)
         return _CURRENT.get()
 
@@ -177,7 +187,7 @@ class VariantScope:
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                token = _enter(own)
+                token = _enter(new_scope(own))
                 try:
                     return await func(*args, **kwargs)
                 finally:
@@ -187,7 +197,7 @@ class VariantScope:
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            token = _enter(own)
+            token = _enter(new_scope(own))
             try:
                 return func(*args, **kwargs)
             finally:

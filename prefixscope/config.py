@@ -268,6 +268,22 @@ class Settings:
             "and prefixscope_dedupe_window_seconds says how much."
         },
     )
+    request_settle: str = field(
+        default="10s",
+        metadata={
+            "help": "A trace's requests are resolved once it has received no span for this "
+            "long (its spans come from several exporters, children first). Analytics and SQL "
+            "resolve everything committed before they read; this only paces the background "
+            "work and the per-variant /metrics series."
+        },
+    )
+    request_lookback: str = field(
+        default="2m",
+        metadata={
+            "help": "A span joins the spans of its trace that arrived up to this long before "
+            "it; a span later than that is resolved with the part of its trace in reach."
+        },
+    )
     public_url: str = field(
         default="",
         metadata={
@@ -355,6 +371,9 @@ class Settings:
         if self.hot_retention:
             duration(self.hot_retention, "hot_retention")
         duration(self.dedupe_window, "dedupe_window")
+        duration(self.request_settle, "request_settle")
+        if duration(self.request_lookback, "request_lookback") <= dt.timedelta(0):
+            raise ConfigError("request_lookback must be > 0")
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             raise ConfigError(f"public_url must be http(s): {self.public_url!r}")
         for url in self.webhook_urls:

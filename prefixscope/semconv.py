@@ -30,6 +30,14 @@ DATASET_VERSION: Final = "dataset.version"
 DATASET_ITEM_ID: Final = "dataset.item_id"
 REPLAY_RUN_ID: Final = "replay.run_id"
 PREFIX_NUM_VIRTUAL_TOKENS: Final = "prefix.num_virtual_tokens"  # prompt-learning adapters
+#: The ``variant(...)`` scope a span was started in: a random id per entry of a scope, stamped
+#: on every span started inside it. The outermost span of a scope and the one model call in
+#: it are one request (DESIGN.md, "The request").
+VARIANT_SCOPE: Final = "variant.scope"
+#: ``@trace(request=True)``: this span is one model request (value ``"request"``), whatever
+#: is nested inside it.
+PREFIXSCOPE_SPAN_KIND: Final = "prefixscope.span.kind"
+REQUEST_SPAN_KIND: Final = "request"
 #: Batched generation: sequences in the call, and token counts per sequence (int arrays).
 BATCH_SIZE: Final = "batch.size"
 BATCH_INPUT_TOKENS: Final = "batch.input_tokens"
@@ -47,11 +55,14 @@ LLM_TOKEN_COUNT_CACHE_READ: Final = "llm.token_count.prompt_details.cache_read"
 LLM_MODEL_NAME: Final = "llm.model_name"
 LLM_INVOCATION_PARAMETERS: Final = "llm.invocation_parameters"  # JSON text: {"model": ...}
 OPENINFERENCE_SPAN_KIND: Final = "openinference.span.kind"
+# -- OpenLLMetry (Traceloop) --------------------------------------------------------------------
+TRACELOOP_SPAN_KIND: Final = "traceloop.span.kind"  # workflow / task / agent / tool
 #: Span events that mark a stream's first token (TTFT when no TTFT attribute is sent).
 FIRST_TOKEN_EVENTS: Final = frozenset(
     {
-        "First Token Stream Event",  # OpenInference
+        "First Token Stream Event",  # OpenInference, traceAI
         "gen_ai.content.completion.chunk",  # OpenLLMetry (one per streamed chunk)
+        "mlflow.chunk.item.0",  # MLflow (one event per chunk: the first one)
     }
 )
 
@@ -87,6 +98,27 @@ GEN_AI_LATENCY_TIME_IN_MODEL_DECODE: Final = "gen_ai.latency.time_in_model_decod
 # -- traceAI ----------------------------------------------------------------------------------
 GEN_AI_USAGE_CACHE_READ_TOKENS: Final = "gen_ai.usage.cache_read_tokens"
 GEN_AI_SPAN_KIND: Final = "gen_ai.span.kind"
+
+# -- Other instrumentors' spellings the request rule and normalization read -----------------
+# (survey of the maintained instrumentors: README "Bring your own instrumentation")
+TRACELOOP_LLM_REQUEST_TYPE: Final = "llm.request.type"  # OpenLLMetry <= 0.54, LiteLLM legacy
+FI_SPAN_KIND: Final = "fi.span.kind"  # traceAI before its GenAI migration
+MLFLOW_SPAN_TYPE: Final = "mlflow.spanType"  # JSON-quoted: '"CHAT_MODEL"'
+MLFLOW_LLM_MODEL: Final = "mlflow.llm.model"  # JSON-quoted
+LANGFUSE_OBSERVATION_TYPE: Final = "langfuse.observation.type"  # generation, span, agent...
+LANGFUSE_MODEL_NAME: Final = "langfuse.observation.model.name"
+LOGFIRE_SPAN_TYPE: Final = "logfire.span_type"  # span / log (a stream's end) / pending_span
+AI_OPERATION_ID: Final = "ai.operationId"  # Vercel AI SDK: ai.streamText vs ...doStream
+AI_MODEL_ID: Final = "ai.model.id"  # Vercel AI SDK
+AI_RESPONSE_MODEL: Final = "ai.response.model"  # Vercel AI SDK
+AI_RESPONSE_MS_TO_FIRST_CHUNK: Final = "ai.response.msToFirstChunk"  # ms, streamText
+AI_STREAM_MS_TO_FIRST_CHUNK: Final = "ai.stream.msToFirstChunk"  # ms, streamObject
+AI_USAGE_CACHE_READ_TOKENS: Final = "ai.usage.inputTokenDetails.cacheReadTokens"
+AI_USAGE_CACHED_INPUT_TOKENS: Final = "ai.usage.cachedInputTokens"  # deprecated alias
+GEN_AI_CLIENT_TIME_TO_FIRST_CHUNK: Final = "gen_ai.client.operation.time_to_first_chunk"  # s
+GEN_AI_REQUEST_PARAMETERS: Final = "gen_ai.request.parameters"  # traceAI: JSON with "model"
+GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS_LEGACY: Final = "gen_ai.usage.cache_read_input_tokens"
+GEN_AI_USAGE_DETAILS_CACHE_READ_TOKENS: Final = "gen_ai.usage.details.cache_read_tokens"
 
 # -- Resource ---------------------------------------------------------------------------------
 SERVICE_NAME: Final = "service.name"

@@ -31,6 +31,7 @@ from prefixscope.collector.logs import LogReceiver
 from prefixscope.collector.storage.fs import s3_options_from_env
 from prefixscope.collector.storage.lake import LakeRoller
 from prefixscope.collector.storage.memory import DedupeCollector, MemoryCollector
+from prefixscope.collector.storage.request_store import RequestResolver
 from prefixscope.collector.storage.sinks import DuckDBSink, LakeSink, SpanSink
 from prefixscope.collector.storage.store import Store, dedupe_max_keys
 from prefixscope.collector.variant_metrics import VariantMetrics
@@ -65,6 +66,7 @@ class PrefixScopeServer:
             log.info("OTLP protobuf decoder: python (%s)", why)
         self.store: Store | None = None
         self.lake: LakeRoller | None = None
+        self.requests: RequestResolver | None = None
         self.variant_metrics: VariantMetrics | None = None
         sink: SpanSink
         if settings.store == "lake":  # stateless scale-out collector: ingest only
@@ -110,6 +112,16 @@ class PrefixScopeServer:
                 dedupe_window=duration(settings.dedupe_window),
                 roll_rows=settings.lake_roll_rows,
             )
+            settle = duration(settings.request_settle)
+            self.requests = RequestResolver(
+                self.store.cursor,
+                settle=settle,
+                lookback=duration(settings.request_lookback),
+                interval_s=max(1.0, settle.total_seconds() / 2),
+                lock=self.lake.lock,
+                on_resolved=self._on_resolved,
+            )
+            self.store.before_read = self.requests.catch_up
         self.writer = GroupCommitWriter(
             sink,
             self.metrics,
@@ -134,14 +146,14 @@ class PrefixScopeServer:
 
     # -- composition -------------------------------------------------------------------------
     def _on_commit(self, table: pa.Table) -> None:
-        """The writer's hook after each group commit: derived metrics, then the roll's count."""
-        if self.variant_metrics is not None:
-            try:
-                self.variant_metrics.observe(table)
-            except Exception:  # derived metrics never fail ingest, nor stop the roll's count
-                log.exception("per-variant metrics failed on a commit")
+        """The writer's hook after each group commit: the roll's count."""
         if self.lake is not None:
             self.lake.committed(table)
+
+    def _on_resolved(self, requests: pa.Table, replaced: pa.Table | None) -> None:
+        """The request resolver's hook after each pass: per-variant metrics."""
+        if self.variant_metrics is not None:
+            self.variant_metrics.observe(requests, replaced)
 
     def _served_names(self) -> dict[str, tuple[str, str | None]]:
         assert self.store is not None
@@ -206,6 +218,8 @@ class PrefixScopeServer:
         self.writer.start()
         if self.lake is not None:
             self.lake.start()
+        if self.requests is not None:
+            self.requests.start()
         if self.settings.grpc_port:
             self._grpc, self.grpc_port = start_grpc_server(
                 self.pipeline, self.settings.host, self.settings.grpc_port, self.logs
@@ -278,6 +292,8 @@ class PrefixScopeServer:
         self.pipeline.close()
         if self.api_context is not None:
             self.api_context.close()
+        if self.requests is not None:
+            self.requests.stop()  # resolves what the writer committed last
         if self.variant_metrics is not None:
             self.variant_metrics.close()
         if self.lake is not None:

@@ -14,7 +14,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 from click.testing import CliRunner
 from scipy import stats as sps
@@ -28,8 +27,7 @@ from prefixscope.analytics.detection import (
     evaluation_window,
     run_detection,
 )
-from prefixscope.analytics.synthetic import Arm, generate
-from prefixscope.collector.storage.schema import migrate
+from prefixscope.analytics.synthetic import Arm, generate, scratch_store
 from prefixscope.collector.storage.store import Store
 
 COHORTS = ({"specialty": "cardiology"}, {"specialty": "radiology"})
@@ -92,8 +90,7 @@ def _rate(
     """Share of seeded runs in which ``check`` holds at any look (data grows by n/looks)."""
     hits = 0
     for run in range(runs):
-        con = duckdb.connect()
-        migrate(con)
+        con = scratch_store()
         for look in range(looks):
             generate(
                 con,
@@ -145,8 +142,7 @@ def test_thumbs_down_doubling_found() -> None:
 def test_min_effect_and_min_n_gate_alerts() -> None:
     """A real but tiny TaskCompletion drop (-0.02) is significant at this n, but below the
     0.05 minimum effect: no alert. Too few requests: not even tested."""
-    con = duckdb.connect()
-    migrate(con)
+    con = scratch_store()
     generate(con, _arms(20000, tc=0.02), seed=7)
     res = run_detection(con, config=DetectionConfig(metrics=["TaskCompletion"]))
     tc = [
@@ -159,8 +155,7 @@ def test_min_effect_and_min_n_gate_alerts() -> None:
         con, config=DetectionConfig(metrics=["TaskCompletion"], score_min_effect=0.01)
     )
     assert any(c.flagged for c in lenient.comparisons)
-    small = duckdb.connect()
-    migrate(small)
+    small = scratch_store()
     generate(small, _arms(50, tc=0.5), seed=8)
     assert run_detection(small).comparisons == []
 
@@ -219,8 +214,7 @@ def _windows_rate(
     hits, tested = 0, 0
     batch = n // per_window
     for run in range(runs):
-        con = duckdb.connect()
-        migrate(con)
+        con = scratch_store()
         first: dict[datetime | None, Signature] = {}
         hit = False
         for look, (start, length) in enumerate(_schedule(windows, per_window, tail)):

@@ -15,11 +15,11 @@ from click.testing import CliRunner
 from prefixscope.analytics.alerts import alert_objects, list_alerts
 from prefixscope.analytics.cube import build_cube
 from prefixscope.analytics.detection import detection_cube, run_detection
-from prefixscope.analytics.dialect import DUCKDB, SPARK
 from prefixscope.analytics.engines import DuckDBEngine
 from prefixscope.analytics.query import QueryError, Window, group_expr
 from prefixscope.cli import main
 from prefixscope.collector.storage.compact import compact
+from prefixscope.collector.storage.dialect import DUCKDB, SPARK
 from prefixscope.collector.storage.fs import open_fs
 from prefixscope.collector.storage.store import Store
 from prefixscope.collector.storage.tables import export_duckdb_tables, published_files

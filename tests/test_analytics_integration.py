@@ -28,6 +28,7 @@ from prefixscope.analytics.replay import replay
 from prefixscope.analytics.runner import evaluate_spans
 from prefixscope.analytics.synthetic import Arm, generate
 from prefixscope.analytics.views import combinations, compliance, flicker, switch_latency
+from prefixscope.collector.storage.request_store import rebuild
 from prefixscope.collector.storage.store import Store
 
 T0 = datetime(2025, 3, 1)
@@ -153,13 +154,15 @@ def test_views(tmp_path: Path) -> None:
         # agent traces: planner (base) then response (cardio), one session flickers
         con.execute(
             """INSERT INTO span_rows (trace_id, span_id, name, start_time, end_time,
-          duration_ms, status_code, base_model, prefix_id, route, session_id, attributes)
-          VALUES ('t1','s1','plan', ?, ?, 10, 'OK', 'm', NULL, 'agent', 'sess1',
-                  '{"agent.step":"planner"}'),
-                 ('t1','s2','answer', ?, ?, 20, 'OK', 'm', 'cardio', 'agent', 'sess1',
-                  '{"agent.step":"response"}')""",
+          duration_ms, status_code, base_model, prefix_id, route, session_id, operation,
+          attributes, ingest_batch)
+          VALUES ('t1','s1','plan', ?, ?, 10, 'OK', 'm', NULL, 'agent', 'sess1', 'chat',
+                  '{"agent.step":"planner"}', 0),
+                 ('t1','s2','answer', ?, ?, 20, 'OK', 'm', 'cardio', 'agent', 'sess1', 'chat',
+                  '{"agent.step":"response"}', 0)""",
             [T0, T0, T0 + timedelta(seconds=1), T0 + timedelta(seconds=2)],
         )
+        rebuild(con, "trace_id = 't1'")
         con.execute(
             "INSERT INTO score_rows VALUES ('x','t1',NULL,'TaskCompletion',1.0,NULL,NULL,NULL, ?)",
             [T0],

@@ -74,7 +74,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
             "00000000000000b1",
             "x",
             start=t0,
-            attrs={"prefix.id": HOSTILE, "base_model": "llama"},
+            attrs={"prefix.id": HOSTILE, "base_model": "llama", "gen_ai.operation.name": "chat"},
         ),
     ]
     resp = httpx.post(f"{server.base_url}/v1/traces", json=otlp_request(spans), timeout=30)

@@ -25,7 +25,9 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 def ingest_one(srv: ServerProcess) -> None:
-    span = otlp_span(TRACE, SPAN, "generate", attrs={"prefix.id": "radiology"})
+    span = otlp_span(
+        TRACE, SPAN, "generate", attrs={"prefix.id": "radiology", "gen_ai.operation.name": "chat"}
+    )
     resp = httpx.post(f"{srv.base_url}/v1/traces", json=otlp_request([span]), timeout=10)
     assert resp.status_code == 200, resp.text
 

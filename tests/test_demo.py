@@ -155,10 +155,10 @@ def _alert(prefix: str, version: str, metric: str, specialty: str, baseline: str
     }
 
 
-def test_the_v2_check_keeps_latency_alerts_out_of_the_story() -> None:
-    """Check 3 needs the v2 TaskCompletion alert and fails on a quality alert where a released
-    prefix serves its own department; latency alerts measure the machine the demo ran on
-    (real wall-clock generations) and are reported apart, not counted against the story."""
+def test_the_v2_check_fails_on_any_alert_on_a_released_prefixs_own_department() -> None:
+    """Check 3 needs the v2 TaskCompletion alert and fails on any alert where a released
+    prefix serves its own department, latency included (no exemption: arms are randomized per
+    request, and detection counts requests); alerts on mis-routed notes are counted apart."""
     from prefixscope.demo.checks import v2_alert_check
 
     v2 = _alert("radiology", "2", "TaskCompletion", "radiology", "radiology@1")
@@ -166,16 +166,19 @@ def test_the_v2_check_keeps_latency_alerts_out_of_the_story() -> None:
     latency = _alert("cardiology", "1", "latency_p99", "cardiology", "base")
     quality = _alert("cardiology", "1", "JSONValidation", "cardiology", "base")
 
-    ok = v2_alert_check([v2, misrouted, latency])
+    ok = v2_alert_check([v2, misrouted])
     assert ok.passed, ok.detail
     assert "1 alert(s) on mis-routed notes" in ok.detail
-    assert "not part of the story: cardiology@1 latency_p99 on cardiology" in ok.detail
 
-    bad = v2_alert_check([v2, latency, quality])
+    slow = v2_alert_check([v2, misrouted, latency])
+    assert not slow.passed
+    assert "unexpected: cardiology@1 latency_p99 on cardiology" in slow.detail
+
+    bad = v2_alert_check([v2, quality])
     assert not bad.passed
     assert "unexpected: cardiology@1 JSONValidation on cardiology" in bad.detail
 
-    missing = v2_alert_check([misrouted, latency])
+    missing = v2_alert_check([misrouted])
     assert not missing.passed
     assert missing.detail.startswith("no TaskCompletion alert for radiology@2")
 

@@ -366,7 +366,7 @@ def test_evaluate_cli_sampling_and_idempotence(
         return out
 
     half = run("--sample", "0.5")
-    assert half["spans"] == 300 and 100 < half["sampled_out"] < 200, half
+    assert half["requests"] == 300 and 100 < half["sampled_out"] < 200, half
     assert half["skipped_by_reason"]["no_output_text"] + half["scored"] == 300 - half["sampled_out"]
     full = run()
     # the half sample was scored already: the same spans are in any sample (hash of the id)

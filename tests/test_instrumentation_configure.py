@@ -98,6 +98,8 @@ def test_configure_exports_protobuf_to_base_url_v1_traces(receiver: Receiver) ->
     resource, spans = _decode(receiver)
     assert resource[semconv.SERVICE_NAME] == "clinic"
     assert resource[semconv.BASE_MODEL] == "llama-3-8b"
+    scope = spans[0].pop(semconv.VARIANT_SCOPE)  # the @trace's variant fields open a scope
+    assert len(scope) == 16
     assert spans == [
         {"name": "answer", semconv.PREFIX_ID: "radiology", semconv.BASE_MODEL: "llama-3-8b"}
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import re
 import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -289,6 +290,11 @@ def test_variant_nesting_overrides_and_merges_cohorts(
         call("c")
     assert dict(current_attributes()) == {}
     a, b, c = (dict(s.attributes) for s in exporter.get_finished_spans())
+    # each entry of a scope has its own id (the request rule's scope): a and c are in the
+    # outer one, b in the inner one; the rest is inherited
+    scopes = [str(x.pop(semconv.VARIANT_SCOPE)) for x in (a, b, c)]
+    assert scopes[0] == scopes[2] != scopes[1]
+    assert all(re.fullmatch("[0-9a-f]{16}", x) for x in scopes)
     assert a == {
         semconv.PREFIX_ID: "rad",
         semconv.PREFIX_VERSION: "3",

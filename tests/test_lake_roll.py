@@ -80,8 +80,8 @@ def test_roll_streams_batches_into_one_file_per_partition(
             roller.roll()
         assert calls["n"] == 5  # the failure happened, after earlier pieces were written
         lake_files = [p for p in (tmp_path / "lake").rglob("*") if p.is_file()]
-        # only the tiers' empty schema files (spans, scores, feedback)
-        assert [p.name for p in lake_files] == [".schema.parquet"] * 3
+        # only the tiers' empty schema files (spans, scores, feedback, requests)
+        assert [p.name for p in lake_files] == [".schema.parquet"] * 4
         monkeypatch.setattr(pq.ParquetWriter, "write_table", real)
 
         assert roller.roll() == 1800

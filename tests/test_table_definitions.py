@@ -13,13 +13,27 @@ import pytest
 
 from prefixscope.api.models import FeedbackIn, ScoreIn, TraceFeedback, TraceScore
 from prefixscope.collector.model import SPAN_COLUMN_NAMES
+from prefixscope.collector.requests import REQUEST_COLUMN_NAMES
 from prefixscope.collector.storage import retention, tiers
 from prefixscope.collector.storage.store import Store
 from prefixscope.collector.storage.tables import LAKE_TABLES
 
 #: the hot tier's own bookkeeping columns, after the span columns (never in the lake)
-HOT_ONLY = {"span_rows": ["ingested_at", "ingest_batch"], "score_rows": [], "feedback_rows": []}
-ROWS = {"spans": "span_rows", "scores": "score_rows", "feedback": "feedback_rows"}
+HOT_ONLY = {
+    "span_rows": ["ingested_at", "ingest_batch"],
+    "score_rows": [],
+    "feedback_rows": [],
+    "request_rows": ["resolve_batch"],
+}
+ROWS = {
+    "spans": "span_rows",
+    "scores": "score_rows",
+    "feedback": "feedback_rows",
+    "requests": "request_rows",
+}
+#: the view over both tiers of each table (requests: analytics' view, without the joined
+#: scores and feedback of the ``requests`` view users read)
+VIEWS = {"spans": "spans", "scores": "scores", "feedback": "feedback", "requests": "requests_base"}
 
 
 def _duckdb_schema(store: Store, table: str) -> pa.Schema:
@@ -31,11 +45,12 @@ def _duckdb_schema(store: Store, table: str) -> pa.Schema:
 
 
 def test_the_tiered_tables_are_the_ones_defined() -> None:
-    assert set(LAKE_TABLES) == {"spans", "scores", "feedback"}
+    assert set(LAKE_TABLES) == {"spans", "scores", "feedback", "requests"}
     assert LAKE_TABLES["spans"].schema.names == list(SPAN_COLUMN_NAMES)
+    assert LAKE_TABLES["requests"].schema.names == list(REQUEST_COLUMN_NAMES)
     assert {n: t.schema for n, t in LAKE_TABLES.items()} == tiers.LAKE_SCHEMAS
     assert [a.view for a in tiers.ANNOTATIONS] == ["scores", "feedback"]
-    for a in tiers.ANNOTATIONS:
+    for a in (*tiers.ANNOTATIONS, tiers.REQUESTS):
         assert a.schema.equals(LAKE_TABLES[a.view].schema)
         assert a.rows == ROWS[a.view]
     assert ROWS["spans"] == tiers.ROWS_TABLE
@@ -43,7 +58,7 @@ def test_the_tiered_tables_are_the_ones_defined() -> None:
     assert retention.LAKE_TABLES is LAKE_TABLES
 
 
-@pytest.mark.parametrize("name", ["spans", "scores", "feedback"])
+@pytest.mark.parametrize("name", ["spans", "scores", "feedback", "requests"])
 def test_duckdb_tables_views_and_lake_schema_files_match_the_definition(
     tmp_path: Path, name: str
 ) -> None:
@@ -51,13 +66,13 @@ def test_duckdb_tables_views_and_lake_schema_files_match_the_definition(
     assert len(spec.schema) > 5
     with Store(tmp_path) as store:
         rows = _duckdb_schema(store, ROWS[name])
-        view = _duckdb_schema(store, name)
+        view = _duckdb_schema(store, VIEWS[name])
     # the hot table: the defined columns, in order, with the same types, then bookkeeping
     assert rows.names == spec.schema.names + HOT_ONLY[ROWS[name]]
     for field in spec.schema:
         assert rows.field(field.name).type == field.type, field.name
-    # the one view across both tiers shows the same columns
-    assert view.names == rows.names
+    # the one view across both tiers shows the same columns (not the resolver's bookkeeping)
+    assert view.names == [n for n in rows.names if n != "resolve_batch"]
     # the lake's schema file (what cold reads fall back on) holds exactly the definition
     schema_file = tmp_path / "lake" / name / tiers.SCHEMA_FILE
     assert pq.read_schema(schema_file).equals(spec.schema, check_metadata=False)

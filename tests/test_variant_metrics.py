@@ -1,6 +1,7 @@
 """Per-variant Prometheus series on /metrics, read back with Prometheus' own text parser and
-compared with the store; the cardinality cap; the shipped Grafana dashboard uses only metric
-names the server exports."""
+compared with what the generator sent (requests, not spans: every generated trace holds an
+HTTP span and a DB span beside its model call); the cardinality cap; the shipped Grafana
+dashboard uses only metric names the server exports."""
 
 from __future__ import annotations
 
@@ -14,17 +15,20 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from prefixscope.collector.requests import SKELETON_COLUMNS, resolve
 from prefixscope.collector.variant_metrics import BUCKETS
 
 from .api_fixtures import otlp_request, otlp_span
-from .api_fixtures import sql_rows as _sql
 from .serverproc import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "deploy" / "grafana" / "prefixscope-variants.json"
 
 
-def _spans() -> list[dict[str, Any]]:
+def _spans(wrappers: bool = True) -> list[dict[str, Any]]:
+    """60 model calls (one per trace) and a third-party call attributed by its served name;
+    with ``wrappers``, each trace also has an HTTP server span at its root (``base_model``
+    from the SDK's defaults) and a DB span: neither is a request."""
     out = []
     for i in range(60):
         attrs: dict[str, Any] = {
@@ -50,13 +54,76 @@ def _spans() -> list[dict[str, Any]]:
                 duration_ms=20.0 * (i + 1),
                 attrs=attrs,
                 error=i % 9 == 0,
+                parent=f"{10_000 + i:016x}" if wrappers else None,
             )
         )
+        if wrappers:
+            base = {"base_model": "llama", "route": attrs["route"]}
+            out.append(otlp_span(f"{i + 1:032x}", f"{10_000 + i:016x}", "POST /chat", attrs=base))
+            out.append(
+                otlp_span(
+                    f"{i + 1:032x}",
+                    f"{20_000 + i:016x}",
+                    "SELECT",
+                    attrs={"base_model": "llama"},
+                    parent=f"{10_000 + i:016x}",
+                )
+            )
     # a third-party span: no prefix.id, its served name is registered
     out.append(
         otlp_span(f"{999:032x}", f"{999:016x}", "chat", attrs={"gen_ai.request.model": "oncology"})
     )
     return out
+
+
+def _sent() -> dict[tuple[str, str, str], dict[str, Any]]:
+    """What :func:`_spans` sent, per (prefix_id, prefix_version, route): the ground truth."""
+    out: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for i in range(60):
+        prefix = (
+            ("cardiology", "2")
+            if i % 3 == 0
+            else ("radiology", "1")
+            if i % 3 == 1
+            else ("base", "")
+        )
+        key = (*prefix, ("triage", "coding")[i % 2])
+        row = out.setdefault(
+            key,
+            {"n": 0, "errors": 0, "fallbacks": 0, "input": 0, "output": 0, "cached": 0,
+             "latency_ms": [], "ttft": 0},
+        )  # fmt: skip
+        row["n"] += 1
+        row["errors"] += i % 9 == 0
+        row["fallbacks"] += i % 7 == 0
+        row["input"] += 10 + i
+        row["output"] += 3
+        row["cached"] += i % 5
+        row["latency_ms"].append(20.0 * (i + 1))
+        row["ttft"] += i % 4 == 0
+    out[("oncology", "5", "")] = {
+        "n": 1, "errors": 0, "fallbacks": 0, "input": 0, "output": 0, "cached": 0,
+        "latency_ms": [100.0], "ttft": 0,
+    }  # fmt: skip
+    return out
+
+
+def _wait_for(srv: ServerProcess, total: float, timeout: float = 30) -> dict[str, Any]:
+    """/metrics once the resolver has counted ``total`` requests (series follow the
+    resolver: a trace is counted once it has been quiet for --request-settle)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        fams = _families(srv)
+        got = (
+            sum(_by_labels(fams["prefixscope_variant_requests"]).values())
+            if ("prefixscope_variant_requests" in fams)
+            else 0
+        )
+        if got >= total or time.monotonic() > deadline:
+            return fams
+        time.sleep(0.2)
 
 
 def _families(srv: ServerProcess) -> dict[str, Any]:
@@ -73,71 +140,65 @@ def _by_labels(fam: Any, suffix: str = "", **fixed: str) -> dict[tuple[str, str,
     return out
 
 
-KEY = "coalesce(nullif(prefix_id, ''), 'base'), coalesce(prefix_version, ''), coalesce(route, '')"
-
-
-def test_variant_series_match_the_store(start_server: Callable[..., ServerProcess]) -> None:
-    srv = start_server("--served-model", "oncology=oncology@5")
+def test_variant_series_count_the_requests_sent(start_server: Callable[..., ServerProcess]) -> None:
+    srv = start_server("--served-model", "oncology=oncology@5", "--request-settle", "0s")
     resp = httpx.post(f"{srv.base_url}/v1/traces", json=otlp_request(_spans()), timeout=30)
     assert resp.status_code == 200
     # an exporter's retry of the same request: stored once, so counted once
     resp = httpx.post(f"{srv.base_url}/v1/traces", json=otlp_request(_spans()), timeout=30)
     assert resp.status_code == 200
+    sent = _sent()
+    fams = _wait_for(srv, sum(v["n"] for v in sent.values()))
     fb = [
         {"trace_id": f"{i + 1:032x}", "span_id": f"{i + 1:016x}", "kind": "thumbs_down"}
-        for i in (0, 3, 1)
-    ] + [{"trace_id": f"{999:032x}", "kind": "thumbs_down"}, {"trace_id": "ab" * 16, "kind": "x"}]
+        for i in (0, 3)
+    ] + [
+        # on the trace's HTTP root span: the request of that trace
+        {"trace_id": f"{2:032x}", "span_id": f"{10_001:016x}", "kind": "thumbs_down"},
+        # trace-level: the trace's (only) request
+        {"trace_id": f"{999:032x}", "kind": "thumbs_down"},
+        {"trace_id": "ab" * 16, "kind": "x"},
+    ]
     assert httpx.post(f"{srv.base_url}/api/v1/feedback", json=fb, timeout=30).status_code == 200
     fams = _families(srv)
-
-    want = {
-        (r[0], r[1], r[2]): r[3:]
-        for r in _sql(
-            srv,
-            f"SELECT {KEY}, count(*), count(*) FILTER (status_code = 'ERROR'), "
-            "count(fallback_reason), sum(input_tokens), sum(output_tokens), "
-            "coalesce(sum(cached_tokens), 0) FROM spans GROUP BY ALL",
-        )
+    assert len(sent) == 7
+    assert _by_labels(fams["prefixscope_variant_requests"]) == {k: v["n"] for k, v in sent.items()}
+    assert _by_labels(fams["prefixscope_variant_errors"]) == {
+        k: v["errors"] for k, v in sent.items()
     }
-    assert ("oncology", "5", "") in want  # attributed through the served name
-    assert len(want) == 7
-    assert _by_labels(fams["prefixscope_variant_requests"]) == {k: v[0] for k, v in want.items()}
-    assert _by_labels(fams["prefixscope_variant_errors"]) == {k: v[1] for k, v in want.items()}
-    assert _by_labels(fams["prefixscope_variant_fallbacks"]) == {k: v[2] for k, v in want.items()}
+    assert _by_labels(fams["prefixscope_variant_fallbacks"]) == {
+        k: v["fallbacks"] for k, v in sent.items()
+    }
     tokens = fams["prefixscope_variant_tokens"]
-    for j, kind in enumerate(("input", "output", "cached")):
+    for kind in ("input", "output", "cached"):
         got = _by_labels(tokens, kind=kind)
-        assert got == {k: float(v[3 + j] or 0) for k, v in want.items()}, kind
+        assert got == {k: float(v[kind]) for k, v in sent.items()}, kind
 
-    # histograms: every bucket equals the store's count of durations at or under it
+    # histograms: every bucket holds the sent latencies at or under it
     lat = fams["prefixscope_variant_latency_seconds"]
     for le in (*BUCKETS, math.inf):
         bound = "+Inf" if le == math.inf else repr(float(le))
-        limit = le if le != math.inf else 1e300
-        rows = _sql(
-            srv,
-            f"SELECT {KEY}, count(*) FILTER (duration_ms / 1000.0 <= {limit}) "
-            "FROM spans GROUP BY ALL",
-        )
         got = _by_labels(lat, "_bucket", le=bound)
-        assert got == {(r[0], r[1], r[2]): float(r[3]) for r in rows}, bound
+        assert got == {
+            k: float(sum(ms / 1000.0 <= le for ms in v["latency_ms"])) for k, v in sent.items()
+        }, bound
     ttft_count = _by_labels(fams["prefixscope_variant_ttft_seconds"], "_count")
-    rows = _sql(srv, f"SELECT {KEY}, count(ttft_ms) FROM spans GROUP BY ALL")
-    assert ttft_count == {(r[0], r[1], r[2]): float(r[3]) for r in rows}
+    assert ttft_count == {k: float(v["ttft"]) for k, v in sent.items()}
     assert sum(ttft_count.values()) == 15
 
     thumbs = _by_labels(fams["prefixscope_variant_thumbs_down"])
     assert thumbs[("cardiology", "2", "triage")] == 1.0  # span 1 (i=0)
     assert thumbs[("cardiology", "2", "coding")] == 1.0  # i=3
-    assert thumbs[("radiology", "1", "coding")] == 1.0  # i=1
-    assert thumbs[("oncology", "5", "")] == 1.0  # trace-level, via its request span
+    assert thumbs[("radiology", "1", "coding")] == 1.0  # i=1, via its trace's HTTP root
+    assert thumbs[("oncology", "5", "")] == 1.0  # trace-level, via its request
     assert sum(thumbs.values()) == 4.0
 
 
 def test_series_are_capped_with_an_other_bucket(start_server: Callable[..., ServerProcess]) -> None:
-    srv = start_server("--variant-metrics-max-series", "3")
+    srv = start_server("--variant-metrics-max-series", "3", "--request-settle", "0s")
     resp = httpx.post(f"{srv.base_url}/v1/traces", json=otlp_request(_spans()), timeout=30)
     assert resp.status_code == 200
+    _wait_for(srv, 61)
     text = httpx.get(f"{srv.base_url}/metrics", timeout=30).text
     for family in ("prefixscope_variant_requests_total", "prefixscope_spans_committed_total"):
         assert text.count(f"# TYPE {family} ") == 1, family  # each family once
@@ -152,9 +213,10 @@ def test_series_are_capped_with_an_other_bucket(start_server: Callable[..., Serv
 def test_grafana_dashboard_uses_exported_metric_names(
     start_server: Callable[..., ServerProcess],
 ) -> None:
-    srv = start_server()
+    srv = start_server("--request-settle", "0s")
     resp = httpx.post(f"{srv.base_url}/v1/traces", json=otlp_request(_spans()), timeout=30)
     assert resp.status_code == 200
+    _wait_for(srv, 61)
     text = httpx.get(f"{srv.base_url}/metrics", timeout=30).text
     exported = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
     board = json.loads(DASHBOARD.read_text())
@@ -183,7 +245,8 @@ def test_a_failing_mapping_lookup_keeps_counting(caplog: Any) -> None:
         return {"oncology": ("oncology", "5")}
 
     vm = VariantMetrics(mapping=mapping, mapping_ttl_s=0)
-    table = decode_body(orjson.dumps(otlp_request(_spans())), JSON, None, 1 << 30, 32768).table
+    spans = decode_body(orjson.dumps(otlp_request(_spans())), JSON, None, 1 << 30, 32768).table
+    table = resolve(spans.select(list(SKELETON_COLUMNS)))
     for _ in range(2):
         vm.observe(table)
         vm.flush()
@@ -204,7 +267,7 @@ def test_exposition_is_what_prometheus_client_renders() -> None:
     from prefixscope.collector.decoding import JSON, decode_body
     from prefixscope.collector.variant_metrics import VariantMetrics
 
-    spans = _spans()
+    spans = _spans(wrappers=False)
     hostile = 'a"b\\c\nd é'
     for i, span in enumerate(spans[:12]):
         attrs = {a["key"]: a for a in span["attributes"]}
@@ -212,7 +275,7 @@ def test_exposition_is_what_prometheus_client_renders() -> None:
             attrs["prefix.id"]["value"] = {"stringValue": f"{hostile}{i % 4}"}
     vm = VariantMetrics(max_series=5)
     table = decode_body(orjson.dumps(otlp_request(spans)), JSON, None, 1 << 30, 32768).table
-    vm.observe(table)
+    vm.observe(resolve(table.select(list(SKELETON_COLUMNS))))
     vm.flush()
     vm._state.counters[0, 4] += 12_345_678  # input tokens: Go writes 1.2345678e+07
     vm._state.latency_sum[1] += 0.1 + 0.2

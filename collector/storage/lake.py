@@ -32,6 +32,7 @@ from . import tier_compact, tiers
 from .fs import publish, temporary_name
 from .retention import RetentionReport, apply_to_lake, apply_to_store, cutoff_for
 from .store import Store, scalar
+from .views import refresh_view
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,12 @@ class LakeRoller:
             yield
         finally:
             self._metrics.lake_pass_seconds.labels(step).observe(time.perf_counter() - t0)
+
+    @property
+    def lock(self) -> threading.Lock:
+        """Held by every pass that writes the store's tiers (shared with the request
+        resolver, which writes request_rows that the move also deletes from)."""
+        return self._lock
 
     def start(self) -> None:
         if self._interval <= 0 and self._retention is None:
@@ -212,6 +219,9 @@ class LakeRoller:
                     spec.view: tiers.move_annotations(con, spec, boundary, self._write_moved)
                     for spec in tiers.ANNOTATIONS
                 }
+                annotations["requests"] = tiers.move_annotations(
+                    con, tiers.REQUESTS, boundary, self._write_moved, refresh=refresh_view
+                )
             finally:
                 con.close()
         m = self._metrics

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 #: store tables and their time column
 STORE_TABLES = (
     ("span_rows", "start_time"),
+    ("request_rows", "start_time"),
     ("score_rows", "created_at"),
     ("feedback_rows", "created_at"),
     ("log_events", "ingested_at"),

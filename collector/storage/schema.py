@@ -11,15 +11,18 @@ from dataclasses import dataclass
 import duckdb
 
 from ..model import SPAN_COLUMNS
+from ..requests import REQUEST_COLUMNS
 
 #: Columns new in migration 4 (the rest are the released migration 1's, in order).
 _V4_NEW = frozenset(
     {"request_model", "response_model", "events", "links", "scope_name", "scope_version"}
 )
+#: Columns new in migration 11.
+_V11_NEW = frozenset({"operation", "variant_scope"})
 #: Migrations are frozen: each one's column list is the model's as of that migration, so a
 #: later column added to ``SPAN_COLUMNS`` needs a new migration (tests/test_schema.py checks).
-_V1_SPAN_COLUMNS = tuple(c for c in SPAN_COLUMNS if c[0] not in _V4_NEW)
-_V4_SPAN_COLUMNS = SPAN_COLUMNS
+_V1_SPAN_COLUMNS = tuple(c for c in SPAN_COLUMNS if c[0] not in _V4_NEW | _V11_NEW)
+_V4_SPAN_COLUMNS = tuple(c for c in SPAN_COLUMNS if c[0] not in _V11_NEW)
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +325,62 @@ MIGRATIONS += (
 )""",
             "INSERT INTO span_rolls SELECT last_batch, updated_at FROM lake_state "
             "WHERE table_name = 'spans' AND last_batch > 0",
+        ),
+    ),
+)
+
+_V11_SPAN_COLUMNS = tuple(
+    (name, arrow, f"{ddl} USING COMPRESSION zstd" if name in _ZSTD_COLUMNS else ddl)
+    for name, arrow, ddl in SPAN_COLUMNS
+)
+#: the request rule's span kind and scope id of rows stored before they had columns, read back
+#: from their attributes (the same keys, in the same order, as ``normalize.py``)
+_V11_FILL = {
+    "operation": "coalesce("
+    + ", ".join(
+        f"json_extract_string(attributes, '$.\"{key}\"')"
+        for key in (
+            "prefixscope.span.kind",
+            "gen_ai.operation.name",
+            "openinference.span.kind",
+            "traceloop.span.kind",
+            "gen_ai.span.kind",
+        )
+    )
+    + ")",
+    "variant_scope": "json_extract_string(attributes, '$.\"variant.scope\"')",
+}
+
+
+def _copy_spans_v11() -> str:
+    cols = [name for name, _, _ in _V11_SPAN_COLUMNS]
+    exprs = [_V11_FILL.get(c, c) for c in cols]
+    return (
+        f"INSERT INTO span_rows_v11 ({', '.join(cols)}, ingested_at, ingest_batch) "
+        f"SELECT {', '.join(exprs)}, ingested_at, ingest_batch FROM span_rows "
+        "ORDER BY ingest_batch"
+    )
+
+
+def _requests_ddl() -> str:
+    cols = ",\n  ".join(f"{name} {ddl}" for name, _, ddl in REQUEST_COLUMNS)
+    # resolve_batch: the span batch the resolver had reached when it wrote the row
+    return f"CREATE TABLE request_rows (\n  {cols},\n  resolve_batch BIGINT NOT NULL\n)"
+
+
+MIGRATIONS += (
+    Migration(
+        11,
+        "spans: operation and variant_scope (the request rule's inputs); request_rows, one row "
+        "per request (collector/requests.py), behind the requests views",
+        (
+            _spans_ddl("span_rows_v11", _V11_SPAN_COLUMNS, primary_key=False),
+            _copy_spans_v11(),
+            "DROP VIEW spans",
+            "DROP TABLE span_rows",
+            "ALTER TABLE span_rows_v11 RENAME TO span_rows",
+            "CREATE VIEW spans AS SELECT * FROM span_rows",
+            _requests_ddl(),
         ),
     ),
 )

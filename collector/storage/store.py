@@ -20,9 +20,9 @@ from typing import TypeVar
 
 import duckdb
 
-from ..attribution import refresh_view
 from .schema import migrate
 from .tiers import ensure_schema_files, refresh_annotation_views, set_lake
+from .views import refresh_view
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -109,6 +109,9 @@ class Store:
         self._valves: list[MemoryValve] = []
         #: how many times the file was opened; a cursor from an earlier one is closed
         self.generation = 0
+        #: run by :meth:`read_cursor` before a read of derived tables (the server sets the
+        #: request resolver's catch-up: analytics then counts every committed span)
+        self.before_read: Callable[[], object] | None = None
         self._con = self._connect()
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
@@ -159,6 +162,13 @@ class Store:
             if self._closed:
                 raise RuntimeError("store is closed")
             return self._con.cursor()
+
+    def read_cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor for analytics and SQL reads: derived tables (``request_rows``) are brought
+        up to date with everything committed first."""
+        if self.before_read is not None:
+            self.before_read()
+        return self.cursor()
 
     # -- writes before reads ---------------------------------------------------------------------
     def add_memory_valve(self, valve: MemoryValve) -> None:

@@ -7,6 +7,9 @@ date of its time column:
   Written by collectors in ``--store lake`` mode (and by the embedded server's lake roll).
 * ``scores`` — DESIGN.md's ``scores`` columns plus ``id``, by ``created_at``; unique by ``id``.
 * ``feedback`` — DESIGN.md's ``feedback`` columns plus ``id``, by ``created_at``; unique by ``id``.
+* ``requests`` — one row per request (:data:`~.requests.REQUEST_SCHEMA`), by ``start_time``;
+  written by the embedded server when its requests move to the cold tier. A lake written by
+  collectors in ``--store lake`` mode has none: readers resolve requests from ``spans``.
 
 Scores and feedback are written by whatever produces them in a scale-out deployment (evaluator
 jobs, a feedback service): :func:`write_lake_table` here, or any Parquet writer that keeps the
@@ -24,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..model import FEEDBACK_SCHEMA, SCORE_SCHEMA, SPAN_ARROW_SCHEMA
+from ..requests import REQUEST_SCHEMA
 from .fs import is_local, open_fs, publish_parquet
 
 
@@ -41,15 +45,22 @@ LAKE_TABLES: dict[str, LakeTable] = {
         LakeTable("spans", SPAN_ARROW_SCHEMA, ("trace_id", "span_id"), "start_time"),
         LakeTable("scores", SCORE_SCHEMA, ("id",), "created_at"),
         LakeTable("feedback", FEEDBACK_SCHEMA, ("id",), "created_at"),
+        LakeTable("requests", REQUEST_SCHEMA, ("trace_id", "span_id"), "start_time"),
     )
 }
 
 
-_SQL_TYPES = {pa.string(): "VARCHAR", pa.float64(): "DOUBLE", pa.int64(): "BIGINT"}
+_SQL_TYPES = {
+    pa.string(): "VARCHAR",
+    pa.float64(): "DOUBLE",
+    pa.int64(): "BIGINT",
+    pa.bool_(): "BOOLEAN",
+    pa.list_(pa.string()): "VARCHAR[]",
+}
 
 
 def sql_type(t: pa.DataType) -> str:
-    """The DuckDB/Spark SQL type of a lake column's Arrow type."""
+    """The DuckDB SQL type of a lake column's Arrow type."""
     return "TIMESTAMP" if pa.types.is_timestamp(t) else _SQL_TYPES[t]
 
 

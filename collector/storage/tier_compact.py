@@ -92,7 +92,7 @@ def finish_pending(con: duckdb.DuckDBPyConnection, lake_dir: Path) -> int:
     """Delete what an earlier compaction left: files it replaced (listed, unread) and files it
     published without committing (numbered above the committed compaction). Returns files
     deleted."""
-    from ..attribution import refresh_view
+    from .views import refresh_view
 
     st = tiers.state(con)
     if st is None:
@@ -136,7 +136,7 @@ def compact(
     min_files: int = MIN_FILES,
 ) -> CompactionReport:
     """One compaction pass over the cold tier of ``spans`` (see the module doc)."""
-    from ..attribution import refresh_view
+    from .views import refresh_view
 
     report = CompactionReport()
     finish_pending(con, lake_dir)

@@ -78,20 +78,31 @@ SCHEMA_FILE = "date=unknown/.schema.parquet"
 
 @dataclass(frozen=True, slots=True)
 class Annotations:
-    """A table moved by age alone (no roll): scores, feedback."""
+    """A table moved by age alone (no roll): scores, feedback, requests."""
 
     view: str
     rows: str
     schema: pa.Schema
+    #: the age is this column's
+    time_column: str = "created_at"
+    #: move only whole hours (one file per hour and day at most, instead of one per pass)
+    hourly: bool = False
 
     @property
     def columns(self) -> str:
         return ", ".join(self.schema.names)
 
+    def boundary(self, boundary: dt.datetime) -> dt.datetime:
+        return boundary.replace(minute=0, second=0, microsecond=0) if self.hourly else boundary
+
 
 ANNOTATIONS = (
     Annotations("scores", "score_rows", LAKE_TABLES["scores"].schema),
     Annotations("feedback", "feedback_rows", LAKE_TABLES["feedback"].schema),
+)
+#: ``request_rows`` (request_store.py) moves like the annotations, by its start time
+REQUESTS = Annotations(
+    "requests", "request_rows", LAKE_TABLES["requests"].schema, "start_time", hourly=True
 )
 #: every tiered lake table and its columns (``tables.LAKE_TABLES`` defines them)
 LAKE_SCHEMAS: dict[str, pa.Schema] = {name: t.schema for name, t in LAKE_TABLES.items()}
@@ -124,12 +135,12 @@ def seg_file_name(compaction: int, first: int, last: int) -> str:
     return f"{SEG_PREFIX}{compaction:012d}-{first:012d}-{last:012d}.parquet"
 
 
-def seg_below(compaction: int) -> str:
+def segbelow(compaction: int) -> str:
     """Sorts after every compacted file of a compaction below ``compaction``."""
     return f"{SEG_PREFIX}{compaction:012d}"
 
 
-def _below(number: int) -> str:
+def below(number: int) -> str:
     """Sorts after every ``part-`` name whose first number is below ``number``."""
     return f"part-{number:012d}"
 
@@ -192,7 +203,7 @@ def _record(con: duckdb.DuckDBPyConnection, table: str, boundary: dt.datetime, n
     ).fetchall()
 
 
-def _lit(value: str) -> str:
+def lit(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
@@ -201,18 +212,18 @@ def rows_source(con: duckdb.DuckDBPyConnection) -> str:
     st = state(con)
     if st is None or st.boundary is None or st.moved_batch <= 0:
         return ROWS_TABLE
-    glob = _lit(f"{st.lake_dir}/spans/*/*.parquet")
+    glob = lit(f"{st.lake_dir}/spans/*/*.parquet")
     # names sort as numbers: every roll file whose batches are all <= moved_batch, and the
     # schema file (".schema…" sorts before "part-"); then the compacted files of committed
     # compactions ("seg-<n>-…", n <= compacted), minus the files they replaced
     name = "parse_filename(filename)"
-    files = f"{name} < {_lit(_below(st.moved_batch + 1))}"
+    files = f"{name} < {lit(below(st.moved_batch + 1))}"
     if st.compacted > 0:
-        segs = f"{name} >= {_lit(SEG_PREFIX)} AND {name} < {_lit(seg_below(st.compacted + 1))}"
+        segs = f"{name} >= {lit(SEG_PREFIX)} AND {name} < {lit(segbelow(st.compacted + 1))}"
         files = f"({files} OR ({segs}))"
     gone = superseded(con)
     if gone:
-        files += f" AND filename NOT IN ({', '.join(_lit(p) for p in gone)})"
+        files += f" AND filename NOT IN ({', '.join(lit(p) for p in gone)})"
     cols = ", ".join(SPAN_COLUMN_NAMES)
     return (
         f"(SELECT * FROM {ROWS_TABLE} UNION ALL "
@@ -220,7 +231,7 @@ def rows_source(con: duckdb.DuckDBPyConnection) -> str:
         f"FROM read_parquet({glob}, union_by_name = true, hive_partitioning = false, "
         f"filename = true) "
         f"WHERE {files} "
-        f"AND start_time < {_lit(st.boundary.isoformat(sep=' '))}::TIMESTAMP)"
+        f"AND start_time < {lit(st.boundary.isoformat(sep=' '))}::TIMESTAMP)"
     )
 
 
@@ -236,7 +247,7 @@ def move(
     With ``ingested_before``, only batches committed before it move: a row stays hot for the
     dedupe window after it arrived, so the primary key still drops a retried export of it.
     Returns (rows moved, the new state). Neither the boundary nor the batch goes back."""
-    from ..attribution import refresh_view  # the view's definition lives there
+    from .views import refresh_view  # the views read the tiers
 
     con.execute("BEGIN TRANSACTION")
     try:
@@ -286,12 +297,12 @@ def annotation_source(con: duckdb.DuckDBPyConnection, spec: Annotations) -> str:
     st = state(con, spec.view)
     if st is None or st.moved_batch <= 0:
         return f"SELECT * FROM {spec.rows}"
-    glob = _lit(f"{st.lake_dir}/{spec.view}/*/*.parquet")
+    glob = lit(f"{st.lake_dir}/{spec.view}/*/*.parquet")
     return (
         f"SELECT * FROM {spec.rows} UNION ALL SELECT {spec.columns} "
         f"FROM read_parquet({glob}, union_by_name = true, hive_partitioning = false, "
         f"filename = true) "
-        f"WHERE parse_filename(filename) < {_lit(_below(st.moved_batch + 1))} "
+        f"WHERE parse_filename(filename) < {lit(below(st.moved_batch + 1))} "
         f"AND id NOT IN (SELECT id FROM {spec.rows}) "
         # an id re-sent after its first copy went cold moves again later: the newest move wins
         f"QUALIFY row_number() OVER (PARTITION BY id ORDER BY parse_filename(filename) DESC) = 1"
@@ -310,36 +321,38 @@ def move_annotations(
     spec: Annotations,
     boundary: dt.datetime,
     write: Callable[[pa.RecordBatchReader, Path, str], int],
+    refresh: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
 ) -> int:
-    """Move ``spec``'s rows created before ``boundary`` into the lake (see the module doc);
-    returns rows moved."""
+    """Move ``spec``'s rows older than ``boundary`` into the lake (see the module doc);
+    returns rows moved. ``refresh`` redefines the views that read them (default: scores
+    and feedback)."""
+    boundary = spec.boundary(boundary)
+    age = spec.time_column
     con.execute("BEGIN TRANSACTION")
     try:
         st = state(con, spec.view)
         if st is None:
             raise RuntimeError("tier_state has no lake recorded (set_lake runs at open)")
         rows = con.execute(
-            f"SELECT count(*) FROM {spec.rows} WHERE created_at < ?", [boundary]
+            f"SELECT count(*) FROM {spec.rows} WHERE {age} < ?", [boundary]
         ).fetchall()
         if not rows or not rows[0][0]:
             con.execute("ROLLBACK")
             return 0
         number = st.moved_batch + 1
         reader = con.sql(
-            f"SELECT {spec.columns}, CAST(created_at AS DATE)::VARCHAR AS _date "
-            f"FROM {spec.rows} WHERE created_at < $1",
+            f"SELECT {spec.columns}, CAST({age} AS DATE)::VARCHAR AS _date "
+            f"FROM {spec.rows} WHERE {age} < $1",
             params=[boundary],
         ).to_arrow_reader(65_536)
         written = write(reader, Path(st.lake_dir) / spec.view, move_file_name(number))
         crash_point(f"move.{spec.view}.published")
-        deleted = con.execute(
-            f"DELETE FROM {spec.rows} WHERE created_at < ?", [boundary]
-        ).fetchall()
+        deleted = con.execute(f"DELETE FROM {spec.rows} WHERE {age} < ?", [boundary]).fetchall()
         moved = int(deleted[0][0]) if deleted else 0
         if moved != written:  # the same snapshot: cannot happen unless DuckDB misbehaves
             raise RuntimeError(f"{spec.view}: wrote {written} rows but would delete {moved}")
         _record(con, spec.view, boundary, number)
-        refresh_annotation_views(con)
+        (refresh or refresh_annotation_views)(con)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

@@ -111,7 +111,7 @@ def check(srv: ServerProcess, name: str) -> None:
         "filter": {"service_name": service},
     }
     first = httpx.post(f"{srv.base_url}/api/v1/evaluations/run", json=run, timeout=60).json()
-    assert first["spans"] == 3, first
+    assert first["requests"] == 3, first
     assert first["scored_by_evaluator"] == {"JSONValidation": 2, "Refusal": 2}, first
     assert first["skipped_by_reason"] == {"no_output_text": 2}, first
     assert first["text_sources"] == {conv.text_from: 2}, first

@@ -33,12 +33,17 @@ LAYOUT: tuple[str, ...] = (
     "end_time", "duration_ms", "status_code", "status_message", *NORMALIZED_COLUMNS, "cohort",
     "attributes", "resource", "events", "links", "scope_name", "scope_version",
 )  # fmt: skip
-_CONV_CODES: dict[Any, int] = {
-    _nz._str: 0,
-    _nz._int: 1,
-    _nz._seconds_to_ms: 2,
-    _nz._model_of_params: 3,
-}
+#: normalize.py's conversions, in otlp.c's code order (its Conv enum)
+_CONVERSIONS = (
+    _nz._str,
+    _nz._int,
+    _nz._seconds_to_ms,
+    _nz._model_of_params,
+    _nz._ms,
+    _nz._json_str,
+    _nz._logfire_kind,
+)
+_CONV_CODES: dict[Any, int] = {conv: code for code, conv in enumerate(_CONVERSIONS)}
 _TYPE_CODES = {pa.string(): "s", pa.int64(): "i", pa.float64(): "f"}
 
 _ext: Any = None
@@ -49,7 +54,7 @@ UNAVAILABLE: str | None = None
 def _configure(ext: Any) -> str | None:
     if SPAN_COLUMN_NAMES != LAYOUT:
         return "the span columns changed since otlp.c was written: update its column enum"
-    if len(NORMALIZED_COLUMNS) != 14 or _spans.MAX_DEPTH != 16:
+    if len(NORMALIZED_COLUMNS) != 16 or _spans.MAX_DEPTH != 16:
         return "otlp.c's N_NORM / MAX_DEPTH no longer match the Python decoder"
     rules = []
     for key, (idx, rank, conv) in _nz._KEYMAP.items():
@@ -74,7 +79,7 @@ def _configure(ext: Any) -> str | None:
         _nz._RESP,
         NORMALIZED_COLUMNS.index("ttft_ms"),
         norm_types,
-        [_nz._str, _nz._int, _nz._seconds_to_ms, _nz._model_of_params],
+        list(_CONVERSIONS),
     )
     return None
 

@@ -32,12 +32,21 @@
 #define NOMEM 2
 
 #define MAX_DEPTH 16
-#define N_NORM 14
-#define N_COLS 32
+#define N_NORM 16
+#define N_COLS 34
 
 /* ---------------------------------------------------------------- configuration ---------- */
 
-typedef enum { CONV_STR = 0, CONV_INT = 1, CONV_SECONDS_TO_MS = 2, CONV_MODEL_OF_PARAMS = 3 } Conv;
+typedef enum {
+    CONV_STR = 0,
+    CONV_INT = 1,
+    CONV_SECONDS_TO_MS = 2,
+    CONV_MODEL_OF_PARAMS = 3,
+    CONV_MS = 4,         /* a number of milliseconds (float) */
+    CONV_JSON_STR = 5,   /* a string, JSON-quoted or not (MLflow quotes every value) */
+    CONV_LOGFIRE_KIND = 6 /* "log" / "pending_span" as themselves, anything else None */
+} Conv;
+#define N_CONV 7
 
 typedef struct {
     char *key;
@@ -66,7 +75,7 @@ static struct {
     int n_fb;
     int base, req, resp, ttft;
     char norm_type[N_NORM];  /* 's', 'i' or 'f' per normalized column */
-    PyObject *conv_py[4];    /* normalize.py's conversions, for text the C side won't parse */
+    PyObject *conv_py[N_CONV]; /* normalize.py's conversions, for text the C side won't parse */
     int rule_slot[RULE_SLOTS]; /* open addressing by key hash: rule index + 1, 0 = empty */
 } cfg;
 
@@ -921,19 +930,31 @@ static int convert(Ctx *x, Conv conv, const Attr *a, const Buf *json, Norm *n) {
         }
         return 0;
     case CONV_SECONDS_TO_MS:
+    case CONV_MS:
         if (a->t == V_INT) {
             n->t = 'f';
-            n->d = (double)a->i * 1000.0;
+            n->d = (double)a->i * (conv == CONV_MS ? 1.0 : 1000.0);
             return -1;
         }
         if (a->t == V_DOUBLE) {
             n->t = 'f';
-            n->d = a->d * 1000.0;
+            n->d = a->d * (conv == CONV_MS ? 1.0 : 1000.0);
             return -1;
         }
         if (a->t == V_STR || a->t == V_BYTES) { /* float(text) */
             attr_text(a, json, &text, &tlen);
             return convert_text(x, conv, text, tlen, n);
+        }
+        return 0;
+    case CONV_JSON_STR:
+        if (a->t == V_STR && a->slen > 0 && a->s[0] == '"') /* JSON text: Python's rules */
+            return convert_text(x, conv, (const char *)a->s, a->slen, n);
+        return conv_str(x, a, json, n);
+    case CONV_LOGFIRE_KIND:
+        if (a->t == V_STR && ((a->slen == 3 && memcmp(a->s, "log", 3) == 0) ||
+                              (a->slen == 12 && memcmp(a->s, "pending_span", 12) == 0))) {
+            TRY(norm_text(x, n, a->s, a->slen));
+            return -1;
         }
         return 0;
     case CONV_MODEL_OF_PARAMS:
@@ -1427,7 +1448,7 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
     memset(&o, 0, sizeof o);
     static const char types[N_COLS] = {
         's', 's', 's', 's', 's', 's', 'i', 'i', 'f', 's', 's',
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* normalized: from configure() */
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* normalized: from configure() */
         's', 's', 's', 's', 's', 's', 's'};
     for (int i = 0; i < N_COLS; i++) o.cols[i].type = types[i];
     for (int k = 0; k < N_NORM; k++) o.cols[C_NORM0 + k].type = cfg.norm_type[k];
@@ -1481,9 +1502,10 @@ static int copy_str(PyObject *s, Str *out) {
 /* configure(rules, cohort_prefix, service_key, first_token_events, fallbacks, base, req,
  *           resp, ttft, norm_types, conversions)
  *   rules: [(key, column index, rank, conv code)], fallbacks: [(column index, key)],
- *   norm_types: str of 14 's'/'i'/'f', conversions: normalize.py's [_str, _int,
- *   _seconds_to_ms, _model_of_params] (called for text only).  Called once by __init__.py from normalize.py's
- *   tables, so the keys are defined in one place. */
+ *   norm_types: str of N_NORM 's'/'i'/'f', conversions: normalize.py's [_str, _int,
+ *   _seconds_to_ms, _model_of_params, _ms, _json_str, _logfire_kind] (called for text only).
+ *   Called once by __init__.py from normalize.py's tables, so the keys are defined in one
+ *   place. */
 static PyObject *py_configure(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *rules, *cohort, *service, *first, *fallbacks, *convs;
@@ -1494,11 +1516,11 @@ static PyObject *py_configure(PyObject *self, PyObject *args) {
                           &PyList_Type, &first, &PyList_Type, &fallbacks, &base, &req, &resp,
                           &ttft, &types, &ntypes, &PyList_Type, &convs))
         return NULL;
-    if (PyList_GET_SIZE(convs) != 4) {
-        PyErr_SetString(PyExc_ValueError, "four conversions: str, int, seconds_to_ms, params");
+    if (PyList_GET_SIZE(convs) != N_CONV) {
+        PyErr_SetString(PyExc_ValueError, "one callable per conversion code");
         return NULL;
     }
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < N_CONV; i++)
         if (!PyCallable_Check(PyList_GET_ITEM(convs, i))) {
             PyErr_SetString(PyExc_TypeError, "conversions are callables");
             return NULL;
@@ -1535,7 +1557,7 @@ static PyObject *py_configure(PyObject *self, PyObject *args) {
         int cidx, rank, conv;
         if (!PyArg_ParseTuple(PyList_GET_ITEM(rules, i), "Uiii", &key, &cidx, &rank, &conv))
             return NULL;
-        if (cidx < 0 || cidx >= N_NORM || conv < 0 || conv > 3) {
+        if (cidx < 0 || cidx >= N_NORM || conv < 0 || conv >= N_CONV) {
             PyErr_SetString(PyExc_ValueError, "bad rule");
             return NULL;
         }
@@ -1574,7 +1596,7 @@ static PyObject *py_configure(PyObject *self, PyObject *args) {
     cfg.resp = resp;
     cfg.ttft = ttft;
     memcpy(cfg.norm_type, types, N_NORM);
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < N_CONV; i++) {
         cfg.conv_py[i] = PyList_GET_ITEM(convs, i);
         Py_INCREF(cfg.conv_py[i]);
     }

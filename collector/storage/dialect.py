@@ -1,4 +1,4 @@
-"""The few SQL spellings that differ between the analytics engines (DuckDB and Spark SQL).
+"""The few SQL spellings that differ between the engines (DuckDB and Spark SQL).
 
 The cube's statements (:mod:`.cube`) are written once; where DuckDB and Spark SQL spell a
 function differently, they ask a :class:`Dialect`. Everything else they use is common to both
@@ -37,6 +37,21 @@ class Dialect:
 
     def cast_string(self, expr: str) -> str:
         return f"CAST({expr} AS VARCHAR)"
+
+    def split_part(self, expr: str, sep: str, index: int) -> str:
+        """The ``index``-th (1-based) part of ``expr`` split on ``sep`` ('' when absent)."""
+        return f"split_part({expr}, '{sep}', {index})"
+
+    def after_first(self, expr: str, sep: str) -> str:
+        """What follows the first ``sep`` in ``expr`` ('' when there is none)."""
+        pos = f"strpos({expr}, '{sep}')"
+        return f"CASE WHEN {pos} > 0 THEN substr({expr}, {pos} + 1) ELSE '' END"
+
+    def list_contains(self, list_expr: str, value: str) -> str:
+        return f"list_contains({list_expr}, {value})"
+
+    def any_value(self, expr: str) -> str:
+        return f"any_value({expr})"
 
     def id_key(self, expr: str, bits: int) -> str:
         """A trace (``bits`` 128) or span (64) id as a compact join and grouping key.
@@ -77,6 +92,21 @@ class SparkDialect(Dialect):
 
     def cast_string(self, expr: str) -> str:
         return f"CAST({expr} AS STRING)"
+
+    def split_part(self, expr: str, sep: str, index: int) -> str:
+        return f"coalesce(split_part({expr}, '{sep}', {index}), '')"
+
+    def after_first(self, expr: str, sep: str) -> str:
+        return (
+            f"CASE WHEN instr({expr}, '{sep}') > 0 "
+            f"THEN substr({expr}, instr({expr}, '{sep}') + 1) ELSE '' END"
+        )
+
+    def list_contains(self, list_expr: str, value: str) -> str:
+        return f"array_contains({list_expr}, {value})"
+
+    def any_value(self, expr: str) -> str:
+        return f"first({expr})"
 
     def id_key(self, expr: str, bits: int) -> str:
         # Spark shuffles both sides of a join by key and spills per partition: the string
