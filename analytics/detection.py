@@ -48,7 +48,7 @@ import orjson
 from scipy import stats as sps
 
 from . import stats
-from .catalog import DEFAULT_MIN_EFFECT, DEFAULT_MIN_N
+from .catalog import DEFAULT_MIN_EFFECT, DEFAULT_MIN_N, tail_min_n
 from .cube import Cube, build_cube
 from .engines import Engine
 from .metrics import BUILTIN_METRICS, QUANTILE_METRICS, RATE_METRICS, Cell, Estimate, summarise
@@ -123,7 +123,9 @@ class DetectionConfig:
         return self.min_effect.get(metric, self.score_min_effect)
 
     def n_floor(self, metric: str) -> int:
-        return self.min_n_by_metric.get(metric, self.min_n)
+        """The minimum requests a side: the configured one, and for tail quantiles never
+        fewer than :func:`~.catalog.tail_min_n` (a validity floor, not a tuning knob)."""
+        return max(self.min_n_by_metric.get(metric, self.min_n), tail_min_n(metric))
 
 
 @dataclass(slots=True)

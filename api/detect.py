@@ -9,13 +9,15 @@ rolled back.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 from dataclasses import dataclass
 from typing import Literal
 
 from prefixscope.analytics.detection import DetectionConfig
-from prefixscope.analytics.query import Window, parse_duration
+from prefixscope.analytics.query import Window, is_relative, parse_duration, parse_time
+from prefixscope.config import duration
 from prefixscope.errors import Unavailable
 
 from . import alerts
@@ -64,6 +66,14 @@ def run_regressions(state: ApiState, req: RegressionRunRequest) -> RunOutcome:
 
     config = detection_config(req)
     since, until = req.since, req.until
+    retention = state.ctx.settings.retention
+    if config.sequential == "msprt" and retention and not is_relative(since):
+        # the data before a start is not a growing window when retention drops its oldest days
+        start = retained_since(duration(retention))
+        with analytics_errors():
+            asked = parse_time(since)
+        if asked is None or asked < start:
+            since = start.isoformat()
     cur = state.ctx.store.read_cursor()
     try:
         with analytics_errors():
@@ -94,6 +104,17 @@ def run_regressions(state: ApiState, req: RegressionRunRequest) -> RunOutcome:
         if items:
             state.webhooks.notify(event, items)
     return outcome
+
+
+def retained_since(retention: dt.timedelta, now: dt.datetime | None = None) -> dt.datetime:
+    """The start of an mSPRT sequence's growing window under ``--retention``: the first whole
+    UTC day the retention keeps. No data at or after it is dropped while it is the start, and
+    once retention reaches it (the next day) the start moves on and a new sequence begins:
+    its anchor is another (``alerts.sequence_anchor``), so it never continues from looks at
+    data that is gone. Each sequence is then valid on its own growing window."""
+    now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    cutoff = now - retention
+    return cutoff.replace(hour=0, minute=0, second=0, microsecond=0) + dt.timedelta(days=1)
 
 
 class PeriodicDetector:

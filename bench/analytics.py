@@ -2,14 +2,18 @@
 
     .venv/bin/python bench/analytics.py                 # 1M and 10M
     .venv/bin/python bench/analytics.py --sizes 1000000 --keep /tmp/bench
+    .venv/bin/python bench/analytics.py --sizes 100000000 --keep /data/bench   # the 100M run
 
-Data: 10 variants (base + 9 prefixes) x 4 routes x 5 cohorts = 200 cells, one request span
-per trace; TaskCompletion and Groundedness scores on 15 % of spans each (span-level, as the
-evaluator runner writes them); thumbs-down (5 %) and escalation (1 %) feedback at trace level
-(span_id NULL, attributed to the trace's primary request); one injected regression
-(p3 in route r1 / cohort c: TaskCompletion -0.1, p99 x2) so the alert path runs too.
-Generated vectorised (numpy -> Arrow -> one INSERT per million spans) into a DuckDB file
-opened through the real Store (``enable_external_access=false``).
+Data: 10 variants (base + 9 prefixes) x 4 routes x 5 cohorts = 200 cells; each request is
+one trace of 4 spans in the SDK's shape (``--shape sdk``, default: an HTTP root, a route span
+opening the variant scope, a DB span and the model call; ``--shape call``: the call alone, as
+this benchmark measured before requests were the unit), so 10M spans are 2.5M requests;
+TaskCompletion and Groundedness scores on 15 % of requests each (on the route span, as
+``current_ids()`` gives them); thumbs-down (5 %) and escalation (1 %) feedback at trace level
+(span_id NULL, attributed to the trace's last request); one injected regression (p3 in route
+r1 / cohort c: TaskCompletion -0.1, p99 x2) so the alert path runs too. Generated vectorised
+(numpy -> Arrow -> one INSERT per million spans, then its requests resolved) into a DuckDB
+file opened through the real Store (``enable_external_access=false``).
 
 Measured: a full run = one detection run (cube + tests + alert upsert) + a scorecard by
 (prefix_id, route) rolled up from the same cube + a scorecard by cohort.specialty; seconds
@@ -31,7 +35,7 @@ import resource
 import shutil
 import tempfile
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from prefixscope.analytics.alerts import save_alerts
@@ -39,7 +43,6 @@ from prefixscope.analytics.detection import detection_cube, run_detection
 from prefixscope.analytics.query import Window
 from prefixscope.analytics.scorecard import scorecard
 from prefixscope.analytics.synthetic import Arm, generate
-from prefixscope.collector.storage import tiers
 from prefixscope.collector.storage.lake import LakeRoller
 from prefixscope.collector.storage.store import Store
 from prefixscope.config import Settings
@@ -75,28 +78,46 @@ def arms(per: int) -> list[Arm]:
     return out
 
 
-def populate(store: Store, n_spans: int) -> float:
+def populate(store: Store, n_spans: int, shape: str) -> float:
     con = store.cursor()
     cells = len(PREFIXES) * len(ROUTES) * len(COHORTS)
     chunks = max(1, n_spans // 1_000_000)
-    per = n_spans // cells // chunks
+    per = n_spans // cells // chunks // (4 if shape == "sdk" else 1)
     t = time.perf_counter()
     for chunk in range(chunks):
         # spread over a week: the variant page's 7-day window holds all of it
-        generate(con, arms(per), seed=chunk, id_offset=chunk * 10**9, duration=timedelta(days=7))
+        generate(
+            con,
+            arms(per),
+            seed=chunk,
+            id_offset=chunk * 10**9,
+            duration=timedelta(days=7),
+            shape=shape,
+        )
     con.execute("CHECKPOINT")
     return time.perf_counter() - t
 
 
 def make_cold(store: Store, fraction: float) -> tuple[float, int]:
     """Roll every span into the lake and move the oldest ``fraction`` of the week out of
-    DuckDB, as ``serve`` does; returns (seconds, spans moved)."""
+    DuckDB (spans, requests, scores and feedback), as ``serve`` does; returns (seconds, spans
+    moved)."""
     t = time.perf_counter()
     con = store.cursor()
     con.execute("UPDATE span_rows SET ingest_batch = 1 WHERE ingest_batch = 0")  # "committed"
-    LakeRoller(store, Metrics(), interval_s=1, row_group_rows=1_000_000).roll()
+    con.execute("UPDATE request_rows SET resolve_batch = 1")
+    con.execute("INSERT OR REPLACE INTO lake_state VALUES ('requests', 1, now()::TIMESTAMP)")
     boundary = datetime(2025, 1, 1) + timedelta(days=7 * fraction)
-    moved, _ = tiers.move(con, boundary, 1)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    roller = LakeRoller(
+        store,
+        Metrics(),
+        interval_s=1,
+        row_group_rows=1_000_000,
+        hot_retention=now - boundary,
+    )
+    roller.roll()
+    moved = roller.move(now=now)
     con.execute("CHECKPOINT")
     return time.perf_counter() - t, moved
 
@@ -158,6 +179,12 @@ def main() -> None:
         help="Keep (and reuse, when the size matches) the data under this directory.",
     )
     ap.add_argument(
+        "--shape",
+        choices=["sdk", "call"],
+        default="sdk",
+        help="Trace shape: sdk (4 spans a request, default) or call (1 span a request).",
+    )
+    ap.add_argument(
         "--cold-fraction",
         type=float,
         default=0.5,
@@ -175,12 +202,13 @@ def main() -> None:
         root = Path(args.keep or tempfile.mkdtemp(prefix="psbench-")) / f"spans-{size}"
         with Store(root) as store:
             have = store.cursor().execute("SELECT count(*) FROM spans").fetchone()
-            gen = populate(store, size) if not have or have[0] != size else 0.0
+            gen = populate(store, size, args.shape) if not have or have[0] != size else 0.0
             cold_s, moved = 0.0, 0
             if gen and args.cold_fraction > 0:
                 cold_s, moved = make_cold(store, args.cold_fraction)
             spans = store.cursor().execute("SELECT count(*) FROM spans").fetchone()
             hot = store.cursor().execute("SELECT count(*) FROM span_rows").fetchone()
+            reqs = store.cursor().execute("SELECT count(*) FROM requests_base").fetchone()
         # reopen, as the server opens it: the cold run reads the file
         with Store(root, memory_mb=args.store_memory_mb or None) as store:
             cold, comparisons, alerts = full_run(store)
@@ -191,7 +219,8 @@ def main() -> None:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         load = os.getloadavg()[0]
         print(
-            f"{spans[0] if spans else 0:>10} spans: generate {gen:6.1f}s, "
+            f"{spans[0] if spans else 0:>10} spans ({reqs[0] if reqs else 0} requests, "
+            f"shape {args.shape}): generate {gen:6.1f}s, "
             f"{hot[0] if hot else 0} hot / {moved} moved cold in {cold_s:.1f}s\n"
             f"  full run cold {cold}\n  full run warm {warm}\n"
             f"  time series (variant page) {series}\n"

@@ -180,3 +180,33 @@ def test_bad_durations_are_refused_at_start(
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         Settings(data_dir=tmp_path, **{setting: value}).validate()
+
+
+def test_msprt_sequences_start_where_retention_keeps_whole_days(
+    start_server: Callable[..., ServerProcess],
+) -> None:
+    """Under --retention, "all the data" shrinks at its start, which no mSPRT sequence may
+    see: a run's growing window starts at the first whole UTC day the retention keeps (a
+    new sequence once retention reaches it), also when the caller asks for an earlier start.
+    Windows and fixed runs keep the window they are given."""
+    from prefixscope.api.detect import retained_since
+
+    now = dt.datetime(2026, 5, 30, 15, 30)
+    assert retained_since(dt.timedelta(days=7), now) == dt.datetime(2026, 5, 24)
+    assert retained_since(dt.timedelta(hours=1), now) == dt.datetime(2026, 5, 31)
+
+    srv = start_server("--retention", "7d")
+    run = httpx.post(f"{srv.base_url}/api/v1/regressions/run", json={}, timeout=60).json()
+    expected = retained_since(dt.timedelta(days=7))
+    assert run["sequential"] == "msprt"
+    assert dt.datetime.fromisoformat(run["since"].replace("Z", "")) == expected
+    early = httpx.post(
+        f"{srv.base_url}/api/v1/regressions/run", json={"since": "2020-01-01T00:00:00"}, timeout=60
+    ).json()
+    assert dt.datetime.fromisoformat(early["since"].replace("Z", "")) == expected
+    fixed = httpx.post(
+        f"{srv.base_url}/api/v1/regressions/run",
+        json={"sequential": "fixed", "since": "2020-01-01T00:00:00"},
+        timeout=60,
+    ).json()
+    assert fixed["since"].startswith("2020-01-01")

@@ -266,6 +266,17 @@ def test_openai_client_spans_join_vllm_server_spans_in_the_collector(
     assert stream_call["prefix_id"] == LORA
     assert stream_call["output_tokens"] == result["sync"]["stream"]["usage"]["completion_tokens"]
     assert result["sync"]["lora"]["text"] != result["sync"]["base"]["text"]
+    # a client span and the vLLM server span of the same call are ONE request: three calls,
+    # three requests, each at the client's span (its latency, what the application waited)
+    requests = sql(
+        server,
+        f"SELECT span_id, prefix_id, ttft_ms, output_tokens FROM requests "
+        f"WHERE trace_id = '{trace_id}'",
+    )
+    assert {r["span_id"] for r in requests} == client_ids, requests
+    by_span = {r["span_id"]: r for r in requests}
+    assert by_span[stream_call["span_id"]]["ttft_ms"] == stream_call["ttft_ms"]
+    assert by_span[lora_call["span_id"]]["prefix_id"] == LORA
 
 
 INTEROP_PY = ROOT / ".venv-interop" / "bin" / "python"
@@ -320,6 +331,13 @@ def test_third_party_client_of_real_vllm_lora_is_attributed_by_served_name(
         assert row["request_model"] == LORA and row["input_tokens"] and row["output_tokens"]
     assert stream["ttft_ms"] is not None and stream["ttft_ms"] > 0
     assert failed["status_code"] == "ERROR" and failed["prefix_id"] is None
+    [[n]] = [
+        list(r.values())
+        for r in sql(
+            server, "SELECT count(*) FROM requests WHERE service_name = 'interop-openinference'"
+        )
+    ]
+    assert n == 3  # one request per call
     run = httpx.post(
         f"{server.base_url}/api/v1/evaluations/run",
         json={"evaluators": ["JSONValidation"], "filter": {"prefix_id": "radiology"}},
