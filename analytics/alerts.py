@@ -1,10 +1,11 @@
 """Alerts: write detection results to the ``alerts`` table, de-duplicated and self-resolving.
 
 An alert's *fingerprint* is (prefix_id, prefix_version, route, cohort, metric, baseline,
-base model).
-A run that flags a fingerprint with an open (or acked) alert updates that alert's evidence
+base model); its cohort is the slice named as the regression's cause (``slices.py``).
+A run that names a fingerprint with an open (or acked) alert updates that alert's evidence
 (``updated_at``) instead of adding a row; a run that tests the fingerprint and no longer
-flags it closes the alert (``status = 'resolved'``, ``resolved_at``). A comparison that was
+names it (cleared, or now the evidence of another slice's alert) closes the alert
+(``status = 'resolved'``, ``resolved_at``). A comparison that was
 not tested in a run (too little data in its window) leaves the alert as it is.
 """
 
@@ -143,6 +144,10 @@ def _evidence(
         "min_effect": cfg.effect_floor(c.metric),
         "base_model": c.base_model,
     }
+    if c.family_q is not None:
+        # the slice tree around the cause: the flagged slices that contain it or lie in it
+        details["family_q"] = c.family_q
+        details["slices"] = [_slice_summary(e) for e in c.evidence]
     if cfg.sequential == "windows":
         # the completed evaluation window this run tested, [start, end) of span start time
         details["evaluation_window"] = {
@@ -151,6 +156,22 @@ def _evidence(
             "delay_s": cfg.window_delay.total_seconds(),
         }
     return example_trace_ids(source, c, result.window), details
+
+
+def _slice_summary(c: Comparison) -> dict[str, Any]:
+    return {
+        "cohort": c.cohort,
+        "value": c.value,
+        "baseline_value": c.baseline_value,
+        "delta": c.delta,
+        "relative": c.relative,
+        "ci_low": c.ci_low,
+        "ci_high": c.ci_high,
+        "n": c.n,
+        "n_baseline": c.n_baseline,
+        "p_value": c.p_value,
+        "q_value": c.q_value,
+    }
 
 
 def alert_objects(
@@ -221,7 +242,7 @@ def save_alerts(
     touched: list[str] = []
     for c in result.comparisons:
         fp = fingerprint(c)
-        if not c.flagged:
+        if not c.cause:  # cleared, or now the evidence of another slice's alert
             if fp in active:
                 con.execute(
                     "UPDATE alerts SET status = ?, resolved_at = ?, updated_at = ? WHERE id = ?",

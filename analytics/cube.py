@@ -142,6 +142,77 @@ class Cube:
             f_count=fc[2][0],
         )
 
+    def expand(
+        self,
+        dims: tuple[str, ...],
+        old: np.ndarray,
+        new: np.ndarray,
+        keys: list[tuple[str | None, ...]],
+        weight: np.ndarray | None = None,
+    ) -> Cube:
+        """A cube whose cell ``j`` adds up the cells ``old[i]`` with ``new[i] == j`` (each
+        times ``weight[i]``, default 1): like :meth:`regroup`, but a cell may go to several
+        new cells (a request counts in every cohort slice it belongs to) and a weight of -1
+        subtracts (the complement of a slice within another). ``keys[j]`` is cell j's key."""
+        m = len(keys)
+        w = np.ones(len(old)) if weight is None else np.asarray(weight, np.float64)
+        sums = {k: np.bincount(new, weights=v[old] * w, minlength=m) for k, v in self.sums.items()}
+        first: list[datetime | None] = [None] * m
+        last: list[datetime | None] = [None] * m
+        for i, j in zip(old.tolist(), new.tolist(), strict=True):
+            f, la = self.first_seen[i], self.last_seen[i]
+            if f is not None and (first[j] is None or f < first[j]):
+                first[j] = f
+            if la is not None and (last[j] is None or la > last[j]):
+                last[j] = la
+        # entries keyed by old cell -> one copy per (old, new) pair
+        order = np.argsort(old, kind="stable")
+        o_sorted, n_sorted, w_sorted = old[order], new[order], w[order]
+        starts = np.searchsorted(o_sorted, np.arange(len(self.keys)), side="left")
+        ends = np.searchsorted(o_sorted, np.arange(len(self.keys)), side="right")
+
+        def fan(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            """(entry index, new cell, weight) for every entry of cell ``cells[e]``."""
+            counts = (ends - starts)[cells]
+            entry = np.repeat(np.arange(len(cells)), counts)
+            base = np.repeat(starts[cells], counts)
+            offset = np.arange(len(entry)) - np.repeat(np.cumsum(counts) - counts, counts)
+            pos = base + offset
+            return entry, n_sorted[pos], w_sorted[pos]
+
+        he, hn, hw = fan(self.h_cell)
+        h = _combine(hn, self.h_metric[he], self.h_bin[he], self.h_count[he] * hw)
+        keep = h[3] != 0  # a subtraction empties bins
+        h = tuple(a[keep] for a in h)
+        se, sn, sw = fan(self.s_cell)
+        s_codes, s_names = _codes(self.s_name)
+        sc = _combine_many(
+            sn, s_codes[se], (self.s_n[se] * sw, self.s_sum[se] * sw, self.s_sumsq[se] * sw)
+        )
+        fe, fn, fw = fan(self.f_cell)
+        f_codes, f_names = _codes(self.f_kind)
+        fc = _combine_many(fn, f_codes[fe], (self.f_count[fe] * fw,))
+        return replace(
+            self,
+            dims=dims,
+            keys=keys,
+            sums=sums,
+            first_seen=first,
+            last_seen=last,
+            h_cell=h[0],
+            h_metric=h[1],
+            h_bin=h[2],
+            h_count=h[3],
+            s_cell=sc[0],
+            s_name=[s_names[c] for c in sc[1]],
+            s_n=sc[2][0],
+            s_sum=sc[2][1],
+            s_sumsq=sc[2][2],
+            f_cell=fc[0],
+            f_kind=[f_names[c] for c in fc[1]],
+            f_count=fc[2][0],
+        )
+
     def histogram(self, metric: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(cell, bin, count) of one histogram metric, sorted by (cell, bin)."""
         sel = self.h_metric == metric

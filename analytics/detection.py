@@ -47,12 +47,14 @@ import numpy as np
 import orjson
 from scipy import stats as sps
 
+from . import slices as slices_mod
 from . import stats
 from .catalog import DEFAULT_MIN_EFFECT, DEFAULT_MIN_N, tail_min_n
 from .cube import Cube, build_cube
 from .engines import Engine
 from .metrics import BUILTIN_METRICS, QUANTILE_METRICS, RATE_METRICS, Cell, Estimate, summarise
 from .query import BASE, QueryError, Window, is_relative, parse_duration, parse_time
+from .slices import SliceConfig, slice_cube
 
 DIMS = ("prefix_id", "prefix_version", "base_model", "route", "cohort")
 SEQUENTIAL_MODES = ("msprt", "fixed", "windows")
@@ -92,6 +94,9 @@ class DetectionConfig:
     metrics: list[str] | None = None
     #: baselines to compare with
     baselines: tuple[str, ...] = ("base", "previous_version")
+    #: cohort slices tested per (prefix, version, base model, route) (slices.py); depth 0:
+    #: the full cohort combinations only, decided by one BH over the run (before slices)
+    slices: SliceConfig = field(default_factory=SliceConfig)
 
     def validate(self) -> DetectionConfig:
         if not 0 < self.alpha < 1:
@@ -117,6 +122,10 @@ class DetectionConfig:
             raise ConfigError(f"window_delay must be >= 0, got {self.window_delay}")
         if not set(self.baselines) <= {"base", "previous_version"}:
             raise ConfigError(f"unknown baselines {self.baselines}")
+        if not 0 <= self.slices.depth <= 4:
+            raise ConfigError(f"slice depth must be 0 to 4, got {self.slices.depth}")
+        if self.slices.max_slices < 1:
+            raise ConfigError(f"max_slices must be >= 1, got {self.slices.max_slices}")
         return self
 
     def effect_floor(self, metric: str) -> float:
@@ -156,6 +165,12 @@ class Comparison:
     #: lower confidence bound on the worsening, on the test's scale (score: baseline - value,
     #: rate: value - baseline, quantile: log ratio); >= 0 means "worse" at level alpha
     worse_bound: float = float("-inf")
+    #: flagged and named as the cause of its family's regression (one alert per cause; the
+    #: flagged slices that contain it or lie inside it are its ``evidence``)
+    cause: bool = False
+    evidence: list[Comparison] = field(default_factory=list)
+    #: the Simes-BH q-value of its family (the cell, metric and baseline over all slices)
+    family_q: float | None = None
 
     def fingerprint(self) -> str:
         """Stable id of this comparison across runs (cell, metric, baseline)."""
@@ -194,7 +209,9 @@ class DetectionResult:
 
     @property
     def regressions(self) -> list[Comparison]:
-        return [c for c in self.comparisons if c.flagged]
+        """One per cause: the alerts of the run (every flagged slice without slices:
+        ``flagged``)."""
+        return [c for c in self.comparisons if c.cause]
 
 
 def evaluation_window(
@@ -321,15 +338,30 @@ def run_detection(
     if cube is not None and config.sequential == "windows" and cube.window != window:
         raise ConfigError(f"the cube covers {cube.window}, not the evaluation window {window}")
     cube = cube if cube is not None else detection_cube(con, window)
-    comparisons = compare_cells(summarise(cube, config.alpha), config, prior=prior)
+    if config.slices.depth > 0:
+        scube = slice_cube(cube, config.slices)
+        comparisons = compare_cells(
+            summarise(scube, config.alpha), config, prior=prior, slices=cube
+        )
+    else:
+        comparisons = compare_cells(summarise(cube, config.alpha), config, prior=prior)
     return DetectionResult(window, config, comparisons, cube)
 
 
 def compare_cells(
-    cells: Sequence[Cell], config: DetectionConfig, *, prior: Mapping[str, Prior] | None = None
+    cells: Sequence[Cell],
+    config: DetectionConfig,
+    *,
+    prior: Mapping[str, Prior] | None = None,
+    slices: Cube | None = None,
 ) -> list[Comparison]:
-    """Every cell against its baselines (base, previous version), decided run-wide."""
+    """Every cell against its baselines (base, previous version), decided run-wide: by one
+    Benjamini-Hochberg over every comparison, or with ``slices`` (the cube the cells come
+    from, whose cohorts are slices) by the two-stage procedure over families of slices and
+    with one cause named per regression (:mod:`.slices`); ``slices`` is then the cube of full
+    cohort combinations the slices were rolled up from."""
     by_key = {c.key: c for c in cells}
+    position = {c.key: i for i, c in enumerate(cells)}
     prev = _version_order(list(cells))
     pending: list[_Pending] = []
     for cell in cells:
@@ -363,8 +395,15 @@ def compare_cells(
                     b,
                 )
                 if item is not None:
+                    item.cells = (position[cell.key], position[base.key])
                     pending.append(item)
-    return _decide(config, pending, prior or {})
+    decided = _decide(config, pending, prior or {}, hierarchical=slices is not None)
+    if slices is not None:
+        _name_causes(config, pending, slices)
+    else:
+        for c in decided:
+            c.cause = c.flagged
+    return decided
 
 
 @dataclass(slots=True)
@@ -376,6 +415,8 @@ class _Pending:
     var: float  # its variance
     tau: float  # mSPRT mixing scale
     df: float  # degrees of freedom of the fixed-horizon test (inf: normal)
+    #: (variant cell, baseline cell) positions among the compared cells
+    cells: tuple[int, int] = (-1, -1)
 
 
 def _fixed_horizon(
@@ -459,7 +500,11 @@ def _severity(effect: float, floor: float) -> str:
 
 
 def _decide(
-    config: DetectionConfig, pending: Sequence[_Pending], prior: Mapping[str, Prior]
+    config: DetectionConfig,
+    pending: Sequence[_Pending],
+    prior: Mapping[str, Prior],
+    *,
+    hierarchical: bool = False,
 ) -> list[Comparison]:
     if not pending:
         return []
@@ -479,7 +524,12 @@ def _decide(
         p = np.array([c.p_fixed for c in cmps])
         df = np.array([x.df for x in pending])
         bound = stat - sps.t.ppf(1 - config.alpha, df) * np.sqrt(var)
-    q = stats.bh_q_values(p)
+    if hierarchical:
+        q, fam_q = slices_mod.decide(_families(cmps), p, config.alpha)
+        for c, fq in zip(cmps, fam_q, strict=True):
+            c.family_q = float(fq)
+    else:
+        q = stats.bh_q_values(p)
     for i, c in enumerate(cmps):
         fam = _family(c.metric)
         c.p_value, c.q_value = float(p[i]), float(q[i])
@@ -496,3 +546,99 @@ def _decide(
         effect = (c.relative or 0.0) if fam == "quantile" else float(stat[i])
         c.flagged = bool(q[i] <= config.alpha and effect >= config.effect_floor(c.metric))
     return cmps
+
+
+def _families(cmps: Sequence[Comparison]) -> list[int]:
+    """Each comparison's family: its (prefix, version, base model, route, metric, baseline),
+    whose members are its cohort slices."""
+    index: dict[tuple[object, ...], int] = {}
+    return [
+        index.setdefault(
+            (c.prefix_id, c.prefix_version, c.base_model, c.route, c.metric, c.baseline),
+            len(index),
+        )
+        for c in cmps
+    ]
+
+
+def _name_causes(config: DetectionConfig, pending: Sequence[_Pending], cube: Cube) -> None:
+    """One cause per regression in each family (slices.causes), with its evidence."""
+    cmps = [p.cmp for p in pending]
+    fams = _families(cmps)
+    members: dict[int, list[int]] = {}
+    for i, f in enumerate(fams):
+        members.setdefault(f, []).append(i)
+    explains = _Explainer(config, cmps, cube)
+    for idx in members.values():
+        if not any(cmps[i].flagged for i in idx):
+            continue
+        nodes = [slices_mod.Node(i, cmps[i].cohort, cmps[i].flagged, cmps[i].q_value) for i in idx]
+        found = slices_mod.causes(nodes, explains)
+        for i, evidence in found.items():
+            cmps[i].cause = True
+            cmps[i].evidence = [cmps[j] for j in evidence]
+
+
+class _Explainer(slices_mod.Explains):
+    """Whether slice X explains slice S's worsening: the requests of S outside X (variant and
+    baseline alike, summed from the full cohort combinations) show no worsening of the
+    metric's minimum effect, on enough requests to tell. S entirely inside X: explained."""
+
+    def __init__(self, config: DetectionConfig, cmps: Sequence[Comparison], cube: Cube) -> None:
+        self.config = config
+        self.cmps = cmps
+        self.cube = cube
+        ci = cube.dims.index("cohort")
+        self.cohorts = [slices_mod.parse(k[ci]) for k in cube.keys]
+        self.groups: dict[tuple[object, ...], list[int]] = {}
+        for j, key in enumerate(cube.keys):
+            self.groups.setdefault(tuple(key[:ci]), []).append(j)
+
+    def _cells(self, c: Comparison, baseline: bool, inside: dict[str, object],
+               outside: dict[str, object]) -> list[int]:  # fmt: skip
+        if baseline:
+            pid, _, ver = c.baseline.partition("@")
+            key: tuple[object, ...] = (pid, ver, c.base_model, c.route)
+        else:
+            key = (c.prefix_id, c.prefix_version, c.base_model, c.route)
+        return [
+            j
+            for j in self.groups.get(key, [])
+            if _within(self.cohorts[j], inside) and not _within(self.cohorts[j], outside)
+        ]
+
+    def __call__(self, x: int, s: int) -> bool:
+        c = self.cmps[s]
+        inside, outside = c.cohort, self.cmps[x].cohort
+        variant = self._cells(c, False, inside, outside)
+        baseline = self._cells(c, True, inside, outside)
+        if not variant:
+            return True  # nothing of S lies outside X
+        old = np.asarray(variant + baseline, np.int64)
+        new = np.asarray([0] * len(variant) + [1] * len(baseline), np.int64)
+        rest = self.cube.expand(self.cube.dims, old, new, [("variant",), ("baseline",)])
+        est_cells = summarise(rest, self.config.alpha)
+        est, base = est_cells[0].metrics.get(c.metric), est_cells[1].metrics.get(c.metric)
+        if est is None or est.value is None or est.n == 0:
+            return True
+        if base is None or base.value is None:
+            return False
+        floor_n = self.config.n_floor(c.metric)
+        if est.n < floor_n or base.n < floor_n:
+            return False  # too few requests elsewhere to say the worsening is not there
+        fam = _family(c.metric)
+        if fam == "quantile":
+            if est.value <= 0 or base.value <= 0:
+                return False
+            effect = est.value / base.value - 1
+        elif fam == "rate":
+            effect = est.value - base.value
+        else:
+            effect = base.value - est.value
+        return effect < self.config.effect_floor(c.metric)
+
+
+def _within(cohort: dict[str, object], sl: dict[str, object]) -> bool:
+    """Whether a full cohort combination lies in slice ``sl`` (every key of the slice has
+    its value; the whole route holds every combination)."""
+    return all(str(cohort.get(k)) == str(v) for k, v in sl.items())
