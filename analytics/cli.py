@@ -30,6 +30,7 @@ from .cli_common import (
 from .cli_datasets import datasets_group, replay_command
 from .detection import ConfigError, DetectionConfig
 from .query import QueryError, parse_cohort_filter, parse_duration, parse_time
+from .slices import SliceConfig
 
 __all__ = ["analytics_group", "datasets_group", "replay_command"]
 
@@ -47,6 +48,7 @@ def _config(
     sequential: str,
     window: str = "1d",
     window_delay: str = "0s",
+    slices: SliceConfig | None = None,
 ) -> DetectionConfig:
     mode: Literal["msprt", "fixed", "windows"] = (
         "fixed" if sequential == "fixed" else "windows" if sequential == "windows" else "msprt"
@@ -59,6 +61,7 @@ def _config(
             sequential=mode,
             window=parse_duration(window),
             window_delay=parse_duration(window_delay),
+            slices=slices or SliceConfig(),
         )
     except QueryError as exc:
         raise click.BadParameter(str(exc)) from None
@@ -129,6 +132,26 @@ def detection_options(fn: Any) -> Any:
                 help="With --sequential windows: test a window only once it has been closed "
                 "this long (time for late spans, scores and feedback).",
             ),
+            click.option(
+                "--slice-depth",
+                type=click.IntRange(0, 4),
+                default=SliceConfig().depth,
+                show_default=True,
+                help="Cohort keys per tested slice: 1 tests the route and each key, 2 also "
+                "each pair of keys (0: only the full cohort combinations, one BH family).",
+            ),
+            click.option(
+                "--max-slices",
+                type=click.IntRange(1),
+                default=SliceConfig().max_slices,
+                show_default=True,
+                help="Most slices of two keys or more per variant and route (largest first).",
+            ),
+            click.option(
+                "--full-slices",
+                is_flag=True,
+                help="Also test every full combination of cohort keys deeper than --slice-depth.",
+            ),
         ]
     ):
         fn = opt(fn)
@@ -162,6 +185,9 @@ def run_command(
     sequential: str,
     window: str,
     window_delay: str,
+    slice_depth: int,
+    max_slices: int,
+    full_slices: bool,
     engine: str,
     lake_path: str | None,
     master: str,
@@ -180,7 +206,16 @@ def run_command(
     from .alerts import SequenceLook, alert_objects, save_alerts
     from .detection import check_anchor, detection_window, run_detection
 
-    cfg = _config(alpha, min_n, min_effect, score_min_effect, sequential, window, window_delay)
+    cfg = _config(
+        alpha,
+        min_n,
+        min_effect,
+        score_min_effect,
+        sequential,
+        window,
+        window_delay,
+        SliceConfig(slice_depth, max_slices, full_slices),
+    )
     try:
         check_anchor(since, cfg)
         # one clock for the whole run: relative bounds and the windows-mode clock
@@ -370,15 +405,27 @@ def gate_command(
     sequential: str,
     window: str,
     window_delay: str,
+    slice_depth: int,
+    max_slices: int,
+    full_slices: bool,
     as_json: bool,
     strict: bool = False,
     cohort: tuple[str, ...] = (),
 ) -> None:
-    """Release gate per route and cohort: pass, fail (a regression) or insufficient data;
-    exits 1 unless the gate passes (--json tells fail from insufficient data)."""
+    """Release gate per route and cohort slice: pass, fail (a regression) or insufficient
+    data; exits 1 unless the gate passes (--json tells fail from insufficient data)."""
     from .gate import gate
 
-    cfg = _config(alpha, min_n, min_effect, score_min_effect, sequential, window, window_delay)
+    cfg = _config(
+        alpha,
+        min_n,
+        min_effect,
+        score_min_effect,
+        sequential,
+        window,
+        window_delay,
+        SliceConfig(slice_depth, max_slices, full_slices),
+    )
     try:
         wanted = parse_cohort_filter(cohort)
     except QueryError as exc:

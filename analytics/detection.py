@@ -642,3 +642,59 @@ def _within(cohort: dict[str, object], sl: dict[str, object]) -> bool:
     """Whether a full cohort combination lies in slice ``sl`` (every key of the slice has
     its value; the whole route holds every combination)."""
     return all(str(cohort.get(k)) == str(v) for k, v in sl.items())
+
+
+def slice_tree(
+    result: DetectionResult,
+    prefix_id: str,
+    metric: str | None = None,
+    prefix_version: str | None = None,
+    route: str | None = None,
+) -> list[dict[str, Any]]:
+    """The tested slice tree of a run (``GET /api/v1/regressions/slices``): per family
+    (version, base model, route, metric, baseline) of ``prefix_id``, every tested slice with
+    its n, effect, interval, p and q, whether it was flagged and whether it was named as a
+    cause; the whole route first, then keys, then pairs."""
+    families: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for c in result.comparisons:
+        if c.prefix_id != prefix_id or (metric is not None and c.metric != metric):
+            continue
+        if prefix_version is not None and c.prefix_version != prefix_version:
+            continue
+        if route is not None and c.route != route:
+            continue
+        key = (c.prefix_version, c.base_model, c.route, c.metric, c.baseline)
+        fam = families.setdefault(
+            key,
+            {
+                "prefix_id": prefix_id,
+                "prefix_version": c.prefix_version,
+                "base_model": c.base_model,
+                "route": c.route,
+                "metric": c.metric,
+                "baseline": c.baseline,
+                "family_q": c.family_q,
+                "slices": [],
+            },
+        )
+        fam["slices"].append(
+            {
+                "cohort": c.cohort,
+                "n": c.n,
+                "n_baseline": c.n_baseline,
+                "value": c.value,
+                "baseline_value": c.baseline_value,
+                "delta": c.delta,
+                "relative": c.relative,
+                "ci_low": c.ci_low,
+                "ci_high": c.ci_high,
+                "p_value": c.p_value,
+                "q_value": c.q_value,
+                "flagged": c.flagged,
+                "cause": c.cause,
+            }
+        )
+    out = list(families.values())
+    for fam in out:
+        fam["slices"].sort(key=lambda s: (len(s["cohort"]), str(sorted(s["cohort"].items()))))
+    return out

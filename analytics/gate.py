@@ -1,16 +1,20 @@
 """Release gate and routing advice, built on the detector and the cube.
 
-* :func:`gate` — for one prefix (optionally one version): a status per (route, cohort) with
-  reasons. A cell is ``fail`` when the detector flags a regression vs a baseline; ``untested``
+* :func:`gate` — for one prefix (optionally one version): a status per (route, cohort slice)
+  with reasons (slices as detection tests them: the whole route, each cohort key, each pair
+  of keys; ``slices.py``). A cell is ``fail`` when the detector flags a regression vs a
+  baseline in that slice (a prefix that regressed on ``language=de`` fails the ``language=de``
+  slice, and every slice inside it that shows it); ``untested``
   when it lacks the minimum sample size or no comparison with the base model could be tested
   (a handful of guardrail or agent requests); otherwise ``pass``. The verdict: ``fail`` if any
   cell fails; else ``pass`` if at least one cell was tested (and passed), with the untested
   cells listed; else ``insufficient_data`` (nothing could be tested). ``strict=True`` is for
   teams that want every cell covered: then any untested cell makes the verdict
   ``insufficient_data``.
-* :func:`routing_advice` — for each (route, cohort): the variant with the best mean on a
-  chosen evaluator, or ``"base"`` ("fall back to base") when no prefix reaches the threshold
-  (lower confidence bound by default) or none beats the base model.
+* :func:`routing_advice` — for each (route, cohort slice) of at most one key (the whole
+  route and each key's values, so German notes can be routed apart): the variant with the
+  best mean on a chosen evaluator, or ``"base"`` ("fall back to base") when no prefix reaches
+  the threshold (lower confidence bound by default) or none beats its base model.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import orjson
 from .detection import DetectionConfig, detection_cube, run_detection
 from .metrics import summarise
 from .query import BASE, Window
+from .slices import SliceConfig, canonical, parse, slice_cube
 
 GateStatus = Literal["pass", "fail", "insufficient_data"]
 CellStatus = Literal["pass", "fail", "untested"]
@@ -98,29 +103,30 @@ def gate(
     """
     config = (config or DetectionConfig()).validate()
     result = run_detection(con, since, until, config)
+    cube = slice_cube(result.cube, config.slices) if config.slices.depth > 0 else result.cube
     want = {str(k): str(v) for k, v in (cohort or {}).items()}
     cells: dict[tuple[str, str | None, str], GateCell] = {}
-    for key, cell in zip(result.cube.keys, summarise(result.cube, config.alpha), strict=True):
+    for key, cell in zip(cube.keys, summarise(cube, config.alpha), strict=True):
         p, v, _base_model, route, cohort_raw = key
         if p != prefix_id or (prefix_version is not None and v != prefix_version):
             continue
-        values = orjson.loads(cohort_raw) if cohort_raw else {}
+        values = parse(cohort_raw)
         if any(str(values.get(k)) != v_ for k, v_ in want.items()):
+            continue  # not inside the gated population
+        k = (str(v or ""), route, str(cohort_raw))
+        if k in cells:  # one cell per slice, whatever base models it ran on
+            cells[k].n += cell.n
             continue
         gc = GateCell(route, values, str(v or ""), n=cell.n)
         if cell.n < config.min_n:
             gc.status = "untested"
             gc.reasons.append(f"insufficient data: n={cell.n} < min_n={config.min_n}")
-        cells[(str(v or ""), route, str(cohort_raw))] = gc
+        cells[k] = gc
     tested: set[tuple[str, str | None, str]] = set()
     for c in result.comparisons:
         if c.prefix_id != prefix_id:
             continue
-        k = (
-            c.prefix_version,
-            c.route,
-            orjson.dumps(c.cohort, option=orjson.OPT_SORT_KEYS).decode() if c.cohort else "None",
-        )
+        k = (c.prefix_version, c.route, str(canonical(c.cohort.items())))
         found = cells.get(k)
         if found is None:
             continue
@@ -201,7 +207,8 @@ def routing_advice(
     bound when ``use_lower_bound``) is at least ``threshold`` and above the base model's mean.
     """
     window = Window.of(since, until)
-    cube = detection_cube(con, window).rollup(("prefix_id", "base_model", "route", "cohort"))
+    full = detection_cube(con, window).rollup(("prefix_id", "base_model", "route", "cohort"))
+    cube = slice_cube(full, SliceConfig(depth=1))
     groups: dict[tuple[str | None, str | None], dict[str, Any]] = {}
     bases: dict[tuple[str | None, str | None, str | None], Any] = {}
     models: dict[tuple[str | None, str | None, str], str | None] = {}

@@ -13,10 +13,11 @@ import datetime as dt
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from prefixscope.analytics.detection import DetectionConfig
 from prefixscope.analytics.query import Window, is_relative, parse_duration, parse_time
+from prefixscope.analytics.slices import SliceConfig
 from prefixscope.config import duration
 from prefixscope.errors import Unavailable
 
@@ -51,6 +52,12 @@ def detection_config(req: RegressionRunRequest) -> DetectionConfig:
         config.metrics = list(req.metrics)
     if req.sequential is not None:
         config.sequential = req.sequential
+    if req.slice_depth is not None or req.max_slices is not None or req.full_slices:
+        config.slices = SliceConfig(
+            depth=config.slices.depth if req.slice_depth is None else req.slice_depth,
+            max_slices=config.slices.max_slices if req.max_slices is None else req.max_slices,
+            full=bool(req.full_slices),
+        )
     with analytics_errors():
         if req.window is not None:
             config.window = parse_duration(req.window)
@@ -65,15 +72,7 @@ def run_regressions(state: ApiState, req: RegressionRunRequest) -> RunOutcome:
     from prefixscope.analytics.alerts import RunConflict, run_and_diff
 
     config = detection_config(req)
-    since, until = req.since, req.until
-    retention = state.ctx.settings.retention
-    if config.sequential == "msprt" and retention and not is_relative(since):
-        # the data before a start is not a growing window when retention drops its oldest days
-        start = retained_since(duration(retention))
-        with analytics_errors():
-            asked = parse_time(since)
-        if asked is None or asked < start:
-            since = start.isoformat()
+    since, until = _since(state, req, config), req.until
     cur = state.ctx.store.read_cursor()
     try:
         with analytics_errors():
@@ -106,6 +105,21 @@ def run_regressions(state: ApiState, req: RegressionRunRequest) -> RunOutcome:
     return outcome
 
 
+def _since(state: ApiState, req: RegressionRunRequest, config: DetectionConfig) -> str | None:
+    """The run's window start: as asked, except that under ``--retention`` an mSPRT window
+    starts no earlier than :func:`retained_since`."""
+    since = req.since
+    retention = state.ctx.settings.retention
+    if config.sequential == "msprt" and retention and not is_relative(since):
+        # the data before a start is not a growing window when retention drops its oldest days
+        start = retained_since(duration(retention))
+        with analytics_errors():
+            asked = parse_time(since)
+        if asked is None or asked < start:
+            since = start.isoformat()
+    return since
+
+
 def retained_since(retention: dt.timedelta, now: dt.datetime | None = None) -> dt.datetime:
     """The start of an mSPRT sequence's growing window under ``--retention``: the first whole
     UTC day the retention keeps. No data at or after it is dropped while it is the start, and
@@ -115,6 +129,32 @@ def retained_since(retention: dt.timedelta, now: dt.datetime | None = None) -> d
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     cutoff = now - retention
     return cutoff.replace(hour=0, minute=0, second=0, microsecond=0) + dt.timedelta(days=1)
+
+
+def slice_tree(
+    state: ApiState,
+    req: RegressionRunRequest,
+    prefix_id: str,
+    metric: str | None,
+    prefix_version: str | None,
+    route: str | None,
+) -> tuple[Window, list[dict[str, Any]]]:
+    """The slice tree the run would test now, with the sequence's earlier looks (the same
+    p-values as a run), written nowhere."""
+    from prefixscope.analytics.alerts import SequenceLook
+    from prefixscope.analytics.detection import detection_window, run_detection
+    from prefixscope.analytics.detection import slice_tree as tree
+
+    config = detection_config(req)
+    since, until = _since(state, req, config), req.until
+    cur = state.ctx.store.read_cursor()
+    try:
+        with analytics_errors():
+            look = SequenceLook.open(cur, detection_window(since, until, config), config)
+            result = run_detection(cur, since, until, config, prior=look.prior(cur))
+    finally:
+        cur.close()
+    return result.window, tree(result, prefix_id, metric, prefix_version, route)
 
 
 class PeriodicDetector:

@@ -180,6 +180,19 @@ class RegressionRunRequest(_Strict):
     metrics: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
         default=None, max_length=100
     )
+    slice_depth: int | None = Field(
+        default=None,
+        ge=0,
+        le=4,
+        description="Cohort keys per tested slice (default 2: the route, each key, each pair; "
+        "0: the full cohort combinations only)",
+    )
+    max_slices: int | None = Field(
+        default=None, ge=1, le=100_000, description="Most two-key slices per variant and route"
+    )
+    full_slices: bool | None = Field(
+        default=None, description="Also test every full combination deeper than slice_depth"
+    )
     sequential: Literal["msprt", "fixed", "windows"] | None = Field(
         default=None,
         description="msprt (default): always-valid p-values on the growing window [since, "
@@ -195,6 +208,39 @@ class RegressionRunRequest(_Strict):
     window_delay: DurationStr | None = Field(
         default=None, description="windows mode: test a window only this long after it closed"
     )
+
+
+class SliceNode(BaseModel):
+    cohort: dict[str, Any] = Field(description="The slice: {} (the route), a key, or a pair")
+    n: int
+    n_baseline: int
+    value: float
+    baseline_value: float
+    delta: float
+    relative: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float
+    q_value: float
+    flagged: bool = Field(description="A significant worsening of at least the minimum effect")
+    cause: bool = Field(description="Named as the regression's cause: the alert's cohort")
+
+
+class SliceFamily(BaseModel):
+    prefix_id: str
+    prefix_version: str
+    base_model: str | None
+    route: str | None
+    metric: str
+    baseline: str
+    family_q: float | None = Field(description="The family's Simes-BH q-value (stage 1)")
+    slices: list[SliceNode]
+
+
+class SliceTree(BaseModel):
+    since: UtcDateTime | None
+    until: UtcDateTime | None
+    families: list[SliceFamily]
 
 
 class RegressionRun(BaseModel):

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from prefixscope.analytics.query import parse_cohort_filter
 from prefixscope.errors import BadRequest
 
-from . import alerts, analysis
+from . import alerts, analysis, detect
 from .deps import ApiState
 from .detect import run_regressions
 from .evaluate import run_evaluations
@@ -28,6 +28,7 @@ from .models import (
     RegressionRunRequest,
     RoutingResponse,
     Scorecard,
+    SliceTree,
     TimeSeries,
 )
 
@@ -114,6 +115,30 @@ def analysis_routes(state: ApiState) -> APIRouter:
             sequential=out.sequential,
             since=out.window.since,
             until=out.window.until,
+        )
+
+    @router.get(
+        "/regressions/slices",
+        response_model=SliceTree,
+        dependencies=read,
+        tags=["alerts"],
+    )
+    def get_regression_slices(
+        prefix_id: Annotated[str, Query(min_length=1, max_length=200)],
+        metric: Filter = None,
+        prefix_version: Filter = None,
+        route: Filter = None,
+        since: TimeBound = None,
+        until: TimeBound = None,
+    ) -> SliceTree:
+        """The cohort slices detection tests for a variant (the whole route, each cohort
+        key, each pair of keys), per metric and baseline: n, effect, interval, p and q per
+        slice, which were flagged and which one is the alert's cause. Computed now, with
+        the running minimum of earlier looks, as a run would; writes nothing."""
+        req = RegressionRunRequest(since=since, until=until)
+        window, families = detect.slice_tree(state, req, prefix_id, metric, prefix_version, route)
+        return SliceTree.model_validate(
+            {"since": window.since, "until": window.until, "families": families}
         )
 
     @router.post(

@@ -39,9 +39,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from prefixscope.analytics.alerts import save_alerts
-from prefixscope.analytics.detection import detection_cube, run_detection
+from prefixscope.analytics.detection import DetectionConfig, detection_cube, run_detection
 from prefixscope.analytics.query import Window
 from prefixscope.analytics.scorecard import scorecard
+from prefixscope.analytics.slices import SliceConfig
 from prefixscope.analytics.synthetic import Arm, generate
 from prefixscope.collector.storage.lake import LakeRoller
 from prefixscope.collector.storage.store import Store
@@ -51,21 +52,36 @@ from prefixscope.metrics import Metrics
 PREFIXES = [None, *(f"p{i}" for i in range(9))]
 ROUTES = [f"r{i}" for i in range(4)]
 COHORTS = ["a", "b", "c", "d", "e"]
+#: with --cohort-keys 3: every request also has a language and a plan (60 combinations)
+LANGUAGES = ["de", "en", "fr", "es"]
+PLANS = ["free", "pro", "team"]
 
 
-def arms(per: int) -> list[Arm]:
-    """The 200 cells, ``per`` requests each, with the injected regression."""
+def cohorts(keys: int) -> list[dict[str, str]]:
+    if keys == 1:
+        return [{"specialty": c} for c in COHORTS]
+    return [
+        {"specialty": c, "language": lang, "plan": plan}
+        for c in COHORTS
+        for lang in LANGUAGES
+        for plan in PLANS
+    ]
+
+
+def arms(per: int, keys: int = 1) -> list[Arm]:
+    """The 200 cells (x 12 with three cohort keys), ``per`` requests each, with the injected
+    regression (cohort specialty c)."""
     out = []
     for p in PREFIXES:
         for r in ROUTES:
-            for c in COHORTS:
-                bad = (p, r, c) == ("p3", "r1", "c")
+            for cohort in cohorts(keys):
+                bad = (p, r, cohort["specialty"]) == ("p3", "r1", "c")
                 out.append(
                     Arm(
                         p,
                         None if p is None else "2",
                         r,
-                        {"specialty": c},
+                        cohort,
                         n=per,
                         scores={
                             "TaskCompletion": (0.7 if bad else 0.8, 10.0),
@@ -78,9 +94,9 @@ def arms(per: int) -> list[Arm]:
     return out
 
 
-def populate(store: Store, n_spans: int, shape: str) -> float:
+def populate(store: Store, n_spans: int, shape: str, keys: int) -> float:
     con = store.cursor()
-    cells = len(PREFIXES) * len(ROUTES) * len(COHORTS)
+    cells = len(PREFIXES) * len(ROUTES) * len(cohorts(keys))
     chunks = max(1, n_spans // 1_000_000)
     per = n_spans // cells // chunks // (4 if shape == "sdk" else 1)
     t = time.perf_counter()
@@ -88,7 +104,7 @@ def populate(store: Store, n_spans: int, shape: str) -> float:
         # spread over a week: the variant page's 7-day window holds all of it
         generate(
             con,
-            arms(per),
+            arms(per, keys),
             seed=chunk,
             id_offset=chunk * 10**9,
             duration=timedelta(days=7),
@@ -127,12 +143,13 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def full_run(store: Store) -> tuple[str, int, int]:
+def full_run(store: Store, slice_depth: int = SliceConfig().depth) -> tuple[str, int, int]:
     con = store.cursor()
     t, c = time.perf_counter(), _cpu()
     cube = detection_cube(con, Window())
     t_cube = time.perf_counter() - t
-    result = run_detection(con, cube=cube)
+    config = DetectionConfig(slices=SliceConfig(depth=slice_depth))
+    result = run_detection(con, cube=cube, config=config)
     alerts = save_alerts(con, result)
     t_detect = time.perf_counter() - t - t_cube
     scorecard(con, ["prefix_id", "route"], cube=result.cube)
@@ -185,6 +202,14 @@ def main() -> None:
         help="Trace shape: sdk (4 spans a request, default) or call (1 span a request).",
     )
     ap.add_argument(
+        "--cohort-keys",
+        type=int,
+        choices=[1, 3],
+        default=1,
+        help="Cohort keys per request: 1 (specialty) or 3 (specialty, language, plan); with "
+        "3 the full run is also timed without slices (--slice-depth 0), in the same run.",
+    )
+    ap.add_argument(
         "--cold-fraction",
         type=float,
         default=0.5,
@@ -202,7 +227,11 @@ def main() -> None:
         root = Path(args.keep or tempfile.mkdtemp(prefix="psbench-")) / f"spans-{size}"
         with Store(root) as store:
             have = store.cursor().execute("SELECT count(*) FROM spans").fetchone()
-            gen = populate(store, size, args.shape) if not have or have[0] != size else 0.0
+            gen = (
+                populate(store, size, args.shape, args.cohort_keys)
+                if not have or have[0] != size
+                else 0.0
+            )
             cold_s, moved = 0.0, 0
             if gen and args.cold_fraction > 0:
                 cold_s, moved = make_cold(store, args.cold_fraction)
@@ -213,6 +242,14 @@ def main() -> None:
         with Store(root, memory_mb=args.store_memory_mb or None) as store:
             cold, comparisons, alerts = full_run(store)
             warm, _, _ = full_run(store)
+            flat = ""
+            if args.cohort_keys > 1:  # slices' cost, in the same run: without, then with
+                without, n0, _ = full_run(store, slice_depth=0)
+                again, _, _ = full_run(store)
+                flat = (
+                    f"\n  full run warm without slices (depth 0, {n0} comparisons) {without}"
+                    f"\n  full run warm with slices again {again}"
+                )
             series = timeseries_run(store)
             with_mapping(store)
             mapped, _, _ = full_run(store)
@@ -222,7 +259,7 @@ def main() -> None:
             f"{spans[0] if spans else 0:>10} spans ({reqs[0] if reqs else 0} requests, "
             f"shape {args.shape}): generate {gen:6.1f}s, "
             f"{hot[0] if hot else 0} hot / {moved} moved cold in {cold_s:.1f}s\n"
-            f"  full run cold {cold}\n  full run warm {warm}\n"
+            f"  full run cold {cold}\n  full run warm {warm}{flat}\n"
             f"  time series (variant page) {series}\n"
             f"  full run warm with a served-model mapping (view join) {mapped}\n"
             f"  {comparisons} comparisons, {alerts} alerts | peak RSS {rss:,.0f} MiB | "
