@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create the virtual environment of the third-party instrumentation interop suite
 # (tests/test_interop.py): the OpenAI client traced by each of three instrumentors that teams
-# already run, pinned, exporting over OTLP with the OTel SDK. Their requirements conflict
+# already run, and LangChain traced by OpenInference's and OpenLLMetry's LangChain
+# instrumentors, pinned, exporting over OTLP with the OTel SDK. Their requirements conflict
 # with nothing of ours, but they pin their own OTel and openai ranges, so they get a venv of
 # their own (.venv-interop) next to the main one. About a minute on a 2-core machine.
 # Usage: scripts/setup-interop.sh [VENV_DIR]   (default: <repo>/.venv-interop)
@@ -18,7 +19,9 @@ fi
 "$venv/bin/python" - <<'PY'
 import importlib.metadata as md
 for name in ("openai", "openinference-instrumentation-openai", "opentelemetry-instrumentation-openai",
-             "opentelemetry-instrumentation-openai-v2", "opentelemetry-sdk"):
+             "opentelemetry-instrumentation-openai-v2", "opentelemetry-sdk", "langchain-core",
+             "langchain-openai", "openinference-instrumentation-langchain",
+             "opentelemetry-instrumentation-langchain"):
     print(name, md.version(name))
 PY
 touch "$venv/.installed"

@@ -54,18 +54,7 @@ def main() -> int:
     resource = Resource.create({"service.name": f"interop-{args.instrumentor}"})
     provider = TracerProvider(resource=resource)
     recorded: dict[str, Any] = {}
-    if args.protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        span_exporter: Any = OTLPSpanExporter(endpoint=args.grpc, insecure=True)
-        log_exporter: Any = OTLPLogExporter(endpoint=args.grpc, insecure=True)
-    else:
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        span_exporter = OTLPSpanExporter(endpoint=f"{args.otlp}/v1/traces")
-        log_exporter = OTLPLogExporter(endpoint=f"{args.otlp}/v1/logs")
+    span_exporter, log_exporter = otlp_exporters(args.protocol, args.otlp, args.grpc)
     if args.record:
         span_exporter = _Recording(span_exporter, recorded, "traces")
         log_exporter = _Recording(log_exporter, recorded, "logs")
@@ -134,6 +123,28 @@ def main() -> int:
     versions = {p: md.version(p) for p in (PACKAGES[args.instrumentor], "openai")}
     print(json.dumps({"versions": versions}))
     return 0
+
+
+def otlp_exporters(protocol: str, otlp: str, grpc: str | None) -> tuple[Any, Any]:
+    """The OTel SDK's OTLP span and log exporters to the server: over HTTP (``otlp`` is the
+    server's base URL) or gRPC (``grpc`` is its ``host:port``)."""
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return (
+            OTLPSpanExporter(endpoint=grpc, insecure=True),
+            OTLPLogExporter(endpoint=grpc, insecure=True),
+        )
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import (
+        OTLPLogExporter as HTTPLogExporter,
+    )
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HTTPSpanExporter,
+    )
+
+    spans = HTTPSpanExporter(endpoint=f"{otlp}/v1/traces")
+    return spans, HTTPLogExporter(endpoint=f"{otlp}/v1/logs")
 
 
 class _Recording:

@@ -3,7 +3,10 @@ adapters under their own model names (``--lora-modules cardiology=... radiology=
 
 ``POST /v1/chat/completions``, plain or streamed (SSE, with ``stream_options.include_usage``).
 Every answer reports 12 prompt tokens (8 of them cached) and 7 completion tokens. The model
-``broken`` answers 500, for the error path. Runs in a thread of the test process.
+``broken`` answers 500, for the error path. A request that offers tools and holds no ``tool``
+message yet is answered with one call of the first tool (an agent's first step). Runs in a
+thread of the test process; ``stub_openai_server(served=[...])`` appends one entry per chat
+completion asked of it (the calls the client really made: model, stream, the status answered).
 """
 
 from __future__ import annotations
@@ -55,13 +58,21 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, {"error": {"message": f"no route {self.path}"}})
             return
         model = req.get("model", "")
+        served = getattr(self.server, "served", None)
+        if served is not None:
+            status = 200 if model in ANSWERS else 500
+            served.append({"model": model, "stream": bool(req.get("stream")), "status": status})
         if model not in ANSWERS:
             self._json(500, {"error": {"message": f"model {model!r} failed", "type": "server"}})
             return
         answer = ANSWERS[model]
+        tool_call = _tool_call(req)
         created = int(time.time())
         rid = f"chatcmpl-{model}-{created}"
         if not req.get("stream"):
+            message: dict[str, Any] = {"role": "assistant", "content": answer}
+            if tool_call:
+                message = {"role": "assistant", "content": None, "tool_calls": [tool_call]}
             self._json(
                 200,
                 {
@@ -72,8 +83,8 @@ class _Handler(BaseHTTPRequestHandler):
                     "choices": [
                         {
                             "index": 0,
-                            "message": {"role": "assistant", "content": answer},
-                            "finish_reason": "stop",
+                            "message": message,
+                            "finish_reason": "tool_calls" if tool_call else "stop",
                         }
                     ],
                     "usage": USAGE,
@@ -93,13 +104,22 @@ class _Handler(BaseHTTPRequestHandler):
 
         base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model}
         time.sleep(0.05)  # time to first token: a stream's TTFT is visibly > 0
-        for i, piece in enumerate(_chunks(answer)):
-            delta: dict[str, Any] = {"content": piece}
-            if i == 0:
-                delta["role"] = "assistant"
+        if tool_call:
+            delta = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"index": 0, **tool_call}],
+            }
             send({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
-            time.sleep(0.01)
-        send({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+            send({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+        else:
+            for i, piece in enumerate(_chunks(answer)):
+                delta = {"content": piece}
+                if i == 0:
+                    delta["role"] = "assistant"
+                send({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+                time.sleep(0.01)
+            send({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
         if (req.get("stream_options") or {}).get("include_usage"):
             send({**base, "choices": [], "usage": USAGE})
         send("[DONE]")
@@ -107,10 +127,29 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
+def _tool_call(req: dict[str, Any]) -> dict[str, Any] | None:
+    """The call of the first offered tool, when no tool result is in the messages yet."""
+    tools = req.get("tools") or []
+    if not tools or any(m.get("role") == "tool" for m in req.get("messages") or []):
+        return None
+    fn = tools[0].get("function") or {}
+    params = ((fn.get("parameters") or {}).get("properties") or {}).keys()
+    return {
+        "id": "call_1",
+        "type": "function",
+        "function": {
+            "name": fn.get("name", "tool"),
+            "arguments": json.dumps(dict.fromkeys(params, "chest x-ray")),
+        },
+    }
+
+
 @contextmanager
-def stub_openai_server() -> Iterator[str]:
-    """Serve on 127.0.0.1 (a free port); yields the base URL (``http://127.0.0.1:N/v1``)."""
+def stub_openai_server(served: list[dict[str, Any]] | None = None) -> Iterator[str]:
+    """Serve on 127.0.0.1 (a free port); yields the base URL (``http://127.0.0.1:N/v1``).
+    ``served``, when given, receives one entry per chat completion asked for."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.served = served  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
