@@ -192,6 +192,7 @@ def run_command(
     lake_path: str | None,
     master: str,
     spark_conf: tuple[str, ...],
+    served_models: tuple[str, ...],
     dry_run: bool,
     out: Path | None,
     as_json: bool,
@@ -228,14 +229,14 @@ def run_command(
         raise click.UsageError(str(exc)) from None
     explicit_store = ctx.get_parameter_source("data_dir") is not ParameterSource.DEFAULT
     if lake_path is None and engine == "duckdb":
-        with open_store(data_dir) as con:
+        with open_store(data_dir, served_models) as con:
             look = SequenceLook.open(con, tested, cfg)
             result = run_detection(con, since_t, until_t, cfg, prior=look.prior(con))
             if not dry_run:
                 look.save(con, result)
             alerts = [] if dry_run else save_alerts(con, result)
     else:
-        source = open_engine(engine, lake_path, master, spark_conf)
+        source = open_engine(engine, lake_path, master, spark_conf, served_models)
         look, prior = None, {}
         if explicit_store:  # the sequence state lives in the store; the engine runs alone
             with open_store(data_dir) as con:
@@ -327,6 +328,7 @@ def scorecard_command(
     lake_path: str | None,
     master: str,
     spark_conf: tuple[str, ...],
+    served_models: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Per-group metrics with confidence intervals and deltas vs the base model
@@ -337,10 +339,10 @@ def scorecard_command(
     keys = [k.strip() for k in group_by.split(",") if k.strip()]
     wanted = metrics.split(",") if metrics else None
     if lake_path is None and engine == "duckdb":
-        with open_store(data_dir) as con:
+        with open_store(data_dir, served_models) as con:
             card = scorecard(con, keys, since, until, wanted, dataset=dataset)
     else:
-        source = open_engine(engine, lake_path, master, spark_conf)
+        source = open_engine(engine, lake_path, master, spark_conf, served_models)
         try:
             card = scorecard(source, keys, since, until, wanted, dataset=dataset)
         except QueryError as exc:

@@ -27,17 +27,37 @@ console = Console()
 
 
 @contextmanager
-def open_store(data_dir: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+def open_store(data_dir: Path, served: Sequence[str] = ()) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A cursor on the store; with ``served`` (``--served-model`` declarations) its views apply
+    that mapping for this cursor only (nothing stored changes)."""
     from prefixscope.collector.storage.store import Store
+    from prefixscope.collector.storage.views import refresh_view
 
+    declared = parse_served(served)
     try:
         store = Store(data_dir)
     except duckdb.IOException as exc:
         raise click.ClickException(f"cannot open the store in {data_dir}: {exc}") from None
     try:
-        yield store.cursor()
+        cur = store.cursor()
+        if declared:
+            refresh_view(cur, [(d.name, d.prefix_id, d.version) for d in declared])
+        yield cur
     finally:
         store.close()
+
+
+def parse_served(items: Sequence[str]) -> list[Any]:
+    """``--served-model`` values as ``ServedModel`` declarations (a usage error otherwise)."""
+    from prefixscope.config import ServedModel
+
+    out = []
+    for item in items:
+        try:
+            out.append(ServedModel.parse(item))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--served-model") from None
+    return out
 
 
 def fmt(v: Any) -> str:
@@ -78,6 +98,16 @@ ENGINE_OPTIONS = (
         metavar="KEY=VALUE",
         help="Extra Spark setting, e.g. spark.driver.memory=4g. Repeatable.",
     ),
+    click.option(
+        "--served-model",
+        "served_models",
+        multiple=True,
+        metavar="NAME=PREFIX[@VERSION]",
+        help="For this run only: spans without prefix.id whose request (else response) model "
+        "is NAME are read as that variant over all time, in place of the name's registered "
+        "history (base model and type from the registration). Repeatable; stores nothing "
+        "(register with PUT /api/v1/prefixes or `prefixscope lake register`).",
+    ),
 )
 
 
@@ -87,16 +117,26 @@ def engine_options(fn: Any) -> Any:
     return fn
 
 
-def open_engine(engine: str, lake_path: str | None, master: str, spark_conf: Sequence[str]) -> Any:
-    """The analytics engine over the lake at ``lake_path`` (DuckDB or Spark)."""
+def open_engine(
+    engine: str,
+    lake_path: str | None,
+    master: str,
+    spark_conf: Sequence[str],
+    served: Sequence[str] = (),
+) -> Any:
+    """The analytics engine over the lake at ``lake_path`` (DuckDB or Spark), with the lake's
+    served-name mapping (and ``served``, this run's declarations) applied."""
     from prefixscope.collector.storage.fs import s3_options_from_env
 
     from .engines import DuckDBEngine, SparkEngine, spark_session
 
     if lake_path is None:
         raise click.UsageError("--lake-path is required with --engine spark")
+    declared = parse_served(served)
     if engine == "duckdb":
-        return DuckDBEngine.over_lake(lake_path, storage_options=s3_options_from_env())
+        return DuckDBEngine.over_lake(
+            lake_path, storage_options=s3_options_from_env(), served=declared
+        )
     conf = {}
     for item in spark_conf:
         key, sep, value = item.partition("=")
@@ -109,4 +149,6 @@ def open_engine(engine: str, lake_path: str | None, master: str, spark_conf: Seq
         raise click.ClickException(
             "--engine spark needs PySpark: pip install 'prefixscope[spark]'"
         ) from None
-    return SparkEngine.over_lake(spark, lake_path, storage_options=s3_options_from_env())
+    return SparkEngine.over_lake(
+        spark, lake_path, storage_options=s3_options_from_env(), served=declared
+    )

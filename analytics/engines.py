@@ -36,13 +36,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 import duckdb
 import pyarrow as pa
 
+from prefixscope.collector.model import PREFIXES_SCHEMA, SPAN_ARROW_SCHEMA
 from prefixscope.collector.requests import REQUEST_COLUMN_NAMES, REQUEST_SCHEMA, SKELETON_COLUMNS
 from prefixscope.collector.requests import resolve as resolve_requests
 from prefixscope.collector.storage import request_store
 from prefixscope.collector.storage.dialect import DUCKDB, SPARK, Dialect
 from prefixscope.collector.storage.fs import is_local, open_fs
 from prefixscope.collector.storage.tables import LAKE_TABLES, LakeTable, published_files, sql_type
-from prefixscope.collector.storage.views import mapped_select
+from prefixscope.collector.storage.views import mapped_select, served_override_sql
+from prefixscope.config import ServedModel
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -104,9 +106,14 @@ class DuckDBEngine:
 
     @classmethod
     def over_lake(
-        cls, lake_url: str, *, storage_options: dict[str, Any] | None = None
+        cls,
+        lake_url: str,
+        *,
+        storage_options: dict[str, Any] | None = None,
+        served: Sequence[ServedModel] = (),
     ) -> DuckDBEngine:
-        """In-memory DuckDB with deduplicating views over the lake (local or fsspec URL)."""
+        """In-memory DuckDB with deduplicating views over the lake (local or fsspec URL);
+        ``served``: a mapping for this engine only (:func:`lake_mapping`)."""
         fs, root = open_fs(lake_url, storage_options)
         con = duckdb.connect()
         prefix = ""
@@ -129,28 +136,68 @@ class DuckDBEngine:
                 con.register(f"_empty_{spec.name}", spec.schema.empty_table())
                 parts.append(f"SELECT {cols} FROM _empty_{spec.name}")
             body = " UNION ALL ".join(parts)
-            con.execute(f"CREATE VIEW {spec.name} AS {body}").fetchall()
-        _resolve_duckdb(con)
+            con.execute(f"CREATE VIEW {RAW_VIEWS.get(spec.name, spec.name)} AS {body}").fetchall()
+        for name, sql in lake_mapping(DUCKDB, served):
+            con.execute(f"CREATE VIEW {name} AS {sql}").fetchall()
+        mapping = _mapping_used(lambda q: con.sql(q).fetchall()[0][0], served)
+        con.execute(f"CREATE VIEW spans AS {_mapped_spans(DUCKDB, mapping)}").fetchall()
+        _resolve_duckdb(con, mapping)
         return cls(con, materialize=True)
 
 
 #: the lake tables engines read: what collectors and evaluator jobs write (requests are
 #: resolved from the spans, not read from the embedded server's cold ``requests`` files)
 SOURCE_TABLES = tuple(t for name, t in LAKE_TABLES.items() if name != "requests")
+#: lake tables read under another name: the views of those names are derived from them
+#: (``spans`` with the attribution applied, ``prefixes`` as each variant's latest row), as in
+#: the embedded store
+RAW_VIEWS = {"spans": "span_rows", "prefixes": "prefix_history"}
+#: the mapping relation of a run with its own ``--served-model`` declarations
+RUN_MAPPING = "run_served_models"
+
+
+def lake_mapping(dialect: Dialect, served: Sequence[ServedModel]) -> list[tuple[str, str]]:
+    """Views over the raw lake tables, in order: ``prefixes`` (each variant's latest
+    registration) and, with ``served``, :data:`RUN_MAPPING` (the lake's mapping with those
+    names standing for their variants over all time, ``views.served_override_sql``)."""
+    cols = ", ".join(n for n in PREFIXES_SCHEMA.names if n != "id")
+    views = [
+        (
+            "prefixes",
+            f"SELECT {cols} FROM (SELECT *, row_number() OVER (PARTITION BY prefix_id "
+            "ORDER BY updated_at DESC, id DESC) AS _k FROM prefix_history) WHERE _k = 1",
+        )
+    ]
+    if served:
+        decl = [(sm.name, sm.prefix_id, sm.version) for sm in served]
+        views.append((RUN_MAPPING, served_override_sql(decl, dialect)))
+    return views
+
+
+def _mapping_used(scalar: Any, served: Sequence[ServedModel]) -> str | None:
+    """The mapping relation the views apply (None when it is empty: no join at all)."""
+    name = RUN_MAPPING if served else "served_models"
+    return name if int(scalar(f"SELECT count(*) FROM {name}")) else None
+
+
+def _mapped_spans(dialect: Dialect, mapping: str | None) -> str:
+    return mapped_select("span_rows", SPAN_ARROW_SCHEMA.names, dialect, mapping=mapping)
+
+
 #: spans resolved per chunk of traces (bounds the memory of resolving a large lake)
 RESOLVE_SPANS_PER_CHUNK = 2_000_000
 
 
-def _resolve_duckdb(con: duckdb.DuckDBPyConnection) -> None:
+def _resolve_duckdb(con: duckdb.DuckDBPyConnection, mapping: str | None) -> None:
     """``request_rows`` (a table) resolved from the lake's spans, chunked by trace hash, and the
     ``requests_base`` / ``requests`` views over it."""
-    rows = con.execute("SELECT count(*) FROM spans").fetchall()
+    rows = con.execute("SELECT count(*) FROM span_rows").fetchall()
     chunks = max(1, -(-int(rows[0][0]) // RESOLVE_SPANS_PER_CHUNK))
     skeleton = ", ".join(SKELETON_COLUMNS)
     parts = []
     for k in range(chunks):
         spans = con.sql(
-            f"SELECT {skeleton} FROM spans WHERE hash(trace_id) % {chunks} = {k}"
+            f"SELECT {skeleton} FROM span_rows WHERE hash(trace_id) % {chunks} = {k}"
         ).to_arrow_table()
         parts.append(resolve_requests(spans))
     table = pa.concat_tables(parts) if parts else REQUEST_SCHEMA.empty_table()
@@ -161,7 +208,7 @@ def _resolve_duckdb(con: duckdb.DuckDBPyConnection) -> None:
         ).fetchall()
     finally:
         con.unregister("_resolved_requests")
-    base = mapped_select(request_store.ROWS, REQUEST_COLUMN_NAMES, mapping=None)
+    base = mapped_select(request_store.ROWS, REQUEST_COLUMN_NAMES, mapping=mapping)
     con.execute(f"CREATE VIEW {request_store.BASE_VIEW} AS {base}").fetchall()
     con.execute(f"CREATE VIEW {request_store.VIEW} AS {request_store.ANNOTATED}").fetchall()
 
@@ -278,9 +325,11 @@ class SparkEngine:
         lake_url: str,
         *,
         storage_options: dict[str, Any] | None = None,
+        served: Sequence[ServedModel] = (),
     ) -> SparkEngine:
         """Temp views ``spans``/``scores``/``feedback`` over the lake, deduplicated on their
-        keys. ``s3://`` is read as ``s3a://`` (the cluster needs hadoop-aws and credentials)."""
+        keys. ``s3://`` is read as ``s3a://`` (the cluster needs hadoop-aws and credentials).
+        ``served``: a mapping for this engine only (:func:`lake_mapping`)."""
         fs, root = open_fs(lake_url, storage_options)
         scheme = "" if is_local(fs) else "s3a://"
         for spec in SOURCE_TABLES:
@@ -296,8 +345,12 @@ class SparkEngine:
                     )
                     part = _conform(part, spec)
                     df = df.unionByName(part.dropDuplicates(list(spec.key)) if dedupe else part)
-            df.createOrReplaceTempView(spec.name)
-        _resolve_spark(spark)
+            df.createOrReplaceTempView(RAW_VIEWS.get(spec.name, spec.name))
+        for name, sql in lake_mapping(SPARK, served):
+            spark.sql(sql).createOrReplaceTempView(name)
+        mapping = _mapping_used(lambda q: spark.sql(q).collect()[0][0], served)
+        spark.sql(_mapped_spans(SPARK, mapping)).createOrReplaceTempView("spans")
+        _resolve_spark(spark, mapping)
         return cls(spark)
 
 
@@ -309,13 +362,13 @@ def _resolve_in_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.Reco
         yield from resolve_requests(table).to_batches()
 
 
-def _resolve_spark(spark: SparkSession) -> None:
+def _resolve_spark(spark: SparkSession, mapping: str | None) -> None:
     """``request_rows`` resolved from the lake's spans, partition by partition of traces
     (``mapInArrow``: the same function as every other engine), cached, and the
     ``requests_base`` view over it."""
     from pyspark.sql import functions as F
 
-    spans = spark.table("spans").select(*SKELETON_COLUMNS)
+    spans = spark.table("span_rows").select(*SKELETON_COLUMNS)
     parts = max(1, spark.sparkContext.defaultParallelism)
     resolved = spans.repartition(parts, F.col("trace_id")).mapInArrow(
         _resolve_in_partition, _spark_schema(REQUEST_SCHEMA)
@@ -323,7 +376,7 @@ def _resolve_spark(spark: SparkSession) -> None:
     from pyspark import StorageLevel
 
     resolved.persist(StorageLevel.MEMORY_AND_DISK).createOrReplaceTempView(request_store.ROWS)
-    base = mapped_select(request_store.ROWS, REQUEST_COLUMN_NAMES, SPARK, mapping=None)
+    base = mapped_select(request_store.ROWS, REQUEST_COLUMN_NAMES, SPARK, mapping=mapping)
     spark.sql(base).createOrReplaceTempView(request_store.BASE_VIEW)
 
 

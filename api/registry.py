@@ -16,7 +16,7 @@ from typing import Any
 import duckdb
 
 from prefixscope.analytics.query import PREFIX_SQL, REQUESTS
-from prefixscope.collector import attribution
+from prefixscope.collector import attribution, registrations
 from prefixscope.collector.storage.store import Store
 from prefixscope.errors import Unavailable
 from prefixscope.semconv import BASE_PREFIX_ID
@@ -32,20 +32,7 @@ SELECT {PREFIX_SQL} AS pid,
 FROM {REQUESTS} s
 GROUP BY 1
 """
-_REGISTRY_COLUMNS = (
-    "prefix_id",
-    "base_model",
-    "prefix_type",
-    "version",
-    "owner",
-    "specialty",
-    "training_corpus",
-    "adapter_hash",
-    "status",
-    "metadata",
-    "registered_at",
-    "updated_at",
-)
+_REGISTRY_COLUMNS = registrations.REGISTRY_COLUMNS
 
 
 def list_prefixes(store: Store) -> list[PrefixInfo]:
@@ -93,50 +80,11 @@ def _merge(pid: str, seen: tuple[Any, ...] | None, reg: dict[str, Any] | None) -
 def register_prefix(store: Store, prefix_id: str, body: PrefixRegistration) -> tuple[bool, str]:
     """Insert or replace a variant's registration; returns (created, prefix_id)."""
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    values = body.model_dump()
-    metadata = json.dumps(values.pop("metadata"))
-    names = values.pop("served_model_names")
     cur = store.read_cursor()
     try:
         cur.execute("BEGIN TRANSACTION")
-        row = cur.execute(
-            "SELECT registered_at FROM prefixes WHERE prefix_id = ?", [prefix_id]
-        ).fetchone()
-        registered_at = row[0] if row else now
-        cur.execute(
-            f"INSERT OR REPLACE INTO prefixes ({', '.join(_REGISTRY_COLUMNS)}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                prefix_id,
-                values["base_model"],
-                values["prefix_type"],
-                values["version"],
-                values["owner"],
-                values["specialty"],
-                values["training_corpus"],
-                values["adapter_hash"],
-                values["status"],
-                metadata,
-                registered_at,
-                now,
-            ],
-        )
-        # the served names follow the registration: listed names (or, when omitted, the
-        # current ones) stand for its version, base model and type from now on
-        mapped = attribution.current(cur, prefix_id)
-        wanted = {
-            name: values["version"] or mapped.get(name)
-            for name in (mapped if names is None else names)
-        }
-        if attribution.declare(
-            cur,
-            prefix_id,
-            wanted,
-            base_model=values["base_model"],
-            prefix_type=values["prefix_type"],
-            source="api",
-            now=now,
-        ):
+        created, changed = registrations.register(cur, prefix_id, body.model_dump(), now=now)
+        if changed:
             attribution.refresh_view(cur)
         cur.execute("COMMIT")
     except duckdb.Error as exc:
@@ -145,4 +93,4 @@ def register_prefix(store: Store, prefix_id: str, body: PrefixRegistration) -> t
         raise Unavailable(f"could not store the registration: {exc}", retry_after_s=1) from None
     finally:
         cur.close()
-    return row is None, prefix_id
+    return created, prefix_id

@@ -107,10 +107,17 @@ def current(con: duckdb.DuckDBPyConnection, prefix_id: str) -> dict[str, str | N
     return {name: version for name, pid, version in rows if pid == prefix_id}
 
 
-def declare_served(con: duckdb.DuckDBPyConnection, served: Sequence[ServedModel]) -> list[str]:
+def declare_served(
+    con: duckdb.DuckDBPyConnection,
+    served: Sequence[ServedModel],
+    *,
+    refresh: bool = True,
+    now: dt.datetime | None = None,
+) -> list[str]:
     """Apply ``serve --served-model`` declarations (one transaction). Base model and type come
     from the variant's registration; the version from the flag, else the registration. Names
-    the API gave the variant stay mapped."""
+    the API gave the variant stay mapped. ``refresh``: redefine the store's views after a
+    change (not on a registry without spans: the lake's, ``lake_registry.py``)."""
     if not served:
         return []
     changed: list[str] = []
@@ -130,8 +137,9 @@ def declare_served(con: duckdb.DuckDBPyConnection, served: Sequence[ServedModel]
                 prefix_type=prefix_type,
                 source="cli",
                 exclusive=False,
+                now=now,
             )
-        if changed:
+        if changed and refresh:
             refresh_view(con)
         con.execute("COMMIT")
     except BaseException:

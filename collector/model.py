@@ -82,6 +82,39 @@ FEEDBACK_SCHEMA = pa.schema(
     ]
 )
 
+#: The variant registry's rows (``PUT /api/v1/prefixes/{id}``): one per registration in the
+#: embedded store, one per change (its history) in the lake, where ``id`` keys a row.
+PREFIXES_SCHEMA = pa.schema(
+    [
+        ("prefix_id", pa.string()),
+        ("base_model", pa.string()),
+        ("prefix_type", pa.string()),
+        ("version", pa.string()),
+        ("owner", pa.string()),
+        ("specialty", pa.string()),
+        ("training_corpus", pa.string()),
+        ("adapter_hash", pa.string()),
+        ("status", pa.string()),
+        ("metadata", pa.string()),
+        ("registered_at", pa.timestamp("us")),
+        ("updated_at", pa.timestamp("us")),
+        ("id", pa.string()),
+    ]
+)
+#: The served-name mapping's history (``collector/attribution.py``): from ``valid_from`` on,
+#: ``name`` stands for ``prefix_id`` at ``version`` (a NULL ``prefix_id``: the name was dropped).
+SERVED_MODELS_SCHEMA = pa.schema(
+    [
+        ("name", pa.string()),
+        ("prefix_id", pa.string()),
+        ("version", pa.string()),
+        ("base_model", pa.string()),
+        ("prefix_type", pa.string()),
+        ("valid_from", pa.timestamp("us")),
+        ("source", pa.string()),
+    ]
+)
+
 #: Columns the normalizer fills from attributes (the rest come from the span envelope).
 NORMALIZED_COLUMNS: tuple[str, ...] = (
     "base_model",

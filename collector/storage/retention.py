@@ -84,7 +84,7 @@ def apply_to_lake(
 ) -> RetentionReport:
     fs, root = open_fs(lake_url, storage_options)
     report = RetentionReport(cutoff)
-    for table in LAKE_TABLES:
+    for table in (name for name, spec in LAKE_TABLES.items() if spec.retained):
         dropped = []
         for folder in expired_partitions(fs, root, table, cutoff):
             if not dry_run:

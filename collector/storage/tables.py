@@ -10,6 +10,17 @@ date of its time column:
 * ``requests`` — one row per request (:data:`~.requests.REQUEST_SCHEMA`), by ``start_time``;
   written by the embedded server when its requests move to the cold tier. A lake written by
   collectors in ``--store lake`` mode has none: readers resolve requests from ``spans``.
+* ``prefixes`` — the variant registry's history (:data:`~.model.PREFIXES_SCHEMA`), one row
+  per registration, by ``updated_at``; unique by ``id``. A variant's registration is its
+  latest row (``updated_at``, then ``id``).
+* ``served_models`` — the served-name mapping's history (:data:`~.model.SERVED_MODELS_SCHEMA`),
+  by ``valid_from``; unique by ``(name, valid_from)``. Read by the lake engines with the same
+  rule as the embedded views (``storage/views.py``).
+
+``prefixes`` and ``served_models`` are written by lake collectors (``PUT /api/v1/prefixes``,
+``serve --store lake --served-model``) and ``prefixscope lake register``
+(``storage/lake_registry.py``); retention keeps them (a mapping made a year ago still
+attributes today's spans).
 
 Scores and feedback are written by whatever produces them in a scale-out deployment (evaluator
 jobs, a feedback service): :func:`write_lake_table` here, or any Parquet writer that keeps the
@@ -23,10 +34,18 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from ..model import FEEDBACK_SCHEMA, SCORE_SCHEMA, SPAN_ARROW_SCHEMA
+from ..model import (
+    FEEDBACK_SCHEMA,
+    PREFIXES_SCHEMA,
+    SCORE_SCHEMA,
+    SERVED_MODELS_SCHEMA,
+    SPAN_ARROW_SCHEMA,
+)
 from ..requests import REQUEST_SCHEMA
 from .fs import is_local, open_fs, publish_parquet
 
@@ -37,6 +56,8 @@ class LakeTable:
     schema: pa.Schema
     key: tuple[str, ...]
     time_column: str
+    #: retention drops its old partitions (the registry's history is kept)
+    retained: bool = True
 
 
 LAKE_TABLES: dict[str, LakeTable] = {
@@ -46,6 +67,14 @@ LAKE_TABLES: dict[str, LakeTable] = {
         LakeTable("scores", SCORE_SCHEMA, ("id",), "created_at"),
         LakeTable("feedback", FEEDBACK_SCHEMA, ("id",), "created_at"),
         LakeTable("requests", REQUEST_SCHEMA, ("trace_id", "span_id"), "start_time"),
+        LakeTable("prefixes", PREFIXES_SCHEMA, ("id",), "updated_at", retained=False),
+        LakeTable(
+            "served_models",
+            SERVED_MODELS_SCHEMA,
+            ("name", "valid_from"),
+            "valid_from",
+            retained=False,
+        ),
     )
 }
 
@@ -144,21 +173,56 @@ def write_lake_table(
     return paths
 
 
+def read_lake_table(
+    lake_url: str, name: str, *, storage_options: dict[str, Any] | None = None
+) -> pa.Table:
+    """A whole (small) lake table, one row per key: for the registry's tables, which stay
+    small (a row per registration or mapping change), never for spans."""
+    spec = lake_table(name)
+    fs, root = open_fs(lake_url, storage_options)
+    clean, dirty = published_files(fs, root, name)
+    parts = []
+    for path in (*clean, *dirty):
+        with fs.open(path, "rb") as fh:
+            parts.append(conform(pq.read_table(fh), spec.schema))
+    if not parts:
+        return spec.schema.empty_table()
+    table = pa.concat_tables(parts)
+    if dirty:
+        frame = pl.DataFrame(pl.from_arrow(table))
+        table = frame.unique(subset=list(spec.key), keep="first", maintain_order=True).to_arrow()
+        table = conform(table, spec.schema)
+    return table
+
+
 def export_duckdb_tables(
     con: Any,
     lake_url: str,
-    tables: tuple[str, ...] = ("spans", "scores", "feedback"),
+    tables: tuple[str, ...] = ("spans", "scores", "feedback", "prefixes", "served_models"),
     *,
     where: dict[str, str] | None = None,
     storage_options: dict[str, Any] | None = None,
 ) -> dict[str, int]:
     """Copy tables of a DuckDB database with the store's schema into the lake as new segments
-    (``where``: an optional SQL condition per table); return rows written per table."""
+    (``where``: an optional SQL condition per table); return rows written per table.
+
+    Spans go as stored (both tiers, without the attribution the ``spans`` view applies: lake
+    readers apply it from the exported registry); a registration gets an ``id`` derived from
+    its variant and time."""
+    from .tiers import rows_source  # tiers imports this module
+
+    sources = {
+        "spans": f"{rows_source(con)} r",
+        "prefixes": "(SELECT *, md5(prefix_id || '/' || CAST(updated_at AS VARCHAR)) AS id "
+        "FROM prefixes)",
+    }
     written = {}
     for name in tables:
         cols = ", ".join(lake_table(name).schema.names)
         cond = (where or {}).get(name, "TRUE")
-        data = con.sql(f"SELECT {cols} FROM {name} WHERE {cond}").to_arrow_table()
+        data = con.sql(
+            f"SELECT {cols} FROM {sources.get(name, name)} WHERE {cond}"
+        ).to_arrow_table()
         if data.num_rows:
             write_lake_table(lake_url, name, data, storage_options=storage_options)
         written[name] = data.num_rows

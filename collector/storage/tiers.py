@@ -104,8 +104,11 @@ ANNOTATIONS = (
 REQUESTS = Annotations(
     "requests", "request_rows", LAKE_TABLES["requests"].schema, "start_time", hourly=True
 )
-#: every tiered lake table and its columns (``tables.LAKE_TABLES`` defines them)
-LAKE_SCHEMAS: dict[str, pa.Schema] = {name: t.schema for name, t in LAKE_TABLES.items()}
+#: every tiered lake table and its columns (``tables.LAKE_TABLES`` defines them); the
+#: registry's tables are not tiered (the embedded store keeps them whole)
+LAKE_SCHEMAS: dict[str, pa.Schema] = {
+    name: LAKE_TABLES[name].schema for name in ("spans", "scores", "feedback", "requests")
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -149,25 +149,76 @@ def mapped_select(
     return f"{head}SELECT {cols} FROM {source} r{joins}"
 
 
-def _has_mapping(con: duckdb.DuckDBPyConnection) -> bool:
-    rows = con.execute("SELECT count(*) FROM served_models").fetchall()
+def served_override_sql(
+    served: Sequence[tuple[str, str, str | None]],
+    dialect: Dialect = DUCKDB,
+    *,
+    history: str = "served_models",
+    registry: str = "prefixes",
+) -> str:
+    """A mapping relation (``served_models`` columns): ``history`` with each ``(name, prefix_id,
+    version)`` of ``served`` standing for its variant over all time instead of the name's own
+    history (``analytics run --served-model``: a mapping for one run, stored nowhere). Base
+    model and type come from the variant's registration in ``registry``; the version from the
+    declaration, else the registration. Names match as served names (provider prefix
+    ignored)."""
+    cols = "name, prefix_id, version, base_model, prefix_type, valid_from, source"
+    if not served:
+        return f"SELECT {cols} FROM {history}"
+
+    def lit(v: str | None) -> str:
+        return "NULL" if v is None else "'" + v.replace("'", "''") + "'"
+
+    keys = ", ".join(lit(served_name(n)) for n, _, _ in served)
+    text = dialect.cast_string
+    rows = " UNION ALL ".join(
+        f"SELECT {text(lit(n))} AS name, {text(lit(p))} AS prefix_id, {text(lit(v))} AS version"
+        for n, p, v in served
+    )
+    return f"""SELECT {cols} FROM {history} WHERE {served_name_sql("name", dialect)} NOT IN ({keys})
+UNION ALL
+SELECT o.name, o.prefix_id, coalesce(o.version, g.version), g.base_model, g.prefix_type,
+  CAST('1970-01-01 00:00:00' AS TIMESTAMP), 'run'
+FROM ({rows}) o LEFT JOIN {registry} g ON g.prefix_id = o.prefix_id"""
+
+
+def _has_mapping(con: duckdb.DuckDBPyConnection, relation: str = "served_models") -> bool:
+    rows = con.execute(f"SELECT count(*) FROM {relation}").fetchall()
     return bool(rows[0][0])
 
 
-def refresh_view(con: duckdb.DuckDBPyConnection) -> None:
+#: the relation of a run's own mapping (``analytics run --served-model`` on the store)
+RUN_MAPPING = "run_served_models"
+
+
+def refresh_view(
+    con: duckdb.DuckDBPyConnection, served: Sequence[tuple[str, str, str | None]] | None = None
+) -> None:
     """(Re)define ``spans`` (the rows of both tiers, ``tiers.rows_source``) and the request
-    views (``request_store``), with the served-model mapping applied."""
-    mapping = "served_models" if _has_mapping(con) else None
+    views (``request_store``), with the served-model mapping applied.
+
+    With ``served`` (a run's ``--served-model`` declarations, :func:`served_override_sql`):
+    temporary views of the same names, on this connection only, over the stored mapping with
+    those names replaced; nothing stored changes."""
+    mapping = "served_models"
+    kind = "VIEW"
+    if served:
+        kind = "TEMP VIEW"
+        mapping = RUN_MAPPING
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW {RUN_MAPPING} AS {served_override_sql(served)}"
+        ).fetchall()
+    used = mapping if _has_mapping(con, mapping) else None
     body = mapped_select(
         tiers.rows_source(con),
         [*SPAN_COLUMN_NAMES, "ingested_at", "ingest_batch"],
-        mapping=mapping,
+        mapping=used,
     )
-    con.execute(f"CREATE OR REPLACE VIEW {SPANS} AS {body}").fetchall()
+    con.execute(f"CREATE OR REPLACE {kind} {SPANS} AS {body}").fetchall()
     base = mapped_select(
-        request_store.rows_source(con), request_store.REQUEST_COLUMN_NAMES, mapping=mapping
+        request_store.rows_source(con), request_store.REQUEST_COLUMN_NAMES, mapping=used
     )
-    con.execute(f"CREATE OR REPLACE VIEW {request_store.BASE_VIEW} AS {base}").fetchall()
+    con.execute(f"CREATE OR REPLACE {kind} {request_store.BASE_VIEW} AS {base}").fetchall()
     con.execute(
-        f"CREATE OR REPLACE VIEW {request_store.VIEW} AS {request_store.ANNOTATED}"
+        f"CREATE OR REPLACE {kind} {request_store.VIEW} AS {request_store.ANNOTATED}"
     ).fetchall()
