@@ -87,15 +87,11 @@ def example_trace_ids(
         params += [c.prefix_id, c.prefix_version]
     conds.append("s.route IS NOT DISTINCT FROM ?")
     params.append(c.route)
-    keys = d.json_key_count("s.cohort")
-    if c.cohort:
-        for k, v in c.cohort.items():
-            conds.append(f"{d.json_string('s.cohort', json_key(k))} = ?")
-            params.append(str(v))
-        conds.append(f"{keys} = ?")
-        params.append(len(c.cohort))
-    else:
-        conds.append(f"(s.cohort IS NULL OR {keys} = 0)")
+    # the alert's slice: the requests whose cohort has its keys' values (a slice of one key
+    # holds every value of the others; the route, every cohort), as the evidence shows it
+    for k, v in c.cohort.items():
+        conds.append(f"{d.json_string('s.cohort', json_key(k))} = ?")
+        params.append(str(v))
     cond = " AND ".join(conds)
     fam = _family(c.metric)
     judged = judged_sql(d, "s")

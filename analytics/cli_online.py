@@ -9,7 +9,17 @@ from typing import Any
 import click
 from rich.table import Table
 
-from .cli_common import DATA_DIR, JSON, SINCE, UNTIL, console, open_store, print_json
+from .cli_common import (
+    DATA_DIR,
+    JSON,
+    SINCE,
+    UNTIL,
+    console,
+    engine_options,
+    open_engine,
+    open_store,
+    print_json,
+)
 from .query import QueryError
 
 
@@ -56,6 +66,7 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
     help="Ask a running server (its base URL, e.g. http://127.0.0.1:4318) instead of opening "
     "the store, which a running server owns. Token: PREFIXSCOPE_API_TOKEN.",
 )
+@engine_options
 @JSON
 def evaluate_command(
     data_dir: Path,
@@ -67,11 +78,18 @@ def evaluate_command(
     service: str | None,
     sample: float,
     server: str | None,
+    engine: str,
+    lake_path: str | None,
+    master: str,
+    spark_conf: tuple[str, ...],
+    served_models: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Score stored spans with evaluators (source "online"); each (span, evaluator) once.
+    """Score stored requests with evaluators (source "online"); each (request, evaluator)
+    once. Requests without usable text are counted as skipped, with the reason, never scored 0.
 
-    Spans without usable text are counted as skipped, with the reason, never scored 0."""
+    With --lake-path the requests are the lake's (--engine duckdb or spark) and the scores are
+    published to its scores table (the same ids: re-runs add nothing once deduplicated)."""
     names = [n.strip() for n in evaluators.split(",") if n.strip()]
     flt = {"route": route, "prefix_id": prefix_id, "service_name": service}
     if server:
@@ -94,13 +112,32 @@ def evaluate_command(
             raise click.ClickException(f"{resp.status_code}: {resp.text}")
         _print(resp.json(), as_json)
         return
-    from .online import SpanFilter, resolve_evaluators, run_online
+    from .online import SpanFilter, lake_writer, resolve_evaluators, run_online
 
     try:
         evs = resolve_evaluators(names)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--evaluators") from None
-    with open_store(data_dir) as con:
+    if lake_path is not None or engine != "duckdb":
+        from prefixscope.collector.storage.fs import s3_options_from_env
+
+        source = open_engine(engine, lake_path, master, spark_conf, served_models)
+        assert lake_path is not None  # open_engine requires it
+        try:
+            report = run_online(
+                source,
+                evs,
+                since=since,
+                until=until,
+                span_filter=SpanFilter(**flt),
+                sample=sample,
+                write=lake_writer(lake_path, storage_options=s3_options_from_env()),
+            )
+        except (QueryError, ValueError) as exc:
+            raise click.UsageError(str(exc)) from None
+        _print(report.to_dict(), as_json)
+        return
+    with open_store(data_dir, served_models) as con:
         try:
             report = run_online(
                 con, evs, since=since, until=until, span_filter=SpanFilter(**flt), sample=sample

@@ -66,6 +66,8 @@ class Shared:
 class Engine(Protocol):
     name: str
     dialect: Dialect
+    #: a ``log_events`` table (GenAI log events) exists: the embedded store's; a lake has none
+    has_log_events: bool
 
     def arrow(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
         """Run one query; the whole (small) result as an Arrow table."""
@@ -84,8 +86,15 @@ class DuckDBEngine:
     name = "duckdb"
     dialect: Dialect = DUCKDB
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, *, materialize: bool = False) -> None:
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        *,
+        materialize: bool = False,
+        has_log_events: bool = True,
+    ) -> None:
         self.con = con
+        self.has_log_events = has_log_events
         #: shared relations become temp tables (worth it when reading them is costly, as
         #: through the lake's deduplicating views; only on a connection of our own)
         self.materialize = materialize
@@ -142,7 +151,7 @@ class DuckDBEngine:
         mapping = _mapping_used(lambda q: con.sql(q).fetchall()[0][0], served)
         con.execute(f"CREATE VIEW spans AS {_mapped_spans(DUCKDB, mapping)}").fetchall()
         _resolve_duckdb(con, mapping)
-        return cls(con, materialize=True)
+        return cls(con, materialize=True, has_log_events=False)
 
 
 #: the lake tables engines read: what collectors and evaluator jobs write (requests are
@@ -294,6 +303,7 @@ class SparkEngine:
 
     name = "spark"
     dialect: Dialect = SPARK
+    has_log_events = False
 
     def __init__(self, spark: SparkSession) -> None:
         self.spark = spark

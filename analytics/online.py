@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import importlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
@@ -29,6 +29,7 @@ import orjson
 
 from prefixscope.collector import messages
 
+from .engines import Engine, as_engine
 from .evaluators import EvaluatorProtocol, JSONValidation, Refusal, TaskCompletion
 from .query import PREFIX_SQL, REQUESTS, Window
 from .runner import ScoreRow, event_pairs, score_row, write_scores
@@ -130,8 +131,12 @@ class OnlineReport:
         }
 
 
+#: writes one batch of scores (the store's ``score_rows``, or the lake's ``scores`` table)
+ScoreWriter = Callable[[Sequence[ScoreRow]], object]
+
+
 def run_online(
-    con: duckdb.DuckDBPyConnection,
+    source: duckdb.DuckDBPyConnection | Engine,
     evaluators: Sequence[EvaluatorProtocol],
     *,
     since: datetime | str | None = None,
@@ -139,65 +144,97 @@ def run_online(
     span_filter: SpanFilter | None = None,
     sample: float = 1.0,
     batch_size: int = 2000,
+    write: ScoreWriter | None = None,
 ) -> OnlineReport:
-    """Score the selected spans once per evaluator (see the module docstring)."""
+    """Score the selected requests once per evaluator (see the module docstring).
+
+    ``source``: the store (a DuckDB connection; scores go to its ``score_rows``) or an engine
+    over a lake with a ``write`` of its own (``lake_writer``)."""
     if not 0 < sample <= 1:
         raise ValueError(f"sample must be in (0, 1], got {sample}")
     if not evaluators:
         raise ValueError("give at least one evaluator")
+    engine = as_engine(source)
+    if write is None:
+        if not isinstance(source, duckdb.DuckDBPyConnection):
+            raise ValueError("give write= to score through an engine")
+        con = source
+
+        def write(rows: Sequence[ScoreRow]) -> int:
+            return write_scores(con, rows)
+
+    d = engine.dialect
     window = Window.of(since, until)
     names = [ev.name for ev in evaluators]
     report = OnlineReport(window.to_dict(), names, sample)
     wsql, wparams = window.where("s")
     fsql, fparams = (span_filter or SpanFilter()).where()
     keep = round(sample * _SAMPLE_BUCKETS)
-    bucket = f"(('0x' || md5(s.span_id)[:8])::BIGINT % {_SAMPLE_BUCKETS})"
-    counts = con.execute(
-        f"SELECT count(*), count(*) FILTER ({bucket} < ?) FROM {REQUESTS} s "
-        f"WHERE {wsql} AND {fsql}",
-        [keep, *wparams, *fparams],
-    ).fetchall()[0]
-    report.requests, selected = int(counts[0]), int(counts[1])
+    bucket = f"({d.hex_prefix_int(d.md5('s.span_id'), 8)} % {_SAMPLE_BUCKETS})"
+    counts = engine.arrow(
+        f"SELECT count(*) AS n, count(*) FILTER (WHERE {bucket} < {keep}) AS kept "
+        f"FROM {REQUESTS} s WHERE {wsql} AND {fsql}",
+        [*wparams, *fparams],
+    ).to_pylist()[0]
+    report.requests, selected = int(counts["n"]), int(counts["kept"] or 0)
     report.sampled_out = report.requests - selected
-    rows = con.execute(
-        f"""WITH cand AS (
-  SELECT s.trace_id, s.span_id, s.scope_span_id, s.start_time FROM {REQUESTS} s
-  WHERE {wsql} AND {fsql} AND {bucket} < ?),
-done AS (
-  SELECT sc.trace_id, sc.span_id, list(sc.name) AS names FROM scores sc
-  JOIN cand c ON c.trace_id = sc.trace_id AND c.span_id = sc.span_id
-  WHERE sc.source = '{SOURCE}' AND list_contains(?, sc.name) GROUP BY ALL),
+    wanted = ", ".join("'" + n.replace("'", "''") + "'" for n in names)
+    events = engine.has_log_events
+    ev_cte = (
+        f""",
 ev AS (
-  SELECT e.trace_id, e.span_id, list((e.event_name, e.body) ORDER BY e.time) AS events
+  SELECT e.trace_id, e.span_id, {d.collect_list("(e.event_name, e.body)", "e.time")} AS events
   FROM log_events e JOIN cand c ON c.trace_id = e.trace_id
     AND (e.span_id = c.span_id OR e.span_id = c.scope_span_id)
-  GROUP BY ALL)
-SELECT c.trace_id, c.span_id, x.attributes, d.names, ev.events, y.attributes, sev.events
+  GROUP BY e.trace_id, e.span_id)"""
+        if events
+        else ""
+    )
+    ev_col, sev_col = ("ev.events", "sev.events") if events else ("NULL", "NULL")
+    ev_joins = (
+        """
+LEFT JOIN ev ON ev.trace_id = c.trace_id AND ev.span_id = c.span_id
+LEFT JOIN ev sev ON sev.trace_id = c.trace_id AND sev.span_id = c.scope_span_id
+  AND c.scope_span_id <> c.span_id"""
+        if events
+        else ""
+    )
+    rows = engine.arrow(
+        f"""WITH cand AS (
+  SELECT s.trace_id, s.span_id, s.scope_span_id, s.start_time FROM {REQUESTS} s
+  WHERE {wsql} AND {fsql} AND {bucket} < {keep}),
+done AS (
+  SELECT sc.trace_id, sc.span_id, {d.collect_list("sc.name")} AS names FROM scores sc
+  JOIN cand c ON c.trace_id = sc.trace_id AND c.span_id = sc.span_id
+  WHERE sc.source = '{SOURCE}' AND sc.name IN ({wanted}) GROUP BY sc.trace_id, sc.span_id)
+{ev_cte}
+SELECT c.trace_id, c.span_id, x.attributes, d.names, {ev_col} AS events,
+  y.attributes AS scope_attributes, {sev_col} AS scope_events
 FROM cand c
 LEFT JOIN spans x ON x.trace_id = c.trace_id AND x.span_id = c.span_id
 LEFT JOIN spans y ON y.trace_id = c.trace_id AND y.span_id = c.scope_span_id
   AND c.scope_span_id <> c.span_id
-LEFT JOIN done d ON d.trace_id = c.trace_id AND d.span_id = c.span_id
-LEFT JOIN ev ON ev.trace_id = c.trace_id AND ev.span_id = c.span_id
-LEFT JOIN ev sev ON sev.trace_id = c.trace_id AND sev.span_id = c.scope_span_id
-  AND c.scope_span_id <> c.span_id
+LEFT JOIN done d ON d.trace_id = c.trace_id AND d.span_id = c.span_id{ev_joins}
 ORDER BY c.start_time, c.span_id""",
-        [*wparams, *fparams, keep, names],
-    ).fetchall()
+        [*wparams, *fparams],
+    ).to_pylist()
     skipped: Counter[str] = Counter()
     sources: Counter[str] = Counter()
     todo: dict[str, list[tuple[str, str, dict[str, Any]]]] = {n: [] for n in names}
-    for trace_id, span_id, attrs, done, events, scope_attrs, scope_events in rows:
-        done_names = set(done or ())
+    for row in rows:
+        trace_id, span_id = row["trace_id"], row["span_id"]
+        attrs, scope_attrs = row["attributes"], row["scope_attributes"]
+        done_names = set(row["names"] or ())
         report.already_scored += len(done_names)
         pending = [ev for ev in evaluators if ev.name not in done_names]
         if not pending:
             continue
-        msgs = messages.extract(orjson.loads(attrs) if attrs else {}, event_pairs(events))
-        if msgs.output is None and (scope_attrs or scope_events):
+        msgs = messages.extract(orjson.loads(attrs) if attrs else {}, event_pairs(row["events"]))
+        if msgs.output is None and (scope_attrs or row["scope_events"]):
             # the model call carries no text: the application may have put it on its route
             msgs = messages.extract(
-                orjson.loads(scope_attrs) if scope_attrs else {}, event_pairs(scope_events)
+                orjson.loads(scope_attrs) if scope_attrs else {},
+                event_pairs(row["scope_events"]),
             )
         if msgs.output is None:
             skipped["no_output_text"] += len(pending)
@@ -226,8 +263,43 @@ ORDER BY c.start_time, c.span_id""",
                 score_row(t, s, ev.name, r, SOURCE)
                 for (t, s, _), r in zip(chunk, results, strict=True)
             ]
-            write_scores(con, out)
+            write(out)
         report.scored[ev.name] = len(items)
     report.skipped = dict(skipped)
     report.sources = dict(sources)
     return report
+
+
+def lake_writer(lake_url: str, *, storage_options: dict[str, Any] | None = None) -> ScoreWriter:
+    """Scores published to a lake's ``scores`` table (the ids are the store's: a re-run's
+    copy of a score is removed by readers and compaction)."""
+    import pyarrow as pa
+
+    from prefixscope.collector.model import SCORE_SCHEMA
+    from prefixscope.collector.storage.tables import write_lake_table
+
+    def write(rows: Sequence[ScoreRow]) -> int:
+        if not rows:
+            return 0
+        now = datetime.now(UTC).replace(tzinfo=None)
+        table = pa.Table.from_pylist(
+            [
+                {
+                    "id": r.id,
+                    "trace_id": r.trace_id,
+                    "span_id": r.span_id,
+                    "name": r.name,
+                    "value": r.value,
+                    "label": r.label,
+                    "reason": r.reason,
+                    "source": r.source,
+                    "created_at": now,
+                }
+                for r in rows
+            ],
+            schema=SCORE_SCHEMA,
+        )
+        write_lake_table(lake_url, "scores", table, storage_options=storage_options)
+        return len(rows)
+
+    return write

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +24,7 @@ import pyarrow as pa
 from prefixscope.analytics.query import PREFIX_SQL, REQUESTS, judged_sql
 from prefixscope.collector.model import FEEDBACK_SCHEMA, SCORE_SCHEMA
 from prefixscope.collector.storage.store import Store
+from prefixscope.collector.storage.tables import write_lake_table
 from prefixscope.errors import Unavailable
 
 from .models import FeedbackIn, ScoreIn, WriteResult
@@ -61,7 +63,7 @@ def record_id(table: str, rec: dict[str, Any], idempotency_key: str | None, inde
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 
-def _records(
+def records_of(
     items: Sequence[ScoreIn | FeedbackIn],
     columns: tuple[tuple[str, Any], ...],
     table: str,
@@ -79,17 +81,56 @@ def _records(
     return out
 
 
+def write_lake(
+    lake_url: str,
+    table: str,
+    items: Sequence[ScoreIn | FeedbackIn],
+    idempotency_key: str | None = None,
+    *,
+    storage_options: dict[str, Any] | None = None,
+) -> WriteResult:
+    """Publish records to a lake's ``scores`` or ``feedback`` table (a lake collector's
+    ``POST /api/v1/scores|feedback``, ``prefixscope lake load``): the same ids as the store
+    (:func:`record_id`), durable when this returns (segments published like span segments).
+
+    A collector holds no index of what the lake has: a record whose id is already there is
+    written again and removed by readers and ``prefixscope lake compact`` (one copy per id), so
+    ``duplicate_ids`` lists only ids repeated inside the request, and ``unknown_trace_ids``
+    stays empty (the collector does not know the lake's traces)."""
+    columns = SCORE_COLUMNS if table == "scores" else FEEDBACK_COLUMNS
+    recs = records_of(items, columns, table, idempotency_key)
+    unique: dict[str, dict[str, Any]] = {}
+    for rec in recs:  # a repeated id inside one request: the first one wins
+        unique.setdefault(rec["id"], rec)
+    arrow = pa.Table.from_pylist(list(unique.values()), schema=pa.schema(list(columns)))
+    try:
+        write_lake_table(lake_url, table, arrow, storage_options=storage_options)
+    except OSError as exc:
+        raise Unavailable(
+            f"could not publish {table} to the lake: {exc}", retry_after_s=1
+        ) from None
+    ids = [r["id"] for r in recs]
+    repeated = Counter(ids) if len(unique) < len(ids) else Counter()
+    return WriteResult(
+        accepted=len(recs),
+        inserted=len(unique),
+        ids=ids,
+        duplicate_ids=sorted(i for i, n in repeated.items() if n > 1),
+        unknown_trace_ids=[],
+    )
+
+
 def write_scores(
     store: Store, items: Sequence[ScoreIn], idempotency_key: str | None = None
 ) -> WriteResult:
-    records = _records(items, SCORE_COLUMNS, "scores", idempotency_key)
+    records = records_of(items, SCORE_COLUMNS, "scores", idempotency_key)
     return _write(store, "score_rows", SCORE_COLUMNS, records)
 
 
 def write_feedback(
     store: Store, items: Sequence[FeedbackIn], idempotency_key: str | None = None
 ) -> WriteResult:
-    records = _records(items, FEEDBACK_COLUMNS, "feedback", idempotency_key)
+    records = records_of(items, FEEDBACK_COLUMNS, "feedback", idempotency_key)
     return _write(store, "feedback_rows", FEEDBACK_COLUMNS, records)
 
 

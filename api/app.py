@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,6 +19,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from prefixscope import errors
+from prefixscope.collector.lake_registry import LakeRegistry
+from prefixscope.config import Settings
 from prefixscope.errors import PrefixScopeError, Unprocessable, http_error_body
 
 from .apidocs import docs_routes
@@ -27,6 +29,7 @@ from .dashboard import dashboard_routes
 from .deps import ApiState
 from .detect import PeriodicDetector
 from .evaluate import PeriodicEvaluator
+from .lake_routes import lake_routes
 from .routes_analysis import analysis_routes
 from .routes_data import data_routes
 
@@ -50,6 +53,19 @@ def build_router(ctx: ApiContext) -> APIRouter:
     router.include_router(data_routes(state))
     router.include_router(analysis_routes(state))
     router.include_router(dashboard_routes(state))
+    router.include_router(docs_routes())
+    return router
+
+
+def build_lake_router(
+    settings: Settings,
+    lake_url: str,
+    registry: LakeRegistry,
+    storage_options: dict[str, Any] | None = None,
+) -> APIRouter:
+    """A lake collector's routes (``lake_routes.py``) and its ``/docs``."""
+    router = APIRouter()
+    router.include_router(lake_routes(settings, lake_url, registry, storage_options))
     router.include_router(docs_routes())
     return router
 

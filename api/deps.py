@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from prefixscope.auth import Scope
+from prefixscope.auth import AccessPolicy, Scope
+from prefixscope.config import Settings
 from prefixscope.errors import BadRequest, PayloadTooLarge
 
 from .context import ApiContext
@@ -45,7 +46,21 @@ class ApiState:
 
     # -- dependencies ----------------------------------------------------------------------------
     def require_read(self) -> Callable[..., None]:
-        access = self.ctx.access
+        return Guards(self.ctx.settings).require_read()
+
+    def require_write(self) -> Callable[..., None]:
+        return Guards(self.ctx.settings).require_write()
+
+
+@dataclass(frozen=True, slots=True)
+class Guards:
+    """The auth and body-size dependencies of ``/api`` routes, from the settings alone: the
+    embedded server's API and a lake collector's (``lake_routes.py``) use the same ones."""
+
+    settings: Settings
+
+    def require_read(self) -> Callable[..., None]:
+        access = AccessPolicy.from_settings(self.settings)
 
         def read_scope(
             request: Request,
@@ -56,8 +71,8 @@ class ApiState:
         return read_scope
 
     def require_write(self) -> Callable[..., None]:
-        access = self.ctx.access
-        limit = self.ctx.settings.max_body_bytes
+        access = AccessPolicy.from_settings(self.settings)
+        limit = self.settings.max_body_bytes
 
         def write_scope(
             request: Request,

@@ -139,19 +139,20 @@ def lake() -> None:
 @click.option(
     "--table",
     "tables",
-    type=click.Choice(["spans", "scores", "feedback"]),
+    type=click.Choice(["spans", "scores", "feedback", "prefixes", "served_models"]),
     multiple=True,
-    help="Lake table to compact (repeatable; default: spans, scores and feedback).",
+    help="Lake table to compact (repeatable; default: all of them).",
 )
 def lake_compact(
     lake_path: str, min_files: int, row_group_rows: int, tables: tuple[str, ...]
 ) -> None:
     """Merge small segments per date partition and drop duplicate rows: spans by
-    (trace_id, span_id), scores and feedback by id."""
+    (trace_id, span_id), scores, feedback and registrations by id, served-name mappings by
+    (name, valid_from)."""
     from prefixscope.collector.storage.compact import EmbeddedLakeError, compact
     from prefixscope.collector.storage.fs import s3_options_from_env
 
-    for table in tables or ("spans", "scores", "feedback"):
+    for table in tables or ("spans", "scores", "feedback", "prefixes", "served_models"):
         try:
             report = compact(
                 lake_path,
@@ -205,6 +206,7 @@ _register_optional(
     main, "prefixscope.analytics.cli", ["analytics_group", "replay_command", "datasets_group"]
 )
 _register_optional(main, "prefixscope.analytics.cli_online", ["evaluate_command"])
+_register_optional(lake, "prefixscope.api.cli_lake", ["load_command", "register_command"])
 _register_optional(main, "prefixscope.demo", ["demo_command"])
 
 if __name__ == "__main__":  # pragma: no cover

@@ -27,6 +27,7 @@ from prefixscope.collector.decoding import use_decoder
 from prefixscope.collector.grpc_server import start_grpc_server
 from prefixscope.collector.http import ingest_routes
 from prefixscope.collector.ingest import IngestPipeline
+from prefixscope.collector.lake_registry import LakeRegistry
 from prefixscope.collector.logs import LogReceiver
 from prefixscope.collector.storage.fs import s3_options_from_env
 from prefixscope.collector.storage.lake import LakeRoller
@@ -69,13 +70,21 @@ class PrefixScopeServer:
         self.requests: RequestResolver | None = None
         self.variant_metrics: VariantMetrics | None = None
         sink: SpanSink
-        if settings.store == "lake":  # stateless scale-out collector: ingest only
+        self.lake_registry: LakeRegistry | None = None
+        if settings.store == "lake":  # stateless scale-out collector: ingest and annotations
             lake = settings.lake_path or str(Path(settings.data_dir).resolve() / "lake")
             sink = LakeSink(
                 lake,
                 row_group_rows=settings.lake_row_group_rows,
                 storage_options=s3_options_from_env(),
             )
+            self.lake_registry = LakeRegistry(lake, storage_options=s3_options_from_env())
+            try:
+                self.lake_registry.declare_served(
+                    [ServedModel.parse(t) for t in settings.served_models]
+                )
+            except OSError as exc:
+                raise ConfigError(f"cannot write --served-model to the lake: {exc}") from None
         else:
             self.store = Store(
                 settings.data_dir,
@@ -196,9 +205,20 @@ class PrefixScopeServer:
         )
         for route in ingest_routes(self.pipeline, self.health, self.logs):
             app.router.routes.append(route)
-        if self.store is None:
-            return app  # lake mode: ingest, health and metrics only
-        from prefixscope.api.app import build_router, install_error_handlers
+        from prefixscope.api.app import build_lake_router, build_router, install_error_handlers
+
+        if self.store is None:  # lake mode: annotations and the registry, into the lake
+            assert self.lake_registry is not None
+            app.include_router(
+                build_lake_router(
+                    self.settings,
+                    self.lake_registry.lake_url,
+                    self.lake_registry,
+                    s3_options_from_env(),
+                )
+            )
+            install_error_handlers(app)
+            return app
         from prefixscope.api.context import ApiContext
 
         ctx = ApiContext(

@@ -139,6 +139,23 @@ def assert_same_cube(a: Cube, b: Cube) -> None:
 FLOAT_FIELDS = ("baseline_value", "value", "delta", "ci_low", "ci_high", "p_value", "q_value")
 
 
+def assert_close(a: Any, b: Any, where: str = "") -> None:
+    """``a == b`` with every float (however nested in dicts and lists) within 1e-9 relative
+    (the engines add doubles in different orders)."""
+    if isinstance(a, float) and isinstance(b, float):
+        assert b == pytest.approx(a, rel=1e-9, abs=1e-12), where
+    elif isinstance(a, dict) and isinstance(b, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            assert_close(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_close(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
 def assert_same_alerts(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> None:
     """Same alerts (by fingerprint), equal fields, floats within 1e-9 relative."""
     by_fp = {x["fingerprint"]: x for x in b}
@@ -151,8 +168,6 @@ def assert_same_alerts(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> None
             if k in FLOAT_FIELDS and v is not None:
                 assert y[k] == pytest.approx(v, rel=1e-9, abs=1e-12), k
             elif k == "details":
-                for dk, dv in v.items():
-                    same = pytest.approx(dv, rel=1e-9) if isinstance(dv, float) else dv
-                    assert y[k][dk] == same, dk
+                assert_close(v, y[k], k)
             else:
                 assert y[k] == v, k

@@ -71,8 +71,14 @@ def test_lake_alerts_equal_store_alerts_and_show_the_regression(lake: Lake) -> N
     prefix, version, route, cohort = REGRESSED
     cells = {(a["prefix_id"], a["prefix_version"], a["route"]) for a in lake_alerts}
     assert cells == {(prefix, version, route)}
-    assert all(a["cohort"] == cohort for a in lake_alerts)
-    metrics = {a["metric"] for a in lake_alerts}
+    # the regression is named in its cohort; a latency p99 twice as high in one cohort is
+    # significant only over the whole route (1,200 requests give 12 tail observations a side),
+    # so that one is named at the route
+    assert all(
+        a["cohort"] == cohort or (a["cohort"] == {} and a["metric"] == "latency_p99")
+        for a in lake_alerts
+    )
+    metrics = {a["metric"] for a in lake_alerts if a["cohort"] == cohort}
     assert metrics == {"TaskCompletion", "latency_p90", "thumbs_down_rate"}
     for a in lake_alerts:
         assert a["baseline"] in ("base", "p1@1") and a["id"] == a["fingerprint"]
@@ -82,7 +88,10 @@ def test_lake_alerts_equal_store_alerts_and_show_the_regression(lake: Lake) -> N
             "WHERE trace_id IN (SELECT unnest(?)) AND prefix_id IS NOT NULL",
             [a["example_trace_ids"]],
         ).fetchall()
-        assert [(r[0], r[1], orjson.loads(r[2])) for r in rows] == [(prefix, version, COHORT_A)]
+        seen = {(r[0], r[1], r[2] and orjson.dumps(orjson.loads(r[2])).decode()) for r in rows}
+        assert {(p, v) for p, v, _ in seen} == {(prefix, version)}
+        if a["cohort"]:
+            assert [(r[0], r[1], orjson.loads(r[2])) for r in rows] == [(prefix, version, COHORT_A)]
 
 
 def test_compaction_dedupes_scores_and_feedback_by_id(tmp_path: Path) -> None:

@@ -53,6 +53,18 @@ class Dialect:
     def any_value(self, expr: str) -> str:
         return f"any_value({expr})"
 
+    def md5(self, expr: str) -> str:
+        """The MD5 of a string, as 32 lower-case hex digits."""
+        return f"md5({expr})"
+
+    def hex_prefix_int(self, hex_expr: str, digits: int) -> str:
+        """The first ``digits`` (at most 15) hex digits of ``hex_expr`` as a BIGINT."""
+        return f"CAST('0x' || substr({hex_expr}, 1, {digits}) AS BIGINT)"
+
+    def collect_list(self, expr: str, order: str | None = None) -> str:
+        """The group's values of ``expr`` as a list (in ``order``'s order, when given)."""
+        return f"list({expr} ORDER BY {order})" if order else f"list({expr})"
+
     def id_key(self, expr: str, bits: int) -> str:
         """A trace (``bits`` 128) or span (64) id as a compact join and grouping key.
 
@@ -107,6 +119,14 @@ class SparkDialect(Dialect):
 
     def any_value(self, expr: str) -> str:
         return f"first({expr})"
+
+    def hex_prefix_int(self, hex_expr: str, digits: int) -> str:
+        return f"CAST(conv(substr({hex_expr}, 1, {digits}), 16, 10) AS BIGINT)"
+
+    def collect_list(self, expr: str, order: str | None = None) -> str:
+        if order is None:
+            return f"collect_list({expr})"
+        return f"transform(array_sort(collect_list(struct({order}, {expr}))), x -> x.col2)"
 
     def id_key(self, expr: str, bits: int) -> str:
         # Spark shuffles both sides of a join by key and spills per partition: the string
