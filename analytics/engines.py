@@ -27,6 +27,8 @@ the same requests.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -251,6 +253,11 @@ def spark_session(
     """
     from pyspark.sql import SparkSession
 
+    # the Python workers resolve requests with this package (mapInArrow): unless told
+    # otherwise (PYSPARK_PYTHON) they run this interpreter, not the bare ``python3`` on PATH,
+    # which may lack it. On a cluster, install prefixscope where the workers run and point
+    # PYSPARK_PYTHON at that interpreter.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     settings = {
         "spark.driver.memory": driver_memory,
         "spark.ui.enabled": "false",

@@ -166,7 +166,12 @@ def lake_compact(
         click.echo(
             f"{table}: compacted {report.partitions} partitions: {report.files_in} files -> "
             f"{report.files_out}, {report.rows_in} rows -> {report.rows_out} "
-            f"({report.duplicates_removed} duplicates removed)"
+            f"({report.duplicates_removed} duplicates removed"
+            + (
+                f", {report.stale_temp_files} stale temporary files deleted)"
+                if report.stale_temp_files
+                else ")"
+            )
         )
 
 

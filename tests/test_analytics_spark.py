@@ -77,10 +77,12 @@ def test_spark_alerts_equal_duckdb_alerts(engines: tuple[DuckDBEngine, SparkEngi
         assert b.p_value == pytest.approx(a.p_value, rel=1e-9, abs=1e-12)
     spark_alerts = alert_objects(spark, spark_run)
     assert_same_alerts(alert_objects(duck, duck_run), spark_alerts)
+    # in the regressed cohort; p99 only over the whole route (test_analytics_engines.py)
     assert {a["metric"] for a in spark_alerts} == {
         "TaskCompletion",
         "latency_p90",
         "thumbs_down_rate",
+        "latency_p99",
     }
     assert {(a["prefix_id"], a["prefix_version"], a["route"]) for a in spark_alerts} == {
         REGRESSED[:3]

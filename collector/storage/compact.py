@@ -10,6 +10,7 @@ files that existed when it listed the partition.
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,11 @@ class EmbeddedLakeError(ValueError):
     """The lake is an embedded server's cold tier, which compaction would corrupt."""
 
 
+#: a hidden temporary file older than this was left by a writer that died before publishing
+#: it (kill -9, power loss): compaction deletes it (a live writer publishes within seconds)
+STALE_TEMP_S = 3600.0
+
+
 @dataclass(slots=True)
 class CompactionReport:
     partitions: int = 0
@@ -33,6 +39,7 @@ class CompactionReport:
     files_out: int = 0
     rows_in: int = 0
     rows_out: int = 0
+    stale_temp_files: int = 0
 
     @property
     def duplicates_removed(self) -> int:
@@ -48,6 +55,22 @@ def _segments(fs: Any, partition: str) -> list[str]:
     )
 
 
+def _drop_stale_temps(fs: Any, partition: str, older_than_s: float) -> int:
+    """Delete the partition's hidden ``.*.tmp`` files not modified for ``older_than_s``."""
+    dropped = 0
+    now = time.time()
+    for info in fs.ls(partition, detail=True):
+        name = str(info["name"]).rsplit("/", 1)[-1]
+        if not (name.startswith(".") and name.endswith(".tmp")):
+            continue
+        mtime = info.get("mtime") or info.get("LastModified")
+        stamp = mtime.timestamp() if hasattr(mtime, "timestamp") else mtime
+        if stamp is not None and now - float(stamp) > older_than_s:
+            fs.rm(info["name"])
+            dropped += 1
+    return dropped
+
+
 def compact(
     lake_url: str,
     *,
@@ -55,6 +78,7 @@ def compact(
     min_files: int = 2,
     row_group_rows: int = 1_000_000,
     storage_options: dict[str, Any] | None = None,
+    stale_temp_s: float = STALE_TEMP_S,
 ) -> CompactionReport:
     spec = lake_table(table)
     fs, root = open_fs(lake_url, storage_options)
@@ -70,6 +94,7 @@ def compact(
             "--store lake."
         )
     for partition in sorted(p for p in fs.ls(base, detail=False) if "date=" in p):
+        report.stale_temp_files += _drop_stale_temps(fs, partition, stale_temp_s)
         files = _segments(fs, partition)
         if len(files) < min_files:
             continue
