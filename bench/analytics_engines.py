@@ -13,6 +13,12 @@ A run = the detection cube + tests + alert objects with example traces + two sco
 up from the cube, as ``prefixscope analytics run --lake-path`` does. DuckDB reads the lake
 through its deduplicating views (in-memory database); Spark runs ``local[N]`` in this machine's
 JVM. Spark session start-up is reported separately. Both runs must find the same alerts.
+
+``--mapping`` also writes each lake a second time with every variant known only by its served
+model name (no ``prefix.id``; ``request_model`` ``hosted_vllm/<prefix>-v<version>``, mapped in
+the lake's registry by ``prefixscope lake register --served-model``) and times the same run on
+it: the cost of applying the mapping (goal, issue 34: within 1.25x of the run without one at
+10M spans). Both lakes must give the same alerts.
 """
 
 from __future__ import annotations
@@ -47,6 +53,38 @@ def write_lake(lake: Path, n_spans: int) -> float:
     return time.perf_counter() - t
 
 
+def write_mapped_lake(lake: Path, n_spans: int) -> float:
+    """The lake of :func:`write_lake` with every variant attributed by its served name."""
+    from prefixscope.analytics.synthetic import generate, scratch_store
+    from prefixscope.collector.lake_registry import LakeRegistry
+    from prefixscope.collector.storage.tables import export_duckdb_tables
+    from prefixscope.config import ServedModel
+
+    cells = len(PREFIXES) * len(ROUTES) * len(COHORTS)
+    chunks = max(1, n_spans // 1_000_000)
+    per = n_spans // cells // chunks
+    t = time.perf_counter()
+    names: set[tuple[str, str, str]] = set()
+    for chunk in range(chunks):
+        con = scratch_store()
+        generate(con, arms(per), seed=chunk, id_offset=chunk * 10**9)
+        names |= {
+            (f"{p}-v{v}", p, v)
+            for p, v in con.execute(
+                "SELECT DISTINCT prefix_id, prefix_version FROM span_rows "
+                "WHERE prefix_id IS NOT NULL"
+            ).fetchall()
+        }
+        con.execute(
+            "UPDATE span_rows SET request_model = 'hosted_vllm/' || prefix_id || '-v' || "
+            "prefix_version, prefix_id = NULL, prefix_version = NULL WHERE prefix_id IS NOT NULL"
+        )
+        export_duckdb_tables(con, str(lake), ("spans", "scores", "feedback"))
+        con.close()
+    LakeRegistry(str(lake)).declare_served([ServedModel(n, p, v) for n, p, v in sorted(names)])
+    return time.perf_counter() - t
+
+
 def full_run(engine: Any) -> tuple[str, set[str]]:
     t = time.perf_counter()
     cube = detection_cube(engine, Window())
@@ -71,39 +109,66 @@ def main() -> None:
     ap.add_argument("--master", default="local[2]", help="Spark master.")
     ap.add_argument("--spark-driver-memory", default="4g")
     ap.add_argument("--keep", default=None, help="Keep (and reuse) the lakes under this dir.")
+    ap.add_argument(
+        "--mapping",
+        action="store_true",
+        help="Also run on the same lake attributed by served model names (the mapping's cost).",
+    )
     args = ap.parse_args()
     engines = args.engines.split(",")
     root = Path(args.keep or tempfile.mkdtemp(prefix="pslake-"))
     spark = None
     try:
         for size in (int(s) for s in args.sizes.split(",")):
-            lake = root / f"lake-{size}"
-            gen = 0.0
-            if not (lake / "spans").exists():
-                gen = write_lake(lake, size)
-            files = len(list(lake.glob("*/date=*/*.parquet")))
-            print(f"{size:>10} spans: lake written in {gen:.1f}s ({files} files)", flush=True)
+            kinds = [("", write_lake)] + ([("-mapped", write_mapped_lake)] if args.mapping else [])
             found: dict[str, set[str]] = {}
-            for name in engines:
-                t = time.perf_counter()
-                if name == "duckdb":
-                    engine: Any = DuckDBEngine.over_lake(str(lake))
-                else:
-                    if spark is None:
-                        spark = spark_session(args.master, driver_memory=args.spark_driver_memory)
-                        print(f"  spark session start {time.perf_counter() - t:.1f}s", flush=True)
-                        t = time.perf_counter()
-                    engine = SparkEngine.over_lake(spark, str(lake))
-                setup = time.perf_counter() - t
-                cold, found[name] = full_run(engine)
-                warm, _ = full_run(engine)
+            runs: dict[tuple[str, str], float] = {}
+            for suffix, writer in kinds:
+                lake = root / f"lake-{size}{suffix}"
+                gen = 0.0
+                if not (lake / "spans").exists():
+                    gen = writer(lake, size)
+                files = len(list(lake.glob("*/date=*/*.parquet")))
+                label = "served names, mapped" if suffix else "prefix.id"
                 print(
-                    f"  {name:>6}: views {setup:.1f}s | run 1 {cold}\n          | run 2 {warm}",
+                    f"{size:>10} spans ({label}): lake written in {gen:.1f}s ({files} files)",
                     flush=True,
                 )
+                for name in engines:
+                    t = time.perf_counter()
+                    if name == "duckdb":
+                        engine: Any = DuckDBEngine.over_lake(str(lake))
+                    else:
+                        if spark is None:
+                            spark = spark_session(
+                                args.master, driver_memory=args.spark_driver_memory
+                            )
+                            print(
+                                f"  spark session start {time.perf_counter() - t:.1f}s",
+                                flush=True,
+                            )
+                            t = time.perf_counter()
+                        engine = SparkEngine.over_lake(spark, str(lake))
+                    setup = time.perf_counter() - t
+                    t = time.perf_counter()
+                    cold, found[name + suffix] = full_run(engine)
+                    warm, _ = full_run(engine)
+                    runs[(name, suffix)] = setup + time.perf_counter() - t
+                    print(
+                        f"  {name:>6}: views {setup:.1f}s | run 1 {cold}\n          | run 2 {warm}",
+                        flush=True,
+                    )
             if len(found) > 1:
                 same = len({frozenset(v) for v in found.values()}) == 1
-                print(f"  same alerts on every engine: {same}", flush=True)
+                print(f"  same alerts on every engine (and lake): {same}", flush=True)
+            for name in engines:
+                if (name, "-mapped") in runs:
+                    ratio = runs[(name, "-mapped")] / runs[(name, "")]
+                    print(
+                        f"  {name}: mapped / unmapped (views + two runs) = {ratio:.2f} "
+                        f"(goal <= 1.25)",
+                        flush=True,
+                    )
         load = os.getloadavg()[0]
         print(f"load average {load:.1f} on {os.cpu_count()} cores")
     finally:
