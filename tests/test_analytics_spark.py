@@ -122,3 +122,32 @@ def test_cli_run_with_spark_engine(spark: Any, lake: str, tmp_path: Path) -> Non
         stored = list_alerts(store.cursor())
     assert {a["fingerprint"] for a in stored} == expected
     assert all(len(a["example_trace_ids"]) == 5 for a in stored)
+
+
+def test_online_evaluation_on_spark_scores_what_duckdb_scores(spark: Any, tmp_path: Path) -> None:
+    """``prefixscope evaluate --lake-path L --engine spark``: the same sample, skips and scores
+    as on DuckDB over the same lake (the sampling hash is spelled per engine)."""
+    from prefixscope.analytics.evaluators import JSONValidation
+    from prefixscope.analytics.online import lake_writer, run_online
+    from prefixscope.collector.storage.tables import export_duckdb_tables
+
+    from .test_lake_api import _text_store, lake_rows
+
+    lakes = {name: str(tmp_path / name) for name in ("duck", "spark")}
+    con = _text_store()
+    for path in lakes.values():
+        export_duckdb_tables(con, path)
+    reports = {}
+    for name, path in lakes.items():
+        engine = (
+            DuckDBEngine.over_lake(path) if name == "duck" else SparkEngine.over_lake(spark, path)
+        )
+        reports[name] = run_online(
+            engine, [JSONValidation()], sample=0.5, write=lake_writer(path)
+        ).to_dict()
+    assert reports["duck"] == reports["spark"] and reports["spark"]["scored"] > 0
+    rows = {
+        name: {(r["id"], r["value"]) for r in lake_rows(Path(path), "scores")}
+        for name, path in lakes.items()
+    }
+    assert rows["duck"] == rows["spark"]

@@ -467,3 +467,50 @@ def test_lake_load_and_register_cli(tmp_path: Path) -> None:
     ]
     wrong = runner.invoke(main, ["lake", "register", "--lake-path", str(lake)])
     assert wrong.exit_code == 2
+
+
+def _text_store() -> Any:
+    """Requests with JSON output, broken JSON output, and no text at all."""
+    from prefixscope.analytics.synthetic import Arm, generate, scratch_store
+    from prefixscope.collector.storage.request_store import rebuild
+
+    con = scratch_store()
+    generate(con, [Arm(None, None, n=150), Arm("p1", "1", n=150)], seed=3)
+    con.execute(
+        """UPDATE span_rows SET attributes = CASE hash(span_id) % 3
+  WHEN 0 THEN '{"output.value": "{\\"code\\": \\"J18.9\\"}"}'
+  WHEN 1 THEN '{"output.value": "{not json"}'
+  ELSE '{}' END"""
+    )
+    rebuild(con, "ingest_batch = 0")
+    return con
+
+
+def test_evaluate_on_the_lake_matches_the_store_and_is_idempotent(tmp_path: Path) -> None:
+    from prefixscope.analytics.evaluators import JSONValidation
+    from prefixscope.analytics.online import run_online
+    from prefixscope.collector.storage.tables import export_duckdb_tables
+
+    con = _text_store()
+    lake = str(tmp_path / "lake")
+    export_duckdb_tables(con, lake)
+    expected = run_online(con, [JSONValidation()], sample=0.5).to_dict()
+    stored = {
+        (r[0], r[1], r[2])
+        for r in con.execute(
+            "SELECT id, span_id, value FROM scores WHERE source = 'online'"
+        ).fetchall()
+    }
+    runner = CliRunner()
+    args = ["evaluate", "--lake-path", lake, "--evaluators", "JSONValidation", "--sample", "0.5"]
+    first = runner.invoke(main, [*args, "--json"])
+    assert first.exit_code == 0, first.output
+    report = json.loads(first.output)
+    for key in ("requests", "sampled_out", "scored", "skipped_by_reason", "scored_by_evaluator"):
+        assert report[key] == expected[key], key
+    assert report["scored"] > 0 and report["skipped_by_reason"]["no_output_text"] > 0
+    rows = {(r["id"], r["span_id"], r["value"]) for r in lake_rows(Path(lake), "scores")}
+    assert rows == stored  # the same requests sampled, the same ids and values
+    again = json.loads(runner.invoke(main, [*args, "--json"]).output)
+    assert (again["scored"], again["already_scored"]) == (0, report["scored"])
+    assert len(lake_rows(Path(lake), "scores")) == len(stored)
