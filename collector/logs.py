@@ -11,46 +11,54 @@ read (:mod:`.messages`), so it does not matter which of the two arrives first.
 
 A record is stored once: its id is a hash of (trace, span, time, event name, body), so a
 retried export is ignored.
+
+Logs never starve traces: a request's events become one Arrow table, handed to the
+group-commit writer in slices of at most ``--logs-batch-max-records`` (one slice waiting at a
+time), and the writer alternates span groups and log slices. Log requests have their own
+budget (``--logs-max-inflight`` requests decoded or committed at once, in their own threads);
+beyond it they get 429 with ``Retry-After`` before their body is read, whatever traces do.
+At shutdown a request still between slices answers 503 (its slices so far are stored, and
+its retry stores each record once).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import duckdb
 import orjson
+import pyarrow as pa
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
     ExportLogsServiceResponse,
 )
 
 from prefixscope.config import Settings
-from prefixscope.errors import BadRequest, Unavailable, UnsupportedMediaType
+from prefixscope.errors import BadRequest, Overloaded, Unavailable, UnsupportedMediaType
 from prefixscope.metrics import Metrics
 
 from .decoding import PROTOBUF, gunzip_limited
 from .decoding import json as dj
 from .decoding.protobuf import _pb_attrs, _pb_value, parse_request
 from .decoding.spans import Limits
-from .model import SpanBatch
-from .storage.store import Store
+from .model import LOG_EVENT_SCHEMA, SpanBatch
+from .writer import GroupCommitWriter
 
 GENAI_EVENT_PREFIX = "gen_ai."
 EVENT_NAME_ATTRIBUTE = "event.name"
-_INSERT = (
-    "INSERT OR IGNORE INTO log_events (id, trace_id, span_id, time, event_name, body, "
-    "attributes, resource, scope_name, ingested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
 
 
 @dataclass(slots=True)
 class LogBatch:
     """The kept GenAI events of one export request, and what happened to the rest."""
 
-    rows: list[list[Any]] = field(default_factory=list)
+    rows: list[list[Any]] = field(default_factory=list)  # LOG_EVENT_SCHEMA's fields but the last
     received: int = 0
     dropped: int = 0
     counters: SpanBatch = field(default_factory=SpanBatch)  # attribute truncation counts
@@ -85,6 +93,18 @@ class LogBatch:
                 resource_json,
                 scope_name or None,
             ]
+        )
+
+    def table(self) -> pa.Table:
+        """The kept events as rows of ``log_events`` (``ingested_at`` is set at commit)."""
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        columns = [list(c) for c in zip(*self.rows, strict=True)] if self.rows else []
+        if not columns:
+            columns = [[] for _ in range(len(LOG_EVENT_SCHEMA) - 1)]
+        columns.append([now] * len(self.rows))
+        return pa.Table.from_arrays(
+            [pa.array(c, type=f.type) for c, f in zip(columns, LOG_EVENT_SCHEMA, strict=True)],
+            schema=LOG_EVENT_SCHEMA,
         )
 
 
@@ -171,12 +191,52 @@ def decode_logs_json(body: bytes, limits: Limits) -> LogBatch:
 
 
 class LogReceiver:
-    """Decodes OTLP log exports and stores their GenAI events (embedded store only)."""
+    """Decodes OTLP log exports and stores their GenAI events (embedded store only), within
+    the logs' own budget: requests in flight, and records per group commit."""
 
-    def __init__(self, settings: Settings, store: Store | None, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, writer: GroupCommitWriter, metrics: Metrics) -> None:
         self.settings = settings
-        self.store = store
+        self.writer = writer
         self.metrics = metrics
+        self.max_inflight = settings.logs_max_inflight
+        self.slice_records = settings.logs_batch_max_records
+        #: log requests decode and wait for their commits here, never in the trace threads
+        self.threads = ThreadPoolExecutor(
+            max_workers=self.max_inflight, thread_name_prefix="prefixscope-logs"
+        )
+        self._inflight = 0
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+
+    @contextmanager
+    def admitted(self) -> Iterator[None]:
+        """The logs' admission budget: 429 before the body is read once it is spent."""
+        with self._lock:
+            if self._closing.is_set():
+                raise Unavailable(
+                    "server is shutting down", retry_after_s=self.settings.retry_after_s
+                )
+            if self._inflight >= self.max_inflight:
+                self.metrics.log_requests_shed.inc()
+                raise Overloaded(
+                    f"log ingest is at capacity ({self.max_inflight} log exports in flight, "
+                    "--logs-max-inflight); retry later",
+                    retry_after_s=self.settings.retry_after_s,
+                )
+            self._inflight += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._inflight -= 1
+
+    def begin_shutdown(self) -> None:
+        """Requests still between slices stop with 503 (retryable); new ones are refused."""
+        self._closing.set()
+
+    def close(self) -> None:
+        self.begin_shutdown()
+        self.threads.shutdown(wait=True)
 
     def handle(self, body: bytes, mtype: str, encoding: str | None) -> LogBatch:
         """Decode and store (blocking: call from a worker thread). 200 means durable."""
@@ -194,13 +254,14 @@ class LogReceiver:
             if mtype == PROTOBUF
             else decode_logs_json(body, limits)
         )
+        del body
         if batch.rows:
-            if self.store is None:
+            if not self.writer.stores_logs:
                 raise BadRequest(
                     "GenAI log events are stored by the embedded store only (--store duckdb); "
                     "this collector runs in lake mode: send logs to the serving process"
                 )
-            self._store(batch.rows)
+            self._store(batch.table())
         m = self.metrics
         m.log_records.labels("true").inc(len(batch.rows))
         m.log_records.labels("false").inc(batch.dropped)
@@ -208,16 +269,17 @@ class LogReceiver:
             m.attributes_truncated.inc(batch.counters.truncated_attributes)
         return batch
 
-    def _store(self, rows: list[list[Any]]) -> None:
-        assert self.store is not None
-        ingested = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        cur = self.store.cursor()
-        try:
-            cur.executemany(_INSERT, [[*r, ingested] for r in rows])
-        except duckdb.Error as exc:
-            raise Unavailable(f"could not store log events: {exc}", retry_after_s=1) from None
-        finally:
-            cur.close()
+    def _store(self, table: pa.Table) -> None:
+        """Slice by slice through the group-commit writer, one slice waiting at a time, so
+        span groups are committed between them."""
+        for offset in range(0, table.num_rows, self.slice_records):
+            if self._closing.is_set():
+                raise Unavailable(
+                    "server is shutting down; the export was stored in part, a retry stores "
+                    "each record once",
+                    retry_after_s=self.settings.retry_after_s,
+                )
+            self.writer.submit_logs(table.slice(offset, self.slice_records)).result()
 
 
 def logs_response(mtype: str) -> tuple[bytes, str]:
