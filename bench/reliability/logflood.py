@@ -14,6 +14,7 @@ Usage:  .venv/bin/python bench/reliability/logflood.py [--seconds 30] [--clients
 from __future__ import annotations
 
 import argparse
+import gzip
 import http.client
 import signal
 import subprocess
@@ -38,6 +39,7 @@ from bench.reliability.common import (
     percentile,
     request_keys,
     scratch_dir,
+    vm_hwm_mb,
     workload_request,
 )
 from prefixscope.collector.decoding.spans import Limits
@@ -122,13 +124,20 @@ class Prober:
 class Flood:
     """``clients`` threads posting log bodies without pause."""
 
-    def __init__(self, port: int, clients: int, records: int, bodies: int = 24) -> None:
+    def __init__(
+        self, port: int, clients: int, records: int, bodies: int = 24, gzip_level: int = 0
+    ) -> None:
         self.port = port
         self.records = records
         # made before the flood, so the sender's own CPU does not compete with the server's
         # (after a client's last body it sends the first again: the server stores nothing
         # twice, but decodes and checks every record)
         self.bodies = [[log_body(c, k, records) for k in range(bodies)] for c in range(clients)]
+        self.gzip_level = gzip_level
+        self.wire = [
+            [gzip.compress(b, gzip_level) if gzip_level else b for b in mine]
+            for mine in self.bodies
+        ]
         self.lock = threading.Lock()
         self.statuses: dict[int, int] = {}
         self.missing_retry_after = 0
@@ -152,11 +161,15 @@ class Flood:
     def _client(self, c: int) -> None:
         seq = 0
         while not self.stop.is_set():
-            body = self.bodies[c][seq % len(self.bodies[c])]
+            k = seq % len(self.bodies[c])
+            body = self.bodies[c][k]
             seq += 1
+            headers = {"Content-Type": JSON}
+            if self.gzip_level:
+                headers["Content-Encoding"] = "gzip"
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
-                conn.request("POST", "/v1/logs", body, {"Content-Type": JSON})
+                conn.request("POST", "/v1/logs", self.wire[c][k], headers)
                 resp = conn.getresponse()
                 resp.read()
                 conn.close()
@@ -196,7 +209,7 @@ def missing_log_records(data_dir: Path, bodies: list[bytes]) -> tuple[int, int]:
 
 def run(*, seconds: float = 30.0, clients: int = 4, records: int = 10_000,
         baseline_s: float = 8.0, exit_bound_s: float = 45.0, p99_slack_ms: float = 250.0,
-        args: tuple[str, ...] = ()) -> Report:  # fmt: skip
+        bodies: int = 24, gzip_level: int = 0, args: tuple[str, ...] = ()) -> Report:  # fmt: skip
     rep = Report("logflood")
     data = scratch_dir("logflood") / "data"
     srv = ServerProcess(data, list(args))
@@ -205,13 +218,14 @@ def run(*, seconds: float = 30.0, clients: int = 4, records: int = 10_000,
     probe = Prober(srv.http_port).start()
     t_base = time.monotonic()
     time.sleep(baseline_s)
-    flood = Flood(srv.http_port, clients, records).start()
+    flood = Flood(srv.http_port, clients, records, bodies, gzip_level).start()
     t0 = time.monotonic()
     time.sleep(seconds)
     t1 = time.monotonic()
     with flood.lock:
         acked_during = flood.acked_records
     probe.stop()  # the probes in flight are answered (or time out) before the SIGTERM
+    peak = vm_hwm_mb(srv.proc.pid)
     base_lat, base_fail = probe.between(t_base, t0)
     flood_lat, flood_fail = probe.between(t0, t1)
     wall = t1 - t0
@@ -245,7 +259,9 @@ def run(*, seconds: float = 30.0, clients: int = 4, records: int = 10_000,
     rep.add("log records acknowledged / s", acked_during / wall)
     rep.add("log records stored (distinct, whole run)", stored_logs)
     shed = flood.statuses.get(429, 0) + flood.statuses.get(503, 0)
-    rep.add("log answers 200 / shed (429, 503)", f"{flood.statuses.get(200, 0)} / {shed}")
+    rep.add("log answers 200 / shed (429, 503)", f"{flood.statuses.get(200, 0)} / {shed}",
+            "shed > 0", shed > 0)  # fmt: skip
+    rep.add("server peak RSS (MiB)", round(peak))
     other = sum(flood.statuses.values()) - shed - flood.statuses.get(200, 0)
     rep.add("log answers shed without Retry-After", flood.missing_retry_after, "0",
             flood.missing_retry_after == 0)  # fmt: skip
@@ -265,6 +281,8 @@ def main(argv: list[str] | None = None) -> Report:
     ap.add_argument("--seconds", type=float, default=30.0, help="duration of the flood")
     ap.add_argument("--clients", type=int, default=4, help="concurrent log senders")
     ap.add_argument("--records", type=int, default=10_000, help="log records per body")
+    ap.add_argument("--bodies", type=int, default=24, help="distinct bodies per client")
+    ap.add_argument("--gzip-level", type=int, default=0, help="gzip the bodies (0: no)")
     ap.add_argument("--baseline-s", type=float, default=8.0, help="probe alone first, seconds")
     ap.add_argument("--exit-bound-s", type=float, default=45.0, help="SIGTERM exit bound")
     ap.add_argument("--p99-slack-ms", type=float, default=250.0,
