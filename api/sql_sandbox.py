@@ -8,7 +8,9 @@ Layered defences, outermost first (datasette's ``database.py`` is the model):
    else (PRAGMA, SET/RESET, ATTACH, COPY, INSTALL/LOAD, CREATE, INSERT, ...) is refused;
 3. the parse tree (``json_serialize_sql``) is walked: data-modifying CTEs
    (``WITH d AS (DELETE ... RETURNING *) SELECT ...``, which DuckDB types as SELECT) and
-   side-effecting or SQL-evaluating table functions are refused;
+   side-effecting or SQL-evaluating table functions are refused, and every file the query
+   names must be a Parquet file in a table folder of the lake (:mod:`.sql_files`: DuckDB's
+   own sandbox still lets a query read the store's file, WAL and spill folder);
 4. the query runs on its own cursor inside a transaction that is always rolled back, so
    nothing it does can be committed;
 5. the engine sandbox set on the database at start-up (``enable_external_access=false``,
@@ -21,8 +23,8 @@ Layered defences, outermost first (datasette's ``database.py`` is the model):
    for the one thing neither can stop (a single vector of 2,048 huge scalar values, built
    in one allocation before any interrupt is checked), a static bound on every function
    that makes a value larger than its inputs (``repeat``, ``lpad``, ``list_resize``,
-   ``range`` as a value, format widths, ...), resolved through ``duckdb_functions()`` so
-   aliases (``array_resize``) are caught, with nested calls multiplied;
+   ``range`` as a value, format widths, ...) and on concatenation (``||``, ``concat``,
+   ``string_agg``, ..., sized from their inputs' bounds), :mod:`.sql_sizes`;
 7. a time limit (``interrupt()`` from a timer → ``QueryTimeout``), a row cap (fetch
    ``max_rows + 1``, answer ``truncated: true``) and a byte cap on the answer, counted while
    rows stream.
