@@ -197,7 +197,8 @@ class PrefixScopeServer:
             title="PrefixScope",
             version=__version__,
             description="Observability for prefix-tuned and LoRA variants of one base model.",
-            docs_url=None,  # the API serves its own /docs page (no CDN scripts)
+            docs_url=None,  # the API serves its own /docs page (no CDN scripts) ...
+            openapi_url=None,  # ... and /openapi.json, both in the read scope
             redoc_url=None,
             **kwargs,
         )
