@@ -139,10 +139,10 @@ class PrefixScopeServer:
             log_queue_max=settings.logs_batch_max_records * settings.logs_max_inflight,
         )
         self.pipeline = IngestPipeline(settings, self.writer, self.metrics)
-        self.metrics.registry.register(
-            MemoryCollector(self.store, lambda: self.pipeline.worker_pids)
-        )
         self.logs = LogReceiver(settings, self.writer, self.metrics)
+        self.metrics.registry.register(
+            MemoryCollector(self.store, lambda: self.pipeline.worker_pids + self.logs.worker_pids)
+        )
         self.api_context: Any = None
         self.app = self._build_app()
         self._grpc: grpc.Server | None = None
