@@ -184,7 +184,17 @@ class LogReceiver:
                 on_restart=self.metrics.decode_worker_restarts.inc,
                 nice=LOG_WORKER_NICE,
             )
-        pool.wait_ready()
+        try:
+            pool.wait_ready()
+        except RuntimeError as exc:  # could not start: retryable, and the next export tries again
+            with self._lock:
+                if self._pool is pool:
+                    self._pool = None
+            pool.close()
+            raise Unavailable(
+                f"log decode worker could not start: {exc}",
+                retry_after_s=self.settings.retry_after_s,
+            ) from None
         return pool
 
     def _store(self, table: pa.Table) -> None:
