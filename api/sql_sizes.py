@@ -260,13 +260,14 @@ SMALL_COLUMNS = frozenset(
         "ingest_batch", "severity", "status", "direction", "p_value", "q_value", "delta",
     }
 )  # fmt: skip
-#: Columns that hold one attribute value (at most ``--max-attribute-bytes`` each).
+#: Columns that hold one attribute value (at most ``--max-attribute-bytes`` each, as the
+#: decoders truncate them) or a short API field. A span's ``name``, ``status_message`` and
+#: scope are not attributes and are not truncated: they have no bound here.
 ATTRIBUTE_COLUMNS = frozenset(
     {
-        "name", "service_name", "status_message", "base_model", "request_model",
-        "response_model", "prefix_id", "prefix_version", "prefix_type", "route",
-        "prompt_version", "session_id", "fallback_reason", "scope_name", "scope_version",
-        "label", "source", "event_name", "metric", "baseline",
+        "service_name", "base_model", "request_model", "response_model", "prefix_id",
+        "prefix_version", "prefix_type", "route", "prompt_version", "session_id",
+        "fallback_reason", "label", "source", "metric", "baseline",
     }
 )  # fmt: skip
 _SMALL = 64.0
@@ -275,9 +276,15 @@ _SMALL = 64.0
 class _Concatenation:
     """Bounds, per row, the bytes that the concatenations of one query build."""
 
-    def __init__(self, canonical: dict[str, str], attribute_bytes: int) -> None:
+    def __init__(
+        self, canonical: dict[str, str], attribute_bytes: int, aliases: frozenset[str]
+    ) -> None:
         self.canonical = canonical
         self.attribute_bytes = float(attribute_bytes)
+        #: names the query itself gives to values: a reference to one is not the stored
+        #: column of that name (``SELECT trace_id || trace_id FROM (SELECT attributes AS
+        #: trace_id ...)``), so it has no bound
+        self.aliases = aliases
         self.total = 0.0
         self.unbounded: list[str] = []  # what made a concatenation unbounded, for the message
 
@@ -323,6 +330,9 @@ class _Concatenation:
     def _column(self, expr: dict[str, Any]) -> float:
         names = expr.get("column_names") or [""]
         column = str(names[-1]).lower()
+        if column in self.aliases:
+            self.unbounded.append(column)
+            return _UNBOUNDED
         if column in SMALL_COLUMNS:
             return _SMALL
         if column in ATTRIBUTE_COLUMNS:
@@ -331,11 +341,26 @@ class _Concatenation:
         return _UNBOUNDED
 
 
+def _aliases(nodes: list[dict[str, Any]]) -> frozenset[str]:
+    """Every name the query gives to a value or a column: expression aliases (struct keys
+    too), subquery and table-function column aliases, CTE column lists."""
+    out: set[str] = set()
+    for node in nodes:
+        alias = node.get("alias")
+        if isinstance(alias, str) and alias:
+            out.add(alias.lower())
+        for key in ("column_name_alias", "aliases"):
+            names = node.get(key)
+            if isinstance(names, list):
+                out.update(str(n).lower() for n in names if isinstance(n, str))
+    return frozenset(out)
+
+
 def check_concatenation(
     nodes: list[dict[str, Any]], canonical: dict[str, str], attribute_bytes: int
 ) -> None:
     """Refuse a query whose concatenations could build too much in one vector."""
-    cat = _Concatenation(canonical, attribute_bytes)
+    cat = _Concatenation(canonical, attribute_bytes, _aliases(nodes))
     roots = [
         n
         for n in nodes

@@ -507,6 +507,10 @@ def test_concatenation_and_the_stores_own_files_are_refused_with_rss_bounded(
         "SELECT max(strlen(printf('%s%s%s', attributes, attributes, attributes))) FROM spans",
         "SELECT len(list_concat(l, l)) FROM (SELECT list(attributes) l FROM spans)",
         "SELECT max(strlen(x || x)) FROM (SELECT attributes::varchar AS x FROM spans)",
+        # an alias that takes a small column's name is not that column
+        "SELECT max(strlen(trace_id || trace_id)) "
+        "FROM (SELECT attributes::varchar AS trace_id FROM spans)",
+        "WITH t(span_id) AS (SELECT resource::varchar FROM spans) SELECT span_id || span_id FROM t",
         f"SELECT max(strlen({'||'.join(['prefix_id'] * 64)})) FROM spans",
     ]
     files = [
