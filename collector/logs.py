@@ -130,6 +130,11 @@ class LogReceiver:
             pool.close()
 
     @property
+    def inflight(self) -> int:
+        """Log exports admitted and not yet answered."""
+        return self._inflight
+
+    @property
     def worker_pids(self) -> list[int]:
         pool = self._pool
         return pool.pids if pool is not None else []

@@ -177,6 +177,8 @@ class PrefixScopeServer:
             "store": self.settings.store,
             "decoder": self.decoder,
             "queue_depth_spans": self.writer.queued_spans,
+            "queue_depth_log_records": self.writer.queued_log_records,
+            "log_exports_in_flight": self.logs.inflight,
         }
         if self.writer.last_commit_error:
             detail["last_commit_error"] = self.writer.last_commit_error
