@@ -2,15 +2,18 @@
 
 FastAPI's Swagger UI loads its JavaScript from a CDN, which a self-hosted, possibly offline
 install cannot rely on. This page renders the same ``app.openapi()`` document locally. It
-takes effect when the app is built with ``docs_url=None`` (otherwise FastAPI's route wins).
+takes effect when the app is built with ``docs_url=None`` and ``openapi_url=None`` (otherwise
+FastAPI's routes win): both ``/docs`` and ``/openapi.json`` are served here, in the read
+scope like every other route once tokens are set.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from .dashboard import SECURITY_HEADERS, environment
 
@@ -103,8 +106,13 @@ def docs_context(spec: dict[str, Any]) -> dict[str, Any]:
     return {"spec": spec, "operations": operations, "schemas": schemas}
 
 
-def docs_routes() -> APIRouter:
-    router = APIRouter()
+def docs_routes(read_scope: Callable[..., None]) -> APIRouter:
+    """``/docs`` and ``/openapi.json``, behind ``read_scope`` (open when no token is set)."""
+    router = APIRouter(dependencies=[Depends(read_scope)])
+
+    @router.get("/openapi.json", include_in_schema=False)
+    def openapi(request: Request) -> JSONResponse:
+        return JSONResponse(request.app.openapi())
 
     @router.get("/docs", response_class=HTMLResponse, include_in_schema=False)
     def docs(request: Request) -> HTMLResponse:

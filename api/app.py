@@ -53,7 +53,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
     router.include_router(data_routes(state))
     router.include_router(analysis_routes(state))
     router.include_router(dashboard_routes(state))
-    router.include_router(docs_routes())
+    router.include_router(docs_routes(state.require_read()))
     return router
 
 

@@ -27,7 +27,7 @@ from prefixscope.semconv import BASE_PREFIX_ID
 
 from . import alerts, analysis, plots, registry, traces
 from .deps import ApiState
-from .models import COMMON_ERRORS, NOT_FOUND, TIME_BOUND_PATTERN, TraceView
+from .models import COMMON_ERRORS, NOT_FOUND, TIME_BOUND_PATTERN, PrefixIdPath, TraceView
 
 HERE = FsPath(__file__).parent
 STATIC_TYPES = {
@@ -314,9 +314,6 @@ def span_offsets(view: TraceView) -> dict[str, tuple[float, float]]:
     return out
 
 
-PrefixIdPath = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:@-]+$")]
-
-
 def dashboard_routes(state: ApiState) -> APIRouter:
     read = [Depends(state.require_read())]
     router = APIRouter()
@@ -349,9 +346,7 @@ def dashboard_routes(state: ApiState) -> APIRouter:
 
     @router.get("/prefixes/{prefix_id}", response_class=HTMLResponse, include_in_schema=False)
     def prefix_page(
-        prefix_id: Annotated[
-            str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:@-]+$")
-        ],
+        prefix_id: PrefixIdPath,
     ) -> HTMLResponse:
         """A variant over time (plotly.js charts of ``/api/v1/prefixes/{id}/timeseries``)."""
         from prefixscope.analytics.timeseries import exists

@@ -39,6 +39,7 @@ class ApiState:
             max_rows=s.sql_max_rows,
             memory_budget_bytes=s.sql_memory_mb * 2**20,
             max_result_bytes=s.sql_max_result_mb * 2**20,
+            attribute_bytes=s.max_attribute_bytes,
             metrics=self.ctx.metrics,
         )
         self.webhooks = WebhookDispatcher(s.webhook_urls, self.ctx.metrics, public_url=s.public_url)

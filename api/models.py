@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
+from fastapi import Path
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -21,6 +22,13 @@ def _as_utc(value: dt.datetime) -> dt.datetime:
 
 
 UtcDateTime = Annotated[dt.datetime, AfterValidator(_as_utc)]
+#: A variant id in a path: letters, digits and ``_.:@-``, with at least one character that is
+#: not a dot (``.`` and ``..`` would be registered and never reached by a browser).
+PREFIX_ID_PATTERN = r"^[A-Za-z0-9_.:@-]*[A-Za-z0-9_:@-][A-Za-z0-9_.:@-]*$"
+PrefixIdPath = Annotated[
+    str,
+    Path(min_length=1, max_length=200, pattern=PREFIX_ID_PATTERN, examples=["radiology"]),
+]
 #: A window bound: ISO-8601 (date or date-time, optional offset) or a relative age.
 TIME_BOUND_PATTERN = (
     r"^(\d{1,6}(\.\d{1,6})?[smhdw]|\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?"

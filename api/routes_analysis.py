@@ -24,6 +24,7 @@ from .models import (
     EvaluationRun,
     EvaluationRunRequest,
     GateResult,
+    PrefixIdPath,
     RegressionRun,
     RegressionRunRequest,
     RoutingResponse,
@@ -33,7 +34,6 @@ from .models import (
 )
 
 AlertIdPath = Annotated[str, Path(min_length=1, max_length=200)]
-PrefixIdPath = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:@-]+$")]
 CohortFilter = Annotated[
     list[str] | None,
     Query(
@@ -233,9 +233,7 @@ def analysis_routes(state: ApiState) -> APIRouter:
         "/gate/{prefix_id}", response_model=GateResult, dependencies=read, tags=["analytics"]
     )
     def get_gate(
-        prefix_id: Annotated[
-            str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:@-]+$")
-        ],
+        prefix_id: PrefixIdPath,
         prefix_version: Filter = None,
         since: TimeBound = None,
         until: TimeBound = None,

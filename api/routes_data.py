@@ -16,6 +16,7 @@ from .models import (
     WRITE_ERRORS,
     ErrorBody,
     FeedbackIn,
+    PrefixIdPath,
     PrefixInfo,
     PrefixList,
     PrefixRegistration,
@@ -34,9 +35,6 @@ ScoreBody = Annotated[
 FeedbackBody = Annotated[
     FeedbackIn | Annotated[list[FeedbackIn], Body(min_length=1, max_length=MAX_BATCH)],
     Body(description="One feedback record or a list of up to 10000"),
-]
-PrefixIdPath = Annotated[
-    str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:@-]+$", examples=["radiology"])
 ]
 TraceIdPath = Annotated[str, Path(pattern=r"^[0-9a-fA-F]{32}$")]
 

@@ -8,7 +8,9 @@ Layered defences, outermost first (datasette's ``database.py`` is the model):
    else (PRAGMA, SET/RESET, ATTACH, COPY, INSTALL/LOAD, CREATE, INSERT, ...) is refused;
 3. the parse tree (``json_serialize_sql``) is walked: data-modifying CTEs
    (``WITH d AS (DELETE ... RETURNING *) SELECT ...``, which DuckDB types as SELECT) and
-   side-effecting or SQL-evaluating table functions are refused;
+   side-effecting or SQL-evaluating table functions are refused, and every file the query
+   names must be a Parquet file in a table folder of the lake (:mod:`.sql_files`: DuckDB's
+   own sandbox still lets a query read the store's file, WAL and spill folder);
 4. the query runs on its own cursor inside a transaction that is always rolled back, so
    nothing it does can be committed;
 5. the engine sandbox set on the database at start-up (``enable_external_access=false``,
@@ -21,8 +23,8 @@ Layered defences, outermost first (datasette's ``database.py`` is the model):
    for the one thing neither can stop (a single vector of 2,048 huge scalar values, built
    in one allocation before any interrupt is checked), a static bound on every function
    that makes a value larger than its inputs (``repeat``, ``lpad``, ``list_resize``,
-   ``range`` as a value, format widths, ...), resolved through ``duckdb_functions()`` so
-   aliases (``array_resize``) are caught, with nested calls multiplied;
+   ``range`` as a value, format widths, ...) and on concatenation (``||``, ``concat``,
+   ``string_agg``, ..., sized from their inputs' bounds), :mod:`.sql_sizes`;
 7. a time limit (``interrupt()`` from a timer → ``QueryTimeout``), a row cap (fetch
    ``max_rows + 1``, answer ``truncated: true``) and a byte cap on the answer, counted while
    rows stream.
@@ -51,10 +53,27 @@ from prefixscope.errors import Overloaded, QueryError, QueryTimeout
 from prefixscope.metrics import Metrics
 
 from .jsonsafe import json_safe_row
+from .sql_files import check_files, file_functions
+from .sql_sizes import _walk, check_amplification, check_concatenation
 
 MAX_SQL_CHARS = 100_000
 #: Table functions refused even inside a SELECT: side effects, or SQL hidden in a string.
-FORBIDDEN_FUNCTIONS = frozenset({"checkpoint", "force_checkpoint", "query", "query_table"})
+FORBIDDEN_FUNCTIONS = frozenset(
+    {
+        "checkpoint",
+        "force_checkpoint",
+        "query",
+        "query_table",
+        # runs a serialized statement: none of the checks below would see it
+        "json_execute_serialized_sql",
+        # side effects on the engine (files, logging, profiling state)
+        "enable_logging",
+        "disable_logging",
+        "enable_profiling",
+        "disable_profiling",
+        "truncate_duckdb_logs",
+    }
+)
 _WRITE_NODE = re.compile(r"^(INSERT|UPDATE|DELETE|MERGE)\w*_NODE$")
 _EXPLAIN = re.compile(r"^\s*EXPLAIN\s*(\([^)]*\)\s*)?(ANALY[SZ]E\s+)?", re.IGNORECASE)
 _READ_TYPES = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
@@ -83,8 +102,12 @@ class SqlSandbox:
         max_concurrent: int = 4,
         memory_budget_bytes: int = 0,
         max_result_bytes: int = 32 * 1024 * 1024,
+        attribute_bytes: int = 32 * 1024,
     ) -> None:
         self.store = store
+        #: the ingest's bound on one attribute value: what a column of one attribute holds
+        self.attribute_bytes = attribute_bytes
+        self._readers: frozenset[str] | None = None
         self.timeout_s = timeout_s
         self.max_rows = max_rows
         self.metrics = metrics
@@ -171,7 +194,10 @@ class SqlSandbox:
         if stype == duckdb.StatementType.EXPLAIN:
             match = _EXPLAIN.match(sql)
             inner = sql[match.end() :] if match else sql
-        _check_tree(cur, inner, self._canonical_names(cur))
+        if self._readers is None:
+            self._readers = file_functions(cur)
+        nodes = _check_tree(cur, inner, self._canonical_names(cur), self.attribute_bytes)
+        check_files(nodes, self._readers, self.store.lake_dir)
 
     # -- execution -----------------------------------------------------------------------------
     def _run(self, sql: str) -> SqlResult:
@@ -345,7 +371,11 @@ def _syntax_error(cur: duckdb.DuckDBPyConnection, sql: str, exc: Exception) -> Q
     return QueryError(f"syntax error: {_first_line(str(exc))}", code="syntax_error")
 
 
-def _check_tree(cur: duckdb.DuckDBPyConnection, sql: str, canonical: dict[str, str]) -> None:
+def _check_tree(
+    cur: duckdb.DuckDBPyConnection, sql: str, canonical: dict[str, str], attribute_bytes: int
+) -> list[dict[str, Any]]:
+    """Refuse writes, forbidden functions and values too large to build; return the tree's
+    nodes (every dict in it) for the file check."""
     tree = _serialize(cur, sql)
     if tree.get("error"):
         if tree.get("error_type") == "parser":
@@ -361,7 +391,8 @@ def _check_tree(cur: duckdb.DuckDBPyConnection, sql: str, canonical: dict[str, s
         if n.get("type") == "TABLE_FUNCTION" and isinstance(n.get("function"), dict)
     }
     scalar_nodes = [n for n in nodes if id(n) not in table_functions]
-    _check_amplification(scalar_nodes, canonical)
+    check_amplification(scalar_nodes, canonical)
+    check_concatenation(scalar_nodes, canonical, attribute_bytes)
     for node in nodes:
         ntype = node.get("type")
         if isinstance(ntype, str) and _WRITE_NODE.match(ntype):
@@ -372,209 +403,7 @@ def _check_tree(cur: duckdb.DuckDBPyConnection, sql: str, canonical: dict[str, s
         fname = node.get("function_name")
         if isinstance(fname, str) and fname.lower() in FORBIDDEN_FUNCTIONS:
             raise QueryError(f"function {fname}() is not allowed", code="forbidden")
-
-
-#: What one query may add, summed over every value-enlarging call (bytes per row). DuckDB
-#: builds a vector of 2,048 values in one allocation before any interrupt is checked, so this
-#: bounds that allocation (2,048 x 64 KiB = 128 MiB); the watchdog bounds the rest.
-MAX_AMPLIFIED_BYTES = 64 * 1024
-#: Functions whose result can be much larger than their inputs, by canonical name (aliases are
-#: resolved through ``duckdb_functions()``).
-AMPLIFIERS = frozenset(
-    {
-        "repeat",
-        "lpad",
-        "rpad",
-        "list_resize",
-        "range",
-        "generate_series",
-        "bar",
-        "printf",
-        "format",
-        "equi_width_bins",
-    }
-)
-#: Aggregates that build one value from many rows: unbounded as an amplifier's input.
-BUILDING_AGGREGATES = frozenset(
-    {
-        "string_agg",
-        "list",
-        "array_agg",
-        "histogram",
-        "group_concat",
-        "listagg",
-        "json_group_array",
-        "json_group_object",
-        "map_agg",
-    }
-)
-_UNBOUNDED = float("inf")
-
-
-def _args(node: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
-    for arg in node.get("arguments") or node.get("children") or []:
-        expr = arg.get("expression") if isinstance(arg, dict) and "expression" in arg else arg
-        if isinstance(expr, dict):
-            out.append(expr)
-    return out
-
-
-def _constant(expr: dict[str, Any] | None) -> tuple[str, str] | None:
-    if not isinstance(expr, dict) or expr.get("class") != "CONSTANT":
-        return None
-    lit = expr.get("literal") or {}
-    return str(lit.get("kind", "")), str(lit.get("text", ""))
-
-
-def _int_constant(expr: dict[str, Any] | None) -> int | None:
-    const = _constant(expr)
-    if const is None or const[0] not in ("INTEGER", "BIGINT", "HUGEINT", "DECIMAL", "DOUBLE"):
-        return None
-    try:
-        return int(float(const[1]))
-    except ValueError:
-        return None
-
-
-class _Amplification:
-    """Estimates, per row, how many bytes the value-enlarging calls of one query make."""
-
-    def __init__(self, canonical: dict[str, str]) -> None:
-        self.canonical = canonical
-        self.total = 0.0
-
-    def name(self, node: dict[str, Any]) -> str:
-        raw = str(node.get("function_name", "")).lower()
-        return self.canonical.get(raw, raw)
-
-    def size(self, expr: dict[str, Any]) -> float:
-        """Upper estimate of one value's bytes; records every amplifier's size in ``total``."""
-        cls = expr.get("class")
-        if cls == "CONSTANT":
-            const = _constant(expr)
-            return float(len(const[1])) if const and const[0] == "STRING" else 16.0
-        if cls == "SUBQUERY":
-            return _UNBOUNDED  # may hold an aggregate of any size
-        if cls == "LAMBDA":
-            return self.size(expr["expr"]) if isinstance(expr.get("expr"), dict) else 16.0
-        if cls != "FUNCTION":  # operators, casts, CASE, column refs, ...: their parts add up
-            return sum((self.size(c) for c in _walk_children(expr)), 16.0)
-        name = self.name(expr)
-        args = _args(expr)
-        if name in BUILDING_AGGREGATES:
-            for a in args:
-                self.size(a)
-            return _UNBOUNDED
-        if name in AMPLIFIERS:
-            result = self._amplifier(name, args)
-            self.total += result
-            return result
-        if any(a.get("class") == "LAMBDA" for a in args):  # list_transform(l, x -> ...)
-            lists = [self.size(a) for a in args if a.get("class") != "LAMBDA"]
-            bodies = [self.size(a) for a in args if a.get("class") == "LAMBDA"]
-            return max(lists, default=16.0) / 8.0 * max(bodies, default=16.0)
-        return sum((self.size(a) for a in args), 16.0)
-
-    def _count(self, name: str, expr: dict[str, Any] | None) -> int:
-        count = _int_constant(expr)
-        if count is None:
-            raise QueryError(
-                f"{name}() needs a constant size argument here (a computed size could be any size)",
-                code="value_too_large",
-            )
-        return abs(count)
-
-    def _amplifier(self, name: str, args: list[dict[str, Any]]) -> float:
-        if name == "repeat":
-            inner = self.size(args[0]) if args else 16.0
-            count = self._count(name, args[1] if len(args) > 1 else None)
-            return inner * count if count > 1 else inner
-        if name in ("lpad", "rpad"):
-            for a in args:
-                self.size(a)
-            return 4.0 * self._count(name, args[1] if len(args) > 1 else None)
-        if name == "list_resize":
-            fill = self.size(args[2]) if len(args) > 2 else 16.0
-            if args:
-                self.size(args[0])
-            return max(16.0, fill) * self._count(name, args[1] if len(args) > 1 else None)
-        if name in ("range", "generate_series"):
-            nums = [_int_constant(a) for a in args]
-            ints = [n for n in nums if n is not None]
-            if not ints or len(ints) != len(nums):
-                self._count(name, None)  # raises: a computed size could be any size
-            start, stop, step = (0, ints[0], 1) if len(ints) == 1 else (*ints[:2], 1)
-            if len(ints) > 2:
-                step = ints[2] or 1
-            return 8.0 * (abs(stop - start) // abs(step) + 1)
-        if name == "equi_width_bins":
-            for a in args:
-                self.size(a)
-            return 8.0 * self._count(name, args[2] if len(args) > 2 else None)
-        if name == "bar":
-            width = self._count(name, args[3]) if len(args) > 3 else 80
-            return 4.0 * width
-        # printf / format: the widths and precisions of a constant format string
-        const = _constant(args[0]) if args else None
-        if const is None or const[0] != "STRING":
-            raise QueryError(f"{name}() needs a constant format string", code="value_too_large")
-        widths = [int(w) for w in re.findall(r"\d+", const[1])] or [0]
-        rest = sum((self.size(a) for a in args[1:]), 0.0)
-        return float(len(const[1])) + rest + 4.0 * max(widths)
-
-
-def _walk_children(expr: dict[str, Any]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for key, value in expr.items():
-        if key in ("order_bys", "filter", "query_location"):
-            continue
-        items = value if isinstance(value, list) else [value]
-        for item in items:
-            if isinstance(item, dict) and "class" in item:
-                out.append(item)
-            elif isinstance(item, dict) and isinstance(item.get("expression"), dict):
-                out.append(item["expression"])
-    return out
-
-
-def _check_amplification(nodes: list[dict[str, Any]], canonical: dict[str, str]) -> None:
-    """Refuse a query whose value-enlarging calls could make one vector too large to hold."""
-    amp = _Amplification(canonical)
-    roots = [
-        n
-        for n in nodes
-        if n.get("class") == "FUNCTION" and amp.name(n) in AMPLIFIERS | BUILDING_AGGREGATES
-    ]
-    if not any(amp.name(n) in AMPLIFIERS for n in roots):
-        return
-    # estimate from the outermost amplifying calls (nested ones are counted inside them)
-    inner = {id(c) for n in roots for c in _walk(_args(n)) if isinstance(c, dict)}
-    for node in roots:
-        if id(node) not in inner:
-            amp.size(node)
-    refs = sum(1 for n in nodes if n.get("class") == "COLUMN_REF")
-    total = amp.total * (1 + refs)  # a CTE's large value can be referenced many times
-    if total > MAX_AMPLIFIED_BYTES:
-        raise QueryError(
-            "the query builds values of up to "
-            + ("an unbounded size" if total == _UNBOUNDED else f"~{int(total):,} bytes")
-            + f" per row (repeat/lpad/rpad/list_resize/range/format widths; at most "
-            f"{MAX_AMPLIFIED_BYTES:,} bytes per row, counting every reference): such values "
-            "are built 2,048 rows at a time in one allocation",
-            code="value_too_large",
-        )
-
-
-def _walk(obj: Any) -> Any:
-    stack = [obj]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            yield item
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
+    return nodes
 
 
 def _translate(sql: str, exc: duckdb.Error, store: Store) -> QueryError:

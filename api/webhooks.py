@@ -1,12 +1,13 @@
 """Alert webhooks: background delivery with retries and exponential backoff.
 
 Every configured URL receives one POST per alert event (``new``, ``updated``, ``resolved``)
-with the alert object and a Slack-compatible ``text`` field. :meth:`WebhookDispatcher.notify`
-only enqueues (bounded; overflow is dropped and counted), so detection never waits on a
-receiver. A worker thread delivers: 2xx is success; connection errors, timeouts, 408, 429 and
-5xx are retried with exponential backoff (``Retry-After`` is honoured, capped); any other
-status is a permanent failure. Every outcome is logged and counted in
-``prefixscope_webhook_deliveries{outcome}``.
+with the alert object, a Slack-compatible ``text`` field whose telemetry values are inert
+(escaped, in code spans they cannot close) and those values raw in ``fields``.
+:meth:`WebhookDispatcher.notify` only enqueues (bounded; overflow is dropped and counted), so
+detection never waits on a receiver. A worker thread delivers: 2xx is success; connection
+errors, timeouts, 408, 429 and 5xx are retried with exponential backoff (``Retry-After`` is
+honoured, capped); any other status is a permanent failure. Every outcome is logged and
+counted in ``prefixscope_webhook_deliveries{outcome}``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import logging
 import random
 import threading
 import time
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,26 +57,74 @@ def alert_url(alert_id: str, public_url: str) -> str:
     return public_url.rstrip("/") + path if public_url else path
 
 
-def slack_text(event: str, alert: Alert, url: str | None = None) -> str:
+#: the longest telemetry value quoted in the text (the ``fields`` carry it whole)
+MAX_TEXT_VALUE_CHARS = 200
+#: a backtick would close the code span around a value: this look-alike (U+02CB) cannot
+_BACKTICK_STANDIN = "\u02cb"
+
+
+def slack_escape(text: str) -> str:
+    """Slack's control characters as entities: ``<!channel>``, ``<@U1>`` and
+    ``<http://x|label>`` are inert once ``<`` and ``>`` are escaped (``&`` first)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def code(value: object) -> str:
+    """A telemetry value as an inline code span that it can neither close nor leave: Slack's
+    markup escaped, backticks and line breaks replaced, Markdown inert inside the span."""
+    text = str(value)
+    if len(text) > MAX_TEXT_VALUE_CHARS:
+        text = text[: MAX_TEXT_VALUE_CHARS - 1] + "\u2026"
+    text = "".join(" " if unicodedata.category(c)[0] in "CZ" and c != " " else c for c in text)
+    text = slack_escape(text.replace("`", _BACKTICK_STANDIN))
+    return f"`{text}`" if text.strip() else "`\u2205`"
+
+
+def _variant(alert: Alert) -> str:
     variant = alert.prefix_id or "base"
-    if alert.prefix_version:
-        variant += f"@{alert.prefix_version}"
-    cohort = ", ".join(f"{k}={v}" for k, v in sorted(alert.cohort.items())) or "all traffic"
+    return variant + f"@{alert.prefix_version}" if alert.prefix_version else variant
+
+
+def slack_text(event: str, alert: Alert, url: str | None = None) -> str:
+    """The alert as Slack ``mrkdwn``: every value that came from telemetry or a user (variant,
+    metric, baseline, route, cohort, ids) is in a code span (:func:`code`); the raw values go
+    in the payload's ``fields``."""
+    cohort = ", ".join(f"{code(k)}={code(v)}" for k, v in sorted(alert.cohort.items()))
     head = {"new": "New regression", "updated": "Regression updated", "resolved": "Resolved"}
     icon = {"new": ":rotating_light:", "updated": ":warning:", "resolved": ":white_check_mark:"}
+    severity = code(alert.severity) if alert.severity else "n/a"
     parts = [
-        f"{icon.get(event, '')} *{head.get(event, event)}* [{alert.severity or 'n/a'}]: "
-        f"`{variant}` {alert.metric} {_fmt(alert.baseline_value)} → {_fmt(alert.value)} "
-        f"(Δ {_fmt(alert.delta)}, CI [{_fmt(alert.ci_low)}, {_fmt(alert.ci_high)}], "
-        f"q={_fmt(alert.q_value)}, n={alert.n} vs {alert.n_baseline}) vs {alert.baseline}",
-        f"cohort: {cohort}" + (f"; route: {alert.route}" if alert.route else ""),
-        f"status: {alert.status}; alert id: {alert.id}",
+        f"{icon.get(event, '')} *{head.get(event, event)}* [{severity}]: "
+        f"{code(_variant(alert))} {code(alert.metric)} {_fmt(alert.baseline_value)} → "
+        f"{_fmt(alert.value)} (Δ {_fmt(alert.delta)}, CI [{_fmt(alert.ci_low)}, "
+        f"{_fmt(alert.ci_high)}], q={_fmt(alert.q_value)}, n={alert.n} vs {alert.n_baseline}) "
+        f"vs {code(alert.baseline or 'n/a')}",
+        f"cohort: {cohort or 'all traffic'}"
+        + (f"; route: {code(alert.route)}" if alert.route else ""),
+        f"status: {code(alert.status)}; alert id: {code(alert.id)}",
     ]
     if alert.example_trace_ids:
-        parts.append("example traces: " + ", ".join(alert.example_trace_ids[:3]))
+        parts.append("example traces: " + ", ".join(code(t) for t in alert.example_trace_ids[:3]))
     if url:
-        parts.append(f"evidence: {url}")
+        parts.append(f"evidence: {slack_escape(url)}")
     return "\n".join(p.strip() for p in parts)
+
+
+def fields(alert: Alert) -> dict[str, Any]:
+    """The values the text quotes, raw, for receivers that render their own message."""
+    return {
+        "variant": _variant(alert),
+        "prefix_id": alert.prefix_id,
+        "prefix_version": alert.prefix_version,
+        "metric": alert.metric,
+        "baseline": alert.baseline,
+        "route": alert.route,
+        "cohort": dict(alert.cohort),
+        "severity": alert.severity,
+        "status": alert.status,
+        "alert_id": alert.id,
+        "example_trace_ids": list(alert.example_trace_ids[:3]),
+    }
 
 
 def payload(event: str, alert: Alert, public_url: str = "") -> dict[str, Any]:
@@ -83,6 +133,7 @@ def payload(event: str, alert: Alert, public_url: str = "") -> dict[str, Any]:
         "event": f"alert.{event}",
         "sent_at": dt.datetime.now(dt.UTC).isoformat(),
         "text": slack_text(event, alert, url),
+        "fields": fields(alert),
         "url": url,
         "alert": alert.model_dump(mode="json"),
     }

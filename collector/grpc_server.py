@@ -82,7 +82,7 @@ def make_handler(pipeline: IngestPipeline) -> grpc.GenericRpcHandler:
 
 def make_logs_handler(pipeline: IngestPipeline, logs: LogReceiver) -> grpc.GenericRpcHandler:
     def export_logs(body: bytes) -> bytes:
-        with pipeline.admitted():
+        with logs.admitted():  # the logs' own budget, not the traces'
             logs.handle(body, PROTOBUF, None)
         return logs_response(PROTOBUF)[0]
 

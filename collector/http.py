@@ -138,16 +138,18 @@ def ingest_routes(
             mtype = media_type(request.headers.get("content-type"))
             if logs is None:
                 raise BadRequest("this server does not receive OTLP logs")
-            body = await receive(request)
-            with pipeline.admitted():
+            # the logs' own budget, before the body is read; trace admission is not touched
+            with logs.admitted():
+                body = await receive(request)
                 loop = asyncio.get_running_loop()
                 await loop.run_in_executor(
-                    pipeline.threads,
+                    logs.threads,
                     logs.handle,
                     body,
                     mtype,
                     request.headers.get("content-encoding"),
                 )
+                del body
         except PrefixScopeError as err:
             metrics.requests.labels("http_logs", str(err.http_status)).inc()
             return error_response(err, mtype)

@@ -81,6 +81,22 @@ FEEDBACK_SCHEMA = pa.schema(
         ("created_at", pa.timestamp("us")),
     ]
 )
+#: GenAI log events (``log_events``, migration 4's DDL, in order; ``id`` is the key). Decoders
+#: fill every column but ``ingested_at``, which the receiver sets.
+LOG_EVENT_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("trace_id", pa.string()),
+        ("span_id", pa.string()),
+        ("time", pa.timestamp("us")),
+        ("event_name", pa.string()),
+        ("body", pa.string()),
+        ("attributes", pa.string()),
+        ("resource", pa.string()),
+        ("scope_name", pa.string()),
+        ("ingested_at", pa.timestamp("us")),
+    ]
+)
 
 #: The variant registry's rows (``PUT /api/v1/prefixes/{id}``): one per registration in the
 #: embedded store, one per change (its history) in the lake, where ``id`` keys a row.

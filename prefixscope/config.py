@@ -142,6 +142,22 @@ class Settings:
     batch_max_spans: int = field(
         default=50_000, metadata={"help": "Most spans written in one group commit."}
     )
+    logs_max_inflight: int = field(
+        default=2,
+        metadata={
+            "help": "OTLP log exports (/v1/logs, gRPC LogsService) decoded or committed at once, "
+            "in threads of their own; more answer 429 / RESOURCE_EXHAUSTED with Retry-After "
+            "before the body is read. Trace ingest has its own budget and never waits for logs."
+        },
+    )
+    logs_batch_max_records: int = field(
+        default=10_000,
+        metadata={
+            "help": "Most GenAI log records written in one commit: a big export goes to the "
+            "writer in slices of this size, one at a time, and span groups are committed "
+            "between them."
+        },
+    )
     retry_after_s: int = field(
         default=1, metadata={"help": "Seconds a client is told to wait in Retry-After when shed."}
     )
@@ -340,6 +356,8 @@ class Settings:
             "store_memory_mb",
             "sql_memory_mb",
             "sql_max_result_mb",
+            "logs_max_inflight",
+            "logs_batch_max_records",
         )
         for name in positive:
             if getattr(self, name) <= 0:

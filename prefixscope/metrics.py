@@ -57,6 +57,11 @@ class Metrics:
             "Export requests refused before reading their body (at capacity)",
             registry=r,
         )
+        self.log_requests_shed = Counter(
+            "prefixscope_log_requests_shed",
+            "Log export requests refused before reading their body (log budget spent)",
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "prefixscope_queue_depth_spans", "Spans waiting for the group commit", registry=r
         )

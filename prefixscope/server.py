@@ -14,7 +14,9 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -48,6 +50,20 @@ log = logging.getLogger("prefixscope")
 
 def _note_signal(signum: int, frame: object) -> None:
     log.info("received %s; shutting down", signal.Signals(signum).name)
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn's server, telling the log receiver as soon as a signal asks it to exit: a log
+    export still between its slices then stops (503, retryable) instead of holding the
+    graceful shutdown for its whole length."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._on_exit()
+        super().handle_exit(sig, frame)
 
 
 class PrefixScopeServer:
@@ -139,12 +155,15 @@ class PrefixScopeServer:
             retry_after_s=settings.retry_after_s,
             linger_s=settings.commit_linger_ms / 1000,
             on_commit=self._on_commit,
+            log_sink=sink if isinstance(sink, DuckDBSink) else None,
+            log_batch_max=settings.logs_batch_max_records,
+            log_queue_max=settings.logs_batch_max_records * settings.logs_max_inflight,
         )
         self.pipeline = IngestPipeline(settings, self.writer, self.metrics)
+        self.logs = LogReceiver(settings, self.writer, self.metrics)
         self.metrics.registry.register(
-            MemoryCollector(self.store, lambda: self.pipeline.worker_pids)
+            MemoryCollector(self.store, lambda: self.pipeline.worker_pids + self.logs.worker_pids)
         )
-        self.logs = LogReceiver(settings, self.store, self.metrics)
         self.api_context: Any = None
         self.app = self._build_app()
         self._grpc: grpc.Server | None = None
@@ -179,6 +198,8 @@ class PrefixScopeServer:
             "store": self.settings.store,
             "decoder": self.decoder,
             "queue_depth_spans": self.writer.queued_spans,
+            "queue_depth_log_records": self.writer.queued_log_records,
+            "log_exports_in_flight": self.logs.inflight,
         }
         if self.writer.last_commit_error:
             detail["last_commit_error"] = self.writer.last_commit_error
@@ -199,7 +220,8 @@ class PrefixScopeServer:
             title="PrefixScope",
             version=__version__,
             description="Observability for prefix-tuned and LoRA variants of one base model.",
-            docs_url=None,  # the API serves its own /docs page (no CDN scripts)
+            docs_url=None,  # the API serves its own /docs page (no CDN scripts) ...
+            openapi_url=None,  # ... and /openapi.json, both in the read scope
             redoc_url=None,
             **kwargs,
         )
@@ -255,7 +277,7 @@ class PrefixScopeServer:
             timeout_graceful_shutdown=30,
             lifespan="off",
         )
-        return uvicorn.Server(config)
+        return _Uvicorn(config, on_exit=self.logs.begin_shutdown)
 
     def serve_forever(self) -> None:
         """Serve until SIGTERM/SIGINT, then shut down gracefully."""
@@ -296,6 +318,7 @@ class PrefixScopeServer:
             time.sleep(0.02)
 
     def stop(self) -> None:
+        self.logs.begin_shutdown()
         if self._uvicorn is not None:
             self._uvicorn.should_exit = True
         if self._thread is not None:
@@ -308,6 +331,7 @@ class PrefixScopeServer:
         self._stopped = True
         if self._grpc is not None:
             self._grpc.stop(grace=10).wait(15)
+        self.logs.close()  # requests between log slices answer 503 (retryable)
         self.writer.stop()
         self.pipeline.close()
         if self.api_context is not None:

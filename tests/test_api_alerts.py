@@ -358,3 +358,48 @@ def test_webhook_logs_name_the_host_never_the_secret_path(
     port = dead.split(":")[2].split("/")[0]
     assert "failed after 2 attempts" in text and f"http://127.0.0.1:{port}/" in text
     assert "secret" not in text and "/services/" not in text
+
+
+#: chat markup planted in telemetry (an ingest token is enough to set these span values)
+HOSTILE = {
+    "prefix_id": "rad<!channel>`*x*`",
+    "prefix_version": "<http://evil.example/|Click here>",
+    "route": "<!here> <@U0123ABCD> &amp; `\nfake line",
+    "cohort": json.dumps({"spec<@U1>": "<!subteam^S1|@oncall>", "lang": "<https://a.b|c>"}),
+    "metric": "Ground<!everyone>",
+    "baseline": "base<!channel>",
+    "example_trace_ids": json.dumps(["<http://x.example|trace>", "ab" * 16]),
+}
+
+
+def test_webhook_text_is_inert_and_raw_values_are_fields(
+    tmp_path: Path, start_server: Callable[..., ServerProcess]
+) -> None:
+    """Issue 35: span values go into the Slack ``text`` escaped, in code spans they cannot
+    close; a real receiver sees no ``<!``, ``<@`` or ``<http`` and gets the raw values apart."""
+    data = tmp_path / "data"
+    store = Store(data)
+    try:
+        insert_alert(store, id="hostile-1", **HOSTILE)
+    finally:
+        store.close()
+    with webhook_receiver() as hook:
+        srv = start_server("--webhook-url", hook.url, data_dir=data)
+        ack = httpx.post(f"{srv.base_url}/api/v1/alerts/hostile-1/ack", timeout=30)
+        assert ack.status_code == 200, ack.text
+        body = hook.wait_for(1)[0]
+    text = body["text"]
+    for needle in ("<!", "<@", "<http", "<https", "|Click here>"):
+        assert needle not in text, (needle, text)
+    assert text.count("\n") == 4, text  # status line, cohort, id, traces, evidence: no fake line
+    for line in text.splitlines():
+        # every backtick opens or closes a span of ours: none came from the values
+        assert line.count("`") % 2 == 0, line
+    assert "`rad&lt;!channel&gt;\u02cb*x*\u02cb@&lt;http://evil.example/|Click here&gt;`" in text
+    fields = body["fields"]
+    assert fields["prefix_id"] == HOSTILE["prefix_id"]
+    assert fields["route"] == HOSTILE["route"]
+    assert fields["cohort"] == json.loads(HOSTILE["cohort"])
+    assert fields["metric"] == HOSTILE["metric"]
+    assert fields["example_trace_ids"][0] == "<http://x.example|trace>"
+    assert body["alert"]["prefix_id"] == HOSTILE["prefix_id"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -102,7 +103,11 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
 
 
 def api_routes(srv: ServerProcess) -> set[tuple[str, str]]:
-    spec = httpx.get(f"{srv.base_url}/openapi.json").json()
+    spec = httpx.get(f"{srv.base_url}/openapi.json", headers={"Authorization": f"Bearer {READ}"})
+    return _api_ops(spec.json())
+
+
+def _api_ops(spec: dict[str, Any]) -> set[tuple[str, str]]:
     return {
         (method.upper(), path)
         for path, ops in spec["paths"].items()
@@ -165,6 +170,33 @@ def test_open_routes(auth_server: ServerProcess) -> None:
     assert "/api/v1/dashboard" in page.text  # the shell only points at the protected data
     assert httpx.get(auth_server.base_url + "/static/../app.py").status_code == 404
     assert httpx.get(auth_server.base_url + "/static/nope.js").status_code == 404
+
+
+def test_api_docs_follow_the_read_scope(auth_server: ServerProcess) -> None:
+    """Issue 35: /openapi.json and /docs answered without a token; only /healthz stays open."""
+    for path in ("/openapi.json", "/docs"):
+        url = auth_server.base_url + path
+        assert httpx.get(url).status_code == 401, path
+        assert httpx.get(url).headers["www-authenticate"].startswith("Bearer")
+        assert httpx.get(url, headers={"Authorization": f"Bearer {INGEST}"}).status_code == 403
+        for token in (READ, WRITE):
+            assert httpx.get(url, headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+def test_ids_need_a_character_that_is_not_a_dot(auth_server: ServerProcess) -> None:
+    """Issue 35: ``.`` and ``..`` were registered as variants whose page no browser reaches."""
+    headers = {"Authorization": f"Bearer {WRITE}"}
+    body = {"base_model": "m", "prefix_type": "lora", "version": "1"}
+    for raw in ("%2e", "%2e%2e", "...", "%2E%2e%2e%2e"):
+        url = f"{auth_server.base_url}/api/v1/prefixes/{raw}"
+        resp = httpx.put(url, json=body, headers=headers)
+        assert resp.status_code == 422, (raw, resp.text)
+        assert "prefix_id" in resp.json()["message"], resp.text
+        assert httpx.get(url, headers=headers).status_code == 422
+    ok = httpx.put(f"{auth_server.base_url}/api/v1/prefixes/v.1..x", json=body, headers=headers)
+    assert ok.status_code in (200, 201), ok.text
+    listed = httpx.get(f"{auth_server.base_url}/api/v1/prefixes", headers=headers).json()
+    assert not [p for p in listed["prefixes"] if set(p["prefix_id"]) <= {"."}]
 
 
 def test_ingest_token_is_separate(auth_server: ServerProcess) -> None:

@@ -236,7 +236,7 @@ def test_local_docs_page_lists_every_operation(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "d")
     with Store(settings.data_dir) as store:
         ctx = ApiContext(settings, store, Metrics())
-        app = FastAPI(title="PrefixScope", docs_url=None, redoc_url=None)
+        app = FastAPI(title="PrefixScope", docs_url=None, openapi_url=None, redoc_url=None)
         app.include_router(build_router(ctx))
         install_error_handlers(app)
         with TestClient(app) as client:

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from bench.reliability.common import vm_hwm_mb
 from prefixscope.api.annotation_store import write_feedback
 from prefixscope.api.models import FeedbackIn
 from prefixscope.api.sql_sandbox import SqlSandbox
@@ -463,3 +464,93 @@ def test_memory_attacks_are_stopped_while_ingest_goes_on(tmp_path: Path) -> None
         assert count == 50 * len(acked)
     finally:
         srv.stop()
+
+
+def _post_big_spans(srv: ServerProcess, n: int = 64, attrs: int = 8, size: int = 30_000) -> None:
+    """Spans whose attributes are large (each value under --max-attribute-bytes)."""
+    now = time.time_ns()
+    spans = [
+        {
+            "traceId": f"{i + 1:032x}",
+            "spanId": f"{i + 1:016x}",
+            "name": "chat",
+            "startTimeUnixNano": str(now),
+            "endTimeUnixNano": str(now + 1000),
+            "attributes": [
+                {"key": f"big.{k}", "value": {"stringValue": chr(97 + k) * size}}
+                for k in range(attrs)
+            ],
+        }
+        for i in range(n)
+    ]
+    body = {"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}
+    resp = httpx.post(f"{srv.base_url}/v1/traces", json=body, timeout=60)
+    assert resp.status_code == 200, resp.text
+
+
+def test_concatenation_and_the_stores_own_files_are_refused_with_rss_bounded(
+    sql_server: ServerProcess,
+) -> None:
+    """Issue 35: chained ``||`` (and its kin) over values of no bound, and reads of the
+    store's file, WAL and spill folder, are refused before they run; RSS stays put."""
+    _post_big_spans(sql_server)
+    assert sql_server.proc is not None
+    d, lake = sql_server.data_dir.resolve(), lake_dir(sql_server)
+    chain = "||".join(["attributes::varchar"] * 8)
+    too_large = [
+        f"SELECT octet_length({'||'.join(['content'] * 8)}) "
+        f"FROM read_blob('{d}/prefixscope.duckdb.wal')",
+        f"SELECT max(strlen({chain})) FROM spans",
+        f"SELECT max(strlen(concat({', '.join(['attributes'] * 8)}))) FROM spans",
+        "SELECT max(strlen(concat_ws(',', events, events, attributes))) FROM spans",
+        "SELECT strlen(string_agg(attributes::varchar, '')) FROM spans",
+        "SELECT max(strlen(printf('%s%s%s', attributes, attributes, attributes))) FROM spans",
+        "SELECT len(list_concat(l, l)) FROM (SELECT list(attributes) l FROM spans)",
+        "SELECT max(strlen(x || x)) FROM (SELECT attributes::varchar AS x FROM spans)",
+        # an alias that takes a small column's name is not that column
+        "SELECT max(strlen(trace_id || trace_id)) "
+        "FROM (SELECT attributes::varchar AS trace_id FROM spans)",
+        "WITH t(span_id) AS (SELECT resource::varchar FROM spans) SELECT span_id || span_id FROM t",
+        f"SELECT max(strlen({'||'.join(['prefix_id'] * 64)})) FROM spans",
+    ]
+    files = [
+        f"SELECT size FROM read_blob('{d}/prefixscope.duckdb')",
+        f"SELECT size FROM read_blob('{d}/prefixscope.duckdb.wal')",
+        f"SELECT * FROM read_blob('{d}/prefixscope.duckdb.tmp/**')",
+        f"SELECT * FROM read_text('{lake}/../prefixscope.duckdb')",
+        f"SELECT * FROM read_duckdb('{d}/prefixscope.duckdb')",
+        f"SELECT * FROM glob('{lake}/**')",
+    ]
+    before = vm_hwm_mb(sql_server.proc.pid)
+    for query in too_large + files:
+        resp = sql(sql_server, query)
+        assert resp.status_code == 400, (query, resp.text)
+        body = resp.json()
+        if query in files:
+            assert body["code"] == "forbidden", (query, body)
+            assert "only Parquet files under the data lake's table folders" in body["message"]
+        else:
+            assert body["code"] == "value_too_large", (query, body)
+            assert "2,048 rows" in body["message"], body
+    assert vm_hwm_mb(sql_server.proc.pid) - before < 64
+    # bounded parts still concatenate, and the lake's Parquet files still read
+    ok = sql(
+        sql_server, "SELECT max(prefix_id || '@' || left(attributes::varchar, 100)) FROM spans"
+    )
+    assert ok.status_code == 200, ok.text
+    ok = sql(sql_server, f"SELECT sum(a) FROM read_parquet('{lake}/custom/*.parquet')")
+    assert ok.status_code == 200 and ok.json()["rows"] == [[6]], ok.text
+
+
+def test_a_link_in_the_lake_is_not_followed_out(tmp_path: Path) -> None:
+    from prefixscope.api.sql_files import check_path
+
+    lake = tmp_path / "lake"
+    (lake / "spans").mkdir(parents=True)
+    (tmp_path / "prefixscope.duckdb").write_bytes(b"secret")
+    (lake / "spans" / "a.parquet").symlink_to(tmp_path / "prefixscope.duckdb")
+    for path in (f"{lake}/spans/*.parquet", f"{lake}/spans/a.parquet", f"{lake}/x.parquet"):
+        with pytest.raises(QueryError, match="only Parquet files under"):
+            check_path(path, lake)
+    (lake / "spans" / "a.parquet").unlink()
+    check_path(f"{lake}/spans/**/*.parquet", tmp_path / "x" / ".." / "lake")  # no link: allowed

@@ -206,3 +206,76 @@ def test_webhook_payload_links_to_the_alert_page(
         want = f"https://ps.example/alerts/{body['alert']['id']}"
         assert body["url"] == want and want in body["text"]
     assert json.dumps(bodies)
+
+
+LINK = '<a href="http://evil.example/">v2</a>'
+
+
+def _hostile_variant(srv: ServerProcess) -> None:
+    """Requests of variant ``radiology`` whose version is a plotly link, a registry version
+    that is another, and a score whose name is a third."""
+    import time
+
+    now = time.time_ns()
+
+    def span(i: int, version: str | None) -> dict[str, Any]:
+        attrs = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": "m",
+            "base_model": "m",
+            "route": "imaging",
+        }
+        if version is not None:
+            attrs |= {"prefix.id": "radiology", "prefix.version": version}
+        return {
+            "traceId": f"{i + 1:032x}",
+            "spanId": f"{i + 1:016x}",
+            "name": "chat",
+            "startTimeUnixNano": str(now - i * 10**9),
+            "endTimeUnixNano": str(now - i * 10**9 + 5 * 10**7),
+            "attributes": [{"key": k, "value": {"stringValue": v}} for k, v in attrs.items()],
+        }
+
+    spans = [span(i, LINK if i % 2 else None) for i in range(40)]
+    body = {"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}
+    assert httpx.post(f"{srv.base_url}/v1/traces", json=body, timeout=30).status_code == 200
+    reg = httpx.put(
+        f"{srv.base_url}/api/v1/prefixes/radiology",
+        json={
+            "base_model": "m",
+            "prefix_type": "lora",
+            "version": '<a href="http://r.example/">r</a>',
+        },
+        timeout=30,
+    )
+    assert reg.status_code in (200, 201), reg.text
+    scores = [
+        {"trace_id": s["traceId"], "span_id": s["spanId"], "value": 0.5,
+         "name": '<a href="http://s.example/">Ground</a>'}
+        for s in spans
+    ]  # fmt: skip
+    assert httpx.post(f"{srv.base_url}/api/v1/scores", json=scores, timeout=30).status_code == 200
+
+
+@pytest.mark.browser
+def test_chart_labels_with_links_render_as_text(
+    browser: Any,  # noqa: F811
+    start_server: Callable[..., ServerProcess],
+) -> None:
+    """Issue 35: plotly renders <a href> in names, titles and annotations; a label that came
+    from telemetry or the registry must show as text, never as a link."""
+    srv = start_server()
+    _hostile_variant(srv)
+    page, problems = open_page(browser, f"{srv.base_url}/prefixes/radiology")
+    page.wait_for_selector("body[data-loaded='1']", timeout=30_000)
+    page.wait_for_selector("#charts .legendtext", timeout=30_000)
+    assert page.locator("#charts svg a").count() == 0  # plotly's links are <a> in its SVG
+    legend = " ".join(page.locator("#charts .legendtext").all_text_contents())
+    assert f"radiology@{LINK}" in legend, legend
+    notes = " ".join(page.locator("#charts .annotation-text").all_text_contents())
+    assert '@<a href="http://r.example/">r</a>' in notes, notes
+    titles = " ".join(page.locator("#charts h2").all_text_contents())
+    assert '<a href="http://s.example/">Ground</a> (mean score)' in titles, titles
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "prefix-page-hostile-labels.png"), full_page=True)
+    assert problems == []

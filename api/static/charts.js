@@ -13,6 +13,14 @@
   // double click resets, hover shows the values
   const CONFIG = { displaylogo: false, displayModeBar: false, responsive: true };
 
+  // plotly.js renders a small HTML subset (<a href>, <b>, <br>, <span style>, ...) in trace
+  // names, titles, annotations and category labels. Every user-supplied string goes in as text:
+  // its markup as entities, which plotly shows as the characters they stand for.
+  function esc(s) {
+    return String(s === null || s === undefined ? "" : s)
+      .replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+  }
+
   function headers() {
     const h = { Accept: "application/json" };
     const token = sessionStorage.getItem(TOKEN_KEY);
@@ -52,7 +60,7 @@
       });
       notes.push({
         x: m.time, xref: "x", y: 1, yref: "paper", yanchor: "bottom", showarrow: false,
-        text: (m.version ? "@" + m.version : "") + (m.source === "first_seen" ? " rollout" : " " + m.source),
+        text: esc((m.version ? "@" + m.version : "") + (m.source === "first_seen" ? " rollout" : " " + m.source)),
         font: { size: 10, color: "#555" },
       });
     }
@@ -87,7 +95,7 @@
 
   function rateTraces(data, key) {
     return data.series.map((s, i) => ({
-      type: "scatter", mode: "lines+markers", name: s.label, x: s.t, y: s[key],
+      type: "scatter", mode: "lines+markers", name: esc(s.label), x: s.t, y: s[key],
       line: { color: colorFor(s, i) },
       error_y: {
         type: "data", symmetric: false, visible: true, thickness: 1,
@@ -104,7 +112,7 @@
     data.series.forEach((s, i) => {
       keys.forEach((k, ki) => {
         out.push({
-          type: "scatter", mode: "lines+markers", name: s.label + " " + k.split("_").pop(), x: s.t, y: s[k],
+          type: "scatter", mode: "lines+markers", name: esc(s.label + " " + k.split("_").pop()), x: s.t, y: s[k],
           line: { color: colorFor(s, i), dash: ki ? "dot" : "solid" },
           customdata: s[nKey],
           hovertemplate: "%{y:.1f} ms<br>n=%{customdata}<extra>%{fullData.name}</extra>",
@@ -124,7 +132,7 @@
     document.getElementById("charts").dataset.bucketSeconds = data.bucket_seconds;
     const r = data.rollouts;
     chart("plot-requests", "Requests per bucket", data.series.map((s, i) => ({
-      type: "scatter", mode: "lines+markers", name: s.label, x: s.t, y: s.n,
+      type: "scatter", mode: "lines+markers", name: esc(s.label), x: s.t, y: s.n,
       line: { color: colorFor(s, i) }, hovertemplate: "n=%{y}<extra>%{fullData.name}</extra>",
     })), "requests", r);
     chart("plot-error_rate", "Error rate", rateTraces(data, "error_rate"), "error rate", r);
@@ -138,7 +146,7 @@
       const traces = data.series.filter((s) => s.scores[name]).map((s, i) => {
         const e = s.scores[name];
         return {
-          type: "scatter", mode: "lines+markers", name: s.label, x: e.t, y: e.mean,
+          type: "scatter", mode: "lines+markers", name: esc(s.label), x: e.t, y: e.mean,
           line: { color: colorFor(s, i) },
           customdata: e.t.map((_, j) => [e.n[j], e.ci[j][0], e.ci[j][1]]),
           hovertemplate: "%{y:.3f} [%{customdata[1]:.3f}, %{customdata[2]:.3f}]<br>n=%{customdata[0]}<extra>%{fullData.name}</extra>",
@@ -202,7 +210,7 @@
       head.append(btn);
     }
     const sides = ev.sides;
-    const names = { variant: variant, baseline: a.baseline || "base" };
+    const names = { variant: esc(variant), baseline: esc(a.baseline || "base") };
     const colors = { variant: COLORS[1], baseline: BASE_COLOR };
     let traces = [];
     let layout = {};
@@ -226,7 +234,7 @@
         },
         hovertemplate: "%{y:.4f}<extra></extra>",
       }];
-      layout = { yaxis: { title: { text: ev.label } } };
+      layout = { yaxis: { title: { text: esc(ev.label) } } };
     } else if (kind === "histogram") {
       traces = ["baseline", "variant"].map((k) => ({
         type: "bar", name: names[k] + " (n=" + sides[k].n + ", mean " + fmt(sides[k].mean) + ")",
@@ -246,7 +254,7 @@
     }
     shapes.push({ type: "line", x0: 0, x1: 0, y0: 0, y1: 1, yref: "paper", line: { color: "#999" } });
     Plotly.react("plot-effect", [{
-      type: "scatter", mode: "markers", x: [eff.delta], y: [a.metric], marker: { size: 12, color: COLORS[1] },
+      type: "scatter", mode: "markers", x: [eff.delta], y: [esc(a.metric)], marker: { size: 12, color: COLORS[1] },
       error_x: { type: "data", symmetric: false, array: [(eff.ci_high ?? eff.delta) - eff.delta], arrayminus: [eff.delta - (eff.ci_low ?? eff.delta)] },
       hovertemplate: "Δ %{x:.4g}<extra></extra>",
     }], Object.assign({}, base, { height: 200, margin: { l: 110, r: 15, t: 10, b: 45 }, shapes: shapes, xaxis: { title: { text: (eff.scale === "relative" ? "relative effect" : "effect") + " (dashed: minimum effect)" }, tickformat: eff.scale === "relative" ? ".0%" : "" } }), CONFIG);
@@ -258,7 +266,7 @@
       else if (a.metric.startsWith("latency")) traces2 = lineTraces(series, ["latency_p50", "latency_p99"], "n");
       else if (a.metric.startsWith("ttft")) traces2 = lineTraces(series, ["ttft_p50", "ttft_p99"], "ttft_n");
       else traces2 = series.series.filter((s) => s.scores[a.metric]).map((s, i) => ({
-        type: "scatter", mode: "lines+markers", name: s.label, x: s.scores[a.metric].t, y: s.scores[a.metric].mean, line: { color: colorFor(s, i) },
+        type: "scatter", mode: "lines+markers", name: esc(s.label), x: s.scores[a.metric].t, y: s.scores[a.metric].mean, line: { color: colorFor(s, i) },
       }));
       const created = { type: "line", x0: a.created_at, x1: a.created_at, y0: 0, y1: 1, yref: "paper", line: { color: "#d62728" } };
       const m = markers(series.rollouts);

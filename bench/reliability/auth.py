@@ -104,7 +104,8 @@ def run() -> Report:
 
     try:
         with httpx.Client(base_url=srv.base_url, timeout=30) as c:
-            routes = _routes(c.get("/openapi.json").json())
+            spec = c.get("/openapi.json", headers={"Authorization": f"Bearer {READ}"})
+            routes = _routes(spec.json())
             # what the read routes look up: a registered prefix and a stored trace
             put = "/api/v1/prefixes/{prefix_id}"
             expect("PUT prefix (setup)", _call(c, "PUT", put, WRITE), (201,))
@@ -134,6 +135,10 @@ def run() -> Report:
                     expect(f"POST {ingest[1]} token={token}", _call(c, *ingest, token), allowed)
                 ok = _call(c, *ingest, INGEST)
                 expect(f"POST {ingest[1]} right token (control)", ok, (200,))
+            for doc in (("GET", "/openapi.json"), ("GET", "/docs")):  # the read scope too
+                for token, allowed in ((None, (401,)), (WRONG, (401,)), (INGEST, (403,)),
+                                       (READ, (200,)), (WRITE, (200,))):  # fmt: skip
+                    expect(f"GET {doc[1]} token={token}", _call(c, *doc, token), allowed)
             expect("GET /healthz open", c.get("/healthz").status_code, (200,))
         target = srv.grpc_target
         unauth = grpc.StatusCode.UNAUTHENTICATED
@@ -146,7 +151,8 @@ def run() -> Report:
             expect(f"gRPC {name} Export right token (control)", ok, (grpc.StatusCode.OK,))
     finally:
         srv.stop()
-    rep.add("routes (OpenAPI /api + /metrics + OTLP HTTP + gRPC)", len(routes) + 5)
+    rep.add("routes (OpenAPI /api + /metrics + /openapi.json + /docs + OTLP HTTP + gRPC)",
+            len(routes) + 7)  # fmt: skip
     rep.add("route x case checks", checks)
     rep.add("failures", len(failures), "0", not failures)
     rep.notes += failures

@@ -20,7 +20,7 @@ if __package__ in (None, ""):
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.reliability import auth, crash, diskfull, fuzz, overload, retries, sql
+from bench.reliability import auth, crash, diskfull, fuzz, logflood, overload, retries, sql
 from bench.reliability.common import Report, markdown_table
 
 #: name -> (run function, kwargs for --quick)
@@ -29,6 +29,8 @@ BENCHES: dict[str, tuple[Callable[..., Report], dict[str, Any]]] = {
     "retries": (retries.run, {"sdk_s": 3.0, "sdk_clients": 2, "bodies": 10, "copies": 3,
                               "spans": 64}),
     "overload": (overload.run, {"seconds": 6.0, "clients": 24}),
+    "logflood": (logflood.run, {"seconds": 8.0, "baseline_s": 4.0, "bodies": 6,
+                                "p99_slack_ms": 1000.0}),
     "fuzz": (fuzz.run, {"cases": 2000, "loris_s": 4.0}),
     "sql": (sql.run, {}),
     "auth": (auth.run, {}),

@@ -25,7 +25,15 @@ if __package__ in (None, ""):
 
 import httpx
 
-from bench.reliability.common import Report, ServerProcess, main_exit, scratch_dir
+from bench.reliability.common import (
+    Report,
+    ServerProcess,
+    main_exit,
+    post,
+    scratch_dir,
+    vm_hwm_mb,
+    workload_request,
+)
 
 #: The defence expected for attempts not listed in EXPECTED: the statement/tree check or the
 #: engine's file and extension sandbox.
@@ -48,6 +56,18 @@ EXPECTED: dict[str, frozenset[str]] = {
     "very long SQL": frozenset({"too_long", "unprocessable"}),  # request validation (422)
     "list aggregate memory": frozenset({"memory_limit", "timeout"}),
     "wide rows over the byte cap": frozenset({"truncated"}),
+    # the size check sees the chain before the file check sees the file: either refuses
+    "|| x8 over the WAL": frozenset({"value_too_large", "forbidden"}),
+    "|| x8 over attributes": frozenset({"value_too_large"}),
+    "concat() x8 over attributes": frozenset({"value_too_large"}),
+    "concat_ws() over events": frozenset({"value_too_large"}),
+    "string_agg of attributes": frozenset({"value_too_large"}),
+    "list_concat of aggregates": frozenset({"value_too_large"}),
+    "printf %s of attributes": frozenset({"value_too_large"}),
+    "nested: concat(a || a, format(...))": frozenset({"value_too_large"}),
+    "|| through an alias": frozenset({"value_too_large"}),
+    "|| x64 of a bounded column": frozenset({"value_too_large"}),
+    "|| through an alias named like a small column": frozenset({"value_too_large"}),
 }
 
 
@@ -133,6 +153,28 @@ def attempts(outside: Path, data: Path) -> list[tuple[str, str]]:
         ("very long SQL", "SELECT " + " + ".join(["1"] * 60000)),
         ("list aggregate memory", "SELECT len(list(i)) FROM range(1000000000) t(i)"),
         ("wide rows over the byte cap", "SELECT repeat('x', 60000) FROM range(100000)"),
+        # -- issue 35: the store's own files, and concatenation ---------------------------------
+        ("read_blob the store file", f"SELECT size FROM read_blob('{d}/prefixscope.duckdb')"),
+        ("read_blob the WAL", f"SELECT content FROM read_blob('{d}/prefixscope.duckdb.wal')"),
+        ("read_blob the spill folder", f"SELECT * FROM read_blob('{d}/prefixscope.duckdb.tmp/**')"),
+        ("read_text lake/../store", f"SELECT * FROM read_text('{d}/lake/../prefixscope.duckdb')"),
+        ("read_duckdb the store", f"SELECT * FROM read_duckdb('{d}/prefixscope.duckdb')"),
+        ("FROM the store file", f"SELECT * FROM '{d}/prefixscope.duckdb'"),
+        ("glob the lake, any file", f"SELECT * FROM glob('{d}/lake/**')"),
+        ("read_parquet via a link in the lake", f"SELECT * FROM read_parquet('{d}/lake/spans/*.parquet')"),  # noqa: E501
+        ("computed path", f"SELECT * FROM read_parquet('{d}/lake/spans/' || 'x.parquet')"),
+        ("json_execute_serialized_sql", "SELECT * FROM json_execute_serialized_sql(json_serialize_sql('SELECT 1'))"),  # noqa: E501
+        ("|| x8 over the WAL", f"SELECT octet_length({'||'.join(['content'] * 8)}) FROM read_blob('{d}/prefixscope.duckdb.wal')"),  # noqa: E501
+        ("|| x8 over attributes", f"SELECT max(strlen({'||'.join(['attributes::varchar'] * 8)})) FROM spans"),  # noqa: E501
+        ("concat() x8 over attributes", f"SELECT max(strlen(concat({', '.join(['attributes'] * 8)}))) FROM spans"),  # noqa: E501
+        ("concat_ws() over events", "SELECT max(strlen(concat_ws(',', events, events, events, events))) FROM spans"),  # noqa: E501
+        ("string_agg of attributes", "SELECT strlen(string_agg(attributes::varchar, '')) FROM spans"),  # noqa: E501
+        ("list_concat of aggregates", "SELECT len(list_concat(l, l, l)) FROM (SELECT list(attributes) l FROM spans)"),  # noqa: E501
+        ("printf %s of attributes", "SELECT max(strlen(printf('%s%s%s%s', attributes, attributes, attributes, attributes))) FROM spans"),  # noqa: E501
+        ("nested: concat(a || a, format(...))", "SELECT max(strlen(concat(resource || resource, format('{}{}', resource, resource)))) FROM spans"),  # noqa: E501
+        ("|| through an alias", "SELECT max(strlen(x || x || x || x)) FROM (SELECT attributes::varchar AS x FROM spans)"),  # noqa: E501
+        ("|| through an alias named like a small column", "SELECT max(strlen(trace_id || trace_id || trace_id)) FROM (SELECT attributes::varchar AS trace_id FROM spans)"),  # noqa: E501
+        ("|| x64 of a bounded column", f"SELECT max(strlen({'||'.join(['prefix_id'] * 64)})) FROM spans"),  # noqa: E501
     ]  # fmt: skip
 
 
@@ -186,7 +228,8 @@ def refused(label: str, status: int, body: dict[str, object], max_rows: int) -> 
     return defence(status, body, max_rows) in expected(label)
 
 
-def run(*, timeout_s: float = 2.0, max_rows: int = 1000) -> Report:
+def run(*, timeout_s: float = 2.0, max_rows: int = 1000, spans: int = 51_200,
+        rss_bound_mb: float = 1424.0, only: str = "") -> Report:  # fmt: skip
     rep = Report("sql")
     base = scratch_dir("sql")
     data = base / "data"
@@ -196,6 +239,16 @@ def run(*, timeout_s: float = 2.0, max_rows: int = 1000) -> Report:
             "--sql-max-rows", str(max_rows), "--sql-max-result-mb", "4"]  # fmt: skip
     srv = ServerProcess(data, args)
     srv.start()
+    assert srv.proc is not None
+    # spans with attributes (a WAL of some size to read back), and a link planted in the lake
+    # that points at the store's file (a query must not read through it)
+    for k in range(spans // 512):
+        body = workload_request(512, seed=35_000 + k).SerializeToString()
+        assert post(srv.http_port, body)[0] == 200
+    (data / "lake" / "spans" / "planted.parquet").symlink_to(data / "prefixscope.duckdb")
+    wal = data / "prefixscope.duckdb.wal"
+    wal_mb = wal.stat().st_size / 2**20 if wal.exists() else 0.0
+    rss_start = vm_hwm_mb(srv.proc.pid)
     results: list[tuple[str, int, str, bool]] = []
     leaked = False
     try:
@@ -204,6 +257,8 @@ def run(*, timeout_s: float = 2.0, max_rows: int = 1000) -> Report:
             rep.add("control query answered", control.status_code, "200",
                     control.status_code == 200 and control.json()["rows"] == [[42]])  # fmt: skip
             for label, sql in attempts(outside, data) + MATERIALIZING:
+                if only and only not in label:
+                    continue
                 try:
                     r = c.post("/api/v1/sql", json={"sql": sql})
                     status, text = r.status_code, r.text
@@ -219,6 +274,7 @@ def run(*, timeout_s: float = 2.0, max_rows: int = 1000) -> Report:
             after = c.post("/api/v1/sql", json={"sql": "SELECT count(*) FROM spans"})
             intact = after.status_code == 200
         alive = srv.proc is not None and srv.proc.poll() is None
+        peak = vm_hwm_mb(srv.proc.pid)
     finally:
         srv.stop()
     probes = [r for r in results if r[0] in PROBES]
@@ -231,6 +287,9 @@ def run(*, timeout_s: float = 2.0, max_rows: int = 1000) -> Report:
     rep.add("planted secret leaked", "yes" if leaked else "no", "no", not leaked)
     rep.add("5xx answers", sum(1 for _, s, _, _ in results if s >= 500), "0",
             all(s < 500 for _, s, _, _ in results))  # fmt: skip
+    rep.add("spans stored first / WAL size (MiB)", f"{spans:,} / {wal_mb:.1f}")
+    rep.add("server peak RSS before / after the attempts (MiB)", f"{rss_start:.0f} / {peak:.0f}",
+            f"< {rss_bound_mb:g}", peak < rss_bound_mb)  # fmt: skip
     rep.add("server alive, spans table intact after", "yes" if alive and intact else "no", "yes",
             alive and intact)  # fmt: skip
     for label, status, msg, ok in results + probes:
@@ -243,6 +302,10 @@ def main(argv: list[str] | None = None) -> Report:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--timeout-s", type=float, default=2.0, help="server --sql-timeout-s")
     ap.add_argument("--max-rows", type=int, default=1000, help="server --sql-max-rows")
+    ap.add_argument("--only", default="", help="run only the attempts whose label has this")
+    ap.add_argument("--spans", type=int, default=51_200, help="spans ingested first")
+    ap.add_argument("--rss-bound-mb", type=float, default=1424.0,
+                    help="server peak RSS bound (--store-memory-mb 1024 + 400)")  # fmt: skip
     a = ap.parse_args(argv)
     return main_exit(run(**vars(a)))
 

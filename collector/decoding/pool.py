@@ -30,6 +30,7 @@ from . import Decoded, running_decoder
 from .wire import (
     DECODE_ERRORS,
     DEFERRED,
+    LOGS,
     MEDIA_CODES,
     OK,
     READY,
@@ -61,6 +62,7 @@ class _Worker:
                 str(pool.max_inflated),
                 str(pool.max_attr),
                 pool.decoder,
+                str(pool.nice),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -80,14 +82,17 @@ class _Worker:
         self.reader.start()
 
     # -- server side -------------------------------------------------------------------------
-    def submit(self, body: bytes, mtype: str, encoding: str | None) -> Future[Decoded]:
+    def submit(
+        self, body: bytes, mtype: str, encoding: str | None, logs: bool = False
+    ) -> Future[Decoded]:
         enc = (encoding or "").encode()
         fut: Future[Decoded] = Future()
         with self.lock:
             if not self.alive:
                 raise WorkerGone("decode worker restarting; retry", retry_after_s=1)
             self.pending.append(fut)
-            header = REQUEST.pack(len(body), MEDIA_CODES[mtype], len(enc))
+            code = MEDIA_CODES[mtype] | (LOGS if logs else 0)
+            header = REQUEST.pack(len(body), code, len(enc))
             # On a broken pipe the reader sees the end too and fails everything pending.
             with contextlib.suppress(OSError):
                 write_all(self.fd_out, header, enc, body)
@@ -157,8 +162,11 @@ class DecodePool:
         max_inflated: int,
         max_attr: int,
         on_restart: Callable[[], object] | None = None,
+        nice: int = 0,
     ) -> None:
         self.max_inflated = max_inflated
+        #: the workers' nice value (the log decode worker runs below the trace path)
+        self.nice = nice
         self.max_attr = max_attr
         #: the workers run the decoder this process selected (decoding.use_decoder)
         self.decoder = running_decoder()
@@ -186,13 +194,18 @@ class DecodePool:
             self._on_restart()
         dead.proc.wait()
 
-    def submit(self, body: bytes, mtype: str, encoding: str | None) -> Future[Decoded]:
+    def submit(
+        self, body: bytes, mtype: str, encoding: str | None, logs: bool = False
+    ) -> Future[Decoded]:
+        """Decode ``body``: OTLP spans, or with ``logs`` an OTLP logs export (rows of
+        ``log_events``; ``spans``, ``rejected`` and ``truncated`` are records received,
+        records dropped and attributes truncated)."""
         with self._lock:
             worker = min(self._workers, key=lambda w: len(w.pending))
-        return worker.submit(body, mtype, encoding)
+        return worker.submit(body, mtype, encoding, logs)
 
-    def decode(self, body: bytes, mtype: str, encoding: str | None) -> Decoded:
-        return self.submit(body, mtype, encoding).result()
+    def decode(self, body: bytes, mtype: str, encoding: str | None, logs: bool = False) -> Decoded:
+        return self.submit(body, mtype, encoding, logs).result()
 
     @property
     def pids(self) -> list[int]:

@@ -29,6 +29,9 @@ READY: Final = b"R"
 
 MEDIA_CODES: Final = {"application/x-protobuf": 0, "application/json": 1}
 MEDIA_TYPES: Final = {v: k for k, v in MEDIA_CODES.items()}
+#: request flag OR'ed into the media code: an OTLP logs export (the reply's table holds rows
+#: of ``log_events``; its counts are records received, dropped and truncated attributes)
+LOGS: Final = 0x10
 
 OK, ERROR = 0, 1
 

@@ -1,6 +1,6 @@
 """A decode worker process.
 
-``python -m prefixscope.collector.decoding.worker MAX_INFLATED MAX_ATTR [DECODER]``
+``python -m prefixscope.collector.decoding.worker MAX_INFLATED MAX_ATTR [DECODER [NICE]]``
 
 Reads requests from stdin, decodes each with :func:`prefixscope.collector.decoding.decode_body`
 (the same code the server runs in-process with ``--workers 0``) and writes replies to stdout.
@@ -18,10 +18,12 @@ import sys
 
 from prefixscope.errors import PrefixScopeError
 
-from . import decode_body, table_to_ipc, use_decoder
+from . import Decoded, decode_body, table_to_ipc, use_decoder
+from .logs import decode_logs_body
 from .wire import (
     DEFERRED,
     ERROR,
+    LOGS,
     MEDIA_TYPES,
     OK,
     READY,
@@ -45,7 +47,9 @@ def serve(fd_in: int, fd_out: int, max_inflated: int, max_attr: int) -> None:
         if body is None:
             raise EOFError("stream ended before the request body")
         try:
-            d = decode_body(body, MEDIA_TYPES[media_code], encoding, max_inflated, max_attr)
+            mtype = MEDIA_TYPES[media_code & ~LOGS]
+            decode = _decode_logs if media_code & LOGS else decode_body
+            d = decode(body, mtype, encoding, max_inflated, max_attr)
         except PrefixScopeError as err:
             msg = f"{err.kind}\0{err.message}".encode()
             write_all(fd_out, REPLY.pack(ERROR, 0, 0, 0, 0, len(msg), 0), msg)
@@ -73,6 +77,15 @@ def serve(fd_in: int, fd_out: int, max_inflated: int, max_attr: int) -> None:
         )
 
 
+def _decode_logs(
+    body: bytearray, mtype: str, encoding: str | None, max_inflated: int, max_attr: int
+) -> Decoded:
+    """A logs export, in the reply's shape: (rows of log_events, received, dropped, truncated)."""
+    batch = decode_logs_body(body, mtype, encoding, max_inflated, max_attr)
+    table = batch.table() if batch.rows else None
+    return Decoded(table, batch.received, batch.dropped, "", batch.counters.truncated_attributes)
+
+
 def prepare_process() -> None:
     """Once the imports are done: exclude what they created from garbage collection.
 
@@ -86,6 +99,9 @@ def main() -> None:
     max_inflated, max_attr = int(sys.argv[1]), int(sys.argv[2])
     # the server passes the decoder it resolved (native or python); run by hand: auto
     use_decoder(sys.argv[3] if len(sys.argv) > 3 else "auto")
+    if len(sys.argv) > 4 and int(sys.argv[4]):  # a worker of lower priority (the logs')
+        with contextlib.suppress(OSError):
+            os.nice(int(sys.argv[4]))
     prepare_process()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -56,6 +56,19 @@ class SpanSink(Protocol):
     def close(self) -> None: ...
 
 
+class LogSink(Protocol):
+    def write_logs(self, table: pa.Table) -> int:
+        """Store rows of ``log_events`` durably, each ``id`` once; return how many were new."""
+
+
+#: log events: the first copy of an id in the slice, and none already stored (a retry)
+_INSERT_LOGS = (
+    "INSERT OR IGNORE INTO log_events (id, trace_id, span_id, time, event_name, body, "
+    "attributes, resource, scope_name, ingested_at) SELECT DISTINCT ON (id) id, trace_id, "
+    "span_id, time, event_name, body, attributes, resource, scope_name, ingested_at FROM {view}"
+)
+
+
 class DuckDBSink:
     """Insert into ``span_rows`` (read as ``spans``). Retried duplicates are dropped by the
     dedupe window (``dedupe.py``): within ``dedupe_window_s`` of the first copy's commit, a
@@ -186,8 +199,33 @@ class DuckDBSink:
         written, self._written = self._written, None
         return written
 
-    def _attempt(self, table: pa.Table, batch_no: int) -> int:
-        self._written = None
+    def write_logs(self, table: pa.Table) -> int:
+        """GenAI log events, in one statement from Arrow (``INSERT OR IGNORE`` on the key)."""
+        return self._store.write(lambda: self._attempt_logs(table))
+
+    def _attempt_logs(self, table: pa.Table) -> int:
+        con = self._cursor()
+        # a uniquely named view: a failed commit's catalog entry cannot meet the retry's
+        view = f"_log_rows_{uuid.uuid4().hex}"
+        try:
+            con.register(view, table)
+            try:
+                row = con.execute(_INSERT_LOGS.format(view=view)).fetchone()
+            finally:
+                with contextlib.suppress(duckdb.Error):
+                    con.unregister(view)
+        except duckdb.FatalException:
+            self.close()
+            raise
+        except duckdb.Error:
+            self.close()
+            self._con = self._store.cursor()
+            raise
+        return int(row[0]) if row else 0
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        """The writer's cursor, anew after the store was reopened (another writer's fatal
+        error, or an earlier one of ours)."""
         if self._con is not None and self._generation != self._store.generation:
             self.close()  # another writer's fatal error reopened the store
         if self._con is None:  # invalidated by an earlier fatal error: reopen (or fail again)
@@ -197,8 +235,13 @@ class DuckDBSink:
             # the window's keys again, from the file: they include the failed attempt's rows
             # if its commit reached the WAL before DuckDB gave up, so a retry stores them once
             self._rebuild(self._con)
+        return self._con
+
+    def _attempt(self, table: pa.Table, batch_no: int) -> int:
+        self._written = None
+        con = self._cursor()
         try:
-            inserted, keys = self._insert(self._con, table, batch_no)
+            inserted, keys = self._insert(con, table, batch_no)
         except duckdb.FatalException:
             # DuckDB refuses every later statement on this database instance: drop it so the
             # next attempt reopens the file (once the disk is writable again)
