@@ -84,27 +84,6 @@ class GateResult:
         }
 
 
-def _drop_repeated_slices(
-    cells: dict[tuple[str, str | None, str], GateCell],
-    tests: dict[tuple[str, str | None, str], set[tuple[Any, ...]]],
-) -> None:
-    """A slice that is the same comparison as a slice with one key fewer (every request of
-    the route, the variant's and its baselines', has ``specialty=cardiology``: the same n on
-    both sides of every test) is one population: the wider slice stands for it, so no cell
-    is counted twice."""
-    for key, cell in sorted(cells.items(), key=lambda kv: -len(kv[1].cohort)):
-        version, route, _ = key
-        for drop in cell.cohort:
-            rest = {k: v for k, v in cell.cohort.items() if k != drop}
-            pkey = (version, route, str(canonical(rest.items())))
-            parent = cells.get(pkey)
-            if parent is not None and parent.n == cell.n and tests[pkey] == tests[key]:
-                if cell.status == "fail" and parent.status != "fail":
-                    break  # cannot happen for one population; never hide a failure
-                del cells[key]
-                break
-
-
 def gate(
     con: duckdb.DuckDBPyConnection,
     prefix_id: str,
@@ -144,7 +123,6 @@ def gate(
             gc.reasons.append(f"insufficient data: n={cell.n} < min_n={config.min_n}")
         cells[k] = gc
     tested: set[tuple[str, str | None, str]] = set()
-    tests: dict[tuple[str, str | None, str], set[tuple[Any, ...]]] = {k: set() for k in cells}
     for c in result.comparisons:
         if c.prefix_id != prefix_id:
             continue
@@ -153,7 +131,6 @@ def gate(
         if found is None:
             continue
         gc = found
-        tests[k].add((c.metric, c.baseline, c.n, c.n_baseline))
         if c.baseline == BASE:
             tested.add(k)
         if c.flagged:
@@ -163,7 +140,6 @@ def gate(
                 f"{c.metric} worse than {c.baseline}: {c.value:.4g} vs {c.baseline_value:.4g}"
                 f"{rel}, q={c.q_value:.3g}"
             )
-    _drop_repeated_slices(cells, tests)
     for k, gc in cells.items():
         if gc.status == "pass" and k not in tested:
             gc.status = "untested"

@@ -95,7 +95,38 @@ def slice_cube(cube: Cube, config: SliceConfig) -> Cube:
             new.append(j)
     keys = list(index)
     out = cube.expand(cube.dims, np.asarray(old, np.int64), np.asarray(new, np.int64), keys)
-    return _cap(out, ci, config.max_slices)
+    return _cap(_drop_repeated(out, ci), ci, config.max_slices)
+
+
+def _drop_repeated(cube: Cube, ci: int) -> Cube:
+    """Drop a slice that holds the same requests as one of its sub-slices, on every side
+    (every request of the route has ``specialty=cardiology``, base and variants alike): it
+    would repeat their comparisons. The more specific slice stays, so an alert names the key
+    that holds the traffic. Rows are grouped by everything but the variant and the slice
+    (base model, route); a slice equals a sub-slice when each variant's n does."""
+    n = cube.sums["n"]
+    variant = {cube.dims.index("prefix_id"), cube.dims.index("prefix_version")}
+    rest = [d for d in range(len(cube.dims)) if d != ci and d not in variant]
+    Group = tuple[tuple[object, ...], str | None]
+    counts: dict[Group, dict[tuple[object, ...], int]] = {}
+    rows: dict[Group, list[int]] = {}
+    for i, key in enumerate(cube.keys):
+        group: Group = (tuple(key[d] for d in rest), key[ci])
+        counts.setdefault(group, {})[tuple(key[d] for d in sorted(variant))] = int(n[i])
+        rows.setdefault(group, []).append(i)
+    drop: set[Group] = set()
+    for (where, sk), seen in counts.items():
+        items = parse(sk)
+        for k in items:
+            parent = (where, canonical((a, b) for a, b in items.items() if a != k))
+            if counts.get(parent) == seen:
+                drop.add(parent)
+    if not drop:
+        return cube
+    gone = sorted(i for g in drop for i in rows[g])
+    keep = np.setdiff1d(np.arange(len(cube.keys)), np.asarray(gone, np.int64))
+    keys = [cube.keys[i] for i in keep]
+    return cube.expand(cube.dims, keep, np.arange(len(keep)), keys)
 
 
 def _cap(cube: Cube, ci: int, max_slices: int) -> Cube:

@@ -26,7 +26,7 @@ from prefixscope.errors import PrefixScopeError, Unprocessable, http_error_body
 from .apidocs import docs_routes
 from .context import ApiContext
 from .dashboard import dashboard_routes
-from .deps import ApiState
+from .deps import ApiState, Guards
 from .detect import PeriodicDetector
 from .evaluate import PeriodicEvaluator
 from .lake_routes import lake_routes
@@ -66,7 +66,7 @@ def build_lake_router(
     """A lake collector's routes (``lake_routes.py``) and its ``/docs``."""
     router = APIRouter()
     router.include_router(lake_routes(settings, lake_url, registry, storage_options))
-    router.include_router(docs_routes())
+    router.include_router(docs_routes(Guards(settings).require_read()))
     return router
 
 

@@ -32,11 +32,12 @@ from .models import (
     COMMON_ERRORS,
     NOT_FOUND,
     WRITE_ERRORS,
+    PrefixIdPath,
     PrefixInfo,
     PrefixRegistration,
     WriteResult,
 )
-from .routes_data import FeedbackBody, PrefixIdPath, ScoreBody
+from .routes_data import FeedbackBody, ScoreBody
 
 
 def prefix_info(prefix_id: str, reg: Registration) -> PrefixInfo:

@@ -36,6 +36,7 @@ READ_ROUTES = {
     ("GET", "/api/v1/dashboard/trace/{trace_id}"),
     ("GET", "/api/v1/gate/{prefix_id}"),
     ("GET", "/api/v1/routing"),
+    ("GET", "/api/v1/regressions/slices"),
 }
 PARAMS = {"alert_id": "a1", "prefix_id": "radiology", "trace_id": "ab" * 16}
 BODIES = {
@@ -71,6 +72,7 @@ SUCCESS = {
     ("GET", "/api/v1/dashboard/trace/{trace_id}"): 200,
     ("GET", "/api/v1/gate/{prefix_id}"): 200,
     ("GET", "/api/v1/routing"): 200,
+    ("GET", "/api/v1/regressions/slices"): 200,
 }
 
 
@@ -116,11 +118,17 @@ def _api_ops(spec: dict[str, Any]) -> set[tuple[str, str]]:
     }
 
 
+#: required query parameters of a route
+QUERIES = {"/api/v1/regressions/slices": {"prefix_id": "radiology"}}
+
+
 def call(srv: ServerProcess, method: str, path: str, token: str | None) -> httpx.Response:
     url = srv.base_url + re.sub(r"\{(\w+)\}", lambda m: PARAMS[m.group(1)], path)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     body = BODIES.get(path)
-    return httpx.request(method, url, json=body, headers=headers, timeout=60)
+    return httpx.request(
+        method, url, json=body, headers=headers, params=QUERIES.get(path), timeout=60
+    )
 
 
 def test_every_api_route_is_classified(auth_server: ServerProcess) -> None:

@@ -211,5 +211,11 @@ def _gate_cells(srv: ServerProcess) -> list[dict[str, Any]]:
 
 def test_the_gate_fails_cardio_only_where_it_regressed(world: Any) -> None:
     srv, _ = world
-    status = {c["cohort"]["specialty"]: c["status"] for c in _gate_cells(srv)}
+    cells = _gate_cells(srv)
+    status = {c["cohort"]["specialty"]: c["status"] for c in cells if c["cohort"]}
     assert status == {"cardiology": "pass", "radiology": "fail"}
+    # the whole route is a slice too: if it fails, only for the regressed metric
+    [route] = [c for c in cells if not c["cohort"]]
+    assert route["status"] in ("pass", "fail")
+    failing = [r for r in route["reasons"] if " worse than " in r]
+    assert all(r.startswith("thumbs_down_rate worse than base") for r in failing), failing

@@ -45,10 +45,13 @@ def _duckdb_schema(store: Store, table: str) -> pa.Schema:
 
 
 def test_the_tiered_tables_are_the_ones_defined() -> None:
-    assert set(LAKE_TABLES) == {"spans", "scores", "feedback", "requests"}
+    tiered = {"spans", "scores", "feedback", "requests"}
+    assert set(LAKE_TABLES) == tiered | {"prefixes", "served_models"}
     assert LAKE_TABLES["spans"].schema.names == list(SPAN_COLUMN_NAMES)
     assert LAKE_TABLES["requests"].schema.names == list(REQUEST_COLUMN_NAMES)
-    assert {n: t.schema for n, t in LAKE_TABLES.items()} == tiers.LAKE_SCHEMAS
+    assert {n: t.schema for n, t in LAKE_TABLES.items() if n in tiered} == tiers.LAKE_SCHEMAS
+    # the registry's history is kept by retention; traffic tables are dropped by age
+    assert {n for n, t in LAKE_TABLES.items() if t.retained} == tiered
     assert [a.view for a in tiers.ANNOTATIONS] == ["scores", "feedback"]
     for a in (*tiers.ANNOTATIONS, tiers.REQUESTS):
         assert a.schema.equals(LAKE_TABLES[a.view].schema)
@@ -90,3 +93,17 @@ def test_api_models_carry_the_defined_columns(
     assert list(request_model.model_fields) == columns
     # what a trace view returns is every column but the trace id it is nested under
     assert list(response_model.model_fields) == [c for c in columns if c != "trace_id"]
+
+
+@pytest.mark.parametrize("name", ["prefixes", "served_models"])
+def test_the_lake_registry_has_the_store_registry_columns(tmp_path: Path, name: str) -> None:
+    """A lake's registry rows are the store's (``prefixes`` adds the ``id`` of a history row),
+    so the embedded store's registry exports as it is and both read the same rows."""
+    with Store(tmp_path) as store:
+        stored = _duckdb_schema(store, name)
+    lake = LAKE_TABLES[name].schema
+    assert [n for n in lake.names if n != "id"] == stored.names
+    for field in stored:
+        assert lake.field(field.name).type == field.type or (
+            field.name == "metadata" and lake.field(field.name).type == pa.string()
+        ), field.name

@@ -39,6 +39,8 @@ BODIES: dict[str, object] = {
     "/api/v1/regressions/run": {},
     "/api/v1/evaluations/run": {"evaluators": ["JSONValidation"]},
 }
+#: required query parameters of a route
+QUERIES = {"/api/v1/regressions/slices": {"prefix_id": "radiology"}}
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 LOGS_EXPORT = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 
@@ -72,7 +74,11 @@ def _call(c: httpx.Client, method: str, path: str, token: str | None) -> int:
         return c.request(method, url, headers=headers, content=b"").status_code
     body = BODIES.get(path)
     return c.request(
-        method, url, headers=headers, json=body if method != "GET" else None
+        method,
+        url,
+        headers=headers,
+        json=body if method != "GET" else None,
+        params=QUERIES.get(path),
     ).status_code
 
 
