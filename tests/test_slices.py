@@ -46,10 +46,14 @@ def _arms(rule: Rule, n: int) -> list[Arm]:
 def _world(
     rule: Rule, n: int = 60, seed: int = 1, config: DetectionConfig | None = None
 ) -> DetectionResult:
+    from prefixscope.api.detect import detection_config
+    from prefixscope.api.models import RegressionRunRequest
+
     con = scratch_store()
     try:
         generate(con, _arms(rule, n), seed=seed)
-        return run_detection(con, config=config)
+        # the API's default run unless told otherwise (the request a client sends, resolved)
+        return run_detection(con, config=config or detection_config(RegressionRunRequest()))
     finally:
         con.close()
 
