@@ -105,7 +105,7 @@ def _drop_repeated(cube: Cube, ci: int) -> Cube:
     that holds the traffic. Rows are grouped by everything but the variant and the slice
     (base model, route); a slice equals a sub-slice when each variant's n does."""
     n = cube.sums["n"]
-    variant = {cube.dims.index("prefix_id"), cube.dims.index("prefix_version")}
+    variant = {i for i, d in enumerate(cube.dims) if d in ("prefix_id", "prefix_version")}
     rest = [d for d in range(len(cube.dims)) if d != ci and d not in variant]
     Group = tuple[tuple[object, ...], str | None]
     counts: dict[Group, dict[tuple[object, ...], int]] = {}
