@@ -144,6 +144,9 @@ def data_routes(state: ApiState) -> APIRouter:
         if fmt is sql_formats.JSON:
             result = state.sandbox.run(body.sql)
             response.headers.update(_answer_headers(result.truncated, len(result.rows)))
+            if result.truncated:
+                by = "rows" if len(result.rows) >= state.sandbox.max_rows else "bytes"
+                response.headers["X-PrefixScope-Truncated-By"] = by
             return SqlResponse(
                 columns=result.columns,
                 types=result.types,
