@@ -87,8 +87,12 @@ class ArrowResult:
     elapsed_ms: float
 
 
-#: rows per record batch DuckDB hands over (its vectors are 2,048 rows)
-ARROW_BATCH_ROWS = 65_536
+#: rows per record batch read from DuckDB: one vector, so the byte cap is checked at least
+#: every 2,048 rows (one vector's values are bounded: see MAX_AMPLIFIED_BYTES)
+ARROW_BATCH_ROWS = 2_048
+#: ... and coalesced into batches of up to this many rows / bytes for the writers
+COALESCE_ROWS = 65_536
+COALESCE_BYTES = 16 * 2**20
 _T = TypeVar("_T")
 
 
@@ -311,7 +315,7 @@ def _fetch_arrow(
     rel = cur.sql(sql)
     types = [str(t) for t in rel.types]
     reader = rel.to_arrow_reader(batch_rows)
-    batches: list[pa.RecordBatch] = []
+    out = _Coalescer(reader.schema)
     rows = size = 0
     truncated_by: str | None = None
     for batch in reader:
@@ -325,7 +329,7 @@ def _fetch_arrow(
             part = part.slice(0, _rows_within(part, max_bytes - size))
             truncated_by = "bytes"
         if part.num_rows:
-            batches.append(part)
+            out.add(part)
             rows += part.num_rows
             size += part.nbytes
         if truncated_by is None and part.num_rows < batch.num_rows:
@@ -334,7 +338,7 @@ def _fetch_arrow(
             break
     return ArrowResult(
         schema=reader.schema,
-        batches=batches,
+        batches=out.finish(),
         types=types,
         truncated=truncated_by is not None,
         truncated_by=truncated_by,
@@ -342,6 +346,36 @@ def _fetch_arrow(
         nbytes=size,
         elapsed_ms=(time.perf_counter() - started) * 1000.0,
     )
+
+
+class _Coalescer:
+    """Joins DuckDB's small batches into batches of up to COALESCE_ROWS / COALESCE_BYTES
+    (fewer, larger batches make the writers' per-batch work negligible)."""
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.schema = schema
+        self.done: list[pa.RecordBatch] = []
+        self.pending: list[pa.RecordBatch] = []
+        self.rows = self.bytes = 0
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        self.pending.append(batch)
+        self.rows += batch.num_rows
+        self.bytes += batch.nbytes
+        if self.rows >= COALESCE_ROWS or self.bytes >= COALESCE_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if len(self.pending) == 1:
+            self.done.append(self.pending[0])
+        elif self.pending:
+            table = pa.Table.from_batches(self.pending, self.schema).combine_chunks()
+            self.done.extend(table.to_batches())
+        self.pending, self.rows, self.bytes = [], 0, 0
+
+    def finish(self) -> list[pa.RecordBatch]:
+        self._flush()
+        return self.done
 
 
 def _rows_within(batch: pa.RecordBatch, budget: int) -> int:
