@@ -290,28 +290,31 @@ _ESCAPES = {chr(c): json.dumps(chr(c))[1:-1] for c in range(0x20)}
 
 def _quote(text: pa.Array) -> pa.Array:
     """Strings as JSON strings: quotes, backslashes and control characters escaped."""
-    text = pc.replace_substring(text, "\\", "\\\\")
-    text = pc.replace_substring(text, '"', '\\"')
-    if pc.any(pc.match_substring_regex(text, r"[\x00-\x1f]")).as_py():
-        for raw, escaped in _ESCAPES.items():
-            text = pc.replace_substring(text, raw, escaped)
+    if pc.any(pc.match_substring_regex(text, r'["\\\x00-\x1f]')).as_py():
+        text = pc.replace_substring(text, "\\", "\\\\")
+        text = pc.replace_substring(text, '"', '\\"')
+        if pc.any(pc.match_substring_regex(text, r"[\x00-\x1f]")).as_py():
+            for raw, escaped in _ESCAPES.items():
+                text = pc.replace_substring(text, raw, escaped)
     return pc.binary_join_element_wise('"', text, '"', "")
 
 
 def _temporal_text(arr: pa.Array) -> pa.Array:
     """ISO 8601 as Python's ``isoformat()``: microseconds only when not zero, the offset of a
-    time zone as ``+HH:MM``."""
+    time zone as ``+HH:MM`` (Arrow's own cast to text, then three substitutions: strftime
+    is ~30 times slower)."""
     t = arr.type
     if pa.types.is_date(t):
         return pc.cast(arr, pa.string())
     if pa.types.is_time(t):
         text = pc.cast(pc.cast(arr, pa.time64("us"), safe=False), pa.string())
-        return pc.replace_substring_regex(text, r"\.000000$", "")
+        return pc.replace_substring(text, ".000000", "")
     micros = pc.cast(arr, pa.timestamp("us", t.tz), safe=False)
-    text = pc.strftime(micros, format="%Y-%m-%dT%H:%M:%S")
-    text = pc.replace_substring_regex(text, r"\.000000$", "")
+    text = pc.cast(micros, pa.string())  # 2025-01-02 04:04:05.500000[+0100]
+    text = pc.replace_substring(text, " ", "T", max_replacements=1)
+    text = pc.replace_substring(text, ".000000", "")
     if t.tz is not None:
-        text = pc.binary_join_element_wise(text, pc.strftime(micros, format="%Ez"), "")
+        text = pc.replace_substring_regex(text, r"([+-][0-9]{2})([0-9]{2})$", r"\1:\2")
     return text
 
 

@@ -187,7 +187,7 @@ def test_timeouts(srv: ServerProcess, client: Client) -> None:
     assert f"{TIMEOUT_S:g}s time limit" in server_side.value.message
     impatient = Client(srv.base_url, token=WRITE, timeout=0.3)
     started = time.monotonic()
-    with pytest.raises(ClientTimeout, match="within 0.3s"):
+    with pytest.raises(ClientTimeout, match=r"within 0\.3s"):
         impatient.sql(runaway)
     assert time.monotonic() - started < TIMEOUT_S
     time.sleep(TIMEOUT_S + 0.5)  # the server's own limit ends the abandoned query
@@ -257,7 +257,8 @@ def test_scores_and_feedback_go_on_the_current_span(srv: ServerProcess, client: 
         client.feedback.log("rating", 4.0)
     assert written["inserted"] == 1 and written["unknown_trace_ids"] == [trace_id]
     scores = json_answer(
-        srv, f"SELECT trace_id, span_id, name, value, reason FROM scores WHERE trace_id = '{trace_id}'"
+        srv,
+        f"SELECT trace_id, span_id, name, value, reason FROM scores WHERE trace_id = '{trace_id}'",
     )["rows"]
     assert scores == [[trace_id, span_id, "Helpfulness", 0.75, "cites the guideline"]]
     feedback = json_answer(
@@ -274,7 +275,8 @@ def test_scores_and_feedback_go_on_the_current_span(srv: ServerProcess, client: 
     with tracer.start_as_current_span("elsewhere"):
         client.feedback.log("escalation", trace_id=other)
     assert json_answer(
-        srv, f"SELECT span_id, kind FROM feedback WHERE trace_id = '{other}' AND kind = 'escalation'"
+        srv,
+        f"SELECT span_id, kind FROM feedback WHERE trace_id = '{other}' AND kind = 'escalation'",
     )["rows"] == [[None, "escalation"]]
     # outside any span and without ids: refused before anything is sent
     with pytest.raises(ValueError, match="no trace_id given and no current span"):
@@ -329,7 +331,9 @@ sys.meta_path.insert(0, Block())
 def test_works_in_the_instrumentation_only_install(srv: ServerProcess) -> None:
     """With every server-side package unimportable, the client still logs scores and reads
     alerts; ``sql()`` says which package it needs."""
-    script = BLOCKER + f"""
+    script = (
+        BLOCKER
+        + f"""
 from prefixscope.client import Client
 c = Client({srv.base_url!r}, token={WRITE!r})
 print(c.scores.log("Offline", 0.5, trace_id={TRACES[0].trace_id!r})["inserted"])
@@ -340,6 +344,7 @@ except ImportError as exc:
     print(exc)
 print(sorted(m for m in SERVER_ONLY if m in sys.modules))
 """
+    )
     proc = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
     )
