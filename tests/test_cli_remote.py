@@ -228,3 +228,38 @@ def test_alerts_list_and_ack(srv: ServerProcess) -> None:
     assert before.returncode == 0 and len(json.loads(before.stdout)) == 1
     missing = cli(srv, "alerts", "ack", "nope")
     assert missing.returncode == 1 and "404: no alert with id 'nope'" in missing.stderr.decode()
+
+
+def test_sql_on_a_terminal_is_a_table(srv: ServerProcess) -> None:
+    """With a terminal on stdout and no --format, the answer is a table, not CSV."""
+    import pty
+
+    master, slave = pty.openpty()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PREFIXSCOPE_")}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "prefixscope.cli", "sql", "SELECT 41 + 1 AS answer",
+             "--server", srv.base_url, "--token", TOKEN],
+            stdout=slave,
+            stderr=subprocess.PIPE,
+            timeout=120,
+            env=environ | {"COLUMNS": "80", "TERM": "dumb"},
+        )  # fmt: skip
+        os.close(slave)
+        slave = -1
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the other end closed
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    assert proc.returncode == 0, proc.stderr
+    text = out.decode()
+    assert "answer" in text and "42" in text and "1 row" in text and '"answer"' not in text
