@@ -27,6 +27,11 @@ Layered defences, outermost first (datasette's ``database.py`` is the model):
    ``max_rows + 1``, answer ``truncated: true``) and a byte cap on the answer, counted while
    rows stream.
 
+:meth:`SqlSandbox.run` answers JSON-safe Python rows (the JSON answer);
+:meth:`SqlSandbox.run_arrow` answers DuckDB's Arrow record batches, read one vector at a
+time with their own row and byte caps and no Python row built (the Arrow, Parquet, CSV and
+NDJSON answers, :mod:`.sql_formats`). Both go through every defence above.
+
 Errors are typed :class:`QueryError` with a ``code`` that names the defence that stopped
 the query (``syntax_error`` with ``position``, ``forbidden``, ``multiple_statements``,
 ``value_too_large``, ``memory_limit``, ``timeout``, ...).
