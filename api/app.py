@@ -129,6 +129,7 @@ _FRAMEWORK_ERRORS: dict[int, type[PrefixScopeError]] = {
         errors.Unauthorized,
         errors.Forbidden,
         errors.NotFound,
+        errors.NotAcceptable,
         errors.PayloadTooLarge,
         errors.UnsupportedMediaType,
         errors.Unprocessable,

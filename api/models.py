@@ -125,6 +125,13 @@ class SqlRequest(_Strict):
         max_length=100_000,
         examples=["SELECT prefix_id, count(*) FROM requests GROUP BY 1"],
     )
+    format: str | None = Field(
+        default=None,
+        max_length=100,
+        description="Answer format: json (default), arrow, parquet, csv or ndjson (or its "
+        "media type); overrides the Accept header",
+        examples=["arrow"],
+    )
 
 
 class SqlResponse(BaseModel):

@@ -29,6 +29,11 @@ Layered defences, outermost first (datasette's ``database.py`` is the model):
    ``max_rows + 1``, answer ``truncated: true``) and a byte cap on the answer, counted while
    rows stream.
 
+:meth:`SqlSandbox.run` answers JSON-safe Python rows (the JSON answer);
+:meth:`SqlSandbox.run_arrow` answers DuckDB's Arrow record batches, read one vector at a
+time with their own row and byte caps and no Python row built (the Arrow, Parquet, CSV and
+NDJSON answers, :mod:`.sql_formats`). Both go through every defence above.
+
 Errors are typed :class:`QueryError` with a ``code`` that names the defence that stopped
 the query (``syntax_error`` with ``position``, ``forbidden``, ``multiple_statements``,
 ``value_too_large``, ``memory_limit``, ``timeout``, ...).
@@ -42,11 +47,12 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
+import pyarrow as pa
 
 from prefixscope.collector.storage.store import Store
 from prefixscope.errors import Overloaded, QueryError, QueryTimeout
@@ -87,6 +93,31 @@ class SqlResult:
     rows: list[list[Any]]
     truncated: bool
     elapsed_ms: float
+
+
+@dataclass(slots=True)
+class ArrowResult:
+    """A query's answer as Arrow record batches, straight from DuckDB (no Python rows)."""
+
+    schema: pa.Schema
+    batches: list[pa.RecordBatch]
+    #: DuckDB's type of each column (``TIMESTAMP WITH TIME ZONE``, ``JSON``, ...)
+    types: list[str]
+    truncated: bool
+    #: which cap cut the answer: ``"rows"`` or ``"bytes"`` (None when complete)
+    truncated_by: str | None
+    num_rows: int
+    nbytes: int
+    elapsed_ms: float
+
+
+#: rows per record batch read from DuckDB: one vector, so the byte cap is checked at least
+#: every 2,048 rows (one vector's values are bounded: see MAX_AMPLIFIED_BYTES)
+ARROW_BATCH_ROWS = 2_048
+#: ... and coalesced into batches of up to this many rows / bytes for the writers
+COALESCE_ROWS = 65_536
+COALESCE_BYTES = 16 * 2**20
+_T = TypeVar("_T")
 
 
 class SqlSandbox:
@@ -153,17 +184,33 @@ class SqlSandbox:
 
     # -- public ------------------------------------------------------------------------------
     def run(self, sql: str) -> SqlResult:
+        """The answer as JSON-safe Python rows, at most ``max_rows`` / ``max_result_bytes``."""
+        return self._guarded(sql, self._fetch_rows)
+
+    def run_arrow(
+        self, sql: str, *, max_rows: int, max_bytes: int, batch_rows: int = ARROW_BATCH_ROWS
+    ) -> ArrowResult:
+        """The answer as Arrow record batches streamed from DuckDB (``to_arrow_reader``): no
+        Python rows are built. At most ``max_rows`` rows and ``max_bytes`` Arrow bytes are
+        kept (``truncated`` beyond); the same sandbox, time limit and memory watchdog."""
+
+        def fetch(cur: duckdb.DuckDBPyConnection, query: str) -> ArrowResult:
+            return _fetch_arrow(cur, query, max_rows, max_bytes, batch_rows)
+
+        return self._guarded(sql, fetch)
+
+    def _guarded(self, sql: str, fetch: Callable[[duckdb.DuckDBPyConnection, str], _T]) -> _T:
         if not self._slots.acquire(blocking=False):
             self._count("overloaded")
             raise Overloaded("too many concurrent SQL queries; retry shortly", retry_after_s=1)
         try:
-            result = self._run(sql)
+            result = self._run(sql, fetch)
         except QueryError as err:
             self._count(err.code)
             raise
         finally:
             self._slots.release()
-        self._count("truncated" if result.truncated else "ok")
+        self._count("truncated" if getattr(result, "truncated", False) else "ok")
         return result
 
     # -- checks --------------------------------------------------------------------------------
@@ -200,15 +247,33 @@ class SqlSandbox:
         check_files(nodes, self._readers, self.store.lake_dir)
 
     # -- execution -----------------------------------------------------------------------------
-    def _run(self, sql: str) -> SqlResult:
+    def _run(self, sql: str, fetch: Callable[[duckdb.DuckDBPyConnection, str], _T]) -> _T:
         cur = self.store.read_cursor()
         try:
             self.check(sql, cur)
-            return self._execute(cur, sql)
+            return self._execute(cur, sql, fetch)
         finally:
             cur.close()
 
-    def _execute(self, cur: duckdb.DuckDBPyConnection, sql: str) -> SqlResult:
+    def _fetch_rows(self, cur: duckdb.DuckDBPyConnection, sql: str) -> SqlResult:
+        started = time.perf_counter()
+        cur.execute(sql)
+        description = cur.description or []
+        rows, truncated = self._fetch(cur)
+        return SqlResult(
+            columns=[d[0] for d in description],
+            types=[str(d[1]) for d in description],
+            rows=rows,
+            truncated=truncated,
+            elapsed_ms=(time.perf_counter() - started) * 1000.0,
+        )
+
+    def _execute(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        sql: str,
+        fetch: Callable[[duckdb.DuckDBPyConnection, str], _T],
+    ) -> _T:
         fired = threading.Event()
 
         def _interrupt() -> None:
@@ -217,19 +282,16 @@ class SqlSandbox:
 
         timer = threading.Timer(self.timeout_s, _interrupt)
         timer.daemon = True
-        started = time.perf_counter()
         cur.execute("BEGIN TRANSACTION")
         timer.start()
         watch = self.watchdog.watch(cur) if self.watchdog else contextlib.nullcontext(None)
-        rows: list[list[Any]] = []
-        truncated = False
         try:
             with watch as watched, self._preemptible(cur) as running:
                 try:
-                    cur.execute(sql)
-                    description = cur.description or []
-                    rows, truncated = self._fetch(cur)
-                except duckdb.Error as exc:
+                    return fetch(cur, sql)
+                except (duckdb.Error, pa.ArrowException, OSError) as exc:
+                    # (errors met while an Arrow reader streams come as pyarrow's OSError
+                    # carrying DuckDB's message)
                     if running.stopped:
                         raise QueryError(
                             "query was interrupted so that ingest could commit: DuckDB's "
@@ -246,17 +308,12 @@ class SqlSandbox:
                         raise QueryTimeout(
                             f"query exceeded the {self.timeout_s:g}s time limit and was interrupted"
                         ) from None
+                    if not isinstance(exc, duckdb.Error):
+                        raise _translate_text(sql, str(exc), self.store) from None
                     raise _translate(sql, exc, self.store) from None
         finally:
             timer.cancel()
             _rollback(cur)
-        return SqlResult(
-            columns=[d[0] for d in description],
-            types=[str(d[1]) for d in description],
-            rows=rows,
-            truncated=truncated,
-            elapsed_ms=(time.perf_counter() - started) * 1000.0,
-        )
 
     def _fetch(self, cur: duckdb.DuckDBPyConnection) -> tuple[list[list[Any]], bool]:
         """Rows up to ``max_rows`` and ``max_result_bytes``, counted while they stream."""
@@ -278,6 +335,90 @@ class SqlSandbox:
     def _count(self, outcome: str) -> None:
         if self.metrics is not None:
             self.metrics.sql_queries.labels(outcome=outcome).inc()
+
+
+def _fetch_arrow(
+    cur: duckdb.DuckDBPyConnection, sql: str, max_rows: int, max_bytes: int, batch_rows: int
+) -> ArrowResult:
+    """Record batches from DuckDB's Arrow stream until ``max_rows`` rows or ``max_bytes``
+    Arrow bytes (the batch that crosses the byte cap is cut to the rows that fit)."""
+    started = time.perf_counter()
+    rel = cur.sql(sql)
+    types = [str(t) for t in rel.types]
+    reader = rel.to_arrow_reader(batch_rows)
+    out = _Coalescer(reader.schema)
+    rows = size = 0
+    truncated_by: str | None = None
+    for batch in reader:
+        if batch.num_rows == 0:
+            continue
+        if rows >= max_rows:
+            truncated_by = "rows"
+            break
+        part = batch.slice(0, max_rows - rows) if rows + batch.num_rows > max_rows else batch
+        if size + part.nbytes > max_bytes:
+            part = part.slice(0, _rows_within(part, max_bytes - size))
+            truncated_by = "bytes"
+        if part.num_rows:
+            out.add(part)
+            rows += part.num_rows
+            size += part.nbytes
+        if truncated_by is None and part.num_rows < batch.num_rows:
+            truncated_by = "rows"
+        if truncated_by is not None:
+            break
+    return ArrowResult(
+        schema=reader.schema,
+        batches=out.finish(),
+        types=types,
+        truncated=truncated_by is not None,
+        truncated_by=truncated_by,
+        num_rows=rows,
+        nbytes=size,
+        elapsed_ms=(time.perf_counter() - started) * 1000.0,
+    )
+
+
+class _Coalescer:
+    """Joins DuckDB's small batches into batches of up to COALESCE_ROWS / COALESCE_BYTES
+    (fewer, larger batches make the writers' per-batch work negligible)."""
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.schema = schema
+        self.done: list[pa.RecordBatch] = []
+        self.pending: list[pa.RecordBatch] = []
+        self.rows = self.bytes = 0
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        self.pending.append(batch)
+        self.rows += batch.num_rows
+        self.bytes += batch.nbytes
+        if self.rows >= COALESCE_ROWS or self.bytes >= COALESCE_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if len(self.pending) == 1:
+            self.done.append(self.pending[0])
+        elif self.pending:
+            table = pa.Table.from_batches(self.pending, self.schema).combine_chunks()
+            self.done.extend(table.to_batches())
+        self.pending, self.rows, self.bytes = [], 0, 0
+
+    def finish(self) -> list[pa.RecordBatch]:
+        self._flush()
+        return self.done
+
+
+def _rows_within(batch: pa.RecordBatch, budget: int) -> int:
+    """The most leading rows of ``batch`` whose Arrow bytes fit in ``budget``."""
+    lo, hi = 0, batch.num_rows
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if batch.slice(0, mid).nbytes <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def _approx_bytes(value: Any) -> int:
@@ -428,6 +569,37 @@ def _translate(sql: str, exc: duckdb.Error, store: Store) -> QueryError:
         return QueryError(head, code="syntax_error", position=error_position(sql, message))
     binder = isinstance(exc, duckdb.BinderException | duckdb.CatalogException)
     code = "binder_error" if binder else "query_error"
+    return QueryError(head, code=code, position=error_position(sql, message))
+
+
+#: DuckDB's error-type prefix ("Conversion Error: ...") → the sandbox's error code
+_TEXT_CODES = {
+    "Out of Memory Error": "memory_limit",
+    "Parser Error": "syntax_error",
+    "Binder Error": "binder_error",
+    "Catalog Error": "binder_error",
+}
+
+
+def _translate_text(sql: str, message: str, store: Store) -> QueryError:
+    """A QueryError for an error that reached us as text (DuckDB's message inside pyarrow's
+    exception, when the query failed while its Arrow stream was read)."""
+    head = _first_line(message)
+    kind = head.split(":", 1)[0]
+    if kind == "INTERRUPT Error":
+        return QueryTimeout("query was interrupted")
+    if kind == "Permission Error" or _FS_DENIED in message:
+        return QueryError(
+            "file and network access is not allowed; only Parquet files under the data "
+            f"lake ({store.lake_dir}/) can be read. Engine said: {head}",
+            code="forbidden",
+        )
+    code = _TEXT_CODES.get(kind, "query_error")
+    if code == "memory_limit":
+        return QueryError(
+            f"query needs more memory than the store allows (--store-memory-mb): {head}",
+            code=code,
+        )
     return QueryError(head, code=code, position=error_position(sql, message))
 
 

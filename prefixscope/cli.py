@@ -213,6 +213,7 @@ _register_optional(
 _register_optional(main, "prefixscope.analytics.cli_online", ["evaluate_command"])
 _register_optional(lake, "prefixscope.api.cli_lake", ["load_command", "register_command"])
 _register_optional(main, "prefixscope.demo", ["demo_command"])
+_register_optional(main, "prefixscope.cli_remote", ["sql_command", "alerts_group"])
 
 if __name__ == "__main__":  # pragma: no cover
     main()

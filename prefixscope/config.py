@@ -224,6 +224,21 @@ class Settings:
         default=10_000,
         metadata={"help": "Most rows a sandboxed SQL query returns (``truncated: true`` beyond)."},
     )
+    sql_export_max_rows: int = field(
+        default=1_000_000,
+        metadata={
+            "help": "Most rows of a SQL answer in Arrow, Parquet, CSV or NDJSON (header "
+            "X-PrefixScope-Truncated: true beyond); the JSON answer keeps --sql-max-rows."
+        },
+    )
+    sql_export_max_mb: int = field(
+        default=0,
+        metadata={
+            "help": "Most Arrow bytes of a SQL answer in Arrow, Parquet, CSV or NDJSON, MB "
+            "(truncated beyond; 0: half of --sql-memory-mb). The server holds the answer while "
+            "it is sent, so this must stay below --sql-memory-mb."
+        },
+    )
     webhook_urls: list[str] = field(
         default_factory=list, metadata={"help": "URLs that receive alert webhooks."}
     )
@@ -358,6 +373,7 @@ class Settings:
             "sql_max_result_mb",
             "logs_max_inflight",
             "logs_batch_max_records",
+            "sql_export_max_rows",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -370,6 +386,14 @@ class Settings:
             raise ConfigError(f"decoder must be auto, native or python, got {self.decoder!r}")
         if self.sql_timeout_s <= 0:
             raise ConfigError("sql_timeout_s must be > 0")
+        if self.sql_export_max_mb < 0:
+            raise ConfigError(f"sql_export_max_mb must be >= 0, got {self.sql_export_max_mb}")
+        if self.sql_export_max_mb >= self.sql_memory_mb:
+            raise ConfigError(
+                f"sql_export_max_mb ({self.sql_export_max_mb}) must be below sql_memory_mb "
+                f"({self.sql_memory_mb}): an export is held in memory while it is sent, and a "
+                "query that grows the server by sql_memory_mb is interrupted"
+            )
         if self.lake_roll_interval_s < 0 or self.detect_interval_s < 0:
             raise ConfigError("intervals must be >= 0")
         if self.lake_roll_rows < 0:
@@ -433,6 +457,11 @@ class Settings:
             raise ConfigError(
                 "a token is both a read-only token and a write token; give each scope its own"
             )
+
+    @property
+    def sql_export_bytes(self) -> int:
+        """The export byte cap in force (``sql_export_max_mb``, else half the SQL memory)."""
+        return (self.sql_export_max_mb or self.sql_memory_mb // 2) * 2**20
 
     # -- loading ---------------------------------------------------------------------------
     @classmethod

@@ -52,6 +52,12 @@ class NotFound(PrefixScopeError):
     http_status, grpc_code, kind = 404, grpc.StatusCode.NOT_FOUND, "not_found"
 
 
+class NotAcceptable(PrefixScopeError):
+    """No representation the client accepts (``Accept`` / ``format=``): 406."""
+
+    http_status, grpc_code, kind = 406, grpc.StatusCode.INVALID_ARGUMENT, "not_acceptable"
+
+
 class PayloadTooLarge(PrefixScopeError):
     http_status, grpc_code, kind = 413, grpc.StatusCode.RESOURCE_EXHAUSTED, "payload_too_large"
 
