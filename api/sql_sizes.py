@@ -271,6 +271,23 @@ ATTRIBUTE_COLUMNS = frozenset(
     }
 )  # fmt: skip
 _SMALL = 64.0
+#: Types whose text is a few bytes: a cast to one is bounded whatever its input
+#: (``'r' || i::BIGINT`` over a table function's column).
+FIXED_WIDTH_TYPES = frozenset(
+    {
+        "TINYINT", "SMALLINT", "INTEGER", "INT", "INT4", "BIGINT", "INT8", "HUGEINT",
+        "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT", "FLOAT", "REAL", "DOUBLE",
+        "DECIMAL", "NUMERIC", "BOOLEAN", "BOOL", "DATE", "TIME", "TIMESTAMP", "TIMESTAMPTZ",
+        "TIMESTAMP WITH TIME ZONE", "INTERVAL", "UUID",
+    }
+)  # fmt: skip
+
+
+def _cast_type(expr: dict[str, Any]) -> str:
+    """The plain type a CAST node casts to (upper case), or "" for a nested or sized one."""
+    type_expr = expr.get("type_expr") or {}
+    name = str(type_expr.get("type_name") or "").upper()
+    return name if name in ("DECIMAL", "NUMERIC") or not type_expr.get("children") else ""
 
 
 class _Concatenation:
@@ -302,6 +319,10 @@ class _Concatenation:
             return self._column(expr)
         if cls in ("SUBQUERY", "STAR"):
             return _UNBOUNDED
+        if cls == "CAST" and _cast_type(expr) in FIXED_WIDTH_TYPES:
+            if isinstance(expr.get("child"), dict):
+                self.size(expr["child"])  # its own concatenations still count
+            return _SMALL  # a number, time or id reads as a few bytes, whatever it came from
         if cls != "FUNCTION":  # operators, casts, CASE, ...: at most their parts together
             return sum((self.size(c) for c in _walk_children(expr)), 16.0)
         name = self.name(expr)

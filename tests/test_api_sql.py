@@ -538,6 +538,16 @@ def test_concatenation_and_the_stores_own_files_are_refused_with_rss_bounded(
         sql_server, "SELECT max(prefix_id || '@' || left(attributes::varchar, 100)) FROM spans"
     )
     assert ok.status_code == 200, ok.text
+    # a cast to a number, time or id is a few bytes, whatever the column it reads
+    for query in (
+        "SELECT 'r' || i::BIGINT FROM range(3) t(i)",
+        "SELECT max(concat(attributes::varchar::TIMESTAMPTZ, '/', x::DECIMAL(10, 2))) "
+        "FROM spans, (SELECT 1 AS x) WHERE false",
+    ):
+        resp = sql(sql_server, query)
+        assert resp.status_code == 200, (query, resp.text)
+    resp = sql(sql_server, "SELECT 'r' || i::VARCHAR FROM range(3) t(i)")
+    assert resp.json()["code"] == "value_too_large", resp.text
     ok = sql(sql_server, f"SELECT sum(a) FROM read_parquet('{lake}/custom/*.parquet')")
     assert ok.status_code == 200 and ok.json()["rows"] == [[6]], ok.text
 

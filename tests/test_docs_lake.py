@@ -274,7 +274,6 @@ def test_spark_snippet_dedupes_a_scale_out_lake(
     from prefixscope.analytics.engines import spark_session
 
     root, store = scale_out
-    monkeypatch.chdir(root)  # Spark resolves relative paths from where its JVM started
     session = spark_session("local[1]", driver_memory="1g")  # the snippet's getOrCreate()
     try:
         rows = run("spark", root, monkeypatch)["spark_per_prefix"]

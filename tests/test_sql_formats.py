@@ -295,7 +295,7 @@ def test_the_answers_hold_the_traffic_sent(srv: ServerProcess) -> None:
 
 
 def test_a_row_limit_cuts_every_format_alike(srv: ServerProcess) -> None:
-    query = "SELECT i, i * 0.5 AS half, 'r' || i AS label FROM range(1000) t(i) ORDER BY i"
+    query = "SELECT i, i * 0.5 AS half, 'r' || i::BIGINT AS label FROM range(1000) t(i) ORDER BY i"
     ref = answer(srv, query, "json")
     body = ref.json()
     assert body["truncated"] is True and len(body["rows"]) == MAX_ROWS

@@ -31,7 +31,7 @@ from ..model import SPAN_COLUMN_NAMES
 from . import tier_compact, tiers
 from .fs import publish, temporary_name
 from .retention import RetentionReport, apply_to_lake, apply_to_store, cutoff_for
-from .store import Store, scalar
+from .store import Store, log_pass_failure, scalar
 from .views import refresh_view
 
 log = logging.getLogger(__name__)
@@ -158,27 +158,27 @@ class LakeRoller:
         if self._interval > 0:
             try:
                 self.roll()
-            except Exception:  # keep rolling later; spans are safe in DuckDB meanwhile
-                log.exception("Parquet lake roll failed")
+            except Exception as exc:  # keep rolling later; spans are safe in DuckDB meanwhile
+                log_pass_failure(log, "Parquet lake roll failed", exc)
             else:
                 if full:
                     self._move_and_compact()
         if full and self._retention is not None:
             try:
                 self.enforce_retention()
-            except Exception:
-                log.exception("retention pass failed; will retry")
+            except Exception as exc:
+                log_pass_failure(log, "retention pass failed; will retry", exc)
 
     def _move_and_compact(self) -> None:
         try:
             self.move()
-        except Exception:  # the rows stay hot; the next pass moves them
-            log.exception("moving rows to the cold tier failed")
+        except Exception as exc:  # the rows stay hot; the next pass moves them
+            log_pass_failure(log, "moving rows to the cold tier failed", exc)
             return
         try:
             self.compact()
-        except Exception:  # the files stay as they are; the next pass retries
-            log.exception("cold-tier compaction failed")
+        except Exception as exc:  # the files stay as they are; the next pass retries
+            log_pass_failure(log, "cold-tier compaction failed", exc)
 
     def enforce_retention(self, now: dt.datetime | None = None) -> RetentionReport | None:
         """Drop lake partitions and store rows older than the retention (see retention.py)."""

@@ -46,6 +46,7 @@ import pyarrow.compute as pc
 
 from ..requests import REQUEST_COLUMN_NAMES, SKELETON_COLUMNS, resolve
 from . import tiers
+from .store import log_pass_failure
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +171,8 @@ class RequestResolver:
         while not self._stop.wait(self._interval):
             try:
                 self.run_pass()
-            except Exception:  # the spans are safe; the next pass resolves them
-                log.exception("request resolution failed; will retry")
+            except Exception as exc:  # the spans are safe; the next pass resolves them
+                log_pass_failure(log, "request resolution failed; will retry", exc)
 
     def catch_up(self) -> PassReport:
         """Resolve every committed span now (a trace still receiving spans is resolved again
