@@ -29,9 +29,10 @@ from prefixscope.metrics import Metrics
 from ..faults import crash_point
 from ..model import SPAN_COLUMN_NAMES
 from . import tier_compact, tiers
+from .failures import log_pass_failure
 from .fs import publish, temporary_name
 from .retention import RetentionReport, apply_to_lake, apply_to_store, cutoff_for
-from .store import Store, log_pass_failure, scalar
+from .store import Store, scalar
 from .views import refresh_view
 
 log = logging.getLogger(__name__)

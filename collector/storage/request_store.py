@@ -46,7 +46,7 @@ import pyarrow.compute as pc
 
 from ..requests import REQUEST_COLUMN_NAMES, SKELETON_COLUMNS, resolve
 from . import tiers
-from .store import log_pass_failure
+from .failures import log_pass_failure
 
 log = logging.getLogger(__name__)
 
