@@ -227,15 +227,37 @@ def _codes(names: list[str]) -> tuple[np.ndarray, list[str]]:
     return np.array([look[n] for n in names], dtype=np.int64), uniq
 
 
+def _unique_rows(columns: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+    """The distinct rows of integer ``columns`` (sorted) and each row's index among them.
+
+    The columns are packed into one int64 key (mixed radix over each column's range), so the
+    sort is one of plain integers: ``np.unique(axis=0)`` sorts rows as records, about 20x
+    slower on the cube's hundreds of thousands of histogram entries."""
+    cols = [np.asarray(c, dtype=np.int64) for c in columns]
+    lows = [int(c.min()) for c in cols]
+    spans = [int(c.max()) - lo + 1 for c, lo in zip(cols, lows, strict=True)]
+    if float(np.prod(np.asarray(spans, dtype=np.float64))) >= 2.0**62:  # cannot pack
+        uniq2, inv2 = np.unique(np.stack(cols, axis=1), axis=0, return_inverse=True)
+        return [uniq2[:, i] for i in range(len(cols))], inv2.ravel()
+    key = np.zeros(len(cols[0]), dtype=np.int64)
+    for c, lo, span in zip(cols, lows, spans, strict=True):
+        key = key * span + (c - lo)
+    uniq, inv = np.unique(key, return_inverse=True)
+    out: list[np.ndarray] = []
+    for lo, span in zip(reversed(lows), reversed(spans), strict=True):
+        out.append(uniq % span + lo)
+        uniq = uniq // span
+    return out[::-1], inv.ravel()
+
+
 def _combine(
     cell: np.ndarray, metric: np.ndarray, b: np.ndarray, count: np.ndarray
 ) -> tuple[np.ndarray, ...]:
     if len(cell) == 0:
         return cell, metric, b, count
-    key = np.stack([cell, metric.astype(np.int64), b.astype(np.int64)], axis=1)
-    uniq, inv = np.unique(key, axis=0, return_inverse=True)
-    total = np.bincount(inv.ravel(), weights=count, minlength=len(uniq)).astype(np.int64)
-    return uniq[:, 0], uniq[:, 1], uniq[:, 2], total
+    (u_cell, u_metric, u_bin), inv = _unique_rows([cell, metric, b])
+    total = np.bincount(inv, weights=count, minlength=len(u_cell)).astype(np.int64)
+    return u_cell, u_metric, u_bin, total
 
 
 def _combine_many(
@@ -243,14 +265,8 @@ def _combine_many(
 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     if len(cell) == 0:
         return cell, code, list(values)
-    key = np.stack([cell, code], axis=1)
-    uniq, inv = np.unique(key, axis=0, return_inverse=True)
-    inv = inv.ravel()
-    return (
-        uniq[:, 0],
-        uniq[:, 1],
-        [np.bincount(inv, weights=v, minlength=len(uniq)) for v in values],
-    )
+    (u_cell, u_code), inv = _unique_rows([cell, code])
+    return u_cell, u_code, [np.bincount(inv, weights=v, minlength=len(u_cell)) for v in values]
 
 
 def build_cube(

@@ -233,3 +233,22 @@ def test_slices_through_the_api(tmp_path: Path, start_server: Callable[..., Serv
     assert all(s["n"] >= 100 for s in family["slices"])
     bad = httpx.get(f"{srv.base_url}/api/v1/regressions/slices", timeout=30)
     assert bad.status_code == 422  # prefix_id is required
+
+
+@pytest.mark.parametrize("spread", [300, 2**40])  # packed into one integer key, or too wide
+def test_cube_entries_combine_as_distinct_rows(spread: int) -> None:
+    """The cube sums histogram and score entries per distinct (cell, metric, bin) row: the
+    packed-key path gives what a row-wise unique gives (negative bins included)."""
+    import numpy as np
+
+    from prefixscope.analytics.cube import _combine
+
+    rng = np.random.default_rng(7)
+    cell, metric = rng.integers(0, spread, 5000), rng.integers(0, 3, 5000)
+    b, count = rng.integers(-40, 60, 5000), rng.integers(1, 9, 5000)
+    got = _combine(cell, metric, b, count)
+    want: dict[tuple[int, int, int], int] = {}
+    for row in zip(cell.tolist(), metric.tolist(), b.tolist(), count.tolist(), strict=True):
+        want[row[:3]] = want.get(row[:3], 0) + row[3]
+    assert list(zip(*(a.tolist() for a in got[:3]), strict=True)) == sorted(want)
+    assert got[3].tolist() == [want[k] for k in sorted(want)]
