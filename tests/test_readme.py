@@ -21,6 +21,8 @@ import pytest
 from prefixscope.config import Settings
 from prefixscope.metrics import Metrics
 
+from .serverproc import ServerProcess
+
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 DOCS = ROOT / "docs"
@@ -28,6 +30,7 @@ PAGES = {p.relative_to(ROOT).as_posix(): p.read_text() for p in sorted(DOCS.rglo
 #: every text a reader is told to follow: the README and every page of the site
 TEXTS = {"README.md": README, **PAGES}
 ALL = "\n".join(TEXTS.values())
+CLI = [sys.executable, "-m", "prefixscope.cli"]
 CONFIGURATION = PAGES["docs/reference/configuration.md"]
 METRICS = PAGES["docs/reference/metrics.md"]
 
@@ -108,6 +111,21 @@ def test_docs_prefixscope_subcommands_exist() -> None:
                 text=True,
             )
         assert proc.returncode == 0, f"`prefixscope {' '.join(args)}` in the docs: {proc.stderr}"
+
+
+def test_docs_sql_queries_run(server: ServerProcess) -> None:
+    """Every `prefixscope sql "..."` a page gives (the README's first query among them) runs
+    on a real server: the tables and columns it names exist."""
+    queries = sorted(set(re.findall(r'prefixscope sql "((?:SELECT|WITH)[^"]+)"', ALL)))
+    assert any("FROM requests" in q for q in queries)
+    for sql in queries:
+        proc = subprocess.run(
+            [*CLI, "sql", "--server", server.base_url, "--format", "csv", sql],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, f"prefixscope sql {sql!r}: {proc.stderr}"
 
 
 def test_docs_make_targets_exist() -> None:
