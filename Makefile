@@ -1,13 +1,14 @@
 # PrefixScope: one command to set up and run the demo, one to run every test.
 #   make demo   — create .venv, install everything, run `prefixscope demo`
-#   make test   — create .venv, install everything, run lint + the whole test suite
+#   make test   — create .venv, install everything, run lint + the docs build + every test
+#   make docs   — serve the docs site (docs/, mkdocs.yml) on http://127.0.0.1:8000
 VENV   ?= .venv
 PYTHON ?= python3
 PIP     = $(VENV)/bin/pip
 STAMP   = $(VENV)/.installed
 NATIVE  = $(VENV)/.native-built
 
-.PHONY: setup demo test test-simulations test-fast lint vllm-venv system-deps clean
+.PHONY: setup demo test test-simulations test-fast lint docs vllm-venv system-deps clean
 
 setup: $(STAMP) $(NATIVE)
 
@@ -22,7 +23,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --upgrade pip setuptools wheel
 	# torch first, pinned: a looser requirement could pull a multi-GB CUDA build
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[server,hf,dev]'
+	$(PIP) install -q -e '.[server,hf,dev,docs]'
 	touch $(STAMP) $(NATIVE)
 
 demo: setup
@@ -43,8 +44,11 @@ test: setup system-deps
 test-simulations: setup
 	nice -n 19 $(VENV)/bin/pytest -s -m fullsim tests/test_analytics_detection.py
 
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve $(ARGS)
+
 test-fast: setup
 	$(VENV)/bin/pytest -q -m "not slow and not vllm and not browser"
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache site

@@ -30,7 +30,7 @@ flagged only when q <= alpha, the estimated effect is worse than the metric's mi
 and both sides have the minimum n. Each comparison reports the interval of the test that
 decided it: a one-sided (1 - alpha) bound on the worse side (mSPRT: the confidence sequence
 from inverting the test; fixed horizon: the one-sided t or normal bound), so a flagged
-comparison's interval never includes 0. See README-detection.md.
+comparison's interval never includes 0. See docs/guides/detection.md.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A **request** is one model call made for a variant (or for the base model). Span
 many of them carry variant attributes (``variant(...)`` stamps every span in its scope, the
 SDK puts ``base_model`` on every span), so counting spans counts HTTP handlers, DB calls and
 chains as requests. :func:`resolve` turns the spans of whole traces into one row per request,
-by these rules (DESIGN.md, "The request"; docs in the README):
+by these rules (DESIGN.md, "The request"; docs/requests.md):
 
 1. **Model calls.** A span is a model call when its ``operation`` (the normalized
    ``prefixscope.span.kind`` / ``gen_ai.operation.name`` / ``openinference.span.kind`` /

@@ -118,7 +118,7 @@ class Settings:
             "file. Rows appended since the last checkpoint stay in memory until it runs, so "
             "this trades server RSS for fewer, larger checkpoints (128 cut the soak's rate by "
             "a quarter and tripled its p99); the price of a large WAL is a longer replay "
-            "after a crash (see the README's soak figures)."
+            "after a crash (see docs/benchmarks/soak.md)."
         },
     )
     store_memory_mb: int = field(

@@ -21,7 +21,7 @@ COHORT_PREFIX: Final = "cohort."  # cohort.<key>, e.g. cohort.specialty
 #: The value of ``prefix.id`` (or its absence) that means "the base model served this".
 BASE_PREFIX_ID: Final = "base"
 
-# -- Extensions used by analytics (documented in the README) ----------------------------------
+# -- Extensions used by analytics (docs/reference/contracts.md) ------------------------------------
 SESSION_ID: Final = "session.id"
 DEPLOYMENT_ID: Final = "deployment.id"  # serving instance; used for prefix-switch latency
 AGENT_STEP: Final = "agent.step"  # planner / tool / response in multi-step agents
@@ -100,7 +100,7 @@ GEN_AI_USAGE_CACHE_READ_TOKENS: Final = "gen_ai.usage.cache_read_tokens"
 GEN_AI_SPAN_KIND: Final = "gen_ai.span.kind"
 
 # -- Other instrumentors' spellings the request rule and normalization read -----------------
-# (survey of the maintained instrumentors: README "Bring your own instrumentation")
+# (survey of the maintained instrumentors: docs/guides/instrumentation.md)
 TRACELOOP_LLM_REQUEST_TYPE: Final = "llm.request.type"  # OpenLLMetry <= 0.54, LiteLLM legacy
 FI_SPAN_KIND: Final = "fi.span.kind"  # traceAI before its GenAI migration
 MLFLOW_SPAN_TYPE: Final = "mlflow.spanType"  # JSON-quoted: '"CHAT_MODEL"'

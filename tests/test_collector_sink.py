@@ -85,7 +85,7 @@ def test_dedupe_window_is_bounded_in_time(tmp_path: Path) -> None:
         time.sleep(2.1)
         assert sink.write(_table(2, 3), 3) == 3  # a later commit expires the old bucket
         assert len(sink.recent) == 3
-        # beyond the window a retry is stored again: the README's guarantee stops there
+        # beyond the window a retry is stored again: docs/guides/ingest.md's guarantee stops there
         assert sink.write(a, 4) == 10
 
 

@@ -136,7 +136,7 @@ def test_dedupe_window_keeps_rows_hot_so_retries_are_dropped(tmp_path: Path) -> 
     assert _count(store, "SELECT count(*) FROM span_rows") == 0
     assert _count(store, "SELECT count(*), count(DISTINCT span_id) FROM spans") == 100
     # Beyond the window the first copy may be cold, and a retry is stored again (the
-    # README's guarantee stops at the window).
+    # docs/guides/ingest.md's guarantee stops at the window).
     assert sink.write(old, 3) == 100
     assert _count(store, "SELECT count(*) FROM spans") == 200
     sink.close()

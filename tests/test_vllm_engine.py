@@ -291,7 +291,8 @@ def test_third_party_client_of_real_vllm_lora_is_attributed_by_served_name(
     """OpenInference traces an OpenAI client of the real vLLM server, which serves a real LoRA
     adapter under its own model name. Registered afterwards with that served name, the
     client's spans are the variant; vLLM's own llm_request spans carry no model name in
-    0.32 (output_processor.do_tracing), so they stay unattributed (README)."""
+    0.32 (output_processor.do_tracing), so they stay unattributed
+    (docs/guides/instrumentation.md)."""
     driver = ROOT / "tests" / "interop" / "driver.py"
     done = subprocess.run(
         [

@@ -20,7 +20,7 @@ So a request appears once its trace has been quiet for ``settle`` (analytics and
 endpoint call :meth:`~RequestResolver.catch_up` first: they see every committed span), and a
 span that arrives later than that still joins its trace as long as the trace's other spans
 arrived within ``lookback`` of it. A span later than ``lookback`` is resolved with the part of
-its trace within reach (DESIGN.md's limits; the README says what that means).
+its trace within reach (DESIGN.md's limits; docs/requests.md says what that means).
 
 Rows written straight into ``span_rows`` by tools (``ingest_batch = 0``: synthetic data, the
 replay store path) have no batch to follow: their writers call :func:`rebuild` for them.

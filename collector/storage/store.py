@@ -51,7 +51,7 @@ LAKE_DIRNAME = "lake"
 #: DuckDB's share of ``--store-memory-mb``. DuckDB fills its limit with cached table blocks
 #: and keeps them until it needs the room, so the limit is its steady size; the rest of the
 #: budget is the store's memory outside DuckDB: the writer's queue and Arrow batches, the
-#: dedupe window and the lake roll's buffers (bench/soak.py, README "Soak").
+#: dedupe window and the lake roll's buffers (bench/soak.py, docs/benchmarks/soak.md).
 DUCKDB_MEMORY_SHARE = 0.5
 #: a floor, so that a small budget still leaves DuckDB room for a query and recent rows
 DUCKDB_MEMORY_MIN_MB = 128
@@ -97,7 +97,8 @@ class Store:
             self._config["threads"] = threads
         if checkpoint_wal_mb:
             # DuckDB's default (16 MB) checkpoints every ~18k spans; each checkpoint rewrites
-            # the primary-key index, which made it half of the ingest cost (see README).
+            # the primary-key index, which made it half of the ingest cost
+            # (docs/benchmarks/ingest.md).
             self._config["checkpoint_threshold"] = f"{checkpoint_wal_mb}MB"
         if memory_mb:
             # DuckDB's default is 80 % of RAM. Its buffer manager (table blocks, rows not yet
