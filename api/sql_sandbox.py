@@ -86,6 +86,11 @@ _READ_TYPES = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 _FS_DENIED = "file system operations are disabled by configuration"
 
 
+#: the relations derived from spans by the request resolver (``collector/requests.py``): a
+#: query reading one brings them up to date first
+REQUEST_RELATIONS = frozenset({"requests", "requests_base", "request_rows"})
+
+
 @dataclass(slots=True)
 class SqlResult:
     columns: list[str]
@@ -214,8 +219,9 @@ class SqlSandbox:
         return result
 
     # -- checks --------------------------------------------------------------------------------
-    def check(self, sql: str, cur: duckdb.DuckDBPyConnection) -> None:
-        """Raise QueryError unless ``sql`` is exactly one read-only statement."""
+    def check(self, sql: str, cur: duckdb.DuckDBPyConnection) -> bool:
+        """Raise QueryError unless ``sql`` is exactly one read-only statement; return whether
+        it reads the derived request relations (:data:`REQUEST_RELATIONS`)."""
         if len(sql) > MAX_SQL_CHARS:
             raise QueryError(f"query is longer than {MAX_SQL_CHARS} characters", code="too_long")
         try:
@@ -245,12 +251,21 @@ class SqlSandbox:
             self._readers = file_functions(cur)
         nodes = _check_tree(cur, inner, self._canonical_names(cur), self.attribute_bytes)
         check_files(nodes, self._readers, self.store.lake_dir)
+        tables = {
+            str(n.get("table_name", "")).lower() for n in nodes if n.get("type") == "BASE_TABLE"
+        }
+        return bool(tables & REQUEST_RELATIONS)
 
     # -- execution -----------------------------------------------------------------------------
     def _run(self, sql: str, fetch: Callable[[duckdb.DuckDBPyConnection, str], _T]) -> _T:
-        cur = self.store.read_cursor()
+        cur = self.store.cursor()
         try:
-            self.check(sql, cur)
+            if self.check(sql, cur):
+                # requests are derived from spans in the background: a query of them sees
+                # every committed span. A query of the spans alone does not wait for that
+                # work (under ingest it would slow the query and, sharing the cores and the
+                # database, the ingest beside it)
+                self.store.bring_up_to_date()
             return self._execute(cur, sql, fetch)
         finally:
             cur.close()

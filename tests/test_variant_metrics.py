@@ -291,3 +291,30 @@ def test_exposition_is_what_prometheus_client_renders() -> None:
     assert any(k[0].startswith(hostile) for k in req)  # escaped and read back intact
     assert "e+07" in text
     assert fams["prefixscope_variant_series_overflow"].samples[0].value > 0
+
+
+def test_a_query_of_the_spans_does_not_wait_for_request_resolution(
+    start_server: Callable[..., ServerProcess],
+) -> None:
+    """Requests are derived in the background; a SQL query that reads them brings them up to
+    date first (it sees every committed span), a query of the spans alone does not pay for it
+    (under ingest that work slowed the query and the ingest beside it). A resolution shows on
+    the per-variant series, which follow the resolver."""
+    srv = start_server("--request-settle", "1h")  # the background pass resolves nothing here
+    assert httpx.post(
+        f"{srv.base_url}/v1/traces", json=otlp_request(_spans()), timeout=30
+    ).is_success
+    sent = sum(v["n"] for v in _sent().values())
+
+    def sql(query: str) -> list[list[Any]]:
+        resp = httpx.post(f"{srv.base_url}/api/v1/sql", json={"sql": query}, timeout=30)
+        assert resp.status_code == 200, resp.text
+        return list(resp.json()["rows"])
+
+    spans = sql("SELECT count(*) FROM spans")[0][0]
+    assert spans > sent  # every span committed (the traces have HTTP and DB spans too)
+    resolved = _families(srv).get("prefixscope_variant_requests")
+    assert resolved is None or not _by_labels(resolved), resolved  # nothing resolved yet
+    assert sql("SELECT count(*) FROM requests")[0][0] == sent
+    counted = _by_labels(_families(srv)["prefixscope_variant_requests"])
+    assert sum(counted.values()) == sent

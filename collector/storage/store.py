@@ -165,11 +165,17 @@ class Store:
             return self._con.cursor()
 
     def read_cursor(self) -> duckdb.DuckDBPyConnection:
-        """A cursor for analytics and SQL reads: derived tables (``request_rows``) are brought
-        up to date with everything committed first."""
+        """A cursor for analytics reads: derived tables (``request_rows``) are brought up to
+        date with everything committed first (:meth:`bring_up_to_date`)."""
+        self.bring_up_to_date()
+        return self.cursor()
+
+    def bring_up_to_date(self) -> None:
+        """Derive what is committed but not yet derived (requests from their spans), so a
+        read of the derived tables sees every committed span. Costly under ingest: a read of
+        the spans alone does not call it."""
         if self.before_read is not None:
             self.before_read()
-        return self.cursor()
 
     # -- writes before reads ---------------------------------------------------------------------
     def add_memory_valve(self, valve: MemoryValve) -> None:
