@@ -42,7 +42,7 @@ test: setup system-deps
 	bash scripts/check
 
 test-simulations: setup
-	nice -n 19 $(VENV)/bin/pytest -s -m fullsim tests/test_analytics_detection.py
+	nice -n 19 $(VENV)/bin/pytest -s -m fullsim tests/test_analytics_detection.py tests/test_slices.py
 
 docs: setup
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve $(ARGS)
