@@ -46,7 +46,6 @@ import pyarrow.compute as pc
 
 from ..requests import REQUEST_COLUMN_NAMES, SKELETON_COLUMNS, resolve
 from . import tiers
-from .store import log_pass_failure
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +165,7 @@ class RequestResolver:
 
     def _loop(self) -> None:
         from .lake import lower_priority
+        from .store import log_pass_failure  # here: store imports this module (via views)
 
         lower_priority()
         while not self._stop.wait(self._interval):
