@@ -41,6 +41,8 @@ VARIANTS = ("base", *demo_data.SPECIALTIES)
 #: the released version of each prefix (radiology v2 is the rollout under watch)
 RELEASED = {s: "1" for s in demo_data.SPECIALTIES}
 BASE_MODEL = "clinic-base-tiny"
+#: where each run's store goes by default (listed in .gitignore: a checkout stays clean)
+DEMO_ROOT = Path(".prefixscope")
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -275,7 +277,10 @@ def run_demo(
         con.close()
         (data_dir / "demo-checks.json").write_text(json.dumps(summary["story"], indent=1))
         elapsed = time.monotonic() - started
-        console.print(f"\nDemo finished in {elapsed:.0f} s.")
+        console.print(
+            f"\nDemo finished in {elapsed:.0f} s. Its store is {data_dir.resolve()} "
+            "(`prefixscope serve --data-dir` it again; delete the folder when done)."
+        )
         if serve:
             serve_until_stopped(
                 lambda: console.print(f"[bold green]Dashboard:[/] {base_url}/   (Ctrl-C to stop)")
@@ -337,7 +342,7 @@ def _wait_for_requests(client: httpx.Client, at_least: int, timeout: float = 60)
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Store directory (default: a fresh ./prefixscope-demo-<timestamp>).",
+    help="Store directory (default: a fresh .prefixscope/demo-<timestamp>, git-ignored).",
 )
 @click.option(
     "--http-port",
@@ -403,7 +408,7 @@ def demo_command(
     except ImportError:  # pragma: no cover - the [hf] extra is required for the demo
         pass
     if data_dir is None:
-        data_dir = Path(f"prefixscope-demo-{datetime.now():%Y%m%d-%H%M%S}")
+        data_dir = DEMO_ROOT / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
     run_demo(
         data_dir,
         http_port,

@@ -126,6 +126,27 @@ def test_pages_in_chromium_plot_the_api_data(browser: Any, regressed: Callable[.
         {"name": s["label"], "x": s["t"], "y": s["error_rate"], "n": s["n"]} for s in data["series"]
     ]
     assert page.locator("#charts .chart-card").count() >= 8  # 6 metrics + 2 evaluators
+    # issue 32: every chart fits its card (the first one, drawn before its neighbours
+    # re-flowed the grid, was clipped), and the legend sits below the date axis' second tick
+    # line (the date under the times), which it used to cover
+    layout = page.evaluate(
+        """Array.from(document.querySelectorAll('#charts .chart-card'), (card) => {
+  const svg = card.querySelector('.main-svg');
+  if (!svg) return null;
+  const ticks = Array.from(card.querySelectorAll('.xtick text'), (t) => t.getBoundingClientRect());
+  const legend = card.querySelector('.legend');
+  return {id: card.querySelector('.chart').id,
+          overflow: svg.getBoundingClientRect().right - card.getBoundingClientRect().right,
+          ticks_bottom: Math.max(...ticks.map((r) => r.bottom)),
+          legend_top: legend ? legend.getBoundingClientRect().top : null,
+          svg_bottom: svg.getBoundingClientRect().bottom};
+})"""
+    )
+    for chart in filter(None, layout):
+        assert chart["overflow"] <= 0.5, chart
+        assert chart["ticks_bottom"] <= chart["svg_bottom"], chart
+        if chart["legend_top"] is not None:
+            assert chart["ticks_bottom"] <= chart["legend_top"], chart
     assert page.locator("#plot-latency svg").count() > 0
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "prefix-page.png"), full_page=True)
@@ -276,6 +297,10 @@ def test_chart_labels_with_links_render_as_text(
     assert '@<a href="http://r.example/">r</a>' in notes, notes
     titles = " ".join(page.locator("#charts h2").all_text_contents())
     assert '<a href="http://s.example/">Ground</a> (mean score)' in titles, titles
+    # nothing records time to first token here: its chart is a note, not empty axes
+    assert page.locator("#plot-ttft .no-data").count() == 1
+    assert page.locator("#plot-ttft .main-svg").count() == 0
+    assert page.locator("#plot-latency .main-svg").count() >= 1
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "prefix-page-hostile-labels.png"), full_page=True)
     assert problems == []

@@ -67,24 +67,55 @@
     return { shapes, annotations: notes };
   }
 
-  function chart(id, title, traces, yTitle, rollouts, extraLayout) {
+  // A chart's card, created before any chart is drawn: plotly sizes a chart to its element
+  // when it draws it, and a card added later re-flows the grid (the first chart, drawn alone
+  // at full width, was clipped once its neighbours arrived).
+  function card(id, title) {
     let el = document.getElementById(id);
-    if (!el) {
-      const card = document.createElement("section");
-      card.className = "card chart-card";
-      const h = document.createElement("h2");
-      h.textContent = title;
-      el = document.createElement("div");
-      el.id = id;
-      el.className = "chart";
-      card.append(h, el);
-      $("#charts").append(card);
+    if (el) return el;
+    const section = document.createElement("section");
+    section.className = "card chart-card";
+    const h = document.createElement("h2");
+    h.textContent = title;
+    el = document.createElement("div");
+    el.id = id;
+    el.className = "chart";
+    section.append(h, el);
+    $("#charts").append(section);
+    return el;
+  }
+
+  function hasData(traces) {
+    return traces.some((t) => Array.from(t.y || []).some((v) => v !== null && v !== undefined));
+  }
+
+  // A chart with no values is a note, not empty axes: the element keeps an empty data list.
+  function noData(el, text) {
+    if (el.classList.contains("js-plotly-plot")) Plotly.purge(el);
+    el.textContent = "";
+    const p = document.createElement("p");
+    p.className = "empty no-data";
+    p.textContent = text;
+    el.append(p);
+    el.data = [];
+    el.dataset.empty = "1";
+  }
+
+  function chart(id, title, traces, yTitle, rollouts, extraLayout) {
+    const el = card(id, title);
+    if (!hasData(traces)) {
+      noData(el, "No data: no request in this window and filter records " + title.toLowerCase() + ".");
+      return el;
     }
+    if (el.dataset.empty) { el.textContent = ""; delete el.dataset.empty; }
     const layout = Object.assign(
       {
-        margin: { l: 55, r: 15, t: 20, b: 40 }, height: 300, hovermode: "closest",
+        // b: room for a date axis' second tick line (the date under the times)
+        // the legend sits at the card's foot, below the date axis' two tick lines (times,
+        // then the date): placed against the plot it covered the second line
+        margin: { l: 55, r: 20, t: 24, b: 96 }, height: 340, hovermode: "closest",
         xaxis: { type: "date" }, yaxis: { title: { text: yTitle }, rangemode: "tozero" },
-        legend: { orientation: "h" },
+        legend: { orientation: "h", yref: "container", y: 0, yanchor: "bottom" },
       },
       markers(rollouts),
       extraLayout || {}
@@ -122,6 +153,15 @@
     return out;
   }
 
+  const FIXED_CHARTS = [
+    ["plot-requests", "Requests per bucket"],
+    ["plot-error_rate", "Error rate"],
+    ["plot-fallback_rate", "Fallback rate"],
+    ["plot-latency", "Latency p50 / p99"],
+    ["plot-ttft", "Time to first token p50 / p99"],
+    ["plot-thumbs_down_rate", "Thumbs-down rate"],
+  ];
+
   async function loadPrefix() {
     const params = new URLSearchParams();
     params.set("since", $("#since").value);
@@ -131,6 +171,7 @@
     const data = await api("/api/v1/prefixes/" + encodeURIComponent(ID) + "/timeseries?" + params);
     document.getElementById("charts").dataset.bucketSeconds = data.bucket_seconds;
     const r = data.rollouts;
+    for (const [id, title] of FIXED_CHARTS) card(id, title);
     chart("plot-requests", "Requests per bucket", data.series.map((s, i) => ({
       type: "scatter", mode: "lines+markers", name: esc(s.label), x: s.t, y: s.n,
       line: { color: colorFor(s, i) }, hovertemplate: "n=%{y}<extra>%{fullData.name}</extra>",
