@@ -5,6 +5,7 @@ buckets; unknown ids are 404 pages; auth applies; webhooks link to the alert pag
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -303,4 +304,69 @@ def test_chart_labels_with_links_render_as_text(
     assert page.locator("#plot-latency .main-svg").count() >= 1
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "prefix-page-hostile-labels.png"), full_page=True)
+    assert problems == []
+
+
+@pytest.mark.browser
+def test_alert_page_shows_the_slice_tree(
+    browser: Any,  # noqa: F811
+    tmp_path: Path,
+    start_server: Callable[..., ServerProcess],
+) -> None:
+    """Issue 31: the alert page shows the tested slice tree (the whole route, each key, each
+    pair) with n, effect and interval per slice, which were flagged and which one is the
+    cause. The world: German notes regress by 0.15 TaskCompletion on every specialty and plan
+    (3 specialties x 4 languages x 3 plans, 60 requests per cell and side)."""
+    from prefixscope.analytics.synthetic import generate
+    from prefixscope.collector.storage.store import Store
+
+    from .test_slices import _arms, _tc
+
+    per_cell, drop = 60, 0.15
+    data = tmp_path / "data"
+    with Store(data) as store:
+        con = store.cursor()
+        german = _arms(lambda sp, lang, plan: _tc(drop) if lang == "de" else {}, per_cell)
+        generate(con, german, seed=1)
+        con.close()
+    srv = start_server(data_dir=data)
+    run = httpx.post(
+        f"{srv.base_url}/api/v1/regressions/run", json={"metrics": ["TaskCompletion"]}, timeout=120
+    ).json()
+    [alert] = run["alerts"]
+    page, problems = open_page(browser, f"{srv.base_url}/alerts/{alert['id']}")
+    page.wait_for_selector("body[data-loaded='1']", timeout=60_000)
+    assert page.get_attribute("#slice-tree", "data-source") == "tree"
+    rows = page.evaluate(
+        """Array.from(document.querySelectorAll('#slice-tree tr.slice'), (tr) => ({
+  slice: JSON.parse(tr.dataset.slice), cls: tr.className,
+  cells: Array.from(tr.cells, (td) => td.textContent)}))"""
+    )
+    by_slice = {json.dumps(r["slice"]): r for r in rows}
+    key = json.dumps([["language", "de"]])
+    route = json.dumps([])
+    pair = json.dumps([["language", "de"], ["plan", "free"]])
+    other = json.dumps([["language", "en"]])
+    # every level is there: the route, the keys (3 + 4 + 3 values), the pairs
+    assert {route, key, pair, other} <= set(by_slice)
+    assert sum(len(r["slice"]) == 1 for r in rows) == 10
+    # n per slice, from the generated cells: 36 cells on the route, 9 German, 3 German+free
+    assert by_slice[route]["cells"][2] == f"{36 * per_cell} / {36 * per_cell}"
+    assert by_slice[key]["cells"][2] == f"{9 * per_cell} / {9 * per_cell}"
+    assert by_slice[pair]["cells"][2] == f"{3 * per_cell} / {3 * per_cell}"
+    assert [by_slice[s]["cells"][1] for s in (route, key, pair)] == ["route {}", "key", "pair"]
+    # the cause is the German key, flagged, its effect near the injected drop with an interval
+    cause = [r for r in rows if "cause" in r["cls"].split()]
+    assert [json.dumps(r["slice"]) for r in cause] == [key]
+    assert by_slice[key]["cells"][6] == "yes" and by_slice[key]["cells"][7] == "cause (this alert)"
+    effect = by_slice[key]["cells"][4]
+    m = re.fullmatch(r"(-[0-9.]+) \[(\u2212\u221e|-[0-9.]+), (-[0-9.]+)\]", effect)
+    assert m, effect
+    delta, high = float(m.group(1)), float(m.group(3))
+    assert delta < high < 0 and abs(delta + drop) < 0.06, effect  # one-sided: the high end
+    # German pairs are flagged as evidence; an English slice is tested and not flagged
+    assert "flagged" in by_slice[pair]["cls"] and by_slice[pair]["cells"][7] == "evidence"
+    assert by_slice[other]["cells"][6] == "no" and "flagged" not in by_slice[other]["cls"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "alert-page-slices.png"), full_page=True)
     assert problems == []

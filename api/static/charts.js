@@ -227,7 +227,7 @@
     [
       ["baseline", a.baseline + " = " + fmt(a.baseline_value) + " (n=" + a.n_baseline + ")"],
       ["value", fmt(a.value) + " (n=" + a.n + ")"],
-      ["effect", fmt(a.delta) + " [" + fmt(a.ci_low) + ", " + fmt(a.ci_high) + "]" +
+      ["effect", fmt(a.delta) + " " + interval(a.ci_low, a.ci_high) +
         (ev.effect.scale === "relative" ? " = " + fmt(100 * ev.effect.delta) + " % of the baseline" : "")],
       ["minimum effect", fmt(ev.effect.min_effect)],
       ["p-value / q-value", fmt(a.p_value) + " / " + fmt(a.q_value)],
@@ -311,8 +311,10 @@
       }));
       const created = { type: "line", x0: a.created_at, x1: a.created_at, y0: 0, y1: 1, yref: "paper", line: { color: "#d62728" } };
       const m = markers(series.rollouts);
-      Plotly.react("plot-series", traces2, Object.assign({}, base, { xaxis: { type: "date" }, shapes: m.shapes.concat([created]), annotations: m.annotations }), CONFIG);
+      if (!hasData(traces2)) noData(document.getElementById("plot-series"), "No data: no request of this variant in the window of the page's time series.");
+      else Plotly.react("plot-series", traces2, Object.assign({}, base, { xaxis: { type: "date" }, shapes: m.shapes.concat([created]), annotations: m.annotations }), CONFIG);
     }
+    await loadSlices(a);
     const list = $("#example-list");
     for (const t of a.example_trace_ids || []) {
       const li = document.createElement("li");
@@ -323,6 +325,128 @@
       li.append(link);
       list.append(li);
     }
+  }
+
+  // The alert's slice tree: the whole route ({}), each cohort key, each pair of keys, with n,
+  // effect and interval per slice, which were flagged and which one is the cause. The tree is
+  // the one detection tests (GET /api/v1/regressions/slices, recomputed over the alert's
+  // window); the alert's own evidence (details.slices, as of the run that raised it) marks its
+  // rows, and stands alone when the tree cannot be recomputed.
+  function sliceKey(cohort) {
+    return JSON.stringify(Object.entries(cohort || {}).map(([k, v]) => [k, String(v)]).sort());
+  }
+
+  function sliceLabel(cohort) {
+    const items = Object.entries(cohort || {}).sort();
+    return items.length ? items.map(([k, v]) => k + "=" + v).join(" · ") : "whole route";
+  }
+
+  const LEVELS = ["route {}", "key", "pair"];
+
+  // detection's intervals are one-sided (a worsening is the alternative): the open end is ∞
+  function interval(lo, hi) {
+    const none = (v) => v === null || v === undefined;
+    return "[" + (none(lo) ? "−∞" : fmt(lo)) + ", " + (none(hi) ? "+∞" : fmt(hi)) + "]";
+  }
+
+  function sliceRow(s, a, evidence) {
+    const tr = document.createElement("tr");
+    const level = Object.keys(s.cohort || {}).length;
+    const isCause = sliceKey(s.cohort) === sliceKey(a.cohort);
+    tr.className = "slice level-" + level + (s.flagged ? " flagged" : "") + (isCause ? " cause" : "");
+    tr.dataset.slice = sliceKey(s.cohort);
+    const cells = [
+      [sliceLabel(s.cohort), "slice-name"],
+      [LEVELS[Math.min(level, 2)] || "", ""],
+      [s.n + " / " + s.n_baseline, "num"],
+      [fmt(s.value) + " vs " + fmt(s.baseline_value), "num"],
+      [fmt(s.delta) + " " + interval(s.ci_low, s.ci_high), "num effect"],
+      [s.q_value === null || s.q_value === undefined ? "n/a" : fmt(s.q_value), "num"],
+      [s.flagged === undefined ? (evidence.has(sliceKey(s.cohort)) ? "yes" : "") : (s.flagged ? "yes" : "no"), "flag"],
+      [isCause ? "cause (this alert)" : (s.cause ? "cause (another alert)" : (evidence.has(sliceKey(s.cohort)) ? "evidence" : "")), "role"],
+    ];
+    for (const [text, cls] of cells) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      if (cls) td.className = cls;
+      tr.append(td);
+    }
+    return tr;
+  }
+
+  function sliceTable(slices, a, evidence) {
+    const table = document.createElement("table");
+    table.className = "grid-table slice-tree";
+    const head = document.createElement("tr");
+    for (const h of ["slice", "level", "n / n baseline", "value vs baseline", "effect [95% CI]", "q", "flagged", "role"]) {
+      const th = document.createElement("th");
+      th.textContent = h;
+      head.append(th);
+    }
+    table.append(head);
+    for (const s of slices) table.append(sliceRow(s, a, evidence));
+    return table;
+  }
+
+  async function loadSlices(a) {
+    const box = $("#slice-tree");
+    if (!box) return;
+    const details = a.details || {};
+    const evidenceRows = details.slices || [];
+    const evidence = new Set(evidenceRows.map((s) => sliceKey(s.cohort)));
+    const note = document.createElement("p");
+    note.className = "muted small";
+    let family = null;
+    const q = new URLSearchParams({ prefix_id: a.prefix_id || "base", metric: a.metric });
+    if (a.prefix_version) q.set("prefix_version", a.prefix_version);
+    if (a.route) q.set("route", a.route);
+    const win = details.window || {};
+    if (win.since) q.set("since", win.since);
+    if (win.until) q.set("until", win.until);
+    try {
+      const tree = await api("/api/v1/regressions/slices?" + q);
+      family = (tree.families || []).find((f) => f.baseline === a.baseline &&
+        (details.base_model === undefined || f.base_model === details.base_model)) || null;
+    } catch (e) {
+      family = null;
+    }
+    box.textContent = "";
+    let slices;
+    if (family) {
+      slices = family.slices.slice();
+      note.textContent = "Every slice detection tested for " + (a.prefix_id || "base") +
+        (a.prefix_version ? "@" + a.prefix_version : "") + " on " + (a.route || "all routes") +
+        " against " + a.baseline + ", recomputed over the alert's window" +
+        (family.family_q !== null && family.family_q !== undefined ? " (family q " + fmt(family.family_q) + ")" : "") +
+        ". Flagged: a significant worsening of at least the minimum effect; the cause is the slice the alert names, " +
+        "the other flagged slices around it are its evidence.";
+    } else {
+      slices = evidenceRows.slice();
+      note.textContent = "The slices this alert recorded as its evidence when it was raised (the tested tree " +
+        "could not be recomputed now: the data may have aged out of the window).";
+    }
+    if (!slices.some((s) => sliceKey(s.cohort) === sliceKey(a.cohort))) {
+      slices.push(Object.assign({ flagged: true }, {
+        cohort: a.cohort || {}, n: a.n, n_baseline: a.n_baseline, value: a.value,
+        baseline_value: a.baseline_value, delta: a.delta, ci_low: a.ci_low, ci_high: a.ci_high, q_value: a.q_value,
+      }));
+    }
+    const depth = (s) => Object.keys(s.cohort || {}).length;
+    slices.sort((x, y) => depth(x) - depth(y) || (y.flagged === true) - (x.flagged === true) ||
+      (x.q_value ?? 1) - (y.q_value ?? 1) || sliceLabel(x.cohort).localeCompare(sliceLabel(y.cohort)));
+    // unflagged pairs (up to 200) fold away; every flagged slice and every key stays in view
+    const shown = slices.filter((s) => depth(s) < 2 || s.flagged || sliceKey(s.cohort) === sliceKey(a.cohort));
+    const folded = slices.filter((s) => !shown.includes(s));
+    box.append(note, sliceTable(shown, a, evidence));
+    if (folded.length) {
+      const more = document.createElement("details");
+      const sum = document.createElement("summary");
+      sum.textContent = folded.length + " more pair slice(s), none flagged";
+      more.append(sum, sliceTable(folded, a, evidence));
+      box.append(more);
+    }
+    box.dataset.slices = String(slices.length);
+    box.dataset.source = family ? "tree" : "evidence";
   }
 
   // The dashboard's overview: every variant's p99 latency and error rate over the window.
