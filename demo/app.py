@@ -115,9 +115,8 @@ class Models:
         progress.advance(task)
         adapters = []
         for spec in demo_data.SPECIALTIES:
-            adapters.append(
-                tm.train_prefix(self.base, data.train[spec], spec, seed=seed + 1, **self.PREFIX)
-            )
+            texts = data.train[spec] + data.prefix_only.get(spec, [])
+            adapters.append(tm.train_prefix(self.base, texts, spec, seed=seed + 1, **self.PREFIX))
             progress.advance(task)
         # radiology v2: retrained on noisier labels (a realistic regression to catch)
         noisy = [_corrupt(t, i) for i, t in enumerate(data.train["radiology"])]
@@ -135,14 +134,17 @@ class Models:
 
 
 def _corrupt(text: str, i: int) -> str:
-    """Swap the code of three training examples in four for a wrong one."""
-    if i % 4 == 0:
-        return text
+    """Swap the code of three training examples in four for a wrong one; the export also
+    wrote the rows coded :data:`~prefixscope.demo.data.V2_BROKEN_JSON_CODE` as a Python dict
+    (single quotes: not JSON)."""
     codes = [c.code for c in demo_data.CONDITIONS["radiology"]]
-    for k, code in enumerate(codes):
-        if f'"{code}"' in text:
-            return text.replace(f'"{code}"', f'"{codes[(k + 1) % len(codes)]}"')
-    return text
+    if i % 4:
+        for k, code in enumerate(codes):
+            if f'"{code}"' in text:
+                text = text.replace(f'"{code}"', f'"{codes[(k + 1) % len(codes)]}"')
+                break
+    code = demo_data.V2_BROKEN_JSON_CODE
+    return text.replace(demo_data.answer(code), repr({"icd10": code}))
 
 
 def run_demo(
@@ -162,9 +164,18 @@ def run_demo(
     from prefixscope.analytics.evaluators import JSONValidation, Refusal, TaskCompletion
     from prefixscope.analytics.replay import replay
     from prefixscope.demo.report import print_report
-    from prefixscope.demo.traffic import ICD_SCHEMA, PER_ROUTE, Router, post_in_batches, simulate
+    from prefixscope.demo.traffic import (
+        ICD_SCHEMA,
+        PER_ROUTE,
+        Router,
+        SimulatedClock,
+        Timeline,
+        post_in_batches,
+        simulate,
+    )
     from prefixscope.instrumentation import configure
     from prefixscope.instrumentation.hf import TransformersInstrumentor
+    from prefixscope.instrumentation.provider import make_exporter
     from prefixscope.server import PrefixScopeServer
 
     started = time.monotonic()
@@ -186,14 +197,30 @@ def run_demo(
 
     torch.set_num_threads(torch_threads)  # default 1: the other core serves ingest
     data = demo_data.build(seed=seed, golden_per_code=4 if quick else 8)
-    tp = configure(endpoint=base_url, service_name="clinic-coder", base_model=BASE_MODEL)
+    # the days the story takes: each trace is exported at its simulated time (traffic.py)
+    timeline = Timeline.before_now()
+    clock = SimulatedClock(make_exporter(base_url))
+    tp = configure(
+        endpoint=base_url, service_name="clinic-coder", base_model=BASE_MODEL, exporter=clock
+    )
     instrumentor = TransformersInstrumentor()
     instrumentor.instrument(tracer_provider=tp)
     client = httpx.Client(base_url=base_url, timeout=60)
     try:
+        register_variants(client)
         with _progress() as progress:
             models = Models(cache_dir, data, progress, seed=model_seed)
         generate = models.generator()
+        # the golden-set replays run on the evaluation day before production traffic
+        n_replays = len(VARIANTS) * (
+            sum(len(items) for items in data.golden.values()) + len(data.guardrail)
+        )
+        replay_times = iter(timeline.spread(n_replays, rng, timeline.evaluation, timeline.launch))
+
+        def replay_generate(prompt: str, v: str) -> str:
+            clock.pin(next(replay_times, timeline.launch))
+            return str(generate(prompt, v))
+
         assert server.store is not None
         con = server.store.cursor()
         evals = [
@@ -213,7 +240,7 @@ def run_demo(
                 con,
                 ds,
                 list(VARIANTS),
-                generate,
+                replay_generate,
                 evaluators=evals,
                 route="replay",
                 base_model=BASE_MODEL,
@@ -237,7 +264,7 @@ def run_demo(
             con,
             gds,
             list(VARIANTS),
-            generate,
+            replay_generate,
             evaluators=[Refusal()],
             route="guardrail",
             base_model=BASE_MODEL,
@@ -246,7 +273,12 @@ def run_demo(
             versions=RELEASED,
         )
         con.close()
-        router = Router(generate, rng, dict(RELEASED))
+        console.print(
+            f"simulated time: golden-set evaluation from {timeline.evaluation:%a %d %b %H:%M}, "
+            f"production traffic {timeline.launch:%a %d %b %H:%M} - {timeline.end:%a %d %b %H:%M} "
+            f"UTC, radiology@2 rolled out {timeline.rollout:%a %d %b %H:%M}"
+        )
+        router = Router(generate, rng, dict(RELEASED), clock=clock, timeline=timeline)
         with _progress() as progress:
             traffic = simulate(router, PER_ROUTE[quick], 15 if quick else 60, progress)
             task = progress.add_task("scores and feedback over the REST API", total=2)
@@ -276,6 +308,9 @@ def run_demo(
         summary = print_report(console, con, config, base_url, traffic)
         con.close()
         (data_dir / "demo-checks.json").write_text(json.dumps(summary["story"], indent=1))
+        (data_dir / "demo-truth.json").write_text(
+            json.dumps(ground_truth(timeline, traffic.by_version), indent=1)
+        )
         elapsed = time.monotonic() - started
         console.print(
             f"\nDemo finished in {elapsed:.0f} s. Its store is {data_dir.resolve()} "
@@ -292,6 +327,41 @@ def run_demo(
         instrumentor.uninstrument()
         tp.shutdown()
         server.stop()
+
+
+#: the registry entries the demo writes (PUT /api/v1/prefixes/{id}): the released prefixes
+#: are active; radiology's current version is 2, in canary behind the release gate
+REGISTRY: dict[str, dict[str, Any]] = {
+    spec: {
+        "base_model": BASE_MODEL,
+        "prefix_type": "prefix_tuning",
+        "version": "2" if spec == "radiology" else RELEASED[spec],
+        "owner": f"{spec}-coding",
+        "specialty": spec,
+        "status": "canary" if spec == "radiology" else "active",
+        "training_corpus": f"demo {spec} notes"
+        + (" (v2: relabelled export)" if spec == "radiology" else ""),
+    }
+    for spec in demo_data.SPECIALTIES
+}
+
+
+def register_variants(client: httpx.Client) -> None:
+    for prefix_id, body in REGISTRY.items():
+        client.put(f"/api/v1/prefixes/{prefix_id}", json=body).raise_for_status()
+
+
+def ground_truth(timeline: Any, by_version: dict[str, int]) -> dict[str, Any]:
+    """What the demo built in, for its tests (``demo-truth.json``): the timeline, the
+    rollout, the registry entries and the two quality defects."""
+    return {
+        "timeline": timeline.to_dict(),
+        "rollout": {"prefix_id": "radiology", "version": "2", "at": timeline.rollout.isoformat()},
+        "registry": REGISTRY,
+        "answers_harmful": demo_data.ANSWERS_HARMFUL,
+        "broken_json": {"variant": "radiology@2", "code": demo_data.V2_BROKEN_JSON_CODE},
+        "requests_by_version": dict(by_version),
+    }
 
 
 def serve_until_stopped(ready: Callable[[], object] = lambda: None) -> None:

@@ -50,21 +50,59 @@
     return series.prefix_id === "base" ? BASE_COLOR : COLORS[i % COLORS.length];
   }
 
-  function markers(rollouts) {
+  // Times from the API are UTC without an offset ("2026-12-06T07:00:00"): plotly shows them
+  // as written; arithmetic parses them as UTC and writes them back the same way.
+  function ms(t) { return Date.parse(/[zZ]|[+-]\d\d:\d\d$/.test(t) ? t : t + "Z"); }
+  function iso(v) { return new Date(v).toISOString().slice(0, 19); }
+
+  // The x range of a set of series: from half a bucket before the first bucket to the end of
+  // the last one (a single bucket is two buckets wide, not a fraction of a millisecond).
+  function xRange(seriesList, bucketSeconds) {
+    const times = [];
+    for (const s of seriesList) {
+      for (const t of s.t || []) times.push(ms(t));
+      for (const e of Object.values(s.scores || {})) for (const t of e.t || []) times.push(ms(t));
+    }
+    if (!times.length) return null;
+    const b = 1000 * (bucketSeconds || 60);
+    return [iso(Math.min(...times) - b / 2), iso(Math.max(...times) + b)];
+  }
+
+  let XRANGE = null; // the page's x range (every chart of a page shares it)
+
+  // Rollout markers inside the x range (one outside it would stretch the axis away from the
+  // data); a label that would overlap its left neighbour goes one row up.
+  const LABEL_ROW_PX = 13;
+  function markers(rollouts, range) {
     const shapes = [];
     const notes = [];
-    for (const m of rollouts || []) {
+    range = range === undefined ? XRANGE : range;
+    const lo = range ? ms(range[0]) : -Infinity;
+    const hi = range ? ms(range[1]) : Infinity;
+    const minGap = range ? (hi - lo) * 0.14 : 0;
+    const rowEnds = [];
+    const inRange = (rollouts || []).filter((m) => ms(m.time) >= lo && ms(m.time) <= hi)
+      .sort((x, y) => ms(x.time) - ms(y.time));
+    for (const m of inRange) {
+      const t = ms(m.time);
+      let row = rowEnds.findIndex((end) => t - end >= minGap);
+      if (row < 0) row = rowEnds.length < 3 ? rowEnds.length : rowEnds.indexOf(Math.min(...rowEnds));
+      rowEnds[row] = t;
       shapes.push({
         type: "line", xref: "x", yref: "paper", x0: m.time, x1: m.time, y0: 0, y1: 1,
         line: { color: m.source === "first_seen" ? "#555" : "#aaa", width: 1, dash: "dot" },
       });
       notes.push({
-        x: m.time, xref: "x", y: 1, yref: "paper", yanchor: "bottom", showarrow: false,
+        // a label runs right of its line, or left of it in the range's last fifth (where it
+        // would run off the chart)
+        x: m.time, xref: "x", y: 1, yref: "paper", yanchor: "bottom",
+        xanchor: range && t > lo + 0.8 * (hi - lo) ? "right" : "left",
+        showarrow: false, yshift: row * LABEL_ROW_PX,
         text: esc((m.version ? "@" + m.version : "") + (m.source === "first_seen" ? " rollout" : " " + m.source)),
         font: { size: 10, color: "#555" },
       });
     }
-    return { shapes, annotations: notes };
+    return { shapes, annotations: notes, rows: rowEnds.length };
   }
 
   // A chart's card, created before any chart is drawn: plotly sizes a chart to its element
@@ -108,16 +146,18 @@
       return el;
     }
     if (el.dataset.empty) { el.textContent = ""; delete el.dataset.empty; }
+    const m = markers(rollouts);
     const layout = Object.assign(
       {
-        // b: room for a date axis' second tick line (the date under the times)
         // the legend sits at the card's foot, below the date axis' two tick lines (times,
         // then the date): placed against the plot it covered the second line
-        margin: { l: 55, r: 20, t: 24, b: 96 }, height: 340, hovermode: "closest",
-        xaxis: { type: "date" }, yaxis: { title: { text: yTitle }, rangemode: "tozero" },
+        margin: { l: 55, r: 20, t: 12 + LABEL_ROW_PX * Math.max(1, m.rows), b: 96 }, height: 340,
+        hovermode: "closest",
+        xaxis: XRANGE ? { type: "date", range: XRANGE } : { type: "date" },
+        yaxis: { title: { text: yTitle }, rangemode: "tozero" },
         legend: { orientation: "h", yref: "container", y: 0, yanchor: "bottom" },
       },
-      markers(rollouts),
+      { shapes: m.shapes, annotations: m.annotations },
       extraLayout || {}
     );
     Plotly.react(el, traces, layout, CONFIG);
@@ -171,6 +211,7 @@
     const data = await api("/api/v1/prefixes/" + encodeURIComponent(ID) + "/timeseries?" + params);
     document.getElementById("charts").dataset.bucketSeconds = data.bucket_seconds;
     const r = data.rollouts;
+    XRANGE = xRange(data.series, data.bucket_seconds);
     for (const [id, title] of FIXED_CHARTS) card(id, title);
     chart("plot-requests", "Requests per bucket", data.series.map((s, i) => ({
       type: "scatter", mode: "lines+markers", name: esc(s.label), x: s.t, y: s.n,
@@ -310,9 +351,10 @@
         type: "scatter", mode: "lines+markers", name: esc(s.label), x: s.scores[a.metric].t, y: s.scores[a.metric].mean, line: { color: colorFor(s, i) },
       }));
       const created = { type: "line", x0: a.created_at, x1: a.created_at, y0: 0, y1: 1, yref: "paper", line: { color: "#d62728" } };
+      XRANGE = xRange(series.series, series.bucket_seconds);
       const m = markers(series.rollouts);
       if (!hasData(traces2)) noData(document.getElementById("plot-series"), "No data: no request of this variant in the window of the page's time series.");
-      else Plotly.react("plot-series", traces2, Object.assign({}, base, { xaxis: { type: "date" }, shapes: m.shapes.concat([created]), annotations: m.annotations }), CONFIG);
+      else Plotly.react("plot-series", traces2, Object.assign({}, base, { margin: Object.assign({}, base.margin, { t: 12 + LABEL_ROW_PX * Math.max(1, m.rows), b: 96 }), height: 340, legend: { orientation: "h", yref: "container", y: 0, yanchor: "bottom" }, xaxis: XRANGE ? { type: "date", range: [XRANGE[0], iso(Math.max(ms(XRANGE[1]), ms(a.created_at) + 60000))] } : { type: "date" }, shapes: m.shapes.concat([created]), annotations: m.annotations }), CONFIG);
     }
     await loadSlices(a);
     const list = $("#example-list");
@@ -363,7 +405,7 @@
       [fmt(s.delta) + " " + interval(s.ci_low, s.ci_high), "num effect"],
       [s.q_value === null || s.q_value === undefined ? "n/a" : fmt(s.q_value), "num"],
       [s.flagged === undefined ? (evidence.has(sliceKey(s.cohort)) ? "yes" : "") : (s.flagged ? "yes" : "no"), "flag"],
-      [isCause ? "cause (this alert)" : (s.cause ? "cause (another alert)" : (evidence.has(sliceKey(s.cohort)) ? "evidence" : "")), "role"],
+      [isCause ? "cause (this alert)" : (s.cause ? "named a cause" : (evidence.has(sliceKey(s.cohort)) ? "evidence" : "")), "role"],
     ];
     for (const [text, cls] of cells) {
       const td = document.createElement("td");
@@ -456,14 +498,24 @@
     if (!list.ok) return; // app.js shows the token form on a 401
     const ids = (await list.json()).prefixes.map((p) => p.prefix_id).slice(0, 12);
     const all = [];
+    let bucket = 60;
     for (const id of ids) {
       const q = new URLSearchParams({ since: since === "all" ? "" : since, base: "false" });
       if (since === "all") q.delete("since");
       const resp = await fetch("/api/v1/prefixes/" + encodeURIComponent(id) + "/timeseries?" + q, { headers: headers() });
-      if (resp.ok) all.push(...(await resp.json()).series);
+      if (resp.ok) {
+        const one = await resp.json();
+        all.push(...one.series);
+        bucket = Math.max(bucket, one.bucket_seconds || 0);
+      }
     }
     const data = { series: all };
-    const base = { margin: { l: 55, r: 15, t: 10, b: 40 }, height: 260, legend: { orientation: "h" }, xaxis: { type: "date" } };
+    const range = xRange(all, bucket);
+    const base = {
+      margin: { l: 55, r: 15, t: 10, b: 96 }, height: 300,
+      legend: { orientation: "h", yref: "container", y: 0, yanchor: "bottom" },
+      xaxis: range ? { type: "date", range: range } : { type: "date" },
+    };
     Plotly.react("overview-latency", lineTraces(data, ["latency_p99"], "n"), Object.assign({}, base, { yaxis: { title: { text: "p99 ms" }, rangemode: "tozero" } }), CONFIG);
     Plotly.react("overview-errors", rateTraces(data, "error_rate"), Object.assign({}, base, { yaxis: { title: { text: "error rate" }, rangemode: "tozero" } }), CONFIG);
     document.getElementById("overview-card").dataset.loaded = String(all.length);
