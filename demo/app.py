@@ -309,7 +309,7 @@ def run_demo(
         con.close()
         (data_dir / "demo-checks.json").write_text(json.dumps(summary["story"], indent=1))
         (data_dir / "demo-truth.json").write_text(
-            json.dumps(ground_truth(timeline, traffic.by_version), indent=1)
+            json.dumps(ground_truth(timeline, traffic), indent=1)
         )
         elapsed = time.monotonic() - started
         console.print(
@@ -351,7 +351,7 @@ def register_variants(client: httpx.Client) -> None:
         client.put(f"/api/v1/prefixes/{prefix_id}", json=body).raise_for_status()
 
 
-def ground_truth(timeline: Any, by_version: dict[str, int]) -> dict[str, Any]:
+def ground_truth(timeline: Any, traffic: Any) -> dict[str, Any]:
     """What the demo built in, for its tests (``demo-truth.json``): the timeline, the
     rollout, the registry entries and the two quality defects."""
     return {
@@ -360,7 +360,8 @@ def ground_truth(timeline: Any, by_version: dict[str, int]) -> dict[str, Any]:
         "registry": REGISTRY,
         "answers_harmful": demo_data.ANSWERS_HARMFUL,
         "broken_json": {"variant": "radiology@2", "code": demo_data.V2_BROKEN_JSON_CODE},
-        "requests_by_version": dict(by_version),
+        "requests_by_version": dict(traffic.by_version),
+        "task_completion": traffic.truth,
     }
 
 

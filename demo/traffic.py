@@ -159,6 +159,9 @@ class TrafficReport:
     fallbacks: int = 0
     agent_traces: int = 0
     by_version: Counter[str] = field(default_factory=Counter)
+    #: the generator's own record: "route|prefix@version|note specialty|before or after the
+    #: rollout" -> [requests, sum of their TaskCompletion scores]
+    truth: dict[str, list[float]] = field(default_factory=dict)
     scores: list[dict[str, Any]] = field(default_factory=list)
     feedback: list[dict[str, Any]] = field(default_factory=list)
 
@@ -240,6 +243,13 @@ class Router:
             (JSONValidation(schema=ICD_SCHEMA), {}),
         ):
             res = ev.evaluate(input=note, output=output, **kw)
+            if ev.name == "TaskCompletion" and res.score is not None:
+                phase = "after" if self.timeline is not None and self.rolled_out() else "before"
+                cell = report.truth.setdefault(
+                    f"{route}|{chosen}@{version or ''}|{note_spec}|{phase}", [0, 0.0]
+                )
+                cell[0] += 1
+                cell[1] += float(res.score)
             report.scores.append(
                 {
                     "trace_id": ids.trace_id,

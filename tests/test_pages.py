@@ -86,6 +86,19 @@ GROUP BY ALL ORDER BY 1, 2, 3""",
     assert short["bucket_seconds"] == 60 and short["series"]
 
 
+def test_the_bucket_follows_the_data() -> None:
+    """At most 48 buckets over the data's extent, the shortest such bucket."""
+    from prefixscope.analytics.timeseries import MAX_BUCKETS, bucket_for
+
+    h = dt.timedelta(hours=1)
+    assert MAX_BUCKETS == 48
+    assert bucket_for(dt.timedelta(seconds=40)) == dt.timedelta(minutes=1)
+    assert bucket_for(h) == dt.timedelta(minutes=5)
+    assert bucket_for(2 * 24 * h) == h
+    assert bucket_for(6.5 * 24 * h) == 6 * h  # the demo's days: quarter days
+    assert bucket_for(365 * 24 * h) == 7 * 24 * h
+
+
 def test_unknown_ids_are_404_pages_and_404_json(regressed: Callable[..., Any]) -> None:
     srv, _ = regressed()
     for path in ("/prefixes/no-such-variant", "/alerts/no-such-alert"):
