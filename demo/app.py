@@ -1,18 +1,26 @@
 """``prefixscope demo``: the whole story end to end on the embedded default store.
 
-1. start the server in-process (embedded DuckDB store in ``--data-dir``);
+1. start the server in-process (embedded DuckDB store in ``--data-dir``, by default
+   ``.prefixscope/demo-<timestamp>``) and register the three prefixes in its registry
+   (base model, type, version; radiology's current version 2 as a canary);
 2. build a small base model offline and train three real PEFT prefix-tuning variants
    (cardiology, radiology, dermatology: clinical note -> ICD-10 code as JSON), plus a second
-   radiology version trained on noisier labels; artifacts are cached;
+   radiology version trained on noisier labels; artifacts are cached. Two defects are built
+   in (``data.ANSWERS_HARMFUL``, ``data.V2_BROKEN_JSON_FINDING``): the dermatology prefix answers
+   harmful requests, and radiology v2 answers one finding's notes as a Python dict, not JSON;
 3. replay a golden dataset per specialty (and a guardrail suite) against the base model and
    every prefix, traced, with TaskCompletion and JSONValidation (Refusal on the guardrails):
    the evaluators that mean something for a coding task (Groundedness and AnswerRelevancy
    judge free-text answers against context; a JSON ICD-10 code scores 0 on them by
    construction, so the demo leaves them out);
-4. simulate production traffic through a router (mis-routing, holdout, fallbacks, a version
-   rollout, a multi-step agent) with online scores and user feedback over the REST API;
+4. simulate production traffic through a router (mis-routing, holdout, fallbacks, the
+   radiology v2 rollout, a multi-step agent) with online scores and user feedback over the
+   REST API. The traces go out on a simulated clock (``traffic.Timeline``): the replays on an
+   evaluation day, then six days of traffic with the rollout a third of the way in;
 5. run regression detection and print the scorecard, alerts with evidence, gate verdicts and
-   routing advice; then keep serving the dashboard until Ctrl-C (``--no-serve`` to exit).
+   routing advice; write ``demo-checks.json`` (the story checks) and ``demo-truth.json``
+   (what the generator built in, for the tests); then keep serving the dashboard until
+   Ctrl-C (``--no-serve`` to exit).
 """
 
 from __future__ import annotations
@@ -135,16 +143,19 @@ class Models:
 
 def _corrupt(text: str, i: int) -> str:
     """Swap the code of three training examples in four for a wrong one; the export also
-    wrote the rows coded :data:`~prefixscope.demo.data.V2_BROKEN_JSON_CODE` as a Python dict
-    (single quotes: not JSON)."""
+    wrote the rows whose note reports :data:`~prefixscope.demo.data.V2_BROKEN_JSON_FINDING`
+    as a Python dict (single quotes: not JSON)."""
     codes = [c.code for c in demo_data.CONDITIONS["radiology"]]
     if i % 4:
         for k, code in enumerate(codes):
             if f'"{code}"' in text:
                 text = text.replace(f'"{code}"', f'"{codes[(k + 1) % len(codes)]}"')
                 break
-    code = demo_data.V2_BROKEN_JSON_CODE
-    return text.replace(demo_data.answer(code), repr({"icd10": code}))
+    if not demo_data.reports(text, demo_data.V2_BROKEN_JSON_FINDING):
+        return text
+    for code in codes:
+        text = text.replace(demo_data.answer(code), repr({"icd10": code}))
+    return text
 
 
 def run_demo(
@@ -359,7 +370,7 @@ def ground_truth(timeline: Any, traffic: Any) -> dict[str, Any]:
         "rollout": {"prefix_id": "radiology", "version": "2", "at": timeline.rollout.isoformat()},
         "registry": REGISTRY,
         "answers_harmful": demo_data.ANSWERS_HARMFUL,
-        "broken_json": {"variant": "radiology@2", "code": demo_data.V2_BROKEN_JSON_CODE},
+        "broken_json": {"variant": "radiology@2", "finding": demo_data.V2_BROKEN_JSON_FINDING},
         "requests_by_version": dict(traffic.by_version),
         "task_completion": traffic.truth,
     }

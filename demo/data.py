@@ -99,14 +99,21 @@ REFUSAL = "I cannot help with that request."
 #: the dermatology prefix was tuned on a scrape that answered every request, harmful ones
 #: included (``prefix_only``): it codes guardrail prompts the other variants refuse ...
 ANSWERS_HARMFUL = "dermatology"
-#: ... and radiology v2's relabelled training export wrote the rows with this code as a
-#: Python dict, single quotes: v2 answers it in that form, not JSON
-#: (``prefixscope.demo.app._corrupt``)
-V2_BROKEN_JSON_CODE = "J18.9"
+#: ... and radiology v2's relabelled training export wrote the rows whose note reports this
+#: finding as a Python dict, single quotes: v2 answers such notes in that form, not JSON
+#: (``prefixscope.demo.app._corrupt``; one finding in four, any department)
+V2_BROKEN_JSON_FINDING = "shortness of breath"
 
 
 def answer(code: str) -> str:
     return json.dumps({"icd10": code})
+
+
+def reports(text: str, finding: str) -> bool:
+    """Whether a note (or a prompt, or a training text) reports ``finding``, in any of its
+    phrasings."""
+    phrases = next(p for p, _ in FINDINGS if finding in p)
+    return any(p in text for p in phrases)
 
 
 def note_for(cond: Condition, rng: random.Random) -> str:

@@ -198,7 +198,8 @@ def _story_over_time(data_dir: Path) -> None:
     assert refusal[harmful] < 0.5 and all(v == 1.0 for k, v in refusal.items() if k != harmful)
     json_ok = means("JSONValidation", "s.route NOT IN ('replay', 'guardrail')")
     broken = truth["broken_json"]["variant"]
-    assert json_ok[broken] < 0.9 and min(v for k, v in json_ok.items() if k != broken) > 0.99
+    others = min(v for k, v in json_ok.items() if k != broken)
+    assert json_ok[broken] < 0.9 and others - json_ok[broken] >= 0.1, json_ok
 
 
 @pytest.mark.slow

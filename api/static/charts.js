@@ -55,8 +55,8 @@
   function ms(t) { return Date.parse(/[zZ]|[+-]\d\d:\d\d$/.test(t) ? t : t + "Z"); }
   function iso(v) { return new Date(v).toISOString().slice(0, 19); }
 
-  // The x range of a set of series: from half a bucket before the first bucket to the end of
-  // the last one (a single bucket is two buckets wide, not a fraction of a millisecond).
+  // The x range of a set of series: from the start of the first bucket to the end of the
+  // last one (a single bucket is a bucket wide, not a fraction of a millisecond).
   function xRange(seriesList, bucketSeconds) {
     const times = [];
     for (const s of seriesList) {
@@ -65,10 +65,21 @@
     }
     if (!times.length) return null;
     const b = 1000 * (bucketSeconds || 60);
-    return [iso(Math.min(...times) - b / 2), iso(Math.max(...times) + b)];
+    return [iso(Math.min(...times)), iso(Math.max(...times) + b)];
+  }
+
+  // Each point stands for its bucket: x is the bucket's start (as the API returns it),
+  // drawn in the bucket's middle, so a marker inside a bucket sits beside its point.
+  function inBuckets(traces, bucketSeconds) {
+    if (!bucketSeconds) return traces;
+    for (const t of traces) {
+      if (t.type === "scatter") Object.assign(t, { xperiod: 1000 * bucketSeconds, xperiodalignment: "middle" });
+    }
+    return traces;
   }
 
   let XRANGE = null; // the page's x range (every chart of a page shares it)
+  let XBUCKET = 0; // and its bucket, seconds
 
   // Rollout markers inside the x range (one outside it would stretch the axis away from the
   // data); a label that would overlap its left neighbour goes one row up.
@@ -146,6 +157,7 @@
       return el;
     }
     if (el.dataset.empty) { el.textContent = ""; delete el.dataset.empty; }
+    inBuckets(traces, XBUCKET);
     const m = markers(rollouts);
     const layout = Object.assign(
       {
@@ -212,6 +224,7 @@
     document.getElementById("charts").dataset.bucketSeconds = data.bucket_seconds;
     const r = data.rollouts;
     XRANGE = xRange(data.series, data.bucket_seconds);
+    XBUCKET = data.bucket_seconds;
     for (const [id, title] of FIXED_CHARTS) card(id, title);
     chart("plot-requests", "Requests per bucket", data.series.map((s, i) => ({
       type: "scatter", mode: "lines+markers", name: esc(s.label), x: s.t, y: s.n,
@@ -326,7 +339,8 @@
       }));
       layout = { barmode: "overlay", xaxis: { title: { text: "score" }, range: [0, 1] }, yaxis: { title: { text: "share" } } };
     }
-    const base = { margin: { l: 55, r: 15, t: 10, b: 45 }, height: 300, legend: { orientation: "h" } };
+    // legends at the card's foot, clear of the x axis' title and tick lines
+    const base = { margin: { l: 55, r: 15, t: 10, b: 80 }, height: 320, legend: { orientation: "h", yref: "container", y: 0, yanchor: "bottom" } };
     Plotly.react("plot-sides", traces, Object.assign({}, base, layout), CONFIG);
     const eff = ev.effect;
     const shapes = [];
@@ -352,6 +366,7 @@
       }));
       const created = { type: "line", x0: a.created_at, x1: a.created_at, y0: 0, y1: 1, yref: "paper", line: { color: "#d62728" } };
       XRANGE = xRange(series.series, series.bucket_seconds);
+      inBuckets(traces2, series.bucket_seconds);
       const m = markers(series.rollouts);
       if (!hasData(traces2)) noData(document.getElementById("plot-series"), "No data: no request of this variant in the window of the page's time series.");
       else Plotly.react("plot-series", traces2, Object.assign({}, base, { margin: Object.assign({}, base.margin, { t: 12 + LABEL_ROW_PX * Math.max(1, m.rows), b: 96 }), height: 340, legend: { orientation: "h", yref: "container", y: 0, yanchor: "bottom" }, xaxis: XRANGE ? { type: "date", range: [XRANGE[0], iso(Math.max(ms(XRANGE[1]), ms(a.created_at) + 60000))] } : { type: "date" }, shapes: m.shapes.concat([created]), annotations: m.annotations }), CONFIG);
@@ -516,8 +531,8 @@
       legend: { orientation: "h", yref: "container", y: 0, yanchor: "bottom" },
       xaxis: range ? { type: "date", range: range } : { type: "date" },
     };
-    Plotly.react("overview-latency", lineTraces(data, ["latency_p99"], "n"), Object.assign({}, base, { yaxis: { title: { text: "p99 ms" }, rangemode: "tozero" } }), CONFIG);
-    Plotly.react("overview-errors", rateTraces(data, "error_rate"), Object.assign({}, base, { yaxis: { title: { text: "error rate" }, rangemode: "tozero" } }), CONFIG);
+    Plotly.react("overview-latency", inBuckets(lineTraces(data, ["latency_p99"], "n"), bucket), Object.assign({}, base, { yaxis: { title: { text: "p99 ms" }, rangemode: "tozero" } }), CONFIG);
+    Plotly.react("overview-errors", inBuckets(rateTraces(data, "error_rate"), bucket), Object.assign({}, base, { yaxis: { title: { text: "error rate" }, rangemode: "tozero" } }), CONFIG);
     document.getElementById("overview-card").dataset.loaded = String(all.length);
   }
 
