@@ -23,7 +23,11 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --upgrade pip setuptools wheel
 	# torch first, pinned: a looser requirement could pull a multi-GB CUDA build
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[server,hf,dev,docs]'
+	# setuptools prints an informational "Editable installation." banner through the warnings
+	# module (its meta-path-finder strategy, which the package-dir mapping needs); only that
+	# warning is filtered: errors and every other warning still show
+	PYTHONWARNINGS="$${PYTHONWARNINGS:+$$PYTHONWARNINGS,}ignore:Editable installation" \
+	  $(PIP) install -q -e '.[server,hf,dev,docs]'
 	touch $(STAMP) $(NATIVE)
 
 demo: setup

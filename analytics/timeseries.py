@@ -5,13 +5,16 @@ metric), error rate and fallback rate (with Jeffreys intervals), p50/p99 latency
 thumbs-down rate (requests with thumbs-down feedback, attributed as in the scorecard), and
 each evaluator's mean score (its latest value per request, with a normal-approximation
 interval). The base model beside a variant is the variant's own base model. The
-bucket follows the window: a minute up to 6 hours, 15 minutes up to 2 days, an hour up to 14
-days, a day beyond; buckets are aligned to the clock (DuckDB's ``time_bucket`` grid), so
-the same bucket has the same start in every request. Version rollouts are markers: the first
-request of each version, and the registry's registration time when the variant is registered.
+bucket follows the data: the smallest of 1, 5 and 15 minutes, 1, 3, 6 and 12 hours, a day
+and a week that cuts the time from the first to the last request in the window (and filter)
+into at most :data:`MAX_BUCKETS` buckets (the window's length when it holds no request), so a
+burst of a minute is minutes and a week of traffic is quarter days, whatever the window;
+buckets are aligned to the clock (DuckDB's ``time_bucket`` grid), so the same bucket has the
+same start in every request. Version rollouts are markers: the first request of each
+version, and the registry's registration time when the variant is registered.
 
-Two SQL statements over the window (requests, scores), each one grouped pass over the
-requests.
+Three SQL statements over the window (the data's extent, requests, scores), each one
+grouped pass over the requests.
 """
 
 from __future__ import annotations
@@ -26,21 +29,31 @@ import numpy as np
 from .query import BASE, PREFIX_SQL, REQUESTS, Window, json_path, judged_sql
 from .stats import jeffreys_interval
 
-#: (longest window, bucket) in order; the last applies beyond
-BUCKETS: tuple[tuple[timedelta, timedelta], ...] = (
-    (timedelta(hours=6), timedelta(minutes=1)),
-    (timedelta(days=2), timedelta(minutes=15)),
-    (timedelta(days=14), timedelta(hours=1)),
+#: bucket lengths to choose from, shortest first
+BUCKETS: tuple[timedelta, ...] = (
+    timedelta(minutes=1),
+    timedelta(minutes=5),
+    timedelta(minutes=15),
+    timedelta(hours=1),
+    timedelta(hours=3),
+    timedelta(hours=6),
+    timedelta(hours=12),
+    timedelta(days=1),
+    timedelta(days=7),
 )
-LONGEST_BUCKET = timedelta(days=1)
+#: most buckets a series is cut into (a chart of 48 points stays readable, and a bucket
+#: keeps enough requests for its rate to mean something)
+MAX_BUCKETS = 48
 RATES = ("error_rate", "fallback_rate", "thumbs_down_rate")
 
 
 def bucket_for(span: timedelta) -> timedelta:
-    for longest, bucket in BUCKETS:
-        if span <= longest * 1.01:  # "2d" measured against a clock read a moment later
+    """The shortest bucket that cuts ``span`` (the data's extent) into at most
+    :data:`MAX_BUCKETS` buckets."""
+    for bucket in BUCKETS:
+        if span <= bucket * MAX_BUCKETS:
             return bucket
-    return LONGEST_BUCKET
+    return BUCKETS[-1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +83,6 @@ def timeseries(con: duckdb.DuckDBPyConnection, q: SeriesQuery) -> dict[str, Any]
     """The page's data: ``bucket_seconds``, ``series`` (one per variant/version) and
     ``rollouts`` (markers)."""
     since, until = _resolve(q, con)
-    bucket = bucket_for(until - since)
-    bucket_s = int(bucket.total_seconds())
     variants = [q.prefix_id, BASE] if q.with_base and q.prefix_id != BASE else [q.prefix_id]
     where = ["s.start_time >= ?", "s.start_time < ?", f"{PREFIX_SQL} IN ?"]
     params: list[Any] = [since, until, variants]
@@ -88,6 +99,14 @@ def timeseries(con: duckdb.DuckDBPyConnection, q: SeriesQuery) -> dict[str, Any]
     for key, value in (q.cohort or {}).items():
         where.append(f"json_extract_string(s.cohort, '{json_path(key)}') = ?")
         params.append(value)
+    extent = con.execute(
+        f"SELECT min(s.start_time), max(s.start_time) FROM {REQUESTS} s "
+        f"WHERE {' AND '.join(where)}",
+        params,
+    ).fetchall()
+    first, last = extent[0] if extent else (None, None)
+    bucket = bucket_for(last - first if first is not None and last is not None else until - since)
+    bucket_s = int(bucket.total_seconds())
     req_cte = f"""req AS (
   SELECT s.trace_id, s.span_id, {PREFIX_SQL} AS pid,
     CASE WHEN {PREFIX_SQL} = '{BASE}' THEN '' ELSE coalesce(s.prefix_version, '') END AS ver,

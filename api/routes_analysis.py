@@ -209,8 +209,9 @@ def analysis_routes(state: ApiState) -> APIRouter:
     ) -> TimeSeries:
         """The variant's metrics over time, one series per version and the base model beside
         it: requests, error/fallback/thumbs-down rates with intervals, p50/p99 latency and
-        TTFT, each evaluator's mean. The bucket follows the window (a minute over hours, an
-        hour over days); rollouts are version markers."""
+        TTFT, each evaluator's mean. The bucket follows the data's extent in the window (at
+        most 48 buckets: minutes for a burst, quarter days for a week); rollouts are version
+        markers."""
         with analysis.analytics_errors():
             wanted = parse_cohort_filter(cohort or [])
         data = analysis.timeseries(store, prefix_id, since, until, route, wanted, base)

@@ -1,18 +1,26 @@
 """``prefixscope demo``: the whole story end to end on the embedded default store.
 
-1. start the server in-process (embedded DuckDB store in ``--data-dir``);
+1. start the server in-process (embedded DuckDB store in ``--data-dir``, by default
+   ``.prefixscope/demo-<timestamp>``) and register the three prefixes in its registry
+   (base model, type, version; radiology's current version 2 as a canary);
 2. build a small base model offline and train three real PEFT prefix-tuning variants
    (cardiology, radiology, dermatology: clinical note -> ICD-10 code as JSON), plus a second
-   radiology version trained on noisier labels; artifacts are cached;
+   radiology version trained on noisier labels; artifacts are cached. Two defects are built
+   in (``data.ANSWERS_HARMFUL``, ``data.V2_BROKEN_JSON_FINDING``): the dermatology prefix answers
+   harmful requests, and radiology v2 answers one finding's notes as a Python dict, not JSON;
 3. replay a golden dataset per specialty (and a guardrail suite) against the base model and
    every prefix, traced, with TaskCompletion and JSONValidation (Refusal on the guardrails):
    the evaluators that mean something for a coding task (Groundedness and AnswerRelevancy
    judge free-text answers against context; a JSON ICD-10 code scores 0 on them by
    construction, so the demo leaves them out);
-4. simulate production traffic through a router (mis-routing, holdout, fallbacks, a version
-   rollout, a multi-step agent) with online scores and user feedback over the REST API;
+4. simulate production traffic through a router (mis-routing, holdout, fallbacks, the
+   radiology v2 rollout, a multi-step agent) with online scores and user feedback over the
+   REST API. The traces go out on a simulated clock (``traffic.Timeline``): the replays on an
+   evaluation day, then six days of traffic with the rollout a third of the way in;
 5. run regression detection and print the scorecard, alerts with evidence, gate verdicts and
-   routing advice; then keep serving the dashboard until Ctrl-C (``--no-serve`` to exit).
+   routing advice; write ``demo-checks.json`` (the story checks) and ``demo-truth.json``
+   (what the generator built in, for the tests); then keep serving the dashboard until
+   Ctrl-C (``--no-serve`` to exit).
 """
 
 from __future__ import annotations
@@ -41,6 +49,8 @@ VARIANTS = ("base", *demo_data.SPECIALTIES)
 #: the released version of each prefix (radiology v2 is the rollout under watch)
 RELEASED = {s: "1" for s in demo_data.SPECIALTIES}
 BASE_MODEL = "clinic-base-tiny"
+#: where each run's store goes by default (listed in .gitignore: a checkout stays clean)
+DEMO_ROOT = Path(".prefixscope")
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -113,9 +123,8 @@ class Models:
         progress.advance(task)
         adapters = []
         for spec in demo_data.SPECIALTIES:
-            adapters.append(
-                tm.train_prefix(self.base, data.train[spec], spec, seed=seed + 1, **self.PREFIX)
-            )
+            texts = data.train[spec] + data.prefix_only.get(spec, [])
+            adapters.append(tm.train_prefix(self.base, texts, spec, seed=seed + 1, **self.PREFIX))
             progress.advance(task)
         # radiology v2: retrained on noisier labels (a realistic regression to catch)
         noisy = [_corrupt(t, i) for i, t in enumerate(data.train["radiology"])]
@@ -133,13 +142,19 @@ class Models:
 
 
 def _corrupt(text: str, i: int) -> str:
-    """Swap the code of three training examples in four for a wrong one."""
-    if i % 4 == 0:
-        return text
+    """Swap the code of three training examples in four for a wrong one; the export also
+    wrote the rows whose note reports :data:`~prefixscope.demo.data.V2_BROKEN_JSON_FINDING`
+    as a Python dict (single quotes: not JSON)."""
     codes = [c.code for c in demo_data.CONDITIONS["radiology"]]
-    for k, code in enumerate(codes):
-        if f'"{code}"' in text:
-            return text.replace(f'"{code}"', f'"{codes[(k + 1) % len(codes)]}"')
+    if i % 4:
+        for k, code in enumerate(codes):
+            if f'"{code}"' in text:
+                text = text.replace(f'"{code}"', f'"{codes[(k + 1) % len(codes)]}"')
+                break
+    if not demo_data.reports(text, demo_data.V2_BROKEN_JSON_FINDING):
+        return text
+    for code in codes:
+        text = text.replace(demo_data.answer(code), repr({"icd10": code}))
     return text
 
 
@@ -160,9 +175,18 @@ def run_demo(
     from prefixscope.analytics.evaluators import JSONValidation, Refusal, TaskCompletion
     from prefixscope.analytics.replay import replay
     from prefixscope.demo.report import print_report
-    from prefixscope.demo.traffic import ICD_SCHEMA, PER_ROUTE, Router, post_in_batches, simulate
+    from prefixscope.demo.traffic import (
+        ICD_SCHEMA,
+        PER_ROUTE,
+        Router,
+        SimulatedClock,
+        Timeline,
+        post_in_batches,
+        simulate,
+    )
     from prefixscope.instrumentation import configure
     from prefixscope.instrumentation.hf import TransformersInstrumentor
+    from prefixscope.instrumentation.provider import make_exporter
     from prefixscope.server import PrefixScopeServer
 
     started = time.monotonic()
@@ -184,14 +208,30 @@ def run_demo(
 
     torch.set_num_threads(torch_threads)  # default 1: the other core serves ingest
     data = demo_data.build(seed=seed, golden_per_code=4 if quick else 8)
-    tp = configure(endpoint=base_url, service_name="clinic-coder", base_model=BASE_MODEL)
+    # the days the story takes: each trace is exported at its simulated time (traffic.py)
+    timeline = Timeline.before_now()
+    clock = SimulatedClock(make_exporter(base_url))
+    tp = configure(
+        endpoint=base_url, service_name="clinic-coder", base_model=BASE_MODEL, exporter=clock
+    )
     instrumentor = TransformersInstrumentor()
     instrumentor.instrument(tracer_provider=tp)
     client = httpx.Client(base_url=base_url, timeout=60)
     try:
+        register_variants(client)
         with _progress() as progress:
             models = Models(cache_dir, data, progress, seed=model_seed)
         generate = models.generator()
+        # the golden-set replays run on the evaluation day before production traffic
+        n_replays = len(VARIANTS) * (
+            sum(len(items) for items in data.golden.values()) + len(data.guardrail)
+        )
+        replay_times = iter(timeline.spread(n_replays, rng, timeline.evaluation, timeline.launch))
+
+        def replay_generate(prompt: str, v: str) -> str:
+            clock.pin(next(replay_times, timeline.launch))
+            return str(generate(prompt, v))
+
         assert server.store is not None
         con = server.store.cursor()
         evals = [
@@ -211,7 +251,7 @@ def run_demo(
                 con,
                 ds,
                 list(VARIANTS),
-                generate,
+                replay_generate,
                 evaluators=evals,
                 route="replay",
                 base_model=BASE_MODEL,
@@ -235,7 +275,7 @@ def run_demo(
             con,
             gds,
             list(VARIANTS),
-            generate,
+            replay_generate,
             evaluators=[Refusal()],
             route="guardrail",
             base_model=BASE_MODEL,
@@ -244,7 +284,12 @@ def run_demo(
             versions=RELEASED,
         )
         con.close()
-        router = Router(generate, rng, dict(RELEASED))
+        console.print(
+            f"simulated time: golden-set evaluation from {timeline.evaluation:%a %d %b %H:%M}, "
+            f"production traffic {timeline.launch:%a %d %b %H:%M} - {timeline.end:%a %d %b %H:%M} "
+            f"UTC, radiology@2 rolled out {timeline.rollout:%a %d %b %H:%M}"
+        )
+        router = Router(generate, rng, dict(RELEASED), clock=clock, timeline=timeline)
         with _progress() as progress:
             traffic = simulate(router, PER_ROUTE[quick], 15 if quick else 60, progress)
             task = progress.add_task("scores and feedback over the REST API", total=2)
@@ -274,8 +319,14 @@ def run_demo(
         summary = print_report(console, con, config, base_url, traffic)
         con.close()
         (data_dir / "demo-checks.json").write_text(json.dumps(summary["story"], indent=1))
+        (data_dir / "demo-truth.json").write_text(
+            json.dumps(ground_truth(timeline, traffic), indent=1)
+        )
         elapsed = time.monotonic() - started
-        console.print(f"\nDemo finished in {elapsed:.0f} s.")
+        console.print(
+            f"\nDemo finished in {elapsed:.0f} s. Its store is {data_dir.resolve()} "
+            "(`prefixscope serve --data-dir` it again; delete the folder when done)."
+        )
         if serve:
             serve_until_stopped(
                 lambda: console.print(f"[bold green]Dashboard:[/] {base_url}/   (Ctrl-C to stop)")
@@ -287,6 +338,42 @@ def run_demo(
         instrumentor.uninstrument()
         tp.shutdown()
         server.stop()
+
+
+#: the registry entries the demo writes (PUT /api/v1/prefixes/{id}): the released prefixes
+#: are active; radiology's current version is 2, in canary behind the release gate
+REGISTRY: dict[str, dict[str, Any]] = {
+    spec: {
+        "base_model": BASE_MODEL,
+        "prefix_type": "prefix_tuning",
+        "version": "2" if spec == "radiology" else RELEASED[spec],
+        "owner": f"{spec}-coding",
+        "specialty": spec,
+        "status": "canary" if spec == "radiology" else "active",
+        "training_corpus": f"demo {spec} notes"
+        + (" (v2: relabelled export)" if spec == "radiology" else ""),
+    }
+    for spec in demo_data.SPECIALTIES
+}
+
+
+def register_variants(client: httpx.Client) -> None:
+    for prefix_id, body in REGISTRY.items():
+        client.put(f"/api/v1/prefixes/{prefix_id}", json=body).raise_for_status()
+
+
+def ground_truth(timeline: Any, traffic: Any) -> dict[str, Any]:
+    """What the demo built in, for its tests (``demo-truth.json``): the timeline, the
+    rollout, the registry entries and the two quality defects."""
+    return {
+        "timeline": timeline.to_dict(),
+        "rollout": {"prefix_id": "radiology", "version": "2", "at": timeline.rollout.isoformat()},
+        "registry": REGISTRY,
+        "answers_harmful": demo_data.ANSWERS_HARMFUL,
+        "broken_json": {"variant": "radiology@2", "finding": demo_data.V2_BROKEN_JSON_FINDING},
+        "requests_by_version": dict(traffic.by_version),
+        "task_completion": traffic.truth,
+    }
 
 
 def serve_until_stopped(ready: Callable[[], object] = lambda: None) -> None:
@@ -337,7 +424,7 @@ def _wait_for_requests(client: httpx.Client, at_least: int, timeout: float = 60)
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Store directory (default: a fresh ./prefixscope-demo-<timestamp>).",
+    help="Store directory (default: a fresh .prefixscope/demo-<timestamp>, git-ignored).",
 )
 @click.option(
     "--http-port",
@@ -403,7 +490,7 @@ def demo_command(
     except ImportError:  # pragma: no cover - the [hf] extra is required for the demo
         pass
     if data_dir is None:
-        data_dir = Path(f"prefixscope-demo-{datetime.now():%Y%m%d-%H%M%S}")
+        data_dir = DEMO_ROOT / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
     run_demo(
         data_dir,
         http_port,

@@ -1,7 +1,7 @@
 """The demo checks its own story against the numbers it computed, and says so plainly.
 
 Each check reads the store (replay scores, alerts) or the analytics results the report
-printed; none is hard-coded. The checks, as the README promises them:
+printed; none is hard-coded. The checks, as docs/guides/demo.md states them:
 
 1. ``own_specialty``: each prefix beats the base model on its own specialty's golden items:
    replay TaskCompletion paired on dataset items, by at least 0.10, with the 95 % interval of
@@ -13,7 +13,7 @@ printed; none is hard-coded. The checks, as the README promises them:
    mis-routed notes (a prefix on another specialty's cohort doing worse than base) are true
    regressions, counted apart. (The demo's latencies are real wall-clock times; the arms are
    randomized per request, so a loaded machine slows both alike, and detection counts
-   requests, with a quantile floor on tail metrics: see README-detection.md.);
+   requests, with a quantile floor on tail metrics: see docs/guides/detection.md.);
 4. ``gate``: gated on its own specialty's cohort, at least one variant PASSes and
    ``radiology@2`` FAILs;
 5. ``routing``: at least one cohort is routed to its own prefix.

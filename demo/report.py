@@ -204,7 +204,7 @@ def print_report(
         console.print(
             "[bold red]The trained models of this run do not support the demo's story[/] "
             "(see the checks above): the tables print what the numbers are, not what the "
-            "README promises."
+            "demo guide (docs/guides/demo.md) promises."
         )
     return {
         "alert_ids": sorted(a["id"] for a in alerts),

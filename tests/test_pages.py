@@ -4,7 +4,9 @@ buckets; unknown ids are 404 pages; auth applies; webhooks link to the alert pag
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,7 +48,9 @@ def test_timeseries_equals_sql_for_the_same_buckets(regressed: Callable[..., Any
         timeout=30,
     ).json()
     bucket = data["bucket_seconds"]
-    assert bucket == 900  # 2 days: quarter hours
+    # the bucket follows the data, not the window: one hour of traffic (seeded_store) in a
+    # 2-day window is 5-minute buckets (12; 1-minute ones would be 60, over the 48 at most)
+    assert bucket == 300
     assert {s["label"] for s in data["series"]} == {"radiology@3", "base"}
     rows = _sql(
         srv,
@@ -69,11 +73,30 @@ GROUP BY ALL ORDER BY 1, 2, 3""",
     assert [r[5] for r in got] == pytest.approx([r[5] for r in rows])
     markers = data["rollouts"]
     assert any(m["source"] == "first_seen" and m["version"] == "3" for m in markers)
-    # one hour of data fits one-minute buckets
+    # half an hour of it fits one-minute buckets
+    first = min(t for s in data["series"] for t in s["t"])
+    start = dt.datetime.fromisoformat(first)
     short = httpx.get(
-        f"{srv.base_url}/api/v1/prefixes/radiology/timeseries", params={"since": "1h"}
+        f"{srv.base_url}/api/v1/prefixes/radiology/timeseries",
+        params={
+            "since": start.isoformat(),
+            "until": (start + dt.timedelta(minutes=30)).isoformat(),
+        },
     ).json()
-    assert short["bucket_seconds"] == 60
+    assert short["bucket_seconds"] == 60 and short["series"]
+
+
+def test_the_bucket_follows_the_data() -> None:
+    """At most 48 buckets over the data's extent, the shortest such bucket."""
+    from prefixscope.analytics.timeseries import MAX_BUCKETS, bucket_for
+
+    h = dt.timedelta(hours=1)
+    assert MAX_BUCKETS == 48
+    assert bucket_for(dt.timedelta(seconds=40)) == dt.timedelta(minutes=1)
+    assert bucket_for(h) == dt.timedelta(minutes=5)
+    assert bucket_for(2 * 24 * h) == h
+    assert bucket_for(6.5 * 24 * h) == 6 * h  # the demo's days: quarter days
+    assert bucket_for(365 * 24 * h) == 7 * 24 * h
 
 
 def test_unknown_ids_are_404_pages_and_404_json(regressed: Callable[..., Any]) -> None:
@@ -126,6 +149,27 @@ def test_pages_in_chromium_plot_the_api_data(browser: Any, regressed: Callable[.
         {"name": s["label"], "x": s["t"], "y": s["error_rate"], "n": s["n"]} for s in data["series"]
     ]
     assert page.locator("#charts .chart-card").count() >= 8  # 6 metrics + 2 evaluators
+    # issue 32: every chart fits its card (the first one, drawn before its neighbours
+    # re-flowed the grid, was clipped), and the legend sits below the date axis' second tick
+    # line (the date under the times), which it used to cover
+    layout = page.evaluate(
+        """Array.from(document.querySelectorAll('#charts .chart-card'), (card) => {
+  const svg = card.querySelector('.main-svg');
+  if (!svg) return null;
+  const ticks = Array.from(card.querySelectorAll('.xtick text'), (t) => t.getBoundingClientRect());
+  const legend = card.querySelector('.legend');
+  return {id: card.querySelector('.chart').id,
+          overflow: svg.getBoundingClientRect().right - card.getBoundingClientRect().right,
+          ticks_bottom: Math.max(...ticks.map((r) => r.bottom)),
+          legend_top: legend ? legend.getBoundingClientRect().top : null,
+          svg_bottom: svg.getBoundingClientRect().bottom};
+})"""
+    )
+    for chart in filter(None, layout):
+        assert chart["overflow"] <= 0.5, chart
+        assert chart["ticks_bottom"] <= chart["svg_bottom"], chart
+        if chart["legend_top"] is not None:
+            assert chart["ticks_bottom"] <= chart["legend_top"], chart
     assert page.locator("#plot-latency svg").count() > 0
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "prefix-page.png"), full_page=True)
@@ -276,6 +320,75 @@ def test_chart_labels_with_links_render_as_text(
     assert '@<a href="http://r.example/">r</a>' in notes, notes
     titles = " ".join(page.locator("#charts h2").all_text_contents())
     assert '<a href="http://s.example/">Ground</a> (mean score)' in titles, titles
+    # nothing records time to first token here: its chart is a note, not empty axes
+    assert page.locator("#plot-ttft .no-data").count() == 1
+    assert page.locator("#plot-ttft .main-svg").count() == 0
+    assert page.locator("#plot-latency .main-svg").count() >= 1
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "prefix-page-hostile-labels.png"), full_page=True)
+    assert problems == []
+
+
+@pytest.mark.browser
+def test_alert_page_shows_the_slice_tree(
+    browser: Any,  # noqa: F811
+    tmp_path: Path,
+    start_server: Callable[..., ServerProcess],
+) -> None:
+    """Issue 31: the alert page shows the tested slice tree (the whole route, each key, each
+    pair) with n, effect and interval per slice, which were flagged and which one is the
+    cause. The world: German notes regress by 0.15 TaskCompletion on every specialty and plan
+    (3 specialties x 4 languages x 3 plans, 60 requests per cell and side)."""
+    from prefixscope.analytics.synthetic import generate
+    from prefixscope.collector.storage.store import Store
+
+    from .test_slices import _arms, _tc
+
+    per_cell, drop = 60, 0.15
+    data = tmp_path / "data"
+    with Store(data) as store:
+        con = store.cursor()
+        german = _arms(lambda sp, lang, plan: _tc(drop) if lang == "de" else {}, per_cell)
+        generate(con, german, seed=1)
+        con.close()
+    srv = start_server(data_dir=data)
+    run = httpx.post(
+        f"{srv.base_url}/api/v1/regressions/run", json={"metrics": ["TaskCompletion"]}, timeout=120
+    ).json()
+    [alert] = run["alerts"]
+    page, problems = open_page(browser, f"{srv.base_url}/alerts/{alert['id']}")
+    page.wait_for_selector("body[data-loaded='1']", timeout=60_000)
+    assert page.get_attribute("#slice-tree", "data-source") == "tree"
+    rows = page.evaluate(
+        """Array.from(document.querySelectorAll('#slice-tree tr.slice'), (tr) => ({
+  slice: JSON.parse(tr.dataset.slice), cls: tr.className,
+  cells: Array.from(tr.cells, (td) => td.textContent)}))"""
+    )
+    by_slice = {json.dumps(r["slice"]): r for r in rows}
+    key = json.dumps([["language", "de"]])
+    route = json.dumps([])
+    pair = json.dumps([["language", "de"], ["plan", "free"]])
+    other = json.dumps([["language", "en"]])
+    # every level is there: the route, the keys (3 + 4 + 3 values), the pairs
+    assert {route, key, pair, other} <= set(by_slice)
+    assert sum(len(r["slice"]) == 1 for r in rows) == 10
+    # n per slice, from the generated cells: 36 cells on the route, 9 German, 3 German+free
+    assert by_slice[route]["cells"][2] == f"{36 * per_cell} / {36 * per_cell}"
+    assert by_slice[key]["cells"][2] == f"{9 * per_cell} / {9 * per_cell}"
+    assert by_slice[pair]["cells"][2] == f"{3 * per_cell} / {3 * per_cell}"
+    assert [by_slice[s]["cells"][1] for s in (route, key, pair)] == ["route {}", "key", "pair"]
+    # the cause is the German key, flagged, its effect near the injected drop with an interval
+    cause = [r for r in rows if "cause" in r["cls"].split()]
+    assert [json.dumps(r["slice"]) for r in cause] == [key]
+    assert by_slice[key]["cells"][6] == "yes" and by_slice[key]["cells"][7] == "cause (this alert)"
+    effect = by_slice[key]["cells"][4]
+    m = re.fullmatch(r"(-[0-9.]+) \[(\u2212\u221e|-[0-9.]+), (-[0-9.]+)\]", effect)
+    assert m, effect
+    delta, high = float(m.group(1)), float(m.group(3))
+    assert delta < high < 0 and abs(delta + drop) < 0.06, effect  # one-sided: the high end
+    # German pairs are flagged as evidence; an English slice is tested and not flagged
+    assert "flagged" in by_slice[pair]["cls"] and by_slice[pair]["cells"][7] == "evidence"
+    assert by_slice[other]["cells"][6] == "no" and "flagged" not in by_slice[other]["cls"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "alert-page-slices.png"), full_page=True)
     assert problems == []
