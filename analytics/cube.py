@@ -105,42 +105,9 @@ class Cube:
     def regroup(
         self, dims: tuple[str, ...], mapping: np.ndarray, keys: list[tuple[str | None, ...]]
     ) -> Cube:
-        """Merge cells: cell ``i`` goes to new cell ``mapping[i]`` whose key is ``keys[j]``."""
-        m = len(keys)
-        sums = {k: np.bincount(mapping, weights=v, minlength=m) for k, v in self.sums.items()}
-        first: list[datetime | None] = [None] * m
-        last: list[datetime | None] = [None] * m
-        for i, j in enumerate(mapping):
-            f, la = self.first_seen[i], self.last_seen[i]
-            if f is not None and (first[j] is None or f < first[j]):
-                first[j] = f
-            if la is not None and (last[j] is None or la > last[j]):
-                last[j] = la
-        h = _combine(mapping[self.h_cell], self.h_metric, self.h_bin, self.h_count)
-        s_codes, s_names = _codes(self.s_name)
-        sc = _combine_many(mapping[self.s_cell], s_codes, (self.s_n, self.s_sum, self.s_sumsq))
-        f_codes, f_names = _codes(self.f_kind)
-        fc = _combine_many(mapping[self.f_cell], f_codes, (self.f_count,))
-        return replace(
-            self,
-            dims=dims,
-            keys=keys,
-            sums=sums,
-            first_seen=first,
-            last_seen=last,
-            h_cell=h[0],
-            h_metric=h[1],
-            h_bin=h[2],
-            h_count=h[3],
-            s_cell=sc[0],
-            s_name=[s_names[c] for c in sc[1]],
-            s_n=sc[2][0],
-            s_sum=sc[2][1],
-            s_sumsq=sc[2][2],
-            f_cell=fc[0],
-            f_kind=[f_names[c] for c in fc[1]],
-            f_count=fc[2][0],
-        )
+        """Merge cells: cell ``i`` goes to new cell ``mapping[i]`` whose key is ``keys[j]``
+        (:meth:`expand` with each cell going to exactly one new cell)."""
+        return self.expand(dims, np.arange(len(self.keys)), np.asarray(mapping), keys)
 
     def expand(
         self,
