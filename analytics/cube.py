@@ -32,6 +32,10 @@ from .query import BASE, REQUESTS, Window, group_expr, judged_sql
 FEEDBACK_KINDS = ("thumbs_down", "escalation")
 #: dims grouped on the raw column in SQL (cheaper) and normalised in Python afterwards
 _RAW = {"prefix_id": "s.prefix_id", "prefix_version": "s.prefix_version"}
+#: an internal dim: the request's UTC day as a DATE (``YYYY-MM-DD`` keys; what
+#: :mod:`.cube_cache` splits a scan of several days by; cheaper to group than ``day``)
+DAY = "__day"
+_INTERNAL = {DAY: "CAST(s.start_time AS DATE)"}
 #: histogram metric codes
 LATENCY, TTFT, ROUTE_LATENCY = 0, 1, 2
 _SUMS = ("n", "errors", "fallbacks", "input_tokens", "output_tokens", "cached", "cache_base")
@@ -180,6 +184,45 @@ class Cube:
             f_count=fc[2][0],
         )
 
+    def partition(self) -> dict[str | None, Cube]:
+        """This cube split by its last dim: one cube per value, over the other dims (the
+        inverse of :func:`concat` over parts that differ in one dim)."""
+        dims = self.dims[:-1]
+        values = [k[-1] for k in self.keys]
+        codes, uniq = _codes_any(values)
+        local = np.zeros(len(self.keys), dtype=np.int64)
+        out: dict[str | None, Cube] = {}
+        masks_h = codes[self.h_cell] if len(self.h_cell) else np.zeros(0, np.int64)
+        masks_s = codes[self.s_cell] if len(self.s_cell) else np.zeros(0, np.int64)
+        masks_f = codes[self.f_cell] if len(self.f_cell) else np.zeros(0, np.int64)
+        for code, value in enumerate(uniq):
+            cells = np.flatnonzero(codes == code)
+            local[cells] = np.arange(len(cells))
+            h, sc, fb = masks_h == code, masks_s == code, masks_f == code
+            s_idx, f_idx = np.flatnonzero(sc).tolist(), np.flatnonzero(fb).tolist()
+            out[value] = replace(
+                self,
+                dims=dims,
+                keys=[self.keys[i][:-1] for i in cells.tolist()],
+                sums={k: v[cells] for k, v in self.sums.items()},
+                first_seen=[self.first_seen[i] for i in cells.tolist()],
+                last_seen=[self.last_seen[i] for i in cells.tolist()],
+                h_cell=local[self.h_cell[h]],
+                h_metric=self.h_metric[h],
+                h_bin=self.h_bin[h],
+                h_count=self.h_count[h],
+                s_cell=local[self.s_cell[sc]],
+                s_name=[self.s_name[i] for i in s_idx],
+                s_n=self.s_n[sc],
+                s_sum=self.s_sum[sc],
+                s_sumsq=self.s_sumsq[sc],
+                f_cell=local[self.f_cell[fb]],
+                f_kind=[self.f_kind[i] for i in f_idx],
+                f_count=self.f_count[fb],
+                meta=dict(self.meta),
+            )
+        return out
+
     def histogram(self, metric: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(cell, bin, count) of one histogram metric, sorted by (cell, bin)."""
         sel = self.h_metric == metric
@@ -188,10 +231,61 @@ class Cube:
         return c[order], b[order], n[order]
 
 
+def concat(cubes: Sequence[Cube], window: Window) -> Cube:
+    """One cube of ``window`` adding up ``cubes`` (same dims; parts over disjoint requests,
+    such as the days of a window), cells with equal keys merged."""
+    first = cubes[0]
+    keys: list[tuple[str | None, ...]] = []
+    offsets = []
+    for c in cubes:
+        if c.dims != first.dims:
+            raise ValueError(f"cannot concatenate cubes of dims {first.dims} and {c.dims}")
+        offsets.append(len(keys))
+        keys.extend(c.keys)
+
+    def cat(get: Any, shift: bool = False) -> np.ndarray:
+        arrays = [
+            np.asarray(get(c)) + (o if shift else 0) for c, o in zip(cubes, offsets, strict=True)
+        ]
+        return np.concatenate(arrays) if arrays else np.zeros(0)
+
+    whole = Cube(
+        dims=first.dims,
+        window=window,
+        keys=keys,
+        sums={k: cat(lambda c, k=k: c.sums[k]) for k in first.sums},
+        first_seen=[v for c in cubes for v in c.first_seen],
+        last_seen=[v for c in cubes for v in c.last_seen],
+        h_cell=cat(lambda c: c.h_cell, True).astype(np.int64),
+        h_metric=cat(lambda c: c.h_metric).astype(np.int64),
+        h_bin=cat(lambda c: c.h_bin).astype(np.int64),
+        h_count=cat(lambda c: c.h_count).astype(np.int64),
+        s_cell=cat(lambda c: c.s_cell, True).astype(np.int64),
+        s_name=[v for c in cubes for v in c.s_name],
+        s_n=cat(lambda c: c.s_n).astype(np.float64),
+        s_sum=cat(lambda c: c.s_sum).astype(np.float64),
+        s_sumsq=cat(lambda c: c.s_sumsq).astype(np.float64),
+        f_cell=cat(lambda c: c.f_cell, True).astype(np.int64),
+        f_kind=[v for c in cubes for v in c.f_kind],
+        f_count=cat(lambda c: c.f_count).astype(np.float64),
+        meta=dict(first.meta),
+    )
+    index: dict[tuple[str | None, ...], int] = {}
+    mapping = np.fromiter((index.setdefault(k, len(index)) for k in keys), np.int64, len(keys))
+    return whole.regroup(first.dims, mapping, list(index))
+
+
 def _codes(names: list[str]) -> tuple[np.ndarray, list[str]]:
     uniq = sorted(set(names))
     look = {n: i for i, n in enumerate(uniq)}
     return np.array([look[n] for n in names], dtype=np.int64), uniq
+
+
+def _codes_any(values: list[str | None]) -> tuple[np.ndarray, list[str | None]]:
+    """Codes of values that may be None, in first-seen order."""
+    look: dict[str | None, int] = {}
+    codes = np.fromiter((look.setdefault(v, len(look)) for v in values), np.int64, len(values))
+    return codes, list(look)
 
 
 def _unique_rows(columns: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
@@ -255,7 +349,7 @@ def build_cube(
     d = engine.dialect
     window = window or Window()
     dims = tuple(dims)
-    exprs = [_RAW.get(dim) or group_expr(dim, d) for dim in dims]
+    exprs = [_RAW.get(dim) or _INTERNAL.get(dim) or group_expr(dim, d) for dim in dims]
     where, params = window.where("s")
     keys_sql = "".join(f"{e} AS k{i}, " for i, e in enumerate(exprs))
     req_sql = (

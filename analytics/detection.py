@@ -51,6 +51,7 @@ from . import slices as slices_mod
 from . import stats
 from .catalog import DEFAULT_MIN_EFFECT, DEFAULT_MIN_N, tail_min_n
 from .cube import Cube, build_cube
+from .cube_cache import cached_cube
 from .engines import Engine
 from .metrics import BUILTIN_METRICS, QUANTILE_METRICS, RATE_METRICS, Cell, Estimate, summarise
 from .query import BASE, QueryError, Window, is_relative, parse_duration, parse_time
@@ -285,7 +286,11 @@ def _canonical_cohort(cube: Cube) -> Cube:
 
 def detection_cube(con: duckdb.DuckDBPyConnection | Engine, window: Window) -> Cube:
     """The cube detection runs on: cells (prefix_id, prefix_version, base_model, route,
-    cohort)."""
+    cohort). On the embedded store, from the days kept since the last run
+    (:mod:`.cube_cache`: only the days whose requests, scores or feedback changed are
+    scanned again)."""
+    if isinstance(con, duckdb.DuckDBPyConnection):
+        return _canonical_cohort(cached_cube(con, DIMS, window))
     return _canonical_cohort(build_cube(con, DIMS, window))
 
 

@@ -8,7 +8,7 @@ error, fallback, score and feedback distributions, so regressions can be injecte
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -80,7 +80,8 @@ def generate(
     ``current_ids()`` inside the route gives them. Feedback is trace-level in both.
 
     Trace ids are ``id_offset + i`` rendered as 32 hex digits, so repeated calls with
-    disjoint offsets append new traffic (growing data for repeated looks).
+    disjoint offsets append new traffic (growing data for repeated looks). Scores are
+    created a minute after their request ends, feedback five minutes after.
     """
     if shape not in SHAPES:
         raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
@@ -133,7 +134,8 @@ def generate(
         arm_idx.append(np.full(n, ai))
     if total == 0:
         return 0
-    spans = pa.table({k: np.concatenate(v) for k, v in parts.items()})
+    parts_arr = {k: np.concatenate(v) for k, v in parts.items()}
+    spans = pa.table(parts_arr)
     arms_tab = pa.table(
         {
             "arm": np.arange(len(arms), dtype=np.int32),
@@ -150,10 +152,16 @@ def generate(
         con.unregister("_syn_spans")
         con.unregister("_syn_arms")
     score_span = "printf('%016x', s.id)" if shape == "call" else "printf('%016x', s.id * 4 + 1)"
+    # annotations are created after their request ends: scores a minute, feedback five
+    ends_us = (parts_arr["offset_us"] + parts_arr["duration_ms"] * 1000).astype(np.int64)
+
+    def created(ids_: np.ndarray, after_s: int) -> np.ndarray:
+        return ends_us[ids_ - id_offset] + after_s * 1_000_000
+
     if score_parts:
-        _insert_scores(con, score_parts, score_span)
+        _insert_scores(con, score_parts, start, created, score_span)
     if fb_parts:
-        _insert_feedback(con, fb_parts)
+        _insert_feedback(con, fb_parts, start, created)
     from prefixscope.collector.storage.request_store import rebuild
 
     rebuild(
@@ -222,6 +230,8 @@ FROM _syn_spans s JOIN _syn_arms a USING (arm)""",
 def _insert_scores(
     con: duckdb.DuckDBPyConnection,
     parts: list[tuple[str, np.ndarray, np.ndarray]],
+    start: datetime,
+    created: Callable[[np.ndarray, int], np.ndarray],
     span: str = "printf('%016x', s.id)",
 ) -> None:
     names = sorted({p[0] for p in parts})
@@ -231,6 +241,7 @@ def _insert_scores(
             "id": np.concatenate([p[1] for p in parts]),
             "code": np.concatenate([np.full(len(p[1]), code[p[0]], np.int32) for p in parts]),
             "value": np.concatenate([p[2] for p in parts]),
+            "created_us": np.concatenate([created(p[1], 60) for p in parts]),
         }
     )
     con.register("_syn_scores", tab)
@@ -241,20 +252,27 @@ def _insert_scores(
         con.execute(
             f"""INSERT INTO score_rows (id, trace_id, span_id, name, value, source, created_at)
 SELECT printf('%032x', s.id) || '-' || n.name, printf('%032x', s.id), {span},
-  n.name, s.value, 'synthetic', now()::TIMESTAMP
-FROM _syn_scores s JOIN _syn_names n USING (code)"""
+  n.name, s.value, 'synthetic', ?::TIMESTAMP + to_microseconds(s.created_us)
+FROM _syn_scores s JOIN _syn_names n USING (code)""",
+            [start],
         )
     finally:
         con.unregister("_syn_scores")
         con.unregister("_syn_names")
 
 
-def _insert_feedback(con: duckdb.DuckDBPyConnection, parts: list[tuple[str, np.ndarray]]) -> None:
+def _insert_feedback(
+    con: duckdb.DuckDBPyConnection,
+    parts: list[tuple[str, np.ndarray]],
+    start: datetime,
+    created: Callable[[np.ndarray, int], np.ndarray],
+) -> None:
     kinds = [p[0] for p in parts]
     tab = pa.table(
         {
             "id": np.concatenate([p[1] for p in parts]),
             "kind": pa.array(np.concatenate([np.full(len(p[1]), i) for i, p in enumerate(parts)])),
+            "created_us": np.concatenate([created(p[1], 300) for p in parts]),
         }
     )
     kt = pa.table({"kind": np.arange(len(kinds)), "kind_name": kinds})
@@ -265,8 +283,9 @@ def _insert_feedback(con: duckdb.DuckDBPyConnection, parts: list[tuple[str, np.n
         con.execute(
             """INSERT INTO feedback_rows (id, trace_id, span_id, kind, value, created_at)
 SELECT printf('%032x', f.id) || '-' || k.kind_name, printf('%032x', f.id), NULL, k.kind_name,
-  1.0, now()::TIMESTAMP
-FROM _syn_fb f JOIN _syn_kinds k USING (kind)"""
+  1.0, ?::TIMESTAMP + to_microseconds(f.created_us)
+FROM _syn_fb f JOIN _syn_kinds k USING (kind)""",
+            [start],
         )
     finally:
         con.unregister("_syn_fb")

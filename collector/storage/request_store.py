@@ -359,14 +359,32 @@ def rebuild(
 
 def rows_source(con: duckdb.DuckDBPyConnection) -> str:
     """The FROM item reading both tiers' request rows."""
-    cols = ", ".join(REQUEST_COLUMN_NAMES)
+    return _both_tiers(con, ", ".join(REQUEST_COLUMN_NAMES))
+
+
+def change_source(con: duckdb.DuckDBPyConnection) -> str:
+    """The FROM item of every request row's ``start_time`` and ``version``: a hash of the row's
+    identity, of the pass that wrote it (``resolve_batch``) and of how many spans it holds, so
+    a request written again (its trace re-resolved, with a span more) has another version.
+    Cold rows are never rewritten (they move in whole hours, once resolved): their identity
+    is their version, and their span lists are not read. What readers that keep results
+    derived from requests compare (:mod:`prefixscope.analytics.cube_cache`)."""
+    ident = "trace_id, span_id, start_time, end_time, last_in_trace"
+    return _both_tiers(
+        con,
+        f"start_time, hash({ident}, resolve_batch, len(span_ids)) AS version",
+        f"start_time, hash({ident}) AS version",
+    )
+
+
+def _both_tiers(con: duckdb.DuckDBPyConnection, hot_cols: str, cold_cols: str | None = None) -> str:
     st = tiers.state(con, VIEW)
-    hot = f"SELECT {cols} FROM {ROWS}"
+    hot = f"SELECT {hot_cols} FROM {ROWS}"
     if st is None or st.moved_batch <= 0:
         return f"({hot})"
     glob = tiers.lit(f"{st.lake_dir}/{VIEW}/*/*.parquet")
     return (
-        f"({hot} UNION ALL SELECT {cols} "
+        f"({hot} UNION ALL SELECT {cold_cols or hot_cols} "
         f"FROM read_parquet({glob}, union_by_name = true, hive_partitioning = false, "
         f"filename = true) "
         f"WHERE parse_filename(filename) < {tiers.lit(tiers.below(st.moved_batch + 1))})"
