@@ -21,6 +21,7 @@ from scipy import stats as sps
 from prefixscope import semconv
 
 from .cube import Cube, build_cube
+from .detection import DIMS, detection_cube
 from .engines import DuckDBEngine, Engine, as_engine
 from .metrics import Cell, Estimate, metric_names, summarise
 from .query import BASE, REQUESTS, QueryError, Window, json_key, json_path, judged_sql
@@ -106,6 +107,9 @@ def scorecard(
     """
     group_by = list(group_by)
     window = Window.of(since, until)
+    if cube is None and not dataset and _from_detection(con, group_by):
+        # on the embedded store the detection cube is kept per day between runs
+        cube = detection_cube(con, window)
     if cube is not None and cube.can_rollup(group_by) and cube.window == window and not dataset:
         c = cube.rollup(group_by)
     else:
@@ -132,6 +136,15 @@ def scorecard(
         _paired_deltas(engine.con, rows, group_by, dataset, window, alpha)
     rows.sort(key=lambda r: tuple("" if v is None else v for v in r.group.values()))
     return Scorecard(group_by, window, rows, names, alpha)
+
+
+def _from_detection(con: object, group_by: list[str]) -> bool:
+    """Whether ``group_by`` is a roll-up of the detection cube read from the embedded store
+    (its dims, or ``cohort.<key>``; not the whole ``cohort``, whose key the detection cube
+    writes canonically)."""
+    return isinstance(con, duckdb.DuckDBPyConnection) and all(
+        (d in DIMS and d != "cohort") or d.startswith("cohort.") for d in group_by
+    )
 
 
 def _rows(cells: list[Cell], group_by: list[str], names: list[str], z: float) -> list[ScorecardRow]:

@@ -19,7 +19,9 @@ import pytest
 
 from prefixscope.analytics.cube import Cube, build_cube
 from prefixscope.analytics.detection import DIMS, _canonical_cohort, detection_cube
+from prefixscope.analytics.engines import DuckDBEngine
 from prefixscope.analytics.query import Window
+from prefixscope.analytics.scorecard import scorecard
 from prefixscope.analytics.synthetic import Arm, generate
 from prefixscope.api.annotation_store import write_feedback, write_scores
 from prefixscope.api.models import FeedbackIn, ScoreIn
@@ -273,3 +275,21 @@ def test_days_moved_to_the_cold_tier_are_read_back_from_it(store: Store) -> None
 
 def _day(n: int) -> dt.datetime:
     return DAY0 + dt.timedelta(days=n)
+
+
+def test_a_scorecard_by_detection_dims_reads_the_kept_days(store: Store) -> None:
+    """The dashboard's scorecards (variant, route, a cohort key) roll up the kept cube: the
+    same rows as a scan through the engine interface (never cached), and the days are kept."""
+    con = store.cursor()
+    for group_by in (["prefix_id", "route"], ["prefix_id", "cohort.team"]):
+        kept = scorecard(con, group_by)
+        scanned = scorecard(DuckDBEngine(con), group_by)
+        assert [(r.group, r.n) for r in kept.rows] == [(r.group, r.n) for r in scanned.rows]
+        for a, b in zip(kept.rows, scanned.rows, strict=True):
+            assert a.metrics.keys() == b.metrics.keys()
+            for name, value in a.metrics.items():  # equal up to the order of float sums
+                want = b.metrics[name].to_dict()
+                for field, got in value.to_dict().items():
+                    assert got == (want[field] if got is None else pytest.approx(want[field]))
+        assert sum(r.n for r in kept.rows) == 3 * PER_DAY
+    assert detection_cube(con, Window()).meta["cache"]["days_reused"] == 3
