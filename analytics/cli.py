@@ -28,8 +28,8 @@ from .cli_common import (
     print_json,
 )
 from .cli_datasets import datasets_group, replay_command
-from .detection import ConfigError, DetectionConfig
-from .query import QueryError, parse_cohort_filter, parse_duration, parse_time
+from .detection import DetectionConfig, DetectionConfigError
+from .query import InvalidArgument, parse_cohort_filter, parse_duration, parse_time
 from .slices import SliceConfig
 
 __all__ = ["analytics_group", "datasets_group", "replay_command"]
@@ -63,7 +63,7 @@ def _config(
             window_delay=parse_duration(window_delay),
             slices=slices or SliceConfig(),
         )
-    except QueryError as exc:
+    except InvalidArgument as exc:
         raise click.BadParameter(str(exc)) from None
     for item in min_effect:
         name, _, val = item.partition("=")
@@ -73,7 +73,7 @@ def _config(
             raise click.BadParameter(f"expected METRIC=VALUE, got {item!r}") from None
     try:
         return cfg.validate()
-    except ConfigError as exc:
+    except DetectionConfigError as exc:
         raise click.BadParameter(str(exc)) from None
 
 
@@ -225,7 +225,7 @@ def run_command(
         if cfg.sequential == "windows" and until_t is None:
             until_t = now.replace(tzinfo=None)
         tested = detection_window(since_t, until_t, cfg)
-    except (ConfigError, QueryError) as exc:
+    except (DetectionConfigError, InvalidArgument) as exc:
         raise click.UsageError(str(exc)) from None
     explicit_store = ctx.get_parameter_source("data_dir") is not ParameterSource.DEFAULT
     if lake_path is None and engine == "duckdb":
@@ -333,7 +333,7 @@ def scorecard_command(
 ) -> None:
     """Per-group metrics with confidence intervals and deltas vs the base model
     (from the store in --data-dir, or a Parquet lake with --lake-path)."""
-    from .query import QueryError
+    from .query import InvalidArgument
     from .scorecard import scorecard
 
     keys = [k.strip() for k in group_by.split(",") if k.strip()]
@@ -345,7 +345,7 @@ def scorecard_command(
         source = open_engine(engine, lake_path, master, spark_conf, served_models)
         try:
             card = scorecard(source, keys, since, until, wanted, dataset=dataset)
-        except QueryError as exc:
+        except InvalidArgument as exc:
             raise click.ClickException(str(exc)) from None
     if as_json:
         print_json(card.to_dict())
@@ -430,7 +430,7 @@ def gate_command(
     )
     try:
         wanted = parse_cohort_filter(cohort)
-    except QueryError as exc:
+    except InvalidArgument as exc:
         raise click.BadParameter(str(exc), param_hint="--cohort") from None
     with open_store(data_dir) as con:
         try:
@@ -444,7 +444,7 @@ def gate_command(
                 strict=strict,
                 cohort=wanted or None,
             )
-        except (ConfigError, QueryError) as exc:
+        except (DetectionConfigError, InvalidArgument) as exc:
             raise click.UsageError(str(exc)) from None
     label = {
         "pass": "pass",

@@ -20,7 +20,7 @@ from .cli_common import (
     open_store,
     print_json,
 )
-from .query import QueryError
+from .query import InvalidArgument
 
 
 def _print(report: dict[str, Any], as_json: bool) -> None:
@@ -133,7 +133,7 @@ def evaluate_command(
                 sample=sample,
                 write=lake_writer(lake_path, storage_options=s3_options_from_env()),
             )
-        except (QueryError, ValueError) as exc:
+        except (InvalidArgument, ValueError) as exc:
             raise click.UsageError(str(exc)) from None
         _print(report.to_dict(), as_json)
         return
@@ -142,6 +142,6 @@ def evaluate_command(
             report = run_online(
                 con, evs, since=since, until=until, span_filter=SpanFilter(**flt), sample=sample
             )
-        except (QueryError, ValueError) as exc:
+        except (InvalidArgument, ValueError) as exc:
             raise click.UsageError(str(exc)) from None
     _print(report.to_dict(), as_json)

@@ -54,7 +54,7 @@ from .cube import Cube, build_cube
 from .cube_cache import cached_cube
 from .engines import Engine
 from .metrics import BUILTIN_METRICS, QUANTILE_METRICS, RATE_METRICS, Cell, Estimate, summarise
-from .query import BASE, QueryError, Window, is_relative, parse_duration, parse_time
+from .query import BASE, InvalidArgument, Window, is_relative, parse_duration, parse_time
 from .slices import SliceConfig, slice_cube
 
 DIMS = ("prefix_id", "prefix_version", "base_model", "route", "cohort")
@@ -63,7 +63,7 @@ SEQUENTIAL_MODES = ("msprt", "fixed", "windows")
 EPOCH = datetime(1970, 1, 1)
 
 
-class ConfigError(ValueError):
+class DetectionConfigError(ValueError):
     """A detection setting is out of range."""
 
 
@@ -101,32 +101,32 @@ class DetectionConfig:
 
     def validate(self) -> DetectionConfig:
         if not 0 < self.alpha < 1:
-            raise ConfigError(f"alpha must be in (0, 1), got {self.alpha}")
+            raise DetectionConfigError(f"alpha must be in (0, 1), got {self.alpha}")
         if self.min_n < 2 or any(v < 2 for v in self.min_n_by_metric.values()):
-            raise ConfigError("min_n must be >= 2")
+            raise DetectionConfigError("min_n must be >= 2")
         if any(v < 0 for v in self.min_effect.values()) or self.score_min_effect < 0:
-            raise ConfigError("minimum effects must be >= 0")
+            raise DetectionConfigError("minimum effects must be >= 0")
         if self.tau_factor <= 0:
-            raise ConfigError("tau_factor must be > 0")
+            raise DetectionConfigError("tau_factor must be > 0")
         if self.sequential not in SEQUENTIAL_MODES:
-            raise ConfigError(
+            raise DetectionConfigError(
                 f"sequential must be one of {', '.join(SEQUENTIAL_MODES)}, got {self.sequential!r}"
             )
         try:
             self.window = parse_duration(self.window)
             self.window_delay = parse_duration(self.window_delay)
-        except QueryError as exc:
-            raise ConfigError(str(exc)) from None
+        except InvalidArgument as exc:
+            raise DetectionConfigError(str(exc)) from None
         if self.window < timedelta(seconds=1):
-            raise ConfigError(f"window must be at least 1s, got {self.window}")
+            raise DetectionConfigError(f"window must be at least 1s, got {self.window}")
         if self.window_delay < timedelta(0):
-            raise ConfigError(f"window_delay must be >= 0, got {self.window_delay}")
+            raise DetectionConfigError(f"window_delay must be >= 0, got {self.window_delay}")
         if not set(self.baselines) <= {"base", "previous_version"}:
-            raise ConfigError(f"unknown baselines {self.baselines}")
+            raise DetectionConfigError(f"unknown baselines {self.baselines}")
         if not 0 <= self.slices.depth <= 4:
-            raise ConfigError(f"slice depth must be 0 to 4, got {self.slices.depth}")
+            raise DetectionConfigError(f"slice depth must be 0 to 4, got {self.slices.depth}")
         if self.slices.max_slices < 1:
-            raise ConfigError(f"max_slices must be >= 1, got {self.slices.max_slices}")
+            raise DetectionConfigError(f"max_slices must be >= 1, got {self.slices.max_slices}")
         return self
 
     def effect_floor(self, metric: str) -> float:
@@ -236,7 +236,7 @@ def evaluation_window(
 def check_anchor(since: datetime | str | None, config: DetectionConfig) -> None:
     """mSPRT needs a growing window: refuse a ``since`` that is an age (``7d``)."""
     if config.sequential == "msprt" and is_relative(since):
-        raise ConfigError(
+        raise DetectionConfigError(
             f"since {since!r} is an age, so the window slides with the clock; mSPRT is only "
             "valid on a growing window: give since as a fixed time (ISO-8601) or leave it "
             "unset (all data), or use sequential 'windows' for rolling evaluation windows"
@@ -259,7 +259,7 @@ def detection_window(
     win = evaluation_window(config.window, until, config.window_delay)
     lower = parse_time(since)
     if lower is not None and win.since is not None and lower > win.since:
-        raise ConfigError(
+        raise DetectionConfigError(
             f"since {lower.isoformat()} cuts into the evaluation window "
             f"[{win.since.isoformat()}, {win.until.isoformat() if win.until else ''}): in "
             "windows mode the tested window is set by the window length and until; leave "
@@ -341,7 +341,9 @@ def run_detection(
     config = (config or DetectionConfig()).validate()
     window = detection_window(since, until, config)
     if cube is not None and config.sequential == "windows" and cube.window != window:
-        raise ConfigError(f"the cube covers {cube.window}, not the evaluation window {window}")
+        raise DetectionConfigError(
+            f"the cube covers {cube.window}, not the evaluation window {window}"
+        )
     cube = cube if cube is not None else detection_cube(con, window)
     if config.slices.depth > 0:
         scube = slice_cube(cube, config.slices)

@@ -55,7 +55,7 @@ COLUMN_KEYS: dict[str, str] = {
 _KEY_RE = re.compile(r"^[A-Za-z0-9_.\-:/]{1,128}$")
 
 
-class QueryError(ValueError):
+class InvalidArgument(ValueError):
     """A group key, metric or time bound that cannot be used."""
 
 
@@ -67,7 +67,7 @@ def json_path(key: str) -> str:
 def json_key(key: str) -> str:
     """``key`` itself, once checked to be safe inside a JSON path of any dialect."""
     if not _KEY_RE.match(key):
-        raise QueryError(f"invalid key {key!r}")
+        raise InvalidArgument(f"invalid key {key!r}")
     return key
 
 
@@ -86,7 +86,7 @@ def group_expr(key: str, dialect: Dialect = DUCKDB) -> str:
             f"(SELECT {value} FROM spans x "
             "WHERE x.trace_id = s.trace_id AND x.span_id = s.span_id LIMIT 1)"
         )
-    raise QueryError(
+    raise InvalidArgument(
         f"unknown group key {key!r}: use one of {sorted(COLUMN_KEYS)}, cohort.<key> or attr.<key>"
     )
 
@@ -107,12 +107,12 @@ def parse_time(value: datetime | str | None, now: datetime | None = None) -> dat
             try:
                 dt = ref - parse_duration(text)
             except OverflowError as exc:  # before year 1
-                raise QueryError(f"time {value[:100]!r} is out of range") from exc
+                raise InvalidArgument(f"time {value[:100]!r} is out of range") from exc
         else:
             try:
                 dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
             except ValueError as exc:
-                raise QueryError(f"bad time {value!r}: use ISO-8601 or e.g. 24h, 7d") from exc
+                raise InvalidArgument(f"bad time {value!r}: use ISO-8601 or e.g. 24h, 7d") from exc
     if dt.tzinfo is not None:
         dt = dt.astimezone(UTC).replace(tzinfo=None)
     return dt
@@ -129,7 +129,7 @@ def parse_cohort_filter(items: Iterable[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key or len(item) > 200:
-            raise QueryError(f"cohort must be key=value, got {item[:200]!r}")
+            raise InvalidArgument(f"cohort must be key=value, got {item[:200]!r}")
         wanted[key] = value
     return wanted
 
@@ -141,7 +141,7 @@ def parse_duration(value: timedelta | str) -> timedelta:
     try:
         return durations.parse(value)
     except durations.DurationError as exc:
-        raise QueryError(f"duration {exc}") from exc
+        raise InvalidArgument(f"duration {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from .cube import Cube, build_cube
 from .detection import DIMS, detection_cube
 from .engines import DuckDBEngine, Engine, as_engine
 from .metrics import Cell, Estimate, metric_names, summarise
-from .query import BASE, REQUESTS, QueryError, Window, json_key, json_path, judged_sql
+from .query import BASE, REQUESTS, InvalidArgument, Window, json_key, json_path, judged_sql
 
 DEFAULT_GROUP_BY = ("prefix_id",)
 
@@ -132,7 +132,7 @@ def scorecard(
     if dataset and "prefix_id" in group_by:
         engine = as_engine(con)
         if not isinstance(engine, DuckDBEngine):
-            raise QueryError("paired dataset scorecards need the DuckDB engine")
+            raise InvalidArgument("paired dataset scorecards need the DuckDB engine")
         _paired_deltas(engine.con, rows, group_by, dataset, window, alpha)
     rows.sort(key=lambda r: tuple("" if v is None else v for v in r.group.values()))
     return Scorecard(group_by, window, rows, names, alpha)

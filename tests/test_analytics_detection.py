@@ -21,8 +21,8 @@ from scipy import stats as sps
 from prefixscope.analytics.alerts import detect_and_alert, list_alerts
 from prefixscope.analytics.cli import analytics_group
 from prefixscope.analytics.detection import (
-    ConfigError,
     DetectionConfig,
+    DetectionConfigError,
     DetectionResult,
     evaluation_window,
     run_detection,
@@ -253,27 +253,27 @@ def test_evaluation_windows_are_epoch_aligned_utc() -> None:
     # the delay holds a closed window back until late data had time to arrive
     w = evaluation_window(day, "2025-03-04T00:30:00", delay=timedelta(hours=1))
     assert (w.since, w.until) == (datetime(2025, 3, 2), datetime(2025, 3, 3))
-    with pytest.raises(ConfigError, match="window"):
+    with pytest.raises(DetectionConfigError, match="window"):
         DetectionConfig(sequential="windows", window=timedelta(0)).validate()
-    with pytest.raises(ConfigError, match="duration"):
+    with pytest.raises(DetectionConfigError, match="duration"):
         DetectionConfig(sequential="windows", window="a week").validate()  # type: ignore[arg-type]
 
 
 def test_durations_and_ages_out_of_range_are_query_errors() -> None:
     """Settings, CLI options and queries share one duration parser: a length beyond what a
-    timedelta holds, or an age before year 1, is a QueryError saying so (the CLI prints it,
+    timedelta holds, or an age before year 1, is a InvalidArgument saying so (the CLI prints it,
     the API answers 400), never an OverflowError."""
-    from prefixscope.analytics.query import QueryError, parse_duration, parse_time
+    from prefixscope.analytics.query import InvalidArgument, parse_duration, parse_time
 
     assert parse_duration("1.5h") == timedelta(hours=1, minutes=30)
     assert parse_duration(" 90 m ") == timedelta(minutes=90)
-    with pytest.raises(QueryError, match="out of range"):
+    with pytest.raises(InvalidArgument, match="out of range"):
         parse_duration("99999999999999999d")
-    with pytest.raises(QueryError, match="out of range"):
+    with pytest.raises(InvalidArgument, match="out of range"):
         parse_time("99999999999999999d")
-    with pytest.raises(QueryError, match="time '99999999d' is out of range"):
+    with pytest.raises(InvalidArgument, match="time '99999999d' is out of range"):
         parse_time("99999999d")  # a valid timedelta, but before year 1
-    with pytest.raises(QueryError, match="must be like"):
+    with pytest.raises(InvalidArgument, match="must be like"):
         parse_duration("a week")
 
 
@@ -316,7 +316,7 @@ def test_windows_mode_tests_each_completed_window_once(tmp_path: Path) -> None:
             assert a["id"] in {x["id"] for x in refreshed}
         assert [x["id"] for x in list_alerts(con) if x["metric"] == "thumbs_down_rate"] == [a["id"]]
         # a since inside the window would make the tested data depend on the clock
-        with pytest.raises(ConfigError, match="cuts into the evaluation window"):
+        with pytest.raises(DetectionConfigError, match="cuts into the evaluation window"):
             run_detection(con, T0 + W / 2, T0 + W + W / 2, WINDOWS)
         ok = run_detection(con, T0, T0 + W + W / 2, WINDOWS)
         assert _same(_signature(ok), first)

@@ -16,7 +16,7 @@ from prefixscope.analytics.alerts import alert_objects, list_alerts
 from prefixscope.analytics.cube import build_cube
 from prefixscope.analytics.detection import detection_cube, run_detection
 from prefixscope.analytics.engines import DuckDBEngine
-from prefixscope.analytics.query import QueryError, Window, group_expr
+from prefixscope.analytics.query import InvalidArgument, Window, group_expr
 from prefixscope.cli import main
 from prefixscope.collector.storage.compact import compact
 from prefixscope.collector.storage.dialect import DUCKDB, SPARK
@@ -146,6 +146,6 @@ def test_cli_spark_engine_needs_a_lake() -> None:
 
 @pytest.mark.parametrize("dialect", [DUCKDB, SPARK], ids=["duckdb", "spark"])
 def test_json_keys_are_validated_for_every_dialect(dialect: object) -> None:
-    with pytest.raises(QueryError):
+    with pytest.raises(InvalidArgument):
         group_expr("cohort.a') OR TRUE --", dialect)  # type: ignore[arg-type]
     assert "a.b" in group_expr("cohort.a.b", dialect)  # type: ignore[arg-type]

@@ -34,6 +34,9 @@ STALE_TEMP_S = 3600.0
 
 @dataclass(slots=True)
 class CompactionReport:
+    """What a compaction did: the lake's (``compact``) or the cold tier's (``tier_compact``;
+    it leaves no temporary files, so ``stale_temp_files`` stays 0 there)."""
+
     partitions: int = 0
     files_in: int = 0
     files_out: int = 0

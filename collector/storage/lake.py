@@ -26,10 +26,11 @@ import pyarrow.parquet as pq
 
 from prefixscope.metrics import Metrics
 
-from ..faults import crash_point
 from ..model import SPAN_COLUMN_NAMES
 from . import tier_compact, tiers
+from .compact import CompactionReport
 from .failures import log_pass_failure
+from .faults import crash_point
 from .fs import publish, temporary_name
 from .retention import RetentionReport, apply_to_lake, apply_to_store, cutoff_for
 from .store import Store, scalar
@@ -236,9 +237,9 @@ class LakeRoller:
             log.info("moved %d spans older than %s to the cold tier", moved, boundary_now)
         return moved
 
-    def compact(self, *, min_files: int = tier_compact.MIN_FILES) -> tier_compact.CompactionReport:
+    def compact(self, *, min_files: int = tier_compact.MIN_FILES) -> CompactionReport:
         """Merge the cold tier's small files and drop duplicate spans (tier_compact.py)."""
-        report = tier_compact.CompactionReport()
+        report = CompactionReport()
         if self._hot_retention is None:
             return report
         with self._lock, self._timed("compact"):  # no roll, move or retention pass meanwhile

@@ -32,9 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..faults import crash_point
 from ..model import SPAN_COLUMN_NAMES
 from . import tiers
+from .compact import CompactionReport
+from .faults import crash_point
 from .fs import publish, temporary_name
 
 if TYPE_CHECKING:
@@ -48,19 +49,6 @@ MIN_FILES = 16
 _ROLL = re.compile(r"^part-(\d{12})-(\d{12})\.parquet$")
 _SEG = re.compile(r"^seg-(\d{12})-(\d{12})-(\d{12})\.parquet$")
 _DAY = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
-
-
-@dataclass(slots=True)
-class CompactionReport:
-    partitions: int = 0
-    files_in: int = 0
-    files_out: int = 0
-    rows_in: int = 0
-    rows_out: int = 0
-
-    @property
-    def duplicates_removed(self) -> int:
-        return self.rows_in - self.rows_out
 
 
 @dataclass(frozen=True, slots=True)

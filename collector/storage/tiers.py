@@ -60,8 +60,8 @@ from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq
 
-from ..faults import crash_point
 from ..model import SPAN_COLUMN_NAMES
+from .faults import crash_point
 from .fs import publish, temporary_name
 from .tables import LAKE_TABLES
 
