@@ -288,6 +288,10 @@ def _codes_any(values: list[str | None]) -> tuple[np.ndarray, list[str | None]]:
     return codes, list(look)
 
 
+#: below this many possible packed keys, :func:`_unique_rows` marks them in a dense array
+_DENSE_MIN = 1 << 22
+
+
 def _unique_rows(columns: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
     """The distinct rows of integer ``columns`` (sorted) and each row's index among them.
 
@@ -303,7 +307,15 @@ def _unique_rows(columns: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.nd
     key = np.zeros(len(cols[0]), dtype=np.int64)
     for c, lo, span in zip(cols, lows, spans, strict=True):
         key = key * span + (c - lo)
-    uniq, inv = np.unique(key, return_inverse=True)
+    size = int(np.prod(np.asarray(spans, dtype=np.float64)))
+    if size <= max(_DENSE_MIN, 4 * len(key)):  # a flag per possible key: no sort at all
+        present = np.zeros(size, dtype=bool)
+        present[key] = True
+        uniq = np.flatnonzero(present)
+        rank = np.cumsum(present) - 1
+        inv = rank[key]
+    else:
+        uniq, inv = np.unique(key, return_inverse=True)
     out: list[np.ndarray] = []
     for lo, span in zip(reversed(lows), reversed(spans), strict=True):
         out.append(uniq % span + lo)

@@ -10,17 +10,20 @@ What a day's part depends on, and how a change is seen (every run, by content, w
 it: the resolver, the annotation endpoints, online evaluation, retention, tier moves):
 
 - **its requests** (both tiers): a fingerprint per request day, the count and an order-free
-  hash of the rows' identity and resolved shape (a re-resolved trace changes it);
-- **the scores and feedback attributed to them**: a fingerprint per *created* hour; a changed
-  hour's rows are traced to their requests' days (and the days its rows had before, kept from
-  the last look, cover removed rows; when those are unknown and rows were removed, every day
-  is recomputed);
-- **the served-model mapping and the views' definitions**: any change drops every part.
+  hash of each row's identity, the resolver pass that wrote it and its span count
+  (``request_store.change_source``: a re-resolved trace changes it);
+- **the scores and feedback attributed to them**: a fingerprint per *created* hour. A changed
+  hour dirties the days of its rows' requests now, and the days its rows had when those days
+  were computed (each scan learns them), which covers rows that left the hour (retention; a
+  score written again under its id);
+- **the served-model mapping and the registry**: any change drops every part.
 
-Parts are recomputed lazily, only for days a window covers whole; partial days are computed
-from the rows each time. Runs with a one-run mapping (``--served-model``: temporary views) and
-connections that are not an embedded store (lake, Spark) are never cached. The cached parts
-hold per-cell sums (hundreds of cells a day), so a store's cache is small.
+Parts are computed lazily, only for days a window covers whole, in scans of at most
+:data:`SCAN_MAX_REQUESTS` requests (a bigger day is scanned in parts) so that the joins stay
+within the store's memory budget; partial days at a window's ends are computed from the rows
+each time. Runs with a one-run mapping (``--served-model``: temporary views) and connections
+that are not an embedded store (lake, Spark) are never cached. The cached parts hold per-cell
+sums (hundreds of cells a day), so a store's cache is small.
 """
 
 from __future__ import annotations
@@ -29,10 +32,12 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Any
 
 import duckdb
 
 from prefixscope.collector.storage import request_store
+from prefixscope.collector.storage.dialect import DUCKDB
 
 from .cube import DAY, Cube, build_cube, concat
 from .query import Window
@@ -41,6 +46,11 @@ from .query import Window
 _ANNOTATIONS = ("scores", "feedback")
 #: stores whose cubes are kept (one process rarely opens more; tests open many)
 MAX_STORES = 8
+#: requests one scan reads at most (a day with more is scanned in parts): it bounds the
+#: memory of the scan's joins within the store's budget (measured: the 100M-span benchmark,
+#: 3.6M requests a day, runs in scans of half a day at a 1,024 MB budget; in one scan it runs
+#: out of memory), and lets 10M spans (2.5M requests) go in one scan
+SCAN_MAX_REQUESTS = 3_000_000
 
 Fingerprint = tuple[int, int]
 
@@ -89,12 +99,12 @@ def cached_cube(con: duckdb.DuckDBPyConnection, dims: Sequence[str], window: Win
             else:
                 needed.append(day)
         reused = len(pieces)
-        if needed:  # one scan from the first to the last day needed; every day in it is kept
-            computed = _compute_days(con, dims, min(needed), max(needed))
+        if needed:
+            computed = _compute_days(con, dims, needed, parts)
             parts.days.update(computed)
-            pieces.extend(part for day, part in computed.items() if day in needed)
-        if edges:
-            pieces.append(_edges(con, dims, edges))
+            pieces.extend(computed.values())
+        for lo, hi in _plan([(lo, hi, parts.request_fp[lo.date()][0]) for lo, hi in edges]):
+            pieces.append(build_cube(con, dims, Window(lo, hi)))
         cube = concat(pieces, window) if pieces else build_cube(con, dims, window)
         cube.meta["cache"] = {
             "days_reused": reused,
@@ -104,14 +114,27 @@ def cached_cube(con: duckdb.DuckDBPyConnection, dims: Sequence[str], window: Win
         return cube
 
 
-def _edges(
-    con: duckdb.DuckDBPyConnection, dims: tuple[str, ...], ranges: list[tuple[datetime, datetime]]
-) -> Cube:
-    """The cube of the partial days' ranges, from the rows in one scan."""
-    where = " OR ".join("(s.start_time >= ? AND s.start_time < ?)" for _ in ranges)
-    params = [t for r in ranges for t in r]
-    span = Window(min(lo for lo, _ in ranges), max(hi for _, hi in ranges))
-    return build_cube(con, dims, span, extra_where=where, extra_params=params)
+def _plan(ranges: list[tuple[datetime, datetime, int]]) -> list[tuple[datetime, datetime]]:
+    """Scan windows covering ``ranges`` (sorted ``(lo, hi, requests)``; the requests may be an
+    upper bound), each holding about :data:`SCAN_MAX_REQUESTS` at most: adjacent small
+    ranges merged, a big one cut into equal parts."""
+    out: list[tuple[datetime, datetime]] = []
+    cur: list[Any] = []  # [lo, hi, requests]
+    for lo, hi, n in ranges:
+        pieces = max(1, -(-n // SCAN_MAX_REQUESTS))
+        step = (hi - lo) / pieces
+        for k in range(pieces):
+            a, b = lo + step * k, (hi if k == pieces - 1 else lo + step * (k + 1))
+            m = n / pieces
+            if cur and cur[1] == a and cur[2] + m <= SCAN_MAX_REQUESTS:
+                cur[1], cur[2] = b, cur[2] + m
+            else:
+                if cur:
+                    out.append((cur[0], cur[1]))
+                cur = [a, b, m]
+    if cur:
+        out.append((cur[0], cur[1]))
+    return out
 
 
 def _store_path(con: object) -> str | None:
@@ -176,54 +199,67 @@ def _invalidate(con: duckdb.DuckDBPyConnection, parts: _Parts) -> None:
             )
         ).fetchall()
     }
-    # every bucket's request days are known from its first look on: a bucket that changed
-    # dirties the days its rows had (removed rows included) and the days they have now
+    # a bucket that changed dirties the days its rows had (removed rows included: learned when
+    # those days were computed) and the days its rows have now
     changed = [
         k
         for k in now_ann.keys() | parts.annotation_fp.keys()
         if now_ann.get(k) != parts.annotation_fp.get(k)
     ]
-    learn = [k for k in changed if k in now_ann]
-    found = _annotation_days(con, learn, everything=not parts.annotation_fp)
+    parts.annotation_fp = now_ann
+    if not parts.days:  # nothing kept: nothing to drop (computing days learns them again)
+        parts.annotation_days.clear()
+        return
+    found = _annotation_days(con, buckets=[k for k in changed if k in now_ann])
     for key in changed:
         dirty |= parts.annotation_days.pop(key, frozenset())
         if key in found:
             dirty |= found[key]
             parts.annotation_days[key] = found[key]
-    parts.annotation_fp = now_ann
     for d in dirty:
         parts.days.pop(d, None)
 
 
 def _annotation_days(
-    con: duckdb.DuckDBPyConnection, keys: list[tuple[str, datetime]], *, everything: bool
+    con: duckdb.DuckDBPyConnection,
+    *,
+    buckets: list[tuple[str, datetime]] | None = None,
+    window: tuple[datetime, datetime] | None = None,
 ) -> dict[tuple[str, datetime], frozenset[date]]:
-    """The request days of the rows in each (table, created hour) bucket of ``keys`` (one
-    join; ``everything``: the keys are all the buckets, no filter)."""
-    if not keys:
+    """The request days of the score and feedback rows of each (table, created hour): of the
+    ``buckets`` given (all requests), or of every bucket for the requests that started in
+    ``window``. One join on numeric trace keys; the build side is the smaller of the two (the
+    changed buckets' rows, or one scan's requests)."""
+    if buckets is not None and not buckets:
         return {}
-    selects = []
-    params: list[object] = []
+    key = DUCKDB.id_key
+    selects: list[str] = []
+    params: list[Any] = []
     for table in _ANNOTATIONS:
-        hours = sorted({h for t, h in keys if t == table})
-        if not hours:
-            continue
         where = ""
-        if not everything:
+        if buckets is not None:
+            hours = sorted({h for t, h in buckets if t == table})
+            if not hours:
+                continue
             where = "WHERE date_trunc('hour', created_at) IN (SELECT unnest(?::TIMESTAMP[]))"
             params.append(hours)
         selects.append(
-            f"SELECT DISTINCT '{table}' AS t, date_trunc('hour', created_at) AS hour, trace_id "
-            f"FROM {table} {where}"
+            f"SELECT DISTINCT '{table}' AS t, date_trunc('hour', created_at) AS hour, "
+            f"{key('trace_id', 128)} AS k FROM {table} {where}"
         )
+    requests = (
+        f"SELECT {key('trace_id', 128)} AS k, start_time FROM {request_store.rows_source(con)}"
+    )
+    if window is not None:
+        requests += " WHERE start_time >= ? AND start_time < ?"
+        params += list(window)
     rows = con.execute(
         f"""SELECT DISTINCT a.t, a.hour, CAST(r.start_time AS DATE) FROM (
   {" UNION ALL ".join(selects)}
-) a JOIN (SELECT trace_id, start_time FROM {request_store.rows_source(con)}) r
-  ON r.trace_id = a.trace_id""",
+) a JOIN ({requests}) r ON r.k = a.k""",
         params,
     ).fetchall()
-    out: dict[tuple[str, datetime], set[date]] = {k: set() for k in keys}
+    out: dict[tuple[str, datetime], set[date]] = {k: set() for k in buckets or ()}
     for t, hour, day in rows:
         out.setdefault((str(t), hour), set()).add(day)
     return {k: frozenset(v) for k, v in out.items()}
@@ -256,13 +292,22 @@ def _days(
 
 
 def _compute_days(
-    con: duckdb.DuckDBPyConnection, dims: tuple[str, ...], first: date, last: date
+    con: duckdb.DuckDBPyConnection, dims: tuple[str, ...], days: list[date], parts: _Parts
 ) -> dict[date, Cube]:
-    """The parts of the days from ``first`` to ``last``, in one scan grouped by day too."""
-    whole = build_cube(con, (*dims, DAY), Window(_start(first), _end(last)))
+    """The parts of whole ``days``, in scans of :func:`_plan`'s size grouped by day too; each
+    scan also learns which request days the scores and feedback of each created hour
+    belong to (for the days it covers), so that a later change of an hour is local."""
+    ranges = [(_start(d), _end(d), parts.request_fp[d][0]) for d in sorted(days)]
+    pieces: dict[date, list[Cube]] = {}
+    for lo, hi in _plan(ranges):
+        whole = build_cube(con, (*dims, DAY), Window(lo, hi))
+        for value, part in whole.partition().items():
+            pieces.setdefault(date.fromisoformat(str(value)), []).append(part)
+        for key, found in _annotation_days(con, window=(lo, hi)).items():
+            parts.annotation_days[key] = parts.annotation_days.get(key, frozenset()) | found
     out: dict[date, Cube] = {}
-    for value, part in whole.partition().items():
-        day = date.fromisoformat(str(value))
-        part.window = Window(_start(day), _end(day))
-        out[day] = part
+    for day in days:
+        window = Window(_start(day), _end(day))
+        got = pieces.get(day, [])
+        out[day] = concat(got, window) if got else build_cube(con, dims, window)
     return out

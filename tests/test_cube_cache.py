@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from prefixscope.analytics import cube_cache
 from prefixscope.analytics.cube import Cube, build_cube
 from prefixscope.analytics.detection import DIMS, _canonical_cohort, detection_cube
 from prefixscope.analytics.engines import DuckDBEngine
@@ -293,3 +294,26 @@ def test_a_scorecard_by_detection_dims_reads_the_kept_days(store: Store) -> None
                     assert got == (want[field] if got is None else pytest.approx(want[field]))
         assert sum(r.n for r in kept.rows) == 3 * PER_DAY
     assert detection_cube(con, Window()).meta["cache"]["days_reused"] == 3
+
+
+def test_days_scanned_in_parts_add_up_and_still_learn_their_annotations(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a scan bound below a day's requests each day is scanned in parts (as days of
+    millions of requests are): the kept cube is the same, and feedback removed later (created
+    before its request, so its request stays) still dirties only its request's day."""
+    monkeypatch.setattr(cube_cache, "SCAN_MAX_REQUESTS", PER_DAY // 3)
+    assert len(cube_cache._plan([(_day(0), _day(1), PER_DAY), (_day(1), _day(2), 10)])) == 4
+    write_feedback(
+        store,
+        [FeedbackIn(trace_id=_trace(1, 8), kind="escalation", created_at=dt.datetime(2024, 1, 1))],
+    )
+    cube, did = _run(store)
+    assert did == {"days_reused": 0, "days_computed": 3, "partial_days": 0}
+    assert cube.sums["n"].sum() == 3 * PER_DAY
+    assert retention.apply_to_store(store.cursor(), dt.datetime(2024, 6, 1)) == {"feedback_rows": 1}
+    _, did = _run(store)
+    assert did == {"days_reused": 2, "days_computed": 1, "partial_days": 0}
+    window = Window(_day(0) + dt.timedelta(hours=3), _day(2) + dt.timedelta(hours=20))
+    _, did = _run(store, window)
+    assert did == {"days_reused": 1, "days_computed": 0, "partial_days": 2}
