@@ -103,14 +103,17 @@ def populate(store: Store, n_spans: int, shape: str, keys: int) -> float:
     chunks = max(1, n_spans // 1_000_000)
     per = n_spans // cells // chunks // (4 if shape == "sdk" else 1)
     t = time.perf_counter()
+    week = timedelta(days=7)
     for chunk in range(chunks):
-        # spread over a week: the variant page's 7-day window holds all of it
+        # spread over a week (the variant page's 7-day window holds all of it), in time order
+        # as a server stores it: chunk k is the k-th slice of the week
         generate(
             con,
             arms(per, keys),
             seed=chunk,
             id_offset=chunk * 10**9,
-            duration=timedelta(days=7),
+            start=datetime(2025, 1, 1) + week * chunk / chunks,
+            duration=week / chunks,
             shape=shape,
         )
     con.execute("CHECKPOINT")
