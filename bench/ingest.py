@@ -48,7 +48,7 @@ import httpx  # noqa: E402
 
 from bench.decode import read_payloads, write_payloads  # noqa: E402
 from bench.workload import make_request  # noqa: E402
-from prefixscope.collector.ingest import PROTOBUF, decode_body  # noqa: E402
+from prefixscope.collector.decoding import PROTOBUF, decode_body  # noqa: E402
 from tests.serverproc import ServerProcess, metric_values  # noqa: E402
 
 

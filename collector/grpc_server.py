@@ -15,7 +15,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from prefixscope.auth import AccessPolicy, Scope
 from prefixscope.errors import PrefixScopeError
 
-from .ingest import PROTOBUF, IngestPipeline
+from .decoding import PROTOBUF
+from .ingest import IngestPipeline
 from .logs import LogReceiver, logs_response
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,8 @@ from prefixscope.auth import AccessPolicy, Scope
 from prefixscope.errors import BadRequest, PayloadTooLarge, PrefixScopeError, http_error_body
 from prefixscope.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
-from .ingest import JSON, PROTOBUF, Decoded, IngestPipeline, media_type, media_type_lenient
+from .decoding import JSON, PROTOBUF, Decoded, media_type, media_type_lenient
+from .ingest import IngestPipeline
 from .logs import LogReceiver, logs_response
 
 log = logging.getLogger(__name__)

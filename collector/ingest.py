@@ -9,7 +9,7 @@ it runs in a thread of the serving process (lighter, for embedding and small loa
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -17,37 +17,37 @@ from prefixscope.config import Settings
 from prefixscope.errors import Overloaded
 from prefixscope.metrics import Metrics
 
-from .decoding import (
-    JSON,
-    PROTOBUF,
-    Decoded,
-    decode_body,
-    gunzip_limited,
-    media_type,
-    media_type_lenient,
-)
+from .decoding import Decoded, decode_body
 from .decoding.pool import DecodePool
 from .writer import CommitResult, GroupCommitWriter
 
-__all__ = [
-    "JSON",
-    "PROTOBUF",
-    "Decoded",
-    "IngestPipeline",
-    "decode_body",
-    "gunzip_limited",
-    "media_type",
-    "media_type_lenient",
-]
+
+class InFlight:
+    """Requests admitted and not yet handed to the writer: the pipeline counts them, the
+    writer lingers while there are any (``busy``, given to it at construction)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def busy(self) -> bool:
+        return self.count > 0
 
 
 class IngestPipeline:
     """decode → (metrics) → writer. One per server; both transports use it."""
 
-    def __init__(self, settings: Settings, writer: GroupCommitWriter, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        writer: GroupCommitWriter,
+        metrics: Metrics,
+        inflight: InFlight | None = None,
+    ) -> None:
         self.settings = settings
         self.writer = writer
         self.metrics = metrics
+        self._flight = inflight or InFlight()
         self._pool: DecodePool | None = None
         # Threads that decode (workers = 0) or wait on a worker process (workers >= 1).
         self.threads = ThreadPoolExecutor(
@@ -56,49 +56,47 @@ class IngestPipeline:
         # Requests admitted but not yet handed to the writer. Bounding them bounds the memory
         # held by bodies in flight; refusing before the body is read keeps shedding cheap.
         self.max_inflight = max(16, settings.workers * 16)
-        self._inflight = 0
-        self._inflight_lock = threading.Lock()
         # Bodies being received are bounded apart (and more loosely): a client dribbling its
         # body holds a receive slot, never a decode slot, so it cannot starve other clients.
         self.max_receiving = self.max_inflight * 4
-        writer.more_coming = lambda: self._inflight > 0
         self._receiving = 0
 
     @contextmanager
     def admitted(self) -> Iterator[None]:
-        """Admission control: 429 before reading a body the server cannot take now."""
-        s = self.settings
-        with self._inflight_lock:
-            if self.writer.queued_spans >= s.queue_max_spans or self._inflight >= self.max_inflight:
-                self.metrics.requests_shed.inc()
-                raise Overloaded(
-                    "server is at capacity; retry later", retry_after_s=s.retry_after_s
-                )
-            self._inflight += 1
+        """Admission control: 429 before decoding a body the server cannot take now (the
+        writer's queue is full or ``max_inflight`` bodies are being decoded)."""
+        flight = self._flight
+        with self._admit(lambda: flight.count >= self.max_inflight):
+            flight.count += 1
         try:
             yield
         finally:
-            with self._inflight_lock:
-                self._inflight -= 1
+            with flight.lock:
+                flight.count -= 1
 
     @contextmanager
     def receiving(self) -> Iterator[None]:
         """Admission for reading a body: 429 when the queue is full or too many are in transit."""
-        s = self.settings
-        with self._inflight_lock:
-            if self.writer.queued_spans >= s.queue_max_spans or (
-                self._receiving >= self.max_receiving
-            ):
-                self.metrics.requests_shed.inc()
-                raise Overloaded(
-                    "server is at capacity; retry later", retry_after_s=s.retry_after_s
-                )
+        with self._admit(lambda: self._receiving >= self.max_receiving):
             self._receiving += 1
         try:
             yield
         finally:
-            with self._inflight_lock:
+            with self._flight.lock:
                 self._receiving -= 1
+
+    @contextmanager
+    def _admit(self, full: Callable[[], bool]) -> Iterator[None]:
+        """The one admission check (under the lock; the body runs when admitted): the
+        writer's queue, then the slot kind's own bound ``full``."""
+        s = self.settings
+        with self._flight.lock:
+            if self.writer.queued_spans >= s.queue_max_spans or full():
+                self.metrics.requests_shed.inc()
+                raise Overloaded(
+                    "server is at capacity; retry later", retry_after_s=s.retry_after_s
+                )
+            yield
 
     def close(self) -> None:
         self.threads.shutdown(wait=True)

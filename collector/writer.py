@@ -64,6 +64,7 @@ class GroupCommitWriter:
         log_sink: LogSink | None = None,
         log_batch_max: int = 10_000,
         log_queue_max: int = 100_000,
+        more_coming: Callable[[], bool] = lambda: False,
     ) -> None:
         self._sink = sink
         self._log_sink = log_sink
@@ -81,8 +82,9 @@ class GroupCommitWriter:
         self._retry_after = retry_after_s
         self._linger = linger_s
         self._linger_target = linger_target_spans
-        #: True while requests are being decoded (set by the pipeline): worth lingering for
-        self.more_coming: Callable[[], bool] = lambda: False
+        #: True while requests are being decoded (the pipeline's :class:`InFlight`): worth
+        #: lingering for
+        self._more_coming = more_coming
         self._queue: deque[_Pending] = deque()
         self._queued_spans = 0
         self._cond = threading.Condition()
@@ -174,7 +176,7 @@ class GroupCommitWriter:
                 while (
                     self._queued_spans < self._linger_target
                     and not self._stopping
-                    and self.more_coming()
+                    and self._more_coming()
                 ):
                     left = deadline - time.monotonic()
                     if left <= 0:

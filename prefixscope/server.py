@@ -28,7 +28,7 @@ from prefixscope.collector import attribution
 from prefixscope.collector.decoding import use_decoder
 from prefixscope.collector.grpc_server import start_grpc_server
 from prefixscope.collector.http import ingest_routes
-from prefixscope.collector.ingest import IngestPipeline
+from prefixscope.collector.ingest import InFlight, IngestPipeline
 from prefixscope.collector.lake_registry import LakeRegistry
 from prefixscope.collector.logs import LogReceiver
 from prefixscope.collector.storage.fs import s3_options_from_env
@@ -147,6 +147,7 @@ class PrefixScopeServer:
                 on_resolved=self._on_resolved,
             )
             self.store.before_read = self.requests.catch_up
+        inflight = InFlight()  # requests being decoded: the writer lingers for them
         self.writer = GroupCommitWriter(
             sink,
             self.metrics,
@@ -158,8 +159,9 @@ class PrefixScopeServer:
             log_sink=sink if isinstance(sink, DuckDBSink) else None,
             log_batch_max=settings.logs_batch_max_records,
             log_queue_max=settings.logs_batch_max_records * settings.logs_max_inflight,
+            more_coming=inflight.busy,
         )
-        self.pipeline = IngestPipeline(settings, self.writer, self.metrics)
+        self.pipeline = IngestPipeline(settings, self.writer, self.metrics, inflight)
         self.logs = LogReceiver(settings, self.writer, self.metrics)
         self.metrics.registry.register(
             MemoryCollector(self.store, lambda: self.pipeline.worker_pids + self.logs.worker_pids)

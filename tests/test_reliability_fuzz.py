@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from bench.reliability import fuzz
 from bench.reliability.common import ServerProcess
-from prefixscope.collector.ingest import JSON
+from prefixscope.collector.decoding import JSON
 from prefixscope.errors import BadRequest
 
 from .test_reliability_crash import assert_goals

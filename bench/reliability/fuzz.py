@@ -3,7 +3,7 @@
 Cases are seeded with real requests of the reference workload and mutated: bit flips,
 truncation, splicing, wrong JSON types, out-of-range integers, deep nesting, invalid UTF-8,
 NaN/inf, huge strings and arrays, gzip bombs and broken gzip. Every case goes through
-``prefixscope.collector.ingest.decode_body`` in process; what decodes is also committed through
+``prefixscope.collector.decoding.decode_body`` in process; what decodes is also committed through
 the real DuckDB sink (a value that decodes but cannot be stored would poison a whole group
 commit). A share of the cases is sent over HTTP to the real server. Finally slow-loris clients
 send headers then dribble their bodies while a normal client must still be served.
@@ -54,8 +54,7 @@ from bench.reliability.common import (
     scratch_dir,
     workload_request,
 )
-from prefixscope.collector.decoding import running_decoder, use_decoder
-from prefixscope.collector.ingest import JSON, decode_body
+from prefixscope.collector.decoding import JSON, decode_body, running_decoder, use_decoder
 from prefixscope.collector.storage.sinks import DuckDBSink
 from prefixscope.collector.storage.store import Store
 from prefixscope.errors import PrefixScopeError
