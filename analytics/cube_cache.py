@@ -76,7 +76,8 @@ def cached_cube(con: duckdb.DuckDBPyConnection, dims: Sequence[str], window: Win
     """``build_cube(con, dims, window)``, from cached day parts where the store allows.
 
     The cube's ``meta["cache"]`` says what was done: whole days reused and computed, and
-    the partial days at the window's ends (computed from the rows, in one scan)."""
+    the partial days at the window's ends (computed from the rows, in scans of
+    :func:`_plan`'s size)."""
     dims = tuple(dims)
     path = _store_path(con)
     if path is None:
