@@ -23,7 +23,9 @@ Parts are computed lazily, only for days a window covers whole, in scans of at m
 within the store's memory budget; partial days at a window's ends are computed from the rows
 each time. Runs with a one-run mapping (``--served-model``: temporary views) and connections
 that are not an embedded store (lake, Spark) are never cached. The cached parts hold per-cell
-sums (hundreds of cells a day), so a store's cache is small.
+sums (hundreds of cells a day), so a store's cache is small; it is also kept on disk beside the
+store's file (:mod:`.cube_disk`), so the first run after a restart scans only what changed
+while the server was down.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import duckdb
 from prefixscope.collector.storage import request_store
 from prefixscope.collector.storage.dialect import DUCKDB
 
+from . import cube_disk
 from .cube import DAY, Cube, build_cube, concat
 from .query import Window
 
@@ -52,20 +55,13 @@ MAX_STORES = 8
 #: out of memory), and lets 10M spans (2.5M requests) go in one scan
 SCAN_MAX_REQUESTS = 3_000_000
 
-Fingerprint = tuple[int, int]
-
 
 @dataclass(slots=True)
-class _Parts:
-    """One store's cached day parts for one set of dims."""
+class _Parts(cube_disk.Kept):
+    """One store's cached day parts for one set of dims, and where they are kept on disk."""
 
-    context: tuple[object, ...] = ()
-    days: dict[date, Cube] = field(default_factory=dict)
-    request_fp: dict[date, Fingerprint] = field(default_factory=dict)
-    #: (table, created hour) -> fingerprint, and the request days its rows belonged to
-    annotation_fp: dict[tuple[str, datetime], Fingerprint] = field(default_factory=dict)
-    annotation_days: dict[tuple[str, datetime], frozenset[date]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    loaded: bool = False
 
 
 _stores: dict[tuple[str, tuple[str, ...]], _Parts] = {}
@@ -88,7 +84,12 @@ def cached_cube(con: duckdb.DuckDBPyConnection, dims: Sequence[str], window: Win
         while len(_stores) > MAX_STORES:
             _stores.pop(next(iter(_stores)))
     with parts.lock:
-        _invalidate(con, parts)
+        where = cube_disk.folder(path, dims)
+        if not parts.loaded:
+            parts.loaded = True
+            if where is not None:
+                cube_disk.load(where, dims, parts)
+        changed = _invalidate(con, parts)
         pieces: list[Cube] = []
         needed: list[date] = []
         edges: list[tuple[datetime, datetime]] = []
@@ -104,6 +105,8 @@ def cached_cube(con: duckdb.DuckDBPyConnection, dims: Sequence[str], window: Win
             computed = _compute_days(con, dims, needed, parts)
             parts.days.update(computed)
             pieces.extend(computed.values())
+        if (changed or needed) and where is not None:
+            cube_disk.save(where, dims, parts)
         for lo, hi in _plan([(lo, hi, parts.request_fp[lo.date()][0]) for lo, hi in edges]):
             pieces.append(build_cube(con, dims, Window(lo, hi)))
         cube = concat(pieces, window) if pieces else build_cube(con, dims, window)
@@ -113,6 +116,12 @@ def cached_cube(con: duckdb.DuckDBPyConnection, dims: Sequence[str], window: Win
             "partial_days": len(edges),
         }
         return cube
+
+
+def forget() -> None:
+    """Drop every part kept in memory (what a restart does; the parts on disk stay)."""
+    with _stores_lock:
+        _stores.clear()
 
 
 def _plan(ranges: list[tuple[datetime, datetime, int]]) -> list[tuple[datetime, datetime]]:
@@ -170,10 +179,12 @@ def _context(con: duckdb.DuckDBPyConnection) -> tuple[object, ...]:
     return tuple(row)
 
 
-def _invalidate(con: duckdb.DuckDBPyConnection, parts: _Parts) -> None:
-    """Drop the parts of every day whose inputs changed since the last look."""
+def _invalidate(con: duckdb.DuckDBPyConnection, parts: _Parts) -> bool:
+    """Drop the parts of every day whose inputs changed since the last look; whether any
+    fingerprint changed."""
     context = _context(con)
-    if context != parts.context:
+    changed_context = context != parts.context
+    if changed_context:
         parts.context = context
         parts.days.clear()
     now_req = {
@@ -210,7 +221,7 @@ def _invalidate(con: duckdb.DuckDBPyConnection, parts: _Parts) -> None:
     parts.annotation_fp = now_ann
     if not parts.days:  # nothing kept: nothing to drop (computing days learns them again)
         parts.annotation_days.clear()
-        return
+        return True
     found = _annotation_days(con, buckets=[k for k in changed if k in now_ann])
     for key in changed:
         dirty |= parts.annotation_days.pop(key, frozenset())
@@ -219,6 +230,7 @@ def _invalidate(con: duckdb.DuckDBPyConnection, parts: _Parts) -> None:
             parts.annotation_days[key] = found[key]
     for d in dirty:
         parts.days.pop(d, None)
+    return bool(changed_context or dirty or changed)
 
 
 def _annotation_days(
@@ -275,7 +287,7 @@ def _end(day: date) -> datetime:
 
 
 def _days(
-    window: Window, known: dict[date, Fingerprint]
+    window: Window, known: dict[date, cube_disk.Fingerprint]
 ) -> list[tuple[date, datetime | None, datetime | None]]:
     """The days with requests that ``window`` touches: (day, lo, hi), where lo/hi are the
     window's bounds inside a day it covers only in part (None when it covers the day)."""

@@ -18,12 +18,14 @@ file opened through the real Store (``enable_external_access=false``).
 Measured: a full run = one detection run (cube + tests + alert upsert) + a scorecard by
 (prefix_id, route) rolled up from the same cube + a scorecard by cohort.specialty; seconds
 and peak RSS of the process. The detection cube is kept per day between runs
-(``analytics/cube_cache.py``), so the runs are: cold (the first after opening: every day
-scanned), warm (nothing changed: every day kept), after new traffic (1 % more requests, with
-their scores and feedback, in the last day: that day scanned again, as between two runs of a
-live server). Then the variant page's time series (``analytics.timeseries``, p3 and base, the
-whole generated span of time and a 7-day window), a run after a served-model registration
-(every day scanned again, through the mapping's join) and a warm run with the mapping.
+(``analytics/cube_cache.py``), so the runs are: cold (the first a store ever has: every day
+scanned), warm (nothing changed: every day kept), after a restart (the store opened again with
+nothing in memory: the days kept on disk, ``analytics/cube_disk.py``), after new traffic
+(1 % more requests, with their scores and feedback, in the last day: that day scanned again,
+as between two runs of a live server). Then the variant page's time series
+(``analytics.timeseries``, p3 and base, the whole generated span of time and a 7-day window),
+a run after a served-model registration (every day scanned again, through the mapping's join)
+and a warm run with the mapping.
 
 ``--cold-fraction F`` (default 0.5) then moves the oldest F of the week to the cold tier the
 way the server does (lake roll, then ``tiers.move``), so the run reads both tiers through the
@@ -41,6 +43,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from prefixscope.analytics import cube_cache
 from prefixscope.analytics.alerts import save_alerts
 from prefixscope.analytics.detection import DetectionConfig, detection_cube, run_detection
 from prefixscope.analytics.query import Window
@@ -264,10 +267,15 @@ def main() -> None:
             spans = store.cursor().execute("SELECT count(*) FROM spans").fetchone()
             hot = store.cursor().execute("SELECT count(*) FROM span_rows").fetchone()
             reqs = store.cursor().execute("SELECT count(*) FROM requests_base").fetchone()
-        # reopen, as the server opens it: the cold run reads the file
+        # reopen, as the server opens it: the cold run reads the file, with no day kept on
+        # disk by an earlier run (the first run a store ever has)
+        shutil.rmtree(root / "cache", ignore_errors=True)
         with Store(root, memory_mb=args.store_memory_mb or None) as store:
             cold, comparisons, alerts = full_run(store)
             warm, _, _ = full_run(store)
+        cube_cache.forget()  # a restart: nothing in memory, the days kept on disk
+        with Store(root, memory_mb=args.store_memory_mb or None) as store:
+            restart, _, _ = full_run(store)
             flat = ""
             if args.cohort_keys > 1:  # slices' cost, in the same run: without, then with
                 without, n0, _ = full_run(store, slice_depth=0)
@@ -288,7 +296,8 @@ def main() -> None:
             f"{spans[0] if spans else 0:>10} spans ({reqs[0] if reqs else 0} requests, "
             f"shape {args.shape}): generate {gen:6.1f}s, "
             f"{hot[0] if hot else 0} hot / {moved} moved cold in {cold_s:.1f}s\n"
-            f"  full run cold {cold}\n  full run warm {warm}{flat}\n"
+            f"  full run cold (first ever) {cold}\n  full run warm {warm}\n"
+            f"  full run after a restart (days kept on disk) {restart}{flat}\n"
             f"  full run after {added} new requests in the last day {live}\n"
             f"  time series (variant page) {series}\n"
             f"  full run after a served-model registration (every day again) {mapped}\n"

@@ -61,7 +61,10 @@ class ServedModel:
 class Settings:
     data_dir: Path = field(
         default=Path("prefixscope-data"),
-        metadata={"help": "Data directory: ``prefixscope.duckdb`` and ``lake/`` live here."},
+        metadata={
+            "help": "Data directory: ``prefixscope.duckdb`` and ``lake/`` live here (and "
+            "``cache/``: analytics parts kept between runs, safe to delete)."
+        },
     )
     host: str = field(default="127.0.0.1", metadata={"help": "Address to bind HTTP and gRPC to."})
     http_port: int = field(

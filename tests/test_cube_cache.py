@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from prefixscope.analytics import cube_cache
+from prefixscope.analytics import cube_cache, cube_disk
 from prefixscope.analytics.cube import Cube, build_cube
 from prefixscope.analytics.detection import DIMS, _canonical_cohort, detection_cube
 from prefixscope.analytics.engines import DuckDBEngine
@@ -317,3 +317,68 @@ def test_days_scanned_in_parts_add_up_and_still_learn_their_annotations(
     window = Window(_day(0) + dt.timedelta(hours=3), _day(2) + dt.timedelta(hours=20))
     _, did = _run(store, window)
     assert did == {"days_reused": 1, "days_computed": 0, "partial_days": 2}
+
+
+def _restart() -> None:
+    """What a new server process starts with: no part in memory (only what is on disk)."""
+    cube_cache.forget()
+
+
+def _kept_folder(store: Store) -> Path:
+    where = cube_disk.folder(str(store.db_path), DIMS)
+    assert where is not None
+    return where
+
+
+def test_a_restart_reads_the_days_kept_on_disk(store: Store) -> None:
+    _run(store)
+    assert sorted(p.suffix for p in _kept_folder(store).iterdir()) == [".json", *[".npz"] * 3]
+    _restart()
+    cube, did = _run(store)
+    assert did == {"days_reused": 3, "days_computed": 0, "partial_days": 0}
+    assert cube.sums["n"].sum() == 3 * PER_DAY
+
+
+def test_changes_while_down_rescan_their_day_after_a_restart(store: Store) -> None:
+    """New requests and a late score written while no run kept the cube in memory: the
+    fingerprints saved on disk see them, as they would between two runs of one process."""
+    _run(store)
+    _restart()
+    generate(
+        store.cursor(),
+        ARMS,
+        seed=9,
+        start=DAY0 + dt.timedelta(days=1, hours=21),
+        duration=dt.timedelta(hours=1),
+        id_offset=9 * 10**6,
+        shape="sdk",
+    )
+    write_scores(
+        store,
+        [ScoreIn(trace_id=_trace(2, 3), name="TaskCompletion", value=0.0)],
+        Metrics(),
+    )
+    cube, did = _run(store)
+    assert did == {"days_reused": 1, "days_computed": 2, "partial_days": 0}
+    assert cube.sums["n"].sum() == 4 * PER_DAY
+    _restart()  # and the rescanned days were written again: a second restart reuses them all
+    assert _run(store)[1] == {"days_reused": 3, "days_computed": 0, "partial_days": 0}
+    assert len(list(_kept_folder(store).glob("*.npz"))) == 3  # replaced parts are removed
+
+
+@pytest.mark.parametrize("damage", ["other code", "truncated part", "garbage state"])
+def test_parts_on_disk_that_cannot_be_trusted_are_scanned_again(store: Store, damage: str) -> None:
+    _run(store)
+    _restart()
+    where = _kept_folder(store)
+    state = where / "state.json"
+    if damage == "other code":
+        state.write_text(state.read_text().replace('"format": "', '"format": "x'))
+    elif damage == "truncated part":
+        part = sorted(where.glob("*.npz"))[0]
+        part.write_bytes(part.read_bytes()[:100])
+    else:
+        state.write_text("{not json")
+    cube, did = _run(store)
+    assert did == {"days_reused": 0, "days_computed": 3, "partial_days": 0}
+    assert cube.sums["n"].sum() == 3 * PER_DAY
