@@ -22,18 +22,17 @@ import duckdb
 import numpy as np
 import orjson
 
-from .catalog import CATALOG
 from .detection import (
     Comparison,
     DetectionConfig,
     DetectionResult,
     Prior,
-    _family,
     detection_window,
     run_detection,
 )
-from .engines import Engine, as_engine
-from .query import BASE, PREFIX_SQL, REQUESTS, Window, json_key, judged_sql
+from .engines import Engine
+from .examples import example_trace_ids
+from .query import Window
 
 ALERT_FIELDS = (
     "id", "prefix_id", "prefix_version", "route", "cohort", "metric", "baseline",
@@ -68,69 +67,8 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def example_trace_ids(
-    con: duckdb.DuckDBPyConnection | Engine, c: Comparison, window: Window, limit: int = 5
-) -> list[str]:
-    """Trace ids showing the regression: slowest, failing, flagged or lowest-scored requests
-    (ties by trace id, so every engine returns the same ids)."""
-    engine = as_engine(con)
-    d = engine.dialect
-    where, params = window.where("s")
-    conds = [where]
-    if c.base_model is not None:
-        conds.append("s.base_model = ?")
-        params.append(c.base_model)
-    if c.prefix_id == BASE:
-        conds.append(f"{PREFIX_SQL} = '{BASE}'")
-    else:
-        conds.append("s.prefix_id = ? AND coalesce(s.prefix_version, '') = ?")
-        params += [c.prefix_id, c.prefix_version]
-    conds.append("s.route IS NOT DISTINCT FROM ?")
-    params.append(c.route)
-    # the alert's slice: the requests whose cohort has its keys' values (a slice of one key
-    # holds every value of the others; the route, every cohort), as the evidence shows it
-    for k, v in c.cohort.items():
-        conds.append(f"{d.json_string('s.cohort', json_key(k))} = ?")
-        params.append(str(v))
-    cond = " AND ".join(conds)
-    fam = _family(c.metric)
-    judged = judged_sql(d, "s")
-    if fam == "quantile":
-        col = CATALOG[c.metric].histogram or "latency"
-        col = f"{col}_ms"
-        sql = (
-            f"SELECT s.trace_id FROM {REQUESTS} s WHERE {cond} AND s.{col} IS NOT NULL "
-            f"ORDER BY s.{col} DESC, s.trace_id"
-        )
-    elif c.metric == "error_rate":
-        sql = f"SELECT s.trace_id FROM {REQUESTS} s WHERE {cond} AND s.error ORDER BY s.trace_id"
-    elif c.metric == "fallback_rate":
-        sql = (
-            f"SELECT s.trace_id FROM {REQUESTS} s WHERE {cond} "
-            "AND coalesce(s.fallback_reason, '') <> '' ORDER BY s.trace_id"
-        )
-    elif fam == "rate":
-        kind = c.metric.removesuffix("_rate")
-        sql = (
-            f"SELECT DISTINCT s.trace_id FROM {REQUESTS} s JOIN feedback t "
-            f"ON t.trace_id = s.trace_id AND {judged} WHERE {cond} AND t.kind = ? "
-            "ORDER BY s.trace_id"
-        )
-        params.append(kind)
-    else:
-        sql = (
-            f"SELECT s.trace_id FROM {REQUESTS} s JOIN scores t ON t.trace_id = s.trace_id "
-            f"AND {judged} WHERE {cond} AND t.name = ? ORDER BY t.value ASC, s.trace_id"
-        )
-        params.append(c.metric)
-    rows = engine.arrow(f"{sql} LIMIT {int(limit)}", params)
-    return [str(v) for v in rows.column(0).to_pylist()]
-
-
-def _evidence(
-    source: duckdb.DuckDBPyConnection | Engine, c: Comparison, result: DetectionResult
-) -> tuple[list[str], dict[str, Any]]:
-    """An alert's example traces and ``details``."""
+def _details(c: Comparison, result: DetectionResult) -> dict[str, Any]:
+    """An alert's ``details``."""
     cfg = result.config
     details: dict[str, Any] = {
         "relative": c.relative,
@@ -151,7 +89,7 @@ def _evidence(
             "length_s": cfg.window.total_seconds(),
             "delay_s": cfg.window_delay.total_seconds(),
         }
-    return example_trace_ids(source, c, result.window), details
+    return details
 
 
 def _slice_summary(c: Comparison) -> dict[str, Any]:
@@ -181,8 +119,9 @@ def alert_objects(
     """
     created = (now or _now()).isoformat()
     out = []
-    for c in result.regressions:
-        examples, details = _evidence(source, c, result)
+    flagged = result.regressions
+    for c, examples in zip(flagged, example_trace_ids(source, flagged, result.window), strict=True):
+        details = _details(c, result)
         fp = fingerprint(c)
         out.append(
             {
@@ -236,6 +175,10 @@ def save_alerts(
         for r in con.execute(f"SELECT fingerprint, id FROM alerts WHERE {_ACTIVE_SQL}").fetchall()
     }
     touched: list[str] = []
+    causes = [c for c in result.comparisons if c.cause]
+    found = dict(
+        zip(map(id, causes), example_trace_ids(source, causes, result.window), strict=True)
+    )
     for c in result.comparisons:
         fp = fingerprint(c)
         if not c.cause:  # cleared, or now the evidence of another slice's alert
@@ -245,9 +188,8 @@ def save_alerts(
                     [RESOLVED, now, now, active[fp]],
                 )
             continue
-        example_ids, detail = _evidence(source, c, result)
-        examples = orjson.dumps(example_ids).decode()
-        details = orjson.dumps(detail).decode()
+        examples = orjson.dumps(found[id(c)]).decode()
+        details = orjson.dumps(_details(c, result)).decode()
         values = [
             c.baseline_value,
             c.value,
