@@ -349,6 +349,7 @@ def build_cube(
     *,
     extra_where: str = "TRUE",
     extra_params: Sequence[Any] = (),
+    annotations_where: str = "TRUE",
 ) -> Cube:
     """Scan the requests of ``window`` once per statistic family, grouped by ``dims``.
 
@@ -356,6 +357,9 @@ def build_cube(
     statements run on each, with the engine's
     :class:`~prefixscope.collector.storage.dialect.Dialect` spellings. ``extra_where`` (over
     alias ``s`` = a request of :data:`~.query.REQUESTS`) must be written for that engine.
+    ``annotations_where`` (over alias ``t``, a ``scores`` or ``feedback`` row; no parameters)
+    may narrow the annotation rows read: a caller that knows which rows can belong to the
+    window's requests (:mod:`.cube_cache`) saves reading every score for the join.
     """
     engine = as_engine(con)
     d = engine.dialect
@@ -371,8 +375,8 @@ def build_cube(
     with engine.shared("req", req_sql, [*params, *extra_params]) as req:
         rows = engine.arrow(req.sql(_cells_sql(len(dims))), req.params)
         hist = engine.arrow(req.sql(_HIST_SQL), req.params)
-        scores = _score_rows(engine, req)
-        fb = engine.arrow(req.sql(_feedback_sql(d)), req.params)
+        scores = _score_rows(engine, req, annotations_where)
+        fb = engine.arrow(req.sql(_feedback_sql(d, annotations_where)), req.params)
     nd = len(dims)
     keys = list(zip(*(_strings(rows.column(f"k{i}")) for i in range(nd)))) or [()] * rows.num_rows
     gids = _gids(rows.column("g"))
@@ -439,7 +443,7 @@ def _cells_sql(nd: int) -> str:
 FROM req s GROUP BY ALL"""
 
 
-def _feedback_sql(d: Dialect) -> str:
+def _feedback_sql(d: Dialect, annotations_where: str = "TRUE") -> str:
     """Flagged requests per (cell, kind): a request with one or more feedback rows of a kind
     (on any of its spans, or on its trace when it is the trace's last request) counts once."""
     kinds = ", ".join(f"'{k}'" for k in FEEDBACK_KINDS)
@@ -448,7 +452,7 @@ def _feedback_sql(d: Dialect) -> str:
     return f"""SELECT g, kind, count(*) AS c FROM (
   SELECT r.g, {rk} AS tk, r.span_id, t.kind
   FROM feedback t JOIN req r ON {rk} = {tk}
-  WHERE t.kind IN ({kinds}) AND {judged_sql(d)}
+  WHERE t.kind IN ({kinds}) AND {judged_sql(d)} AND ({annotations_where})
   GROUP BY r.g, {rk}, r.span_id, t.kind
 ) x GROUP BY ALL"""
 
@@ -506,7 +510,7 @@ def _normalise(cube: Cube) -> Cube:
     return cube.regroup(cube.dims, mapping, list(new_index))
 
 
-def _score_rows(engine: Engine, req: Shared) -> pa.Table:
+def _score_rows(engine: Engine, req: Shared, annotations_where: str = "TRUE") -> pa.Table:
     """Score moments per (cell, evaluator), counting ONE value per (request, evaluator): the
     latest (``created_at``, then ``id``) of the scores attributed to the request
     (:func:`~.query.judged_sql`). A request scored online and offline, a score posted twice,
@@ -527,7 +531,7 @@ def _score_rows(engine: Engine, req: Shared) -> pa.Table:
     FROM (
       SELECT r.g, {rk} AS rtk, {sk} AS rsk, t.name, t.value, t.created_at, t.id
       FROM scores t JOIN req r ON {rk} = {tk}
-      WHERE {judged_sql(d)}
+      WHERE {judged_sql(d)} AND ({annotations_where})
     ) j GROUP BY g, rtk, rsk, name
   ) k
 ) x GROUP BY ALL"""

@@ -39,7 +39,6 @@ from typing import Any
 import duckdb
 
 from prefixscope.collector.storage import request_store
-from prefixscope.collector.storage.dialect import DUCKDB
 
 from . import cube_disk
 from .cube import DAY, Cube, build_cube, concat
@@ -54,6 +53,9 @@ MAX_STORES = 8
 #: 3.6M requests a day, runs in scans of half a day at a 1,024 MB budget; in one scan it runs
 #: out of memory), and lets 10M spans (2.5M requests) go in one scan
 SCAN_MAX_REQUESTS = 3_000_000
+_HOUR = timedelta(hours=1)
+#: a scan's annotation rows are narrowed to at most this many created-time ranges
+_MAX_RANGES = 256
 
 
 @dataclass(slots=True)
@@ -241,11 +243,13 @@ def _annotation_days(
 ) -> dict[tuple[str, datetime], frozenset[date]]:
     """The request days of the score and feedback rows of each (table, created hour): of the
     ``buckets`` given (all requests), or of every bucket for the requests that started in
-    ``window``. One join on numeric trace keys; the build side is the smaller of the two (the
-    changed buckets' rows, or one scan's requests)."""
+    ``window``. One join on a 64-bit hash of the trace id (no hex parsing of every row): a
+    collision can only add a day, and an added day costs a scan, never a wrong cube. Ids are
+    stored as lower-case full-width hex by every writer, so equal hashes of equal strings
+    find every row the cube's numeric join attributes. The build side is the smaller of the
+    two (the changed buckets' rows, or one scan's requests)."""
     if buckets is not None and not buckets:
         return {}
-    key = DUCKDB.id_key
     selects: list[str] = []
     params: list[Any] = []
     for table in _ANNOTATIONS:
@@ -258,11 +262,9 @@ def _annotation_days(
             params.append(hours)
         selects.append(
             f"SELECT DISTINCT '{table}' AS t, date_trunc('hour', created_at) AS hour, "
-            f"{key('trace_id', 128)} AS k FROM {table} {where}"
+            f"hash(trace_id) AS k FROM {table} {where}"
         )
-    requests = (
-        f"SELECT {key('trace_id', 128)} AS k, start_time FROM {request_store.rows_source(con)}"
-    )
+    requests = f"SELECT hash(trace_id) AS k, start_time FROM {request_store.rows_source(con)}"
     if window is not None:
         requests += " WHERE start_time >= ? AND start_time < ?"
         params += list(window)
@@ -276,6 +278,26 @@ def _annotation_days(
     for t, hour, day in rows:
         out.setdefault((str(t), hour), set()).add(day)
     return {k: frozenset(v) for k, v in out.items()}
+
+
+def _created_in(hours: set[datetime]) -> str:
+    """A condition on ``t.created_at``: within one of ``hours`` (contiguous hours merged into
+    one range, so the scan can skip the row groups outside them)."""
+    ranges: list[list[datetime]] = []
+    for h in sorted(hours):
+        if ranges and ranges[-1][1] == h:
+            ranges[-1][1] = h + _HOUR
+        else:
+            ranges.append([h, h + _HOUR])
+    if not ranges:
+        return "FALSE"
+    if len(ranges) > _MAX_RANGES:  # scattered hours: reading every row is as cheap
+        return "TRUE"
+    return " OR ".join(
+        f"(t.created_at >= TIMESTAMP '{a.isoformat(sep=' ')}' "
+        f"AND t.created_at < TIMESTAMP '{b.isoformat(sep=' ')}')"
+        for a, b in ranges
+    )
 
 
 def _start(day: date) -> datetime:
@@ -307,17 +329,21 @@ def _days(
 def _compute_days(
     con: duckdb.DuckDBPyConnection, dims: tuple[str, ...], days: list[date], parts: _Parts
 ) -> dict[date, Cube]:
-    """The parts of whole ``days``, in scans of :func:`_plan`'s size grouped by day too; each
-    scan also learns which request days the scores and feedback of each created hour
-    belong to (for the days it covers), so that a later change of an hour is local."""
+    """The parts of whole ``days``, in scans of :func:`_plan`'s size grouped by day too. Each
+    scan first learns which created hours hold scores and feedback of its requests (and which
+    request days those hours' rows belong to, so that a later change of an hour is local);
+    the scan's joins then read those hours' rows only, not every score of the store."""
     ranges = [(_start(d), _end(d), parts.request_fp[d][0]) for d in sorted(days)]
     pieces: dict[date, list[Cube]] = {}
     for lo, hi in _plan(ranges):
-        whole = build_cube(con, (*dims, DAY), Window(lo, hi))
+        found = _annotation_days(con, window=(lo, hi))
+        for key, days_of in found.items():
+            parts.annotation_days[key] = parts.annotation_days.get(key, frozenset()) | days_of
+        whole = build_cube(
+            con, (*dims, DAY), Window(lo, hi), annotations_where=_created_in({h for _, h in found})
+        )
         for value, part in whole.partition().items():
             pieces.setdefault(date.fromisoformat(str(value)), []).append(part)
-        for key, found in _annotation_days(con, window=(lo, hi)).items():
-            parts.annotation_days[key] = parts.annotation_days.get(key, frozenset()) | found
     out: dict[date, Cube] = {}
     for day in days:
         window = Window(_start(day), _end(day))
