@@ -38,7 +38,7 @@ from typing import Any
 
 import duckdb
 
-from prefixscope.collector.storage import request_store
+from prefixscope.collector.storage import request_store, tiers
 
 from . import cube_disk
 from .cube import DAY, Cube, build_cube, concat
@@ -46,6 +46,10 @@ from .query import Window
 
 #: annotations are fingerprinted per created hour (a new score touches one small bucket)
 _ANNOTATIONS = ("scores", "feedback")
+#: what an annotation row's fingerprint covers (read from every stored version of the rows,
+#: :func:`~prefixscope.collector.storage.tiers.annotation_versions`: a change of the views
+#: is a change of those, and reading them skips the views' de-duplication)
+_ANNOTATION_COLUMNS = "id, trace_id, span_id, value, created_at"
 #: stores whose cubes are kept (one process rarely opens more; tests open many)
 MAX_STORES = 8
 #: requests one scan reads at most (a day with more is scanned in parts): it bounds the
@@ -208,7 +212,7 @@ def _invalidate(con: duckdb.DuckDBPyConnection, parts: _Parts) -> bool:
             " UNION ALL ".join(
                 f"SELECT '{t}', date_trunc('hour', created_at), count(*), "
                 f"coalesce(bit_xor(hash(id, trace_id, span_id, value, created_at)), 0) "
-                f"FROM {t} GROUP BY ALL"
+                f"FROM {tiers.annotation_versions(con, t, _ANNOTATION_COLUMNS)} GROUP BY ALL"
                 for t in _ANNOTATIONS
             )
         ).fetchall()
@@ -260,9 +264,10 @@ def _annotation_days(
                 continue
             where = "WHERE date_trunc('hour', created_at) IN (SELECT unnest(?::TIMESTAMP[]))"
             params.append(hours)
+        source = tiers.annotation_versions(con, table, "trace_id, created_at")
         selects.append(
             f"SELECT DISTINCT '{table}' AS t, date_trunc('hour', created_at) AS hour, "
-            f"hash(trace_id) AS k FROM {table} {where}"
+            f"hash(trace_id) AS k FROM {source} {where}"
         )
     requests = f"SELECT hash(trace_id) AS k, start_time FROM {request_store.rows_source(con)}"
     if window is not None:

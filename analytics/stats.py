@@ -240,7 +240,8 @@ def welch_p_value(
     v = np.asarray(var1, dtype=np.float64) + np.asarray(var0, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         t = np.asarray(worse, dtype=np.float64) / np.sqrt(v)
-    return np.where(v > 0, stats.t.sf(t, welch_df(var1, n1, var0, n0)), 1.0)
+    # ``special.stdtr(df, -t)`` is what ``stats.t.sf`` computes, without its per-call overhead
+    return np.where(v > 0, special.stdtr(welch_df(var1, n1, var0, n0), -t), 1.0)
 
 
 def two_proportion_p_value(
@@ -260,7 +261,7 @@ def two_proportion_p_value(
         pooled = (k1_ + k0_) / (n1_ + n0_)
         var = pooled * (1 - pooled) * (1 / n1_ + 1 / n0_)
         z = (k1_ / n1_ - k0_ / n0_) / np.sqrt(var)
-    return np.where(var > 0, stats.norm.sf(z), 1.0)
+    return np.where(var > 0, special.ndtr(-z), 1.0)  # = stats.norm.sf(z)
 
 
 def bh_q_values(p_values: npt.ArrayLike) -> FloatArray:
