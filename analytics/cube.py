@@ -35,7 +35,10 @@ _RAW = {"prefix_id": "s.prefix_id", "prefix_version": "s.prefix_version"}
 #: an internal dim: the request's UTC day as a DATE (``YYYY-MM-DD`` keys; what
 #: :mod:`.cube_cache` splits a scan of several days by; cheaper to group than ``day``)
 DAY = "__day"
-_INTERNAL = {DAY: "CAST(s.start_time AS DATE)"}
+#: an internal dim: the request's UTC hour (``YYYY-MM-DD HH:MM:SS`` keys; the changing days'
+#: parts are kept by the hour)
+HOUR = "__hour"
+_INTERNAL = {DAY: "CAST(s.start_time AS DATE)", HOUR: "date_trunc('hour', s.start_time)"}
 #: histogram metric codes
 LATENCY, TTFT, ROUTE_LATENCY = 0, 1, 2
 _SUMS = ("n", "errors", "fallbacks", "input_tokens", "output_tokens", "cached", "cache_base")

@@ -41,7 +41,7 @@ import duckdb
 from prefixscope.collector.storage import request_store, tiers
 
 from . import cube_disk
-from .cube import DAY, Cube, build_cube, concat
+from .cube import DAY, HOUR, Cube, build_cube, concat
 from .query import Window
 
 #: annotations are fingerprinted per created hour (a new score touches one small bucket)
@@ -58,6 +58,9 @@ MAX_STORES = 8
 #: out of memory), and lets 10M spans (2.5M requests) go in one scan
 SCAN_MAX_REQUESTS = 3_000_000
 _HOUR = timedelta(hours=1)
+#: the latest days with changes keep their parts by the hour too (new traffic lands there: a
+#: change then scans its hours again, not its day)
+SPLIT_DAYS = 2
 #: a scan's annotation rows are narrowed to at most this many created-time ranges
 _MAX_RANGES = 256
 
@@ -96,10 +99,14 @@ def cached_cube(con: duckdb.DuckDBPyConnection, dims: Sequence[str], window: Win
             if where is not None:
                 cube_disk.load(where, dims, parts)
         changed = _invalidate(con, parts)
+        counts = _day_counts(parts.request_fp)
+        if counts:  # the latest day changes next: keep it by the hour
+            parts.split.add(max(counts))
+        _prune(parts)
         pieces: list[Cube] = []
         needed: list[date] = []
         edges: list[tuple[datetime, datetime]] = []
-        for day, lo, hi in _days(window, parts.request_fp):
+        for day, lo, hi in _days(window, counts):
             if lo is not None or hi is not None:
                 edges.append((lo or _start(day), hi or _end(day)))
             elif day in parts.days:
@@ -107,13 +114,14 @@ def cached_cube(con: duckdb.DuckDBPyConnection, dims: Sequence[str], window: Win
             else:
                 needed.append(day)
         reused = len(pieces)
+        hours = 0
         if needed:
-            computed = _compute_days(con, dims, needed, parts)
+            computed, hours = _compute_days(con, dims, needed, parts)
             parts.days.update(computed)
             pieces.extend(computed.values())
         if (changed or needed) and where is not None:
             cube_disk.save(where, dims, parts)
-        for lo, hi in _plan([(lo, hi, parts.request_fp[lo.date()][0]) for lo, hi in edges]):
+        for lo, hi in _plan([(lo, hi, counts[lo.date()]) for lo, hi in edges]):
             pieces.append(build_cube(con, dims, Window(lo, hi)))
         cube = concat(pieces, window) if pieces else build_cube(con, dims, window)
         cube.meta["cache"] = {
@@ -121,7 +129,23 @@ def cached_cube(con: duckdb.DuckDBPyConnection, dims: Sequence[str], window: Win
             "days_computed": len(needed),
             "partial_days": len(edges),
         }
+        cube.meta["hours_computed"] = hours
         return cube
+
+
+def _day_counts(request_fp: dict[datetime, cube_disk.Fingerprint]) -> dict[date, int]:
+    out: dict[date, int] = {}
+    for hour, (n, _) in request_fp.items():
+        out[hour.date()] = out.get(hour.date(), 0) + n
+    return out
+
+
+def _prune(parts: _Parts) -> None:
+    """Keep hour parts for the :data:`SPLIT_DAYS` latest split days only."""
+    keep = set(sorted(parts.split)[-SPLIT_DAYS:])
+    parts.split = keep
+    for hour in [h for h in parts.hours if h.date() not in keep]:
+        del parts.hours[hour]
 
 
 def forget() -> None:
@@ -186,17 +210,19 @@ def _context(con: duckdb.DuckDBPyConnection) -> tuple[object, ...]:
 
 
 def _invalidate(con: duckdb.DuckDBPyConnection, parts: _Parts) -> bool:
-    """Drop the parts of every day whose inputs changed since the last look; whether any
-    fingerprint changed."""
+    """Drop the parts of every hour and day whose inputs changed since the last look; whether
+    any fingerprint changed."""
     context = _context(con)
     changed_context = context != parts.context
     if changed_context:
         parts.context = context
         parts.days.clear()
+        parts.hours.clear()
+        parts.split.clear()
     now_req = {
-        d: (int(n), int(h))
-        for d, n, h in con.execute(
-            "SELECT CAST(start_time AS DATE), count(*), coalesce(bit_xor(version), 0) "
+        hour: (int(n), int(h))
+        for hour, n, h in con.execute(
+            "SELECT date_trunc('hour', start_time), count(*), coalesce(bit_xor(version), 0) "
             f"FROM {request_store.change_source(con)} GROUP BY ALL"
         ).fetchall()
     }
@@ -225,30 +251,32 @@ def _invalidate(con: duckdb.DuckDBPyConnection, parts: _Parts) -> bool:
         if now_ann.get(k) != parts.annotation_fp.get(k)
     ]
     parts.annotation_fp = now_ann
-    if not parts.days:  # nothing kept: nothing to drop (computing days learns them again)
-        parts.annotation_days.clear()
+    if not parts.days and not parts.hours:  # nothing kept: nothing to drop (computing learns)
+        parts.annotation_hours.clear()
         return True
-    found = _annotation_days(con, buckets=[k for k in changed if k in now_ann])
+    found = _annotation_hours(con, buckets=[k for k in changed if k in now_ann])
     for key in changed:
-        dirty |= parts.annotation_days.pop(key, frozenset())
+        dirty |= parts.annotation_hours.pop(key, frozenset())
         if key in found:
             dirty |= found[key]
-            parts.annotation_days[key] = found[key]
-    for d in dirty:
-        parts.days.pop(d, None)
+            parts.annotation_hours[key] = found[key]
+    for hour in dirty:
+        parts.hours.pop(hour, None)
+        if parts.days.pop(hour.date(), None) is not None:
+            parts.split.add(hour.date())  # a kept day that changes: keep it by the hour
     return bool(changed_context or dirty or changed)
 
 
-def _annotation_days(
+def _annotation_hours(
     con: duckdb.DuckDBPyConnection,
     *,
     buckets: list[tuple[str, datetime]] | None = None,
     window: tuple[datetime, datetime] | None = None,
-) -> dict[tuple[str, datetime], frozenset[date]]:
-    """The request days of the score and feedback rows of each (table, created hour): of the
+) -> dict[tuple[str, datetime], frozenset[datetime]]:
+    """The request hours of the score and feedback rows of each (table, created hour): of the
     ``buckets`` given (all requests), or of every bucket for the requests that started in
     ``window``. One join on a 64-bit hash of the trace id (no hex parsing of every row): a
-    collision can only add a day, and an added day costs a scan, never a wrong cube. Ids are
+    collision can only add an hour, and an added hour costs a scan, never a wrong cube. Ids are
     stored as lower-case full-width hex by every writer, so equal hashes of equal strings
     find every row the cube's numeric join attributes. The build side is the smaller of the
     two (the changed buckets' rows, or one scan's requests)."""
@@ -274,14 +302,14 @@ def _annotation_days(
         requests += " WHERE start_time >= ? AND start_time < ?"
         params += list(window)
     rows = con.execute(
-        f"""SELECT DISTINCT a.t, a.hour, CAST(r.start_time AS DATE) FROM (
+        f"""SELECT DISTINCT a.t, a.hour, date_trunc('hour', r.start_time) FROM (
   {" UNION ALL ".join(selects)}
 ) a JOIN ({requests}) r ON r.k = a.k""",
         params,
     ).fetchall()
-    out: dict[tuple[str, datetime], set[date]] = {k: set() for k in buckets or ()}
-    for t, hour, day in rows:
-        out.setdefault((str(t), hour), set()).add(day)
+    out: dict[tuple[str, datetime], set[datetime]] = {k: set() for k in buckets or ()}
+    for t, hour, request_hour in rows:
+        out.setdefault((str(t), hour), set()).add(request_hour)
     return {k: frozenset(v) for k, v in out.items()}
 
 
@@ -314,7 +342,7 @@ def _end(day: date) -> datetime:
 
 
 def _days(
-    window: Window, known: dict[date, cube_disk.Fingerprint]
+    window: Window, known: dict[date, int]
 ) -> list[tuple[date, datetime | None, datetime | None]]:
     """The days with requests that ``window`` touches: (day, lo, hi), where lo/hi are the
     window's bounds inside a day it covers only in part (None when it covers the day)."""
@@ -333,25 +361,51 @@ def _days(
 
 def _compute_days(
     con: duckdb.DuckDBPyConnection, dims: tuple[str, ...], days: list[date], parts: _Parts
-) -> dict[date, Cube]:
-    """The parts of whole ``days``, in scans of :func:`_plan`'s size grouped by day too. Each
-    scan first learns which created hours hold scores and feedback of its requests (and which
-    request days those hours' rows belong to, so that a later change of an hour is local);
-    the scan's joins then read those hours' rows only, not every score of the store."""
-    ranges = [(_start(d), _end(d), parts.request_fp[d][0]) for d in sorted(days)]
+) -> tuple[dict[date, Cube], int]:
+    """The parts of whole ``days`` and how many hours were scanned for them. A split day
+    (:data:`SPLIT_DAYS`) adds up its hour parts, scanning the hours not kept; another is
+    scanned grouped by day. Scans are of :func:`_plan`'s size (:func:`_scan`)."""
+    split = sorted(d for d in days if d in parts.split)
+    whole = sorted(d for d in days if d not in parts.split)
+    counts = _day_counts(parts.request_fp)
     pieces: dict[date, list[Cube]] = {}
-    for lo, hi in _plan(ranges):
-        found = _annotation_days(con, window=(lo, hi))
-        for key, days_of in found.items():
-            parts.annotation_days[key] = parts.annotation_days.get(key, frozenset()) | days_of
-        whole = build_cube(
-            con, (*dims, DAY), Window(lo, hi), annotations_where=_created_in({h for _, h in found})
-        )
-        for value, part in whole.partition().items():
+    for lo, hi in _plan([(_start(d), _end(d), counts[d]) for d in whole]):
+        for value, part in _scan(con, dims, DAY, lo, hi, parts).partition().items():
             pieces.setdefault(date.fromisoformat(str(value)), []).append(part)
+    hours_of = {d: sorted(h for h in parts.request_fp if h.date() == d) for d in split}
+    missing = [h for d in split for h in hours_of[d] if h not in parts.hours]
+    by_hour: dict[datetime, list[Cube]] = {}
+    for lo, hi in _plan([(h, h + _HOUR, parts.request_fp[h][0]) for h in missing]):
+        for value, part in _scan(con, dims, HOUR, lo, hi, parts).partition().items():
+            by_hour.setdefault(datetime.fromisoformat(str(value)), []).append(part)
+    for hour, got in by_hour.items():
+        parts.hours[hour] = concat(got, Window(hour, hour + _HOUR))
+    for d in split:
+        pieces[d] = [parts.hours[h] for h in hours_of[d] if h in parts.hours]
     out: dict[date, Cube] = {}
     for day in days:
         window = Window(_start(day), _end(day))
         got = pieces.get(day, [])
         out[day] = concat(got, window) if got else build_cube(con, dims, window)
-    return out
+    return out, len(missing)
+
+
+def _scan(
+    con: duckdb.DuckDBPyConnection,
+    dims: tuple[str, ...],
+    grain: str,
+    lo: datetime,
+    hi: datetime,
+    parts: _Parts,
+) -> Cube:
+    """The cube of the requests in [lo, hi) by ``dims`` and ``grain`` (:data:`DAY` or
+    :data:`HOUR`). It first learns which created hours hold scores and feedback of those
+    requests (and which request hours those hours' rows belong to, so that a later change of
+    a created hour is local); its joins then read those hours' rows only, not every score of
+    the store."""
+    found = _annotation_hours(con, window=(lo, hi))
+    for key, hours in found.items():
+        parts.annotation_hours[key] = parts.annotation_hours.get(key, frozenset()) | hours
+    return build_cube(
+        con, (*dims, grain), Window(lo, hi), annotations_where=_created_in({h for _, h in found})
+    )

@@ -65,13 +65,17 @@ class Kept:
     """Day parts and the fingerprints of the inputs they were computed from."""
 
     context: tuple[object, ...] = ()
-    request_fp: dict[date, Fingerprint] = field(default_factory=dict)
-    #: (table, created hour) -> fingerprint, and the request days its rows belonged to
+    #: request hour -> fingerprint
+    request_fp: dict[datetime, Fingerprint] = field(default_factory=dict)
+    #: (table, created hour) -> fingerprint, and the request hours its rows belonged to
     annotation_fp: dict[tuple[str, datetime], Fingerprint] = field(default_factory=dict)
-    annotation_days: dict[tuple[str, datetime], frozenset[date]] = field(default_factory=dict)
+    annotation_hours: dict[tuple[str, datetime], frozenset[datetime]] = field(default_factory=dict)
     days: dict[date, Cube] = field(default_factory=dict)
-    #: the file holding each day's part on disk, with the part it holds
-    files: dict[date, tuple[str, Cube]] = field(default_factory=dict)
+    #: the parts by the hour of the days kept that way (``split``)
+    hours: dict[datetime, Cube] = field(default_factory=dict)
+    split: set[date] = field(default_factory=set)
+    #: the file holding each part on disk (by its day, or its hour), with the part it holds
+    files: dict[date | datetime, tuple[str, Cube]] = field(default_factory=dict)
 
 
 def folder(store_file: str, dims: tuple[str, ...]) -> Path | None:
@@ -99,27 +103,37 @@ def load(where: Path, dims: tuple[str, ...], into: Kept) -> bool:
             return False
         saved = Kept(
             context=tuple(raw["context"]),
-            request_fp={date.fromisoformat(d): (int(n), int(h)) for d, n, h in raw["requests"]},
+            request_fp={
+                datetime.fromisoformat(hr): (int(n), int(h)) for hr, n, h in raw["requests"]
+            },
             annotation_fp={
                 (str(t), datetime.fromisoformat(hr)): (int(n), int(h))
                 for t, hr, n, h in raw["annotations"]
             },
-            annotation_days={
-                (str(t), datetime.fromisoformat(hr)): frozenset(map(date.fromisoformat, days))
-                for t, hr, days in raw["annotation_days"]
+            annotation_hours={
+                (str(t), datetime.fromisoformat(hr)): frozenset(map(datetime.fromisoformat, hs))
+                for t, hr, hs in raw["annotation_hours"]
             },
+            split=set(map(date.fromisoformat, raw["split"])),
         )
-        for day, name in raw["days"]:
-            d = date.fromisoformat(day)
+        for key, name in raw["parts"]:
             if Path(name).name != name:
                 raise ValueError(f"bad part file name {name!r}")
-            part = _read_cube(where / name, dims, d)
-            saved.days[d] = part
-            saved.files[d] = (name, part)
+            if "T" in key:  # an hour's part
+                hour = datetime.fromisoformat(key)
+                part = _read_cube(where / name, dims, Window(hour, hour + timedelta(hours=1)))
+                saved.hours[hour] = part
+                saved.files[hour] = (name, part)
+            else:
+                d = date.fromisoformat(key)
+                start = datetime(d.year, d.month, d.day)
+                part = _read_cube(where / name, dims, Window(start, start + timedelta(days=1)))
+                saved.days[d] = part
+                saved.files[d] = (name, part)
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
         log.warning("ignoring the kept analytics parts in %s: %s", where, exc)
         return False
-    for f in ("context", "request_fp", "annotation_fp", "annotation_days", "days", "files"):
+    for f in Kept.__dataclass_fields__:
         setattr(into, f, getattr(saved, f))
     return True
 
@@ -129,27 +143,35 @@ def save(where: Path, dims: tuple[str, ...], saved: Kept) -> None:
     the state. Failures are logged, never raised: the parts are a cache."""
     try:
         where.mkdir(parents=True, exist_ok=True)
-        for day, part in saved.days.items():
-            if day not in saved.files or saved.files[day][1] is not part:
-                name = f"{day.isoformat()}-{uuid.uuid4().hex[:12]}.npz"
+        current: dict[date | datetime, Cube] = dict(saved.days)
+        for hour, part in saved.hours.items():
+            current[hour] = part
+        for key, part in current.items():
+            if key not in saved.files or saved.files[key][1] is not part:
+                stamp = key.isoformat(timespec="hours") if isinstance(key, datetime) else key
+                name = f"{stamp}-{uuid.uuid4().hex[:12]}.npz".replace(":", "")
                 _write_cube(where / name, part)
-                saved.files[day] = (name, part)
-        for day in list(saved.files):
-            if day not in saved.days:
-                del saved.files[day]
+                saved.files[key] = (name, part)
+        for key in list(saved.files):
+            if key not in current:
+                del saved.files[key]
         state = {
             "format": _version(),
             "dims": list(dims),
             "context": list(saved.context),
-            "requests": [[d.isoformat(), n, h] for d, (n, h) in sorted(saved.request_fp.items())],
+            "requests": [[hr.isoformat(), n, h] for hr, (n, h) in sorted(saved.request_fp.items())],
             "annotations": [
                 [t, hr.isoformat(), n, h] for (t, hr), (n, h) in sorted(saved.annotation_fp.items())
             ],
-            "annotation_days": [
-                [t, hr.isoformat(), sorted(d.isoformat() for d in days)]
-                for (t, hr), days in sorted(saved.annotation_days.items())
+            "annotation_hours": [
+                [t, hr.isoformat(), sorted(h.isoformat() for h in hours)]
+                for (t, hr), hours in sorted(saved.annotation_hours.items())
             ],
-            "days": [[d.isoformat(), name] for d, (name, _) in sorted(saved.files.items())],
+            "split": sorted(d.isoformat() for d in saved.split),
+            "parts": [
+                [k.isoformat(), name]
+                for k, (name, _) in sorted(saved.files.items(), key=lambda kv: kv[0].isoformat())
+            ],
         }
         tmp = where / f".{_STATE}.{uuid.uuid4().hex[:8]}"
         tmp.write_text(json.dumps(state))
@@ -215,7 +237,7 @@ def _write_cube(path: Path, c: Cube) -> None:
     os.replace(tmp, path)
 
 
-def _read_cube(path: Path, dims: tuple[str, ...], day: date) -> Cube:
+def _read_cube(path: Path, dims: tuple[str, ...], window: Window) -> Cube:
     with np.load(path, allow_pickle=False) as z:
         keys = [tuple(k) for k in _unjson(z["keys"])]
         first, last = _unjson(z["seen"])
@@ -224,10 +246,9 @@ def _read_cube(path: Path, dims: tuple[str, ...], day: date) -> Cube:
         n = len(keys)
         if any(len(v) != n for v in sums.values()) or len(first) != n or len(last) != n:
             raise ValueError(f"{path.name}: arrays of different lengths")
-        start = datetime(day.year, day.month, day.day)
         return Cube(
             dims=dims,
-            window=Window(start, start + timedelta(days=1)),
+            window=window,
             keys=keys,
             sums=sums,
             first_seen=_untimes(first),

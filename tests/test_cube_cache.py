@@ -11,6 +11,7 @@ counts are checked against what the generator sent.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 from typing import Any
 
@@ -330,9 +331,19 @@ def _kept_folder(store: Store) -> Path:
     return where
 
 
+def _part_files(store: Store) -> dict[str, int]:
+    """The part files on disk, by kind; every one is named by the state (none is stale)."""
+    where = _kept_folder(store)
+    named = {name for _, name in json.loads((where / "state.json").read_text())["parts"]}
+    files = {p.name for p in where.glob("*.npz")}
+    assert files == named
+    hours = sum("T" in n for n in files)
+    return {"days": len(files) - hours, "hours": hours}
+
+
 def test_a_restart_reads_the_days_kept_on_disk(store: Store) -> None:
     _run(store)
-    assert sorted(p.suffix for p in _kept_folder(store).iterdir()) == [".json", *[".npz"] * 3]
+    assert _part_files(store) == {"days": 3, "hours": 20}  # the latest day by the hour too
     _restart()
     cube, did = _run(store)
     assert did == {"days_reused": 3, "days_computed": 0, "partial_days": 0}
@@ -363,7 +374,8 @@ def test_changes_while_down_rescan_their_day_after_a_restart(store: Store) -> No
     assert cube.sums["n"].sum() == 4 * PER_DAY
     _restart()  # and the rescanned days were written again: a second restart reuses them all
     assert _run(store)[1] == {"days_reused": 3, "days_computed": 0, "partial_days": 0}
-    assert len(list(_kept_folder(store).glob("*.npz"))) == 3  # replaced parts are removed
+    # days 1 (now changing) and 2 (the latest) by the hour too; replaced parts are removed
+    assert _part_files(store) == {"days": 3, "hours": 21 + 20}
 
 
 @pytest.mark.parametrize("damage", ["other code", "truncated part", "garbage state"])
@@ -382,3 +394,42 @@ def test_parts_on_disk_that_cannot_be_trusted_are_scanned_again(store: Store, da
     cube, did = _run(store)
     assert did == {"days_reused": 0, "days_computed": 3, "partial_days": 0}
     assert cube.sums["n"].sum() == 3 * PER_DAY
+
+
+def test_a_changing_day_is_kept_by_the_hour_and_rescans_only_its_changed_hours(
+    store: Store,
+) -> None:
+    """The latest day is kept by the hour from the first run; another day is once it
+    changes (its first change scans all its hours, later ones only theirs)."""
+    _, did = _run(store)
+    assert did["days_computed"] == 3
+    late = DAY0 + dt.timedelta(days=2, hours=22)
+    write_scores(
+        store, [ScoreIn(trace_id=_trace(2, 5), name="Groundedness", value=0.25, created_at=late)]
+    )
+    cube, did = _run(store)
+    assert did == {"days_reused": 2, "days_computed": 1, "partial_days": 0}
+    assert cube.meta["hours_computed"] == 1  # the scored request's hour, in the latest day
+    generate(
+        store.cursor(),
+        ARMS,
+        seed=7,
+        start=DAY0 + dt.timedelta(days=2, hours=21),
+        duration=dt.timedelta(minutes=30),
+        id_offset=7 * 10**6,
+        shape="sdk",
+    )
+    cube, did = _run(store)
+    assert cube.meta["hours_computed"] == 1  # a new hour: scanned alone
+    assert cube.sums["n"].sum() == 4 * PER_DAY
+    write_feedback(store, [FeedbackIn(trace_id=_trace(0, 7), kind="escalation", created_at=late)])
+    cube, did = _run(store)
+    assert did == {"days_reused": 2, "days_computed": 1, "partial_days": 0}
+    assert cube.meta["hours_computed"] == 20  # day 0's first change: every hour of it
+    later = late + dt.timedelta(hours=1)  # a created hour of its own (a changed created hour
+    # dirties the request hours of all its rows)
+    write_feedback(store, [FeedbackIn(trace_id=_trace(0, 9), kind="escalation", created_at=later)])
+    cube, did = _run(store)
+    assert cube.meta["hours_computed"] == 1  # and now only the one that changed
+    _, did = _run(store)
+    assert did == {"days_reused": 3, "days_computed": 0, "partial_days": 0}
