@@ -16,6 +16,7 @@ from typing import Any
 
 import duckdb
 
+from prefixscope.collector.storage import tiers
 from prefixscope.collector.storage.dialect import Dialect
 
 from .catalog import CATALOG
@@ -45,7 +46,11 @@ def example_trace_ids(
         return []
     engine = as_engine(con)
     d = engine.dialect
-    branches = [_branch(d, c) for c in comparisons]
+    sources = {"scores": "scores", "feedback": "feedback"}
+    if _embedded(con):  # the cells' annotations alone, not the views' every row
+        traces = "SELECT trace_id FROM cand"
+        sources = {v: tiers.annotations_of_traces(con, v, traces) for v in sources}
+    branches = [_branch(d, c, sources) for c in comparisons]
     where, params = window.where("s")
     cells = " OR ".join(f"({b.cell})" for b in branches)
     shared_sql = f"SELECT s.* FROM {REQUESTS} s WHERE {where} AND ({cells})"
@@ -69,7 +74,19 @@ def example_trace_ids(
     return out
 
 
-def _branch(d: Dialect, c: Comparison) -> _Branch:
+def _embedded(con: object) -> bool:
+    """An embedded store's connection (its tiers' state table exists)."""
+    if not isinstance(con, duckdb.DuckDBPyConnection):
+        return False
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'tier_state' "
+            "AND database_name = current_database()"
+        ).fetchall()[0][0]
+    )
+
+
+def _branch(d: Dialect, c: Comparison, sources: dict[str, str]) -> _Branch:
     """The comparison's cell (its variant, base model, route and cohort slice) and the
     statement ranking its example requests within it."""
     conds: list[str] = []
@@ -113,14 +130,14 @@ def _branch(d: Dialect, c: Comparison) -> _Branch:
             cell, params, ranked("s.trace_id", " AND coalesce(s.fallback_reason, '') <> ''")
         )
     if fam == "rate":
-        join = f"JOIN feedback t ON t.trace_id = s.trace_id AND {judged}"
+        join = f"JOIN {sources['feedback']} t ON t.trace_id = s.trace_id AND {judged}"
         return _Branch(
             cell,
             params,
             ranked("", " AND t.kind = ?", join, distinct=True),
             [c.metric.removesuffix("_rate")],
         )
-    join = f"JOIN scores t ON t.trace_id = s.trace_id AND {judged}"
+    join = f"JOIN {sources['scores']} t ON t.trace_id = s.trace_id AND {judged}"
     return _Branch(
         cell, params, ranked("t.value ASC, s.trace_id", " AND t.name = ?", join), [c.metric]
     )

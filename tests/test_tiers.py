@@ -239,6 +239,26 @@ def test_kill_9_at_every_step_of_a_move_loses_and_duplicates_nothing(
     assert query_store(data, "SELECT count(*), count(DISTINCT span_id) FROM spans") == [(300, 300)]
 
 
+def _narrowed_as_the_view(store: Store) -> None:
+    """``tiers.annotations_of_traces`` gives the view's rows of those traces (hot, moved,
+    shadowed and re-sent versions alike), for a few traces and for all of them."""
+    con = store.cursor()
+    try:
+        for picked in ([3, 5, 31], [7], range(41)):
+            values = ", ".join(f"('{i:032x}')" for i in picked)
+            traces = f"SELECT * FROM (VALUES {values}) v(trace_id)"
+            for view in ("scores", "feedback"):
+                want = con.sql(
+                    f"SELECT * FROM {view} WHERE trace_id IN ({traces}) ORDER BY id"
+                ).to_arrow_table()
+                got = con.sql(
+                    f"SELECT * FROM {tiers.annotations_of_traces(con, view, traces)} ORDER BY id"
+                ).to_arrow_table()
+                assert got.equals(want), view
+    finally:
+        con.close()
+
+
 def test_scores_and_feedback_move_by_age_and_read_once(tmp_path: Path) -> None:
     store = Store(tmp_path)
     con = store.cursor()
@@ -267,6 +287,14 @@ def test_scores_and_feedback_move_by_age_and_read_once(tmp_path: Path) -> None:
     assert 'prefixscope_tier_moved_rows_total{table="feedback"} 20.0' in text
     files = sorted(p.name for p in (tmp_path / "lake" / "scores").glob("date=*/part-*.parquet"))
     assert files == ["part-000000000001.parquet"]
+    _narrowed_as_the_view(store)
+    # an id re-sent on another trace: the view shows it there only
+    con.execute(
+        "INSERT OR REPLACE INTO score_rows VALUES ('s5', ?, NULL, 'quality', 0.5, NULL, NULL, "
+        "'test', ?)",
+        [f"{7:032x}", NOW],
+    )
+    _narrowed_as_the_view(store)
     # a re-evaluated score whose first copy went cold replaces it: read once, the new value
     con.execute(
         "INSERT OR REPLACE INTO score_rows VALUES ('s3', ?, NULL, 'quality', 0.99, NULL, NULL, "
@@ -275,6 +303,7 @@ def test_scores_and_feedback_move_by_age_and_read_once(tmp_path: Path) -> None:
     )
     assert con.execute("SELECT value FROM scores WHERE id = 's3'").fetchall() == [(0.99,)]
     assert _count(store, "SELECT count(*) FROM scores") == 40
+    _narrowed_as_the_view(store)
     # a second move adds a second file; a crashed third one (files, no commit) is not read
     con.execute(
         "INSERT INTO score_rows VALUES ('late', 'x', NULL, 'quality', 1, NULL, NULL, 't', ?)",
@@ -298,6 +327,7 @@ def test_scores_and_feedback_move_by_age_and_read_once(tmp_path: Path) -> None:
     con = store.cursor()
     assert con.execute("SELECT value FROM scores WHERE id = 's3'").fetchall() == [(0.99,)]
     con.close()
+    _narrowed_as_the_view(store)
     store.close()
 
 

@@ -332,6 +332,33 @@ def annotation_versions(con: duckdb.DuckDBPyConnection, view: str, columns: str)
     )
 
 
+def annotations_of_traces(con: duckdb.DuckDBPyConnection, view: str, traces: str) -> str:
+    """A FROM item with the rows of the ``scores``/``feedback`` view (``view``) whose trace
+    is in ``traces`` (a query of one ``trace_id`` column), read without de-duplicating every
+    moved row as the view does: the ids of the stored versions on those traces first, then
+    every version of those ids, the view's rule (a hot row wins, else the newest move) applied
+    to them alone, then the traces again. Exact: every row of the view on those traces is a
+    version of one of those ids (even were an id re-sent on another trace)."""
+    spec = next(s for s in ANNOTATIONS if s.view == view)
+    st = state(con, spec.view)
+    if st is None or st.moved_batch <= 0:
+        return f"(SELECT * FROM {spec.rows} WHERE trace_id IN ({traces}))"
+    glob = lit(f"{st.lake_dir}/{spec.view}/*/*.parquet")
+    cold = f"read_parquet({glob}, union_by_name = true, hive_partitioning = false, filename = true)"
+    moved = f"parse_filename(filename) < {lit(below(st.moved_batch + 1))}"
+    ids = (
+        f"SELECT id FROM {spec.rows} WHERE trace_id IN ({traces}) UNION "
+        f"SELECT id FROM {cold} WHERE {moved} AND trace_id IN ({traces})"
+    )
+    return f"""(SELECT {spec.columns} FROM (
+  SELECT {spec.columns} FROM (
+    SELECT {spec.columns}, 0 AS tier_, '' AS file_ FROM {spec.rows} WHERE id IN ({ids})
+    UNION ALL
+    SELECT {spec.columns}, 1, parse_filename(filename) FROM {cold} WHERE {moved} AND id IN ({ids})
+  ) versions_ QUALIFY row_number() OVER (PARTITION BY id ORDER BY tier_, file_ DESC) = 1
+) latest_ WHERE trace_id IN ({traces}))"""
+
+
 def refresh_annotation_views(con: duckdb.DuckDBPyConnection) -> None:
     for spec in ANNOTATIONS:
         con.execute(
