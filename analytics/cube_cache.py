@@ -4,16 +4,18 @@ A cube is additive over disjoint sets of requests (:mod:`.cube`), so the cube of
 the sum of the cubes of the whole days inside it plus those of the partial days at its ends.
 The server's detector, gate and routing advice ask for it every few minutes while most days
 have not changed since the last run: this module keeps each day's part in memory and
-recomputes only the days whose inputs changed.
+recomputes only the days whose inputs changed. The days that change (the latest, and any kept
+day once it changes; :data:`SPLIT_DAYS` at most) are also kept by the hour, and a change then
+rescans its hours only; fingerprints and learned annotation hours are per request hour.
 
 What a day's part depends on, and how a change is seen (every run, by content, whoever wrote
 it: the resolver, the annotation endpoints, online evaluation, retention, tier moves):
 
-- **its requests** (both tiers): a fingerprint per request day, the count and an order-free
+- **its requests** (both tiers): a fingerprint per request hour, the count and an order-free
   hash of each row's identity, the resolver pass that wrote it and its span count
   (``request_store.change_source``: a re-resolved trace changes it);
 - **the scores and feedback attributed to them**: a fingerprint per *created* hour. A changed
-  hour dirties the days of its rows' requests now, and the days its rows had when those days
+  hour dirties the hours of its rows' requests now, and the hours its rows had when those
   were computed (each scan learns them), which covers rows that left the hour (retention; a
   score written again under its id);
 - **the served-model mapping and the registry**: any change drops every part.
