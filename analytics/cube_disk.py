@@ -14,6 +14,7 @@ one that cannot be read, is ignored: the days are scanned again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -40,7 +41,8 @@ Fingerprint = tuple[int, int]
 _STATE = "state.json"
 
 
-def _format() -> str:
+@functools.cache
+def _version() -> str:
     """A digest of the code that decides what a kept part holds and when it is reused: the
     cube's statements, the request rows' fingerprints, and the keeping itself."""
     digest = hashlib.sha256()
@@ -49,15 +51,6 @@ def _format() -> str:
     for name in ("cube_cache.py", "cube_disk.py"):
         digest.update((Path(__file__).parent / name).read_bytes())
     return digest.hexdigest()[:24]
-
-
-_FORMAT: list[str] = []  # computed on first use
-
-
-def _version() -> str:
-    if not _FORMAT:
-        _FORMAT.append(_format())
-    return _FORMAT[0]
 
 
 @dataclass(slots=True)

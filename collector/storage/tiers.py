@@ -295,18 +295,32 @@ def move(
     return moved, TierState(st.lake_dir, boundary, batch)
 
 
-def annotation_source(con: duckdb.DuckDBPyConnection, spec: Annotations) -> str:
-    """The body of the ``scores``/``feedback`` view: hot rows, and moved rows not in hot."""
+def _moved(con: duckdb.DuckDBPyConnection, spec: Annotations) -> tuple[str, str] | None:
+    """The moved rows of ``spec``: (a ``read_parquet`` FROM item with ``filename``, the
+    condition that keeps the committed moves' files), or None while nothing has moved."""
     st = state(con, spec.view)
     if st is None or st.moved_batch <= 0:
-        return f"SELECT * FROM {spec.rows}"
+        return None
     glob = lit(f"{st.lake_dir}/{spec.view}/*/*.parquet")
     return (
-        f"SELECT * FROM {spec.rows} UNION ALL SELECT {spec.columns} "
-        f"FROM read_parquet({glob}, union_by_name = true, hive_partitioning = false, "
-        f"filename = true) "
-        f"WHERE parse_filename(filename) < {lit(below(st.moved_batch + 1))} "
-        f"AND id NOT IN (SELECT id FROM {spec.rows}) "
+        f"read_parquet({glob}, union_by_name = true, hive_partitioning = false, filename = true)",
+        f"parse_filename(filename) < {lit(below(st.moved_batch + 1))}",
+    )
+
+
+def _spec(view: str) -> Annotations:
+    return next(s for s in ANNOTATIONS if s.view == view)
+
+
+def annotation_source(con: duckdb.DuckDBPyConnection, spec: Annotations) -> str:
+    """The body of the ``scores``/``feedback`` view: hot rows, and moved rows not in hot."""
+    moved = _moved(con, spec)
+    if moved is None:
+        return f"SELECT * FROM {spec.rows}"
+    cold, committed = moved
+    return (
+        f"SELECT * FROM {spec.rows} UNION ALL SELECT {spec.columns} FROM {cold} "
+        f"WHERE {committed} AND id NOT IN (SELECT id FROM {spec.rows}) "
         # an id re-sent after its first copy went cold moves again later: the newest move wins
         f"QUALIFY row_number() OVER (PARTITION BY id ORDER BY parse_filename(filename) DESC) = 1"
     )
@@ -318,18 +332,13 @@ def annotation_versions(con: duckdb.DuckDBPyConnection, view: str, columns: str)
     included. Readers that only need to see changes, or a superset of the rows, read this
     instead of the view and skip its de-duplication (three times cheaper): any change of the
     view is a change of these rows."""
-    spec = next(s for s in ANNOTATIONS if s.view == view)
-    st = state(con, spec.view)
+    spec = _spec(view)
+    moved = _moved(con, spec)
     hot = f"SELECT {columns} FROM {spec.rows}"
-    if st is None or st.moved_batch <= 0:
+    if moved is None:
         return f"({hot})"
-    glob = lit(f"{st.lake_dir}/{spec.view}/*/*.parquet")
-    return (
-        f"({hot} UNION ALL SELECT {columns} "
-        f"FROM read_parquet({glob}, union_by_name = true, hive_partitioning = false, "
-        f"filename = true) "
-        f"WHERE parse_filename(filename) < {lit(below(st.moved_batch + 1))})"
-    )
+    cold, committed = moved
+    return f"({hot} UNION ALL SELECT {columns} FROM {cold} WHERE {committed})"
 
 
 def annotations_of_traces(con: duckdb.DuckDBPyConnection, view: str, traces: str) -> str:
@@ -339,13 +348,11 @@ def annotations_of_traces(con: duckdb.DuckDBPyConnection, view: str, traces: str
     every version of those ids, the view's rule (a hot row wins, else the newest move) applied
     to them alone, then the traces again. Exact: every row of the view on those traces is a
     version of one of those ids (even were an id re-sent on another trace)."""
-    spec = next(s for s in ANNOTATIONS if s.view == view)
-    st = state(con, spec.view)
-    if st is None or st.moved_batch <= 0:
+    spec = _spec(view)
+    found = _moved(con, spec)
+    if found is None:
         return f"(SELECT * FROM {spec.rows} WHERE trace_id IN ({traces}))"
-    glob = lit(f"{st.lake_dir}/{spec.view}/*/*.parquet")
-    cold = f"read_parquet({glob}, union_by_name = true, hive_partitioning = false, filename = true)"
-    moved = f"parse_filename(filename) < {lit(below(st.moved_batch + 1))}"
+    cold, moved = found
     ids = (
         f"SELECT id FROM {spec.rows} WHERE trace_id IN ({traces}) UNION "
         f"SELECT id FROM {cold} WHERE {moved} AND trace_id IN ({traces})"
