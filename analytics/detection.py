@@ -1,5 +1,5 @@
 """Regression detection: every (prefix, version, base model, route, cohort) cell vs its
-baselines, counted in requests (``collector/requests.py``).
+baselines, counted in requests (``collector/spans/requests.py``).
 
 Baselines: the base model's own requests, of the variant's base model, in the same route,
 cohort and window (``"base"``), and the previous version of the same prefix on the same base

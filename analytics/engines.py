@@ -7,7 +7,7 @@ is shared numpy code on the resulting :class:`~.cube.Cube`, so both engines give
 alerts on the same data.
 
 An :class:`Engine` sees tables ``spans``, ``scores`` and ``feedback`` (DESIGN.md columns) and
-``requests_base`` (one row per request: ``collector/requests.py``), the relation analytics
+``requests_base`` (one row per request: ``collector/spans/requests.py``), the relation analytics
 counts:
 
 * :class:`DuckDBEngine` wraps a DuckDB connection: the embedded store (``Store.cursor()``), or
@@ -19,7 +19,8 @@ Lake views dedupe on each table's key (a lake holds duplicates until ``prefixsco
 compact`` runs), except in partitions that compaction left as one file
 (:func:`~prefixscope.collector.storage.tables.published_files`); a missing ``scores``/``feedback``
 table reads as empty. Over a lake the requests are resolved when the engine opens, with the
-same function the embedded store's resolver runs (:func:`~prefixscope.collector.requests.resolve`
+same function the embedded store's resolver runs
+(:func:`~prefixscope.collector.spans.requests.resolve`
 over whole traces: DuckDB in chunks of traces, Spark per partition of traces), and the
 variant attribution rule (``storage/views.py``) is applied to them in SQL: every engine counts
 the same requests.
@@ -38,9 +39,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import duckdb
 import pyarrow as pa
 
-from prefixscope.collector.model import PREFIXES_SCHEMA, SPAN_ARROW_SCHEMA
-from prefixscope.collector.requests import REQUEST_COLUMN_NAMES, REQUEST_SCHEMA, SKELETON_COLUMNS
-from prefixscope.collector.requests import resolve as resolve_requests
+from prefixscope.collector.spans.model import PREFIXES_SCHEMA, SPAN_ARROW_SCHEMA
+from prefixscope.collector.spans.requests import (
+    REQUEST_COLUMN_NAMES,
+    REQUEST_SCHEMA,
+    SKELETON_COLUMNS,
+)
+from prefixscope.collector.spans.requests import resolve as resolve_requests
 from prefixscope.collector.storage import request_store
 from prefixscope.collector.storage.dialect import DUCKDB, SPARK, Dialect
 from prefixscope.collector.storage.fs import is_local, open_fs

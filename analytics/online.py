@@ -1,10 +1,10 @@
 """Online evaluation: score stored production traffic with evaluators.
 
 ``prefixscope evaluate``, ``POST /api/v1/evaluations/run`` and ``serve --evaluate-every`` all
-call :func:`run_online`. It selects the requests of a window (``collector/requests.py``;
+call :func:`run_online`. It selects the requests of a window (``collector/spans/requests.py``;
 filtered by route, variant or service, optionally a deterministic sample), reads each
 request's text where it is (its model call's span, else the outermost span of its variant
-scope; from whatever convention carried it, :mod:`prefixscope.collector.messages`, GenAI log
+scope; from whatever convention carried it, :mod:`prefixscope.collector.spans.messages`, GenAI log
 events included) and writes one score per (request, evaluator) on the request's span with
 ``source="online"``.
 
@@ -27,7 +27,7 @@ from typing import Any
 import duckdb
 import orjson
 
-from prefixscope.collector import messages
+from prefixscope.collector.spans import messages
 
 from .engines import Engine, as_engine
 from .evaluators import EvaluatorProtocol, JSONValidation, Refusal, TaskCompletion
@@ -275,7 +275,7 @@ def lake_writer(lake_url: str, *, storage_options: dict[str, Any] | None = None)
     copy of a score is removed by readers and compaction)."""
     import pyarrow as pa
 
-    from prefixscope.collector.model import SCORE_SCHEMA
+    from prefixscope.collector.spans.model import SCORE_SCHEMA
     from prefixscope.collector.storage.tables import write_lake_table
 
     def write(rows: Sequence[ScoreRow]) -> int:

@@ -1,7 +1,7 @@
 """SQL building blocks shared by scorecards, views and detection.
 
 **Requests are the unit.** Every count, rate, quantile and test reads :data:`REQUESTS`, one
-row per request (``collector/requests.py`` defines what a request is: one model call made for
+row per request (``collector/spans/requests.py`` defines what a request is: one model call made for
 a variant or the base model, with its variant scope), with the served-model mapping applied.
 On the embedded store it is the ``requests_base`` view; the lake engines define a relation of
 the same name and columns. A NULL, empty or ``"base"`` ``prefix_id`` means the base model

@@ -1,6 +1,6 @@
 """Run evaluators over stored spans and write ``scores`` rows.
 
-Span text comes from :func:`prefixscope.collector.messages.extract` (every instrumentation
+Span text comes from :func:`prefixscope.collector.spans.messages.extract` (every instrumentation
 convention's message content, and the span's GenAI log events; present only when content
 capture was enabled) or from a caller-supplied ``resolve(span) -> dict`` returning
 the evaluator keyword arguments (``input``, ``output``, ``expected``, ``context``, ...).
@@ -21,7 +21,7 @@ import duckdb
 import orjson
 
 from prefixscope import semconv
-from prefixscope.collector import messages
+from prefixscope.collector.spans import messages
 
 from .evaluators import EvalResult, EvaluatorProtocol
 

@@ -316,7 +316,7 @@ def generate_lake(
     """:func:`generate` into a scratch DuckDB, then publish its spans, scores and feedback to
     the Parquet lake at ``lake_url`` as new segments (as collectors and evaluator jobs would).
     Returns the number of spans."""
-    from prefixscope.collector.storage.tables import export_duckdb_tables
+    from prefixscope.collector.storage.export import export_duckdb_tables
 
     con = scratch_store()
     try:

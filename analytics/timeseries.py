@@ -1,6 +1,6 @@
 """Per-variant time series: one line per version of a prefix, with the base model beside it.
 
-Per time bucket and (variant, version): requests (``collector/requests.py``: the unit of every
+Per time bucket and (variant, version): requests (``collector/spans/requests.py``: the unit of every
 metric), error rate and fallback rate (with Jeffreys intervals), p50/p99 latency and TTFT, the
 thumbs-down rate (requests with thumbs-down feedback, attributed as in the scorecard), and
 each evaluator's mean score (its latest value per request, with a normal-approximation

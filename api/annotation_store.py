@@ -22,7 +22,7 @@ import duckdb
 import pyarrow as pa
 
 from prefixscope.analytics.query import PREFIX_SQL, REQUESTS, judged_sql
-from prefixscope.collector.model import FEEDBACK_SCHEMA, SCORE_SCHEMA
+from prefixscope.collector.spans.model import FEEDBACK_SCHEMA, SCORE_SCHEMA
 from prefixscope.collector.storage.store import Store
 from prefixscope.collector.storage.tables import write_lake_table
 from prefixscope.errors import Unavailable

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from prefixscope import errors
-from prefixscope.collector.lake_registry import LakeRegistry
+from prefixscope.collector.storage.lake_registry import LakeRegistry
 from prefixscope.config import Settings
 from prefixscope.errors import PrefixScopeError, Unprocessable, http_error_body
 

@@ -170,8 +170,8 @@ def register_command(
 ) -> None:
     """Register (or replace) PREFIX_ID in the lake's registry, as PUT /api/v1/prefixes/{id}
     does on a lake collector; and/or map served names with --served-model."""
-    from prefixscope.collector.lake_registry import LakeRegistry
     from prefixscope.collector.storage.fs import s3_options_from_env
+    from prefixscope.collector.storage.lake_registry import LakeRegistry
 
     if prefix_id is None and not served:
         raise click.UsageError("give PREFIX_ID, --served-model, or both")

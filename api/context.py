@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from prefixscope.auth import AccessPolicy
+from prefixscope.collector.metrics.variants import VariantMetrics
 from prefixscope.collector.storage.store import Store
-from prefixscope.collector.variant_metrics import VariantMetrics
 from prefixscope.config import Settings
 from prefixscope.metrics import Metrics
 

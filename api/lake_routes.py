@@ -7,8 +7,8 @@ A stateless collector holds no store to query, so it serves only what writes int
   segments of the lake's ``scores``/``feedback`` tables before the 200
   (:func:`.annotation_store.write_lake`);
 * ``PUT /api/v1/prefixes/{id}`` and ``GET /api/v1/prefixes/{id}``: the variant registry in the
-  lake's ``prefixes``/``served_models`` tables (``collector/lake_registry.py``), which the lake
-  engines apply as the embedded views do.
+  lake's ``prefixes``/``served_models`` tables (``collector/storage/lake_registry.py``), which
+  the lake engines apply as the embedded views do.
 
 Reads of traffic (scorecards, alerts, SQL) are the analytics engines' job over the lake
 (``prefixscope analytics run --lake-path``); a lake collector does not count traffic, so a
@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Response
 
-from prefixscope.collector.lake_registry import LakeRegistry, Registration
+from prefixscope.collector.storage.lake_registry import LakeRegistry, Registration
 from prefixscope.config import Settings
 from prefixscope.errors import NotFound, Unavailable
 

@@ -1,6 +1,6 @@
 """The prefix registry: variants seen in traffic merged with registered metadata.
 
-What a request is and which variant served it is defined once (``collector/requests.py``,
+What a request is and which variant served it is defined once (``collector/spans/requests.py``,
 the ``requests_base`` view: ``analytics.query.REQUESTS``, ``PREFIX_SQL``). A variant may be
 registered (``PUT /api/v1/prefixes/{id}``) before any traffic reaches it; then it is listed
 with ``n = 0``.
@@ -16,7 +16,7 @@ from typing import Any
 import duckdb
 
 from prefixscope.analytics.query import PREFIX_SQL, REQUESTS
-from prefixscope.collector import attribution, registrations
+from prefixscope.collector.storage import attribution, registrations
 from prefixscope.collector.storage.store import Store
 from prefixscope.errors import Unavailable
 from prefixscope.semconv import BASE_PREFIX_ID

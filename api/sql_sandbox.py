@@ -86,7 +86,7 @@ _READ_TYPES = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 _FS_DENIED = "file system operations are disabled by configuration"
 
 
-#: the relations derived from spans by the request resolver (``collector/requests.py``): a
+#: the relations derived from spans by the request resolver (``collector/spans/requests.py``): a
 #: query reading one brings them up to date first
 REQUEST_RELATIONS = frozenset({"requests", "requests_base", "request_rows"})
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from prefixscope.collector import messages
+from prefixscope.collector.spans import messages
 from prefixscope.collector.storage.store import Store
 
 from .models import SpanNode, TraceFeedback, TraceScore, TraceView

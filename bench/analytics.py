@@ -210,7 +210,7 @@ def new_traffic(store: Store, n_spans: int, shape: str, keys: int) -> int:
 
 def with_mapping(store: Store) -> None:
     """Declare a served name (it matches nothing here: only the join's cost is measured)."""
-    from prefixscope.collector.attribution import declare_served
+    from prefixscope.collector.storage.attribution import declare_served
     from prefixscope.config import ServedModel
 
     declare_served(store.cursor(), [ServedModel("served-name", "p9", "9")])

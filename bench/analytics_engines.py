@@ -56,8 +56,8 @@ def write_lake(lake: Path, n_spans: int) -> float:
 def write_mapped_lake(lake: Path, n_spans: int) -> float:
     """The lake of :func:`write_lake` with every variant attributed by its served name."""
     from prefixscope.analytics.synthetic import generate, scratch_store
-    from prefixscope.collector.lake_registry import LakeRegistry
-    from prefixscope.collector.storage.tables import export_duckdb_tables
+    from prefixscope.collector.storage.export import export_duckdb_tables
+    from prefixscope.collector.storage.lake_registry import LakeRegistry
     from prefixscope.config import ServedModel
 
     cells = len(PREFIXES) * len(ROUTES) * len(COHORTS)

@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
 
 from bench.soak import MARK, templates  # noqa: E402
 from prefixscope.collector.decoding import PROTOBUF, decode_body  # noqa: E402
-from prefixscope.collector.variant_metrics import VariantMetrics  # noqa: E402
+from prefixscope.collector.metrics.variants import VariantMetrics  # noqa: E402
 
 
 def filled(max_series: int) -> VariantMetrics:

@@ -33,7 +33,7 @@ import pyarrow as pa  # noqa: E402
 
 from bench.soak import MARK, MILLION, templates  # noqa: E402
 from prefixscope.collector.decoding import PROTOBUF, decode_body  # noqa: E402
-from prefixscope.collector.model import SPAN_COLUMN_NAMES  # noqa: E402
+from prefixscope.collector.spans.model import SPAN_COLUMN_NAMES  # noqa: E402
 from prefixscope.collector.storage.lake import ROLL_BATCH_ROWS, write_partitioned  # noqa: E402
 from prefixscope.collector.storage.sinks import DuckDBSink  # noqa: E402
 from prefixscope.collector.storage.store import Store  # noqa: E402

@@ -15,7 +15,7 @@ import json
 import logging
 from collections.abc import Mapping
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import wrapt
 from opentelemetry import context as otel_context
@@ -29,9 +29,6 @@ from prefixscope import semconv
 from . import variants
 from .decorator import record_exception
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .vllm import VLLMInstrumentor
-
 log = logging.getLogger(__name__)
 
 _PARAMS = (
@@ -42,7 +39,19 @@ _PARAMS = (
 )
 
 
-def instrument(instr: VLLMInstrumentor, base_model: str | None) -> None:
+class Instrumentor(Protocol):
+    """What the client wrappers need from the instrumentor that installs them (the vLLM
+    instrumentor): its tracer, its content-capture setting and its patch bookkeeping."""
+
+    @property
+    def tracer(self) -> otel_trace.Tracer: ...
+
+    def capture(self) -> bool: ...
+
+    def _wrap(self, owner: Any, name: str, wrapper: Any) -> None: ...
+
+
+def instrument(instr: Instrumentor, base_model: str | None) -> None:
     """Wrap the sync and async completions and chat-completions ``create`` methods."""
     try:
         from openai.resources import completions
@@ -97,7 +106,7 @@ def response_attributes(resp: Any, capture: bool) -> dict[str, AttributeValue]:
 
 
 class _Calls:
-    def __init__(self, instr: VLLMInstrumentor, base_model: str | None) -> None:
+    def __init__(self, instr: Instrumentor, base_model: str | None) -> None:
         self.instr = instr
         self.base_model = base_model
 

@@ -30,7 +30,7 @@ from opentelemetry.util.types import AttributeValue
 
 from prefixscope import semconv
 
-from . import _settings, _steps, variants
+from . import _settings, _steps, openai_client, variants
 from ._wrap import Instrumentor, check_dependencies
 from .decorator import get_tracer, record_exception
 
@@ -226,8 +226,6 @@ class VLLMInstrumentor(Instrumentor):
                 AsyncLLM = None
             if AsyncLLM is not None and "generate" in AsyncLLM.__dict__:
                 self._wrap(AsyncLLM, "generate", self._async_generate)
-        from . import openai_client
-
         openai_client.instrument(self, base_model)
 
     @classmethod

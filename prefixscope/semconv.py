@@ -124,5 +124,5 @@ GEN_AI_USAGE_DETAILS_CACHE_READ_TOKENS: Final = "gen_ai.usage.details.cache_read
 SERVICE_NAME: Final = "service.name"
 SERVICE_INSTANCE_ID: Final = "service.instance.id"
 
-# -- Foreign spellings added for normalization (collector/normalize.py) ----------------------
+# -- Foreign spellings added for normalization (collector/spans/normalize.py) ----------------------
 GEN_AI_CONVERSATION_ID: Final = "gen_ai.conversation.id"  # OTel GenAI current, traceAI

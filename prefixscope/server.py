@@ -24,21 +24,21 @@ import uvicorn
 from fastapi import FastAPI
 
 from prefixscope import __version__
-from prefixscope.collector import attribution
 from prefixscope.collector.decoding import use_decoder
-from prefixscope.collector.grpc_server import start_grpc_server
-from prefixscope.collector.http import ingest_routes
-from prefixscope.collector.ingest import InFlight, IngestPipeline
-from prefixscope.collector.lake_registry import LakeRegistry
-from prefixscope.collector.logs import LogReceiver
+from prefixscope.collector.metrics.memory import DedupeCollector, MemoryCollector
+from prefixscope.collector.metrics.variants import VariantMetrics
+from prefixscope.collector.pipeline.ingest import InFlight, IngestPipeline
+from prefixscope.collector.pipeline.logs import LogPipeline
+from prefixscope.collector.pipeline.writer import GroupCommitWriter
+from prefixscope.collector.receivers.grpc import start_grpc_server
+from prefixscope.collector.receivers.http import ingest_routes
+from prefixscope.collector.storage import attribution
 from prefixscope.collector.storage.fs import s3_options_from_env
 from prefixscope.collector.storage.lake import LakeRoller
-from prefixscope.collector.storage.memory import DedupeCollector, MemoryCollector
+from prefixscope.collector.storage.lake_registry import LakeRegistry
 from prefixscope.collector.storage.request_store import RequestResolver
 from prefixscope.collector.storage.sinks import DuckDBSink, LakeSink, SpanSink
 from prefixscope.collector.storage.store import Store, dedupe_max_keys
-from prefixscope.collector.variant_metrics import VariantMetrics
-from prefixscope.collector.writer import GroupCommitWriter
 from prefixscope.config import ConfigError, ServedModel, Settings, duration
 from prefixscope.metrics import Metrics
 
@@ -162,7 +162,7 @@ class PrefixScopeServer:
             more_coming=inflight.busy,
         )
         self.pipeline = IngestPipeline(settings, self.writer, self.metrics, inflight)
-        self.logs = LogReceiver(settings, self.writer, self.metrics)
+        self.logs = LogPipeline(settings, self.writer, self.metrics)
         self.metrics.registry.register(
             MemoryCollector(self.store, lambda: self.pipeline.worker_pids + self.logs.worker_pids)
         )

@@ -17,8 +17,8 @@ import pytest
 
 from prefixscope.analytics.cube import Cube
 from prefixscope.analytics.synthetic import Arm, generate, scratch_store
+from prefixscope.collector.storage.export import export_duckdb_tables
 from prefixscope.collector.storage.request_store import rebuild
-from prefixscope.collector.storage.tables import export_duckdb_tables
 
 T0 = datetime(2025, 3, 1)
 COHORT_A = {"specialty": "a"}

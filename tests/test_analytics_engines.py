@@ -20,9 +20,10 @@ from prefixscope.analytics.query import InvalidArgument, Window, group_expr
 from prefixscope.cli import main
 from prefixscope.collector.storage.compact import compact
 from prefixscope.collector.storage.dialect import DUCKDB, SPARK
+from prefixscope.collector.storage.export import export_duckdb_tables
 from prefixscope.collector.storage.fs import open_fs
 from prefixscope.collector.storage.store import Store
-from prefixscope.collector.storage.tables import export_duckdb_tables, published_files
+from prefixscope.collector.storage.tables import published_files
 
 from .lake_fixtures import COHORT_A, REGRESSED, T0, assert_same_alerts, assert_same_cube, build_lake
 

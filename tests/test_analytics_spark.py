@@ -129,7 +129,7 @@ def test_online_evaluation_on_spark_scores_what_duckdb_scores(spark: Any, tmp_pa
     as on DuckDB over the same lake (the sampling hash is spelled per engine)."""
     from prefixscope.analytics.evaluators import JSONValidation
     from prefixscope.analytics.online import lake_writer, run_online
-    from prefixscope.collector.storage.tables import export_duckdb_tables
+    from prefixscope.collector.storage.export import export_duckdb_tables
 
     from .test_lake_api import _text_store, lake_rows
 

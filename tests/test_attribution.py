@@ -13,7 +13,7 @@ import duckdb
 import httpx
 import pytest
 
-from prefixscope.collector.model import SPAN_COLUMN_NAMES
+from prefixscope.collector.spans.model import SPAN_COLUMN_NAMES
 from prefixscope.collector.storage import schema
 from prefixscope.collector.storage.store import Store
 

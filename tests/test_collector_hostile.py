@@ -27,7 +27,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from prefixscope.collector.decoding.json import decode_json
 from prefixscope.collector.decoding.protobuf import decode_protobuf
-from prefixscope.collector.model import SpanBatch
+from prefixscope.collector.spans.model import SpanBatch
 from prefixscope.errors import BadRequest
 
 from .conftest import query_store

@@ -1,4 +1,4 @@
-"""The group-commit writer (``collector/writer.py``) over a real DuckDB sink and store:
+"""The group-commit writer (``collector/pipeline/writer.py``) over a real DuckDB sink and store:
 submissions commit in order, a future resolves only once its spans are in the store,
 a full queue refuses new work (back-pressure) and loses nothing it accepted, lingering
 groups concurrent submissions into one commit, and a failed commit answers every waiting
@@ -14,9 +14,9 @@ import pyarrow as pa
 import pytest
 
 from prefixscope.collector.decoding import PROTOBUF, decode_body
+from prefixscope.collector.pipeline.writer import CommitResult, GroupCommitWriter
 from prefixscope.collector.storage.sinks import DuckDBSink
 from prefixscope.collector.storage.store import Store, scalar
-from prefixscope.collector.writer import CommitResult, GroupCommitWriter
 from prefixscope.errors import Overloaded, Unavailable
 from prefixscope.metrics import Metrics
 

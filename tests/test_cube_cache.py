@@ -27,8 +27,7 @@ from prefixscope.analytics.scorecard import scorecard
 from prefixscope.analytics.synthetic import Arm, generate
 from prefixscope.api.annotation_store import write_feedback, write_scores
 from prefixscope.api.models import FeedbackIn, ScoreIn
-from prefixscope.collector import attribution
-from prefixscope.collector.storage import request_store, retention
+from prefixscope.collector.storage import attribution, request_store, retention
 from prefixscope.collector.storage.lake import LakeRoller
 from prefixscope.collector.storage.store import Store
 from prefixscope.collector.storage.views import refresh_view

@@ -29,8 +29,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from bench.workload import make_request
 from prefixscope import semconv as k
-from prefixscope.collector import normalize
 from prefixscope.collector.decoding import PROTOBUF, Decoded, decode_body, use_decoder
+from prefixscope.collector.spans import normalize
 from prefixscope.errors import PrefixScopeError
 
 from .decoders import require_native_decoder

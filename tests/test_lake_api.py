@@ -489,7 +489,7 @@ def _text_store() -> Any:
 def test_evaluate_on_the_lake_matches_the_store_and_is_idempotent(tmp_path: Path) -> None:
     from prefixscope.analytics.evaluators import JSONValidation
     from prefixscope.analytics.online import run_online
-    from prefixscope.collector.storage.tables import export_duckdb_tables
+    from prefixscope.collector.storage.export import export_duckdb_tables
 
     con = _text_store()
     lake = str(tmp_path / "lake")

@@ -149,7 +149,7 @@ def test_lake_files_from_before_the_new_columns_still_read_and_compact(tmp_path:
     import pyarrow.parquet as pq
 
     from prefixscope.analytics.engines import DuckDBEngine
-    from prefixscope.collector.model import SPAN_ARROW_SCHEMA
+    from prefixscope.collector.spans.model import SPAN_ARROW_SCHEMA
     from prefixscope.collector.storage.compact import compact
     from prefixscope.collector.storage.schema import _V1_SPAN_COLUMNS
 

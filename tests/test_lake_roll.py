@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from prefixscope.collector.decoding import PROTOBUF, decode_body
-from prefixscope.collector.model import SPAN_COLUMN_NAMES
+from prefixscope.collector.spans.model import SPAN_COLUMN_NAMES
 from prefixscope.collector.storage import lake as lake_mod
 from prefixscope.collector.storage.lake import LakeRoller
 from prefixscope.collector.storage.sinks import DuckDBSink

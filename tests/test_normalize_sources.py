@@ -24,7 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from prefixscope.collector.decoding.json import decode_json
 from prefixscope.collector.decoding.protobuf import decode_protobuf
-from prefixscope.collector.model import NORMALIZED_COLUMNS, SPAN_COLUMN_NAMES, SpanBatch
+from prefixscope.collector.spans.model import NORMALIZED_COLUMNS, SPAN_COLUMN_NAMES, SpanBatch
 
 from .conftest import query_store
 from .serverproc import ServerProcess

@@ -65,8 +65,8 @@ def test_generated_reference_pages_are_current() -> None:
 def _metric_names() -> set[str]:
     """Every family the server exports: the server's own, the per-variant series and the
     memory gauges read at scrape time."""
-    from prefixscope.collector.storage.memory import DedupeCollector, MemoryCollector
-    from prefixscope.collector.variant_metrics import VariantMetrics
+    from prefixscope.collector.metrics.memory import DedupeCollector, MemoryCollector
+    from prefixscope.collector.metrics.variants import VariantMetrics
 
     return (
         {m.name for m in Metrics().registry.collect()}

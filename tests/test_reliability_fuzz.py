@@ -2,8 +2,8 @@
 
 Regressions: JSON integers outside 64 bits crashed the decoder (500) - fixed in
 collector/decoding/json.py; slow-loris bodies held every decode slot so other clients got 429
-until the senders gave up - fixed in collector/http.py / collector/ingest.py (receive slots
-apart from decode slots, and a body deadline).
+until the senders gave up - fixed in collector/receivers/http.py / collector/pipeline/ingest.py
+(receive slots apart from decode slots, and a body deadline).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from prefixscope.collector.model import SPAN_ARROW_SCHEMA
+from prefixscope.collector.spans.model import SPAN_ARROW_SCHEMA
 from prefixscope.collector.storage import request_store, tiers
 from prefixscope.collector.storage.lake import LakeRoller
 from prefixscope.collector.storage.request_store import RequestResolver, rebuild

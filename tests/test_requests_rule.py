@@ -1,4 +1,4 @@
-"""The request rule (``collector/requests.py``) on hand-built traces: each shape states what
+"""The request rule (``collector/spans/requests.py``) on hand-built traces: each shape states what
 its requests are, and the test compares with that, not with another query."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from prefixscope.collector.model import SPAN_ARROW_SCHEMA
-from prefixscope.collector.requests import SKELETON_COLUMNS, resolve
+from prefixscope.collector.spans.model import SPAN_ARROW_SCHEMA
+from prefixscope.collector.spans.requests import SKELETON_COLUMNS, resolve
 
 T0 = dt.datetime(2026, 1, 1)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from prefixscope import semconv
-from prefixscope.collector.normalize import COLUMN_SOURCES, RESOURCE_FALLBACKS
+from prefixscope.collector.spans.normalize import COLUMN_SOURCES, RESOURCE_FALLBACKS
 
 DESIGN_CANDIDATES = (Path(__file__).resolve().parents[1] / "docs" / "DESIGN.md",)
 

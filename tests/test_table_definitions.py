@@ -1,4 +1,4 @@
-"""Every stored table's columns are defined once (``collector/model.py``, gathered in
+"""Every stored table's columns are defined once (``collector/spans/model.py``, gathered in
 ``collector/storage/tables.py``) and everything else agrees with that definition: the DuckDB
 tables the migrations build, the views over both tiers, the lake's schema files and the API's
 request and response models. A column added in one place and forgotten in another fails here."""
@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from prefixscope.api.models import FeedbackIn, ScoreIn, TraceFeedback, TraceScore
-from prefixscope.collector.model import SPAN_COLUMN_NAMES
-from prefixscope.collector.requests import REQUEST_COLUMN_NAMES
+from prefixscope.collector.spans.model import SPAN_COLUMN_NAMES
+from prefixscope.collector.spans.requests import REQUEST_COLUMN_NAMES
 from prefixscope.collector.storage import retention, tiers
 from prefixscope.collector.storage.store import Store
 from prefixscope.collector.storage.tables import LAKE_TABLES

@@ -14,9 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from prometheus_client import generate_latest
 
-from prefixscope.collector import attribution
-from prefixscope.collector.model import SPAN_ARROW_SCHEMA, SPAN_COLUMN_NAMES
-from prefixscope.collector.storage import tiers
+from prefixscope.collector.spans.model import SPAN_ARROW_SCHEMA, SPAN_COLUMN_NAMES
+from prefixscope.collector.storage import attribution, tiers, views
 from prefixscope.collector.storage.lake import LakeRoller, rolled_batch
 from prefixscope.collector.storage.sinks import DuckDBSink
 from prefixscope.collector.storage.store import Store
@@ -163,7 +162,9 @@ def test_a_dedupe_cutoff_inside_a_roll_moves_whole_rolls_only(tmp_path: Path) ->
     try:
         third = con.execute("SELECT min(ingested_at) FROM span_rows WHERE ingest_batch = 3")
         cutoff = third.fetchall()[0][0]  # batch 2 arrived before it, batch 3 did not
-        moved, st = tiers.move(con, NOW - dt.timedelta(hours=1), rolled_batch(con), cutoff)
+        moved, st = tiers.move(
+            con, NOW - dt.timedelta(hours=1), rolled_batch(con), views.refresh_view, cutoff
+        )
     finally:
         con.close()
     assert (moved, st.moved_batch) == (100, 1), "stops at the end of the roll before the cutoff"
@@ -399,7 +400,7 @@ def test_cold_compaction_merges_files_and_removes_late_duplicates(tmp_path: Path
 def _move_to(store: Store, boundary: dt.datetime) -> None:
     con = store.cursor()
     try:
-        tiers.move(con, boundary, rolled_batch(con))
+        tiers.move(con, boundary, rolled_batch(con), views.refresh_view)
     finally:
         con.close()
 

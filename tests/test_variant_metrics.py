@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from prefixscope.collector.requests import SKELETON_COLUMNS, resolve
-from prefixscope.collector.variant_metrics import BUCKETS
+from prefixscope.collector.metrics.variants import BUCKETS
+from prefixscope.collector.spans.requests import SKELETON_COLUMNS, resolve
 
 from .api_fixtures import otlp_request, otlp_span
 from .serverproc import ServerProcess
@@ -234,7 +234,7 @@ def test_a_failing_mapping_lookup_keeps_counting(caplog: Any) -> None:
     import orjson
 
     from prefixscope.collector.decoding import JSON, decode_body
-    from prefixscope.collector.variant_metrics import VariantMetrics
+    from prefixscope.collector.metrics.variants import VariantMetrics
 
     calls = {"n": 0}
 
@@ -265,7 +265,7 @@ def test_exposition_is_what_prometheus_client_renders() -> None:
     from prometheus_client import CollectorRegistry, generate_latest
 
     from prefixscope.collector.decoding import JSON, decode_body
-    from prefixscope.collector.variant_metrics import VariantMetrics
+    from prefixscope.collector.metrics.variants import VariantMetrics
 
     spans = _spans(wrappers=False)
     hostile = 'a"b\\c\nd é'

@@ -17,7 +17,7 @@ import orjson
 from prefixscope import semconv as k
 from prefixscope.errors import BadRequest
 
-from ..model import SpanBatch
+from ..spans.model import SpanBatch
 from .spans import (
     KIND_NAMES,
     MAX_DEPTH,

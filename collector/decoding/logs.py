@@ -19,7 +19,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from prefixscope.errors import BadRequest, UnsupportedMediaType
 
-from ..model import LOG_EVENT_SCHEMA, SpanBatch
+from ..spans.model import LOG_EVENT_SCHEMA, SpanBatch
 from . import PROTOBUF, gunzip_limited
 from . import json as dj
 from .protobuf import _pb_attrs, _pb_value, parse_request

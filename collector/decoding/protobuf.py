@@ -18,7 +18,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from prefixscope import semconv as k
 from prefixscope.errors import BadRequest
 
-from ..model import SpanBatch
+from ..spans.model import SpanBatch
 from .spans import (
     KIND_NAMES,
     MAX_DEPTH,

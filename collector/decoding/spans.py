@@ -2,7 +2,7 @@
 
 Both encodings end in :func:`append_span`, so every span is validated and normalized the same
 way: invalid ids are counted as rejected (OTLP ``partial_success``) with a message, attributes
-go through :func:`~prefixscope.collector.normalize.normalize`, and the JSON columns are
+go through :func:`~prefixscope.collector.spans.normalize.normalize`, and the JSON columns are
 serialized here. Limits (:class:`Limits`, :data:`MAX_DEPTH`) and the truncation counter
 (:func:`truncate`) are shared too.
 """
@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
-from ..model import SpanBatch
-from ..normalize import OUTPUT_COLUMNS, normalize
+from ..spans.model import SpanBatch
+from ..spans.normalize import OUTPUT_COLUMNS, normalize
 
 KIND_NAMES = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
 STATUS_NAMES = ("UNSET", "OK", "ERROR")

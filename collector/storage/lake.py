@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -26,10 +25,10 @@ import pyarrow.parquet as pq
 
 from prefixscope.metrics import Metrics
 
-from ..model import SPAN_COLUMN_NAMES
+from ..spans.model import SPAN_COLUMN_NAMES
 from . import tier_compact, tiers
+from .background import log_pass_failure, lower_priority
 from .compact import CompactionReport
-from .failures import log_pass_failure
 from .faults import crash_point
 from .fs import publish, temporary_name
 from .retention import RetentionReport, apply_to_lake, apply_to_store, cutoff_for
@@ -46,20 +45,6 @@ ROLL_BATCH_ROWS = 4_096
 #: ... and buffer them per date partition into row groups of this many rows (or the lake's
 #: row-group setting, if smaller): ~40 MB of Arrow data for the reference workload's spans
 ROLL_GROUP_ROWS = 32_768
-
-
-#: nice value of the background passes' thread, so that the ingest path's threads win a core
-#: when both want it (a roll's CPU is mostly Parquet encoding and zstd in this thread). The
-#: 20M soak showed no change in what a roll costs the ingest rate with or without it.
-LAKE_THREAD_NICE = 10
-
-
-def lower_priority() -> None:
-    """Lower the calling thread's CPU priority (Linux schedules threads one by one)."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LAKE_THREAD_NICE)
-    except (AttributeError, OSError) as exc:  # not Linux, or not permitted
-        log.debug("could not lower the lake thread's priority: %s", exc)
 
 
 class LakeRoller:
@@ -216,7 +201,9 @@ class LakeRoller:
                 moved, st = 0, None
                 if rolled > 0:  # else no span is in the lake yet (scores and feedback move)
                     arrived = cutoff_for(self._dedupe_window, now)
-                    moved, st = tiers.move(con, boundary, rolled, ingested_before=arrived)
+                    moved, st = tiers.move(
+                        con, boundary, rolled, refresh_view, ingested_before=arrived
+                    )
                 annotations = {
                     spec.view: tiers.move_annotations(con, spec, boundary, self._write_moved)
                     for spec in tiers.ANNOTATIONS

@@ -1,6 +1,6 @@
 """The embedded store's requests: ``request_rows``, kept up to date from settled traces.
 
-:func:`~prefixscope.collector.requests.resolve` needs whole traces, and a trace's spans arrive
+:func:`~prefixscope.collector.spans.requests.resolve` needs whole traces, and a trace's spans arrive
 over seconds (each process exports on its own schedule, children before parents). The
 resolver therefore works on *settled* traces and keeps a watermark: every span batch up to
 ``lake_state['requests']`` has been resolved.
@@ -44,9 +44,9 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..requests import REQUEST_COLUMN_NAMES, SKELETON_COLUMNS, resolve
+from ..spans.requests import REQUEST_COLUMN_NAMES, SKELETON_COLUMNS, resolve
 from . import tiers
-from .failures import log_pass_failure
+from .background import log_pass_failure, lower_priority
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,6 @@ class RequestResolver:
             log.exception("final request resolution failed (the next start resolves it)")
 
     def _loop(self) -> None:
-        from .lake import lower_priority
 
         lower_priority()
         while not self._stop.wait(self._interval):

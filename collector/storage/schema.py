@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import duckdb
 
-from ..model import SPAN_COLUMNS
-from ..requests import REQUEST_COLUMNS
+from ..spans.model import SPAN_COLUMNS
+from ..spans.requests import REQUEST_COLUMNS
 
 #: Columns new in migration 4 (the rest are the released migration 1's, in order).
 _V4_NEW = frozenset(
@@ -372,7 +372,7 @@ MIGRATIONS += (
     Migration(
         11,
         "spans: operation and variant_scope (the request rule's inputs); request_rows, one row "
-        "per request (collector/requests.py), behind the requests views",
+        "per request (collector/spans/requests.py), behind the requests views",
         (
             _spans_ddl("span_rows_v11", _V11_SPAN_COLUMNS, primary_key=False),
             _copy_spans_v11(),

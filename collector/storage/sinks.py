@@ -23,7 +23,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from ..model import SPAN_COLUMN_NAMES
+from ..spans.model import SPAN_COLUMN_NAMES
 from .dedupe import RecentKeys, key_hashes, repeated_rows
 from .fs import is_local, open_fs, publish_parquet
 from .store import Store, scalar

@@ -39,14 +39,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..model import (
+from ..spans.model import (
     FEEDBACK_SCHEMA,
     PREFIXES_SCHEMA,
     SCORE_SCHEMA,
     SERVED_MODELS_SCHEMA,
     SPAN_ARROW_SCHEMA,
 )
-from ..requests import REQUEST_SCHEMA
+from ..spans.requests import REQUEST_SCHEMA
 from .fs import is_local, open_fs, publish_parquet
 
 
@@ -193,37 +193,3 @@ def read_lake_table(
         table = frame.unique(subset=list(spec.key), keep="first", maintain_order=True).to_arrow()
         table = conform(table, spec.schema)
     return table
-
-
-def export_duckdb_tables(
-    con: Any,
-    lake_url: str,
-    tables: tuple[str, ...] = ("spans", "scores", "feedback", "prefixes", "served_models"),
-    *,
-    where: dict[str, str] | None = None,
-    storage_options: dict[str, Any] | None = None,
-) -> dict[str, int]:
-    """Copy tables of a DuckDB database with the store's schema into the lake as new segments
-    (``where``: an optional SQL condition per table); return rows written per table.
-
-    Spans go as stored (both tiers, without the attribution the ``spans`` view applies: lake
-    readers apply it from the exported registry); a registration gets an ``id`` derived from
-    its variant and time."""
-    from .tiers import rows_source  # tiers imports this module
-
-    sources = {
-        "spans": f"{rows_source(con)} r",
-        "prefixes": "(SELECT *, md5(prefix_id || '/' || CAST(updated_at AS VARCHAR)) AS id "
-        "FROM prefixes)",
-    }
-    written = {}
-    for name in tables:
-        cols = ", ".join(lake_table(name).schema.names)
-        cond = (where or {}).get(name, "TRUE")
-        data = con.sql(
-            f"SELECT {cols} FROM {sources.get(name, name)} WHERE {cond}"
-        ).to_arrow_table()
-        if data.num_rows:
-            write_lake_table(lake_url, name, data, storage_options=storage_options)
-        written[name] = data.num_rows
-    return written

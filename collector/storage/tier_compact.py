@@ -32,11 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..model import SPAN_COLUMN_NAMES
+from ..spans.model import SPAN_COLUMN_NAMES
 from . import tiers
 from .compact import CompactionReport
 from .faults import crash_point
 from .fs import publish, temporary_name
+from .views import refresh_view
 
 if TYPE_CHECKING:
     import duckdb
@@ -80,8 +81,6 @@ def finish_pending(con: duckdb.DuckDBPyConnection, lake_dir: Path) -> int:
     """Delete what an earlier compaction left: files it replaced (listed, unread) and files it
     published without committing (numbered above the committed compaction). Returns files
     deleted."""
-    from .views import refresh_view
-
     st = tiers.state(con)
     if st is None:
         return 0
@@ -124,8 +123,6 @@ def compact(
     min_files: int = MIN_FILES,
 ) -> CompactionReport:
     """One compaction pass over the cold tier of ``spans`` (see the module doc)."""
-    from .views import refresh_view
-
     report = CompactionReport()
     finish_pending(con, lake_dir)
     st = tiers.state(con)

@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq
 
-from ..model import SPAN_COLUMN_NAMES
+from ..spans.model import SPAN_COLUMN_NAMES
 from .faults import crash_point
 from .fs import publish, temporary_name
 from .tables import LAKE_TABLES
@@ -242,16 +242,16 @@ def move(
     con: duckdb.DuckDBPyConnection,
     boundary: dt.datetime,
     lake_batch: int,
+    refresh: Callable[[duckdb.DuckDBPyConnection], None],
     ingested_before: dt.datetime | None = None,
 ) -> tuple[int, TierState]:
     """Move rows older than ``boundary`` that the lake holds (batches ``<= lake_batch``) out
-    of the hot tier: one transaction deletes them, records the state and redefines the view.
+    of the hot tier: one transaction deletes them, records the state and redefines the views
+    (``refresh``: ``views.refresh_view``, which reads this module).
 
     With ``ingested_before``, only batches committed before it move: a row stays hot for the
     dedupe window after it arrived, so the primary key still drops a retried export of it.
     Returns (rows moved, the new state). Neither the boundary nor the batch goes back."""
-    from .views import refresh_view  # the views read the tiers
-
     con.execute("BEGIN TRANSACTION")
     try:
         st = state(con)
@@ -286,7 +286,7 @@ def move(
         crash_point("move.deleted")
         _record(con, "spans", boundary, batch)
         con.execute("DELETE FROM span_rolls WHERE last_batch < ?", [batch]).fetchall()
-        refresh_view(con)
+        refresh(con)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

@@ -4,7 +4,7 @@ Rows are stored as they arrived (``span_rows`` and its cold tier, ``request_rows
 these views read both tiers with **variant attribution** applied at query time
 (:func:`mapped_select`, the one definition of the rule, also used by the lake engines), so a
 registration covers spans that arrived before it, in every tier, without rewriting a row
-(``collector/attribution.py`` keeps the mapping's history).
+(``collector/storage/attribution.py`` keeps the mapping's history).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import duckdb
 
-from ..model import SPAN_COLUMN_NAMES
+from ..spans.model import SPAN_COLUMN_NAMES
 from . import request_store, tiers
 from .dialect import DUCKDB, Dialect
 

@@ -23,8 +23,8 @@ import pyarrow as pa
 
 from prefixscope import semconv as k
 
-from ... import normalize as _nz
-from ...model import NORMALIZED_COLUMNS, SPAN_ARROW_SCHEMA, SPAN_COLUMN_NAMES, SPAN_COLUMNS
+from ...spans import normalize as _nz
+from ...spans.model import NORMALIZED_COLUMNS, SPAN_ARROW_SCHEMA, SPAN_COLUMN_NAMES, SPAN_COLUMNS
 from .. import spans as _spans
 
 #: the column layout otlp.c writes (its enum of columns); the model must match it

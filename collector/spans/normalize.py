@@ -149,7 +149,7 @@ COLUMN_SOURCES: dict[str, tuple[tuple[str, Convert], ...]] = {
         (k.AI_USAGE_CACHED_INPUT_TOKENS, _int),  # Vercel AI SDK (deprecated alias)
     ),
     # what kind of span this is, in its convention's words (a model call, a chain, a tool...):
-    # analytics' request rule (collector/requests.py) reads it
+    # analytics' request rule (collector/spans/requests.py) reads it
     "operation": (
         (k.PREFIXSCOPE_SPAN_KIND, _str),  # @trace(request=True)
         (k.LOGFIRE_SPAN_TYPE, _logfire_kind),  # Logfire's stream-end log also says "chat"

@@ -1,7 +1,7 @@
 """Per-variant Prometheus series: what Prometheus, Grafana and Alertmanager need to chart and
 alert on variants without PrefixScope's UI.
 
-Counted per (prefix_id, prefix_version, route) of **requests** (``collector/requests.py``:
+Counted per (prefix_id, prefix_version, route) of **requests** (``collector/spans/requests.py``:
 the unit of every metric), as the request resolver writes them, one vectorized aggregation
 per second (no Python work per request). A request is counted once: when a trace is resolved
 again (a span arrived after it was first resolved), requests it had already are not counted
@@ -39,7 +39,7 @@ from prometheus_client.utils import floatToGoString as _go
 
 from prefixscope.semconv import BASE_PREFIX_ID
 
-from .storage.views import PROVIDER_PREFIXES, served_name
+from ..storage.views import PROVIDER_PREFIXES, served_name
 
 log = logging.getLogger(__name__)
 

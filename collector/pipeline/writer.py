@@ -27,7 +27,7 @@ import pyarrow as pa
 from prefixscope.errors import Overloaded, Unavailable
 from prefixscope.metrics import Metrics
 
-from .storage.sinks import LogSink, SpanSink
+from ..storage.sinks import LogSink, SpanSink
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
-"""From request bytes to committed spans: admission control, decoding, the hand-off to the writer.
-
-Shared by the HTTP and gRPC transports. Decoding (:mod:`.decoding`) is CPU-bound Python: with
+"""From request bytes to committed spans: admission control, decoding, the hand-off to the
+writer and the wait for its commit, as one call (:meth:`IngestPipeline.export`) that every
+transport makes. Decoding (:mod:`.decoding`) is CPU-bound Python: with
 ``workers >= 1`` it runs in that many decode worker processes (:mod:`.decoding.pool`), so the
 serving process keeps its GIL for HTTP, the API and the DuckDB writer; with ``workers = 0``
 it runs in a thread of the serving process (lighter, for embedding and small loads).
@@ -17,8 +17,8 @@ from prefixscope.config import Settings
 from prefixscope.errors import Overloaded
 from prefixscope.metrics import Metrics
 
-from .decoding import Decoded, decode_body
-from .decoding.pool import DecodePool
+from ..decoding import Decoded, decode_body
+from ..decoding.pool import DecodePool
 from .writer import CommitResult, GroupCommitWriter
 
 
@@ -118,6 +118,53 @@ class IngestPipeline:
     @property
     def worker_pids(self) -> list[int]:
         return self._pool.pids if self._pool is not None else []
+
+    def export(
+        self, body: bytes, mtype: str, encoding: str | None, transport: str
+    ) -> Future[Decoded]:
+        """One trace export, whatever its transport: admission (raises
+        :class:`~prefixscope.errors.Overloaded` here, before any work), then decoding in a
+        decode thread, the hand-off to the writer and its commit. The future is done when the
+        spans are committed (durable: the answer may be sent) or with the error to answer.
+
+        No thread waits for the commit: the writer's future completes this one, so an HTTP
+        request awaits it on the event loop and a gRPC call in its own thread."""
+        admission = self.admitted()
+        admission.__enter__()
+        out: Future[Decoded] = Future()
+        parts = [body]  # dropped once decoded: the body's memory is not held to the commit
+
+        def run() -> None:
+            try:
+                try:
+                    decoded = self.decode(parts.pop(), mtype, encoding)
+                finally:
+                    # out of the decode slot before queueing, so the writer's linger sees the
+                    # spans as queued
+                    admission.__exit__(None, None, None)
+                committed = self.submit(decoded, transport)
+            except BaseException as exc:  # handed to the caller, who answers with it
+                out.set_exception(exc)
+                return
+            if committed is None:
+                out.set_result(decoded)
+                return
+
+            def done(f: Future[CommitResult]) -> None:
+                exc = f.exception()
+                if exc is not None:
+                    out.set_exception(exc)
+                else:
+                    out.set_result(decoded)
+
+            committed.add_done_callback(done)
+
+        try:
+            self.threads.submit(run)
+        except BaseException:
+            admission.__exit__(None, None, None)
+            raise
+        return out
 
     def decode(self, body: bytes, mtype: str, encoding: str | None) -> Decoded:
         """Decode one body (blocking; call from a worker thread)."""

@@ -1,4 +1,5 @@
-"""OTLP logs (``POST /v1/logs``, gRPC ``LogsService/Export``): GenAI events kept, the rest counted.
+"""OTLP logs (``POST /v1/logs``, gRPC ``LogsService/Export``): GenAI events kept, the rest
+counted.
 
 The official OTel GenAI instrumentors send message content as log events, not span
 attributes: ``gen_ai.system.message``, ``gen_ai.user.message``, ``gen_ai.assistant.message``,
@@ -7,7 +8,7 @@ call. A record whose event name (the ``event_name`` field, else the ``event.name
 attribute) starts with ``gen_ai.`` is stored in ``log_events``; every other record is
 accepted, counted (``prefixscope_log_records_total{kept="false"}``) and dropped: PrefixScope
 is not a general log store. Events join their span by ``(trace_id, span_id)`` when text is
-read (:mod:`.messages`), so it does not matter which of the two arrives first.
+read (:mod:`..spans.messages`), so it does not matter which of the two arrives first.
 
 A record is stored once: its id is a hash of (trace, span, time, event name, body), so a
 retried export is ignored.
@@ -28,42 +29,22 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pyarrow as pa
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
 from prefixscope.config import Settings
 from prefixscope.errors import BadRequest, Overloaded, Unavailable
 from prefixscope.metrics import Metrics
 
-from .decoding import PROTOBUF
-from .decoding.logs import (
-    EVENT_NAME_ATTRIBUTE,
-    GENAI_EVENT_PREFIX,
-    LogBatch,
-    decode_logs_body,
-    decode_logs_json,
-    decode_logs_protobuf,
-)
-from .decoding.pool import DecodePool
+from ..decoding.logs import decode_logs_body
+from ..decoding.pool import DecodePool
 from .writer import GroupCommitWriter
 
 #: nice value of the log decode worker process: trace ingest's processes win a core first
 LOG_WORKER_NICE = 10
-
-__all__ = [
-    "EVENT_NAME_ATTRIBUTE",
-    "GENAI_EVENT_PREFIX",
-    "LogBatch",
-    "LogReceiver",
-    "LogsDecoded",
-    "decode_logs_json",
-    "decode_logs_protobuf",
-    "logs_response",
-]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +57,7 @@ class LogsDecoded:
     truncated: int
 
 
-class LogReceiver:
+class LogPipeline:
     """Decodes OTLP log exports and stores their GenAI events (embedded store only), within
     the logs' own budget: requests in flight, and records per group commit."""
 
@@ -138,6 +119,12 @@ class LogReceiver:
     def worker_pids(self) -> list[int]:
         pool = self._pool
         return pool.pids if pool is not None else []
+
+    def export(self, body: bytes, mtype: str, encoding: str | None) -> Future[LogsDecoded]:
+        """Decode and store one export in the logs' threads; the future is done when its
+        events are committed (200 means durable) or with the error to answer. The caller holds
+        :meth:`admitted` around reading the body and this wait: the logs' budget covers both."""
+        return self.threads.submit(self.handle, body, mtype, encoding)
 
     def handle(self, body: bytes, mtype: str, encoding: str | None) -> LogsDecoded:
         """Decode and store (blocking: call from a worker thread). 200 means durable."""
@@ -213,10 +200,3 @@ class LogReceiver:
                     retry_after_s=self.settings.retry_after_s,
                 )
             self.writer.submit_logs(table.slice(offset, self.slice_records)).result()
-
-
-def logs_response(mtype: str) -> tuple[bytes, str]:
-    """An empty ExportLogsServiceResponse in the request's encoding."""
-    if mtype == PROTOBUF:
-        return ExportLogsServiceResponse().SerializeToString(), PROTOBUF
-    return b"{}", "application/json"

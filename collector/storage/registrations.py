@@ -14,8 +14,8 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..spans.model import PREFIXES_SCHEMA
 from . import attribution
-from .model import PREFIXES_SCHEMA
 
 if TYPE_CHECKING:
     import duckdb

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from prefixscope.config import ServedModel
 
-from .storage.views import refresh_view
+from .views import refresh_view
 
 if TYPE_CHECKING:
     import duckdb

@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING
 import duckdb
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from .store import Store
+from ..storage.store import Store
 
 if TYPE_CHECKING:
-    from .sinks import DuckDBSink
+    from ..storage.sinks import DuckDBSink
 
 log = logging.getLogger(__name__)
 

@@ -117,7 +117,7 @@ PREFIXES_SCHEMA = pa.schema(
         ("id", pa.string()),
     ]
 )
-#: The served-name mapping's history (``collector/attribution.py``): from ``valid_from`` on,
+#: The served-name mapping's history (``collector/storage/attribution.py``): from ``valid_from`` on,
 #: ``name`` stands for ``prefix_id`` at ``version`` (a NULL ``prefix_id``: the name was dropped).
 SERVED_MODELS_SCHEMA = pa.schema(
     [

@@ -8,9 +8,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-from google.rpc import status_pb2
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -20,9 +17,10 @@ from prefixscope.auth import AccessPolicy, Scope
 from prefixscope.errors import BadRequest, PayloadTooLarge, PrefixScopeError, http_error_body
 from prefixscope.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
-from .decoding import JSON, PROTOBUF, Decoded, media_type, media_type_lenient
-from .ingest import IngestPipeline
-from .logs import LogReceiver, logs_response
+from ..decoding import media_type, media_type_lenient
+from ..pipeline.ingest import IngestPipeline
+from ..pipeline.logs import LogPipeline
+from .responses import error_response, export_response, logs_response
 
 log = logging.getLogger(__name__)
 
@@ -53,42 +51,10 @@ async def read_body_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def export_response(mtype: str, decoded: Decoded) -> Response:
-    """ExportTraceServiceResponse, with partial_success when spans were rejected."""
-    if mtype == PROTOBUF:
-        resp = ExportTraceServiceResponse()
-        if decoded.rejected:
-            resp.partial_success.rejected_spans = decoded.rejected
-            resp.partial_success.error_message = decoded.message
-        return Response(resp.SerializeToString(), media_type=PROTOBUF)
-    body: dict[str, object] = {}
-    if decoded.rejected:
-        body["partialSuccess"] = {
-            "rejectedSpans": str(decoded.rejected),
-            "errorMessage": decoded.message,
-        }
-    return Response(orjson.dumps(body), media_type=JSON)
-
-
-def error_response(err: PrefixScopeError, mtype: str | None) -> Response:
-    """OTLP error body: google.rpc.Status for protobuf clients, JSON otherwise."""
-    headers = err.headers()
-    if mtype == PROTOBUF:
-        status = status_pb2.Status(code=err.grpc_code.value[0], message=err.message)
-        return Response(
-            status.SerializeToString(),
-            status_code=err.http_status,
-            media_type=PROTOBUF,
-            headers=headers,
-        )
-    body = {"code": err.grpc_code.value[0], **http_error_body(err)}
-    return JSONResponse(body, status_code=err.http_status, headers=headers)
-
-
 def ingest_routes(
     pipeline: IngestPipeline,
     health: Callable[[], tuple[bool, dict[str, Any]]],
-    logs: LogReceiver | None = None,
+    logs: LogPipeline | None = None,
 ) -> list[Route]:
     settings = pipeline.settings
     metrics = pipeline.metrics
@@ -111,21 +77,10 @@ def ingest_routes(
         try:
             access.check(request.headers, Scope.INGEST)
             mtype = media_type(request.headers.get("content-type"))
-            body = await receive(request)
-            with pipeline.admitted():
-                loop = asyncio.get_running_loop()
-                decoded = await loop.run_in_executor(
-                    pipeline.threads,
-                    pipeline.decode,
-                    body,
-                    mtype,
-                    request.headers.get("content-encoding"),
-                )
-                del body
-            # Out of the decode slot before queueing, so the writer's linger sees it as queued.
-            fut = pipeline.submit(decoded, "http")
-            if fut is not None:
-                await asyncio.wrap_future(fut)
+            exported = pipeline.export(
+                await receive(request), mtype, request.headers.get("content-encoding"), "http"
+            )
+            decoded = await asyncio.wrap_future(exported)
         except PrefixScopeError as err:
             metrics.requests.labels("http", str(err.http_status)).inc()
             return error_response(err, mtype)
@@ -141,16 +96,10 @@ def ingest_routes(
                 raise BadRequest("this server does not receive OTLP logs")
             # the logs' own budget, before the body is read; trace admission is not touched
             with logs.admitted():
-                body = await receive(request)
-                loop = asyncio.get_running_loop()
-                await loop.run_in_executor(
-                    logs.threads,
-                    logs.handle,
-                    body,
-                    mtype,
-                    request.headers.get("content-encoding"),
+                exported = logs.export(
+                    await receive(request), mtype, request.headers.get("content-encoding")
                 )
-                del body
+                await asyncio.wrap_future(exported)
         except PrefixScopeError as err:
             metrics.requests.labels("http_logs", str(err.http_status)).inc()
             return error_response(err, mtype)

@@ -26,9 +26,9 @@ import pyarrow as pa
 
 from prefixscope.config import ServedModel
 
+from ..spans.model import PREFIXES_SCHEMA, SERVED_MODELS_SCHEMA
 from . import attribution, registrations
-from .model import PREFIXES_SCHEMA, SERVED_MODELS_SCHEMA
-from .storage.tables import read_lake_table, sql_type, write_lake_table
+from .tables import read_lake_table, sql_type, write_lake_table
 
 _KEYS = {"prefixes": "PRIMARY KEY (prefix_id)", "served_models": "PRIMARY KEY (name, valid_from)"}
 

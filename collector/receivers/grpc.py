@@ -9,15 +9,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
-from google.rpc import error_details_pb2
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from prefixscope.auth import AccessPolicy, Scope
 from prefixscope.errors import PrefixScopeError
 
-from .decoding import PROTOBUF
-from .ingest import IngestPipeline
-from .logs import LogReceiver, logs_response
+from ..decoding import PROTOBUF
+from ..pipeline.ingest import IngestPipeline
+from ..pipeline.logs import LogPipeline
+from .responses import grpc_abort, logs_response, trace_response
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +27,6 @@ LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 
 def _identity(b: bytes) -> bytes:
     return b
-
-
-def _abort(context: grpc.ServicerContext, err: PrefixScopeError) -> None:
-    if err.retry_after_s is not None:
-        info = error_details_pb2.RetryInfo()
-        info.retry_delay.FromSeconds(max(1, round(err.retry_after_s)))
-        context.set_trailing_metadata((("google.rpc.retryinfo-bin", info.SerializeToString()),))
-    context.abort(err.grpc_code, err.message)
 
 
 def _export_handler(
@@ -53,7 +44,7 @@ def _export_handler(
             out = work(body)
         except PrefixScopeError as err:
             metrics.requests.labels(transport, err.grpc_code.name).inc()
-            _abort(context, err)
+            grpc_abort(context, err)
             raise AssertionError("unreachable") from err  # context.abort raises
         metrics.requests.labels(transport, "OK").inc()
         return out
@@ -67,31 +58,23 @@ def _export_handler(
 def make_handler(pipeline: IngestPipeline) -> grpc.GenericRpcHandler:
     def traces(body: bytes) -> bytes:
         # gRPC already inflated a compressed message, bounded by max_receive_message_length
-        with pipeline.admitted():
-            decoded = pipeline.decode(body, PROTOBUF, None)
-        fut = pipeline.submit(decoded, "grpc")
-        if fut is not None:
-            fut.result()
-        resp = ExportTraceServiceResponse()
-        if decoded.rejected:
-            resp.partial_success.rejected_spans = decoded.rejected
-            resp.partial_success.error_message = decoded.message
-        return resp.SerializeToString()
+        decoded = pipeline.export(body, PROTOBUF, None, "grpc").result()
+        return trace_response(decoded).SerializeToString()
 
     return _export_handler(pipeline, SERVICE, "grpc", traces)
 
 
-def make_logs_handler(pipeline: IngestPipeline, logs: LogReceiver) -> grpc.GenericRpcHandler:
+def make_logs_handler(pipeline: IngestPipeline, logs: LogPipeline) -> grpc.GenericRpcHandler:
     def export_logs(body: bytes) -> bytes:
         with logs.admitted():  # the logs' own budget, not the traces'
-            logs.handle(body, PROTOBUF, None)
+            logs.export(body, PROTOBUF, None).result()
         return logs_response(PROTOBUF)[0]
 
     return _export_handler(pipeline, LOGS_SERVICE, "grpc_logs", export_logs)
 
 
 def start_grpc_server(
-    pipeline: IngestPipeline, host: str, port: int, logs: LogReceiver | None = None
+    pipeline: IngestPipeline, host: str, port: int, logs: LogPipeline | None = None
 ) -> tuple[grpc.Server, int]:
     """Start the gRPC server; return it and the bound port (useful when port is 0)."""
     limit = pipeline.settings.max_decompressed_bytes
