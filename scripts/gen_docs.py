@@ -17,8 +17,8 @@ from pathlib import Path
 
 import click
 
-from prefixscope.cli import _FLAG_NAMES
 from prefixscope.cli import main as cli_main
+from prefixscope.cli.serve import _FLAG_NAMES
 from prefixscope.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

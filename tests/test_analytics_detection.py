@@ -19,7 +19,6 @@ from click.testing import CliRunner
 from scipy import stats as sps
 
 from prefixscope.analytics.alerts import detect_and_alert, list_alerts
-from prefixscope.analytics.cli import analytics_group
 from prefixscope.analytics.detection import (
     DetectionConfig,
     DetectionConfigError,
@@ -28,6 +27,7 @@ from prefixscope.analytics.detection import (
     run_detection,
 )
 from prefixscope.analytics.synthetic import Arm, generate, scratch_store
+from prefixscope.cli.analytics import analytics_group
 from prefixscope.collector.storage.store import Store
 
 COHORTS = ({"specialty": "cardiology"}, {"specialty": "radiology"})

@@ -22,12 +22,13 @@ from prefixscope.analytics import (
     run_detection,
     scorecard,
 )
-from prefixscope.analytics.cli import analytics_group, datasets_group, replay_command
 from prefixscope.analytics.datasets import load_dataset, read_items, save_dataset
 from prefixscope.analytics.replay import replay
 from prefixscope.analytics.runner import evaluate_spans
 from prefixscope.analytics.synthetic import Arm, generate
 from prefixscope.analytics.views import combinations, compliance, flicker, switch_latency
+from prefixscope.cli.analytics import analytics_group
+from prefixscope.cli.datasets import datasets_group, replay_command
 from prefixscope.collector.storage.request_store import rebuild
 from prefixscope.collector.storage.store import Store
 

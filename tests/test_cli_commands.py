@@ -1,6 +1,6 @@
-"""The CLI's optional command groups (``prefixscope/cli.py::_register_optional``): a missing
-extra leaves the command listed with the ``pip install`` to run; a broken import fails loudly
-instead of silently removing the command."""
+"""The CLI's optional command groups (``_register_optional`` in ``prefixscope/cli/``): a
+missing extra leaves the command listed with the ``pip install`` to run; a broken import
+fails loudly instead of silently removing the command."""
 
 from __future__ import annotations
 
@@ -35,8 +35,11 @@ def _module(where: Path, name: str, body: str) -> str:
 
 def test_every_shipped_command_is_registered() -> None:
     names = set(cli.main.commands)
-    assert {"analytics", "replay", "datasets", "evaluate", "demo", "sql", "alerts"} <= names
-    assert {"compact", "load", "register"} <= set(cli.lake.commands)
+    want = {"serve", "lake", "analytics", "replay", "datasets", "evaluate", "demo", "sql", "alerts"}
+    assert want <= names
+    lake = cli.main.commands["lake"]
+    assert isinstance(lake, click.Group)
+    assert {"compact", "retention", "load", "register"} <= set(lake.commands)
 
 
 def test_a_missing_extra_leaves_the_command_listed_with_the_install_to_run(

@@ -10,7 +10,7 @@ import typing
 
 import pytest
 
-from prefixscope.cli import _FLAG_NAMES
+from prefixscope.cli.serve import _FLAG_NAMES
 from prefixscope.config import ENV_PREFIX, Settings
 
 FIELDS = [f.name for f in dataclasses.fields(Settings)]

@@ -40,11 +40,20 @@ def test_wheel_contents_and_quiet_build(tmp_path: Path) -> None:
     assert "is deprecated" not in output, output[-2000:]
     (wheel,) = out.glob("prefixscope-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    expected = {"prefixscope/py.typed", "prefixscope/cli.py", "prefixscope/demo/tinymodels.py"}
-    for folder, package in (("api", "prefixscope/api"), ("collector", "prefixscope/collector"),
+    expected = {"prefixscope/py.typed", "prefixscope/demo/tinymodels.py"}
+    # every module of every folder, subpackages included: a sub-package missing from
+    # pyproject's package list would be left out of the wheel
+    for folder, package in (("prefixscope", "prefixscope"), ("api", "prefixscope/api"),
+                            ("collector", "prefixscope/collector"),
                             ("analytics", "prefixscope/analytics"), ("demo", "prefixscope/demo"),
                             ("instrumentation", "prefixscope/instrumentation")):  # fmt: skip
-        expected |= {f"{package}/{p.name}" for p in (ROOT / folder).glob("*.py")}
+        expected |= {
+            f"{package}/{p.relative_to(ROOT / folder).as_posix()}"
+            for p in (ROOT / folder).rglob("*.py")
+            if "__pycache__" not in p.parts
+        }
+    assert "prefixscope/collector/receivers/http.py" in expected
+    assert "prefixscope/cli/serve.py" in expected
     for sub in ("static", "templates"):
         expected |= {f"prefixscope/api/{sub}/{p.name}" for p in (ROOT / "api" / sub).iterdir()}
     missing = sorted(expected - names)

@@ -9,7 +9,8 @@ from typing import Any
 import click
 from rich.table import Table
 
-from .cli_common import (
+from prefixscope.analytics.query import InvalidArgument
+from prefixscope.cli.common import (
     DATA_DIR,
     JSON,
     SINCE,
@@ -20,7 +21,6 @@ from .cli_common import (
     open_store,
     print_json,
 )
-from .query import InvalidArgument
 
 
 def _print(report: dict[str, Any], as_json: bool) -> None:
@@ -112,7 +112,7 @@ def evaluate_command(
             raise click.ClickException(f"{resp.status_code}: {resp.text}")
         _print(resp.json(), as_json)
         return
-    from .online import SpanFilter, lake_writer, resolve_evaluators, run_online
+    from prefixscope.analytics.online import SpanFilter, lake_writer, resolve_evaluators, run_online
 
     try:
         evs = resolve_evaluators(names)

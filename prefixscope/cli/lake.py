@@ -18,9 +18,8 @@ import click
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from prefixscope.config import ServedModel
-
-from .models import FeedbackIn, PrefixRegistration, ScoreIn
+from prefixscope.api.models import FeedbackIn, PrefixRegistration, ScoreIn
+from prefixscope.config import ConfigError, ServedModel
 
 LAKE_PATH = click.option(
     "--lake-path",
@@ -32,6 +31,103 @@ LAKE_PATH = click.option(
 CHUNK = 100_000
 #: validation errors shown before giving up on a file
 MAX_ERRORS = 20
+
+
+@click.group("lake")
+def lake_group() -> None:
+    """Maintain a Parquet lake written by collectors in ``--store lake`` mode."""
+
+
+@lake_group.command("compact")
+@click.option(
+    "--lake-path",
+    required=True,
+    help="Lake location: a directory or s3://bucket/prefix "
+    "(S3-compatible endpoint from PREFIXSCOPE_S3_ENDPOINT_URL).",
+)
+@click.option(
+    "--min-files",
+    type=int,
+    default=2,
+    show_default=True,
+    help="Compact a date partition only when it has at least this many files.",
+)
+@click.option(
+    "--row-group-rows",
+    type=int,
+    default=1_000_000,
+    show_default=True,
+    help="Rows per Parquet row group in compacted files.",
+)
+@click.option(
+    "--table",
+    "tables",
+    type=click.Choice(["spans", "scores", "feedback", "prefixes", "served_models"]),
+    multiple=True,
+    help="Lake table to compact (repeatable; default: all of them).",
+)
+def lake_compact(
+    lake_path: str, min_files: int, row_group_rows: int, tables: tuple[str, ...]
+) -> None:
+    """Merge small segments per date partition and drop duplicate rows: spans by
+    (trace_id, span_id), scores, feedback and registrations by id, served-name mappings by
+    (name, valid_from)."""
+    from prefixscope.collector.storage.compact import EmbeddedLakeError, compact
+    from prefixscope.collector.storage.fs import s3_options_from_env
+
+    for table in tables or ("spans", "scores", "feedback", "prefixes", "served_models"):
+        try:
+            report = compact(
+                lake_path,
+                table=table,
+                min_files=min_files,
+                row_group_rows=row_group_rows,
+                storage_options=s3_options_from_env(),
+            )
+        except EmbeddedLakeError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(
+            f"{table}: compacted {report.partitions} partitions: {report.files_in} files -> "
+            f"{report.files_out}, {report.rows_in} rows -> {report.rows_out} "
+            f"({report.duplicates_removed} duplicates removed"
+            + (
+                f", {report.stale_temp_files} stale temporary files deleted)"
+                if report.stale_temp_files
+                else ")"
+            )
+        )
+
+
+@lake_group.command("retention")
+@click.option(
+    "--lake-path", required=True, help="Lake location: a directory or s3://bucket/prefix."
+)
+@click.option(
+    "--retention", required=True, help="Drop date partitions older than this, e.g. 30d or 12w."
+)
+@click.option("--dry-run", is_flag=True, help="List what would be dropped; drop nothing.")
+def lake_retention(lake_path: str, retention: str, dry_run: bool) -> None:
+    """Drop whole date partitions of spans, scores and feedback older than --retention (the
+    rule ``serve --retention`` applies; a partition partly inside the window is kept)."""
+    from prefixscope.collector.storage.fs import s3_options_from_env
+    from prefixscope.collector.storage.retention import apply_to_lake, cutoff_for
+    from prefixscope.config import duration
+
+    try:
+        cutoff = cutoff_for(duration(retention, "--retention"))
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--retention") from None
+    report = apply_to_lake(
+        lake_path, cutoff, dry_run=dry_run, storage_options=s3_options_from_env()
+    )
+    verb = "would drop" if dry_run else "dropped"
+    click.echo(f"cutoff {cutoff.isoformat()} UTC")
+    for table in ("spans", "scores", "feedback"):
+        days = report.partitions.get(table, [])
+        click.echo(
+            f"{table}: {verb} {len(days)} partitions"
+            + (f" ({days[0]} .. {days[-1]})" if days else "")
+        )
 
 
 def _rows(path: Path, fmt: str) -> Iterator[tuple[int, Any]]:
@@ -79,7 +175,7 @@ class _Broken:
         self.why = why
 
 
-@click.command("load")
+@lake_group.command("load")
 @click.argument("table", type=click.Choice(["scores", "feedback"]))
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @LAKE_PATH
@@ -98,9 +194,8 @@ def load_command(table: str, file: Path, lake_path: str, fmt: str) -> None:
     way; a file with any invalid record writes nothing (the first errors are listed, with their
     row numbers). Records without an id get the API's content-derived id, so loading a file
     twice adds nothing once readers or `prefixscope lake compact` remove the copies."""
+    from prefixscope.api.annotation_store import write_lake
     from prefixscope.collector.storage.fs import s3_options_from_env
-
-    from .annotation_store import write_lake
 
     adapter: TypeAdapter[Any] = TypeAdapter(ScoreIn if table == "scores" else FeedbackIn)
     items: list[Any] = []
@@ -131,7 +226,7 @@ def load_command(table: str, file: Path, lake_path: str, fmt: str) -> None:
     click.echo(f"{table}: {len(items)} records read, {written} published to {lake_path}")
 
 
-@click.command("register")
+@lake_group.command("register")
 @click.argument("prefix_id", required=False)
 @LAKE_PATH
 @click.option("--base-model", default=None, help="The base model the variant is tuned from.")

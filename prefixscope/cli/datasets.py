@@ -10,7 +10,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from .cli_common import DATA_DIR, console, fmt, open_store
+from prefixscope.cli.common import DATA_DIR, console, fmt, open_store
 
 
 @click.group("datasets")
@@ -36,7 +36,7 @@ def datasets_load(
     guardrail: bool,
 ) -> None:
     """Load a JSONL/CSV/Parquet file as a golden dataset."""
-    from .datasets import read_items, save_dataset
+    from prefixscope.analytics.datasets import read_items, save_dataset
 
     fields = [f for f in cohort_fields.split(",") if f]
     items = read_items(path, cohort_fields=fields)
@@ -57,7 +57,7 @@ def datasets_load(
 @DATA_DIR
 def datasets_list(data_dir: Path) -> None:
     """List stored datasets."""
-    from .datasets import list_datasets
+    from prefixscope.analytics.datasets import list_datasets
 
     with open_store(data_dir) as con:
         rows = list_datasets(con)
@@ -82,7 +82,7 @@ def _load_callable(spec: str) -> Any:
 
 
 def _evaluators(names: str) -> list[Any]:
-    from .online import resolve_evaluators
+    from prefixscope.analytics.online import resolve_evaluators
 
     try:
         return list(resolve_evaluators(names.split(",")))
@@ -132,8 +132,8 @@ def replay_command(
     base_model: str | None,
 ) -> None:
     """Replay a golden dataset on the base model and each variant, traced and scored."""
-    from .datasets import read_items, save_dataset
-    from .replay import replay
+    from prefixscope.analytics.datasets import read_items, save_dataset
+    from prefixscope.analytics.replay import replay
 
     fn = _load_callable(generator)
     evs = _evaluators(evaluators)

@@ -1,6 +1,5 @@
-"""CLI: ``prefixscope analytics run|scorecard|gate|routing``; ``prefixscope replay`` and
-``prefixscope datasets load|list`` live in :mod:`.cli_datasets` and are re-exported here
-(``prefixscope/cli.py`` registers ``analytics_group``, ``replay_command``, ``datasets_group``)."""
+"""``prefixscope analytics run|scorecard|gate|routing``: detection, scorecards, the release
+gate and routing advice over a data directory or a lake."""
 
 from __future__ import annotations
 
@@ -15,7 +14,15 @@ import orjson
 from click.core import ParameterSource
 from rich.table import Table
 
-from .cli_common import (
+from prefixscope.analytics.detection import DetectionConfig, DetectionConfigError
+from prefixscope.analytics.query import (
+    InvalidArgument,
+    parse_cohort_filter,
+    parse_duration,
+    parse_time,
+)
+from prefixscope.analytics.slices import SliceConfig
+from prefixscope.cli.common import (
     DATA_DIR,
     JSON,
     SINCE,
@@ -27,12 +34,6 @@ from .cli_common import (
     open_store,
     print_json,
 )
-from .cli_datasets import datasets_group, replay_command
-from .detection import DetectionConfig, DetectionConfigError
-from .query import InvalidArgument, parse_cohort_filter, parse_duration, parse_time
-from .slices import SliceConfig
-
-__all__ = ["analytics_group", "datasets_group", "replay_command"]
 
 
 @click.group("analytics")
@@ -204,8 +205,8 @@ def run_command(
     (with --lake-path: only when --data-dir is given too); otherwise they are printed and,
     with --out, written as JSON alert objects (id = fingerprint).
     """
-    from .alerts import SequenceLook, alert_objects, save_alerts
-    from .detection import check_anchor, detection_window, run_detection
+    from prefixscope.analytics.alerts import SequenceLook, alert_objects, save_alerts
+    from prefixscope.analytics.detection import check_anchor, detection_window, run_detection
 
     cfg = _config(
         alpha,
@@ -333,8 +334,8 @@ def scorecard_command(
 ) -> None:
     """Per-group metrics with confidence intervals and deltas vs the base model
     (from the store in --data-dir, or a Parquet lake with --lake-path)."""
-    from .query import InvalidArgument
-    from .scorecard import scorecard
+    from prefixscope.analytics.query import InvalidArgument
+    from prefixscope.analytics.scorecard import scorecard
 
     keys = [k.strip() for k in group_by.split(",") if k.strip()]
     wanted = metrics.split(",") if metrics else None
@@ -416,7 +417,7 @@ def gate_command(
 ) -> None:
     """Release gate per route and cohort slice: pass, fail (a regression) or insufficient
     data; exits 1 unless the gate passes (--json tells fail from insufficient data)."""
-    from .gate import gate
+    from prefixscope.analytics.gate import gate
 
     cfg = _config(
         alpha,
@@ -507,7 +508,7 @@ def routing_command(
     as_json: bool,
 ) -> None:
     """Best variant per route and cohort, or fall back to base."""
-    from .gate import routing_advice
+    from prefixscope.analytics.gate import routing_advice
 
     with open_store(data_dir) as con:
         advice = routing_advice(

@@ -126,9 +126,8 @@ def open_engine(
 ) -> Any:
     """The analytics engine over the lake at ``lake_path`` (DuckDB or Spark), with the lake's
     served-name mapping (and ``served``, this run's declarations) applied."""
+    from prefixscope.analytics.engines import DuckDBEngine, SparkEngine, spark_session
     from prefixscope.collector.storage.fs import s3_options_from_env
-
-    from .engines import DuckDBEngine, SparkEngine, spark_session
 
     if lake_path is None:
         raise click.UsageError("--lake-path is required with --engine spark")

@@ -1,0 +1,5 @@
+"""``python -m prefixscope.cli``."""
+
+from prefixscope.cli import main
+
+main()
