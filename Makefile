@@ -46,7 +46,7 @@ test: setup system-deps
 	bash scripts/check
 
 test-simulations: setup
-	nice -n 19 $(VENV)/bin/pytest -s -m fullsim tests/test_analytics_detection.py tests/test_slices.py
+	nice -n 19 $(VENV)/bin/pytest -s -m fullsim tests/analytics/test_detection.py tests/analytics/test_slices.py
 
 docs: setup
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve $(ARGS)

@@ -99,7 +99,7 @@ BUILTIN_METRICS: tuple[str, ...] = tuple(CATALOG)
 #: A quantile is tested only when each side holds at least this many requests beyond it: a
 #: p99 then needs 1,000 requests a side, a p90 100. Below that the estimate and its bootstrap
 #: variance rest on a handful of tail observations, and on heavy tails the test would not hold
-#: its level (tests/test_analytics_detection.py simulates lognormal latency with sigma 1).
+#: its level (tests/analytics/test_detection.py simulates lognormal latency with sigma 1).
 MIN_TAIL_OBSERVATIONS = 10
 
 

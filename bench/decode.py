@@ -95,7 +95,7 @@ def _child(path: str, mode: str, seconds: float) -> None:
 
 def _fixtures() -> list[bytes]:
     """The golden fixtures (OTLP JSON, as protobuf) and the real clients' captures."""
-    from tests.test_normalize_sources import SOURCES, fixture_bytes, otlp_json_to_protobuf
+    from tests.support.otlp import SOURCES, fixture_bytes, otlp_json_to_protobuf
 
     interop = ROOT / "tests" / "fixtures" / "otlp" / "interop"
     bodies = [otlp_json_to_protobuf(fixture_bytes(src)) for src in SOURCES]

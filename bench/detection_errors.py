@@ -9,7 +9,7 @@ day for ``--days`` days through the real store path (``run_and_diff``). Compared
 default run (mSPRT on the growing window, ``since`` unset, running-minimum p-values), the old
 default (mSPRT on a sliding ``since=7d``). A rate is the share of runs with any false alert.
 (Windows mode tests each completed window once, a fresh fixed-horizon test per window; its
-per-window rate is simulated in tests/test_analytics_detection.py.)
+per-window rate is simulated in tests/analytics/test_detection.py.)
 
 fdr: A/A and partly regressed families of 10 prefixes x 3 versions x 7 cohorts (210 cells,
 350 comparisons: each cell vs base and vs its previous version), fixed-horizon Welch tests

@@ -49,7 +49,7 @@ import httpx  # noqa: E402
 from bench.decode import read_payloads, write_payloads  # noqa: E402
 from bench.workload import make_request  # noqa: E402
 from prefixscope.collector.decoding import PROTOBUF, decode_body  # noqa: E402
-from tests.serverproc import ServerProcess, metric_values  # noqa: E402
+from tests.support.serverproc import ServerProcess, metric_values  # noqa: E402
 
 
 def _child(mode: str, payloads: list[bytes], *args: str) -> float:
@@ -250,7 +250,7 @@ def run_server(
     healthz = httpx.get(srv.base_url + "/healthz", timeout=10).json()
     assert healthz["decoder"] == decoder, healthz
     srv.stop()
-    from tests.conftest import query_store
+    from tests.support.store import query_store
 
     stored = query_store(srv.data_dir, "SELECT count(*) FROM spans")[0][0]
     lat = sorted(latencies)

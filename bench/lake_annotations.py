@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 import duckdb  # noqa: E402
 import httpx  # noqa: E402
 
-from tests.serverproc import ServerProcess  # noqa: E402
+from tests.support.serverproc import ServerProcess  # noqa: E402
 
 JSON = {"Content-Type": "application/json"}
 

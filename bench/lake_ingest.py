@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 import duckdb  # noqa: E402
 
 from bench.workload import make_payloads  # noqa: E402
-from tests.serverproc import ServerProcess  # noqa: E402
+from tests.support.serverproc import ServerProcess  # noqa: E402
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 

@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.workload import make_request  # noqa: E402
-from tests.conftest import query_store  # noqa: E402
-from tests.serverproc import ServerProcess  # noqa: E402
+from tests.support.serverproc import ServerProcess  # noqa: E402
+from tests.support.store import query_store  # noqa: E402
 
 
 def fill(srv: ServerProcess, payloads: list[bytes], clients: int = 8) -> float:

@@ -47,7 +47,7 @@ import httpx  # noqa: E402
 
 from bench.workload import make_request  # noqa: E402
 from prefixscope.collector.metrics.memory import resident_bytes  # noqa: E402
-from tests.serverproc import ServerProcess, metric_values  # noqa: E402
+from tests.support.serverproc import ServerProcess, metric_values  # noqa: E402
 
 MARK = b"\xfe\xed\xfa\xce"
 TEMPLATES = 16

@@ -38,7 +38,7 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.serverproc import ServerProcess  # noqa: E402
+from tests.support.serverproc import ServerProcess  # noqa: E402
 
 MEDIA = {
     "json": "application/json",

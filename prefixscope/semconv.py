@@ -1,7 +1,7 @@
 """Every wire key PrefixScope reads or writes, defined once.
 
 These strings are the wire contract of ``DESIGN.md`` ("Wire contract: span attributes").
-``tests/test_semconv.py`` pins them: changing one is a contract change.
+``tests/meta/test_semconv.py`` pins them: changing one is a contract change.
 """
 
 from __future__ import annotations

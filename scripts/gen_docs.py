@@ -5,7 +5,7 @@
 * ``docs/reference/cli.md``: every ``prefixscope`` command and its options (between the CLI
   markers), from the click commands.
 
-``tests/test_readme.py`` fails when either is stale: run
+``tests/meta/test_readme.py`` fails when either is stale: run
 ``.venv/bin/python scripts/gen_docs.py`` after changing a setting, a command or a help text.
 """
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create the virtual environment of the third-party instrumentation interop suite
-# (tests/test_interop.py): the OpenAI client traced by each of three instrumentors that teams
+# (tests/interop/test_interop.py): the OpenAI client traced by each of three instrumentors that teams
 # already run, and LangChain traced by OpenInference's and OpenLLMetry's LangChain
 # instrumentors, pinned, exporting over OTLP with the OTel SDK. Their requirements conflict
 # with nothing of ours, but they pin their own OTel and openai ranges, so they get a venv of

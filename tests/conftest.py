@@ -12,10 +12,10 @@ from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 
-from .serverproc import ServerProcess
+from tests.support.browser import browser  # noqa: F401 (a fixture for every folder)
+from tests.support.serverproc import ServerProcess
 
 
 def _ci() -> bool:
@@ -73,12 +73,3 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 def server(start_server: Callable[..., ServerProcess]) -> ServerProcess:
     """A running server with default settings on free ports."""
     return start_server()
-
-
-def query_store(data_dir: Path, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
-    """Read the DuckDB file directly (only while no server owns it)."""
-    con = duckdb.connect(str(data_dir / "prefixscope.duckdb"), read_only=True)
-    try:
-        return con.execute(sql, params or []).fetchall()
-    finally:
-        con.close()

@@ -22,7 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: 
     ExportTraceServiceRequest,
 )
 
-from tests.serverproc import ServerProcess, free_port  # noqa: E402
+from tests.support.serverproc import ServerProcess, free_port  # noqa: E402
 
 __all__ = [
     "PROTOBUF",

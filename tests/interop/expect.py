@@ -8,8 +8,9 @@ from typing import Any
 
 import httpx
 
-from ..api_fixtures import sql_dicts as sql
-from ..serverproc import ServerProcess
+from tests.support.api_fixtures import sql_dicts as sql
+from tests.support.serverproc import ServerProcess
+
 from .stub_openai import ANSWERS
 
 QUESTION = "Chest pain radiating to the left arm. Diagnosis as JSON?"

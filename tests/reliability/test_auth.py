@@ -1,0 +1,13 @@
+"""Auth on every route (bench/reliability/auth.py): no token, wrong token, read on write."""
+
+from __future__ import annotations
+
+from bench.reliability import auth
+from tests.support.reports import assert_goals
+
+
+def test_every_route_refuses_missing_wrong_and_underscoped_tokens() -> None:
+    rep = auth.run()
+    assert_goals(rep)
+    figures = {f.name: f.value for f in rep.figures}
+    assert int(figures["route x case checks"].replace(",", "")) >= 60
