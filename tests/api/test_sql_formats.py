@@ -452,15 +452,14 @@ def test_arrow_answers_build_no_python_rows(
 ) -> None:
     """The Arrow path never goes through the JSON path's Python rows: with those made to
     fail, it still answers, in record batches."""
-    import prefixscope.api.sql_sandbox as sandbox_mod
+    import prefixscope.api.sql_results as results_mod
 
     def refuse(*_: Any, **__: Any) -> Any:
         raise AssertionError("Python rows were built")
 
     with Store(tmp_path / "d") as store:
         sandbox = SqlSandbox(store, timeout_s=10, max_rows=10)
-        monkeypatch.setattr(sandbox_mod, "json_safe_row", refuse)
-        monkeypatch.setattr(SqlSandbox, "_fetch", refuse)
+        monkeypatch.setattr(results_mod, "json_safe_row", refuse)
         result = sandbox.run_arrow(
             "SELECT i, i::VARCHAR AS s FROM range(200000) t(i)",
             max_rows=150_000,
