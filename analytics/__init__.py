@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from .alerts import ack_alert, alert_objects, detect_and_alert, list_alerts, save_alerts
 from .cube import Cube, build_cube
-from .detection import Comparison, DetectionConfig, DetectionResult, run_detection
+from .detection import Comparison, DetectionResult, run_detection
+from .detection_config import DetectionConfig
 from .engines import DuckDBEngine, Engine, SparkEngine, spark_session
 from .evaluators import (
     EvalResult,

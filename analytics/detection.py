@@ -40,7 +40,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
-from typing import Any, Literal
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -50,93 +50,17 @@ from scipy import stats as sps
 
 from . import slices as slices_mod
 from . import stats
-from .catalog import DEFAULT_MIN_EFFECT, DEFAULT_MIN_N, tail_min_n
 from .cube import Cube, build_cube
 from .cube_cache import cached_cube
+from .detection_config import DetectionConfig, DetectionConfigError
 from .engines import Engine
 from .metrics import BUILTIN_METRICS, QUANTILE_METRICS, RATE_METRICS, Cell, Estimate, summarise
-from .query import BASE, InvalidArgument, Window, is_relative, parse_duration, parse_time
-from .slices import SliceConfig, slice_cube
+from .query import BASE, Window, is_relative, parse_time
+from .slices import slice_cube
 
 DIMS = ("prefix_id", "prefix_version", "base_model", "route", "cohort")
-SEQUENTIAL_MODES = ("msprt", "fixed", "windows")
 #: evaluation windows are aligned to the Unix epoch (naive UTC, like the store's timestamps)
 EPOCH = datetime(1970, 1, 1)
-
-
-class DetectionConfigError(ValueError):
-    """A detection setting is out of range."""
-
-
-@dataclass(slots=True)
-class DetectionConfig:
-    """Detection settings; :meth:`validate` fails fast on bad values."""
-
-    #: FDR level for Benjamini-Hochberg (and the level of reported intervals)
-    alpha: float = 0.05
-    #: minimum requests (or scored requests) on *each* side of a comparison
-    min_n: int = 100
-    #: per-metric overrides of ``min_n``
-    min_n_by_metric: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_MIN_N))
-    #: minimum worsening per metric: absolute for rates/scores, relative for quantiles
-    min_effect: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MIN_EFFECT))
-    #: minimum effect of evaluator scores without an entry in ``min_effect``
-    score_min_effect: float = 0.05
-    #: mSPRT mixing scale as a multiple of the minimum effect
-    tau_factor: float = 2.0
-    #: "msprt" (always valid, for repeated runs), "windows" (fixed-horizon tests of the
-    #: latest completed evaluation window) or "fixed" (one look, fixed horizon)
-    sequential: Literal["msprt", "fixed", "windows"] = "msprt"
-    #: windows mode: length W of the windows [k W, (k+1) W) of start_time (epoch, UTC)
-    window: timedelta = timedelta(days=1)
-    #: windows mode: a window is tested only once it has been closed this long, so spans,
-    #: scores and feedback that arrive late are in it the first time it is tested
-    window_delay: timedelta = timedelta(0)
-    #: metrics to test (default: every detectable metric present)
-    metrics: list[str] | None = None
-    #: baselines to compare with
-    baselines: tuple[str, ...] = ("base", "previous_version")
-    #: cohort slices tested per (prefix, version, base model, route) (slices.py); depth 0:
-    #: the full cohort combinations only, decided by one BH over the run (before slices)
-    slices: SliceConfig = field(default_factory=SliceConfig)
-
-    def validate(self) -> DetectionConfig:
-        if not 0 < self.alpha < 1:
-            raise DetectionConfigError(f"alpha must be in (0, 1), got {self.alpha}")
-        if self.min_n < 2 or any(v < 2 for v in self.min_n_by_metric.values()):
-            raise DetectionConfigError("min_n must be >= 2")
-        if any(v < 0 for v in self.min_effect.values()) or self.score_min_effect < 0:
-            raise DetectionConfigError("minimum effects must be >= 0")
-        if self.tau_factor <= 0:
-            raise DetectionConfigError("tau_factor must be > 0")
-        if self.sequential not in SEQUENTIAL_MODES:
-            raise DetectionConfigError(
-                f"sequential must be one of {', '.join(SEQUENTIAL_MODES)}, got {self.sequential!r}"
-            )
-        try:
-            self.window = parse_duration(self.window)
-            self.window_delay = parse_duration(self.window_delay)
-        except InvalidArgument as exc:
-            raise DetectionConfigError(str(exc)) from None
-        if self.window < timedelta(seconds=1):
-            raise DetectionConfigError(f"window must be at least 1s, got {self.window}")
-        if self.window_delay < timedelta(0):
-            raise DetectionConfigError(f"window_delay must be >= 0, got {self.window_delay}")
-        if not set(self.baselines) <= {"base", "previous_version"}:
-            raise DetectionConfigError(f"unknown baselines {self.baselines}")
-        if not 0 <= self.slices.depth <= 4:
-            raise DetectionConfigError(f"slice depth must be 0 to 4, got {self.slices.depth}")
-        if self.slices.max_slices < 1:
-            raise DetectionConfigError(f"max_slices must be >= 1, got {self.slices.max_slices}")
-        return self
-
-    def effect_floor(self, metric: str) -> float:
-        return self.min_effect.get(metric, self.score_min_effect)
-
-    def n_floor(self, metric: str) -> int:
-        """The minimum requests a side: the configured one, and for tail quantiles never
-        fewer than :func:`~.catalog.tail_min_n` (a validity floor, not a tuning knob)."""
-        return max(self.min_n_by_metric.get(metric, self.min_n), tail_min_n(metric))
 
 
 @dataclass(slots=True)

@@ -27,7 +27,8 @@ from typing import Any, Literal
 import duckdb
 import orjson
 
-from .detection import DetectionConfig, detection_cube, run_detection
+from .detection import detection_cube, run_detection
+from .detection_config import DetectionConfig
 from .metrics import summarise
 from .query import BASE, Window
 from .slices import SliceConfig, canonical, parse, slice_cube

@@ -100,14 +100,11 @@ def gate(
     cohort: dict[str, str] | None = None,
 ) -> Any:
     """:func:`prefixscope.analytics.gate.gate` (the release gate) on a fresh cursor."""
-    from prefixscope.analytics.detection import DetectionConfig
+    from prefixscope.analytics.detection_config import DetectionConfig
     from prefixscope.analytics.gate import gate as analytics_gate
 
-    config = DetectionConfig()
-    if alpha is not None:
-        config.alpha = alpha
-    if min_n is not None:
-        config.min_n = min_n
+    with analytics_errors():
+        config = DetectionConfig.from_options(alpha=alpha, min_n=min_n)
     return with_cursor(
         store,
         lambda con: analytics_gate(

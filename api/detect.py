@@ -15,9 +15,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from prefixscope.analytics.detection import DetectionConfig
-from prefixscope.analytics.query import Window, is_relative, parse_duration, parse_time
-from prefixscope.analytics.slices import SliceConfig
+from prefixscope.analytics.detection_config import DetectionConfig
+from prefixscope.analytics.query import Window, is_relative, parse_time
 from prefixscope.config import duration
 from prefixscope.errors import Unavailable
 
@@ -43,28 +42,18 @@ class RunOutcome:
 
 def detection_config(req: RegressionRunRequest) -> DetectionConfig:
     """The detection settings of a run request (defaults: :class:`DetectionConfig`)."""
-    config = DetectionConfig()
-    if req.alpha is not None:
-        config.alpha = req.alpha
-    if req.min_n is not None:
-        config.min_n = req.min_n
-    if req.metrics:
-        config.metrics = list(req.metrics)
-    if req.sequential is not None:
-        config.sequential = req.sequential
-    if req.slice_depth is not None or req.max_slices is not None or req.full_slices:
-        config.slices = SliceConfig(
-            depth=config.slices.depth if req.slice_depth is None else req.slice_depth,
-            max_slices=config.slices.max_slices if req.max_slices is None else req.max_slices,
-            full=bool(req.full_slices),
-        )
     with analytics_errors():
-        if req.window is not None:
-            config.window = parse_duration(req.window)
-        if req.window_delay is not None:
-            config.window_delay = parse_duration(req.window_delay)
-        config.validate()
-    return config
+        return DetectionConfig.from_options(
+            alpha=req.alpha,
+            min_n=req.min_n,
+            metrics=req.metrics,
+            sequential=req.sequential,
+            window=req.window,
+            window_delay=req.window_delay,
+            slice_depth=req.slice_depth,
+            max_slices=req.max_slices,
+            full_slices=bool(req.full_slices),
+        )
 
 
 def run_regressions(state: ApiState, req: RegressionRunRequest) -> RunOutcome:

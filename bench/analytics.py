@@ -45,7 +45,8 @@ from pathlib import Path
 
 from prefixscope.analytics import cube_cache
 from prefixscope.analytics.alerts import save_alerts
-from prefixscope.analytics.detection import DetectionConfig, detection_cube, run_detection
+from prefixscope.analytics.detection import detection_cube, run_detection
+from prefixscope.analytics.detection_config import DetectionConfig
 from prefixscope.analytics.query import Window
 from prefixscope.analytics.scorecard import scorecard
 from prefixscope.analytics.slices import SliceConfig

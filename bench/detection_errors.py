@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from prefixscope.analytics.detection import DetectionConfig
+from prefixscope.analytics.detection_config import DetectionConfig
 from prefixscope.analytics.simulate import daily_looks, versions_fdr
 
 

@@ -171,7 +171,7 @@ def run_demo(
     torch_threads: int = 1,
 ) -> dict[str, Any]:
     from prefixscope.analytics.datasets import DatasetItem, save_dataset
-    from prefixscope.analytics.detection import DetectionConfig
+    from prefixscope.analytics.detection_config import DetectionConfig
     from prefixscope.analytics.evaluators import JSONValidation, Refusal, TaskCompletion
     from prefixscope.analytics.replay import replay
     from prefixscope.demo.report import print_report

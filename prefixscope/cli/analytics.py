@@ -7,18 +7,17 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import click
 import orjson
 from click.core import ParameterSource
 from rich.table import Table
 
-from prefixscope.analytics.detection import DetectionConfig, DetectionConfigError
+from prefixscope.analytics.detection_config import DetectionConfig, DetectionConfigError
 from prefixscope.analytics.query import (
     InvalidArgument,
     parse_cohort_filter,
-    parse_duration,
     parse_time,
 )
 from prefixscope.analytics.slices import SliceConfig
@@ -51,29 +50,21 @@ def _config(
     window_delay: str = "0s",
     slices: SliceConfig | None = None,
 ) -> DetectionConfig:
-    mode: Literal["msprt", "fixed", "windows"] = (
-        "fixed" if sequential == "fixed" else "windows" if sequential == "windows" else "msprt"
-    )
+    """The flags as a detection config (:meth:`DetectionConfig.from_options`, as the API)."""
+    s = slices or SliceConfig()
     try:
-        cfg = DetectionConfig(
+        return DetectionConfig.from_options(
             alpha=alpha,
             min_n=min_n,
+            min_effect=min_effect,
             score_min_effect=score_min_effect,
-            sequential=mode,
-            window=parse_duration(window),
-            window_delay=parse_duration(window_delay),
-            slices=slices or SliceConfig(),
+            sequential=sequential,
+            window=window,
+            window_delay=window_delay,
+            slice_depth=s.depth,
+            max_slices=s.max_slices,
+            full_slices=s.full,
         )
-    except InvalidArgument as exc:
-        raise click.BadParameter(str(exc)) from None
-    for item in min_effect:
-        name, _, val = item.partition("=")
-        try:
-            cfg.min_effect[name] = float(val)
-        except ValueError:
-            raise click.BadParameter(f"expected METRIC=VALUE, got {item!r}") from None
-    try:
-        return cfg.validate()
     except DetectionConfigError as exc:
         raise click.BadParameter(str(exc)) from None
 

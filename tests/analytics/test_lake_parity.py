@@ -32,7 +32,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 from opentelemetry.trace import SpanKind
 
 from prefixscope.analytics.alerts import alert_objects
-from prefixscope.analytics.detection import DetectionConfig, detection_cube, run_detection
+from prefixscope.analytics.detection import detection_cube, run_detection
+from prefixscope.analytics.detection_config import DetectionConfig
 from prefixscope.analytics.engines import DuckDBEngine, SparkEngine, spark_session
 from prefixscope.analytics.query import Window
 from prefixscope.analytics.scorecard import scorecard
