@@ -10,8 +10,9 @@ Heavy modules (embedding model, replay) are imported lazily by their functions.
 from __future__ import annotations
 
 from .alerts import ack_alert, alert_objects, detect_and_alert, list_alerts, save_alerts
+from .comparison import Comparison, DetectionResult
 from .cube import Cube, build_cube
-from .detection import Comparison, DetectionResult, run_detection
+from .detection import run_detection
 from .detection_config import DetectionConfig
 from .engines import DuckDBEngine, Engine, SparkEngine, spark_session
 from .evaluators import (

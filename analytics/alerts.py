@@ -22,14 +22,9 @@ import duckdb
 import numpy as np
 import orjson
 
-from .detection import (
-    Comparison,
-    DetectionConfig,
-    DetectionResult,
-    Prior,
-    detection_window,
-    run_detection,
-)
+from .comparison import Comparison, DetectionResult, Prior
+from .detection import detection_window, run_detection
+from .detection_config import DetectionConfig
 from .engines import Engine
 from .examples import example_trace_ids
 from .query import Window

@@ -35,9 +35,8 @@ comparison's interval never includes 0. See docs/guides/detection.md.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any
@@ -50,94 +49,19 @@ from scipy import stats as sps
 
 from . import slices as slices_mod
 from . import stats
+from .causes import name_causes
+from .comparison import Comparison, DetectionResult, Prior, families, family
 from .cube import Cube, build_cube
 from .cube_cache import cached_cube
 from .detection_config import DetectionConfig, DetectionConfigError
 from .engines import Engine
-from .metrics import BUILTIN_METRICS, QUANTILE_METRICS, RATE_METRICS, Cell, Estimate, summarise
+from .metrics import BUILTIN_METRICS, Cell, Estimate, summarise
 from .query import BASE, Window, is_relative, parse_time
 from .slices import slice_cube
 
 DIMS = ("prefix_id", "prefix_version", "base_model", "route", "cohort")
 #: evaluation windows are aligned to the Unix epoch (naive UTC, like the store's timestamps)
 EPOCH = datetime(1970, 1, 1)
-
-
-@dataclass(slots=True)
-class Comparison:
-    """One metric of one cell against one baseline."""
-
-    prefix_id: str
-    prefix_version: str
-    route: str | None
-    cohort: dict[str, Any]
-    metric: str
-    base_model: str | None
-    baseline: str
-    value: float
-    baseline_value: float
-    delta: float
-    relative: float | None
-    ci_low: float | None
-    ci_high: float | None
-    n: int
-    n_baseline: int
-    p_value: float
-    p_fixed: float
-    q_value: float = 1.0
-    flagged: bool = False
-    severity: str = "minor"
-    method: str = ""
-    #: lower confidence bound on the worsening, on the test's scale (score: baseline - value,
-    #: rate: value - baseline, quantile: log ratio); >= 0 means "worse" at level alpha
-    worse_bound: float = float("-inf")
-    #: flagged and named as the cause of its family's regression (one alert per cause; the
-    #: flagged slices that contain it or lie inside it are its ``evidence``)
-    cause: bool = False
-    evidence: list[Comparison] = field(default_factory=list)
-    #: the Simes-BH q-value of its family (the cell, metric and baseline over all slices)
-    family_q: float | None = None
-
-    def fingerprint(self) -> str:
-        """Stable id of this comparison across runs (cell, metric, baseline)."""
-        raw = orjson.dumps(self.fingerprint_parts(), option=orjson.OPT_SORT_KEYS)
-        return hashlib.sha256(raw).hexdigest()[:32]
-
-    def fingerprint_parts(self) -> list[Any]:
-        parts: list[Any] = [
-            self.prefix_id,
-            self.prefix_version,
-            self.route,
-            sorted(self.cohort.items()),
-            self.metric,
-            self.baseline,
-        ]
-        if self.base_model is not None:  # ids of single-base-model alerts stay as they were
-            parts.append(self.base_model)
-        return parts
-
-
-@dataclass(frozen=True, slots=True)
-class Prior:
-    """What earlier looks at the same growing window established for one comparison."""
-
-    min_p: float
-    worse_bound: float
-
-
-@dataclass(slots=True)
-class DetectionResult:
-    #: the data the run tested: ``[since, until)``, or in windows mode the evaluation window
-    window: Window
-    config: DetectionConfig
-    comparisons: list[Comparison]
-    cube: Cube
-
-    @property
-    def regressions(self) -> list[Comparison]:
-        """One per cause: the alerts of the run (every flagged slice without slices:
-        ``flagged``)."""
-        return [c for c in self.comparisons if c.cause]
 
 
 def evaluation_window(
@@ -239,14 +163,6 @@ def _version_order(cells: list[Cell]) -> dict[tuple[str, str], str]:
     return prev
 
 
-def _family(metric: str) -> str:
-    if metric in QUANTILE_METRICS:
-        return "quantile"
-    if metric in RATE_METRICS:
-        return "rate"
-    return "score"
-
-
 def run_detection(
     con: duckdb.DuckDBPyConnection | Engine,
     since: datetime | str | None = None,
@@ -312,7 +228,7 @@ def compare_cells(
             if base is None:
                 continue
             for metric, est in cell.metrics.items():
-                if metric in BUILTIN_METRICS and _family(metric) == "score":
+                if metric in BUILTIN_METRICS and family(metric) == "score":
                     continue  # n, tokens, kv-cache: reported, not tested
                 if config.metrics is not None and metric not in config.metrics:
                     continue
@@ -331,7 +247,7 @@ def compare_cells(
                     pending.append(item)
     decided = _decide(config, pending, prior or {}, hierarchical=slices is not None)
     if slices is not None:
-        _name_causes(config, pending, slices)
+        name_causes(config, [p.cmp for p in pending], slices)
     else:
         for c in decided:
             c.cause = c.flagged
@@ -380,7 +296,7 @@ def _compare(
     floor_n = config.n_floor(metric)
     if est.n < floor_n or b.n < floor_n:
         return None
-    fam = _family(metric)
+    fam = family(metric)
     floor = config.effect_floor(metric)
     if fam == "quantile":
         if est.value <= 0 or b.value <= 0:
@@ -458,13 +374,13 @@ def _decide(
         df = np.array([x.df for x in pending])
         bound = stat - sps.t.ppf(1 - config.alpha, df) * np.sqrt(var)
     if hierarchical:
-        q, fam_q = slices_mod.decide(_families(cmps), p, config.alpha)
+        q, fam_q = slices_mod.decide(families(cmps), p, config.alpha)
         for c, fq in zip(cmps, fam_q, strict=True):
             c.family_q = float(fq)
     else:
         q = stats.bh_q_values(p)
     for i, c in enumerate(cmps):
-        fam = _family(c.metric)
+        fam = family(c.metric)
         c.p_value, c.q_value = float(p[i]), float(q[i])
         c.worse_bound = float(bound[i]) if np.isfinite(bound[i]) else float("-inf")
         # the one-sided interval on the delta (value - baseline) scale: the worse side only
@@ -479,155 +395,3 @@ def _decide(
         effect = (c.relative or 0.0) if fam == "quantile" else float(stat[i])
         c.flagged = bool(q[i] <= config.alpha and effect >= config.effect_floor(c.metric))
     return cmps
-
-
-def _families(cmps: Sequence[Comparison]) -> list[int]:
-    """Each comparison's family: its (prefix, version, base model, route, metric, baseline),
-    whose members are its cohort slices."""
-    index: dict[tuple[object, ...], int] = {}
-    return [
-        index.setdefault(
-            (c.prefix_id, c.prefix_version, c.base_model, c.route, c.metric, c.baseline),
-            len(index),
-        )
-        for c in cmps
-    ]
-
-
-def _name_causes(config: DetectionConfig, pending: Sequence[_Pending], cube: Cube) -> None:
-    """One cause per regression in each family (slices.causes), with its evidence."""
-    cmps = [p.cmp for p in pending]
-    fams = _families(cmps)
-    members: dict[int, list[int]] = {}
-    for i, f in enumerate(fams):
-        members.setdefault(f, []).append(i)
-    explains = _Explainer(config, cmps, cube)
-    for idx in members.values():
-        if not any(cmps[i].flagged for i in idx):
-            continue
-        nodes = [slices_mod.Node(i, cmps[i].cohort, cmps[i].flagged, cmps[i].q_value) for i in idx]
-        found = slices_mod.causes(nodes, explains)
-        for i, evidence in found.items():
-            cmps[i].cause = True
-            cmps[i].evidence = [cmps[j] for j in evidence]
-
-
-class _Explainer(slices_mod.Explains):
-    """Whether slice X explains slice S's worsening: the requests of S outside X (variant and
-    baseline alike, summed from the full cohort combinations) show no worsening of the
-    metric's minimum effect, on enough requests to tell. S entirely inside X: explained."""
-
-    def __init__(self, config: DetectionConfig, cmps: Sequence[Comparison], cube: Cube) -> None:
-        self.config = config
-        self.cmps = cmps
-        self.cube = cube
-        ci = cube.dims.index("cohort")
-        self.cohorts = [slices_mod.parse(k[ci]) for k in cube.keys]
-        self.groups: dict[tuple[object, ...], list[int]] = {}
-        for j, key in enumerate(cube.keys):
-            self.groups.setdefault(tuple(key[:ci]), []).append(j)
-
-    def _cells(self, c: Comparison, baseline: bool, inside: dict[str, object],
-               outside: dict[str, object]) -> list[int]:  # fmt: skip
-        if baseline:
-            pid, _, ver = c.baseline.partition("@")
-            key: tuple[object, ...] = (pid, ver, c.base_model, c.route)
-        else:
-            key = (c.prefix_id, c.prefix_version, c.base_model, c.route)
-        return [
-            j
-            for j in self.groups.get(key, [])
-            if _within(self.cohorts[j], inside) and not _within(self.cohorts[j], outside)
-        ]
-
-    def __call__(self, x: int, s: int) -> bool:
-        c = self.cmps[s]
-        inside, outside = c.cohort, self.cmps[x].cohort
-        variant = self._cells(c, False, inside, outside)
-        baseline = self._cells(c, True, inside, outside)
-        if not variant:
-            return True  # nothing of S lies outside X
-        old = np.asarray(variant + baseline, np.int64)
-        new = np.asarray([0] * len(variant) + [1] * len(baseline), np.int64)
-        rest = self.cube.expand(self.cube.dims, old, new, [("variant",), ("baseline",)])
-        est_cells = summarise(rest, self.config.alpha)
-        est, base = est_cells[0].metrics.get(c.metric), est_cells[1].metrics.get(c.metric)
-        if est is None or est.value is None or est.n == 0:
-            return True
-        if base is None or base.value is None:
-            return False
-        floor_n = self.config.n_floor(c.metric)
-        if est.n < floor_n or base.n < floor_n:
-            return False  # too few requests elsewhere to say the worsening is not there
-        fam = _family(c.metric)
-        if fam == "quantile":
-            if est.value <= 0 or base.value <= 0:
-                return False
-            effect = est.value / base.value - 1
-        elif fam == "rate":
-            effect = est.value - base.value
-        else:
-            effect = base.value - est.value
-        return effect < self.config.effect_floor(c.metric)
-
-
-def _within(cohort: dict[str, object], sl: dict[str, object]) -> bool:
-    """Whether a full cohort combination lies in slice ``sl`` (every key of the slice has
-    its value; the whole route holds every combination)."""
-    return all(str(cohort.get(k)) == str(v) for k, v in sl.items())
-
-
-def slice_tree(
-    result: DetectionResult,
-    prefix_id: str,
-    metric: str | None = None,
-    prefix_version: str | None = None,
-    route: str | None = None,
-) -> list[dict[str, Any]]:
-    """The tested slice tree of a run (``GET /api/v1/regressions/slices``): per family
-    (version, base model, route, metric, baseline) of ``prefix_id``, every tested slice with
-    its n, effect, interval, p and q, whether it was flagged and whether it was named as a
-    cause; the whole route first, then keys, then pairs."""
-    families: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for c in result.comparisons:
-        if c.prefix_id != prefix_id or (metric is not None and c.metric != metric):
-            continue
-        if prefix_version is not None and c.prefix_version != prefix_version:
-            continue
-        if route is not None and c.route != route:
-            continue
-        key = (c.prefix_version, c.base_model, c.route, c.metric, c.baseline)
-        fam = families.setdefault(
-            key,
-            {
-                "prefix_id": prefix_id,
-                "prefix_version": c.prefix_version,
-                "base_model": c.base_model,
-                "route": c.route,
-                "metric": c.metric,
-                "baseline": c.baseline,
-                "family_q": c.family_q,
-                "slices": [],
-            },
-        )
-        fam["slices"].append(
-            {
-                "cohort": c.cohort,
-                "n": c.n,
-                "n_baseline": c.n_baseline,
-                "value": c.value,
-                "baseline_value": c.baseline_value,
-                "delta": c.delta,
-                "relative": c.relative,
-                "ci_low": c.ci_low,
-                "ci_high": c.ci_high,
-                "p_value": c.p_value,
-                "q_value": c.q_value,
-                "flagged": c.flagged,
-                "cause": c.cause,
-            }
-        )
-    out = list(families.values())
-    for fam in out:
-        fam["slices"].sort(key=lambda s: (len(s["cohort"]), str(sorted(s["cohort"].items()))))
-    return out

@@ -20,7 +20,8 @@ from prefixscope.collector.storage import tiers
 from prefixscope.collector.storage.dialect import Dialect
 
 from .catalog import CATALOG
-from .detection import Comparison, _family
+from .comparison import Comparison
+from .comparison import family as _family
 from .engines import Engine, as_engine
 from .query import BASE, PREFIX_SQL, REQUESTS, Window, json_key, judged_sql
 

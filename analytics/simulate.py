@@ -19,7 +19,8 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from .alerts import run_and_diff
-from .detection import Comparison, compare_cells
+from .comparison import Comparison
+from .detection import compare_cells
 from .detection_config import DetectionConfig
 from .metrics import Cell, Estimate
 from .query import BASE, parse_time

@@ -131,8 +131,8 @@ def slice_tree(
     """The slice tree the run would test now, with the sequence's earlier looks (the same
     p-values as a run), written nowhere."""
     from prefixscope.analytics.alerts import SequenceLook
+    from prefixscope.analytics.causes import slice_tree as tree
     from prefixscope.analytics.detection import detection_window, run_detection
-    from prefixscope.analytics.detection import slice_tree as tree
 
     config = detection_config(req)
     since, until = _since(state, req, config), req.until

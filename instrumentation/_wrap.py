@@ -1,9 +1,12 @@
 """Instrumentor lifecycle: declared dependency ranges, idempotent (un)instrument, wrapt patches.
 
-Modelled on opentelemetry-python-contrib's ``BaseInstrumentor`` without depending on it: each
-instrumentor class is a singleton, ``instrument()`` twice patches once, ``uninstrument()``
-restores the original attributes, and a wrapper that someone else has wrapped again is turned
-into a pass-through instead of being torn out from under them.
+Modelled on opentelemetry-python-contrib's ``BaseInstrumentor`` without depending on it, with
+a plain registry instead of its singleton: a framework is patched by at most one instance of
+an instrumentor class at a time (:data:`ACTIVE`), so ``instrument()`` twice, from any
+instance, patches once, and ``Cls().uninstrument()`` restores what any instance patched (the
+OTel convention). ``uninstrument()`` restores the original attributes, and a wrapper that
+someone else has wrapped again is turned into a pass-through instead of being torn out from
+under them.
 """
 
 from __future__ import annotations
@@ -14,7 +17,11 @@ from importlib import metadata
 from typing import Any, ClassVar
 
 import wrapt
+from opentelemetry import trace as otel_trace
 from opentelemetry.trace import TracerProvider
+
+from . import _settings
+from .decorator import get_tracer
 
 log = logging.getLogger(__name__)
 
@@ -55,21 +62,13 @@ class Instrumentor:
     #: Requirements that are checked only if the package is installed.
     optional_requirements: ClassVar[tuple[str, ...]] = ()
 
-    _instance: ClassVar[Instrumentor | None] = None
-    _patches: list[_Patch]
-    _instrumented: bool
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> Instrumentor:
-        if cls.__dict__.get("_instance") is None:
-            inst = super().__new__(cls)
-            inst._patches = []
-            inst._instrumented = False
-            cls._instance = inst
-        return cls.__dict__["_instance"]
+    def __init__(self) -> None:
+        self._patches: list[_Patch] = []
 
     @property
     def is_instrumented(self) -> bool:
-        return self._instrumented
+        """Whether this instrumentor's framework is patched (by any instance of the class)."""
+        return type(self) in ACTIVE
 
     def instrumentation_dependencies(self) -> tuple[str, ...]:
         return self.requirements
@@ -82,7 +81,7 @@ class Instrumentor:
         **kwargs: Any,
     ) -> bool:
         """Patch the framework (once). Returns whether this call patched anything."""
-        if self._instrumented:
+        if type(self) in ACTIVE:
             log.debug("%s is already instrumented", type(self).__name__)
             return False
         if not skip_dep_check:
@@ -95,23 +94,24 @@ class Instrumentor:
                 log.warning("not instrumenting: %s", exc)
                 return False
         self._instrument(tracer_provider=tracer_provider, **kwargs)
-        self._instrumented = True
+        ACTIVE[type(self)] = self
         return True
 
     def uninstrument(self) -> bool:
-        """Restore every patched attribute. Returns whether anything was instrumented."""
-        if not self._instrumented:
+        """Restore every attribute the class's active instance patched. Returns whether
+        anything was instrumented."""
+        active = ACTIVE.pop(type(self), None)
+        if active is None:
             return False
-        for patch in reversed(self._patches):
+        for patch in reversed(active._patches):
             patch.enabled = False
             current = patch.owner.__dict__.get(patch.name)
             if current is patch.wrapper:
                 setattr(patch.owner, patch.name, patch.original)
             else:  # wrapped again by someone else: leave theirs, ours is now a pass-through
                 log.debug("%s.%s was re-wrapped; disabling instead", patch.owner, patch.name)
-        self._patches.clear()
-        self._uninstrument()
-        self._instrumented = False
+        active._patches.clear()
+        active._uninstrument()
         return True
 
     # -- for subclasses ----------------------------------------------------------------------
@@ -134,6 +134,45 @@ class Instrumentor:
         patch.wrapper = wrapt.FunctionWrapper(original, guarded)
         setattr(owner, name, patch.wrapper)
         self._patches.append(patch)
+
+
+class ModelInstrumentor(Instrumentor):
+    """The model instrumentors' one ``_instrument`` path (HF ``generate``, vLLM):
+    ``instrument(tracer_provider=..., capture_content=...)`` sets the tracer and the
+    content-capture setting (None: the process setting from ``configure``), then
+    :meth:`_patch` wraps the framework with the rest of the keywords."""
+
+    _tracer: otel_trace.Tracer
+    _capture_content: bool | None
+
+    def _instrument(
+        self,
+        *,
+        tracer_provider: TracerProvider | None,
+        capture_content: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._tracer = get_tracer(tracer_provider)
+        self._capture_content = capture_content
+        self._patch(**kwargs)
+
+    def _patch(self, **kwargs: Any) -> None:
+        raise NotImplementedError
+
+    @property
+    def tracer(self) -> otel_trace.Tracer:
+        return self._tracer
+
+    def capture(self) -> bool:
+        """Whether message content goes on spans: this instrumentor's setting, else the
+        process's."""
+        if self._capture_content is not None:
+            return self._capture_content
+        return _settings.capture_content()
+
+
+#: the instance that patched each instrumentor class's framework, while it is patched
+ACTIVE: dict[type[Instrumentor], Instrumentor] = {}
 
 
 def _installed(name: str) -> bool:

@@ -23,14 +23,14 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
-from opentelemetry.trace import Span, SpanKind, TracerProvider
+from opentelemetry.trace import Span, SpanKind
 from opentelemetry.util.types import AttributeValue
 
 from prefixscope import semconv
 
-from . import _settings, hf_extract, variants
-from ._wrap import Instrumentor
-from .decorator import get_tracer, record_exception
+from . import hf_extract, variants
+from ._wrap import ModelInstrumentor
+from .decorator import record_exception
 
 __all__ = ["TransformersInstrumentor"]
 
@@ -93,7 +93,7 @@ def _set_counts(span: Span, inputs: list[int] | None, outputs: list[int]) -> Non
     span.set_attributes(attrs)
 
 
-class TransformersInstrumentor(Instrumentor):
+class TransformersInstrumentor(ModelInstrumentor):
     """Traces ``GenerationMixin.generate``, ``PeftModel.generate`` and text-generation pipelines.
 
     ``TransformersInstrumentor().instrument(tracer_provider=..., capture_content=...)``; both
@@ -103,31 +103,15 @@ class TransformersInstrumentor(Instrumentor):
     requirements = ("transformers >= 4.46, < 5.20",)
     optional_requirements = ("peft >= 0.13, < 0.22",)
 
-    _tracer: otel_trace.Tracer
-    _capture_content: bool | None
-
-    def _instrument(
-        self,
-        *,
-        tracer_provider: TracerProvider | None,
-        capture_content: bool | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def _patch(self, **kwargs: Any) -> None:
         from transformers.generation.utils import GenerationMixin
         from transformers.pipelines.text_generation import TextGenerationPipeline
 
-        self._tracer = get_tracer(tracer_provider)
-        self._capture_content = capture_content
         self._wrap(GenerationMixin, "generate", self._wrap_generate)
         for owner in _peft_model_classes():
             if "generate" in owner.__dict__:
                 self._wrap(owner, "generate", self._wrap_generate)
         self._wrap(TextGenerationPipeline, "__call__", self._wrap_pipeline)
-
-    def _capture(self) -> bool:
-        if self._capture_content is not None:
-            return self._capture_content
-        return _settings.capture_content()
 
     # -- generate ----------------------------------------------------------------------------
     def _wrap_generate(
@@ -228,7 +212,7 @@ class TransformersInstrumentor(Instrumentor):
                 attrs[semconv.OPENINFERENCE_SPAN_KIND] = "CHAIN"
                 attrs.pop(semconv.GEN_AI_OPERATION_NAME, None)
                 span.set_attributes(attrs)
-                capture = self._capture()
+                capture = self.capture()
                 if capture:
                     prompt = args[0] if args else kwargs.get("text_inputs")
                     span.set_attribute(semconv.INPUT_VALUE, _text(prompt))

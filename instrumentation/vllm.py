@@ -25,14 +25,14 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from opentelemetry import trace as otel_trace
-from opentelemetry.trace import Span, SpanKind, TracerProvider
+from opentelemetry.trace import Span, SpanKind
 from opentelemetry.util.types import AttributeValue
 
 from prefixscope import semconv
 
-from . import _settings, _steps, openai_client, variants
-from ._wrap import Instrumentor, check_dependencies
-from .decorator import get_tracer, record_exception
+from . import _steps, openai_client, variants
+from ._wrap import ModelInstrumentor, check_dependencies
+from .decorator import record_exception
 
 __all__ = ["VLLMInstrumentor", "request_attributes"]
 
@@ -190,7 +190,7 @@ class _AsyncRequest(_steps.StepObserver):
             span.end()
 
 
-class VLLMInstrumentor(Instrumentor):
+class VLLMInstrumentor(ModelInstrumentor):
     """Traces vLLM's offline ``LLM``, the ``AsyncLLM`` engine and OpenAI-client calls.
 
     ``instrument(tracer_provider=None, capture_content=None, base_model=None)``:
@@ -202,19 +202,7 @@ class VLLMInstrumentor(Instrumentor):
     optional_requirements = ("openai >= 1.40, < 4",)
     vllm_requirement = "vllm >= 0.10, < 0.33"
 
-    _tracer: otel_trace.Tracer
-    _capture_content: bool | None
-
-    def _instrument(
-        self,
-        *,
-        tracer_provider: TracerProvider | None,
-        capture_content: bool | None = None,
-        base_model: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self._tracer = get_tracer(tracer_provider)
-        self._capture_content = capture_content
+    def _patch(self, *, base_model: str | None = None, **kwargs: Any) -> None:
         if self._vllm_supported():
             from vllm.entrypoints.llm import LLM
 
@@ -246,15 +234,6 @@ class VLLMInstrumentor(Instrumentor):
                 return False
             return True
         return False
-
-    def capture(self) -> bool:
-        if self._capture_content is not None:
-            return self._capture_content
-        return _settings.capture_content()
-
-    @property
-    def tracer(self) -> otel_trace.Tracer:
-        return self._tracer
 
     # -- offline LLM -------------------------------------------------------------------------
     def _offline(self, operation: str) -> Any:

@@ -19,13 +19,9 @@ from click.testing import CliRunner
 from scipy import stats as sps
 
 from prefixscope.analytics.alerts import detect_and_alert, list_alerts
-from prefixscope.analytics.detection import (
-    DetectionConfig,
-    DetectionConfigError,
-    DetectionResult,
-    evaluation_window,
-    run_detection,
-)
+from prefixscope.analytics.comparison import DetectionResult
+from prefixscope.analytics.detection import evaluation_window, run_detection
+from prefixscope.analytics.detection_config import DetectionConfig, DetectionConfigError
 from prefixscope.analytics.synthetic import Arm, generate, scratch_store
 from prefixscope.cli.analytics import analytics_group
 from prefixscope.collector.storage.store import Store
@@ -590,7 +586,7 @@ def _null_heavy_tails(runs: int, n: int, seed0: int, shape: str = "call") -> dic
     lognormal with sigma 1 (heavy-tailed), every metric tested by the API's default run (the
     request the API receives, resolved into its config: mSPRT, default floors and effects)."""
     from prefixscope.analytics.alerts import run_and_diff
-    from prefixscope.analytics.detection import _family
+    from prefixscope.analytics.comparison import family as _family
     from prefixscope.api.detect import detection_config
     from prefixscope.api.models import RegressionRunRequest
 

@@ -17,7 +17,8 @@ import httpx
 import pytest
 from scipy import stats as sps
 
-from prefixscope.analytics.detection import DetectionResult, run_detection
+from prefixscope.analytics.comparison import DetectionResult
+from prefixscope.analytics.detection import run_detection
 from prefixscope.analytics.detection_config import DetectionConfig
 from prefixscope.analytics.gate import gate
 from prefixscope.analytics.slices import SliceConfig

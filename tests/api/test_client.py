@@ -40,6 +40,9 @@ from tests.support.api_fixtures import insert_alert
 from tests.support.serverproc import ServerProcess, free_port
 from tests.support.sql_fixtures import TRACES, expected_request, seed
 
+#: timing- or memory-sensitive: run alone (scripts/check)
+pytestmark = pytest.mark.serial
+
 WRITE, READ = "w-token", "r-token"
 EXPORT_ROWS = 500
 TIMEOUT_S = 1.0

@@ -24,6 +24,9 @@ from prefixscope.errors import QueryError
 from tests.support.otlp import json_spans as _json_spans
 from tests.support.serverproc import ServerProcess
 
+#: timing- or memory-sensitive: run alone (scripts/check)
+pytestmark = pytest.mark.serial
+
 MAX_ROWS = 1000
 TIMEOUT_S = 1.0
 

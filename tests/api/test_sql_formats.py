@@ -27,6 +27,9 @@ from prefixscope.errors import QueryError
 from tests.support.serverproc import ServerProcess
 from tests.support.sql_fixtures import NOTE, TRACES, expected_request, seed
 
+#: timing- or memory-sensitive: run alone (scripts/check)
+pytestmark = pytest.mark.serial
+
 MAX_ROWS = 300
 EXPORT_MB = 1
 TIMEOUT_S = 2.0

@@ -10,11 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.support.otlp import PROTOBUF_HEADERS as PROTOBUF
 from tests.support.otlp import make_body
 from tests.support.serverproc import ServerProcess
 from tests.support.store import query_store
+
+#: timing- or memory-sensitive: run alone (scripts/check)
+pytestmark = pytest.mark.serial
 
 
 class Load:

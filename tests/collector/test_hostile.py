@@ -42,6 +42,9 @@ from tests.support.otlp import (
 from tests.support.serverproc import ServerProcess, metric_values
 from tests.support.store import query_store
 
+#: timing- or memory-sensitive: run alone (scripts/check)
+pytestmark = pytest.mark.serial
+
 TOKEN = "hostile-token"
 MAX_BODY = 2 * 1024 * 1024
 MAX_DECOMPRESSED = 4 * 1024 * 1024

@@ -19,6 +19,9 @@ from prefixscope.collector.storage.store import (
 )
 from tests.support.serverproc import ServerProcess, metric_values
 
+#: timing- or memory-sensitive: run alone (scripts/check)
+pytestmark = pytest.mark.serial
+
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 
 

@@ -26,6 +26,9 @@ from tests.support.otlp import make_body
 from tests.support.serverproc import ServerProcess
 from tests.support.store import query_store
 
+#: timing- or memory-sensitive: run alone (scripts/check)
+pytestmark = pytest.mark.serial
+
 HEADERS = {"Content-Type": PROTOBUF}
 
 

@@ -18,6 +18,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from prefixscope import semconv
 from prefixscope.instrumentation import _settings, configure, trace, variants
 
+#: timing- or memory-sensitive: run alone (scripts/check)
+pytestmark = pytest.mark.serial
+
 
 class Receiver(ThreadingHTTPServer):
     def __init__(self) -> None:

@@ -322,14 +322,17 @@ def test_instrument_is_idempotent_and_uninstrument_restores(
         (TextGenerationPipeline, "__call__"),
     ]
     wrapped = [owner.__dict__[name] for owner, name in targets]
-    assert TransformersInstrumentor() is instrumented
+    other = TransformersInstrumentor()  # a plain object: the registry knows the framework
+    assert other is not instrumented and other.is_instrumented
     assert instrumented.instrument(tracer_provider=provider) is False
+    assert other.instrument(tracer_provider=provider) is False  # patched once, by any instance
     assert [owner.__dict__[name] for owner, name in targets] == wrapped
     enc = tiny.encode(PROMPT)
     tiny.peft.generate(**enc, max_new_tokens=2)
     assert len(exporter.get_finished_spans()) == 1
 
-    assert instrumented.uninstrument()
+    assert TransformersInstrumentor().uninstrument()  # the OTel convention: any instance
+    assert not instrumented.is_instrumented
     try:
         for (owner, name), w in zip(targets, wrapped, strict=True):
             assert owner.__dict__[name] is w.__wrapped__

@@ -28,6 +28,7 @@ DRIVERS = Path(__file__).resolve().parent / "vllm_driver"
 
 pytestmark = [
     pytest.mark.vllm,
+    pytest.mark.serial,  # ~3 GB and both cores while the engine starts
     pytest.mark.skipif(
         not VLLM_PY.exists(), reason="needs the vLLM venv: run scripts/setup-vllm.sh"
     ),

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bench.reliability import auth
 from tests.support.reports import assert_goals
+
+#: timing- or memory-sensitive: run alone (scripts/check)
+pytestmark = pytest.mark.serial
 
 
 def test_every_route_refuses_missing_wrong_and_underscoped_tokens() -> None:

@@ -7,6 +7,9 @@ import pytest
 from bench.reliability import crash
 from tests.support.reports import assert_goals
 
+#: timing- or memory-sensitive: run alone (scripts/check)
+pytestmark = pytest.mark.serial
+
 
 @pytest.mark.slow
 def test_kill_9_under_sdk_exporters_loses_no_acknowledged_span() -> None:

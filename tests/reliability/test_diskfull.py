@@ -14,6 +14,9 @@ import pytest
 from bench.reliability import diskfull
 from tests.support.reports import assert_goals
 
+#: timing- or memory-sensitive: run alone (scripts/check)
+pytestmark = pytest.mark.serial
+
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a tmpfs")

@@ -21,6 +21,9 @@ from prefixscope.collector.decoding import JSON
 from prefixscope.errors import BadRequest
 from tests.support.reports import assert_goals
 
+#: timing- or memory-sensitive: run alone (scripts/check)
+pytestmark = pytest.mark.serial
+
 SEEDS = fuzz.Seeds.build(8)
 
 

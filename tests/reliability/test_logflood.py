@@ -5,8 +5,13 @@ time, and nothing acknowledged is lost."""
 
 from __future__ import annotations
 
+import pytest
+
 from bench.reliability import logflood
 from tests.support.reports import assert_goals
+
+#: timing- or memory-sensitive: run alone (scripts/check)
+pytestmark = pytest.mark.serial
 
 
 def test_log_flood_does_not_stall_traces_and_sigterm_exits() -> None:

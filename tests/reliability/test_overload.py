@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bench.reliability import overload
 from tests.support.reports import assert_goals
+
+#: timing- or memory-sensitive: run alone (scripts/check)
+pytestmark = pytest.mark.serial
 
 
 def test_overload_sheds_stays_responsive_and_keeps_acknowledged() -> None:

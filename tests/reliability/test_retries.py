@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bench.reliability import retries
 from tests.support.reports import assert_goals
+
+#: timing- or memory-sensitive: run alone (scripts/check)
+pytestmark = pytest.mark.serial
 
 
 def test_retries_and_resends_never_duplicate_and_lose_nothing() -> None:

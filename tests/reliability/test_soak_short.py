@@ -9,10 +9,14 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from bench.soak import MARK, SPANS_PER_REQUEST, run, templates
 from tests.support.api_fixtures import sql_rows
 from tests.support.serverproc import ServerProcess
+
+#: timing- or memory-sensitive: run alone (scripts/check)
+pytestmark = pytest.mark.serial
 
 SPANS = 100 * SPANS_PER_REQUEST
 ARGS = ["--hot-retention", "10s", "--dedupe-window", "15s", "--lake-roll-interval-s", "1"]

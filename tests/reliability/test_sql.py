@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bench.reliability import sql
 from tests.support.reports import assert_goals
+
+#: timing- or memory-sensitive: run alone (scripts/check)
+pytestmark = pytest.mark.serial
 
 
 def test_every_sql_escape_attempt_is_refused() -> None:

@@ -14,11 +14,33 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+#: under pytest-xdist each worker takes its ports from a range of its own, below the kernel's
+#: ephemeral range: two workers can never be handed the same free port (one server would then
+#: fail to bind, and its health check could reach the other worker's server)
+_WORKER_PORTS = 2_000
+_FIRST_PORT = 20_000
+_next_port: list[int] = []
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+    first = _FIRST_PORT + int(worker[2:]) * _WORKER_PORTS
+    if not _next_port:
+        _next_port.append(first)
+    for _ in range(_WORKER_PORTS):
+        port = _next_port[0]
+        _next_port[0] = first + (port + 1 - first) % _WORKER_PORTS
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use (by something else on this machine): the next one
+            return port
+    raise RuntimeError(f"no free port in this worker's range {first}-{first + _WORKER_PORTS}")
 
 
 @dataclass
