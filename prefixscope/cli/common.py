@@ -12,6 +12,9 @@ import duckdb
 import orjson
 from rich.console import Console
 
+from prefixscope.analytics.detection_config import DetectionConfig, DetectionConfigError
+from prefixscope.analytics.slices import SliceConfig
+
 DATA_DIR = click.option(
     "--data-dir",
     type=click.Path(path_type=Path),
@@ -151,3 +154,113 @@ def open_engine(
     return SparkEngine.over_lake(
         spark, lake_path, storage_options=s3_options_from_env(), served=declared
     )
+
+
+def detection_config(
+    alpha: float,
+    min_n: int,
+    min_effect: Sequence[str],
+    score_min_effect: float,
+    sequential: str,
+    window: str = "1d",
+    window_delay: str = "0s",
+    slices: SliceConfig | None = None,
+) -> DetectionConfig:
+    """The flags as a detection config (:meth:`DetectionConfig.from_options`, as the API)."""
+    s = slices or SliceConfig()
+    try:
+        return DetectionConfig.from_options(
+            alpha=alpha,
+            min_n=min_n,
+            min_effect=min_effect,
+            score_min_effect=score_min_effect,
+            sequential=sequential,
+            window=window,
+            window_delay=window_delay,
+            slice_depth=s.depth,
+            max_slices=s.max_slices,
+            full_slices=s.full,
+        )
+    except DetectionConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def detection_options(fn: Any) -> Any:
+    for opt in reversed(
+        [
+            click.option(
+                "--alpha",
+                type=float,
+                default=0.05,
+                show_default=True,
+                help="False-discovery rate across all comparisons of the run.",
+            ),
+            click.option(
+                "--min-n",
+                type=int,
+                default=100,
+                show_default=True,
+                help="Minimum requests (or scored requests) on each side of a comparison.",
+            ),
+            click.option(
+                "--min-effect",
+                multiple=True,
+                metavar="METRIC=VALUE",
+                help="Minimum worsening for a metric (absolute for rates/scores, relative "
+                "for latency quantiles), e.g. --min-effect latency_p99=0.2. Repeatable.",
+            ),
+            click.option(
+                "--score-min-effect",
+                type=float,
+                default=0.05,
+                show_default=True,
+                help="Minimum worsening of evaluator scores without their own --min-effect.",
+            ),
+            click.option(
+                "--sequential",
+                type=click.Choice(["msprt", "fixed", "windows"]),
+                default="msprt",
+                show_default=True,
+                help="How repeated runs stay safe. msprt: always-valid p-values on growing "
+                "data; windows: fixed-horizon tests of the latest completed --window (re-runs "
+                "re-test the same window); fixed: one fixed-horizon look at [since, until).",
+            ),
+            click.option(
+                "--window",
+                default="1d",
+                show_default=True,
+                help="With --sequential windows: window length (30m, 6h, 1d, 1w); windows "
+                "are [k W, (k+1) W) of span start time, aligned to the Unix epoch in UTC. "
+                "--until is the run's clock (default now); --since must not cut the window.",
+            ),
+            click.option(
+                "--window-delay",
+                default="0s",
+                show_default=True,
+                help="With --sequential windows: test a window only once it has been closed "
+                "this long (time for late spans, scores and feedback).",
+            ),
+            click.option(
+                "--slice-depth",
+                type=click.IntRange(0, 4),
+                default=SliceConfig().depth,
+                show_default=True,
+                help="Cohort keys per tested slice: 1 tests the route and each key, 2 also "
+                "each pair of keys (0: only the full cohort combinations, one BH family).",
+            ),
+            click.option(
+                "--max-slices",
+                type=click.IntRange(1),
+                default=SliceConfig().max_slices,
+                show_default=True,
+                help="Most slices of two keys or more per variant and route (largest first).",
+            ),
+            click.option(
+                "--full-slices",
+                is_flag=True,
+                help="Also test every full combination of cohort keys deeper than --slice-depth.",
+            ),
+        ]
+    ):
+        fn = opt(fn)
+    return fn

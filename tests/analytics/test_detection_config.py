@@ -13,7 +13,7 @@ from prefixscope.analytics.detection_config import DetectionConfig, DetectionCon
 from prefixscope.analytics.slices import SliceConfig
 from prefixscope.api.detect import detection_config
 from prefixscope.api.models import RegressionRunRequest
-from prefixscope.cli.analytics import _config
+from prefixscope.cli.common import detection_config as cli_config
 
 
 def test_options_not_given_keep_the_defaults() -> None:
@@ -58,7 +58,7 @@ def test_every_bad_value_is_a_detection_config_error(options: dict[str, object])
 
 
 def test_the_cli_and_the_api_assemble_the_same_config() -> None:
-    cli = _config(
+    cli = cli_config(
         0.02,
         200,
         ("latency_p99=0.3",),
