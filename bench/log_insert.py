@@ -17,8 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.reliability.logflood import log_body
+from prefixscope.collector.decoding.common import Limits
 from prefixscope.collector.decoding.logs import decode_logs_json
-from prefixscope.collector.decoding.spans import Limits
 from prefixscope.collector.storage.sinks import DuckDBSink
 from prefixscope.collector.storage.store import Store
 

@@ -42,8 +42,8 @@ from bench.reliability.common import (
     vm_hwm_mb,
     workload_request,
 )
+from prefixscope.collector.decoding.common import Limits
 from prefixscope.collector.decoding.logs import decode_logs_json
-from prefixscope.collector.decoding.spans import Limits
 
 JSON = "application/json"
 PROBE_EVERY_S = 0.1

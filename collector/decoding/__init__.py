@@ -21,9 +21,9 @@ import pyarrow as pa
 
 from prefixscope.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
+from .common import Limits
 from .json import decode_json
 from .protobuf import decode_protobuf
-from .spans import Limits
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"

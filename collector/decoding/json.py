@@ -18,7 +18,7 @@ from prefixscope import semconv as k
 from prefixscope.errors import BadRequest
 
 from ..spans.model import SpanBatch
-from .spans import (
+from .common import (
     KIND_NAMES,
     MAX_DEPTH,
     STATUS_NAMES,

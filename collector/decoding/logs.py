@@ -22,8 +22,8 @@ from prefixscope.errors import BadRequest, UnsupportedMediaType
 from ..spans.model import LOG_EVENT_SCHEMA, SpanBatch
 from . import PROTOBUF, gunzip_limited
 from . import json as dj
+from .common import Limits
 from .protobuf import _pb_attrs, _pb_value, parse_request
-from .spans import Limits
 
 GENAI_EVENT_PREFIX = "gen_ai."
 EVENT_NAME_ATTRIBUTE = "event.name"

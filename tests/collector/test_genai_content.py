@@ -29,8 +29,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Link, Status, StatusCode
 
+from prefixscope.collector.decoding.common import Limits
 from prefixscope.collector.decoding.logs import decode_logs_json, decode_logs_protobuf
-from prefixscope.collector.decoding.spans import Limits
 from prefixscope.collector.spans.messages import extract
 from prefixscope.errors import BadRequest
 from tests.support.api_fixtures import sql_dicts as _sql

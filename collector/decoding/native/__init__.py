@@ -25,7 +25,7 @@ from prefixscope import semconv as k
 
 from ...spans import normalize as _nz
 from ...spans.model import NORMALIZED_COLUMNS, SPAN_ARROW_SCHEMA, SPAN_COLUMN_NAMES, SPAN_COLUMNS
-from .. import spans as _spans
+from .. import common as _spans
 
 #: the column layout otlp.c writes (its enum of columns); the model must match it
 LAYOUT: tuple[str, ...] = (

@@ -1,7 +1,7 @@
 /*
  * OTLP ExportTraceServiceRequest (protobuf wire format) -> the span columns, in C.
  *
- * The compiled twin of ``protobuf.py`` + ``spans.py`` + ``normalize.py``: it reads the wire
+ * The compiled twin of ``protobuf.py`` + ``common.py`` + ``normalize.py``: it reads the wire
  * format directly and writes each column's Arrow buffers (validity bitmap, int32 offsets,
  * data) without creating a Python object per span or attribute. ``__init__.py`` wraps the
  * buffers into an Arrow table.
