@@ -65,14 +65,20 @@ class IngestPipeline:
     def admitted(self) -> Iterator[None]:
         """Admission control: 429 before decoding a body the server cannot take now (the
         writer's queue is full or ``max_inflight`` bodies are being decoded)."""
-        flight = self._flight
-        with self._admit(lambda: flight.count >= self.max_inflight):
-            flight.count += 1
+        self._take_decode_slot()
         try:
             yield
         finally:
-            with flight.lock:
-                flight.count -= 1
+            self._give_back_decode_slot()
+
+    def _take_decode_slot(self) -> None:
+        flight = self._flight
+        with self._admit(lambda: flight.count >= self.max_inflight):
+            flight.count += 1
+
+    def _give_back_decode_slot(self) -> None:
+        with self._flight.lock:
+            self._flight.count -= 1
 
     @contextmanager
     def receiving(self) -> Iterator[None]:
@@ -129,8 +135,7 @@ class IngestPipeline:
 
         No thread waits for the commit: the writer's future completes this one, so an HTTP
         request awaits it on the event loop and a gRPC call in its own thread."""
-        admission = self.admitted()
-        admission.__enter__()
+        self._take_decode_slot()
         out: Future[Decoded] = Future()
         parts = [body]  # dropped once decoded: the body's memory is not held to the commit
 
@@ -141,7 +146,7 @@ class IngestPipeline:
                 finally:
                     # out of the decode slot before queueing, so the writer's linger sees the
                     # spans as queued
-                    admission.__exit__(None, None, None)
+                    self._give_back_decode_slot()
                 committed = self.submit(decoded, transport)
             except BaseException as exc:  # handed to the caller, who answers with it
                 out.set_exception(exc)
@@ -162,7 +167,7 @@ class IngestPipeline:
         try:
             self.threads.submit(run)
         except BaseException:
-            admission.__exit__(None, None, None)
+            self._give_back_decode_slot()
             raise
         return out
 
