@@ -21,7 +21,9 @@ from typing import Any, Literal
 import duckdb
 import numpy as np
 import orjson
+import pyarrow as pa
 
+from .alert_record import COLUMNS, AlertRecord
 from .comparison import Comparison, DetectionResult, Prior
 from .detection import detection_window, run_detection
 from .detection_config import DetectionConfig
@@ -29,12 +31,6 @@ from .engines import Engine
 from .examples import example_trace_ids
 from .query import Window
 
-ALERT_FIELDS = (
-    "id", "prefix_id", "prefix_version", "route", "cohort", "metric", "baseline",
-    "baseline_value", "value", "delta", "ci_low", "ci_high", "p_value", "q_value", "n",
-    "n_baseline", "direction", "severity", "status", "example_trace_ids", "created_at",
-)  # fmt: skip
-EXTRA_FIELDS = ("updated_at", "resolved_at", "fingerprint", "method", "details")
 #: The alert lifecycle: open → (acked) → resolved; a resolved fingerprint that regresses again
 #: opens a new alert.
 OPEN, ACKED, RESOLVED = "open", "acked", "resolved"
@@ -52,10 +48,6 @@ _ORDER = {
     "recent": "created_at DESC, id",
     "severity": f"{_SEVERITY_SQL}, coalesce(q_value, 1), created_at DESC, id",
 }
-
-
-def fingerprint(c: Comparison) -> str:
-    return c.fingerprint()
 
 
 def _now() -> datetime:
@@ -107,48 +99,44 @@ def alert_objects(
     source: duckdb.DuckDBPyConnection | Engine,
     result: DetectionResult,
     now: datetime | None = None,
-) -> list[dict[str, Any]]:
-    """The run's flagged regressions as alert objects, without a store (lake-only runs).
+) -> list[AlertRecord]:
+    """The run's flagged regressions as alerts, without a store (lake-only runs).
 
     ``id`` is the fingerprint (stable across runs); ``status`` is ``open``.
     """
-    created = (now or _now()).isoformat()
-    out = []
+    created = now or _now()
     flagged = result.regressions
-    for c, examples in zip(flagged, example_trace_ids(source, flagged, result.window), strict=True):
-        details = _details(c, result)
-        fp = fingerprint(c)
-        out.append(
-            {
-                "id": fp,
-                "prefix_id": c.prefix_id,
-                "prefix_version": c.prefix_version,
-                "route": c.route,
-                "cohort": c.cohort,
-                "metric": c.metric,
-                "baseline": c.baseline,
-                "baseline_value": c.baseline_value,
-                "value": c.value,
-                "delta": c.delta,
-                "ci_low": c.ci_low,
-                "ci_high": c.ci_high,
-                "p_value": c.p_value,
-                "q_value": c.q_value,
-                "n": c.n,
-                "n_baseline": c.n_baseline,
-                "direction": "worse",
-                "severity": c.severity,
-                "status": "open",
-                "example_trace_ids": examples,
-                "created_at": created,
-                "updated_at": None,
-                "resolved_at": None,
-                "fingerprint": fp,
-                "method": c.method,
-                "details": details,
-            }
+    return [
+        AlertRecord(
+            id=c.fingerprint(),
+            prefix_id=c.prefix_id,
+            prefix_version=c.prefix_version,
+            route=c.route,
+            cohort=c.cohort,
+            metric=c.metric,
+            baseline=c.baseline,
+            baseline_value=c.baseline_value,
+            value=c.value,
+            delta=c.delta,
+            ci_low=c.ci_low,
+            ci_high=c.ci_high,
+            p_value=c.p_value,
+            q_value=c.q_value,
+            n=c.n,
+            n_baseline=c.n_baseline,
+            direction="worse",
+            severity=c.severity,
+            status=OPEN,
+            example_trace_ids=examples,
+            created_at=created,
+            fingerprint=c.fingerprint(),
+            method=c.method,
+            details=_details(c, result),
         )
-    return out
+        for c, examples in zip(
+            flagged, example_trace_ids(source, flagged, result.window), strict=True
+        )
+    ]
 
 
 def save_alerts(
@@ -157,7 +145,7 @@ def save_alerts(
     now: datetime | None = None,
     *,
     source: duckdb.DuckDBPyConnection | Engine | None = None,
-) -> list[dict[str, Any]]:
+) -> list[AlertRecord]:
     """Upsert flagged regressions, resolve cleared ones; return the run's active alerts.
 
     ``con`` holds the ``alerts`` table; ``source`` is where the spans are, for example traces
@@ -175,7 +163,7 @@ def save_alerts(
         zip(map(id, causes), example_trace_ids(source, causes, result.window), strict=True)
     )
     for c in result.comparisons:
-        fp = fingerprint(c)
+        fp = c.fingerprint()
         if not c.cause:  # cleared, or now the evidence of another slice's alert
             if fp in active:
                 con.execute(
@@ -294,18 +282,29 @@ class SequenceLook:
         if not self.live:
             return
         now = _now()
-        rows = [
-            (self.anchor, c.fingerprint(), c.p_value, c.worse_bound, self.until, now)
-            for c in result.comparisons
-            if np.isfinite(c.worse_bound)
-        ]
-        if rows:
-            con.executemany(
-                "INSERT OR REPLACE INTO sequential_state "
-                "(anchor, fingerprint, min_p, worse_bound, last_until, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                rows,
+        kept = [c for c in result.comparisons if np.isfinite(c.worse_bound)]
+        if not kept:
+            return
+        # one columnar upsert: executemany costs milliseconds per row, this one per look
+        rows = pa.table(
+            {
+                "anchor": pa.array([self.anchor] * len(kept), pa.string()),
+                "fingerprint": pa.array([c.fingerprint() for c in kept], pa.string()),
+                "min_p": pa.array([c.p_value for c in kept], pa.float64()),
+                "worse_bound": pa.array([c.worse_bound for c in kept], pa.float64()),
+                "last_until": pa.array([self.until] * len(kept), pa.timestamp("us")),
+                "updated_at": pa.array([now] * len(kept), pa.timestamp("us")),
+            }
+        )
+        name = f"_sequence_rows_{uuid.uuid4().hex}"
+        con.register(name, rows)
+        try:
+            cols = ", ".join(rows.column_names)
+            con.execute(
+                f"INSERT OR REPLACE INTO sequential_state ({cols}) SELECT {cols} FROM {name}"
             )
+        finally:
+            con.unregister(name)
 
 
 def detect_and_alert(
@@ -313,7 +312,7 @@ def detect_and_alert(
     since: datetime | str | None = None,
     until: datetime | str | None = None,
     config: DetectionConfig | None = None,
-) -> tuple[DetectionResult, list[dict[str, Any]]]:
+) -> tuple[DetectionResult, list[AlertRecord]]:
     """One regression run: detect over the window (continuing the window's sequence of
     looks in mSPRT mode) and persist alerts and the sequence's state."""
     config = (config or DetectionConfig()).validate()
@@ -326,15 +325,15 @@ def detect_and_alert(
 @dataclass(slots=True)
 class RunDiff:
     """What one regression run changed: the alerts it opened, the active ones whose evidence
-    it refreshed, and the ones it closed (each an alert dict of :func:`list_alerts`)."""
+    it refreshed, and the ones it closed."""
 
     result: DetectionResult
-    new: list[dict[str, Any]]
-    updated: list[dict[str, Any]]
-    resolved: list[dict[str, Any]]
+    new: list[AlertRecord]
+    updated: list[AlertRecord]
+    resolved: list[AlertRecord]
 
     @property
-    def active(self) -> list[dict[str, Any]]:
+    def active(self) -> list[AlertRecord]:
         """The run's alerts that are open or acked: new, then updated."""
         return [*self.new, *self.updated]
 
@@ -372,8 +371,8 @@ def run_and_diff(
         raise
     return RunDiff(
         result=result,
-        new=[a for a in touched if a["id"] not in before],
-        updated=[a for a in touched if a["id"] in before],
+        new=[a for a in touched if a.id not in before],
+        updated=[a for a in touched if a.id in before],
         resolved=resolved,
     )
 
@@ -381,32 +380,6 @@ def run_and_diff(
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:
     with contextlib.suppress(duckdb.Error):
         con.execute("ROLLBACK")
-
-
-def _json(value: Any, default: Any) -> Any:
-    """A JSON column's value; unreadable JSON (rows written by other tools) -> ``default``."""
-    if value is None:
-        return default
-    if isinstance(value, str | bytes):
-        try:
-            return orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return default
-    return value
-
-
-def _row_to_alert(cols: list[str], row: tuple[Any, ...]) -> dict[str, Any]:
-    d = dict(zip(cols, row, strict=True))
-    cohort = _json(d.get("cohort"), {})
-    d["cohort"] = cohort if isinstance(cohort, dict) else {}
-    examples = _json(d.get("example_trace_ids"), [])
-    d["example_trace_ids"] = [str(t) for t in examples] if isinstance(examples, list) else []
-    details = _json(d.get("details"), None)
-    d["details"] = details if isinstance(details, dict) else None
-    for k in ("created_at", "updated_at", "resolved_at"):
-        if isinstance(d.get(k), datetime):
-            d[k] = d[k].isoformat()
-    return d
 
 
 def list_alerts(
@@ -418,8 +391,8 @@ def list_alerts(
     metric: str | None = None,
     order: Literal["recent", "severity"] = "recent",
     limit: int = 1000,
-) -> list[dict[str, Any]]:
-    """Alerts as dicts with every field of the DESIGN.md alert object (plus extensions).
+) -> list[AlertRecord]:
+    """Alerts with every field of the DESIGN.md alert object (plus extensions).
 
     ``order``: ``recent`` (newest first) or ``severity`` (most severe, then most significant,
     then newest first; the HTTP API's order).
@@ -433,18 +406,15 @@ def list_alerts(
     if ids is not None:
         conds.append("list_contains(?, id)")
         params.append(list(ids))
-    cols = [*ALERT_FIELDS, *EXTRA_FIELDS]
     rows = con.execute(
-        f"SELECT {', '.join(cols)} FROM alerts WHERE {' AND '.join(conds)} "
+        f"SELECT {', '.join(COLUMNS)} FROM alerts WHERE {' AND '.join(conds)} "
         f"ORDER BY {_ORDER[order]} LIMIT ?",
         [*params, int(limit)],
     ).fetchall()
-    return [_row_to_alert(cols, r) for r in rows]
+    return [AlertRecord.from_row(r) for r in rows]
 
 
-def acknowledge(
-    con: duckdb.DuckDBPyConnection, alert_id: str
-) -> tuple[dict[str, Any] | None, bool]:
+def acknowledge(con: duckdb.DuckDBPyConnection, alert_id: str) -> tuple[AlertRecord | None, bool]:
     """Mark an open alert acked: ``(alert, changed)``, ``(None, False)`` when there is no such
     alert. Acking an acked or resolved alert changes nothing. The check and the change are one
     statement, so two concurrent acks change the alert once."""
@@ -458,7 +428,7 @@ def acknowledge(
     return (found[0] if found else None), changed
 
 
-def ack_alert(con: duckdb.DuckDBPyConnection, alert_id: str) -> dict[str, Any] | None:
+def ack_alert(con: duckdb.DuckDBPyConnection, alert_id: str) -> AlertRecord | None:
     """Mark an open alert acknowledged; return it (None when no such alert)."""
     return acknowledge(con, alert_id)[0]
 
@@ -470,8 +440,6 @@ __all__ = [
     "acknowledge",
     "alert_objects",
     "detect_and_alert",
-    "example_trace_ids",
-    "fingerprint",
     "list_alerts",
     "run_and_diff",
     "save_alerts",

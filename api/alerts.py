@@ -1,8 +1,9 @@
 """The API's view of the ``alerts`` table.
 
 Reading and acknowledging go through :mod:`prefixscope.analytics.alerts`, which also writes the
-alerts (one definition of the alert object and its filters); this module turns its dicts into
-:class:`Alert` models and storage problems into HTTP errors.
+alerts (one definition of the alert object and its filters); this module turns its
+:class:`~prefixscope.analytics.alert_record.AlertRecord` objects into :class:`Alert` models and
+storage problems into HTTP errors.
 """
 
 from __future__ import annotations
@@ -12,19 +13,16 @@ from typing import Any
 import duckdb
 
 from prefixscope.analytics import alerts as analytics_alerts
-from prefixscope.analytics.alerts import ALERT_FIELDS, EXTRA_FIELDS
+from prefixscope.analytics.alert_record import AlertRecord
 from prefixscope.collector.storage.store import Store
 from prefixscope.errors import NotFound, Unavailable
 
 from .models import Alert
 
-# The alert object's fields are defined once, with the detector that writes them.
-ALERT_COLUMNS = (*ALERT_FIELDS, *(f for f in EXTRA_FIELDS if f != "fingerprint"))
 
-
-def alert_from_row(rec: dict[str, Any]) -> Alert:
-    """An alert dict of :func:`prefixscope.analytics.alerts.list_alerts` as the API model."""
-    return Alert.model_validate({k: rec.get(k) for k in ALERT_COLUMNS})
+def alert_model(rec: AlertRecord) -> Alert:
+    """An alert record as the API model (the record's fields, less the dedupe key)."""
+    return Alert.model_validate(rec, from_attributes=True)
 
 
 def _alerts(store: Store, **kw: Any) -> list[Alert]:
@@ -33,7 +31,7 @@ def _alerts(store: Store, **kw: Any) -> list[Alert]:
         rows = analytics_alerts.list_alerts(cur, **kw)
     finally:
         cur.close()
-    return [alert_from_row(r) for r in rows]
+    return [alert_model(r) for r in rows]
 
 
 def list_alerts(
@@ -72,4 +70,4 @@ def ack_alert(store: Store, alert_id: str) -> tuple[Alert, bool]:
         cur.close()
     if found is None:
         raise NotFound(f"no alert with id {alert_id!r}")
-    return alert_from_row(found), changed
+    return alert_model(found), changed

@@ -72,13 +72,13 @@ def run_regressions(state: ApiState, req: RegressionRunRequest) -> RunOutcome:
         ) from None
     finally:
         cur.close()
-    new = [alerts.alert_from_row(a) for a in diff.new]
-    updated = [alerts.alert_from_row(a) for a in diff.updated]
+    new = [alerts.alert_model(a) for a in diff.new]
+    updated = [alerts.alert_model(a) for a in diff.updated]
     outcome = RunOutcome(
         alerts=[*new, *updated],
         new=new,
         updated=updated,
-        resolved=[alerts.alert_from_row(a) for a in diff.resolved],
+        resolved=[alerts.alert_model(a) for a in diff.resolved],
         comparisons=len(diff.result.comparisons),
         flagged=len(diff.result.regressions),
         sequential=config.sequential,

@@ -99,7 +99,7 @@ def full_run(engine: Any) -> tuple[str, set[str]]:
         f"{wall:6.1f}s (cube {t_cube:.1f}, tests+alerts with examples {t_detect:.1f}); "
         f"{len(result.comparisons)} comparisons, {len(alerts)} alerts"
     )
-    return text, {a["fingerprint"] for a in alerts}
+    return text, {a.fingerprint for a in alerts}
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ from typing import Any
 
 import duckdb
 
+from prefixscope.analytics.alert_record import AlertRecord
 from prefixscope.demo import data as demo_data
 
 MIN_MARGIN = 0.10
@@ -93,34 +94,32 @@ def paired_margin(
     return {"n": float(n), "delta": mean, "ci_low": mean - half, "ci_high": mean + half}
 
 
-def v2_alert_check(alerts: list[dict[str, Any]]) -> Check:
+def v2_alert_check(alerts: list[AlertRecord]) -> Check:
     """Check 3 (see the module's doc) over the run's open alerts."""
 
-    def specialty(a: dict[str, Any]) -> str | None:
-        cohort = a.get("cohort") or {}
-        return cohort.get("specialty") if isinstance(cohort, dict) else None
+    def specialty(a: AlertRecord) -> str | None:
+        return a.cohort.get("specialty")
 
-    def listed(some: list[dict[str, Any]]) -> str:
+    def listed(some: list[AlertRecord]) -> str:
         return ", ".join(
-            f"{a['prefix_id']}@{a['prefix_version']} {a['metric']} on {specialty(a)}" for a in some
+            f"{a.prefix_id}@{a.prefix_version} {a.metric} on {specialty(a)}" for a in some
         )
 
-    v2 = [a for a in alerts if a["prefix_id"] == "radiology" and str(a["prefix_version"]) == "2"]
+    v2 = [a for a in alerts if a.prefix_id == "radiology" and str(a.prefix_version) == "2"]
     tc = [
         a
         for a in v2
-        if a["metric"] == "TaskCompletion"
-        and a["baseline"] == "radiology@1"
+        if a.metric == "TaskCompletion"
+        and a.baseline == "radiology@1"
         and specialty(a) == "radiology"
     ]
     rest = [a for a in alerts if a not in v2]
     misrouted = [
-        a for a in rest if specialty(a) in demo_data.SPECIALTIES and specialty(a) != a["prefix_id"]
+        a for a in rest if specialty(a) in demo_data.SPECIALTIES and specialty(a) != a.prefix_id
     ]
     unexpected = [a for a in rest if a not in misrouted]
     detail = (
-        f"TaskCompletion {tc[0]['value']:.2f} vs {tc[0]['baseline_value']:.2f} "
-        f"(q={tc[0]['q_value']:.2g})"
+        f"TaskCompletion {tc[0].value:.2f} vs {tc[0].baseline_value:.2f} (q={tc[0].q_value:.2g})"
         if tc
         else "no TaskCompletion alert for radiology@2 vs radiology@1 on radiology notes"
     )
@@ -132,7 +131,7 @@ def v2_alert_check(alerts: list[dict[str, Any]]) -> Check:
 
 def run_checks(
     con: duckdb.DuckDBPyConnection,
-    alerts: list[dict[str, Any]],
+    alerts: list[AlertRecord],
     gate_status: dict[str, str],
     routing: list[Any],
 ) -> StoryChecks:

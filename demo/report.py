@@ -114,20 +114,20 @@ def print_report(
         t.add_column(col)
     for a in alerts:
         t.add_row(
-            a["id"][:12],
-            a["metric"],
-            f"{a['prefix_id']}@{a['prefix_version'] or '-'}",
-            str(a["route"]),
-            ",".join(f"{k}={v}" for k, v in (a["cohort"] or {}).items()),
-            str(a["baseline"]),
-            f"{_fmt(a['value'])} vs {_fmt(a['baseline_value'])}",
-            f"{a['delta']:+.3f} [{_fmt(a['ci_low'], 3)},{_fmt(a['ci_high'], 3)}]",
-            f"{a['q_value']:.2g}",
-            f"{a['n']} / {a['n_baseline']}",
-            (a["example_trace_ids"] or ["-"])[0][:16],
+            a.id[:12],
+            a.metric,
+            f"{a.prefix_id}@{a.prefix_version or '-'}",
+            str(a.route),
+            ",".join(f"{k}={v}" for k, v in (a.cohort or {}).items()),
+            str(a.baseline),
+            f"{_fmt(a.value)} vs {_fmt(a.baseline_value)}",
+            f"{a.delta:+.3f} [{_fmt(a.ci_low, 3)},{_fmt(a.ci_high, 3)}]",
+            f"{a.q_value:.2g}",
+            f"{a.n} / {a.n_baseline}",
+            (a.example_trace_ids or ["-"])[0][:16],
         )
     console.print(t)
-    ids = " ".join(sorted(a["id"] for a in alerts)) or "(none)"
+    ids = " ".join(sorted(a.id for a in alerts)) or "(none)"
     console.print(f"alert ids: {ids}", soft_wrap=True)  # one line, for copy and grep
 
     t = Table(title="Release gate per prefix, on the cohort it is released for")
@@ -207,7 +207,7 @@ def print_report(
             "demo guide (docs/guides/demo.md) promises."
         )
     return {
-        "alert_ids": sorted(a["id"] for a in alerts),
+        "alert_ids": sorted(a.id for a in alerts),
         "gate": verdicts,
         "routing": [a.to_dict() for a in advice],
         "story": story.to_dict(),

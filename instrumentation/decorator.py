@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Mapping
 from contextvars import Token
 from time import perf_counter
-from typing import Any, NamedTuple, TypeVar, overload
+from typing import Any, NamedTuple, TypeVar, Unpack, overload
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
@@ -25,6 +25,7 @@ from opentelemetry.util.types import AttributeValue
 from prefixscope import __version__, semconv
 
 from . import _settings, _steps, variants
+from .variants import VariantFields
 
 __all__ = ["SpanIds", "current_ids", "record_exception", "record_fallback", "trace"]
 
@@ -209,15 +210,8 @@ def trace(
     kind: SpanKind = SpanKind.INTERNAL,
     attributes: Mapping[str, Any] | None = None,
     tracer_provider: TracerProvider | None = None,
-    prefix_id: str | None = None,
-    prefix_version: str | int | None = None,
-    prefix_type: str | None = None,
-    route: str | None = None,
-    prompt_version: str | int | None = None,
-    base_model: str | None = None,
-    session_id: str | None = None,
-    cohort: Mapping[str, Any] | None = None,
     request: bool = False,
+    **fields: Unpack[VariantFields],
 ) -> Callable[[F], F]: ...
 
 
@@ -229,20 +223,14 @@ def trace(
     kind: SpanKind = SpanKind.INTERNAL,
     attributes: Mapping[str, Any] | None = None,
     tracer_provider: TracerProvider | None = None,
-    prefix_id: str | None = None,
-    prefix_version: str | int | None = None,
-    prefix_type: str | None = None,
-    route: str | None = None,
-    prompt_version: str | int | None = None,
-    base_model: str | None = None,
-    session_id: str | None = None,
-    cohort: Mapping[str, Any] | None = None,
     request: bool = False,
+    **fields: Unpack[VariantFields],
 ) -> Any:
     """Trace every call of the decorated function (``@trace`` or ``@trace(...)``).
 
-    ``name`` defaults to the function's ``__qualname__``. Variant fields (``prefix_id``,
-    ``route``, ``cohort``, ...) act like a :func:`~prefixscope.instrumentation.variant` scope
+    ``name`` defaults to the function's ``__qualname__``. Variant fields (the keywords of
+    :class:`~prefixscope.instrumentation.variants.Variant`: ``prefix_id``, ``route``,
+    ``cohort``, ...) act like a :func:`~prefixscope.instrumentation.variant` scope
     around the call: they land on this span and on every span started inside it.
     ``attributes`` are extra attributes for this span only. For generators and async
     generators the span covers the whole stream: it ends when the stream is exhausted, closed
@@ -251,17 +239,8 @@ def trace(
     on a function that calls a model through a client nothing instruments, or to count a
     function that makes several model calls as one request.
     """
-    own = variants.variant_attributes(
-        prefix_id=prefix_id,
-        prefix_version=prefix_version,
-        prefix_type=prefix_type,
-        route=route,
-        prompt_version=prompt_version,
-        base_model=base_model,
-        session_id=session_id,
-        cohort=cohort,
-    )
-    static = variants.variant_attributes(attributes=attributes) if attributes else {}
+    own = variants.Variant(**fields).attributes()
+    static = variants.extra_attributes(attributes)
     if request:
         static = {**static, semconv.PREFIXSCOPE_SPAN_KIND: semconv.REQUEST_SPAN_KIND}
     tracer = get_tracer(tracer_provider)

@@ -9,13 +9,15 @@ once on entry, so stamping a span costs a dictionary merge, not a re-encoding.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import random
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
+from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar, Unpack
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -26,12 +28,14 @@ from prefixscope import semconv
 from . import _settings, _steps
 
 __all__ = [
+    "Variant",
+    "VariantFields",
     "VariantScope",
     "VariantSpanProcessor",
     "current_attributes",
+    "extra_attributes",
     "set_default_attributes",
     "variant",
-    "variant_attributes",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -49,38 +53,58 @@ def _attribute_value(value: Any) -> AttributeValue:
     return str(value)
 
 
-def variant_attributes(
-    *,
-    prefix_id: str | None = None,
-    prefix_version: str | int | None = None,
-    prefix_type: str | None = None,
-    route: str | None = None,
-    prompt_version: str | int | None = None,
-    base_model: str | None = None,
-    session_id: str | None = None,
-    cohort: Mapping[str, Any] | None = None,
-    attributes: Mapping[str, Any] | None = None,
-) -> dict[str, AttributeValue]:
-    """The flat span attributes for these variant fields (``None`` fields are left out)."""
-    out: dict[str, AttributeValue] = {}
-    if attributes:
-        out.update((k, _attribute_value(v)) for k, v in attributes.items() if v is not None)
-    for key, value in (
-        (semconv.PREFIX_ID, prefix_id),
-        (semconv.PREFIX_VERSION, prefix_version),
-        (semconv.PREFIX_TYPE, prefix_type),
-        (semconv.ROUTE, route),
-        (semconv.PROMPT_VERSION, prompt_version),
-        (semconv.BASE_MODEL, base_model),
-        (semconv.SESSION_ID, session_id),
-    ):
-        if value is not None:
-            out[key] = str(value)  # the wire contract says strings (e.g. prefix.version "3")
-    if cohort:
-        for key, value in cohort.items():
-            if value is not None:
-                out[semconv.COHORT_PREFIX + str(key)] = _attribute_value(value)
-    return out
+class VariantFields(TypedDict, total=False):
+    """The variant keywords that :func:`variant` and :func:`~.decorator.trace` take: the
+    fields of :class:`Variant` (a test keeps the two equal)."""
+
+    prefix_id: str | None
+    prefix_version: str | int | None
+    prefix_type: str | None
+    route: str | None
+    prompt_version: str | int | None
+    base_model: str | None
+    session_id: str | None
+    cohort: Mapping[str, Any] | None
+
+
+def _wire(key: str) -> Any:
+    """A field whose value goes on the wire as the string attribute ``key``."""
+    return dataclasses.field(default=None, metadata={"wire": key})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Variant:
+    """Which variant serves a request. Each field maps to its DESIGN.md wire attribute;
+    ``cohort={"specialty": "x"}`` becomes ``cohort.specialty``; ``None`` fields are left out."""
+
+    prefix_id: str | None = _wire(semconv.PREFIX_ID)
+    prefix_version: str | int | None = _wire(semconv.PREFIX_VERSION)
+    prefix_type: str | None = _wire(semconv.PREFIX_TYPE)
+    route: str | None = _wire(semconv.ROUTE)
+    prompt_version: str | int | None = _wire(semconv.PROMPT_VERSION)
+    base_model: str | None = _wire(semconv.BASE_MODEL)
+    session_id: str | None = _wire(semconv.SESSION_ID)
+    cohort: Mapping[str, Any] | None = None
+
+    def attributes(self) -> dict[str, AttributeValue]:
+        """The flat span attributes of these fields."""
+        out: dict[str, AttributeValue] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is not None and "wire" in f.metadata:
+                out[f.metadata["wire"]] = str(value)  # the contract says strings ("3")
+        if self.cohort:
+            for key, value in self.cohort.items():
+                if value is not None:
+                    out[semconv.COHORT_PREFIX + str(key)] = _attribute_value(value)
+        return out
+
+
+def extra_attributes(attributes: Mapping[str, Any] | None) -> dict[str, AttributeValue]:
+    """Any other span attributes, as attribute values (``None`` values are left out)."""
+    if not attributes:
+        return {}
+    return {k: _attribute_value(v) for k, v in attributes.items() if v is not None}
 
 
 def current_attributes() -> Attributes:
@@ -207,36 +231,17 @@ class VariantScope:
 
 
 def variant(
-    *,
-    prefix_id: str | None = None,
-    prefix_version: str | int | None = None,
-    prefix_type: str | None = None,
-    route: str | None = None,
-    prompt_version: str | int | None = None,
-    base_model: str | None = None,
-    session_id: str | None = None,
-    cohort: Mapping[str, Any] | None = None,
-    attributes: Mapping[str, Any] | None = None,
+    *, attributes: Mapping[str, Any] | None = None, **fields: Unpack[VariantFields]
 ) -> VariantScope:
     """Name the variant for every span started inside (a context manager and a decorator).
 
-    ``prefix_id`` etc. map to the wire attributes of DESIGN.md; ``cohort={"specialty": "x"}``
+    The keywords are :class:`Variant`'s fields (``prefix_id``, ``prefix_version``,
+    ``prefix_type``, ``route``, ``prompt_version``, ``base_model``, ``session_id``,
+    ``cohort``) and map to the wire attributes of DESIGN.md; ``cohort={"specialty": "x"}``
     becomes ``cohort.specialty``; ``attributes`` adds any other span attributes. Inner scopes
     override outer ones field by field; cohorts merge key by key.
     """
-    return VariantScope(
-        variant_attributes(
-            prefix_id=prefix_id,
-            prefix_version=prefix_version,
-            prefix_type=prefix_type,
-            route=route,
-            prompt_version=prompt_version,
-            base_model=base_model,
-            session_id=session_id,
-            cohort=cohort,
-            attributes=attributes,
-        )
-    )
+    return VariantScope({**extra_attributes(attributes), **Variant(**fields).attributes()})
 
 
 class VariantSpanProcessor(SpanProcessor):

@@ -136,7 +136,7 @@ def run_command(
         "sequential": cfg.sequential,
         "window": tested.to_dict(),
         "comparisons": len(result.comparisons),
-        "alerts": alerts,
+        "alerts": [a.to_dict() for a in alerts],
     }
     if out is not None:
         out.write_bytes(orjson.dumps(report, default=str, option=orjson.OPT_INDENT_2))

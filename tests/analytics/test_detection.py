@@ -286,9 +286,9 @@ def test_windows_mode_tests_each_completed_window_once(tmp_path: Path) -> None:
         generate(con, arms, seed=2, start=T0 + W / 2, duration=W / 2, id_offset=10**8)
         res, alerts = detect_and_alert(con, None, T0 + W, WINDOWS)
         assert (res.window.since, res.window.until) == (T0, T0 + W)
-        [a] = [x for x in alerts if x["metric"] == "thumbs_down_rate"]
-        assert a["method"] == "windows:rate:pooled_z" and a["n"] == 1000
-        assert a["details"]["evaluation_window"] == {
+        [a] = [x for x in alerts if x.metric == "thumbs_down_rate"]
+        assert a.method == "windows:rate:pooled_z" and a.n == 1000
+        assert a.details["evaluation_window"] == {
             "since": T0.isoformat(),
             "until": (T0 + W).isoformat(),
             "length_s": 3600.0,
@@ -309,8 +309,8 @@ def test_windows_mode_tests_each_completed_window_once(tmp_path: Path) -> None:
             again, refreshed = detect_and_alert(con, None, clock, WINDOWS)
             assert (again.window.since, again.window.until) == (T0, T0 + W)
             assert _same(_signature(again), first)
-            assert a["id"] in {x["id"] for x in refreshed}
-        assert [x["id"] for x in list_alerts(con) if x["metric"] == "thumbs_down_rate"] == [a["id"]]
+            assert a.id in {x.id for x in refreshed}
+        assert [x.id for x in list_alerts(con) if x.metric == "thumbs_down_rate"] == [a.id]
         # a since inside the window would make the tested data depend on the clock
         with pytest.raises(DetectionConfigError, match="cuts into the evaluation window"):
             run_detection(con, T0 + W / 2, T0 + W + W / 2, WINDOWS)
@@ -329,8 +329,8 @@ def test_windows_mode_tests_each_completed_window_once(tmp_path: Path) -> None:
         assert (nxt.window.since, nxt.window.until) == (T0 + W, T0 + 2 * W)
         assert {c.metric for c in nxt.comparisons} >= {"thumbs_down_rate"}
         assert not any(c.metric == "thumbs_down_rate" for c in nxt.regressions)
-        [closed] = [x for x in list_alerts(con) if x["id"] == a["id"]]
-        assert closed["status"] == "resolved"
+        [closed] = [x for x in list_alerts(con) if x.id == a.id]
+        assert closed.status == "resolved"
 
 
 def test_windows_mode_cli(tmp_path: Path) -> None:

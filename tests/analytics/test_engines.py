@@ -76,28 +76,27 @@ def test_lake_alerts_equal_store_alerts_and_show_the_regression(lake: Lake) -> N
     lake_alerts = alert_objects(engine, run_detection(engine))
     assert_same_alerts(store_alerts, lake_alerts)
     prefix, version, route, cohort = REGRESSED
-    cells = {(a["prefix_id"], a["prefix_version"], a["route"]) for a in lake_alerts}
+    cells = {(a.prefix_id, a.prefix_version, a.route) for a in lake_alerts}
     assert cells == {(prefix, version, route)}
     # the regression is named in its cohort; a latency p99 twice as high in one cohort is
     # significant only over the whole route (1,200 requests give 12 tail observations a side),
     # so that one is named at the route
     assert all(
-        a["cohort"] == cohort or (a["cohort"] == {} and a["metric"] == "latency_p99")
-        for a in lake_alerts
+        a.cohort == cohort or (a.cohort == {} and a.metric == "latency_p99") for a in lake_alerts
     )
-    metrics = {a["metric"] for a in lake_alerts if a["cohort"] == cohort}
+    metrics = {a.metric for a in lake_alerts if a.cohort == cohort}
     assert metrics == {"TaskCompletion", "latency_p90", "thumbs_down_rate"}
     for a in lake_alerts:
-        assert a["baseline"] in ("base", "p1@1") and a["id"] == a["fingerprint"]
-        assert len(a["example_trace_ids"]) == 5
+        assert a.baseline in ("base", "p1@1") and a.id == a.fingerprint
+        assert len(a.example_trace_ids) == 5
         rows = con.execute(
             "SELECT DISTINCT prefix_id, prefix_version, cohort FROM spans "
             "WHERE trace_id IN (SELECT unnest(?)) AND prefix_id IS NOT NULL",
-            [a["example_trace_ids"]],
+            [a.example_trace_ids],
         ).fetchall()
         seen = {(r[0], r[1], r[2] and orjson.dumps(orjson.loads(r[2])).decode()) for r in rows}
         assert {(p, v) for p, v, _ in seen} == {(prefix, version)}
-        if a["cohort"]:
+        if a.cohort:
             assert [(r[0], r[1], orjson.loads(r[2])) for r in rows] == [(prefix, version, COHORT_A)]
 
 
@@ -125,7 +124,7 @@ def test_compaction_dedupes_scores_and_feedback_by_id(tmp_path: Path) -> None:
 
 def test_cli_run_on_a_lake_prints_or_stores_alerts(lake: Lake, tmp_path: Path) -> None:
     path, con = lake
-    expected = {a["fingerprint"] for a in alert_objects(con, run_detection(con))}
+    expected = {a.fingerprint for a in alert_objects(con, run_detection(con))}
     out = tmp_path / "alerts.json"
     runner = CliRunner()
     res = runner.invoke(main, ["analytics", "run", "--lake-path", path, "--out", str(out)])
@@ -141,8 +140,8 @@ def test_cli_run_on_a_lake_prints_or_stores_alerts(lake: Lake, tmp_path: Path) -
         assert res.exit_code == 0, res.output
     with Store(data_dir) as store:
         stored = list_alerts(store.cursor())
-    assert {a["fingerprint"] for a in stored} == expected
-    assert all(a["status"] == "open" and len(a["example_trace_ids"]) == 5 for a in stored)
+    assert {a.fingerprint for a in stored} == expected
+    assert all(a.status == "open" and len(a.example_trace_ids) == 5 for a in stored)
 
 
 def test_cli_spark_engine_needs_a_lake() -> None:

@@ -58,30 +58,30 @@ def test_alerts_dedup_and_resolve(tmp_path: Path) -> None:
         _traffic(store, bad=True, start=T0, offset=0)
         w1 = (T0, T0 + timedelta(hours=1))
         _, alerts = detect_and_alert(con, *w1)
-        metrics = {a["metric"] for a in alerts}
+        metrics = {a.metric for a in alerts}
         assert {"TaskCompletion", "thumbs_down_rate"} <= metrics
-        a = next(x for x in alerts if x["metric"] == "TaskCompletion")
-        assert a["prefix_id"] == "cardio" and a["prefix_version"] == "2"
-        assert a["route"] == "triage" and a["cohort"] == COHORT and a["baseline"] == "base"
-        assert a["direction"] == "worse" and a["status"] == "open"
-        assert a["delta"] == pytest.approx(-0.2, abs=0.03)
+        a = next(x for x in alerts if x.metric == "TaskCompletion")
+        assert a.prefix_id == "cardio" and a.prefix_version == "2"
+        assert a.route == "triage" and a.cohort == COHORT and a.baseline == "base"
+        assert a.direction == "worse" and a.status == "open"
+        assert a.delta == pytest.approx(-0.2, abs=0.03)
         # the interval of the one-sided test that raised it: a bound on the worse side only
-        assert a["ci_low"] is None and a["delta"] < a["ci_high"] < 0
-        assert a["q_value"] <= 0.05 and a["n"] >= 1400 and a["n_baseline"] >= 1400
-        assert len(a["example_trace_ids"]) == 5
-        assert a["severity"] == ("critical" if -a["delta"] >= 0.2 else "major")
+        assert a.ci_low is None and a.delta < a.ci_high < 0
+        assert a.q_value <= 0.05 and a.n >= 1400 and a.n_baseline >= 1400
+        assert len(a.example_trace_ids) == 5
+        assert a.severity == ("critical" if -a.delta >= 0.2 else "major")
         # same window again: updated, not repeated
         _, again = detect_and_alert(con, *w1)
-        assert {x["id"] for x in again} == {x["id"] for x in alerts}
+        assert {x.id for x in again} == {x.id for x in alerts}
         assert len(list_alerts(con)) == len(alerts)
-        assert ack_alert(con, a["id"])["status"] == "acked"
+        assert ack_alert(con, a.id).status == "acked"
         # the regression is gone in the next window: alerts resolve
         _traffic(store, bad=False, start=T0 + timedelta(hours=1), offset=10**7)
         _, after = detect_and_alert(con, T0 + timedelta(hours=1), T0 + timedelta(hours=2))
         assert after == []
         closed = list_alerts(con, status="resolved")
-        assert {x["id"] for x in closed} == {x["id"] for x in alerts}
-        assert all(x["resolved_at"] for x in closed)
+        assert {x.id for x in closed} == {x.id for x in alerts}
+        assert all(x.resolved_at for x in closed)
         assert list_alerts(con, status="open") == []
 
         # scorecard on the first window: deltas vs base on the same cohort
@@ -297,7 +297,7 @@ def test_growing_window_reports_the_running_minimum_p_value(tmp_path: Path) -> N
         assert tc2.p_value == pytest.approx(tc1.p_value)
         assert tc2.worse_bound == pytest.approx(tc1.worse_bound) and tc2.ci_high is not None
         assert tc2.ci_high == pytest.approx(-tc1.worse_bound)
-        assert [a["id"] for a in still] == [a["id"] for a in alerts]  # no flicker
+        assert [a.id for a in still] == [a.id for a in alerts]  # no flicker
         # a look back in time: its own p-value, and the sequence is left as it was
         back, _ = detect_and_alert(con, T0, T0 + timedelta(minutes=90), cfg)
         assert next(c for c in back.comparisons if c.baseline == "base").p_value > tc1.p_value
@@ -408,12 +408,12 @@ def test_run_and_diff_reports_new_updated_and_resolved(tmp_path: Path) -> None:
         assert first.updated == [] and first.resolved == []
         again = run_and_diff(con, *w1)
         assert again.new == []
-        assert sorted(a["id"] for a in again.updated) == sorted(a["id"] for a in first.new)
+        assert sorted(a.id for a in again.updated) == sorted(a.id for a in first.new)
         _traffic(store, bad=False, start=T0 + timedelta(hours=1), offset=10**6)
         cleared = run_and_diff(con, T0 + timedelta(hours=1), T0 + timedelta(hours=2))
         assert cleared.new == [] and cleared.updated == []
-        assert {a["id"] for a in cleared.resolved} == {a["id"] for a in first.new}
-        assert {a["status"] for a in cleared.resolved} == {RESOLVED}
+        assert {a.id for a in cleared.resolved} == {a.id for a in first.new}
+        assert {a.status for a in cleared.resolved} == {RESOLVED}
 
 
 def test_thin_cells_are_untested_not_blocking_and_strict_requires_them(tmp_path: Path) -> None:

@@ -241,12 +241,11 @@ def test_same_cube_alerts_and_scorecard_on_every_engine(world: World) -> None:
     assert_same_alerts(alerts[0], alerts[2])
     # the injected regressions, on the variant known only by its served name
     flagged = {
-        (a["prefix_id"], a["prefix_version"], tuple(a["cohort"].items()), a["metric"])
-        for a in alerts[0]
+        (a.prefix_id, a.prefix_version, tuple(a.cohort.items()), a.metric) for a in alerts[0]
     }
     for metric in ("latency_p90", "thumbs_down_rate", "Groundedness"):
         assert ("cardiology", "2", (("specialty", "a"),), metric) in flagged, metric
-    assert {a["prefix_id"] for a in alerts[0]} == {"cardiology"}
+    assert {a.prefix_id for a in alerts[0]} == {"cardiology"}
     keys = ["prefix_id", "prefix_version", "cohort.specialty"]
     cards = [scorecard(e, keys).to_dict() for e in (world.store, world.lake, world.spark)]
     assert_close(cards[0]["rows"], cards[1]["rows"], "lake")

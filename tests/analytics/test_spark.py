@@ -83,15 +83,13 @@ def test_spark_alerts_equal_duckdb_alerts(engines: tuple[DuckDBEngine, SparkEngi
     spark_alerts = alert_objects(spark, spark_run)
     assert_same_alerts(alert_objects(duck, duck_run), spark_alerts)
     # in the regressed cohort; p99 only over the whole route (test_analytics_engines.py)
-    assert {a["metric"] for a in spark_alerts} == {
+    assert {a.metric for a in spark_alerts} == {
         "TaskCompletion",
         "latency_p90",
         "thumbs_down_rate",
         "latency_p99",
     }
-    assert {(a["prefix_id"], a["prefix_version"], a["route"]) for a in spark_alerts} == {
-        REGRESSED[:3]
-    }
+    assert {(a.prefix_id, a.prefix_version, a.route) for a in spark_alerts} == {REGRESSED[:3]}
 
 
 def test_spark_scorecard_equals_duckdb_scorecard(
@@ -111,7 +109,7 @@ def test_spark_scorecard_equals_duckdb_scorecard(
 
 def test_cli_run_with_spark_engine(spark: Any, lake: str, tmp_path: Path) -> None:
     duck = DuckDBEngine.over_lake(lake)
-    expected = {a["fingerprint"] for a in alert_objects(duck, run_detection(duck))}
+    expected = {a.fingerprint for a in alert_objects(duck, run_detection(duck))}
     out = tmp_path / "alerts.json"
     runner = CliRunner()
     base = ["analytics", "run", "--engine", "spark", "--lake-path", lake]
@@ -125,8 +123,8 @@ def test_cli_run_with_spark_engine(spark: Any, lake: str, tmp_path: Path) -> Non
     assert res.exit_code == 0, res.output
     with Store(data_dir) as store:
         stored = list_alerts(store.cursor())
-    assert {a["fingerprint"] for a in stored} == expected
-    assert all(len(a["example_trace_ids"]) == 5 for a in stored)
+    assert {a.fingerprint for a in stored} == expected
+    assert all(len(a.example_trace_ids) == 5 for a in stored)
 
 
 def test_online_evaluation_on_spark_scores_what_duckdb_scores(spark: Any, tmp_path: Path) -> None:

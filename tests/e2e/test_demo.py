@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from prefixscope.analytics.alert_record import AlertRecord
 from tests.support.browser import open_page
 from tests.support.paths import ARTIFACTS
 from tests.support.paths import ROOT as REPO_ROOT
@@ -93,8 +95,6 @@ def _story_over_time(data_dir: Path) -> None:
     """Issue 32 part 7: the demo's days, against what its generator says it built in
     (demo-truth.json: the timeline, the registry entries, the defects, and per route,
     variant, note specialty and phase the requests it served and their TaskCompletion)."""
-    import datetime as dt
-
     from prefixscope.analytics.timeseries import SeriesQuery, timeseries
     from prefixscope.collector.storage.store import Store
 
@@ -353,17 +353,30 @@ def test_story_holds_across_model_seeds_and_threads(
     )
 
 
-def _alert(prefix: str, version: str, metric: str, specialty: str, baseline: str) -> dict:
-    return {
-        "prefix_id": prefix,
-        "prefix_version": version,
-        "metric": metric,
-        "baseline": baseline,
-        "cohort": {"specialty": specialty},
-        "value": 0.2,
-        "baseline_value": 0.9,
-        "q_value": 1e-9,
-    }
+def _alert(prefix: str, version: str, metric: str, specialty: str, baseline: str) -> AlertRecord:
+    return AlertRecord(
+        id=f"{prefix}{version}{metric}{specialty}{baseline}",
+        prefix_id=prefix,
+        prefix_version=version,
+        route=f"/{specialty}",
+        cohort={"specialty": specialty},
+        metric=metric,
+        baseline=baseline,
+        baseline_value=0.9,
+        value=0.2,
+        delta=-0.7,
+        ci_low=None,
+        ci_high=-0.5,
+        p_value=1e-10,
+        q_value=1e-9,
+        n=100,
+        n_baseline=100,
+        direction="worse",
+        severity="critical",
+        status="open",
+        example_trace_ids=[],
+        created_at=dt.datetime(2026, 1, 1),
+    )
 
 
 def test_the_v2_check_fails_on_any_alert_on_a_released_prefixs_own_department() -> None:

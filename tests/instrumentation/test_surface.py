@@ -45,3 +45,48 @@ print(json.dumps({
     )
     result = json.loads(out.stdout)
     assert result == {"loaded": [], "provider": "ProxyTracerProvider"}
+
+
+def test_the_variant_keywords_are_the_variant_records_fields() -> None:
+    """The keywords of ``variant`` and ``@trace`` are typed by ``VariantFields``, whose keys and
+    types must be ``Variant``'s fields: one list of the keywords, kept equal here."""
+    import dataclasses
+    import typing
+
+    import pytest
+
+    from prefixscope import semconv
+    from prefixscope.instrumentation.variants import Variant, VariantFields
+
+    hints = typing.get_type_hints(Variant)
+    assert typing.get_type_hints(VariantFields) == {
+        f.name: hints[f.name] for f in dataclasses.fields(Variant)
+    }
+    every = Variant(
+        prefix_id="rad",
+        prefix_version=3,
+        prefix_type="prefix",
+        route="/r",
+        prompt_version=2,
+        base_model="m",
+        session_id="s",
+        cohort={"specialty": "radiology", "plan": None},
+    ).attributes()
+    assert every == {
+        semconv.PREFIX_ID: "rad",
+        semconv.PREFIX_VERSION: "3",
+        semconv.PREFIX_TYPE: "prefix",
+        semconv.ROUTE: "/r",
+        semconv.PROMPT_VERSION: "2",
+        semconv.BASE_MODEL: "m",
+        semconv.SESSION_ID: "s",
+        semconv.COHORT_PREFIX + "specialty": "radiology",
+    }
+    assert instrumentation.variant(route="/r", attributes={"x": 1}).attributes == {
+        "x": 1,
+        semconv.ROUTE: "/r",
+    }
+    with pytest.raises(TypeError):
+        instrumentation.variant(prefix="rad")  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        instrumentation.trace(prefx_id="rad")  # type: ignore[call-overload]

@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 import pytest
 
+from prefixscope.analytics.alert_record import AlertRecord
 from prefixscope.analytics.cube import Cube
 from prefixscope.analytics.synthetic import Arm, generate, scratch_store
 from prefixscope.collector.storage.export import export_duckdb_tables
@@ -157,11 +158,12 @@ def assert_close(a: Any, b: Any, where: str = "") -> None:
         assert a == b, where
 
 
-def assert_same_alerts(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> None:
+def assert_same_alerts(a: list[AlertRecord], b: list[AlertRecord]) -> None:
     """Same alerts (by fingerprint), equal fields, floats within 1e-9 relative."""
-    by_fp = {x["fingerprint"]: x for x in b}
-    assert sorted(by_fp) == sorted(x["fingerprint"] for x in a)
-    for x in a:
+    by_fp = {x.fingerprint: x.to_dict() for x in b}
+    assert sorted(by_fp) == sorted(str(x.fingerprint) for x in a)
+    for record in a:
+        x = record.to_dict()
         y = by_fp[x["fingerprint"]]
         for k, v in x.items():
             if k in ("id", "created_at", "updated_at"):
