@@ -113,7 +113,7 @@ def retained_since(retention: dt.timedelta, now: dt.datetime | None = None) -> d
     """The start of an mSPRT sequence's growing window under ``--retention``: the first whole
     UTC day the retention keeps. No data at or after it is dropped while it is the start, and
     once retention reaches it (the next day) the start moves on and a new sequence begins:
-    its anchor is another (``alerts.sequence_anchor``), so it never continues from looks at
+    its anchor is another (``sequence.sequence_anchor``), so it never continues from looks at
     data that is gone. Each sequence is then valid on its own growing window."""
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     cutoff = now - retention
@@ -130,9 +130,9 @@ def slice_tree(
 ) -> tuple[Window, list[dict[str, Any]]]:
     """The slice tree the run would test now, with the sequence's earlier looks (the same
     p-values as a run), written nowhere."""
-    from prefixscope.analytics.alerts import SequenceLook
     from prefixscope.analytics.causes import slice_tree as tree
     from prefixscope.analytics.detection import detection_window, run_detection
+    from prefixscope.analytics.sequence import SequenceLook
 
     config = detection_config(req)
     since, until = _since(state, req, config), req.until

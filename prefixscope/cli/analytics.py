@@ -86,8 +86,9 @@ def run_command(
     (with --lake-path: only when --data-dir is given too); otherwise they are printed and,
     with --out, written as JSON alert objects (id = fingerprint).
     """
-    from prefixscope.analytics.alerts import SequenceLook, alert_objects, save_alerts
+    from prefixscope.analytics.alerts import alert_objects, save_alerts
     from prefixscope.analytics.detection import check_anchor, detection_window, run_detection
+    from prefixscope.analytics.sequence import SequenceLook
 
     cfg = detection_config(
         alpha,
