@@ -40,7 +40,7 @@ import duckdb
 import pyarrow as pa
 
 from prefixscope.collector.spans.model import PREFIXES_SCHEMA, SPAN_ARROW_SCHEMA
-from prefixscope.collector.spans.requests import (
+from prefixscope.collector.spans.request_columns import (
     REQUEST_COLUMN_NAMES,
     REQUEST_SCHEMA,
     SKELETON_COLUMNS,

@@ -44,7 +44,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..spans.requests import REQUEST_COLUMN_NAMES, SKELETON_COLUMNS, resolve
+from ..spans.request_columns import REQUEST_COLUMN_NAMES, SKELETON_COLUMNS
+from ..spans.requests import resolve
 from . import tiers
 from .background import log_pass_failure, lower_priority
 

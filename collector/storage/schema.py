@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import duckdb
 
 from ..spans.model import SPAN_COLUMNS
-from ..spans.requests import REQUEST_COLUMNS
+from ..spans.request_columns import REQUEST_COLUMNS
 
 #: Columns new in migration 4 (the rest are the released migration 1's, in order).
 _V4_NEW = frozenset(

@@ -7,9 +7,10 @@ date of its time column:
   Written by collectors in ``--store lake`` mode (and by the embedded server's lake roll).
 * ``scores`` — DESIGN.md's ``scores`` columns plus ``id``, by ``created_at``; unique by ``id``.
 * ``feedback`` — DESIGN.md's ``feedback`` columns plus ``id``, by ``created_at``; unique by ``id``.
-* ``requests`` — one row per request (:data:`~.requests.REQUEST_SCHEMA`), by ``start_time``;
-  written by the embedded server when its requests move to the cold tier. A lake written by
-  collectors in ``--store lake`` mode has none: readers resolve requests from ``spans``.
+* ``requests`` — one row per request (``spans.request_columns.REQUEST_SCHEMA``), by
+  ``start_time``; written by the embedded server when its requests move to the cold tier.
+  A lake written by collectors in ``--store lake`` mode has none: readers resolve requests
+  from ``spans``.
 * ``prefixes`` — the variant registry's history (:data:`~.model.PREFIXES_SCHEMA`), one row
   per registration, by ``updated_at``; unique by ``id``. A variant's registration is its
   latest row (``updated_at``, then ``id``).
@@ -46,7 +47,7 @@ from ..spans.model import (
     SERVED_MODELS_SCHEMA,
     SPAN_ARROW_SCHEMA,
 )
-from ..spans.requests import REQUEST_SCHEMA
+from ..spans.request_columns import REQUEST_SCHEMA
 from .fs import is_local, open_fs, publish_parquet
 
 

@@ -10,7 +10,8 @@ import pyarrow as pa
 import pytest
 
 from prefixscope.collector.spans.model import SPAN_ARROW_SCHEMA
-from prefixscope.collector.spans.requests import SKELETON_COLUMNS, resolve
+from prefixscope.collector.spans.request_columns import SKELETON_COLUMNS
+from prefixscope.collector.spans.requests import resolve
 
 T0 = dt.datetime(2026, 1, 1)
 

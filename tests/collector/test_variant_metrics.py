@@ -15,7 +15,8 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from prefixscope.collector.metrics.variants import BUCKETS
-from prefixscope.collector.spans.requests import SKELETON_COLUMNS, resolve
+from prefixscope.collector.spans.request_columns import SKELETON_COLUMNS
+from prefixscope.collector.spans.requests import resolve
 from tests.support.api_fixtures import otlp_request, otlp_span
 from tests.support.paths import ROOT as REPO_ROOT
 from tests.support.serverproc import ServerProcess

@@ -13,7 +13,7 @@ import pytest
 
 from prefixscope.api.models import FeedbackIn, ScoreIn, TraceFeedback, TraceScore
 from prefixscope.collector.spans.model import SPAN_COLUMN_NAMES
-from prefixscope.collector.spans.requests import REQUEST_COLUMN_NAMES
+from prefixscope.collector.spans.request_columns import REQUEST_COLUMN_NAMES
 from prefixscope.collector.storage import retention, tiers
 from prefixscope.collector.storage.store import Store
 from prefixscope.collector.storage.tables import LAKE_TABLES
