@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import duckdb
@@ -23,13 +23,27 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from prefixscope.collector.storage.dialect import Dialect
+from .cube_arrays import (
+    cell_ids,
+    codes_in_order,
+    combine_bins,
+    combine_sums,
+    floats,
+    ints,
+    naive_utc_times,
+    sorted_codes,
+    strings,
+)
+from .cube_sql import (
+    HIST_SQL,
+    REQ_COLUMNS,
+    cells_sql,
+    feedback_sql,
+    score_rows,
+)
+from .engines import Engine, as_engine
+from .query import BASE, REQUESTS, Window, group_expr
 
-from . import stats
-from .engines import Engine, Shared, as_engine
-from .query import BASE, REQUESTS, Window, group_expr, judged_sql
-
-FEEDBACK_KINDS = ("thumbs_down", "escalation")
 #: dims grouped on the raw column in SQL (cheaper) and normalised in Python afterwards
 _RAW = {"prefix_id": "s.prefix_id", "prefix_version": "s.prefix_version"}
 #: an internal dim: the request's UTC day as a DATE (``YYYY-MM-DD`` keys; what
@@ -39,8 +53,6 @@ DAY = "__day"
 #: parts are kept by the hour)
 HOUR = "__hour"
 _INTERNAL = {DAY: "CAST(s.start_time AS DATE)", HOUR: "date_trunc('hour', s.start_time)"}
-#: histogram metric codes
-LATENCY, TTFT, ROUTE_LATENCY = 0, 1, 2
 _SUMS = ("n", "errors", "fallbacks", "input_tokens", "output_tokens", "cached", "cache_base")
 
 
@@ -155,17 +167,17 @@ class Cube:
             return entry, n_sorted[pos], w_sorted[pos]
 
         he, hn, hw = fan(self.h_cell)
-        h = _combine(hn, self.h_metric[he], self.h_bin[he], self.h_count[he] * hw)
+        h = combine_bins(hn, self.h_metric[he], self.h_bin[he], self.h_count[he] * hw)
         keep = h[3] != 0  # a subtraction empties bins
         h = tuple(a[keep] for a in h)
         se, sn, sw = fan(self.s_cell)
-        s_codes, s_names = _codes(self.s_name)
-        sc = _combine_many(
+        s_codes, s_names = sorted_codes(self.s_name)
+        sc = combine_sums(
             sn, s_codes[se], (self.s_n[se] * sw, self.s_sum[se] * sw, self.s_sumsq[se] * sw)
         )
         fe, fn, fw = fan(self.f_cell)
-        f_codes, f_names = _codes(self.f_kind)
-        fc = _combine_many(fn, f_codes[fe], (self.f_count[fe] * fw,))
+        f_codes, f_names = sorted_codes(self.f_kind)
+        fc = combine_sums(fn, f_codes[fe], (self.f_count[fe] * fw,))
         return replace(
             self,
             dims=dims,
@@ -192,7 +204,7 @@ class Cube:
         inverse of :func:`concat` over parts that differ in one dim)."""
         dims = self.dims[:-1]
         values = [k[-1] for k in self.keys]
-        codes, uniq = _codes_any(values)
+        codes, uniq = codes_in_order(values)
         local = np.zeros(len(self.keys), dtype=np.int64)
         out: dict[str | None, Cube] = {}
         masks_h = codes[self.h_cell] if len(self.h_cell) else np.zeros(0, np.int64)
@@ -278,73 +290,6 @@ def concat(cubes: Sequence[Cube], window: Window) -> Cube:
     return whole.regroup(first.dims, mapping, list(index))
 
 
-def _codes(names: list[str]) -> tuple[np.ndarray, list[str]]:
-    uniq = sorted(set(names))
-    look = {n: i for i, n in enumerate(uniq)}
-    return np.array([look[n] for n in names], dtype=np.int64), uniq
-
-
-def _codes_any(values: list[str | None]) -> tuple[np.ndarray, list[str | None]]:
-    """Codes of values that may be None, in first-seen order."""
-    look: dict[str | None, int] = {}
-    codes = np.fromiter((look.setdefault(v, len(look)) for v in values), np.int64, len(values))
-    return codes, list(look)
-
-
-#: below this many possible packed keys, :func:`_unique_rows` marks them in a dense array
-_DENSE_MIN = 1 << 22
-
-
-def _unique_rows(columns: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
-    """The distinct rows of integer ``columns`` (sorted) and each row's index among them.
-
-    The columns are packed into one int64 key (mixed radix over each column's range), so the
-    sort is one of plain integers: ``np.unique(axis=0)`` sorts rows as records, about 20x
-    slower on the cube's hundreds of thousands of histogram entries."""
-    cols = [np.asarray(c, dtype=np.int64) for c in columns]
-    lows = [int(c.min()) for c in cols]
-    spans = [int(c.max()) - lo + 1 for c, lo in zip(cols, lows, strict=True)]
-    if float(np.prod(np.asarray(spans, dtype=np.float64))) >= 2.0**62:  # cannot pack
-        uniq2, inv2 = np.unique(np.stack(cols, axis=1), axis=0, return_inverse=True)
-        return [uniq2[:, i] for i in range(len(cols))], inv2.ravel()
-    key = np.zeros(len(cols[0]), dtype=np.int64)
-    for c, lo, span in zip(cols, lows, spans, strict=True):
-        key = key * span + (c - lo)
-    size = int(np.prod(np.asarray(spans, dtype=np.float64)))
-    if size <= max(_DENSE_MIN, 4 * len(key)):  # a flag per possible key: no sort at all
-        present = np.zeros(size, dtype=bool)
-        present[key] = True
-        uniq = np.flatnonzero(present)
-        rank = np.cumsum(present) - 1
-        inv = rank[key]
-    else:
-        uniq, inv = np.unique(key, return_inverse=True)
-    out: list[np.ndarray] = []
-    for lo, span in zip(reversed(lows), reversed(spans), strict=True):
-        out.append(uniq % span + lo)
-        uniq = uniq // span
-    return out[::-1], inv.ravel()
-
-
-def _combine(
-    cell: np.ndarray, metric: np.ndarray, b: np.ndarray, count: np.ndarray
-) -> tuple[np.ndarray, ...]:
-    if len(cell) == 0:
-        return cell, metric, b, count
-    (u_cell, u_metric, u_bin), inv = _unique_rows([cell, metric, b])
-    total = np.bincount(inv, weights=count, minlength=len(u_cell)).astype(np.int64)
-    return u_cell, u_metric, u_bin, total
-
-
-def _combine_many(
-    cell: np.ndarray, code: np.ndarray, values: tuple[np.ndarray, ...]
-) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    if len(cell) == 0:
-        return cell, code, list(values)
-    (u_cell, u_code), inv = _unique_rows([cell, code])
-    return u_cell, u_code, [np.bincount(inv, weights=v, minlength=len(u_cell)) for v in values]
-
-
 def build_cube(
     con: duckdb.DuckDBPyConnection | Engine,
     dims: Sequence[str],
@@ -372,122 +317,48 @@ def build_cube(
     where, params = window.where("s")
     keys_sql = "".join(f"{e} AS k{i}, " for i, e in enumerate(exprs))
     req_sql = (
-        f"SELECT {d.hash(exprs)} AS g, {keys_sql}{_REQ_COLUMNS} FROM {REQUESTS} s "
+        f"SELECT {d.hash(exprs)} AS g, {keys_sql}{REQ_COLUMNS} FROM {REQUESTS} s "
         f"WHERE {where} AND ({extra_where})"
     )
     with engine.shared("req", req_sql, [*params, *extra_params]) as req:
-        rows = engine.arrow(req.sql(_cells_sql(len(dims))), req.params)
-        hist = engine.arrow(req.sql(_HIST_SQL), req.params)
-        scores = _score_rows(engine, req, annotations_where)
-        fb = engine.arrow(req.sql(_feedback_sql(d, annotations_where)), req.params)
+        rows = engine.arrow(req.sql(cells_sql(len(dims))), req.params)
+        hist = engine.arrow(req.sql(HIST_SQL), req.params)
+        scores = score_rows(engine, req, annotations_where)
+        fb = engine.arrow(req.sql(feedback_sql(d, annotations_where)), req.params)
     nd = len(dims)
-    keys = list(zip(*(_strings(rows.column(f"k{i}")) for i in range(nd)))) or [()] * rows.num_rows
-    gids = _gids(rows.column("g"))
+    keys = list(zip(*(strings(rows.column(f"k{i}")) for i in range(nd)))) or [()] * rows.num_rows
+    gids = cell_ids(rows.column("g"))
     if len(np.unique(gids)) != len(gids):
         raise RuntimeError("two cube cells have the same hash; please report this")
     order = np.argsort(gids)
     sorted_g = gids[order]
 
     def cell_of(g: pa.ChunkedArray) -> np.ndarray:
-        arr = _gids(g)
+        arr = cell_ids(g)
         return order[np.searchsorted(sorted_g, arr)] if len(arr) else np.zeros(0, np.int64)
 
     cube = Cube(
         dims=dims,
         window=window,
         keys=keys,
-        sums={name: _floats(rows.column(name)) for name in _SUMS},
-        first_seen=_times(rows.column("first_seen")),
-        last_seen=_times(rows.column("last_seen")),
+        sums={name: floats(rows.column(name)) for name in _SUMS},
+        first_seen=naive_utc_times(rows.column("first_seen")),
+        last_seen=naive_utc_times(rows.column("last_seen")),
         h_cell=cell_of(hist.column("g")),
-        h_metric=_ints(hist.column("m")),
-        h_bin=_ints(hist.column("b")),
-        h_count=_ints(hist.column("c")),
+        h_metric=ints(hist.column("m")),
+        h_bin=ints(hist.column("b")),
+        h_count=ints(hist.column("c")),
         s_cell=cell_of(scores.column("g")),
         s_name=[str(v) for v in scores.column("name").to_pylist()],
-        s_n=_floats(scores.column("n")),
-        s_sum=_floats(scores.column("s")),
-        s_sumsq=_floats(scores.column("ss")),
+        s_n=floats(scores.column("n")),
+        s_sum=floats(scores.column("s")),
+        s_sumsq=floats(scores.column("ss")),
         f_cell=cell_of(fb.column("g")),
         f_kind=[str(v) for v in fb.column("kind").to_pylist()],
-        f_count=_floats(fb.column("c")),
+        f_count=floats(fb.column("c")),
         meta={"engine": engine.name},
     )
     return _normalise(cube)
-
-
-#: request columns the cube's statements read (besides the cell hash and keys)
-_REQ_COLUMNS = (
-    "s.trace_id, s.span_id, s.start_time, s.end_time, s.latency_ms, s.route_latency_ms, "
-    "s.ttft_ms, s.error, s.fallback_reason, s.input_tokens, s.output_tokens, s.cached_tokens, "
-    "s.last_in_trace, s.span_ids"
-)
-_HIST_SQL = f"""SELECT g, {LATENCY} AS m, {stats.bin_sql("latency_ms")} AS b, count(*) AS c
-FROM req WHERE latency_ms IS NOT NULL GROUP BY ALL
-UNION ALL
-SELECT g, {TTFT} AS m, {stats.bin_sql("ttft_ms")} AS b, count(*) AS c
-FROM req WHERE ttft_ms IS NOT NULL GROUP BY ALL
-UNION ALL
-SELECT g, {ROUTE_LATENCY} AS m, {stats.bin_sql("route_latency_ms")} AS b, count(*) AS c
-FROM req WHERE route_latency_ms IS NOT NULL GROUP BY ALL"""
-
-
-def _cells_sql(nd: int) -> str:
-    keys = "".join(f"s.k{i}, " for i in range(nd))
-    return f"""SELECT {keys}s.g, count(*) AS n,
-  count(*) FILTER (WHERE s.error) AS errors,
-  count(*) FILTER (WHERE coalesce(s.fallback_reason, '') <> '') AS fallbacks,
-  CAST(coalesce(sum(s.input_tokens), 0) AS DOUBLE) AS input_tokens,
-  CAST(coalesce(sum(s.output_tokens), 0) AS DOUBLE) AS output_tokens,
-  CAST(coalesce(sum(s.cached_tokens), 0) AS DOUBLE) AS cached,
-  CAST(coalesce(sum(s.input_tokens) FILTER (WHERE s.cached_tokens IS NOT NULL), 0) AS DOUBLE)
-    AS cache_base,
-  min(s.start_time) AS first_seen, max(s.start_time) AS last_seen
-FROM req s GROUP BY ALL"""
-
-
-def _feedback_sql(d: Dialect, annotations_where: str = "TRUE") -> str:
-    """Flagged requests per (cell, kind): a request with one or more feedback rows of a kind
-    (on any of its spans, or on its trace when it is the trace's last request) counts once."""
-    kinds = ", ".join(f"'{k}'" for k in FEEDBACK_KINDS)
-    tk = d.id_key("t.trace_id", 128)
-    rk = d.id_key("r.trace_id", 128)
-    return f"""SELECT g, kind, count(*) AS c FROM (
-  SELECT r.g, {rk} AS tk, r.span_id, t.kind
-  FROM feedback t JOIN req r ON {rk} = {tk}
-  WHERE t.kind IN ({kinds}) AND {judged_sql(d)} AND ({annotations_where})
-  GROUP BY r.g, {rk}, r.span_id, t.kind
-) x GROUP BY ALL"""
-
-
-def _gids(col: pa.ChunkedArray) -> np.ndarray:
-    """Cell hashes as uint64 (DuckDB's ``hash`` is UBIGINT, Spark's ``xxhash64`` BIGINT)."""
-    arr = np.asarray(col.to_numpy())
-    if arr.dtype == np.int64:
-        return arr.view(np.uint64)
-    return arr.astype(np.uint64)
-
-
-def _floats(col: pa.ChunkedArray) -> np.ndarray:
-    return np.asarray(col.cast(pa.float64()).to_numpy(), dtype=np.float64)
-
-
-def _ints(col: pa.ChunkedArray) -> np.ndarray:
-    return np.asarray(col.cast(pa.int64()).to_numpy(), dtype=np.int64)
-
-
-def _strings(col: pa.ChunkedArray) -> list[str | None]:
-    return [None if v is None else str(v) for v in col.to_pylist()]
-
-
-def _times(col: pa.ChunkedArray) -> list[datetime | None]:
-    """Naive UTC datetimes (an engine may return time-zone-aware UTC values)."""
-    out: list[datetime | None] = []
-    for v in col.to_pylist():
-        if v is not None and v.tzinfo is not None:
-            v = v.astimezone(UTC).replace(tzinfo=None)
-        out.append(v)
-    return out
 
 
 def _normalise(cube: Cube) -> Cube:
@@ -511,33 +382,3 @@ def _normalise(cube: Cube) -> Cube:
         cube.keys = list(new_index)
         return cube
     return cube.regroup(cube.dims, mapping, list(new_index))
-
-
-def _score_rows(engine: Engine, req: Shared, annotations_where: str = "TRUE") -> pa.Table:
-    """Score moments per (cell, evaluator), counting ONE value per (request, evaluator): the
-    latest (``created_at``, then ``id``) of the scores attributed to the request
-    (:func:`~.query.judged_sql`). A request scored online and offline, a score posted twice,
-    or a score on its call and one on its route span, is one scored request, not two: counting
-    rows would inflate n and shrink the variance. Only requests with several scores of one
-    name pay for :meth:`Dialect.max_by`'s tuple order. Ids join as :meth:`Dialect.id_key`s."""
-    d = engine.dialect
-    tk = d.id_key("t.trace_id", 128)
-    rk = d.id_key("r.trace_id", 128)
-    sk = d.id_key("r.span_id", 64)
-    latest = d.max_by("value", ["created_at", "id"])
-    return engine.arrow(
-        req.sql(
-            f"""SELECT g, name, count(*) AS n, sum(v) AS s, sum(v * v) AS ss FROM (
-  SELECT g, name, CASE WHEN c = 1 THEN any_v ELSE latest END AS v FROM (
-    SELECT g, rtk, rsk, name, count(*) AS c, {d.any_value("value")} AS any_v,
-      {latest} AS latest
-    FROM (
-      SELECT r.g, {rk} AS rtk, {sk} AS rsk, t.name, t.value, t.created_at, t.id
-      FROM scores t JOIN req r ON {rk} = {tk}
-      WHERE {judged_sql(d)} AND ({annotations_where})
-    ) j GROUP BY g, rtk, rsk, name
-  ) k
-) x GROUP BY ALL"""
-        ),
-        req.params,
-    )

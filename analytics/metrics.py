@@ -16,7 +16,8 @@ import numpy as np
 
 from . import stats
 from .catalog import BUILTIN_METRICS, CATALOG, Kind
-from .cube import LATENCY, ROUTE_LATENCY, TTFT, Cube
+from .cube import Cube
+from .cube_sql import LATENCY, ROUTE_LATENCY, TTFT
 
 _HISTOGRAMS = {"latency": LATENCY, "ttft": TTFT, "route_latency": ROUTE_LATENCY}
 #: metric -> (cube histogram, quantile), from the catalog

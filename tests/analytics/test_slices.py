@@ -227,12 +227,12 @@ def test_cube_entries_combine_as_distinct_rows(spread: int) -> None:
     packed-key path gives what a row-wise unique gives (negative bins included)."""
     import numpy as np
 
-    from prefixscope.analytics.cube import _combine
+    from prefixscope.analytics.cube_arrays import combine_bins
 
     rng = np.random.default_rng(7)
     cell, metric = rng.integers(0, spread, 5000), rng.integers(0, 3, 5000)
     b, count = rng.integers(-40, 60, 5000), rng.integers(1, 9, 5000)
-    got = _combine(cell, metric, b, count)
+    got = combine_bins(cell, metric, b, count)
     want: dict[tuple[int, int, int], int] = {}
     for row in zip(cell.tolist(), metric.tolist(), b.tolist(), count.tolist(), strict=True):
         want[row[:3]] = want.get(row[:3], 0) + row[3]
