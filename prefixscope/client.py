@@ -46,6 +46,22 @@ from typing import IO, TYPE_CHECKING, Any
 
 from prefixscope import __version__
 
+from .client_errors import (
+    AuthError,
+    BadQuery,
+    ClientError,
+    ClientTimeout,
+    InvalidRequest,
+    NotFound,
+    QueryTimeout,
+    ResultTruncated,
+    ServerError,
+    TransportError,
+    Unavailable,
+    error_from_answer,
+)
+from .client_resources import Feedback, Prefixes, Scores, segment
+
 if TYPE_CHECKING:
     import pandas
     import polars
@@ -63,126 +79,6 @@ MEDIA_TYPES = {
     "csv": "text/csv",
     "ndjson": "application/x-ndjson",
 }
-
-
-# -- errors -------------------------------------------------------------------------------------
-class ClientError(Exception):
-    """The server refused or failed a request, or could not be reached.
-
-    ``status``: the HTTP status (None without an answer); ``kind``: the server's error type
-    (``query_error``, ``unauthorized``, ...); ``code``/``position``: which SQL defence
-    answered and where in the query; ``retry_after``: seconds the server asked to wait."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        kind: str | None = None,
-        code: str | None = None,
-        position: int | None = None,
-        retry_after: float | None = None,
-        body: Any = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.kind = kind
-        self.code = code
-        self.position = position
-        self.retry_after = retry_after
-        self.body = body
-
-    def __str__(self) -> str:
-        return f"{self.status}: {self.message}" if self.status else self.message
-
-
-class AuthError(ClientError):
-    """401 (no or unknown token) or 403 (a token of another scope)."""
-
-
-class InvalidRequest(ClientError):
-    """The request is wrong (400, 406, 413, 415, 422): the message says what."""
-
-
-class BadQuery(InvalidRequest):
-    """The SQL was refused or failed (``code``: ``syntax_error``, ``forbidden``, ...)."""
-
-
-class QueryTimeout(BadQuery):
-    """The query ran past the server's time limit (408)."""
-
-
-class NotFound(ClientError):
-    """404: no such alert, prefix or trace."""
-
-
-class Unavailable(ClientError):
-    """429 or 503: come back after ``retry_after`` seconds."""
-
-
-class ServerError(ClientError):
-    """Another 5xx."""
-
-
-class TransportError(ClientError):
-    """No answer: the server could not be reached or the connection broke."""
-
-
-class ClientTimeout(TransportError):
-    """No answer within the client's ``timeout``."""
-
-
-class ResultTruncated(UserWarning):
-    """A SQL answer was cut by a server limit (rows or bytes)."""
-
-
-def _error_class(status: int, kind: str | None) -> type[ClientError]:
-    if status in (401, 403):
-        return AuthError
-    if status == 404:
-        return NotFound
-    if status == 408:
-        return QueryTimeout
-    if status in (429, 503):
-        return Unavailable
-    if status >= 500:
-        return ServerError
-    if kind == "query_error":
-        return BadQuery
-    return InvalidRequest
-
-
-def _error(status: int, headers: Message, raw: bytes) -> ClientError:
-    try:
-        body: Any = json.loads(raw)
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and "message" in body:
-        message, kind = str(body["message"]), body.get("error")
-        code, position = body.get("code"), body.get("position")
-    else:
-        message, kind, code, position = (
-            raw.decode("utf-8", "replace")[:500].strip(),
-            None,
-            None,
-            None,
-        )
-    retry = headers.get("Retry-After")
-    try:
-        retry_after = float(retry) if retry is not None else None
-    except ValueError:
-        retry_after = None
-    cls = _error_class(status, kind)
-    return cls(
-        message or f"HTTP {status}",
-        status=status,
-        kind=kind,
-        code=code,
-        position=position,
-        retry_after=retry_after,
-        body=body,
-    )
 
 
 def _require(module: str, what: str) -> Any:
@@ -267,9 +163,9 @@ class Client:
         self.token = token if token is not None else os.environ.get(TOKEN_ENV) or None
         self.timeout = timeout
         self._opener = urllib.request.build_opener()
-        self.scores = _Scores(self)
-        self.feedback = _Feedback(self)
-        self.prefixes = _Prefixes(self)
+        self.scores = Scores(self._json)
+        self.feedback = Feedback(self._json)
+        self.prefixes = Prefixes(self._json)
 
     def __repr__(self) -> str:
         return f"Client({self.url!r})"
@@ -368,11 +264,11 @@ class Client:
         return list(self._json("GET", "/api/v1/alerts", params=params)["alerts"])
 
     def alert(self, alert_id: str) -> dict[str, Any]:
-        return self._json("GET", f"/api/v1/alerts/{_segment(alert_id)}")
+        return self._json("GET", f"/api/v1/alerts/{segment(alert_id)}")
 
     def ack(self, alert_id: str) -> dict[str, Any]:
         """Acknowledge an alert (idempotent); returns it."""
-        return self._json("POST", f"/api/v1/alerts/{_segment(alert_id)}/ack")
+        return self._json("POST", f"/api/v1/alerts/{segment(alert_id)}/ack")
 
     def health(self) -> dict[str, Any]:
         return self._json("GET", "/healthz")
@@ -421,7 +317,7 @@ class Client:
         except urllib.error.HTTPError as err:
             with contextlib.closing(err):
                 raw = err.read()
-            raise _error(err.code, err.headers, raw) from None
+            raise error_from_answer(err.code, err.headers, raw) from None
         except urllib.error.URLError as err:
             if isinstance(err.reason, TimeoutError):
                 raise self._timeout(method, path) from None
@@ -444,114 +340,6 @@ def _copy(resp: IO[bytes], sink: IO[bytes]) -> int:
         sink.write(chunk)
         size += len(chunk)
     return size
-
-
-def _segment(value: str) -> str:
-    return urllib.parse.quote(value, safe="")
-
-
-def _ids(trace_id: str | None, span_id: str | None) -> tuple[str, str | None]:
-    """``trace_id``/``span_id`` as given; without a trace id, the current span's ids."""
-    if trace_id is not None:
-        return trace_id, span_id
-    from prefixscope.instrumentation import current_ids
-
-    ids = current_ids()
-    if ids is None:
-        raise ValueError(
-            "no trace_id given and no current span: pass trace_id= (and span_id=), or call "
-            "inside a traced function (@trace, variant(...), an instrumented model call)"
-        )
-    return ids.trace_id, span_id if span_id is not None else ids.span_id
-
-
-def _without_none(record: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if v is not None}
-
-
-class _Scores:
-    def __init__(self, client: Client) -> None:
-        self._client = client
-
-    def log(
-        self,
-        name: str,
-        value: float,
-        *,
-        trace_id: str | None = None,
-        span_id: str | None = None,
-        label: str | None = None,
-        reason: str | None = None,
-        source: str | None = None,
-        id: str | None = None,
-    ) -> dict[str, Any]:
-        """Store one evaluator score in [0, 1] (``POST /api/v1/scores``) on ``trace_id`` /
-        ``span_id``, by default the current span's. Returns the write result (``ids``,
-        ``inserted``, ``duplicate_ids``, ``unknown_trace_ids``)."""
-        trace, span = _ids(trace_id, span_id)
-        record = {"trace_id": trace, "span_id": span, "name": name, "value": value}
-        record |= {"label": label, "reason": reason, "source": source, "id": id}
-        return self._client._json("POST", "/api/v1/scores", body=_without_none(record))
-
-
-class _Feedback:
-    def __init__(self, client: Client) -> None:
-        self._client = client
-
-    def log(
-        self,
-        kind: str,
-        value: float | None = None,
-        *,
-        comment: str | None = None,
-        trace_id: str | None = None,
-        span_id: str | None = None,
-        id: str | None = None,
-    ) -> dict[str, Any]:
-        """Store one feedback record (``thumbs_up``, ``thumbs_down``, ``escalation`` or your
-        own kind; ``value`` default 1) on ``trace_id``/``span_id``, by default the current
-        span's (``POST /api/v1/feedback``)."""
-        trace, span = _ids(trace_id, span_id)
-        record = {"trace_id": trace, "span_id": span, "kind": kind, "value": value}
-        record |= {"comment": comment, "id": id}
-        return self._client._json("POST", "/api/v1/feedback", body=_without_none(record))
-
-
-class _Prefixes:
-    def __init__(self, client: Client) -> None:
-        self._client = client
-
-    def register(
-        self,
-        prefix_id: str,
-        *,
-        base_model: str | None = None,
-        prefix_type: str | None = None,
-        version: str | None = None,
-        served_model_names: Sequence[str] | None = None,
-        **fields: Any,
-    ) -> dict[str, Any]:
-        """Register (or replace) a variant (``PUT /api/v1/prefixes/{prefix_id}``); other
-        fields: ``owner``, ``specialty``, ``training_corpus``, ``adapter_hash``, ``status``,
-        ``metadata``. Returns the variant as the server now has it."""
-        body = {
-            "base_model": base_model,
-            "prefix_type": prefix_type,
-            "version": version,
-            "served_model_names": list(served_model_names)
-            if served_model_names is not None
-            else None,
-            **fields,
-        }
-        return self._client._json(
-            "PUT", f"/api/v1/prefixes/{_segment(prefix_id)}", body=_without_none(body)
-        )
-
-    def get(self, prefix_id: str) -> dict[str, Any]:
-        return self._client._json("GET", f"/api/v1/prefixes/{_segment(prefix_id)}")
-
-    def list(self) -> list[dict[str, Any]]:
-        return list(self._client._json("GET", "/api/v1/prefixes")["prefixes"])
 
 
 __all__ = [
