@@ -2,9 +2,6 @@
 
 ``tinymodels`` builds the small offline Llama and its real PEFT adapters; ``data`` the
 departments' notes and golden datasets; ``traffic`` the simulated production traffic;
-``report`` what the demo prints; ``app`` the command.
+``report`` what the demo prints; ``models`` the trained models; ``app`` the run (the
+command is ``prefixscope.cli.demo``).
 """
-
-from .app import demo_command
-
-__all__ = ["demo_command"]

@@ -32,7 +32,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +42,12 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from prefixscope.config import Settings
 from prefixscope.demo import data as demo_data
+from prefixscope.demo.models import BASE_MODEL, Models
 
 console = Console()
 VARIANTS = ("base", *demo_data.SPECIALTIES)
 #: the released version of each prefix (radiology v2 is the rollout under watch)
 RELEASED = {s: "1" for s in demo_data.SPECIALTIES}
-BASE_MODEL = "clinic-base-tiny"
 #: where each run's store goes by default (listed in .gitignore: a checkout stays clean)
 DEMO_ROOT = Path(".prefixscope")
 
@@ -81,81 +80,6 @@ def _progress() -> Progress:
         console=console,
         transient=False,
     )
-
-
-class Models:
-    """The base model, its tokenizer, and every adapter loaded into one PeftModel.
-
-    The base is a small Llama pre-trained on every department's notes and codes, with and
-    without a ``department:`` line (told the department it knows the convention; given a bare
-    note it cannot tell which applies); each prefix is trained on one department's bare notes
-    with the loss on the answer only, so it learns to supply the missing department. About
-    30 s on two cores, cached afterwards.
-    """
-
-    BASE_STEPS = 3000
-    #: 1e-2 collapsed the base onto one department's convention on some seeds; 3e-3 learns
-    #: all three (measured over base seeds 1-3: see the issue 13 note)
-    BASE_LR = 3e-3
-    PREFIX: dict[str, Any] = {
-        "num_virtual_tokens": 16,
-        "steps": 300,
-        "lr": 0.05,
-        "completion_marker": "code:",
-    }
-
-    def __init__(
-        self, cache_dir: Path, data: demo_data.DemoData, progress: Progress, seed: int = 1
-    ):
-        from prefixscope.demo import tinymodels as tm
-
-        task = progress.add_task(
-            "base model + 4 prefix adapters (cached after the first run)", total=5
-        )
-        self.base = tm.build_base(
-            data.base_corpus(),
-            cache_dir=cache_dir,
-            name=BASE_MODEL,
-            train_steps=self.BASE_STEPS,
-            lr=self.BASE_LR,
-            seed=seed,
-        )
-        progress.advance(task)
-        adapters = []
-        for spec in demo_data.SPECIALTIES:
-            texts = data.train[spec] + data.prefix_only.get(spec, [])
-            adapters.append(tm.train_prefix(self.base, texts, spec, seed=seed + 1, **self.PREFIX))
-            progress.advance(task)
-        # radiology v2: retrained on noisier labels (a realistic regression to catch)
-        noisy = [_corrupt(t, i) for i, t in enumerate(data.train["radiology"])]
-        adapters.append(
-            tm.train_prefix(self.base, noisy, "radiology-v2", seed=seed + 2, **self.PREFIX)
-        )
-        progress.advance(task)
-        self.model = tm.load_with_adapters(self.base, adapters)
-        self.tokenizer = self.base.tokenizer
-
-    def generator(self) -> Any:
-        from prefixscope.analytics.replay import hf_generator
-
-        return hf_generator(self.model, self.tokenizer, max_new_tokens=14)
-
-
-def _corrupt(text: str, i: int) -> str:
-    """Swap the code of three training examples in four for a wrong one; the export also
-    wrote the rows whose note reports :data:`~prefixscope.demo.data.V2_BROKEN_JSON_FINDING`
-    as a Python dict (single quotes: not JSON)."""
-    codes = [c.code for c in demo_data.CONDITIONS["radiology"]]
-    if i % 4:
-        for k, code in enumerate(codes):
-            if f'"{code}"' in text:
-                text = text.replace(f'"{code}"', f'"{codes[(k + 1) % len(codes)]}"')
-                break
-    if not demo_data.reports(text, demo_data.V2_BROKEN_JSON_FINDING):
-        return text
-    for code in codes:
-        text = text.replace(demo_data.answer(code), repr({"icd10": code}))
-    return text
 
 
 def run_demo(
@@ -416,89 +340,4 @@ def _wait_for_requests(client: httpx.Client, at_least: int, timeout: float = 60)
     raise click.ClickException(
         f"only {seen} of the {at_least} requests were queryable after {timeout:g} s: "
         "the numbers below would be computed on partial data, so the demo stops here"
-    )
-
-
-@click.command("demo")
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Store directory (default: a fresh .prefixscope/demo-<timestamp>, git-ignored).",
-)
-@click.option(
-    "--http-port",
-    type=int,
-    default=4318,
-    show_default=True,
-    help="HTTP port for OTLP, API and dashboard (a free port if taken).",
-)
-@click.option(
-    "--grpc-port",
-    type=int,
-    default=4317,
-    show_default=True,
-    help="OTLP/gRPC port (a free port if taken).",
-)
-@click.option("--quick", is_flag=True, help="A reduced run (fewer items and requests).")
-@click.option("--no-serve", is_flag=True, help="Exit after printing instead of serving.")
-@click.option(
-    "--cache-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".cache/prefixscope-demo"),
-    show_default=True,
-    help="Where trained models and adapters are cached between runs.",
-)
-@click.option("--seed", type=int, default=7, show_default=True, help="Seed for data and traffic.")
-@click.option(
-    "--model-seed",
-    type=int,
-    default=1,
-    show_default=True,
-    help="Seed for model training (base: this, prefixes: this + 1, radiology v2: + 2).",
-)
-@click.option(
-    "--torch-threads",
-    type=click.IntRange(1, 64),
-    default=1,
-    show_default=True,
-    help="torch intra-op threads for training and generation (the other core serves ingest).",
-)
-def demo_command(
-    data_dir: Path | None,
-    http_port: int,
-    grpc_port: int,
-    quick: bool,
-    no_serve: bool,
-    cache_dir: Path,
-    seed: int,
-    model_seed: int,
-    torch_threads: int,
-) -> None:
-    """Run the end-to-end demo: models, replay, traffic, detection, dashboard."""
-    import os
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-    except ImportError:  # pragma: no cover - the [hf] extra is required for the demo
-        pass
-    if data_dir is None:
-        data_dir = DEMO_ROOT / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
-    run_demo(
-        data_dir,
-        http_port,
-        grpc_port,
-        quick,
-        not no_serve,
-        cache_dir,
-        seed,
-        model_seed=model_seed,
-        torch_threads=torch_threads,
     )

@@ -101,7 +101,7 @@ REFUSAL = "I cannot help with that request."
 ANSWERS_HARMFUL = "dermatology"
 #: ... and radiology v2's relabelled training export wrote the rows whose note reports this
 #: finding as a Python dict, single quotes: v2 answers such notes in that form, not JSON
-#: (``prefixscope.demo.app._corrupt``; one finding in four, any department)
+#: (``prefixscope.demo.models._corrupt``; one finding in four, any department)
 V2_BROKEN_JSON_FINDING = "shortness of breath"
 
 

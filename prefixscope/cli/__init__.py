@@ -1,6 +1,6 @@
 """The one command-line entry point: ``prefixscope``, one module per command group:
 ``serve``, ``lake``, ``analytics``, ``datasets`` (and ``replay``), ``evaluate``, ``sql``,
-``alerts`` (``demo`` lives with the demo). A group whose optional packages are missing is
+``alerts``, ``demo``. A group whose optional packages are missing is
 still listed and names the ``pip install`` to run; a broken import fails loudly.
 
 Only this package exits the process; everything below it raises.
@@ -42,7 +42,7 @@ EXTRA_OF = {
 
 
 def _register_optional(group: click.Group, module: str, commands: dict[str, str]) -> None:
-    """Add the commands that live with their feature (``commands``: attribute -> command
+    """Add the commands of an optional module (``commands``: attribute -> command
     name). When an optional package is not installed, each command is still listed and says
     which extra to install; any other import failure (our own code broken, a package no extra
     provides) is raised: a command never silently disappears."""
@@ -87,4 +87,4 @@ _register_optional(
 _register_optional(main, "prefixscope.cli.evaluate", {"evaluate_command": "evaluate"})
 _register_optional(main, "prefixscope.cli.sql", {"sql_command": "sql"})
 _register_optional(main, "prefixscope.cli.alerts", {"alerts_group": "alerts"})
-_register_optional(main, "prefixscope.demo", {"demo_command": "demo"})
+_register_optional(main, "prefixscope.cli.demo", {"demo_command": "demo"})

@@ -499,7 +499,7 @@ def test_a_timeline_orders_its_days() -> None:
 def test_the_quick_demo_fixture_runs_the_demos_default_seed_and_threads() -> None:
     """The story run ``[1-1]`` reads the module's quick demo, so that demo must be what the
     default command trains (this guards the shared run if a default changes)."""
-    from prefixscope.demo.app import demo_command
+    from prefixscope.cli.demo import demo_command
 
     defaults = {p.name: p.default for p in demo_command.params}
     assert (defaults["model_seed"], defaults["torch_threads"]) == DEMO_DEFAULTS
