@@ -23,10 +23,12 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+from . import training
 
 if TYPE_CHECKING:  # pragma: no cover
     from peft import PeftModel
@@ -146,61 +148,6 @@ def _train_tokenizer(corpus: Sequence[str], vocab_size: int) -> PreTrainedTokeni
     return fast
 
 
-def _batches(
-    tokenizer: PreTrainedTokenizerFast,
-    texts: Sequence[str],
-    steps: int,
-    batch_size: int,
-    max_length: int,
-    seed: int,
-    completion_marker: str | None = None,
-) -> Iterator[dict[str, Any]]:
-    """Random training batches; with ``completion_marker`` the loss covers only the text
-    after the marker (the answer), not the prompt before it."""
-    import torch
-
-    gen = torch.Generator().manual_seed(seed)
-    eos = tokenizer.eos_token or ""
-    for _ in range(steps):
-        idx = torch.randint(len(texts), (batch_size,), generator=gen).tolist()
-        enc = tokenizer(
-            [texts[i] + eos for i in idx],
-            return_tensors="pt",
-            padding=True,
-            # right padding in training: every row's tokens keep the positions they have at
-            # generation time (left padding shifts them, which a prefix cannot learn around)
-            padding_side="right",
-            truncation=True,
-            max_length=max_length,
-        )
-        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
-        if completion_marker:
-            for row, i in enumerate(idx):
-                cut = texts[i].find(completion_marker)
-                if cut >= 0:
-                    head = texts[i][: cut + len(completion_marker)]
-                    n = len(tokenizer(head, add_special_tokens=True)["input_ids"])
-                    labels[row, :n] = -100
-        yield {**enc, "labels": labels}
-
-
-def _train(model: Any, batches: Iterator[dict[str, Any]], lr: float) -> float:
-    import torch
-
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr)
-    loss_value = float("nan")
-    for batch in batches:
-        loss = model(**batch).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        loss_value = float(loss.detach())
-    model.eval()
-    return loss_value
-
-
 def load_base(path: str | os.PathLike[str]) -> TinyBase:
     """Load a base built by :func:`build_base` from its directory."""
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
@@ -266,8 +213,10 @@ def build_base(
             tie_word_embeddings=True,
         )
         model = LlamaForCausalLM(model_config)
-        batches = _batches(tokenizer, list(corpus), train_steps, batch_size, max_length, seed)
-        loss = _train(model, batches, lr)
+        batches = training.batches(
+            tokenizer, list(corpus), train_steps, batch_size, max_length, seed
+        )
+        loss = training.train(model, batches, lr)
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         root.mkdir(parents=True, exist_ok=True)
         build = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
@@ -319,10 +268,10 @@ def _train_adapter(
         torch.manual_seed(seed)
         # A fresh copy: LoRA injects layers into the model it wraps.
         model = get_peft_model(AutoModelForCausalLM.from_pretrained(base.path), peft_config)
-        batches = _batches(
+        batches = training.batches(
             base.tokenizer, list(texts), steps, batch_size, max_length, seed, completion_marker
         )
-        loss = _train(model, batches, lr)
+        loss = training.train(model, batches, lr)
         root.mkdir(parents=True, exist_ok=True)
         build = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
         model.save_pretrained(build / name)
