@@ -7,6 +7,7 @@ list of documents) and cohort fields (e.g. ``specialty``) plus any other metadat
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,6 +17,9 @@ from typing import Any
 import duckdb
 import orjson
 import polars as pl
+import pyarrow as pa
+
+from prefixscope.collector.storage.arrow_rows import insert_rows
 
 
 class DatasetError(ValueError):
@@ -103,6 +107,10 @@ def save_dataset(
     items = list(items)
     if not name:
         raise DatasetError("dataset name is empty")
+    counts = Counter(it.item_id for it in items)
+    repeated = sorted(i for i, n in counts.items() if n > 1)
+    if repeated:
+        raise DatasetError(f"repeated item ids in dataset {name!r}: {repeated[:5]}")
     now = datetime.now(UTC).replace(tzinfo=None)
     con.execute("BEGIN TRANSACTION")
     try:
@@ -119,27 +127,40 @@ def save_dataset(
                 now,
             ],
         )
-        con.executemany(
-            "INSERT INTO dataset_items VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                [
-                    name,
-                    version,
-                    it.item_id,
-                    it.input,
-                    it.expected,
-                    orjson.dumps(it.context).decode(),
-                    orjson.dumps(it.cohort).decode(),
-                    orjson.dumps(it.metadata).decode(),
-                ]
-                for it in items
-            ],
-        )
+        _insert_items(con, name, version, items)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
     return Dataset(name, version, items, description, list(cohort_fields), metadata or {})
+
+
+def _insert_items(
+    con: duckdb.DuckDBPyConnection, name: str, version: str, items: Sequence[DatasetItem]
+) -> None:
+    """A version's items, in one statement."""
+    if not items:
+        return
+
+    def text(values: Iterable[str | None]) -> pa.Array:
+        return pa.array(list(values), pa.string())
+
+    def json(values: Iterable[Any]) -> pa.Array:
+        return text(orjson.dumps(v).decode() for v in values)
+
+    table = pa.table(
+        {
+            "dataset": text([name] * len(items)),
+            "version": text([version] * len(items)),
+            "item_id": text(it.item_id for it in items),
+            "input": text(it.input for it in items),
+            "expected": text(it.expected for it in items),
+            "context": json(it.context for it in items),
+            "cohort": json(it.cohort for it in items),
+            "metadata": json(it.metadata for it in items),
+        }
+    )
+    insert_rows(con, "dataset_items", table)
 
 
 def load_dataset(con: duckdb.DuckDBPyConnection, name: str, version: str | None = None) -> Dataset:

@@ -19,9 +19,11 @@ from typing import Any
 
 import duckdb
 import orjson
+import pyarrow as pa
 
 from prefixscope import semconv
 from prefixscope.collector.spans import messages
+from prefixscope.collector.storage.arrow_rows import insert_rows
 
 from .evaluators import EvalResult, EvaluatorProtocol
 
@@ -43,18 +45,26 @@ class ScoreRow:
 
 
 def write_scores(con: duckdb.DuckDBPyConnection, rows: Sequence[ScoreRow]) -> int:
-    """Insert or replace score rows; returns how many were written."""
+    """Insert or replace score rows (a repeated id: the last row wins), in one statement;
+    returns how many rows were given."""
     if not rows:
         return 0
     now = datetime.now(UTC).replace(tzinfo=None)
-    con.executemany(
-        "INSERT OR REPLACE INTO score_rows (id, trace_id, span_id, name, value, label, reason, "
-        "source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            [r.id, r.trace_id, r.span_id, r.name, r.value, r.label, r.reason, r.source, now]
-            for r in rows
-        ],
+    last = list({r.id: r for r in rows}.values())
+    table = pa.table(
+        {
+            "id": pa.array([r.id for r in last], pa.string()),
+            "trace_id": pa.array([r.trace_id for r in last], pa.string()),
+            "span_id": pa.array([r.span_id for r in last], pa.string()),
+            "name": pa.array([r.name for r in last], pa.string()),
+            "value": pa.array([float(r.value) for r in last], pa.float64()),
+            "label": pa.array([r.label for r in last], pa.string()),
+            "reason": pa.array([r.reason for r in last], pa.string()),
+            "source": pa.array([r.source for r in last], pa.string()),
+            "created_at": pa.array([now] * len(last), pa.timestamp("us")),
+        }
     )
+    insert_rows(con, "score_rows", table, on_conflict="replace")
     return len(rows)
 
 

@@ -9,7 +9,6 @@ and writes it after (:meth:`SequenceLook.save`), in the run's transaction
 from __future__ import annotations
 
 import hashlib
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -17,6 +16,8 @@ import duckdb
 import numpy as np
 import orjson
 import pyarrow as pa
+
+from prefixscope.collector.storage.arrow_rows import insert_rows
 
 from .comparison import DetectionResult, Prior
 from .detection_config import DetectionConfig
@@ -83,10 +84,12 @@ class SequenceLook:
         if not self.live:
             return
         now = _now()
-        kept = [c for c in result.comparisons if np.isfinite(c.worse_bound)]
+        # one row per fingerprint (the last), as one statement may upsert a key only once
+        kept = list(
+            {c.fingerprint(): c for c in result.comparisons if np.isfinite(c.worse_bound)}.values()
+        )
         if not kept:
             return
-        # one columnar upsert: executemany costs milliseconds per row, this one per look
         rows = pa.table(
             {
                 "anchor": pa.array([self.anchor] * len(kept), pa.string()),
@@ -97,15 +100,7 @@ class SequenceLook:
                 "updated_at": pa.array([now] * len(kept), pa.timestamp("us")),
             }
         )
-        name = f"_sequence_rows_{uuid.uuid4().hex}"
-        con.register(name, rows)
-        try:
-            cols = ", ".join(rows.column_names)
-            con.execute(
-                f"INSERT OR REPLACE INTO sequential_state ({cols}) SELECT {cols} FROM {name}"
-            )
-        finally:
-            con.unregister(name)
+        insert_rows(con, "sequential_state", rows, on_conflict="replace")
 
 
 __all__ = ["SequenceLook", "sequence_anchor"]
