@@ -103,37 +103,41 @@ def alert_objects(
     """
     created = now or _now()
     flagged = result.regressions
-    return [
-        AlertRecord(
-            id=c.fingerprint(),
-            prefix_id=c.prefix_id,
-            prefix_version=c.prefix_version,
-            route=c.route,
-            cohort=c.cohort,
-            metric=c.metric,
-            baseline=c.baseline,
-            baseline_value=c.baseline_value,
-            value=c.value,
-            delta=c.delta,
-            ci_low=c.ci_low,
-            ci_high=c.ci_high,
-            p_value=c.p_value,
-            q_value=c.q_value,
-            n=c.n,
-            n_baseline=c.n_baseline,
-            direction="worse",
-            severity=c.severity,
-            status=OPEN,
-            example_trace_ids=examples,
-            created_at=created,
-            fingerprint=c.fingerprint(),
-            method=c.method,
-            details=_details(c, result),
-        )
-        for c, examples in zip(
-            flagged, example_trace_ids(source, flagged, result.window), strict=True
-        )
-    ]
+    examples = example_trace_ids(source, flagged, result.window)
+    return [_record(c, ex, created, result) for c, ex in zip(flagged, examples, strict=True)]
+
+
+def _record(
+    c: Comparison, examples: list[str], created: datetime, result: DetectionResult
+) -> AlertRecord:
+    """A flagged comparison as an open alert whose id is its fingerprint."""
+    fp = c.fingerprint()
+    return AlertRecord(
+        id=fp,
+        prefix_id=c.prefix_id,
+        prefix_version=c.prefix_version,
+        route=c.route,
+        cohort=c.cohort,
+        metric=c.metric,
+        baseline=c.baseline,
+        baseline_value=c.baseline_value,
+        value=c.value,
+        delta=c.delta,
+        ci_low=c.ci_low,
+        ci_high=c.ci_high,
+        p_value=c.p_value,
+        q_value=c.q_value,
+        n=c.n,
+        n_baseline=c.n_baseline,
+        direction="worse",
+        severity=c.severity,
+        status=OPEN,
+        example_trace_ids=examples,
+        created_at=created,
+        fingerprint=fp,
+        method=c.method,
+        details=_details(c, result),
+    )
 
 
 def save_alerts(

@@ -24,10 +24,6 @@ from .detection_config import DetectionConfig
 from .query import Window
 
 
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
 def sequence_anchor(window: Window, config: DetectionConfig) -> str | None:
     """The identity of a growing window's sequence of looks (mSPRT only; else None): the
     fixed ``since`` and every setting that shapes the test statistic or its threshold."""
@@ -59,7 +55,7 @@ class SequenceLook:
         cls, con: duckdb.DuckDBPyConnection, window: Window, config: DetectionConfig
     ) -> SequenceLook:
         anchor = sequence_anchor(window, config)
-        until = window.until or _now()
+        until = window.until or datetime.now(UTC).replace(tzinfo=None)
         if anchor is None:
             return cls(None, until, False)
         row = con.execute(
@@ -83,19 +79,17 @@ class SequenceLook:
         ones)."""
         if not self.live:
             return
-        now = _now()
+        now = datetime.now(UTC).replace(tzinfo=None)
         # one row per fingerprint (the last), as one statement may upsert a key only once
-        kept = list(
-            {c.fingerprint(): c for c in result.comparisons if np.isfinite(c.worse_bound)}.values()
-        )
+        kept = {c.fingerprint(): c for c in result.comparisons if np.isfinite(c.worse_bound)}
         if not kept:
             return
         rows = pa.table(
             {
                 "anchor": pa.array([self.anchor] * len(kept), pa.string()),
-                "fingerprint": pa.array([c.fingerprint() for c in kept], pa.string()),
-                "min_p": pa.array([c.p_value for c in kept], pa.float64()),
-                "worse_bound": pa.array([c.worse_bound for c in kept], pa.float64()),
+                "fingerprint": pa.array(list(kept), pa.string()),
+                "min_p": pa.array([c.p_value for c in kept.values()], pa.float64()),
+                "worse_bound": pa.array([c.worse_bound for c in kept.values()], pa.float64()),
                 "last_until": pa.array([self.until] * len(kept), pa.timestamp("us")),
                 "updated_at": pa.array([now] * len(kept), pa.timestamp("us")),
             }
