@@ -87,8 +87,17 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+#: a shared relation of this many rows or fewer is computed once into a temp table that its
+#: statements read (the cube's four scans: 81 -> 49 ms at 9,000 requests), a bigger one once
+#: per statement, so that its rows never sit in memory all at once
+SHARE_IN_MEMORY_ROWS = 250_000
+
+
 class DuckDBEngine:
-    """DuckDB: the embedded store, a DuckDB file, or views over a Parquet lake."""
+    """DuckDB: the embedded store, a DuckDB file, or views over a Parquet lake.
+
+    A :meth:`shared` relation is a temp table of the connection (each reader's cursor has its
+    own) when it is small or :attr:`materialize` says so, else a CTE each statement repeats."""
 
     name = "duckdb"
     dialect: Dialect = DUCKDB
@@ -111,7 +120,7 @@ class DuckDBEngine:
 
     @contextmanager
     def shared(self, name: str, sql: str, params: Sequence[Any]) -> Iterator[Shared]:
-        if not self.materialize:
+        if not (self.materialize or self._small(sql, params)):
             yield Shared(name, f"{name} AS ({sql})", list(params))
             return
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}", list(params)).fetchall()
@@ -119,6 +128,13 @@ class DuckDBEngine:
             yield Shared(name)
         finally:
             self.con.execute(f"DROP TABLE IF EXISTS {name}").fetchall()
+
+    def _small(self, sql: str, params: Sequence[Any]) -> bool:
+        """Whether ``sql`` has :data:`SHARE_IN_MEMORY_ROWS` rows at most (the count stops
+        past that)."""
+        bound = f"SELECT 1 FROM ({sql}) LIMIT {SHARE_IN_MEMORY_ROWS + 1}"
+        rows = self.con.execute(f"SELECT count(*) FROM ({bound})", list(params)).fetchall()
+        return int(rows[0][0]) <= SHARE_IN_MEMORY_ROWS
 
     @classmethod
     def over_lake(

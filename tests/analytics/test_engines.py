@@ -69,6 +69,33 @@ def test_lake_cube_equals_store_cube(lake: Lake, window: Window) -> None:
     assert_same_cube(build_cube(con, dims, window), build_cube(engine, dims, window))
 
 
+@pytest.mark.parametrize("bound", [0, 10**9], ids=["cte", "temp-table"])
+def test_a_shared_relation_is_a_temp_table_only_when_small(
+    lake: Lake, bound: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cube's request relation is computed once into a temp table when it holds
+    SHARE_IN_MEMORY_ROWS rows or fewer, else repeated as a CTE; either way the cube is the
+    same, and the temp table is gone afterwards."""
+    from prefixscope.analytics import engines
+
+    _, con = lake
+    cur = con.cursor()
+    sent = cur.execute("SELECT count(*) FROM requests_base").fetchall()[0][0]
+    monkeypatch.setattr(engines, "SHARE_IN_MEMORY_ROWS", bound)
+    temp = "SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name = 'req'"
+    with DuckDBEngine(cur).shared("req", "SELECT * FROM requests_base", []) as req:
+        inside = cur.execute(temp).fetchall()[0][0]
+        rows = cur.execute(req.sql("SELECT count(*) FROM req")).fetchall()[0][0]
+    assert rows == sent > 0
+    assert (inside, bool(req.cte)) == ((1, False) if bound else (0, True))
+    assert cur.execute(temp).fetchall()[0][0] == 0
+    dims = ["prefix_id", "cohort.specialty", "hour"]
+    monkeypatch.setattr(engines, "SHARE_IN_MEMORY_ROWS", 10**9 - bound)
+    other = build_cube(cur, dims, WINDOWS[1])
+    monkeypatch.setattr(engines, "SHARE_IN_MEMORY_ROWS", bound)
+    assert_same_cube(build_cube(cur, dims, WINDOWS[1]), other)
+
+
 def test_lake_alerts_equal_store_alerts_and_show_the_regression(lake: Lake) -> None:
     path, con = lake
     engine = DuckDBEngine.over_lake(path)
