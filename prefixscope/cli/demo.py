@@ -73,6 +73,11 @@ def demo_command(
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    # torch's OpenMP threads wait for work by sleeping, not spinning: this process also serves
+    # ingest, and with two torch threads on a busy machine the spinning took the cores the
+    # server and the other thread needed (training 300 steps at load 4.5: 45 s spinning, 5 s
+    # passive; the same weights either way). Read when torch loads, so set before its import.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         from transformers.utils import logging as hf_logging
 
