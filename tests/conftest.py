@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.support.browser import browser  # noqa: F401 (a fixture for every folder)
+from tests.support.schedule import LONGEST_FIRST
 from tests.support.serverproc import ServerProcess
 
 
@@ -34,6 +35,12 @@ def _skip_is_failure(report: pytest.TestReport | pytest.CollectReport) -> None:
         "missing (make test does: .venv, .venv-vllm, Debian chromium, root for the disk-full "
         "test), or run make test-fast locally."
     )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    # a stable sort: the other modules, and every module's own tests, keep their order
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
 
 
 @pytest.hookimpl(hookwrapper=True)
