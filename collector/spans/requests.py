@@ -8,12 +8,12 @@ by these rules (DESIGN.md, "The request"; docs/requests.md):
 
 1. **Model calls.** A span is a model call when its ``operation`` (the normalized
    ``prefixscope.span.kind`` / ``gen_ai.operation.name`` / ``openinference.span.kind`` /
-   ``traceloop.span.kind`` / … value, see ``normalize.py``) names one (:data:`CALL_OPERATIONS`),
-   or, when the operation names nothing known to be something else
-   (:data:`NOT_CALL_OPERATIONS`: chains, tools, agents, retrievers, embeddings…), when the span
-   carries a request or response model name or token usage of its own. ``base_model`` alone
-   (from the resource or the SDK's defaults) never makes a call. ``@trace(request=True)``
-   (operation ``request``) always does.
+   ``traceloop.span.kind`` / … value, see ``normalize.py``) names one
+   (:data:`~.operations.CALL_OPERATIONS`), or, when the operation names nothing known to be
+   something else (:data:`~.operations.NOT_CALL_OPERATIONS`: chains, tools, agents,
+   retrievers, embeddings…), when the span carries a request or response model name or token
+   usage of its own. ``base_model`` alone (from the resource or the SDK's defaults) never
+   makes a call. ``@trace(request=True)`` (operation ``request``) always does.
 2. **Nested calls are one request.** A call inside another call (a client span over the
    server's span, a LangChain LLM span over the OpenAI client's span) is part of the outer
    one: the outer span is the request, and what it lacks (TTFT, tokens, cached tokens, model
@@ -62,91 +62,8 @@ from .arrays import (
     valid_of,
 )
 from .duplicates import STREAM_END_NAME, cross_trace_duplicates, dedupe, pair_streams, retries
+from .operations import CALL_OPERATIONS, NOT_CALL_OPERATIONS
 from .request_columns import REQUEST_COLUMN_NAMES, REQUEST_SCHEMA, SKELETON_COLUMNS
-
-#: operation values (lower-case) that make a span a model call (a generation)
-CALL_OPERATIONS: frozenset[str] = frozenset(
-    {
-        semconv.REQUEST_SPAN_KIND,  # @trace(request=True)
-        # OTel GenAI gen_ai.operation.name; OpenLLMetry llm.request.type; LiteLLM
-        "chat",
-        "text_completion",
-        "generate_content",
-        "completion",
-        "llm_request",  # OpenLLMetry's custom operation
-        # OpenInference openinference.span.kind, traceAI gen_ai.span.kind / fi.span.kind,
-        # MLflow mlflow.spanType
-        "llm",
-        "chat_model",
-        # Langfuse langfuse.observation.type
-        "generation",
-        # Vercel AI SDK ai.operationId: the provider calls inside the loop
-        "ai.generatetext.dogenerate",
-        "ai.streamtext.dostream",
-        "ai.generateobject.dogenerate",
-        "ai.streamobject.dostream",
-    }
-)
-#: operation values (lower-case) of spans that are never requests themselves, even when they
-#: carry a model name or the summed tokens of the calls below them: wrappers (agents, chains,
-#: tools, workflows...) and model calls that are not generations (embeddings, reranking)
-NOT_CALL_OPERATIONS: frozenset[str] = frozenset(
-    {
-        # OTel GenAI, AI SDK 7, openai-agents, OpenLLMetry custom operations
-        "invoke_agent",
-        "create_agent",
-        "execute_tool",
-        "execute_task",
-        "invoke_workflow",
-        "retrieval",
-        "agent_step",
-        "handoff",
-        "guardrail",
-        "vector_db_retrieve",
-        "embeddings",
-        "image_generation",
-        "transcription",
-        "speech",
-        "rerank",
-        # OpenInference / traceAI / MLflow / Langfuse span kinds
-        "chain",
-        "tool",
-        "agent",
-        "retriever",
-        "embedding",
-        "reranker",
-        "evaluator",
-        "prompt",
-        "parser",
-        "memory",
-        "unknown",
-        "conversation",
-        "vector_db",
-        "a2a_client",
-        "a2a_server",
-        "span",
-        "event",
-        # OpenLLMetry traceloop.span.kind
-        "workflow",
-        "task",
-        # Logfire: a stream's end record (paired with its request, below) and pending spans
-        "log",
-        "pending_span",
-        # Vercel AI SDK ai.operationId: the outer loops carry the summed usage
-        "ai.generatetext",
-        "ai.streamtext",
-        "ai.generateobject",
-        "ai.streamobject",
-        "ai.toolcall",
-        "ai.embed",
-        "ai.embedmany",
-        "ai.embed.doembed",
-        "ai.embedmany.doembed",
-        "ai.rerank",
-        "ai.rerank.dorerank",
-    }
-)
-
 
 #: columns a request takes from its model call (else from the calls nested in it)
 _CALL_COLUMNS = (
