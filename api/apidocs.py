@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from .dashboard import SECURITY_HEADERS, environment
+from .web import SECURITY_HEADERS, environment
 
 METHODS = ("get", "post", "put", "patch", "delete")
 
