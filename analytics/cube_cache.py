@@ -13,7 +13,7 @@ it: the resolver, the annotation endpoints, online evaluation, retention, tier m
 
 - **its requests** (both tiers): a fingerprint per request hour, the count and an order-free
   hash of each row's identity, the resolver pass that wrote it and its span count
-  (``request_store.change_source``: a re-resolved trace changes it);
+  (``request_views.change_source``: a re-resolved trace changes it);
 - **the scores and feedback attributed to them**: a fingerprint per *created* hour. A changed
   hour dirties the hours of its rows' requests now, and the hours its rows had when those
   were computed (each scan learns them), which covers rows that left the hour (retention; a
@@ -40,7 +40,7 @@ from typing import Any
 
 import duckdb
 
-from prefixscope.collector.storage import request_store, tiers
+from prefixscope.collector.storage import request_store, request_views, tiers
 
 from . import cube_disk
 from .cube import DAY, HOUR, Cube, build_cube, concat
@@ -225,7 +225,7 @@ def _invalidate(con: duckdb.DuckDBPyConnection, parts: _Parts) -> bool:
         hour: (int(n), int(h))
         for hour, n, h in con.execute(
             "SELECT date_trunc('hour', start_time), count(*), coalesce(bit_xor(version), 0) "
-            f"FROM {request_store.change_source(con)} GROUP BY ALL"
+            f"FROM {request_views.change_source(con)} GROUP BY ALL"
         ).fetchall()
     }
     dirty = {
@@ -299,7 +299,7 @@ def _annotation_hours(
             f"SELECT DISTINCT '{table}' AS t, date_trunc('hour', created_at) AS hour, "
             f"hash(trace_id) AS k FROM {source} {where}"
         )
-    requests = f"SELECT hash(trace_id) AS k, start_time FROM {request_store.rows_source(con)}"
+    requests = f"SELECT hash(trace_id) AS k, start_time FROM {request_views.rows_source(con)}"
     if window is not None:
         requests += " WHERE start_time >= ? AND start_time < ?"
         params += list(window)

@@ -46,7 +46,7 @@ from prefixscope.collector.spans.request_columns import (
     SKELETON_COLUMNS,
 )
 from prefixscope.collector.spans.requests import resolve as resolve_requests
-from prefixscope.collector.storage import request_store
+from prefixscope.collector.storage import request_store, request_views
 from prefixscope.collector.storage.dialect import DUCKDB, SPARK, Dialect
 from prefixscope.collector.storage.fs import is_local, open_fs
 from prefixscope.collector.storage.tables import LAKE_TABLES, LakeTable, published_files, sql_type
@@ -242,7 +242,7 @@ def _resolve_duckdb(con: duckdb.DuckDBPyConnection, mapping: str | None) -> None
         con.unregister("_resolved_requests")
     base = mapped_select(request_store.ROWS, REQUEST_COLUMN_NAMES, mapping=mapping)
     con.execute(f"CREATE VIEW {request_store.BASE_VIEW} AS {base}").fetchall()
-    con.execute(f"CREATE VIEW {request_store.VIEW} AS {request_store.ANNOTATED}").fetchall()
+    con.execute(f"CREATE VIEW {request_store.VIEW} AS {request_views.ANNOTATED}").fetchall()
 
 
 def _lake_columns(con: duckdb.DuckDBPyConnection, source: str, spec: LakeTable) -> str:

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 import duckdb
 
 from ..spans.model import SPAN_COLUMN_NAMES
-from . import request_store, tiers
+from ..spans.request_columns import REQUEST_COLUMN_NAMES
+from . import request_store, request_views, tiers
 from .dialect import DUCKDB, Dialect
 
 SPANS = "spans"
@@ -215,10 +216,8 @@ def refresh_view(
         mapping=used,
     )
     con.execute(f"CREATE OR REPLACE {kind} {SPANS} AS {body}").fetchall()
-    base = mapped_select(
-        request_store.rows_source(con), request_store.REQUEST_COLUMN_NAMES, mapping=used
-    )
+    base = mapped_select(request_views.rows_source(con), REQUEST_COLUMN_NAMES, mapping=used)
     con.execute(f"CREATE OR REPLACE {kind} {request_store.BASE_VIEW} AS {base}").fetchall()
     con.execute(
-        f"CREATE OR REPLACE {kind} {request_store.VIEW} AS {request_store.ANNOTATED}"
+        f"CREATE OR REPLACE {kind} {request_store.VIEW} AS {request_views.ANNOTATED}"
     ).fetchall()
