@@ -16,9 +16,10 @@
   more keys that a regression is confined to: the variant with the best mean on a chosen
   evaluator, or ``"base"`` ("fall back to base") when no prefix reaches the threshold (lower
   confidence bound by default) or none beats its base model. A prefix whose regression
-  against base detection flags in a slice (key or pair level: the cause, and the flagged
-  slices inside it) is no candidate there, whatever its mean: that slice goes to the best
-  other variant or to base, while the prefix keeps the slices its regression does not reach.
+  against base detection flags and confines to a slice (key or pair level: the cause, and
+  the flagged slices inside it) is no candidate there, whatever its mean: that slice goes to
+  the best other variant or to base, while the prefix keeps the slices its regression does
+  not reach.
 """
 
 from __future__ import annotations
@@ -206,17 +207,20 @@ _Row = tuple[str | None, str | None, str | None, str | None]
 def _regressed(
     result: DetectionResult,
 ) -> tuple[dict[_Row, str], set[tuple[str | None, str | None]]]:
-    """The slices each prefix must not be routed to: a slice flagged against base (cause or
-    evidence, any metric, any version) that lies inside the cause of its regression (the
-    cause itself, or a slice with more keys that holds it). A flagged slice that contains the
-    cause (the whole route, when German notes regressed) or overlaps it (``plan=free``) is
-    explained by the cause and keeps the prefix: the cause's own slice routes its requests.
-    Also the causes' (route, slice), which get an entry of their own."""
+    """The slices each prefix must not be routed to, where a regression against base (any
+    metric, any version) is confined to a cohort slice (its cause names a key or a pair): the
+    flagged slices that lie inside the cause (the cause itself, or a slice with more keys
+    that holds it). A flagged slice that contains the cause (the whole route, when German
+    notes regressed) or overlaps it (``plan=free``) is explained by the cause and keeps the
+    prefix: the cause's own slice routes its requests. A cause of the whole route (a prefix
+    slower everywhere, as its prefix tokens make it) moves no slice: it is a property of the
+    prefix, which the gate judges, and the advice on the routed metric stands. Also the
+    causes' (route, slice), which get an entry of their own."""
     out: dict[_Row, str] = {}
     causes: set[tuple[str | None, str | None]] = set()
     for cause in result.regressions:
-        if cause.baseline != BASE:
-            continue
+        if cause.baseline != BASE or not cause.cohort:
+            continue  # a regression of the whole route is the gate's verdict, not a route
         where = set(cause.cohort.items())
         causes.add((cause.route, canonical(where)))
         for c in (cause, *cause.evidence):
@@ -248,13 +252,15 @@ def routing_advice(
 
     A prefix qualifies when it has ``min_n`` scored requests, its score (lower confidence
     bound when ``use_lower_bound``) is at least ``threshold`` and above the base model's mean,
-    and detection flags no regression of it against base in the slice (:func:`_regressed`).
-    Detection runs once over the same window with ``config`` (default: one fixed-horizon look
-    at level ``alpha``, since the window trails the clock); a cause of two keys or more gets
-    its own entry, so a pair can be routed apart.
+    and detection flags no regression of it against base confined to the slice
+    (:func:`_regressed`). Detection runs once over the same window with ``config`` (default:
+    one fixed-horizon look at level ``alpha`` and minimum n ``min_n``, since the window
+    trails the clock); a cause of two keys or more gets its own entry, so a pair can be
+    routed apart.
     """
     window = Window.of(since, until)
-    config = (config or DetectionConfig(alpha=alpha, sequential="fixed")).validate()
+    config = config or DetectionConfig(alpha=alpha, min_n=max(2, min_n), sequential="fixed")
+    config.validate()
     detected = detection_cube(con, window)
     regressed, causes = _regressed(
         run_detection(con, window.since, window.until, config, cube=detected)

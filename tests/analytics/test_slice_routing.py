@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from prefixscope.analytics.gate import routing_advice
+from prefixscope.analytics.gate import gate, routing_advice
 from prefixscope.analytics.synthetic import generate, scratch_store
 from prefixscope.collector.storage.store import Store
 from tests.support.serverproc import ServerProcess
@@ -96,3 +96,23 @@ def test_routing_gives_a_regressed_pair_its_own_entry() -> None:
     assert by_cohort[str([("plan", "free")])].variant == "p"
     # no other pair is regressed, so no other pair has an entry
     assert [a.cohort for a in advice if len(a.cohort) > 1] == [{"language": "de", "plan": "free"}]
+
+
+def test_a_regression_of_the_whole_route_moves_no_slice() -> None:
+    """``p`` fails one request in ten in every cohort (base: one in a hundred) and scores
+    better than base everywhere: the cause is the whole route, a property of the prefix that
+    the gate judges, not a cohort to route apart; the advice on TaskCompletion stands."""
+
+    def rule(sp: str, lang: str, plan: str) -> dict[str, Any]:
+        return {**tc_drop(-0.1), "error_rate": 0.10}
+
+    con = scratch_store()
+    try:
+        generate(con, slice_arms(rule, 60), seed=1)
+        advice = routing_advice(con, "TaskCompletion")
+        flagged = gate(con, "p")
+    finally:
+        con.close()
+    assert flagged.status == "fail"  # the regression is there, and the gate fails it
+    assert advice and {a.variant for a in advice} == {"p"}
+    assert all(a.excluded == {} for a in advice)
