@@ -12,9 +12,14 @@
   teams that want every cell covered: then any untested cell makes the verdict
   ``insufficient_data``.
 * :func:`routing_advice` — for each (route, cohort slice) of at most one key (the whole
-  route and each key's values, so German notes can be routed apart): the variant with the
-  best mean on a chosen evaluator, or ``"base"`` ("fall back to base") when no prefix reaches
-  the threshold (lower confidence bound by default) or none beats its base model.
+  route and each key's values, so German notes can be routed apart), and for each slice of
+  more keys that a regression is confined to: the variant with the best mean on a chosen
+  evaluator, or ``"base"`` ("fall back to base") when no prefix reaches the threshold (lower
+  confidence bound by default) or none beats its base model. A prefix whose regression
+  against base detection flags and confines to a slice (key or pair level: the cause, and
+  the flagged slices inside it) is no candidate there, whatever its mean: that slice goes to
+  the best other variant or to base, while the prefix keeps the slices its regression does
+  not reach.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any, Literal
 import duckdb
 import orjson
 
+from .comparison import DetectionResult
 from .detection import detection_cube, run_detection
 from .detection_config import DetectionConfig
 from .metrics import summarise
@@ -180,6 +186,8 @@ class RoutingAdvice:
     variant: str  # a prefix id, or "base"
     reason: str
     candidates: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
+    #: prefixes kept out of this slice by a flagged regression against base, with why
+    excluded: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -188,7 +196,44 @@ class RoutingAdvice:
             "variant": self.variant,
             "reason": self.reason,
             "candidates": self.candidates,
+            "excluded": self.excluded,
         }
+
+
+#: (prefix, base model, route, slice) of a routing row
+_Row = tuple[str | None, str | None, str | None, str | None]
+
+
+def _regressed(
+    result: DetectionResult,
+) -> tuple[dict[_Row, str], set[tuple[str | None, str | None]]]:
+    """The slices each prefix must not be routed to, where a regression against base (any
+    metric, any version) is confined to a cohort slice (its cause names a key or a pair): the
+    flagged slices that lie inside the cause (the cause itself, or a slice with more keys
+    that holds it). A flagged slice that contains the cause (the whole route, when German
+    notes regressed) or overlaps it (``plan=free``) is explained by the cause and keeps the
+    prefix: the cause's own slice routes its requests. A cause of the whole route (a prefix
+    slower everywhere, as its prefix tokens make it) moves no slice: it is a property of the
+    prefix, which the gate judges, and the advice on the routed metric stands. Also the
+    causes' (route, slice), which get an entry of their own."""
+    out: dict[_Row, str] = {}
+    causes: set[tuple[str | None, str | None]] = set()
+    for cause in result.regressions:
+        if cause.baseline != BASE or not cause.cohort:
+            continue  # a regression of the whole route is the gate's verdict, not a route
+        where = set(cause.cohort.items())
+        causes.add((cause.route, canonical(where)))
+        for c in (cause, *cause.evidence):
+            if not where <= set(c.cohort.items()):
+                continue
+            row = (c.prefix_id, c.base_model, c.route, canonical(c.cohort.items()))
+            named = ", ".join(f"{k}={v}" for k, v in sorted(cause.cohort.items())) or "route"
+            out.setdefault(
+                row,
+                f"{c.metric} regressed vs base on {named}: {c.value:.4g} vs "
+                f"{c.baseline_value:.4g}, q={c.q_value:.3g}",
+            )
+    return out, causes
 
 
 def routing_advice(
@@ -201,19 +246,35 @@ def routing_advice(
     since: datetime | str | None = None,
     until: datetime | str | None = None,
     alpha: float = 0.05,
+    config: DetectionConfig | None = None,
 ) -> list[RoutingAdvice]:
     """Best variant per (route, cohort) on ``metric`` (higher is better), or fall back to base.
 
     A prefix qualifies when it has ``min_n`` scored requests, its score (lower confidence
-    bound when ``use_lower_bound``) is at least ``threshold`` and above the base model's mean.
+    bound when ``use_lower_bound``) is at least ``threshold`` and above the base model's mean,
+    and detection flags no regression of it against base confined to the slice
+    (:func:`_regressed`). Detection runs once over the same window with ``config`` (default:
+    one fixed-horizon look at level ``alpha`` and minimum n ``min_n``, since the window
+    trails the clock); a cause of two keys or more gets its own entry, so a pair can be
+    routed apart.
     """
     window = Window.of(since, until)
-    full = detection_cube(con, window).rollup(("prefix_id", "base_model", "route", "cohort"))
-    cube = slice_cube(full, SliceConfig(depth=1))
+    config = config or DetectionConfig(alpha=alpha, min_n=max(2, min_n), sequential="fixed")
+    config.validate()
+    detected = detection_cube(con, window)
+    regressed, causes = _regressed(
+        run_detection(con, window.since, window.until, config, cube=detected)
+    )
+    full = detected.rollup(("prefix_id", "base_model", "route", "cohort"))
+    cells = summarise(slice_cube(full, SliceConfig(depth=1)), alpha)
+    deep = {(route, sk) for route, sk in causes if len(parse(sk)) > 1}
+    if deep:  # the slices of two keys or more that a regression is confined to
+        wide = SliceConfig(depth=max(len(parse(sk)) for _, sk in deep), max_slices=1 << 30)
+        cells += [c for c in summarise(slice_cube(full, wide), alpha) if c.key[2:] in deep]
     groups: dict[tuple[str | None, str | None], dict[str, Any]] = {}
     bases: dict[tuple[str | None, str | None, str | None], Any] = {}
     models: dict[tuple[str | None, str | None, str], str | None] = {}
-    for cell in summarise(cube, alpha):
+    for cell in cells:
         p, base_model, route, cohort_raw = cell.key
         est = cell.metrics.get(metric)
         if est is None or est.value is None:
@@ -227,28 +288,44 @@ def routing_advice(
     for (route, cohort_raw), cands in sorted(groups.items(), key=lambda kv: str(kv[0])):
         base = cands.get(BASE)
         info = {p: {"mean": e.value, "ci_low": e.ci_low, "n": e.n} for p, e in cands.items()}
+        excluded: dict[str, str] = {}
         best, best_score = None, None
         for p, e in cands.items():
-            if p == BASE or e.n < min_n:
+            if p == BASE:
                 continue
-            own = bases.get((models.get((route, cohort_raw, p)), route, cohort_raw))
+            model = models.get((route, cohort_raw, p))
+            why = regressed.get((p, model, route, cohort_raw))
+            if why is not None:
+                excluded[p] = why
+                continue
+            if e.n < min_n:
+                continue
+            own = bases.get((model, route, cohort_raw))
             s = e.ci_low if use_lower_bound and e.ci_low is not None else e.value
             if s < threshold or (own is not None and s <= own.value):
                 continue
             if best_score is None or s > best_score:
                 best, best_score = p, s
         cohort = orjson.loads(cohort_raw) if cohort_raw else {}
+        kept_out = [f"{p} excluded: {why}" for p, why in sorted(excluded.items())]
         if best is None:
-            reason = (
-                f"fall back to base: no prefix with n>={min_n} has {metric} "
+            others = set(cands) - {BASE} - set(excluded)
+            none = (
+                f"no prefix with n>={min_n} has {metric} "
                 f"{'lower bound ' if use_lower_bound else ''}>= {threshold} and above base"
             )
-            out.append(RoutingAdvice(route, cohort, BASE, reason, info))
-        else:
-            reason = (
-                f"{best}: {metric} {'lower bound ' if use_lower_bound else ''}"
-                f"{best_score:.3f} >= {threshold}"
-                + (f", base mean {base.value:.3f}" if base is not None else "")
+            reason = "fall back to base: " + "; ".join(
+                kept_out + ([none] if others or not kept_out else [])
             )
-            out.append(RoutingAdvice(route, cohort, best, reason, info))
+            out.append(RoutingAdvice(route, cohort, BASE, reason, info, excluded))
+        else:
+            reason = "; ".join(
+                [
+                    f"{best}: {metric} {'lower bound ' if use_lower_bound else ''}"
+                    f"{best_score:.3f} >= {threshold}"
+                    + (f", base mean {base.value:.3f}" if base is not None else ""),
+                    *kept_out,
+                ]
+            )
+            out.append(RoutingAdvice(route, cohort, best, reason, info, excluded))
     return out

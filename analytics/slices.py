@@ -19,6 +19,9 @@ inside each selected family at level alpha * R / M. This controls, at alpha, the
 families (which (cell, metric, baseline) regressed somewhere) and the expected *average* FDR
 over the selected families (within them, which slices). Simes is valid for the positively
 dependent statistics of nested slices (a slice and the slices inside it share requests).
+The guarantee across families assumes their p-values independent or positively dependent;
+the metrics of the same requests are dependent without a proof of positivity, so there the
+level is what the A/A simulations measure (docs/guides/detection.md).
 
 **One alert per cause** (:func:`causes`). Slice X *explains* slice S when the requests of S
 outside X (variant and baseline alike) show no worsening of the metric's minimum effect, on at

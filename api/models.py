@@ -558,6 +558,11 @@ class RoutingAdvice(BaseModel):
     variant: str = Field(description='A prefix id, or "base" (fall back to the base model)')
     reason: str
     candidates: dict[str, RoutingCandidate]
+    excluded: dict[str, str] = Field(
+        default_factory=dict,
+        description="Prefixes kept out of this slice by a regression against base that "
+        "detection flags there, with the regression",
+    )
 
 
 class RoutingResponse(BaseModel):

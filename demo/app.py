@@ -32,6 +32,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,12 @@ VARIANTS = ("base", *demo_data.SPECIALTIES)
 RELEASED = {s: "1" for s in demo_data.SPECIALTIES}
 #: where each run's store goes by default (listed in .gitignore: a checkout stays clean)
 DEMO_ROOT = Path(".prefixscope")
+
+
+def default_data_dir(now: datetime | None = None) -> Path:
+    """A run's store when ``--data-dir`` is not given: ``.prefixscope/demo-<timestamp>``,
+    relative to where the demo runs (``make demo``: the checkout)."""
+    return DEMO_ROOT / f"demo-{now or datetime.now():%Y%m%d-%H%M%S}"
 
 
 def _port_free(host: str, port: int) -> bool:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 
 import click
 
-from prefixscope.demo.app import DEMO_ROOT, run_demo
+from prefixscope.demo.app import default_data_dir, run_demo
 
 
 @click.command("demo")
@@ -86,7 +85,7 @@ def demo_command(
     except ImportError:  # pragma: no cover - the [hf] extra is required for the demo
         pass
     if data_dir is None:
-        data_dir = DEMO_ROOT / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
+        data_dir = default_data_dir()
     run_demo(
         data_dir,
         http_port,

@@ -209,3 +209,35 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert "make test" in README
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     assert 'mkdocs" build --strict' in (ROOT / "scripts" / "check").read_text()
+
+
+#: the README is a landing page (issue 32): the pitch, two commands, one example, the layout
+README_MAX_LINES = 200
+
+
+def test_the_readme_stays_short() -> None:
+    lines = len(README.splitlines())
+    assert lines <= README_MAX_LINES, (
+        f"README.md has {lines} lines (at most {README_MAX_LINES}): move the detail to docs/"
+    )
+
+
+def test_the_demo_leaves_the_checkout_clean() -> None:
+    """``make demo`` runs ``prefixscope demo`` in the checkout: the store it creates by default
+    and the model cache it fills are paths git ignores, so ``git status`` stays clean."""
+    import datetime as dt
+    import shutil
+
+    from prefixscope.cli.demo import demo_command
+    from prefixscope.demo.app import default_data_dir
+
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    store = default_data_dir(dt.datetime(2026, 1, 15, 12, 0, 0))
+    assert store.name == "demo-20260115-120000" and not store.is_absolute()
+    [cache_dir] = [p.default for p in demo_command.params if p.name == "cache_dir"]
+    for path in (store, store / "prefixscope.duckdb", cache_dir):
+        ignored = subprocess.run(
+            ["git", "check-ignore", "--quiet", str(path)], cwd=ROOT, capture_output=True
+        )
+        assert ignored.returncode == 0, f"{path} is not ignored by git: {ignored.stderr!r}"
