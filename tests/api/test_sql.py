@@ -623,7 +623,7 @@ def test_copies_of_a_value_are_refused_whatever_builds_them(sql_server: ServerPr
 
 def test_the_heaviest_accepted_query_keeps_rss_within_the_budget(tmp_path: Path) -> None:
     """The bound on what one row may build (MAX_CONCAT_BYTES) is what keeps an accepted query
-    within the server's memory: the heaviest list of bounded values it accepts, built over
+    within the server's memory: the longest chain of bounded values it accepts, built over
     4,096 spans whose every value is at its bound (two vectors of 2,048 rows), keeps the
     server's peak RSS within its budget (store + SQL + the server's own ~400 MB), and answers
     with the generator's figure unless the watchdog stops it first."""
@@ -650,14 +650,15 @@ def test_the_heaviest_accepted_query_keeps_rss_within_the_budget(tmp_path: Path)
             ]}]}]}  # fmt: skip
             resp = httpx.post(f"{srv.base_url}/v1/traces", json=body, timeout=60)
             assert resp.status_code == 200, resp.text
-        # the most copies of one attribute column the bound accepts: the list (each item a
-        # 16-byte entry besides its bytes) and the string joined from it both count
-        copies = MAX_CONCAT_BYTES // (2 * (attribute_bytes + 16))
+        # the longest chain of one attribute column the bound accepts: every intermediate
+        # result of prefix_id || prefix_id || ... counts (2, 3, ... columns and 16 bytes each)
+        copies = 1
+        while sum(j * attribute_bytes + 16 * (j - 1) for j in range(2, copies + 2)) <= (
+            MAX_CONCAT_BYTES
+        ):
+            copies += 1
         assert copies >= 3
-        query = (
-            f"SELECT count(*), max(strlen(array_to_string([{_copies(copies, 'prefix_id')}], ''))) "
-            "FROM spans"
-        )
+        query = f"SELECT count(*), max(strlen({' || '.join(['prefix_id'] * copies)})) FROM spans"
         base_mb = vm_hwm_mb(srv.proc.pid)
         resp = sql(srv, query)
         peak_mb = vm_hwm_mb(srv.proc.pid)
@@ -669,7 +670,7 @@ def test_the_heaviest_accepted_query_keeps_rss_within_the_budget(tmp_path: Path)
             assert resp.json()["code"] == "memory_limit", resp.text
         assert peak_mb < store_mb + sql_mb + 400, (base_mb, peak_mb)
         # one copy more is refused before it runs
-        more = query.replace("[prefix_id, ", "[prefix_id, prefix_id, ")
+        more = query.replace("(prefix_id || ", "(prefix_id || prefix_id || ")
         resp = sql(srv, more)
         assert resp.status_code == 400 and resp.json()["code"] == "value_too_large", resp.text
     finally:
