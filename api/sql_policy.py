@@ -14,9 +14,10 @@ import duckdb
 
 from prefixscope.errors import QueryError
 
+from .sql_bounds import check_bounds
 from .sql_errors import first_line
 from .sql_files import check_files, file_functions
-from .sql_sizes import _walk, check_amplification, check_concatenation
+from .sql_sizes import FIXED_WIDTH_TYPES, _walk, check_amplification
 
 MAX_SQL_CHARS = 100_000
 #: Table functions refused even inside a SELECT: side effects, or SQL hidden in a string.
@@ -56,6 +57,7 @@ class QueryPolicy:
         self.attribute_bytes = attribute_bytes
         self._readers: frozenset[str] | None = None
         self._canonical: dict[str, str] | None = None
+        self._fixed_results: frozenset[str] | None = None
 
     def check(self, sql: str, cur: duckdb.DuckDBPyConnection) -> bool:
         """Raise QueryError unless ``sql`` is exactly one read-only statement; return whether
@@ -87,7 +89,9 @@ class QueryPolicy:
             inner = sql[match.end() :] if match else sql
         if self._readers is None:
             self._readers = file_functions(cur)
-        nodes = _check_tree(cur, inner, self._canonical_names(cur), self.attribute_bytes)
+        nodes = _check_tree(
+            cur, inner, self._canonical_names(cur), self.attribute_bytes, self._fixed(cur)
+        )
         check_files(nodes, self._readers, self.lake_dir)
         tables = {
             str(n.get("table_name", "")).lower() for n in nodes if n.get("type") == "BASE_TABLE"
@@ -103,6 +107,29 @@ class QueryPolicy:
             ).fetchall()
             self._canonical = {str(a): str(b) for a, b in rows}
         return self._canonical
+
+    def _fixed(self, cur: duckdb.DuckDBPyConnection) -> frozenset[str]:
+        """The functions (canonical names) every overload of which returns a number, time,
+        boolean or id: their result is a few bytes whatever their arguments."""
+        if self._fixed_results is None:
+            rows = cur.execute(
+                "SELECT lower(coalesce(alias_of, function_name)), list(DISTINCT return_type) "
+                "FROM duckdb_functions() WHERE function_type IN ('scalar', 'aggregate') "
+                "GROUP BY ALL"
+            ).fetchall()
+            self._fixed_results = frozenset(
+                str(name) for name, types in rows if types and all(_fixed_type(t) for t in types)
+            )
+        return self._fixed_results
+
+
+def _fixed_type(name: object) -> bool:
+    text = str(name or "").upper()
+    return text.split("(", 1)[0] in FIXED_WIDTH_TYPES or text in (
+        "TIME_NS",
+        "TIMESTAMP_NS",
+        "TIMESTAMPTZ_NS",
+    )
 
 
 def _serialize(cur: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:
@@ -122,7 +149,11 @@ def _syntax_error(cur: duckdb.DuckDBPyConnection, sql: str, exc: Exception) -> Q
 
 
 def _check_tree(
-    cur: duckdb.DuckDBPyConnection, sql: str, canonical: dict[str, str], attribute_bytes: int
+    cur: duckdb.DuckDBPyConnection,
+    sql: str,
+    canonical: dict[str, str],
+    attribute_bytes: int,
+    fixed_results: frozenset[str],
 ) -> list[dict[str, Any]]:
     """Refuse writes, forbidden functions and values too large to build; return the tree's
     nodes (every dict in it) for the file check."""
@@ -142,7 +173,7 @@ def _check_tree(
     }
     scalar_nodes = [n for n in nodes if id(n) not in table_functions]
     check_amplification(scalar_nodes, canonical)
-    check_concatenation(scalar_nodes, canonical, attribute_bytes)
+    check_bounds(scalar_nodes, canonical, attribute_bytes, fixed_results)
     for node in nodes:
         ntype = node.get("type")
         if isinstance(ntype, str) and _WRITE_NODE.match(ntype):

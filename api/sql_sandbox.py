@@ -23,8 +23,9 @@ Layered defences, outermost first (datasette's ``database.py`` is the model):
    for the one thing neither can stop (a single vector of 2,048 huge scalar values, built
    in one allocation before any interrupt is checked), a static bound on every function
    that makes a value larger than its inputs (``repeat``, ``lpad``, ``list_resize``,
-   ``range`` as a value, format widths, ...) and on concatenation (``||``, ``concat``,
-   ``string_agg``, ..., sized from their inputs' bounds), :mod:`.sql_sizes`;
+   ``range`` as a value, format widths, ...), :mod:`.sql_sizes`, and on every other
+   expression (concatenation, lists, JSON, encodings, ..., sized from their inputs' bounds),
+   :mod:`.sql_bounds`;
 7. a time limit (``interrupt()`` from a timer → ``QueryTimeout``), a row cap (fetch
    ``max_rows + 1``, answer ``truncated: true``) and a byte cap on the answer, counted while
    rows stream.

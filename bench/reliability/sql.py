@@ -10,7 +10,7 @@ with ``truncated: true`` within the cap); anything else (another 4xx such as an 
 408, a 200 with data, a 5xx, a hang) is an escape. A file planted outside the data dir must
 never be read.
 
-Usage:  .venv/bin/python bench/reliability/sql.py [--timeout-s 2] [--max-rows 1000]
+Usage:  .venv/bin/python bench/reliability/sql.py [--timeout-s 2] [--max-rows 1000] [--only LABEL]
 """
 
 from __future__ import annotations
@@ -68,7 +68,39 @@ EXPECTED: dict[str, frozenset[str]] = {
     "|| through an alias": frozenset({"value_too_large"}),
     "|| x64 of a bounded column": frozenset({"value_too_large"}),
     "|| through an alias named like a small column": frozenset({"value_too_large"}),
+    # issue 35's audit (COPYING, value_too_large): the size check or the file check refuses
+    "hex() nested x8 over the WAL": frozenset({"value_too_large", "forbidden"}),
 }
+
+
+A = "attributes::varchar"
+
+
+def _n(n: int, value: str = A) -> str:
+    return ", ".join([value] * n)
+
+
+#: Issue 35's audit: calls that copy one large value many times with no ``||`` in sight.
+#: ``{d}`` is the data dir. (label, sql)
+COPYING = [
+    ("array_to_string of [a x8]", f"SELECT max(strlen(array_to_string([{_n(8)}], ''))) FROM spans"),
+    ("array_to_string nested x64",
+     "SELECT max(strlen(array_to_string([" + ", ".join([f"array_to_string([{_n(8)}], '')"] * 8)
+     + "], ''))) FROM spans"),
+    ("list_string_agg of [a x8]", f"SELECT max(strlen(list_string_agg([{_n(8)}]))) FROM spans"),
+    ("list_aggregate string_agg", f"SELECT max(strlen(list_aggregate(list_value({_n(2)}), 'string_agg', ''))) FROM spans"),  # noqa: E501
+    ("json_array(a x4)", f"SELECT max(strlen(json_array({_n(4)}))) FROM spans"),
+    ("to_json([a x8])", f"SELECT max(strlen(to_json([{_n(8)}]))) FROM spans"),
+    ("struct_pack(a x8)::varchar", "SELECT max(strlen(struct_pack(" + ", ".join(f"k{i} := {A}" for i in range(8)) + ")::varchar)) FROM spans"),  # noqa: E501
+    ("hex() nested x8 over the WAL", "SELECT octet_length(" + "hex(" * 8 + "content" + ")" * 8 + ") FROM read_blob('{d}/prefixscope.duckdb.wal')"),  # noqa: E501
+    ("hex() nested x8 over attributes", "SELECT max(strlen(" + "hex(" * 8 + A + ")" * 8 + ")) FROM spans"),  # noqa: E501
+    ("to_base64() nested x8 over attributes", "SELECT max(strlen(" + "to_base64(" * 8 + A + ")" * 8 + ")) FROM spans"),  # noqa: E501
+    ("replace() with a longer constant", f"SELECT max(strlen(replace({A}, 'a', 'aaaaaaaa'))) FROM spans"),  # noqa: E501
+    ("replace() with a computed replacement", f"SELECT max(strlen(replace({A}, 'a', name))) FROM spans"),  # noqa: E501
+    ("string_split() into bytes", f"SELECT max(len(string_split({A}, ''))) FROM spans"),
+    ("regexp_replace() of every empty match", f"SELECT max(strlen(regexp_replace({A}, '', 'xx', 'g'))) FROM spans"),  # noqa: E501
+    ("array_to_string of [prefix_id x64]", f"SELECT max(strlen(array_to_string([{_n(64, 'prefix_id')}], ''))) FROM spans"),  # noqa: E501
+]  # fmt: skip
 
 
 def attempts(outside: Path, data: Path) -> list[tuple[str, str]]:
@@ -175,6 +207,7 @@ def attempts(outside: Path, data: Path) -> list[tuple[str, str]]:
         ("|| through an alias", "SELECT max(strlen(x || x || x || x)) FROM (SELECT attributes::varchar AS x FROM spans)"),  # noqa: E501
         ("|| through an alias named like a small column", "SELECT max(strlen(trace_id || trace_id || trace_id)) FROM (SELECT attributes::varchar AS trace_id FROM spans)"),  # noqa: E501
         ("|| x64 of a bounded column", f"SELECT max(strlen({'||'.join(['prefix_id'] * 64)})) FROM spans"),  # noqa: E501
+        *((label, sql.replace("{d}", d)) for label, sql in COPYING),
     ]  # fmt: skip
 
 
@@ -208,7 +241,7 @@ PROBES = ("current_setting probe", "duckdb_settings probe")
 def expected(label: str) -> frozenset[str]:
     if label in EXPECTED:
         return EXPECTED[label]
-    if any(label == m for m, _ in MATERIALIZING):
+    if any(label == m for m, _ in MATERIALIZING + COPYING):
         return frozenset({"value_too_large"})
     return DEFAULT_DEFENCE
 

@@ -331,6 +331,53 @@ def test_chart_labels_with_links_render_as_text(
 
 
 @pytest.mark.browser
+def test_alert_chart_labels_with_links_render_as_text(
+    browser: Any,
+    tmp_path: Path,
+    start_server: Callable[..., ServerProcess],
+) -> None:
+    """Issue 35, the alert page: an alert raised on a variant whose version is a plotly link,
+    for a score whose name is another, shows both as text in its charts (the sides' legend,
+    the effect's axis, the series' legend and its rollout marker)."""
+    from prefixscope.analytics.synthetic import Arm, generate
+    from prefixscope.collector.storage.store import Store
+
+    score = '<a href="http://s.example/">Ground</a>'
+    data = tmp_path / "data"
+    with Store(data) as store:
+        con = store.cursor()
+        arms = [
+            Arm(None, None, "imaging", n=400, scores={score: (0.85, 20.0)}),
+            Arm("radiology", LINK, "imaging", n=400, scores={score: (0.6, 20.0)}),
+        ]
+        generate(con, arms, seed=3, start=dt.datetime.now(dt.UTC) - dt.timedelta(hours=2))
+        con.close()
+    srv = start_server(data_dir=data)
+    run = httpx.post(
+        f"{srv.base_url}/api/v1/regressions/run", json={"metrics": [score]}, timeout=120
+    ).json()
+    [alert] = [a for a in run["alerts"] if a["prefix_version"] == LINK]
+    assert alert["metric"] == score
+    page, problems = open_page(browser, f"{srv.base_url}/alerts/{alert['id']}")
+    page.wait_for_selector("body[data-loaded='1']", timeout=60_000)
+    page.wait_for_selector("#plot-sides .legendtext", timeout=30_000)
+    page.wait_for_selector("#plot-series .legendtext", timeout=30_000)
+    plots = "#plot-sides, #plot-effect, #plot-series"
+    assert page.locator(f":is({plots}) svg a").count() == 0  # plotly's links are <a> in its SVG
+    legend = " ".join(page.locator("#plot-sides .legendtext").all_text_contents())
+    assert f"radiology@{LINK}" in legend, legend
+    ticks = " ".join(page.locator("#plot-effect .ytick text").all_text_contents())
+    assert score in ticks, ticks
+    series = " ".join(page.locator("#plot-series .legendtext").all_text_contents())
+    assert f"radiology@{LINK}" in series, series
+    notes = " ".join(page.locator("#plot-series .annotation-text").all_text_contents())
+    assert f"@{LINK} rollout" in notes, notes  # the version's rollout marker
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "alert-page-hostile-labels.png"), full_page=True)
+    assert problems == []
+
+
+@pytest.mark.browser
 def test_alert_page_shows_the_slice_tree(
     browser: Any,
     tmp_path: Path,

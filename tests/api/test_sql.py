@@ -540,6 +540,143 @@ def test_concatenation_and_the_stores_own_files_are_refused_with_rss_bounded(
     assert ok.status_code == 200 and ok.json()["rows"] == [[6]], ok.text
 
 
+def _copies(n: int, value: str = "attributes::varchar") -> str:
+    return ", ".join([value] * n)
+
+
+#: Issue 35, after the concatenation check: calls that copy one value many times without a
+#: concatenation (lists, JSON, structs, encodings, replace, split), each with the construct the
+#: refusal must name. ``{blob}`` is a Parquet file of the lake, read whole by read_blob.
+COPYING = [
+    (f"SELECT max(strlen(array_to_string([{_copies(8)}], ''))) FROM spans", "list_value()"),
+    (
+        "SELECT max(strlen(array_to_string(["
+        + ", ".join([f"array_to_string([{_copies(8)}], '')"] * 8)
+        + "], ''))) FROM spans",
+        "list_value()",
+    ),
+    (f"SELECT max(strlen(list_string_agg([{_copies(8)}]))) FROM spans", "list_value()"),
+    (
+        f"SELECT max(strlen(list_aggregate(list_value({_copies(2)}), 'string_agg', ''))) "
+        "FROM spans",
+        "list_value()",
+    ),
+    (f"SELECT max(strlen(json_array({_copies(4)}))) FROM spans", "json_array()"),
+    (f"SELECT max(strlen(to_json([{_copies(8)}]))) FROM spans", "list_value()"),
+    ("SELECT max(strlen(to_json(attributes::varchar))) FROM spans", "to_json()"),
+    (
+        "SELECT max(strlen(struct_pack("
+        + ", ".join(f"k{i} := attributes::varchar" for i in range(8))
+        + ")::varchar)) FROM spans",
+        "struct_pack()",
+    ),
+    ("SELECT octet_length(" + "hex(" * 8 + "content" + ")" * 8 + ") FROM {blob}", "hex()"),
+    (
+        "SELECT octet_length(" + "to_base64(" * 8 + "content" + ")" * 8 + ") FROM {blob}",
+        "to_base64()",
+    ),
+    ("SELECT max(strlen(replace(attributes::varchar, 'a', 'aaaaaaaa'))) FROM spans", "replace()"),
+    ("SELECT max(strlen(replace(attributes::varchar, 'a', name))) FROM spans", "replace()"),
+    ("SELECT max(len(string_split(attributes::varchar, ''))) FROM spans", "string_split()"),
+    (
+        "SELECT max(strlen(regexp_replace(attributes::varchar, '', 'xx', 'g'))) FROM spans",
+        "regexp_replace()",
+    ),
+    (f"SELECT max(len(map([{_copies(4)}], [{_copies(4)}]))) FROM spans", "list_value()"),
+    # a bounded column, 64 times: bounded, but 64 x --max-attribute-bytes per row
+    (
+        f"SELECT max(strlen(array_to_string([{_copies(64, 'prefix_id')}], ''))) FROM spans",
+        "list_value()",
+    ),
+]
+
+
+def test_copies_of_a_value_are_refused_whatever_builds_them(sql_server: ServerProcess) -> None:
+    """Issue 35: every call is bounded by its inputs, not only the concatenations: lists,
+    JSON, structs, hex/base64, replace and split that copy a value of no known size are
+    refused before they run, naming the call, and RSS stays put."""
+    _post_big_spans(sql_server)
+    assert sql_server.proc is not None
+    blob = f"read_blob('{lake_dir(sql_server)}/custom/inside.parquet')"
+    before = vm_hwm_mb(sql_server.proc.pid)
+    for template, construct in COPYING:
+        query = template.replace("{blob}", blob)
+        resp = sql(sql_server, query)
+        assert resp.status_code == 400, (query, resp.text)
+        body = resp.json()
+        assert body["code"] == "value_too_large", (query, body)
+        assert body["message"].startswith(construct), (construct, body["message"])
+        assert "2,048 rows" in body["message"], body
+    assert vm_hwm_mb(sql_server.proc.pid) - before < 64
+    # one copy of such a value, or a few bounded ones, still answers
+    for query in (
+        "SELECT max(strlen(hex(left(attributes::varchar, 1000)))) FROM spans",
+        "SELECT max(strlen(replace(attributes::varchar, 'aaa', 'b'))) FROM spans",
+        "SELECT max(len(string_split(left(prefix_id, 1000), ','))) FROM spans",
+        "SELECT max(strlen(array_to_string([prefix_id, 'x'], '/'))) FROM spans",
+        "SELECT max(strlen(coalesce(json_extract_string(attributes, '$.x'), name))) FROM spans",
+        f"SELECT octet_length(content) FROM {blob}",
+    ):
+        resp = sql(sql_server, query)
+        assert resp.status_code == 200, (query, resp.text)
+
+
+def test_the_heaviest_accepted_query_keeps_rss_within_the_budget(tmp_path: Path) -> None:
+    """The bound on what one row may build (MAX_CONCAT_BYTES) is what keeps an accepted query
+    within the server's memory: the longest chain of bounded values it accepts, built over
+    4,096 spans whose every value is at its bound (two vectors of 2,048 rows), keeps the
+    server's peak RSS within its budget (store + SQL + the server's own ~400 MB), and answers
+    with the generator's figure unless the watchdog stops it first."""
+    from prefixscope.api.sql_sizes import MAX_CONCAT_BYTES
+
+    store_mb, sql_mb, attribute_bytes = 1024, 256, 16 * 1024
+    srv = ServerProcess(
+        tmp_path / "data",
+        ["--store-memory-mb", str(store_mb), "--sql-memory-mb", str(sql_mb),
+         "--max-attribute-bytes", str(attribute_bytes), "--sql-timeout-s", "60",
+         "--lake-roll-interval-s", "0"],
+    ).start()  # fmt: skip
+    try:
+        assert srv.proc is not None
+        size, spans, batch = attribute_bytes - 100, 4096, 128
+        now = time.time_ns()
+        for start in range(0, spans, batch):
+            body = {"resourceSpans": [{"scopeSpans": [{"spans": [
+                {"traceId": f"{i + 1:032x}", "spanId": f"{i + 1:016x}", "name": "chat",
+                 "startTimeUnixNano": str(now), "endTimeUnixNano": str(now + 1000),
+                 "attributes": [{"key": "prefix.id",
+                                 "value": {"stringValue": chr(97 + i % 26) * size}}]}
+                for i in range(start, start + batch)
+            ]}]}]}  # fmt: skip
+            resp = httpx.post(f"{srv.base_url}/v1/traces", json=body, timeout=60)
+            assert resp.status_code == 200, resp.text
+        # the longest chain of one attribute column the bound accepts: every intermediate
+        # result of prefix_id || prefix_id || ... counts (2, 3, ... columns and 16 bytes each)
+        copies = 1
+        while sum(j * attribute_bytes + 16 * (j - 1) for j in range(2, copies + 2)) <= (
+            MAX_CONCAT_BYTES
+        ):
+            copies += 1
+        assert copies >= 3
+        query = f"SELECT count(*), max(strlen({' || '.join(['prefix_id'] * copies)})) FROM spans"
+        base_mb = vm_hwm_mb(srv.proc.pid)
+        resp = sql(srv, query)
+        peak_mb = vm_hwm_mb(srv.proc.pid)
+        # every value at its bound is the worst case: the watchdog (the second defence, which
+        # counts the scan's pages too) may stop it; either way RSS stays within the budget
+        if resp.status_code == 200:
+            assert resp.json()["rows"] == [[spans, copies * size]]
+        else:
+            assert resp.json()["code"] == "memory_limit", resp.text
+        assert peak_mb < store_mb + sql_mb + 400, (base_mb, peak_mb)
+        # one copy more is refused before it runs
+        more = query.replace("(prefix_id || ", "(prefix_id || prefix_id || ")
+        resp = sql(srv, more)
+        assert resp.status_code == 400 and resp.json()["code"] == "value_too_large", resp.text
+    finally:
+        srv.stop()
+
+
 def test_a_link_in_the_lake_is_not_followed_out(tmp_path: Path) -> None:
     from prefixscope.api.sql_files import check_path
 
