@@ -19,6 +19,8 @@ function nobody listed is the default, not a pass:
   a part (``x[1]``, ``x.k``) its whole; a lambda multiplies its list by its body;
 * a value may hold at most one copy of a value of no known size (``hex(content)`` or
   ``[a, a]`` could not), and a concatenation (``||``, ``concat``, ``string_agg``, ...) none;
+  an aggregate that builds (``string_agg``, ``list``, ...) is refused as a window function
+  (each row would hold its whole window);
 * every call that combines sized arguments or expands one counts, and so does every call
   that reads such a built value (``array_to_string([a, b])`` holds the list and the string):
   the intermediate results of a chain included, their sum must stay within
@@ -204,6 +206,13 @@ class _Bounds:
                 self.params.update((p, items) for p in _param_names(a))
         sizes = [self.size(a) for a in args]
         if name in CONCAT_AGGREGATES or name in BUILDING_AGGREGATES:
+            if expr.get("class") == "WINDOW":
+                raise QueryError(
+                    f"{name}() OVER (...) builds, for every row, a value of up to its whole "
+                    "window (with the default frame, every earlier row's), 2,048 rows in one "
+                    "allocation: aggregate with GROUP BY instead",
+                    code="value_too_large",
+                )
             if name in CONCAT_AGGREGATES and sizes and sizes[0].copies:
                 self._refuse_unbounded(name)
             self.unbounded.append(f"{name}()")

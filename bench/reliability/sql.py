@@ -100,6 +100,7 @@ COPYING = [
     ("string_split() into bytes", f"SELECT max(len(string_split({A}, ''))) FROM spans"),
     ("regexp_replace() of every empty match", f"SELECT max(strlen(regexp_replace({A}, '', 'xx', 'g'))) FROM spans"),  # noqa: E501
     ("array_to_string of [prefix_id x64]", f"SELECT max(strlen(array_to_string([{_n(64, 'prefix_id')}], ''))) FROM spans"),  # noqa: E501
+    ("string_agg() as a running window", f"SELECT strlen(string_agg({A}, '') OVER (ORDER BY start_time)) FROM spans"),  # noqa: E501
 ]  # fmt: skip
 
 

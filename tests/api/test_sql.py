@@ -579,6 +579,11 @@ COPYING = [
     ("SELECT max(strlen(replace(attributes::varchar, 'a', name))) FROM spans", "replace()"),
     ("SELECT max(len(string_split(attributes::varchar, ''))) FROM spans", "string_split()"),
     (
+        "SELECT strlen(string_agg(name, '') OVER (ORDER BY start_time)) FROM spans",
+        "string_agg() OVER",
+    ),
+    ("SELECT len(list(prefix_id) OVER (ORDER BY start_time)) FROM spans", "list() OVER"),
+    (
         "SELECT max(strlen(regexp_replace(attributes::varchar, '', 'xx', 'g'))) FROM spans",
         "regexp_replace()",
     ),
