@@ -17,7 +17,8 @@ counts:
 
 Lake views dedupe on each table's key (a lake holds duplicates until ``prefixscope lake
 compact`` runs), except in partitions that compaction left as one file
-(:func:`~prefixscope.collector.storage.tables.published_files`); a missing ``scores``/``feedback``
+(:func:`~prefixscope.collector.storage.tables.published_files`); scores and feedback keep
+each id's first copy across partitions (:mod:`.lake_reads`); a missing ``scores``/``feedback``
 table reads as empty. Over a lake the requests are resolved when the engine opens, with the
 same function the embedded store's resolver runs
 (:func:`~prefixscope.collector.spans.requests.resolve`
@@ -49,12 +50,14 @@ from prefixscope.collector.spans.requests import resolve as resolve_requests
 from prefixscope.collector.storage import request_store, request_views
 from prefixscope.collector.storage.dialect import DUCKDB, SPARK, Dialect
 from prefixscope.collector.storage.fs import is_local, open_fs
-from prefixscope.collector.storage.tables import LAKE_TABLES, LakeTable, published_files, sql_type
+from prefixscope.collector.storage.tables import LAKE_TABLES, published_files
 from prefixscope.collector.storage.views import mapped_select, served_override_sql
 from prefixscope.config import ServedModel
 
+from .lake_reads import duckdb_select, spark_frame
+
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import SparkSession
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +84,6 @@ class Engine(Protocol):
 
     def shared(self, name: str, sql: str, params: Sequence[Any]) -> Any:
         """Context manager yielding a :class:`Shared` relation ``name`` = ``sql``."""
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 #: a shared relation of this many rows or fewer is computed once into a temp table that its
@@ -156,14 +155,11 @@ class DuckDBEngine:
         for spec in SOURCE_TABLES:
             cols = ", ".join(spec.schema.names)
             clean, dirty = published_files(fs, root, spec.name)
-            parts = []
-            for files, dedupe in ((clean, False), (dirty, True)):
-                if not files:
-                    continue
-                listed = "[" + ", ".join(_quote(prefix + f) for f in files) + "]"
-                distinct = f"DISTINCT ON ({', '.join(spec.key)}) " if dedupe else ""
-                source = f"read_parquet({listed}, hive_partitioning = true, union_by_name = true)"
-                parts.append(f"SELECT {distinct}{_lake_columns(con, source, spec)} FROM {source}")
+            parts = [
+                duckdb_select(con, spec, [prefix + f for f in files], dedupe=dedupe)
+                for files, dedupe in ((clean, False), (dirty, True))
+                if files
+            ]
             if not parts:
                 con.register(f"_empty_{spec.name}", spec.schema.empty_table())
                 parts.append(f"SELECT {cols} FROM _empty_{spec.name}")
@@ -243,14 +239,6 @@ def _resolve_duckdb(con: duckdb.DuckDBPyConnection, mapping: str | None) -> None
     base = mapped_select(request_store.ROWS, REQUEST_COLUMN_NAMES, mapping=mapping)
     con.execute(f"CREATE VIEW {request_store.BASE_VIEW} AS {base}").fetchall()
     con.execute(f"CREATE VIEW {request_store.VIEW} AS {request_views.ANNOTATED}").fetchall()
-
-
-def _lake_columns(con: duckdb.DuckDBPyConnection, source: str, spec: LakeTable) -> str:
-    """The table's columns; a column no file has (files older than the column) reads as NULL."""
-    have = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
-    return ", ".join(
-        f.name if f.name in have else f"NULL::{sql_type(f.type)} AS {f.name}" for f in spec.schema
-    )
 
 
 def as_engine(source: duckdb.DuckDBPyConnection | Engine) -> Engine:
@@ -376,13 +364,8 @@ class SparkEngine:
             df = spark.createDataFrame([], _spark_schema(spec.schema))
             for files, dedupe in ((clean, False), (dirty, True)):
                 if files:
-                    part = (
-                        spark.read.option("basePath", base)
-                        .option("mergeSchema", "true")
-                        .parquet(*(scheme + f for f in files))
-                    )
-                    part = _conform(part, spec)
-                    df = df.unionByName(part.dropDuplicates(list(spec.key)) if dedupe else part)
+                    listed = [scheme + f for f in files]
+                    df = df.unionByName(spark_frame(spark, spec, base, listed, dedupe=dedupe))
             df.createOrReplaceTempView(RAW_VIEWS.get(spec.name, spec.name))
         for name, sql in lake_mapping(SPARK, served):
             spark.sql(sql).createOrReplaceTempView(name)
@@ -416,17 +399,3 @@ def _resolve_spark(spark: SparkSession, mapping: str | None) -> None:
     resolved.persist(StorageLevel.MEMORY_AND_DISK).createOrReplaceTempView(request_store.ROWS)
     base = mapped_select(request_store.ROWS, REQUEST_COLUMN_NAMES, SPARK, mapping=mapping)
     spark.sql(base).createOrReplaceTempView(request_store.BASE_VIEW)
-
-
-def _conform(df: DataFrame, spec: LakeTable) -> DataFrame:
-    """The table's columns in order (drops the ``date`` partition column); a column the files
-    lack (written before it was added) reads as NULL."""
-    from pyspark.sql import functions as F
-
-    have = set(df.columns)
-    return df.select(
-        *(
-            F.col(f.name) if f.name in have else F.lit(None).cast(sql_type(f.type)).alias(f.name)
-            for f in spec.schema
-        )
-    )

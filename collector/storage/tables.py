@@ -27,10 +27,23 @@ Scores and feedback are written by whatever produces them in a scale-out deploym
 jobs, a feedback service): :func:`write_lake_table` here, or any Parquet writer that keeps the
 columns and publishes files atomically. Readers dedupe on the key (``prefixscope lake compact``
 removes the duplicates for good). Files whose names start with ``.`` or ``_`` are not published.
+
+Where a key's copies are depends on the table. A span's partition follows from its own
+``start_time``, so its copies share a partition. A score's or feedback record's ``created_at``
+is stamped by the collector that received it (or sent by the client) and its id does not
+depend on it: a retry after UTC midnight, or one file loaded on two days, puts one id in two
+partitions (:attr:`LakeTable.stable_partition` is False). Such a table is deduplicated across
+partitions, keeping the *first copy* of a key (:data:`FIRST_COPY`): the one first published,
+as the embedded server keeps the first record sent under an id. :func:`write_lake_table`
+names its files ``part-<publish time in ns>-<random>.parquet`` so that names sort in publish
+order, and compaction's ``compact-`` files sort before every ``part-`` file, which is right:
+after a compaction (it leaves one copy per key across partitions) a copy in a ``part-`` file
+beside a compacted one was published after it.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -59,14 +72,18 @@ class LakeTable:
     time_column: str
     #: retention drops its old partitions (the registry's history is kept)
     retained: bool = True
+    #: every copy of a key lands in one date partition (the time column is part of what the
+    #: key names); False when a writer stamps it, so readers and compaction dedupe across
+    #: partitions (the module doc)
+    stable_partition: bool = True
 
 
 LAKE_TABLES: dict[str, LakeTable] = {
     t.name: t
     for t in (
         LakeTable("spans", SPAN_ARROW_SCHEMA, ("trace_id", "span_id"), "start_time"),
-        LakeTable("scores", SCORE_SCHEMA, ("id",), "created_at"),
-        LakeTable("feedback", FEEDBACK_SCHEMA, ("id",), "created_at"),
+        LakeTable("scores", SCORE_SCHEMA, ("id",), "created_at", stable_partition=False),
+        LakeTable("feedback", FEEDBACK_SCHEMA, ("id",), "created_at", stable_partition=False),
         LakeTable("requests", REQUEST_SCHEMA, ("trace_id", "span_id"), "start_time"),
         LakeTable("prefixes", PREFIXES_SCHEMA, ("id",), "updated_at", retained=False),
         LakeTable(
@@ -115,16 +132,25 @@ def lake_table(name: str) -> LakeTable:
 
 #: name prefix of the files ``prefixscope lake compact`` publishes (one per partition)
 COMPACTED_PREFIX = "compact-"
+#: the order of a key's copies, first copy first, where a table's copies may cross
+#: partitions: the file's name (``compact-`` files, then ``part-<ns>-`` files in publish
+#: order), its full path (two partitions' files of one write share a name), the row in it.
+#: DuckDB spells it ``parse_filename(filename), filename, file_row_number``, Spark
+#: ``_metadata.file_name, _metadata.file_path, _metadata.row_index``, compaction in polars.
+FIRST_COPY = ("file name", "file path", "row")
 
 
 def published_files(fs: Any, root: str, table: str) -> tuple[list[str], list[str]]:
     """``(clean, dirty)`` published Parquet files of a lake table.
 
     *Clean* files are the only file of their date partition and were written by compaction,
-    so their rows are unique by the table's key; duplicates never cross partitions (a row's
-    partition follows from its own time column), so readers may skip deduplicating them.
-    Everything else is *dirty*: readers dedupe it on the key.
+    so their rows are unique by the table's key; in a table whose copies of a key share a
+    partition (:attr:`LakeTable.stable_partition`) no other file holds them, so readers may
+    skip deduplicating them. Everything else is *dirty*: readers dedupe it on the key. In a
+    table whose copies cross partitions (scores, feedback) every file is dirty: a copy
+    published after the compaction (a retry after midnight) may be in the next day's files.
     """
+    spec = lake_table(table)
     base = f"{root}/{table}"
     if not fs.exists(base):
         return [], []
@@ -137,6 +163,7 @@ def published_files(fs: Any, root: str, table: str) -> tuple[list[str], list[str
     dirty: list[str] = []
     for files in by_partition.values():
         only = len(files) == 1 and files[0].rpartition("/")[2].startswith(COMPACTED_PREFIX)
+        only = only and spec.stable_partition
         (clean if only else dirty).extend(sorted(files))
     return sorted(clean), sorted(dirty)
 
@@ -166,7 +193,7 @@ def write_lake_table(
     if is_local(fs):
         fs.makedirs(f"{root}/{name}", exist_ok=True)
     paths = []
-    tag = uuid.uuid4().hex
+    tag = f"{time.time_ns():020d}-{uuid.uuid4().hex}"  # names sort in publish order
     for date, part in partition_by_date(table, spec.time_column):
         path = f"{root}/{name}/date={date}/part-{tag}.parquet"
         publish_parquet(fs, part, path, row_group_rows)

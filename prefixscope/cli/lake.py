@@ -50,7 +50,8 @@ def lake_group() -> None:
     type=int,
     default=2,
     show_default=True,
-    help="Compact a date partition only when it has at least this many files.",
+    help="Compact a date partition only when it has at least this many files (scores and "
+    "feedback: also when it holds a later copy of an id first published in another one).",
 )
 @click.option(
     "--row-group-rows",
@@ -71,7 +72,8 @@ def lake_compact(
 ) -> None:
     """Merge small segments per date partition and drop duplicate rows: spans by
     (trace_id, span_id), scores, feedback and registrations by id, served-name mappings by
-    (name, valid_from)."""
+    (name, valid_from). Scores and feedback keep one copy per id across partitions (the
+    first published)."""
     from prefixscope.collector.storage.compact import EmbeddedLakeError, compact
     from prefixscope.collector.storage.fs import s3_options_from_env
 

@@ -28,9 +28,11 @@ from tests.support.lake_fixtures import (
     COHORT_A,
     REGRESSED,
     T0,
+    arms,
     assert_same_alerts,
     assert_same_cube,
     build_lake,
+    build_store,
 )
 
 Lake = tuple[str, duckdb.DuckDBPyConnection]
@@ -182,3 +184,45 @@ def test_json_keys_are_validated_for_every_dialect(dialect: object) -> None:
     with pytest.raises(InvalidArgument):
         group_expr("cohort.a') OR TRUE --", dialect)  # type: ignore[arg-type]
     assert "a.b" in group_expr("cohort.a.b", dialect)  # type: ignore[arg-type]
+
+
+def test_cli_run_and_scorecard_with_served_model_on_a_lake(tmp_path: Path) -> None:
+    """Variant p1 sent only by served names (``cardio-v1``/``cardio-v2``, no prefix.id), as
+    third-party instrumentors send it: ``--served-model NAME=PREFIX@VERSION`` gives the
+    generator's counts per variant and finds its injected regression on p1@2; without the
+    flag the traffic is the unregistered variants of those names."""
+    path = str(tmp_path / "lake")
+    con = build_store()
+    con.execute(
+        "UPDATE span_rows SET request_model = 'openai/cardio-v' || prefix_version, "
+        "prefix_id = NULL, prefix_version = NULL WHERE prefix_id = 'p1'"
+    )
+    export_duckdb_tables(con, path, ("spans", "scores", "feedback"))
+    served = ["--served-model", "cardio-v1=p1@1", "--served-model", "cardio-v2=p1@2"]
+    runner = CliRunner()
+
+    def card(*extra: str) -> dict[tuple[str, str], int]:
+        args = ["analytics", "scorecard", "--lake-path", path, "--json", *extra]
+        res = runner.invoke(main, [*args, "--group-by", "prefix_id,prefix_version"])
+        assert res.exit_code == 0, res.output
+        rows = orjson.loads(res.output)["rows"]
+        return {(r["group"]["prefix_id"], r["group"]["prefix_version"]): r["n"] for r in rows}
+
+    # the generator's arms: the requests it sent per version of p1
+    sent = {v: sum(a.n for a in arms(v, bad=v == "2") if a.prefix_id == "p1") for v in ("1", "2")}
+    mapped = card(*served)
+    assert (mapped[("p1", "1")], mapped[("p1", "2")]) == (sent["1"], sent["2"])
+    assert not {k for k in mapped if str(k[0]).startswith("cardio")}
+    unmapped = card()
+    assert (unmapped[("cardio-v1", "")], unmapped[("cardio-v2", "")]) == (sent["1"], sent["2"])
+    assert ("p1", "1") not in unmapped
+
+    res = runner.invoke(main, ["analytics", "run", "--lake-path", path, "--json", *served])
+    assert res.exit_code == 0, res.output
+    alerts = orjson.loads(res.output)["alerts"]
+    prefix, version, route, cohort = REGRESSED
+    assert {(a["prefix_id"], a["prefix_version"], a["route"]) for a in alerts} == {
+        (prefix, version, route)
+    }
+    named = {a["metric"] for a in alerts if a["cohort"] == cohort}
+    assert named == {"TaskCompletion", "latency_p90", "thumbs_down_rate"}

@@ -154,3 +154,39 @@ def test_online_evaluation_on_spark_scores_what_duckdb_scores(spark: Any, tmp_pa
         for name, path in lakes.items()
     }
     assert rows["duck"] == rows["spark"]
+
+
+def test_spark_keeps_an_ids_first_copy_across_partitions(spark: Any, tmp_path: Path) -> None:
+    """One score id on two dates (a retry after UTC midnight, re-sent with another value),
+    written as a lake collector writes it: one row, the first copy sent, before and after
+    ``prefixscope lake compact``, as on DuckDB (tests/api/test_lake_duplicates.py)."""
+    from prefixscope.api.annotation_store import write_lake
+    from prefixscope.api.models import ScoreIn
+
+    lake = str(tmp_path / "lake")
+    day = T0.replace(hour=23, minute=59)
+    for value, created_at in ((0.25, day), (0.75, day + timedelta(minutes=2))):
+        copy = ScoreIn(id="resent", trace_id="a1" * 16, name="G", value=value, created_at=day)
+        write_lake(lake, "scores", [copy.model_copy(update={"created_at": created_at})])
+    other = ScoreIn(id="other", trace_id="a1" * 16, name="G", value=0.5, created_at=day)
+    write_lake(lake, "scores", [other])  # the first day's partition: two files
+    expected = [{"id": "other", "value": 0.5}, {"id": "resent", "value": 0.25}]
+    sql = "SELECT id, value FROM scores ORDER BY id"
+    for _ in ("before", "after"):
+        assert SparkEngine.over_lake(spark, lake).arrow(sql).to_pylist() == expected
+        assert DuckDBEngine.over_lake(lake).arrow(sql).to_pylist() == expected
+        assert CliRunner().invoke(main, ["lake", "compact", "--lake-path", lake]).exit_code == 0
+
+
+def test_spark_repointed_served_name_and_explicit_prefix_id(
+    spark: Any, start_server: Any, tmp_path: Path
+) -> None:
+    """The Spark lake engine applies the registry's history as the DuckDB one does
+    (tests/api/test_lake_api.py): spans before the re-pointing stay on the older version, an
+    explicit prefix.id wins; the counts are what the scenario sent."""
+    from tests.support.lake_repoint import COUNTS_SQL, EXPECTED, repointed_lake
+
+    lake = tmp_path / "lake"
+    repointed_lake(start_server, lake)
+    rows = SparkEngine.over_lake(spark, str(lake)).arrow(COUNTS_SQL).to_pylist()
+    assert {(r["prefix_id"], r["prefix_version"]): r["n"] for r in rows} == EXPECTED

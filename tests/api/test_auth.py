@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.support.api_fixtures import INGEST, READ, WRITE
+from tests.support.lake_fixtures import lake_rows
 from tests.support.serverproc import ServerProcess
 
 #: Every /api route and its scope. A new route must be added here (the test fails otherwise).
@@ -223,28 +224,49 @@ def test_metrics_need_a_read_token(auth_server: ServerProcess) -> None:
         assert resp.status_code == 200 and "prefixscope_" in resp.text
 
 
-def test_a_read_token_alone_refuses_to_start(tmp_path: Path) -> None:
-    """Issue 15: with only --read-token, writes and ingest used to be open to anyone."""
+def _store(mode: str, tmp_path: Path) -> list[str]:
+    """The server's store arguments: the embedded store, or a lake collector's lake."""
+    return [] if mode == "embedded" else ["--store", "lake", "--lake-path", str(tmp_path / "lake")]
+
+
+STORES = pytest.mark.parametrize("mode", ["embedded", "lake"])
+
+
+@STORES
+def test_a_read_token_alone_refuses_to_start(tmp_path: Path, mode: str) -> None:
+    """Issue 15: with only --read-token, writes and ingest used to be open to anyone (a lake
+    collector, ``serve --store lake``, refuses the same configurations)."""
+    store = _store(mode, tmp_path)
     with pytest.raises(RuntimeError, match="no ingest token"):
-        ServerProcess(tmp_path / "data", ["--read-token", READ]).start()
+        ServerProcess(tmp_path / "data", [*store, "--read-token", READ]).start()
     with pytest.raises(RuntimeError, match="no ingest token"):
-        ServerProcess(tmp_path / "data2", ["--write-token", WRITE]).start()
+        ServerProcess(tmp_path / "data2", [*store, "--write-token", WRITE]).start()
     with pytest.raises(RuntimeError, match="both a read-only token and a write token"):
-        ServerProcess(tmp_path / "data3", ["--token", INGEST, "--read-token", INGEST]).start()
+        ServerProcess(
+            tmp_path / "data3", [*store, "--token", INGEST, "--read-token", INGEST]
+        ).start()
 
 
-def test_token_and_read_token_close_every_route(tmp_path: Path) -> None:
-    """The issue's reproduction with the smallest accepted configuration."""
-    srv = ServerProcess(tmp_path / "data", ["--token", INGEST, "--read-token", READ]).start()
+@STORES
+def test_token_and_read_token_close_every_route(tmp_path: Path, mode: str) -> None:
+    """The issue's reproduction with the smallest accepted configuration, on the embedded
+    server and on a lake collector (its routes: annotations, the registry, OTLP, metrics)."""
+    args = [*_store(mode, tmp_path), "--token", INGEST, "--read-token", READ]
+    srv = ServerProcess(tmp_path / "data", args).start()
+    reads = ["/api/v1/alerts"] if mode == "embedded" else ["/api/v1/prefixes/radiology"]
     try:
         base = srv.base_url
         assert (
             httpx.post(f"{base}/api/v1/feedback", json=BODIES["/api/v1/feedback"]).status_code
             == 401
         )
-        assert httpx.post(f"{base}/api/v1/regressions/run", json={}).status_code == 401
+        put = httpx.put(f"{base}/api/v1/prefixes/radiology", json={"owner": "me"})
+        assert put.status_code == 401
+        if mode == "embedded":
+            assert httpx.post(f"{base}/api/v1/regressions/run", json={}).status_code == 401
         assert httpx.post(f"{base}/v1/traces", json={"resourceSpans": []}).status_code == 401
-        assert httpx.get(f"{base}/api/v1/alerts").status_code == 401
+        for path in reads:
+            assert httpx.get(f"{base}{path}").status_code == 401
         assert httpx.get(f"{base}/metrics").status_code == 401
         read = {"Authorization": f"Bearer {READ}"}
         assert (
@@ -261,12 +283,19 @@ def test_token_and_read_token_close_every_route(tmp_path: Path) -> None:
         ingest = {"Authorization": f"Bearer {INGEST}"}
         ok = httpx.post(f"{base}/api/v1/feedback", json=BODIES["/api/v1/feedback"], headers=ingest)
         assert ok.status_code == 200, ok.text
-        feedback = httpx.post(
-            f"{base}/api/v1/sql", json={"sql": "SELECT count(*) FROM feedback"}, headers=read
-        )
-        assert feedback.json()["rows"] == [[1]]  # only the authorised write landed
+        assert _feedback_rows(srv, mode, tmp_path, read) == 1  # only the authorised write landed
     finally:
         srv.stop()
+
+
+def _feedback_rows(srv: ServerProcess, mode: str, tmp_path: Path, read: dict[str, str]) -> int:
+    if mode == "lake":
+        return len(lake_rows(tmp_path / "lake", "feedback"))
+    feedback = httpx.post(
+        f"{srv.base_url}/api/v1/sql", json={"sql": "SELECT count(*) FROM feedback"}, headers=read
+    )
+    rows: list[list[int]] = feedback.json()["rows"]
+    return rows[0][0]
 
 
 def test_metrics_public_opens_metrics_only(tmp_path: Path) -> None:

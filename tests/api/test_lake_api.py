@@ -28,15 +28,11 @@ from prefixscope.cli import main
 from tests.support.api_fixtures import INGEST, READ, WRITE
 from tests.support.lake_fixtures import lake_rows
 from tests.support.lake_fixtures import text_store as _text_store
+from tests.support.lake_repoint import COUNTS_SQL, DECLARED, EXPECTED, lake_server, repointed_lake
 from tests.support.serverproc import ServerProcess
 
 T1, T2, T3 = "a1" * 16, "b2" * 16, "c3" * 16
 S1 = "d4" * 8
-
-
-def lake_server(start_server: Any, lake: Path, *args: str) -> ServerProcess:
-    srv: ServerProcess = start_server("--store", "lake", "--lake-path", str(lake), *args)
-    return srv
 
 
 def post(srv: ServerProcess, path: str, body: Any, **headers: str) -> httpx.Response:
@@ -130,55 +126,6 @@ def test_invalid_annotations_are_refused_and_write_nothing(
     assert httpx.get(collector.base_url + "/healthz").status_code == 200
 
 
-def _span(trace: int, start: dt.datetime, model: str, prefix_id: str | None = None) -> dict:
-    ns = int(start.replace(tzinfo=dt.UTC).timestamp() * 1e9)
-    attrs = [
-        {"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}},
-        {"key": "gen_ai.request.model", "value": {"stringValue": model}},
-        {"key": "gen_ai.usage.output_tokens", "value": {"intValue": "7"}},
-    ]
-    if prefix_id is not None:
-        attrs.append({"key": "prefix.id", "value": {"stringValue": prefix_id}})
-    return {
-        "traceId": f"{trace:032x}",
-        "spanId": f"{trace:016x}",
-        "name": f"chat {model}",
-        "kind": 3,
-        "startTimeUnixNano": str(ns),
-        "endTimeUnixNano": str(ns + 20_000_000),
-        "attributes": attrs,
-    }
-
-
-def _send(servers: list[ServerProcess], spans: list[dict]) -> None:
-    body = {
-        "resourceSpans": [
-            {
-                "resource": {
-                    "attributes": [
-                        {"key": "service.name", "value": {"stringValue": "notes"}},
-                        {"key": "base_model", "value": {"stringValue": "tiny-base"}},
-                    ]
-                },
-                "scopeSpans": [{"spans": spans}],
-            }
-        ]
-    }
-    for srv in servers:
-        assert httpx.post(srv.base_url + "/v1/traces", json=body).status_code == 200
-
-
-def _put(servers: list[ServerProcess], pid: str, body: dict) -> list[dt.datetime]:
-    times = []
-    for i, srv in enumerate(servers):
-        resp = httpx.put(f"{srv.base_url}/api/v1/prefixes/{pid}", json=body)
-        assert resp.status_code in (200, 201), resp.text
-        info = resp.json()
-        assert info["served_model_names"] == body.get("served_model_names", ["cardio"]), i
-        times.append(dt.datetime.fromisoformat(info["updated_at"]).replace(tzinfo=None))
-    return times
-
-
 def test_registry_on_lake_collectors_repointed_name_and_embedded_parity(
     start_server: Any, tmp_path: Path
 ) -> None:
@@ -186,64 +133,28 @@ def test_registry_on_lake_collectors_repointed_name_and_embedded_parity(
     version: the lake engines keep the spans before the re-pointing on the older version, an
     explicit prefix.id wins, and the embedded server (same spans and PUTs) agrees."""
     lake = tmp_path / "lake"
-    a = lake_server(start_server, lake, "--served-model", "radio-lora=radiology@1")
-    b = lake_server(start_server, lake)
-    embedded = start_server("--request-settle", "0s", "--served-model", "radio-lora=radiology@1")
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    # before any registration: 3 spans under the served name, 1 explicit, 2 on radio-lora
-    early = [_span(i, now - dt.timedelta(hours=1, seconds=i), "cardio") for i in range(1, 4)]
-    early.append(_span(4, now - dt.timedelta(hours=1), "cardio", prefix_id="explicit"))
-    early += [_span(i, now - dt.timedelta(minutes=30), "hosted_vllm/radio-lora") for i in (5, 6)]
-    _send([a, embedded], early)
-    first = _put([a, embedded], "cardiology", {"version": "3", "served_model_names": ["cardio"]})
-    # the other collector sees the registration in the lake: an update, not a creation
-    again = httpx.put(
-        f"{b.base_url}/api/v1/prefixes/cardiology",
-        json={"version": "3", "served_model_names": ["cardio"], "owner": "ml"},
-    )
-    assert again.status_code == 200 and again.json()["owner"] == "ml"
-    assert (
-        httpx.put(
-            f"{embedded.base_url}/api/v1/prefixes/cardiology",
-            json={"version": "3", "served_model_names": ["cardio"], "owner": "ml"},
-        ).status_code
-        == 200
-    )
-    middle_t = max(first) + dt.timedelta(milliseconds=5)
-    _send([b, embedded], [_span(i, middle_t, "openai/cardio") for i in range(7, 9)])
-    time.sleep(0.05)
-    second = _put([b, embedded], "cardiology", {"version": "4"})
-    assert min(second) > middle_t
-    late_t = max(second) + dt.timedelta(milliseconds=5)
-    _send([a, embedded], [_span(i, late_t, "cardio") for i in range(9, 12)])
+    embedded = start_server("--request-settle", "0s", *DECLARED)
+    a, _ = repointed_lake(start_server, lake, embedded)
     got = httpx.get(f"{a.base_url}/api/v1/prefixes/cardiology").json()
     assert (got["version"], got["owner"], got["n"]) == ("4", None, 0)
     assert httpx.get(f"{a.base_url}/api/v1/prefixes/nobody").status_code == 404
 
-    # what was sent: spans 1-3 and 7-8 on cardiology@3, 9-11 on @4, 4 explicit, 5-6 radiology@1
-    expected = {
-        ("cardiology", "3"): 5,
-        ("cardiology", "4"): 3,
-        ("explicit", None): 1,
-        ("radiology", "1"): 2,
-    }
-    sql = "SELECT prefix_id, prefix_version, count(*) AS n FROM requests_base GROUP BY ALL"
     lake_counts = {
         (r["prefix_id"], r["prefix_version"]): r["n"]
-        for r in DuckDBEngine.over_lake(str(lake)).arrow(sql).to_pylist()
+        for r in DuckDBEngine.over_lake(str(lake)).arrow(COUNTS_SQL).to_pylist()
     }
-    assert lake_counts == expected
+    assert lake_counts == EXPECTED
     deadline = time.monotonic() + 30
     while True:
         resp = httpx.post(
             embedded.base_url + "/api/v1/sql",
-            json={"sql": sql.replace("requests_base", "requests")},
+            json={"sql": COUNTS_SQL.replace("requests_base", "requests")},
         )
         store_counts = {(r[0], r[1]): r[2] for r in resp.json()["rows"]}
-        if store_counts == expected or time.monotonic() > deadline:
+        if store_counts == EXPECTED or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert store_counts == expected
+    assert store_counts == EXPECTED
 
 
 @pytest.fixture(scope="module")
@@ -460,6 +371,58 @@ def test_lake_load_and_register_cli(tmp_path: Path) -> None:
     ]
     wrong = runner.invoke(main, ["lake", "register", "--lake-path", str(lake)])
     assert wrong.exit_code == 2
+
+
+def test_lake_load_of_a_parquet_file(tmp_path: Path) -> None:
+    """A Parquet file (typed columns, NULLs, a timestamp) gives the rows its records give as
+    JSONL: the same ids, values and times; a bad record is named by its row, nothing written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    created = dt.datetime(2025, 3, 1, 12, 30)
+    records = [
+        {
+            "id": None,
+            "trace_id": T1,
+            "span_id": S1,
+            "name": "G",
+            "value": 0.25,
+            "created_at": created,
+        },
+        {
+            "id": "pq-1",
+            "trace_id": T2,
+            "span_id": None,
+            "name": "TC",
+            "value": 1.0,
+            "created_at": created,
+        },
+    ]
+    parquet = tmp_path / "scores.parquet"
+    pq.write_table(pa.Table.from_pylist(records), parquet)
+    jsonl = tmp_path / "scores.jsonl"
+    jsonl.write_text("\n".join(json.dumps(r, default=str) for r in records))
+    runner = CliRunner()
+    loaded = {}
+    for source in (parquet, jsonl):
+        lake = tmp_path / f"lake-{source.suffix[1:]}"
+        out = runner.invoke(main, ["lake", "load", "scores", str(source), "--lake-path", str(lake)])
+        assert out.exit_code == 0 and "2 records read, 2 published" in out.output, out.output
+        loaded[source.suffix] = sorted(
+            (r["id"], r["trace_id"], r["span_id"], r["name"], r["value"], r["created_at"])
+            for r in lake_rows(lake, "scores")
+        )
+    assert loaded[".parquet"] == loaded[".jsonl"]
+    sent = {(r["trace_id"], r["span_id"], r["name"], r["value"], created) for r in records}
+    assert {row[1:] for row in loaded[".parquet"]} == sent
+    assert "pq-1" in {row[0] for row in loaded[".parquet"]}
+
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.Table.from_pylist([records[1], {**records[1], "value": 3.0}]), bad)
+    lake = tmp_path / "lake-bad"
+    out = runner.invoke(main, ["lake", "load", "scores", str(bad), "--lake-path", str(lake)])
+    assert out.exit_code == 1 and "row 2: value" in out.output, out.output
+    assert lake_rows(lake, "scores") == []
 
 
 def test_evaluate_on_the_lake_matches_the_store_and_is_idempotent(tmp_path: Path) -> None:

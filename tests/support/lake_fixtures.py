@@ -31,7 +31,7 @@ BAD = {"TaskCompletion": (0.62, 10.0)}
 REGRESSED = ("p1", "2", "chat", COHORT_A)
 
 
-def _arms(version: str | None, bad: bool) -> list[Arm]:
+def arms(version: str | None, bad: bool) -> list[Arm]:
     arms = []
     for prefix in (None, "p1"):
         for cohort in (COHORT_A, COHORT_B):
@@ -54,8 +54,8 @@ def _arms(version: str | None, bad: bool) -> list[Arm]:
 def build_store() -> duckdb.DuckDBPyConnection:
     """The data as the embedded store would hold it (no duplicates)."""
     con = scratch_store()
-    generate(con, _arms("1", bad=False), seed=1, start=T0)
-    generate(con, _arms("2", bad=True), seed=2, start=T0 + timedelta(hours=1), id_offset=10**6)
+    generate(con, arms("1", bad=False), seed=1, start=T0)
+    generate(con, arms("2", bad=True), seed=2, start=T0 + timedelta(hours=1), id_offset=10**6)
     # trace-level scores (span_id NULL): attributed to the trace's primary request
     con.execute(
         """INSERT INTO score_rows (id, trace_id, span_id, name, value, source, created_at)
