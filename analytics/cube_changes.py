@@ -10,15 +10,16 @@ from typing import Any
 
 import duckdb
 
-from prefixscope.collector.storage import request_store, request_views, tiers
+from prefixscope.collector.storage import request_store, request_views
+from prefixscope.collector.storage.annotation_views import annotation_versions as versions
 
 from . import cube_disk
 
 #: annotations are fingerprinted per created hour (a new score touches one small bucket)
 ANNOTATIONS = ("scores", "feedback")
 #: what an annotation row's fingerprint covers (read from every stored version of the rows,
-#: :func:`~prefixscope.collector.storage.tiers.annotation_versions`: a change of the views
-#: is a change of those, and reading them skips the views' de-duplication)
+#: :func:`~prefixscope.collector.storage.annotation_views.annotation_versions`: a change of
+#: the views is a change of those, and reading them skips the views' de-duplication)
 _ANNOTATION_COLUMNS = "id, trace_id, span_id, value, created_at"
 
 
@@ -66,7 +67,7 @@ def invalidate(con: duckdb.DuckDBPyConnection, parts: cube_disk.Kept) -> bool:
             " UNION ALL ".join(
                 f"SELECT '{t}', date_trunc('hour', created_at), count(*), "
                 f"coalesce(bit_xor(hash(id, trace_id, span_id, value, created_at)), 0) "
-                f"FROM {tiers.annotation_versions(con, t, _ANNOTATION_COLUMNS)} GROUP BY ALL"
+                f"FROM {versions(con, t, _ANNOTATION_COLUMNS)} GROUP BY ALL"
                 for t in ANNOTATIONS
             )
         ).fetchall()
@@ -120,7 +121,7 @@ def annotation_hours(
                 continue
             where = "WHERE date_trunc('hour', created_at) IN (SELECT unnest(?::TIMESTAMP[]))"
             params.append(hours)
-        source = tiers.annotation_versions(con, table, "trace_id, created_at")
+        source = versions(con, table, "trace_id, created_at")
         selects.append(
             f"SELECT DISTINCT '{table}' AS t, date_trunc('hour', created_at) AS hour, "
             f"hash(trace_id) AS k FROM {source} {where}"

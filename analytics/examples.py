@@ -16,7 +16,7 @@ from typing import Any
 
 import duckdb
 
-from prefixscope.collector.storage import tiers
+from prefixscope.collector.storage import annotation_views
 from prefixscope.collector.storage.dialect import Dialect
 
 from .catalog import CATALOG
@@ -50,7 +50,7 @@ def example_trace_ids(
     sources = {"scores": "scores", "feedback": "feedback"}
     if _embedded(con):  # the cells' annotations alone, not the views' every row
         traces = "SELECT trace_id FROM cand"
-        sources = {v: tiers.annotations_of_traces(con, v, traces) for v in sources}
+        sources = {v: annotation_views.annotations_of_traces(con, v, traces) for v in sources}
     branches = [_branch(d, c, sources) for c in comparisons]
     where, params = window.where("s")
     cells = " OR ".join(f"({b.cell})" for b in branches)

@@ -27,6 +27,7 @@ from prefixscope.metrics import Metrics
 
 from ..spans.model import SPAN_COLUMN_NAMES
 from . import tier_compact, tiers
+from .annotation_views import refresh_annotation_views
 from .background import log_pass_failure, lower_priority
 from .compact import CompactionReport
 from .faults import crash_point
@@ -205,7 +206,9 @@ class LakeRoller:
                         con, boundary, rolled, refresh_view, ingested_before=arrived
                     )
                 annotations = {
-                    spec.view: tiers.move_annotations(con, spec, boundary, self._write_moved)
+                    spec.view: tiers.move_annotations(
+                        con, spec, boundary, self._write_moved, refresh_annotation_views
+                    )
                     for spec in tiers.ANNOTATIONS
                 }
                 annotations["requests"] = tiers.move_annotations(

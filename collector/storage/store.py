@@ -20,8 +20,9 @@ from typing import TypeVar
 
 import duckdb
 
+from .annotation_views import refresh_annotation_views
 from .schema import migrate
-from .tiers import ensure_schema_files, refresh_annotation_views, set_lake
+from .tiers import ensure_schema_files, set_lake
 from .views import refresh_view
 
 log = logging.getLogger(__name__)

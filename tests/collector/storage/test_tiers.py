@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from prefixscope.collector.spans.model import SPAN_ARROW_SCHEMA, SPAN_COLUMN_NAMES
-from prefixscope.collector.storage import attribution, tiers, views
+from prefixscope.collector.storage import annotation_views, attribution, tiers, views
 from prefixscope.collector.storage.lake import LakeRoller, rolled_batch
 from prefixscope.collector.storage.sinks import DuckDBSink
 from prefixscope.collector.storage.store import Store
@@ -241,7 +241,7 @@ def test_kill_9_at_every_step_of_a_move_loses_and_duplicates_nothing(
 
 
 def _narrowed_as_the_view(store: Store) -> None:
-    """``tiers.annotations_of_traces`` gives the view's rows of those traces (hot, moved,
+    """``annotation_views.annotations_of_traces`` gives the view's rows of those traces (hot, moved,
     shadowed and re-sent versions alike), for a few traces and for all of them."""
     con = store.cursor()
     try:
@@ -252,9 +252,8 @@ def _narrowed_as_the_view(store: Store) -> None:
                 want = con.sql(
                     f"SELECT * FROM {view} WHERE trace_id IN ({traces}) ORDER BY id"
                 ).to_arrow_table()
-                got = con.sql(
-                    f"SELECT * FROM {tiers.annotations_of_traces(con, view, traces)} ORDER BY id"
-                ).to_arrow_table()
+                of_traces = annotation_views.annotations_of_traces(con, view, traces)
+                got = con.sql(f"SELECT * FROM {of_traces} ORDER BY id").to_arrow_table()
                 assert got.equals(want), view
     finally:
         con.close()
