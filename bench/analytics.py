@@ -257,6 +257,12 @@ def main() -> None:
         root = Path(args.keep or tempfile.mkdtemp(prefix="psbench-")) / f"spans-{size}"
         with Store(root) as store:
             have = store.cursor().execute("SELECT count(*) FROM spans").fetchone()
+        if have and have[0] and have[0] != size:
+            # a kept store of another size (an earlier run added its new traffic to it):
+            # generate afresh, not on top of it (the generated ids would repeat)
+            shutil.rmtree(root)
+            have = None
+        with Store(root) as store:
             gen = (
                 populate(store, size, args.shape, args.cohort_keys)
                 if not have or have[0] != size
