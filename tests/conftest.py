@@ -76,6 +76,18 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
             srv.kill()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _variant_defaults() -> Iterator[None]:
+    """``configure(base_model=...)`` sets process-wide variant defaults: a module whose tests
+    or fixtures call it must not leave them to the modules after it on its worker (module
+    scope, set up before the module's own fixtures)."""
+    from prefixscope.instrumentation.variants import current_attributes, set_default_attributes
+
+    saved = dict(current_attributes())  # outside any variant scope: the defaults
+    yield
+    set_default_attributes(saved)
+
+
 @pytest.fixture
 def server(start_server: Callable[..., ServerProcess]) -> ServerProcess:
     """A running server with default settings on free ports."""
