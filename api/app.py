@@ -30,6 +30,7 @@ from .deps import ApiState, Guards
 from .detect import PeriodicDetector
 from .evaluate import PeriodicEvaluator
 from .lake_routes import lake_routes
+from .routes_alerts import alert_routes
 from .routes_analysis import analysis_routes
 from .routes_data import data_routes
 
@@ -52,6 +53,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
     router = APIRouter()
     router.include_router(data_routes(state))
     router.include_router(analysis_routes(state))
+    router.include_router(alert_routes(state))
     router.include_router(dashboard_routes(state))
     router.include_router(docs_routes(state.require_read()))
     return router

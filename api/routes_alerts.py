@@ -5,14 +5,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Query
 
 from . import alerts, analysis
 from .deps import ApiState
 from .models import COMMON_ERRORS, NOT_FOUND, WRITE_ERRORS, Alert, AlertEvidence, AlertList
-
-AlertIdPath = Annotated[str, Path(min_length=1, max_length=200)]
-Filter = Annotated[str | None, Query(min_length=1, max_length=200)]
+from .params import AlertIdPath, Filter
 
 
 def alert_routes(state: ApiState) -> APIRouter:

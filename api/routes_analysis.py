@@ -1,26 +1,23 @@
-"""Routes backed by analytics: scorecard, regression runs, alerts, release gate, routing."""
+"""Routes backed by analytics: scorecard, regression runs and their slices, evaluation runs,
+a variant's time series, release gate, routing (alerts: :mod:`.routes_alerts`)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Query
 
 from prefixscope.analytics.query import parse_cohort_filter
 from prefixscope.errors import BadRequest
 
-from . import alerts, analysis, detect
+from . import analysis, detect
 from .deps import ApiState
 from .detect import run_regressions
 from .evaluate import run_evaluations
 from .models import (
     COMMON_ERRORS,
     NOT_FOUND,
-    TIME_BOUND_PATTERN,
     WRITE_ERRORS,
-    Alert,
-    AlertEvidence,
-    AlertList,
     EvaluationRun,
     EvaluationRunRequest,
     GateResult,
@@ -32,26 +29,8 @@ from .models import (
     SliceTree,
     TimeSeries,
 )
+from .params import CohortFilter, Filter, TimeBound
 
-AlertIdPath = Annotated[str, Path(min_length=1, max_length=200)]
-CohortFilter = Annotated[
-    list[str] | None,
-    Query(
-        max_length=20,
-        description="Only this cohort: key=value, repeatable (e.g. specialty=cardiology)",
-        examples=[["specialty=cardiology"]],
-    ),
-]
-Filter = Annotated[str | None, Query(min_length=1, max_length=200)]
-TimeBound = Annotated[
-    str | None,
-    Query(
-        max_length=64,
-        pattern=TIME_BOUND_PATTERN,
-        description="ISO-8601 time or a relative age (24h, 7d)",
-        examples=["7d"],
-    ),
-]
 MAX_GROUP_KEYS = 6
 
 
@@ -154,44 +133,6 @@ def analysis_routes(state: ApiState) -> APIRouter:
         report = run_evaluations(state, body)
         return EvaluationRun.model_validate(report.to_dict())
 
-    @router.get("/alerts", response_model=AlertList, dependencies=read, tags=["alerts"])
-    def list_alerts(
-        status: Annotated[str | None, Query(pattern=r"^[a-z_]{1,20}$", examples=["open"])] = None,
-        prefix_id: Filter = None,
-        metric: Filter = None,
-        limit: Annotated[int, Query(ge=1, le=5000)] = 500,
-    ) -> AlertList:
-        """Alerts, most severe and most significant first; filter by status/prefix/metric."""
-        return AlertList(
-            alerts=alerts.list_alerts(
-                store, status=status, prefix_id=prefix_id, metric=metric, limit=limit
-            )
-        )
-
-    @router.get(
-        "/alerts/{alert_id}",
-        response_model=Alert,
-        dependencies=read,
-        tags=["alerts"],
-        responses=NOT_FOUND,
-    )
-    def get_alert(alert_id: AlertIdPath) -> Alert:
-        return alerts.get_alert(store, alert_id)
-
-    @router.post(
-        "/alerts/{alert_id}/ack",
-        response_model=Alert,
-        dependencies=write,
-        tags=["alerts"],
-        responses={**NOT_FOUND, **WRITE_ERRORS},
-    )
-    def ack_alert(alert_id: AlertIdPath) -> Alert:
-        """Acknowledge an open alert (idempotent); webhooks get an ``updated`` event."""
-        alert, changed = alerts.ack_alert(store, alert_id)
-        if changed:
-            state.webhooks.notify("updated", [alert])
-        return alert
-
     @router.get(
         "/prefixes/{prefix_id}/timeseries",
         response_model=TimeSeries,
@@ -216,19 +157,6 @@ def analysis_routes(state: ApiState) -> APIRouter:
             wanted = parse_cohort_filter(cohort or [])
         data = analysis.timeseries(store, prefix_id, since, until, route, wanted, base)
         return TimeSeries.model_validate(data)
-
-    @router.get(
-        "/alerts/{alert_id}/evidence",
-        response_model=AlertEvidence,
-        dependencies=read,
-        tags=["alerts"],
-        responses=NOT_FOUND,
-    )
-    def get_alert_evidence(alert_id: AlertIdPath) -> AlertEvidence:
-        """What the alert page draws: both sides' distributions, the effect against the
-        minimum effect, and the metric's time series around the alert."""
-        alert = alerts.get_alert(store, alert_id)
-        return analysis.alert_evidence(store, alert, state.ctx.settings.public_url)
 
     @router.get(
         "/gate/{prefix_id}", response_model=GateResult, dependencies=read, tags=["analytics"]
