@@ -12,17 +12,16 @@ from rich.table import Table
 
 from prefixscope.analytics.detection_config import DetectionConfigError
 from prefixscope.analytics.query import InvalidArgument, parse_cohort_filter
-from prefixscope.analytics.slices import SliceConfig
 from prefixscope.cli.common import (
     DATA_DIR,
     JSON,
     SINCE,
     UNTIL,
     console,
-    detection_config,
     detection_options,
     fmt,
     open_store,
+    options_config,
     print_json,
 )
 
@@ -71,16 +70,7 @@ def gate_command(
     data; exits 1 unless the gate passes (--json tells fail from insufficient data)."""
     from prefixscope.analytics.gate import gate
 
-    cfg = detection_config(
-        alpha,
-        min_n,
-        min_effect,
-        score_min_effect,
-        sequential,
-        window,
-        window_delay,
-        SliceConfig(slice_depth, max_slices, full_slices),
-    )
+    cfg = options_config()
     try:
         wanted = parse_cohort_filter(cohort)
     except InvalidArgument as exc:

@@ -16,7 +16,6 @@ from prefixscope.analytics.query import (
     InvalidArgument,
     parse_time,
 )
-from prefixscope.analytics.slices import SliceConfig
 from prefixscope.cli.advice import gate_command, routing_command
 from prefixscope.cli.common import (
     DATA_DIR,
@@ -24,12 +23,12 @@ from prefixscope.cli.common import (
     SINCE,
     UNTIL,
     console,
-    detection_config,
     detection_options,
     engine_options,
     fmt,
     open_engine,
     open_store,
+    options_config,
     print_json,
 )
 
@@ -89,16 +88,7 @@ def run_command(
     from prefixscope.analytics.detection import check_anchor, detection_window, run_detection
     from prefixscope.analytics.sequence import SequenceLook
 
-    cfg = detection_config(
-        alpha,
-        min_n,
-        min_effect,
-        score_min_effect,
-        sequential,
-        window,
-        window_delay,
-        SliceConfig(slice_depth, max_slices, full_slices),
-    )
+    cfg = options_config()
     try:
         check_anchor(since, cfg)
         # one clock for the whole run: relative bounds and the windows-mode clock

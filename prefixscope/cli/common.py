@@ -185,6 +185,21 @@ def detection_config(
         raise click.BadParameter(str(exc)) from None
 
 
+def options_config() -> DetectionConfig:
+    """The running command's :func:`detection_options` as a detection config."""
+    p = click.get_current_context().params
+    return detection_config(
+        p["alpha"],
+        p["min_n"],
+        p["min_effect"],
+        p["score_min_effect"],
+        p["sequential"],
+        p["window"],
+        p["window_delay"],
+        SliceConfig(p["slice_depth"], p["max_slices"], p["full_slices"]),
+    )
+
+
 def detection_options(fn: Any) -> Any:
     for opt in reversed(
         [
