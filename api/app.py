@@ -30,9 +30,12 @@ from .deps import ApiState, Guards
 from .detect import PeriodicDetector
 from .evaluate import PeriodicEvaluator
 from .lake_routes import lake_routes
+from .routes_advice import advice_routes
 from .routes_alerts import alert_routes
 from .routes_analysis import analysis_routes
+from .routes_annotations import annotation_routes
 from .routes_data import data_routes
+from .routes_sql import sql_routes
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +54,11 @@ def build_router(ctx: ApiContext) -> APIRouter:
         ).start()
         ctx.on_close(evaluator.close)
     router = APIRouter()
+    router.include_router(annotation_routes(state))
+    router.include_router(sql_routes(state))
     router.include_router(data_routes(state))
     router.include_router(analysis_routes(state))
+    router.include_router(advice_routes(state))
     router.include_router(alert_routes(state))
     router.include_router(dashboard_routes(state))
     router.include_router(docs_routes(state.require_read()))

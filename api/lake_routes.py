@@ -37,7 +37,7 @@ from .models import (
     PrefixRegistration,
     WriteResult,
 )
-from .routes_data import FeedbackBody, ScoreBody
+from .routes_annotations import FeedbackBody, ScoreBody
 
 
 def prefix_info(prefix_id: str, reg: Registration) -> PrefixInfo:

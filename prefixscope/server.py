@@ -1,7 +1,8 @@
 """``prefixscope serve``: collector + API + dashboard in one process (the embedded default).
 
-Wires the stages together: sink (DuckDB store or Parquet lake) → GroupCommitWriter →
-IngestPipeline → HTTP and gRPC transports, the Parquet lake roller, and the API router.
+Wires the stages together: the storage backends and the app (:mod:`prefixscope.assembly`:
+sink, DuckDB store or Parquet lake, the lake roller, the request resolver, the API router) →
+GroupCommitWriter → IngestPipeline → HTTP and gRPC transports.
 On SIGTERM/SIGINT the transports stop taking requests and finish the ones in flight, the
 writer commits everything queued (every acknowledged span is durable before that), the lake
 gets a last roll, and the store is checkpointed and closed.
@@ -9,41 +10,26 @@ gets a last roll, and the store is checkpointed and closed.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import signal
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 import uvicorn
-from fastapi import FastAPI
 
-from prefixscope import __version__
+from prefixscope.assembly import backends, build_app
 from prefixscope.collector.decoding import use_decoder
-from prefixscope.collector.metrics.memory import DedupeCollector, MemoryCollector
-from prefixscope.collector.metrics.variants import VariantMetrics
+from prefixscope.collector.metrics.memory import MemoryCollector
 from prefixscope.collector.pipeline.ingest import InFlight, IngestPipeline
 from prefixscope.collector.pipeline.logs import LogPipeline
 from prefixscope.collector.pipeline.writer import GroupCommitWriter
 from prefixscope.collector.receivers.grpc import start_grpc_server
-from prefixscope.collector.receivers.http import ingest_routes
-from prefixscope.collector.storage import attribution
-from prefixscope.collector.storage.fs import s3_options_from_env
-from prefixscope.collector.storage.lake import LakeRoller
-from prefixscope.collector.storage.lake_registry import LakeRegistry
-from prefixscope.collector.storage.request_store import RequestResolver
-from prefixscope.collector.storage.sinks import DuckDBSink, LakeSink, SpanSink
-from prefixscope.collector.storage.store import Store, dedupe_max_keys
-from prefixscope.config import ConfigError, ServedModel, Settings, duration
+from prefixscope.config import ConfigError, Settings
 from prefixscope.metrics import Metrics
-
-if TYPE_CHECKING:
-    import pyarrow as pa
 
 log = logging.getLogger("prefixscope")
 
@@ -81,82 +67,22 @@ class PrefixScopeServer:
             log.info("OTLP protobuf decoder: native (compiled)")
         else:
             log.info("OTLP protobuf decoder: python (%s)", why)
-        self.store: Store | None = None
-        self.lake: LakeRoller | None = None
-        self.requests: RequestResolver | None = None
-        self.variant_metrics: VariantMetrics | None = None
-        sink: SpanSink
-        self.lake_registry: LakeRegistry | None = None
-        if settings.store == "lake":  # stateless scale-out collector: ingest and annotations
-            lake = settings.lake_path or str(Path(settings.data_dir).resolve() / "lake")
-            sink = LakeSink(
-                lake,
-                row_group_rows=settings.lake_row_group_rows,
-                storage_options=s3_options_from_env(),
-            )
-            self.lake_registry = LakeRegistry(lake, storage_options=s3_options_from_env())
-            try:
-                self.lake_registry.declare_served(
-                    [ServedModel.parse(t) for t in settings.served_models]
-                )
-            except OSError as exc:
-                raise ConfigError(f"cannot write --served-model to the lake: {exc}") from None
-        else:
-            self.store = Store(
-                settings.data_dir,
-                checkpoint_wal_mb=settings.checkpoint_wal_mb,
-                memory_mb=settings.store_memory_mb,
-            )
-            cur = self.store.cursor()
-            try:
-                attribution.declare_served(
-                    cur, [ServedModel.parse(t) for t in settings.served_models]
-                )
-            finally:
-                cur.close()
-            sink = DuckDBSink(
-                self.store,
-                dedupe_window_s=duration(settings.dedupe_window).total_seconds(),
-                dedupe_max_keys=dedupe_max_keys(settings.store_memory_mb),
-            )
-            self.metrics.registry.register(DedupeCollector(sink))
-            if settings.variant_metrics_max_series > 0:
-                self.variant_metrics = VariantMetrics(
-                    settings.variant_metrics_max_series, mapping=self._served_names
-                ).start()
-                self.metrics.add_text(self.variant_metrics.exposition)
-            self.lake = LakeRoller(
-                self.store,
-                self.metrics,
-                interval_s=settings.lake_roll_interval_s,
-                row_group_rows=settings.lake_row_group_rows,
-                retention=duration(settings.retention) if settings.retention else None,
-                hot_retention=(
-                    duration(settings.hot_retention) if settings.hot_retention else None
-                ),
-                dedupe_window=duration(settings.dedupe_window),
-                roll_rows=settings.lake_roll_rows,
-            )
-            settle = duration(settings.request_settle)
-            self.requests = RequestResolver(
-                self.store.cursor,
-                settle=settle,
-                lookback=duration(settings.request_lookback),
-                interval_s=max(1.0, settle.total_seconds() / 2),
-                lock=self.lake.lock,
-                on_resolved=self._on_resolved,
-            )
-            self.store.before_read = self.requests.catch_up
+        parts = backends(settings, self.metrics)
+        self.store = parts.store
+        self.lake = parts.lake
+        self.requests = parts.requests
+        self.variant_metrics = parts.variant_metrics
+        self.lake_registry = parts.lake_registry
         inflight = InFlight()  # requests being decoded: the writer lingers for them
         self.writer = GroupCommitWriter(
-            sink,
+            parts.sink,
             self.metrics,
             queue_max_spans=settings.queue_max_spans,
             batch_max_spans=settings.batch_max_spans,
             retry_after_s=settings.retry_after_s,
             linger_s=settings.commit_linger_ms / 1000,
-            on_commit=self._on_commit,
-            log_sink=sink if isinstance(sink, DuckDBSink) else None,
+            on_commit=parts.on_commit,
+            log_sink=parts.log_sink,
             log_batch_max=settings.logs_batch_max_records,
             log_queue_max=settings.logs_batch_max_records * settings.logs_max_inflight,
             more_coming=inflight.busy,
@@ -166,8 +92,9 @@ class PrefixScopeServer:
         self.metrics.registry.register(
             MemoryCollector(self.store, lambda: self.pipeline.worker_pids + self.logs.worker_pids)
         )
-        self.api_context: Any = None
-        self.app = self._build_app()
+        self.app, self.api_context = build_app(
+            settings, parts, self.metrics, self.pipeline, self.logs, self.health
+        )
         self._grpc: grpc.Server | None = None
         self.grpc_port: int | None = None
         self._uvicorn: uvicorn.Server | None = None
@@ -175,24 +102,6 @@ class PrefixScopeServer:
         self._stopped = False
 
     # -- composition -------------------------------------------------------------------------
-    def _on_commit(self, table: pa.Table) -> None:
-        """The writer's hook after each group commit: the roll's count."""
-        if self.lake is not None:
-            self.lake.committed(table)
-
-    def _on_resolved(self, requests: pa.Table, replaced: pa.Table | None) -> None:
-        """The request resolver's hook after each pass: per-variant metrics."""
-        if self.variant_metrics is not None:
-            self.variant_metrics.observe(requests, replaced)
-
-    def _served_names(self) -> dict[str, tuple[str, str | None]]:
-        assert self.store is not None
-        cur = self.store.cursor()
-        try:
-            return attribution.name_map(cur)
-        finally:
-            cur.close()
-
     def health(self) -> tuple[bool, dict[str, Any]]:
         ok = self.writer.healthy and not (self.store is not None and self.store.closed)
         detail: dict[str, Any] = {
@@ -206,55 +115,6 @@ class PrefixScopeServer:
         if self.writer.last_commit_error:
             detail["last_commit_error"] = self.writer.last_commit_error
         return ok, detail
-
-    def _build_app(self) -> FastAPI:
-        kwargs: dict[str, Any] = {}
-        if "telemetry" in inspect.signature(FastAPI.__init__).parameters:
-            # The collector must never trace itself: in a process that also exports to it
-            # (the demo, an embedding app) every export would create a span to export.
-            kwargs["telemetry"] = {
-                "tracing": False,
-                "metrics": False,
-                "logs": False,
-                "auto_configure": False,
-            }
-        app = FastAPI(
-            title="PrefixScope",
-            version=__version__,
-            description="Observability for prefix-tuned and LoRA variants of one base model.",
-            docs_url=None,  # the API serves its own /docs page (no CDN scripts) ...
-            openapi_url=None,  # ... and /openapi.json, both in the read scope
-            redoc_url=None,
-            **kwargs,
-        )
-        for route in ingest_routes(self.pipeline, self.health, self.logs):
-            app.router.routes.append(route)
-        from prefixscope.api.app import build_lake_router, build_router, install_error_handlers
-
-        if self.store is None:  # lake mode: annotations and the registry, into the lake
-            assert self.lake_registry is not None
-            app.include_router(
-                build_lake_router(
-                    self.settings,
-                    self.lake_registry.lake_url,
-                    self.lake_registry,
-                    s3_options_from_env(),
-                )
-            )
-            install_error_handlers(app)
-            return app
-        from prefixscope.api.context import ApiContext
-
-        ctx = ApiContext(
-            settings=self.settings,
-            store=self.store,
-            metrics=self.metrics,
-            variant_metrics=self.variant_metrics,
-        )
-        app.include_router(build_router(ctx))
-        install_error_handlers(app)
-        app.state.api_context = self.api_context = ctx
-        return app
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _start_backends(self) -> None:
