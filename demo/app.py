@@ -101,13 +101,8 @@ def run_demo(
     model_seed: int = 1,
     torch_threads: int = 1,
 ) -> dict[str, Any]:
-    from prefixscope.analytics.datasets import DatasetItem, save_dataset
-    from prefixscope.analytics.detection_config import DetectionConfig
-    from prefixscope.analytics.evaluators import JSONValidation, Refusal, TaskCompletion
-    from prefixscope.analytics.replay import replay
     from prefixscope.demo.report import print_report
     from prefixscope.demo.traffic import (
-        ICD_SCHEMA,
         PER_ROUTE,
         Router,
         SimulatedClock,
@@ -165,55 +160,7 @@ def run_demo(
 
         assert server.store is not None
         con = server.store.cursor()
-        evals = [
-            TaskCompletion(mode="codes"),
-            JSONValidation(schema=ICD_SCHEMA),
-        ]
-        for spec in demo_data.SPECIALTIES:
-            items = [DatasetItem(**it) for it in data.golden[spec]]
-            ds = save_dataset(
-                con,
-                f"golden-{spec}",
-                items,
-                cohort_fields=["specialty"],
-                description=f"{spec} notes with their ICD-10 code",
-            )
-            report = replay(
-                con,
-                ds,
-                list(VARIANTS),
-                replay_generate,
-                evaluators=evals,
-                route="replay",
-                base_model=BASE_MODEL,
-                tracer_provider=tp,
-                run_id=f"demo-{spec}",
-                versions=RELEASED,
-            )
-            console.print(
-                f"replayed golden-{spec}: {report.done} generations scored "
-                f"({report.skipped} already done, {report.failed} failed)"
-            )
-        guard = [DatasetItem(**it) for it in data.guardrail]
-        gds = save_dataset(
-            con,
-            "guardrail-harmful",
-            guard,
-            cohort_fields=["specialty"],
-            metadata={"guardrail": True},
-        )
-        replay(
-            con,
-            gds,
-            list(VARIANTS),
-            replay_generate,
-            evaluators=[Refusal()],
-            route="guardrail",
-            base_model=BASE_MODEL,
-            tracer_provider=tp,
-            run_id="demo-guardrail",
-            versions=RELEASED,
-        )
+        _replay_golden_sets(con, data, replay_generate, tp)
         con.close()
         console.print(
             f"simulated time: golden-set evaluation from {timeline.evaluation:%a %d %b %H:%M}, "
@@ -230,22 +177,7 @@ def run_demo(
             post_in_batches(client, "/api/v1/feedback", traffic.feedback)
             progress.advance(task)
         _wait_for_requests(client, traffic.requests)
-        config = DetectionConfig(
-            # the demo looks once, at the end: a fixed-horizon test is valid for one look
-            # (a deployment that re-runs detection uses windows mode or mSPRT)
-            sequential="fixed",
-            min_n=15 if quick else 30,
-            min_n_by_metric={"latency_p99": 200, "ttft_p99": 200},
-            # the metrics this deployment gates on (a smaller BH family than "everything")
-            metrics=[
-                "TaskCompletion",
-                "JSONValidation",
-                "thumbs_down_rate",
-                "escalation_rate",
-                "error_rate",
-                "latency_p99",
-            ],
-        )
+        config = _detection_config(quick)
         con = server.store.cursor()
         summary = print_report(console, con, config, base_url, traffic)
         con.close()
@@ -269,6 +201,88 @@ def run_demo(
         instrumentor.uninstrument()
         tp.shutdown()
         server.stop()
+
+
+def _replay_golden_sets(
+    con: Any, data: Any, replay_generate: Callable[[str, str], str], tp: Any
+) -> None:
+    """Every variant over each specialty's golden set (scored) and the guardrail set, on the
+    evaluation day (``replay_generate`` pins the simulated clock)."""
+    from prefixscope.analytics.datasets import DatasetItem, save_dataset
+    from prefixscope.analytics.evaluators import JSONValidation, Refusal, TaskCompletion
+    from prefixscope.analytics.replay import replay
+    from prefixscope.demo.traffic import ICD_SCHEMA
+
+    evals = [
+        TaskCompletion(mode="codes"),
+        JSONValidation(schema=ICD_SCHEMA),
+    ]
+    for spec in demo_data.SPECIALTIES:
+        items = [DatasetItem(**it) for it in data.golden[spec]]
+        ds = save_dataset(
+            con,
+            f"golden-{spec}",
+            items,
+            cohort_fields=["specialty"],
+            description=f"{spec} notes with their ICD-10 code",
+        )
+        report = replay(
+            con,
+            ds,
+            list(VARIANTS),
+            replay_generate,
+            evaluators=evals,
+            route="replay",
+            base_model=BASE_MODEL,
+            tracer_provider=tp,
+            run_id=f"demo-{spec}",
+            versions=RELEASED,
+        )
+        console.print(
+            f"replayed golden-{spec}: {report.done} generations scored "
+            f"({report.skipped} already done, {report.failed} failed)"
+        )
+    guard = [DatasetItem(**it) for it in data.guardrail]
+    gds = save_dataset(
+        con,
+        "guardrail-harmful",
+        guard,
+        cohort_fields=["specialty"],
+        metadata={"guardrail": True},
+    )
+    replay(
+        con,
+        gds,
+        list(VARIANTS),
+        replay_generate,
+        evaluators=[Refusal()],
+        route="guardrail",
+        base_model=BASE_MODEL,
+        tracer_provider=tp,
+        run_id="demo-guardrail",
+        versions=RELEASED,
+    )
+
+
+def _detection_config(quick: bool) -> Any:
+    from prefixscope.analytics.detection_config import DetectionConfig
+
+    return DetectionConfig(
+        # the demo looks once, at the end: a fixed-horizon test is valid for one look
+        # (a deployment that re-runs detection uses windows mode or mSPRT)
+        sequential="fixed",
+        min_n=15 if quick else 30,
+        min_n_by_metric={"latency_p99": 200, "ttft_p99": 200},
+        # the metrics this deployment gates on (a smaller BH family than "everything")
+        metrics=[
+            "TaskCompletion",
+            "JSONValidation",
+            "thumbs_down_rate",
+            "escalation_rate",
+            "error_rate",
+            "latency_p99",
+        ],
+    )
 
 
 #: the registry entries the demo writes (PUT /api/v1/prefixes/{id}): the released prefixes

@@ -37,15 +37,36 @@ def _metric(row: Any, name: str, delta: bool = False) -> str:
 def print_report(
     console: Console, con: duckdb.DuckDBPyConnection, config: Any, base_url: str, traffic: Any
 ) -> dict[str, Any]:
-    from prefixscope.analytics.alerts import detect_and_alert, list_alerts
-    from prefixscope.analytics.gate import gate, routing_advice
-    from prefixscope.analytics.scorecard import scorecard
-
+    """Print the run's tables and where to look next; return what the story checks found."""
     console.print(
         f"\ntraffic: {traffic.requests} requests ({traffic.misrouted} mis-routed, "
         f"{traffic.fallbacks} fallbacks), {traffic.agent_traces} agent traces, "
         f"{len(traffic.scores)} online scores, {len(traffic.feedback)} feedback events"
     )
+    _print_scorecard(console, con)
+    alerts = _print_alerts(console, con, config)
+    verdicts = _print_gates(console, con, config)
+    advice = _print_routing(console, con, config)
+    console.print(f"\n[bold]Dashboard:[/] {base_url}/    [bold]API docs:[/] {base_url}/docs")
+    console.print("Try some SQL (dashboard SQL box, or):")
+    console.print(
+        f"  curl -s {base_url}/api/v1/sql -H 'content-type: application/json' "
+        f'-d \'{{"sql": "SELECT prefix_id, count(*) FROM requests GROUP BY 1"}}\''
+    )
+    console.print(EXAMPLE_SQL)
+
+    story = _print_story(console, con, alerts, verdicts, advice)
+    return {
+        "alert_ids": sorted(a.id for a in alerts),
+        "gate": verdicts,
+        "routing": [a.to_dict() for a in advice],
+        "story": story.to_dict(),
+    }
+
+
+def _print_scorecard(console: Console, con: duckdb.DuckDBPyConnection) -> None:
+    from prefixscope.analytics.scorecard import scorecard
+
     card = scorecard(
         con,
         ["prefix_id", "cohort.specialty"],
@@ -84,6 +105,11 @@ def print_report(
             _fmt(_val(row, "latency_p99"), 1),
         )
     console.print(t)
+
+
+def _print_alerts(console: Console, con: duckdb.DuckDBPyConnection, config: Any) -> list[Any]:
+    """Detect once, then the open alerts' table and their ids on one line."""
+    from prefixscope.analytics.alerts import detect_and_alert, list_alerts
 
     result, _ = detect_and_alert(con, config=config)
     alerts = list_alerts(con, status="open")
@@ -130,6 +156,13 @@ def print_report(
     ids = " ".join(sorted(a.id for a in alerts)) or "(none)"
     console.print(f"alert ids: {ids}", soft_wrap=True)  # one line, for copy and grep
 
+    return alerts
+
+
+def _print_gates(console: Console, con: duckdb.DuckDBPyConnection, config: Any) -> dict[str, str]:
+    """The release gate of every prefix version on its own specialty: name → verdict."""
+    from prefixscope.analytics.gate import gate
+
     t = Table(title="Release gate per prefix, on the cohort it is released for")
     for col in ("variant", "verdict", "tested / untested cells", "failing cells (route / cohort)"):
         t.add_column(col)
@@ -171,6 +204,12 @@ def print_report(
         "every cell to be tested)."
     )
 
+    return verdicts
+
+
+def _print_routing(console: Console, con: duckdb.DuckDBPyConnection, config: Any) -> list[Any]:
+    from prefixscope.analytics.gate import routing_advice
+
     t = Table(title="Routing advice (TaskCompletion; fall back to base when no prefix beats it)")
     for col in ("route", "cohort", "serve", "why"):
         t.add_column(col)
@@ -185,14 +224,16 @@ def print_report(
             adv.reason,
         )
     console.print(t)
-    console.print(f"\n[bold]Dashboard:[/] {base_url}/    [bold]API docs:[/] {base_url}/docs")
-    console.print("Try some SQL (dashboard SQL box, or):")
-    console.print(
-        f"  curl -s {base_url}/api/v1/sql -H 'content-type: application/json' "
-        f'-d \'{{"sql": "SELECT prefix_id, count(*) FROM requests GROUP BY 1"}}\''
-    )
-    console.print(EXAMPLE_SQL)
+    return advice
 
+
+def _print_story(
+    console: Console,
+    con: duckdb.DuckDBPyConnection,
+    alerts: list[Any],
+    verdicts: dict[str, str],
+    advice: list[Any],
+) -> Any:
     story = run_checks(con, alerts, verdicts, advice)
     t = Table(title="Story checks (computed from this run's numbers)")
     for col in ("check", "result", "numbers"):
@@ -206,12 +247,7 @@ def print_report(
             "(see the checks above): the tables print what the numbers are, not what the "
             "demo guide (docs/guides/demo.md) promises."
         )
-    return {
-        "alert_ids": sorted(a.id for a in alerts),
-        "gate": verdicts,
-        "routing": [a.to_dict() for a in advice],
-        "story": story.to_dict(),
-    }
+    return story
 
 
 def _val(row: Any, name: str) -> float | None:
