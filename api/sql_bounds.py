@@ -34,6 +34,7 @@ from typing import Any
 
 from prefixscope.errors import QueryError
 
+from . import sql_tree as tree
 from .sql_sizes import (
     ATTRIBUTE_COLUMNS,
     BUILDING_AGGREGATES,
@@ -43,12 +44,6 @@ from .sql_sizes import (
     MAX_CONCAT_BYTES,
     SMALL_COLUMNS,
     TRUNCATORS,
-    _args,
-    _cast_type,
-    _constant,
-    _int_constant,
-    _walk,
-    _walk_children,
 )
 
 _SMALL = 64.0
@@ -161,7 +156,7 @@ class _Bounds:
     def _size(self, expr: dict[str, Any]) -> Bound:
         cls = expr.get("class")
         if cls == "CONSTANT":
-            const = _constant(expr)
+            const = tree.constant(expr)
             return Bound(float(len(const[1].encode())) if const and const[0] == "STRING" else 16)
         if cls == "COLUMN_REF":
             return self._column(expr)
@@ -173,10 +168,10 @@ class _Bounds:
             return self.size(body) if isinstance(body, dict) else _SMALL_BOUND
         if cls in ("FUNCTION", "WINDOW"):
             return self._call(expr)
-        children = _walk_children(expr)
+        children = tree.walk_children(expr)
         parts = [self.size(c) for c in children]
         if cls == "CAST":
-            if _cast_type(expr) in FIXED_WIDTH_TYPES:
+            if tree.cast_type(expr) in FIXED_WIDTH_TYPES:
                 return _SMALL_BOUND  # a number, time or id reads as a few bytes
             child = children[0] if children else {}
             # a built list, struct or map reads with quotes and escapes: up to twice its bytes
@@ -199,7 +194,7 @@ class _Bounds:
 
     def _call(self, expr: dict[str, Any]) -> Bound:
         name = self.name(expr)
-        args = _args(expr) if expr.get("class") == "FUNCTION" else _walk_children(expr)
+        args = tree.args(expr) if expr.get("class") == "FUNCTION" else tree.walk_children(expr)
         items = _largest(self.size(a) for a in args if a.get("class") != "LAMBDA")
         for a in args:  # x -> ...: x is an item of the list (or the accumulator, its whole)
             if a.get("class") == "LAMBDA":
@@ -221,7 +216,7 @@ class _Bounds:
             return _SMALL_BOUND
         if name in TRUNCATORS:
             index = TRUNCATORS[name]
-            count = _int_constant(args[index]) if len(args) > index else None
+            count = tree.int_constant(args[index]) if len(args) > index else None
             return Bound(4.0 * abs(count)) if count is not None else sizes[0] if sizes else Bound()
         if name in CHOICES:
             return _largest(sizes)
@@ -254,7 +249,7 @@ class _Bounds:
                             concat=name in CONCATENATORS)  # fmt: skip
 
     def _replace(self, args: list[dict[str, Any]], sizes: list[Bound]) -> Bound:
-        pattern, repl = _constant(args[1]), sizes[2]
+        pattern, repl = tree.constant(args[1]), sizes[2]
         if repl.copies:
             return self._result("replace()", sizes[0], _INF)
         # each match of at least len(pattern) bytes becomes the replacement
@@ -266,7 +261,7 @@ class _Bounds:
         repl = sizes[2]
         if repl.copies:
             return self._result("regexp_replace()", sizes[0], _INF)
-        options = _constant(args[3]) if len(args) > 3 else None
+        options = tree.constant(args[3]) if len(args) > 3 else None
         every = options is not None and "g" in options[1]
         if not every:  # one match: the replacement once, each back-reference a copy at most
             refs = 1.0 + _constant_text(args[2]).count("\\")
@@ -344,7 +339,7 @@ class _Bounds:
 def _param_names(lam: dict[str, Any]) -> list[str]:
     return [
         str(n.get("column_names", [""])[-1]).lower()
-        for n in _walk(lam.get("lhs"))
+        for n in tree.walk(lam.get("lhs"))
         if n.get("class") == "COLUMN_REF"
     ]
 
@@ -357,7 +352,7 @@ def _largest(bounds: Any) -> Bound:
 
 
 def _constant_text(expr: dict[str, Any]) -> str:
-    const = _constant(expr)
+    const = tree.constant(expr)
     return const[1] if const else "\\" * 8
 
 
@@ -393,7 +388,7 @@ def check_bounds(
     """Refuse a query one of whose expressions could build too much in one vector."""
     bounds = _Bounds(canonical, attribute_bytes, _Names.of(nodes), fixed_results)
     # a lambda's parameters ((x, y) -> ... parses them as row(x, y)) are names, not values
-    params = {id(p) for n in nodes if n.get("class") == "LAMBDA" for p in _walk(n.get("lhs"))}
+    params = {id(p) for n in nodes if n.get("class") == "LAMBDA" for p in tree.walk(n.get("lhs"))}
     for node in nodes:
         if "class" in node and node.get("class") != "TYPE" and id(node) not in params:
             bounds.size(node)

@@ -14,10 +14,11 @@ import duckdb
 
 from prefixscope.errors import QueryError
 
+from . import sql_tree as parse_tree
 from .sql_bounds import check_bounds
 from .sql_errors import first_line
 from .sql_files import check_files, file_functions
-from .sql_sizes import FIXED_WIDTH_TYPES, _walk, check_amplification
+from .sql_sizes import FIXED_WIDTH_TYPES, check_amplification
 
 MAX_SQL_CHARS = 100_000
 #: Table functions refused even inside a SELECT: side effects, or SQL hidden in a string.
@@ -165,7 +166,7 @@ def _check_tree(
             f"statement is not a plain read-only query: {tree.get('error_message')}",
             code="forbidden",
         )
-    nodes = list(_walk(tree.get("statements", [])))
+    nodes = list(parse_tree.walk(tree.get("statements", [])))
     table_functions = {
         id(n["function"])
         for n in nodes

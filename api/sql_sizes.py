@@ -21,6 +21,8 @@ from typing import Any
 
 from prefixscope.errors import QueryError
 
+from . import sql_tree as tree
+
 #: What one query may add, summed over every value-enlarging call (bytes per row). DuckDB
 #: builds a vector of 2,048 values in one allocation before any interrupt is checked, so this
 #: bounds that allocation (2,048 x 64 KiB = 128 MiB); the watchdog bounds the rest.
@@ -58,32 +60,6 @@ BUILDING_AGGREGATES = frozenset(
 _UNBOUNDED = float("inf")
 
 
-def _args(node: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
-    for arg in node.get("arguments") or node.get("children") or []:
-        expr = arg.get("expression") if isinstance(arg, dict) and "expression" in arg else arg
-        if isinstance(expr, dict):
-            out.append(expr)
-    return out
-
-
-def _constant(expr: dict[str, Any] | None) -> tuple[str, str] | None:
-    if not isinstance(expr, dict) or expr.get("class") != "CONSTANT":
-        return None
-    lit = expr.get("literal") or {}
-    return str(lit.get("kind", "")), str(lit.get("text", ""))
-
-
-def _int_constant(expr: dict[str, Any] | None) -> int | None:
-    const = _constant(expr)
-    if const is None or const[0] not in ("INTEGER", "BIGINT", "HUGEINT", "DECIMAL", "DOUBLE"):
-        return None
-    try:
-        return int(float(const[1]))
-    except ValueError:
-        return None
-
-
 class _Amplification:
     """Estimates, per row, how many bytes the value-enlarging calls of one query make."""
 
@@ -99,16 +75,16 @@ class _Amplification:
         """Upper estimate of one value's bytes; records every amplifier's size in ``total``."""
         cls = expr.get("class")
         if cls == "CONSTANT":
-            const = _constant(expr)
+            const = tree.constant(expr)
             return float(len(const[1])) if const and const[0] == "STRING" else 16.0
         if cls == "SUBQUERY":
             return _UNBOUNDED  # may hold an aggregate of any size
         if cls == "LAMBDA":
             return self.size(expr["expr"]) if isinstance(expr.get("expr"), dict) else 16.0
         if cls != "FUNCTION":  # operators, casts, CASE, column refs, ...: their parts add up
-            return sum((self.size(c) for c in _walk_children(expr)), 16.0)
+            return sum((self.size(c) for c in tree.walk_children(expr)), 16.0)
         name = self.name(expr)
-        args = _args(expr)
+        args = tree.args(expr)
         if name in BUILDING_AGGREGATES:
             for a in args:
                 self.size(a)
@@ -124,7 +100,7 @@ class _Amplification:
         return sum((self.size(a) for a in args), 16.0)
 
     def _count(self, name: str, expr: dict[str, Any] | None) -> int:
-        count = _int_constant(expr)
+        count = tree.int_constant(expr)
         if count is None:
             raise QueryError(
                 f"{name}() needs a constant size argument here (a computed size could be any size)",
@@ -147,7 +123,7 @@ class _Amplification:
                 self.size(args[0])
             return max(16.0, fill) * self._count(name, args[1] if len(args) > 1 else None)
         if name in ("range", "generate_series"):
-            nums = [_int_constant(a) for a in args]
+            nums = [tree.int_constant(a) for a in args]
             ints = [n for n in nums if n is not None]
             if not ints or len(ints) != len(nums):
                 self._count(name, None)  # raises: a computed size could be any size
@@ -163,26 +139,12 @@ class _Amplification:
             width = self._count(name, args[3]) if len(args) > 3 else 80
             return 4.0 * width
         # printf / format: the widths and precisions of a constant format string
-        const = _constant(args[0]) if args else None
+        const = tree.constant(args[0]) if args else None
         if const is None or const[0] != "STRING":
             raise QueryError(f"{name}() needs a constant format string", code="value_too_large")
         widths = [int(w) for w in re.findall(r"\d+", const[1])] or [0]
         rest = sum((self.size(a) for a in args[1:]), 0.0)
         return float(len(const[1])) + rest + 4.0 * max(widths)
-
-
-def _walk_children(expr: dict[str, Any]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for key, value in expr.items():
-        if key in ("order_bys", "filter", "query_location"):
-            continue
-        items = value if isinstance(value, list) else [value]
-        for item in items:
-            if isinstance(item, dict) and "class" in item:
-                out.append(item)
-            elif isinstance(item, dict) and isinstance(item.get("expression"), dict):
-                out.append(item["expression"])
-    return out
 
 
 def check_amplification(nodes: list[dict[str, Any]], canonical: dict[str, str]) -> None:
@@ -196,7 +158,7 @@ def check_amplification(nodes: list[dict[str, Any]], canonical: dict[str, str]) 
     if not any(amp.name(n) in AMPLIFIERS for n in roots):
         return
     # estimate from the outermost amplifying calls (nested ones are counted inside them)
-    inner = {id(c) for n in roots for c in _walk(_args(n)) if isinstance(c, dict)}
+    inner = {id(c) for n in roots for c in tree.walk(tree.args(n)) if isinstance(c, dict)}
     for node in roots:
         if id(node) not in inner:
             amp.size(node)
@@ -211,17 +173,6 @@ def check_amplification(nodes: list[dict[str, Any]], canonical: dict[str, str]) 
             "are built 2,048 rows at a time in one allocation",
             code="value_too_large",
         )
-
-
-def _walk(obj: Any) -> Any:
-    stack = [obj]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            yield item
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
 
 
 #: What the concatenations of one query may build, summed over every one (intermediate
@@ -276,10 +227,3 @@ FIXED_WIDTH_TYPES = frozenset(
         "TIMESTAMP WITH TIME ZONE", "INTERVAL", "UUID",
     }
 )  # fmt: skip
-
-
-def _cast_type(expr: dict[str, Any]) -> str:
-    """The plain type a CAST node casts to (upper case), or "" for a nested or sized one."""
-    type_expr = expr.get("type_expr") or {}
-    name = str(type_expr.get("type_name") or "").upper()
-    return name if name in ("DECIMAL", "NUMERIC") or not type_expr.get("children") else ""
