@@ -60,7 +60,11 @@ def daily_looks(
 ) -> Rate:
     """A/A with a regression run at the end of every simulated day; ``since`` is resolved
     against the simulated clock, as the API resolves it against its own (an age like ``7d``
-    therefore slides). Returns the share of runs in which any look raised an alert."""
+    therefore slides). Returns the share of runs in which any look raised an alert.
+
+    A run's days are stored at once; each look's window ends at its day's end, and a run
+    reads nothing after its ``until``, so a look sees what it would have seen that evening
+    (``test_a_look_reads_nothing_after_its_end`` in ``tests/analytics/test_detection.py``)."""
     from .synthetic import scratch_store
 
     cohort = {"specialty": "cardiology"}
@@ -72,17 +76,11 @@ def daily_looks(
     for run in range(runs):
         con = scratch_store()
         try:
+            generate(
+                con, arms, seed=seed0 + run, start=T0, duration=timedelta(days=1), periods=days
+            )
             for day in range(days):
-                start = T0 + timedelta(days=day)
-                generate(
-                    con,
-                    arms,
-                    seed=(seed0 + run) * 10_000 + day,
-                    start=start,
-                    duration=timedelta(days=1),
-                    id_offset=day * 10**7,
-                )
-                clock = start + timedelta(days=1)
+                clock = T0 + timedelta(days=day + 1)
                 diff = run_and_diff(con, parse_time(since, clock), clock, config)
                 if not diff.result.comparisons:  # a look that tests nothing cannot alert
                     raise RuntimeError(f"day {day}: the run tested no comparison")

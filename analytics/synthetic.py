@@ -46,8 +46,8 @@ class Arm:
     deployment_count: int = 0  # >0: stamp deployment.id attributes (prefix-switch view)
 
 
-def _latency(rng: np.random.Generator, arm: Arm) -> np.ndarray:
-    z = rng.standard_normal(arm.n)
+def _latency(rng: np.random.Generator, arm: Arm, n: int) -> np.ndarray:
+    z = rng.standard_normal(n)
     sigma_up = arm.latency_sigma + np.log(arm.p99_factor) / _Z99
     sig = np.where(z > 0, sigma_up, arm.latency_sigma)
     return arm.latency_median_ms * np.exp(sig * z)
@@ -69,9 +69,13 @@ def generate(
     id_offset: int = 0,
     base_model: str = "tiny-base",
     shape: str = "call",
+    periods: int = 1,
 ) -> int:
     """Insert spans, scores and feedback for ``arms``; return the number of spans written.
     Each generated request is one trace; its requests are resolved (``request_rows``).
+
+    ``periods``: the traffic of that many consecutive periods of ``duration`` from ``start``,
+    each with every arm's ``n`` requests (one call: days of traffic for repeated looks).
 
     ``shape``: ``"call"`` — the trace is the model call alone; ``"sdk"`` — what an application
     instrumented with the SDK sends: an HTTP server span at the root (``base_model`` only,
@@ -97,18 +101,23 @@ def generate(
     score_parts: list[tuple[str, np.ndarray, np.ndarray]] = []
     fb_parts: list[tuple[str, np.ndarray]] = []
     arm_idx: list[np.ndarray] = []
-    total = sum(a.n for a in arms)
+    if periods < 1:
+        raise ValueError(f"periods must be at least 1, got {periods}")
+    total = sum(a.n for a in arms) * periods
     ids = id_offset + np.arange(total, dtype=np.int64)
+    period_us = int(duration.total_seconds() * 1e6)
     pos = 0
     for ai, arm in enumerate(arms):
-        n = arm.n
+        n = arm.n * periods
         sl = ids[pos : pos + n]
         pos += n
-        lat = _latency(rng, arm)
+        lat = _latency(rng, arm, n)
+        # each period's n requests at uniform times within it
+        period_start = np.repeat(np.arange(periods, dtype=np.int64), arm.n) * period_us
         cols = {
             "id": sl,
             "arm": np.full(n, ai, dtype=np.int32),
-            "offset_us": rng.integers(0, int(duration.total_seconds() * 1e6), n),
+            "offset_us": period_start + rng.integers(0, period_us, n),
             "duration_ms": lat,
             "ttft_ms": np.minimum(arm.ttft_median_ms * np.exp(0.4 * rng.standard_normal(n)), lat),
             "error": rng.random(n) < arm.error_rate,
