@@ -42,7 +42,8 @@ vllm-venv:
 lint: setup
 	$(VENV)/bin/ruff check .
 
-test: setup system-deps
+# scripts/check installs the main venv itself (make setup), beside the vLLM and interop venvs
+test: system-deps
 	bash scripts/check
 
 test-simulations: setup

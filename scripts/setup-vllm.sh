@@ -19,5 +19,13 @@ fi
 "$venv/bin/pip" install \
     "opentelemetry-sdk>=1.30" "opentelemetry-exporter-otlp>=1.30" "wrapt>=1.16" "peft>=0.17,<0.22" \
     "openai>=1.40"
-"$venv/bin/pip" install -e "$repo" --no-deps
+# Under scripts/check the main venv is being installed meanwhile, and its editable install
+# writes the same prefixscope.egg-info in the checkout: wait until it is done.
+if [[ -n "${PREFIXSCOPE_AFTER:-}" ]]; then
+    for _ in $(seq 900); do [[ -e "$PREFIXSCOPE_AFTER" ]] && break; sleep 1; done
+    [[ -e "$PREFIXSCOPE_AFTER" ]] || { echo "error: the main venv was not ready in 15 min" >&2; exit 1; }
+fi
+# the instrumentation only: the native decoder is the main venv's (built there, in place; not
+# building it here also keeps this install off the file that build writes)
+PREFIXSCOPE_NATIVE=0 "$venv/bin/pip" install -e "$repo" --no-deps
 "$venv/bin/python" -c "import vllm, prefixscope.instrumentation; print('vllm', vllm.__version__)"

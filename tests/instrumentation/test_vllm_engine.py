@@ -179,8 +179,22 @@ def test_async_engine_span_joins_vllm_native_trace(offline: dict[str, Any]) -> N
 # -- the OpenAI-compatible server with native tracing into our collector -----------------------
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One collector for the module's vLLM server (its OTLP target is fixed when it starts)."""
+    srv = ServerProcess(tmp_path_factory.mktemp("collector") / "data", [], {}).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
 def vllm_server(models: tuple[Path, Path], server: ServerProcess) -> Iterator[str]:
+    """One vLLM OpenAI server (~25 s to start) for both tests below, tracing into ``server``.
+    The tests read disjoint spans (a trace id; a service name). The second registers the
+    LoRA's served name as ``radiology``, which would attribute the first one's LoRA spans to
+    it: it comes after the first in the file, and module tests keep their order."""
     port = free_port()
     log = server.data_dir.parent / "vllm-server.log"
     cmd = [
