@@ -62,8 +62,9 @@ def daily_looks(
     against the simulated clock, as the API resolves it against its own (an age like ``7d``
     therefore slides). Returns the share of runs in which any look raised an alert.
 
-    A run's days are stored at once; each look's window ends at its day's end, and a run
-    reads nothing after its ``until``, so a look sees what it would have seen that evening
+    A simulated run's days are stored at once; each look's window ends at its day's end, and
+    a regression run reads nothing after its ``until``, so a look sees what it would have seen
+    that evening
     (``test_a_look_reads_nothing_after_its_end`` in ``tests/analytics/test_detection.py``)."""
     from .synthetic import scratch_store
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from prefixscope.errors import QueryError
 
-from . import sql_tree as tree
+from . import sql_tree as parse_tree
 from .sql_sizes import (
     ATTRIBUTE_COLUMNS,
     BUILDING_AGGREGATES,
@@ -156,7 +156,7 @@ class _Bounds:
     def _size(self, expr: dict[str, Any]) -> Bound:
         cls = expr.get("class")
         if cls == "CONSTANT":
-            const = tree.constant(expr)
+            const = parse_tree.constant(expr)
             return Bound(float(len(const[1].encode())) if const and const[0] == "STRING" else 16)
         if cls == "COLUMN_REF":
             return self._column(expr)
@@ -168,10 +168,10 @@ class _Bounds:
             return self.size(body) if isinstance(body, dict) else _SMALL_BOUND
         if cls in ("FUNCTION", "WINDOW"):
             return self._call(expr)
-        children = tree.walk_children(expr)
+        children = parse_tree.walk_children(expr)
         parts = [self.size(c) for c in children]
         if cls == "CAST":
-            if tree.cast_type(expr) in FIXED_WIDTH_TYPES:
+            if parse_tree.cast_type(expr) in FIXED_WIDTH_TYPES:
                 return _SMALL_BOUND  # a number, time or id reads as a few bytes
             child = children[0] if children else {}
             # a built list, struct or map reads with quotes and escapes: up to twice its bytes
@@ -194,7 +194,11 @@ class _Bounds:
 
     def _call(self, expr: dict[str, Any]) -> Bound:
         name = self.name(expr)
-        args = tree.args(expr) if expr.get("class") == "FUNCTION" else tree.walk_children(expr)
+        args = (
+            parse_tree.args(expr)
+            if expr.get("class") == "FUNCTION"
+            else parse_tree.walk_children(expr)
+        )
         items = _largest(self.size(a) for a in args if a.get("class") != "LAMBDA")
         for a in args:  # x -> ...: x is an item of the list (or the accumulator, its whole)
             if a.get("class") == "LAMBDA":
@@ -216,7 +220,7 @@ class _Bounds:
             return _SMALL_BOUND
         if name in TRUNCATORS:
             index = TRUNCATORS[name]
-            count = tree.int_constant(args[index]) if len(args) > index else None
+            count = parse_tree.int_constant(args[index]) if len(args) > index else None
             return Bound(4.0 * abs(count)) if count is not None else sizes[0] if sizes else Bound()
         if name in CHOICES:
             return _largest(sizes)
@@ -249,7 +253,7 @@ class _Bounds:
                             concat=name in CONCATENATORS)  # fmt: skip
 
     def _replace(self, args: list[dict[str, Any]], sizes: list[Bound]) -> Bound:
-        pattern, repl = tree.constant(args[1]), sizes[2]
+        pattern, repl = parse_tree.constant(args[1]), sizes[2]
         if repl.copies:
             return self._result("replace()", sizes[0], _INF)
         # each match of at least len(pattern) bytes becomes the replacement
@@ -261,7 +265,7 @@ class _Bounds:
         repl = sizes[2]
         if repl.copies:
             return self._result("regexp_replace()", sizes[0], _INF)
-        options = tree.constant(args[3]) if len(args) > 3 else None
+        options = parse_tree.constant(args[3]) if len(args) > 3 else None
         every = options is not None and "g" in options[1]
         if not every:  # one match: the replacement once, each back-reference a copy at most
             refs = 1.0 + _constant_text(args[2]).count("\\")
@@ -339,7 +343,7 @@ class _Bounds:
 def _param_names(lam: dict[str, Any]) -> list[str]:
     return [
         str(n.get("column_names", [""])[-1]).lower()
-        for n in tree.walk(lam.get("lhs"))
+        for n in parse_tree.walk(lam.get("lhs"))
         if n.get("class") == "COLUMN_REF"
     ]
 
@@ -352,7 +356,7 @@ def _largest(bounds: Any) -> Bound:
 
 
 def _constant_text(expr: dict[str, Any]) -> str:
-    const = tree.constant(expr)
+    const = parse_tree.constant(expr)
     return const[1] if const else "\\" * 8
 
 
@@ -388,7 +392,9 @@ def check_bounds(
     """Refuse a query one of whose expressions could build too much in one vector."""
     bounds = _Bounds(canonical, attribute_bytes, _Names.of(nodes), fixed_results)
     # a lambda's parameters ((x, y) -> ... parses them as row(x, y)) are names, not values
-    params = {id(p) for n in nodes if n.get("class") == "LAMBDA" for p in tree.walk(n.get("lhs"))}
+    params = {
+        id(p) for n in nodes if n.get("class") == "LAMBDA" for p in parse_tree.walk(n.get("lhs"))
+    }
     for node in nodes:
         if "class" in node and node.get("class") != "TYPE" and id(node) not in params:
             bounds.size(node)

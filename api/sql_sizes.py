@@ -21,7 +21,7 @@ from typing import Any
 
 from prefixscope.errors import QueryError
 
-from . import sql_tree as tree
+from . import sql_tree as parse_tree
 
 #: What one query may add, summed over every value-enlarging call (bytes per row). DuckDB
 #: builds a vector of 2,048 values in one allocation before any interrupt is checked, so this
@@ -75,16 +75,16 @@ class _Amplification:
         """Upper estimate of one value's bytes; records every amplifier's size in ``total``."""
         cls = expr.get("class")
         if cls == "CONSTANT":
-            const = tree.constant(expr)
+            const = parse_tree.constant(expr)
             return float(len(const[1])) if const and const[0] == "STRING" else 16.0
         if cls == "SUBQUERY":
             return _UNBOUNDED  # may hold an aggregate of any size
         if cls == "LAMBDA":
             return self.size(expr["expr"]) if isinstance(expr.get("expr"), dict) else 16.0
         if cls != "FUNCTION":  # operators, casts, CASE, column refs, ...: their parts add up
-            return sum((self.size(c) for c in tree.walk_children(expr)), 16.0)
+            return sum((self.size(c) for c in parse_tree.walk_children(expr)), 16.0)
         name = self.name(expr)
-        args = tree.args(expr)
+        args = parse_tree.args(expr)
         if name in BUILDING_AGGREGATES:
             for a in args:
                 self.size(a)
@@ -100,7 +100,7 @@ class _Amplification:
         return sum((self.size(a) for a in args), 16.0)
 
     def _count(self, name: str, expr: dict[str, Any] | None) -> int:
-        count = tree.int_constant(expr)
+        count = parse_tree.int_constant(expr)
         if count is None:
             raise QueryError(
                 f"{name}() needs a constant size argument here (a computed size could be any size)",
@@ -123,7 +123,7 @@ class _Amplification:
                 self.size(args[0])
             return max(16.0, fill) * self._count(name, args[1] if len(args) > 1 else None)
         if name in ("range", "generate_series"):
-            nums = [tree.int_constant(a) for a in args]
+            nums = [parse_tree.int_constant(a) for a in args]
             ints = [n for n in nums if n is not None]
             if not ints or len(ints) != len(nums):
                 self._count(name, None)  # raises: a computed size could be any size
@@ -139,7 +139,7 @@ class _Amplification:
             width = self._count(name, args[3]) if len(args) > 3 else 80
             return 4.0 * width
         # printf / format: the widths and precisions of a constant format string
-        const = tree.constant(args[0]) if args else None
+        const = parse_tree.constant(args[0]) if args else None
         if const is None or const[0] != "STRING":
             raise QueryError(f"{name}() needs a constant format string", code="value_too_large")
         widths = [int(w) for w in re.findall(r"\d+", const[1])] or [0]
@@ -158,7 +158,9 @@ def check_amplification(nodes: list[dict[str, Any]], canonical: dict[str, str]) 
     if not any(amp.name(n) in AMPLIFIERS for n in roots):
         return
     # estimate from the outermost amplifying calls (nested ones are counted inside them)
-    inner = {id(c) for n in roots for c in tree.walk(tree.args(n)) if isinstance(c, dict)}
+    inner = {
+        id(c) for n in roots for c in parse_tree.walk(parse_tree.args(n)) if isinstance(c, dict)
+    }
     for node in roots:
         if id(node) not in inner:
             amp.size(node)

@@ -40,7 +40,9 @@ def batches(
             if cut >= 0:
                 head = text[: cut + len(completion_marker)]
                 prompt[i] = len(tokenizer(head, add_special_tokens=True)["input_ids"])
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = tokenizer.pad_token_id
+    if pad is None:  # as the tokenizer's own padding refuses
+        raise ValueError("the tokenizer has no pad token: batches cannot be padded")
     for _ in range(steps):
         idx = torch.randint(len(texts), (batch_size,), generator=gen).tolist()
         width = max(len(ids[i]) for i in idx)

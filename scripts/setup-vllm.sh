@@ -29,3 +29,4 @@ fi
 # building it here also keeps this install off the file that build writes)
 PREFIXSCOPE_NATIVE=0 "$venv/bin/pip" install -e "$repo" --no-deps
 "$venv/bin/python" -c "import vllm, prefixscope.instrumentation; print('vllm', vllm.__version__)"
+touch "$venv/.installed"  # the venv is complete (scripts/check builds it again otherwise)

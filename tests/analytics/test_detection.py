@@ -566,18 +566,25 @@ def test_generated_periods_hold_each_arms_n_per_period() -> None:
     """``generate(periods=k)``: k consecutive periods, each with every arm's n requests (the
     daily looks store a run's days in one call)."""
     con = scratch_store()
-    arms = [Arm(None, None, "r", n=30), Arm("card", "1", "r", n=20)]
+    scores = {"TaskCompletion": (0.8, 10.0)}
+    arms = [Arm(None, None, "r", n=30, scores=scores), Arm("card", "1", "r", n=20, scores=scores)]
     generate(con, arms, seed=1, start=datetime(2025, 1, 1), duration=timedelta(days=1), periods=4)
-    rows = con.execute(
-        "SELECT date_trunc('day', start_time) AS d, coalesce(prefix_id, 'base'), count(*) "
-        "FROM requests GROUP BY ALL ORDER BY ALL"
+    per_day = (("base", 30), ("card", 20))
+    want = [(datetime(2025, 1, 1 + day), arm, n) for day in range(4) for arm, n in per_day]
+    day_arm = "date_trunc('day', r.start_time), coalesce(r.prefix_id, 'base')"
+    requests = f"SELECT {day_arm}, count(*) FROM requests r GROUP BY ALL ORDER BY ALL"
+    assert con.execute(requests).fetchall() == want
+    # every request's score (coverage 1) and every feedback event follow it into its period
+    scored = (
+        f"SELECT {day_arm}, count(*) FROM scores s JOIN requests r USING (trace_id) "
+        "WHERE s.created_at > r.end_time GROUP BY ALL ORDER BY ALL"
+    )
+    assert con.execute(scored).fetchall() == want
+    [(feedback, joined)] = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE f.created_at > r.end_time) "
+        "FROM feedback f LEFT JOIN requests r USING (trace_id)"
     ).fetchall()
-    want = [
-        (datetime(2025, 1, 1 + day), arm, n)
-        for day in range(4)
-        for arm, n in (("base", 30), ("card", 20))
-    ]
-    assert rows == want
+    assert feedback == joined > 0
 
 
 def test_a_look_reads_nothing_after_its_end() -> None:

@@ -30,7 +30,8 @@ pytestmark = [
     pytest.mark.vllm,
     pytest.mark.serial,  # ~3 GB and both cores while the engine starts
     pytest.mark.skipif(
-        not VLLM_PY.exists(), reason="needs the vLLM venv: run scripts/setup-vllm.sh"
+        not (ROOT / ".venv-vllm" / ".installed").exists(),
+        reason="needs the vLLM venv: run scripts/setup-vllm.sh",
     ),
 ]
 
@@ -192,9 +193,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 @pytest.fixture(scope="module")
 def vllm_server(models: tuple[Path, Path], server: ServerProcess) -> Iterator[str]:
     """One vLLM OpenAI server (~25 s to start) for both tests below, tracing into ``server``.
-    The tests read disjoint spans (a trace id; a service name). The second registers the
-    LoRA's served name as ``radiology``, which would attribute the first one's LoRA spans to
-    it: it comes after the first in the file, and module tests keep their order."""
+    The tests read disjoint spans (a trace id; a service name); the second one's registration
+    of the LoRA's served name maps only spans without a ``prefix.id`` (the first one's client
+    spans carry theirs, vLLM's own spans carry no model name)."""
     port = free_port()
     log = server.data_dir.parent / "vllm-server.log"
     cmd = [
